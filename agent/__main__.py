@@ -1,0 +1,5 @@
+"""Run the watchkeeper command line as `python -m agent`."""
+
+from agent.cli import main
+
+main()

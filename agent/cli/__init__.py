@@ -1,0 +1,70 @@
+"""The `watchkeeper` command line: a thin layer over the agent library, loaded lazily."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
+
+import click
+
+from agent import __version__
+from agent.errors import WatchkeeperError
+
+# name -> "module:attribute". Modules are imported only when their command runs or --help lists it.
+SUBCOMMANDS: dict[str, str] = {
+    "coding-time": "agent.cli.coding_time_cmd:coding_time",
+    "init": "agent.cli.ledger_cmds:init",
+    "train": "agent.cli.ledger_cmds:train",
+    "status": "agent.cli.ledger_cmds:status",
+    "models": "agent.cli.ledger_cmds:models",
+    "runs": "agent.cli.ledger_cmds:runs",
+    "data": "agent.cli.data_cmds:data",
+    "agent": "agent.cli.agent_cmds:agent",
+    "watch": "agent.cli.agent_cmds:watch",
+    "alerts": "agent.cli.agent_cmds:alerts",
+    "remote": "agent.cli.remote_cmds:remote",
+    "app": "agent.cli.app_cmd:app",
+}
+
+
+def _module_exists(module_name: str) -> bool:
+    return importlib.util.find_spec(module_name) is not None
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use, so that `--help` stays fast."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        lazy = [
+            name for name, target in SUBCOMMANDS.items() if _module_exists(target.split(":")[0])
+        ]
+        return sorted(set(super().list_commands(ctx)) | set(lazy))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = SUBCOMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module_name, attribute = target.split(":")
+        if not _module_exists(module_name):
+            return None
+        command: Any = getattr(importlib.import_module(module_name), attribute)
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except WatchkeeperError as error:
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(error.exit_code)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="watchkeeper")
+def main() -> None:
+    """Watchkeeper: a local MLOps desk.
+
+    It keeps a ledger of every model version and what it was built from, warns when code or
+    data change under a model, trains locally, over SSH or on Slurm, and estimates your own
+    coding time offline. Files live in $WATCHKEEPER_HOME when it is set.
+    """

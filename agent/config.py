@@ -1,0 +1,92 @@
+"""The user's config.toml: identities, watched folders, remotes and schedule."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+from agent.paths import WatchkeeperPaths
+
+KNOWN_SECTIONS = ("identity", "watch", "schedule", "notifications", "remotes")
+
+
+class ConfigError(ValueError):
+    """config.toml cannot be read; the message names the file, the line and what to do."""
+
+
+class UserConfig:
+    """The user config, kept as a tomlkit document so that saving preserves the user's comments.
+
+    >>> config = UserConfig.load(Path("/tmp/does-not-exist/config.toml"))
+    >>> config.section("identity").get("emails", [])
+    []
+    """
+
+    def __init__(self, path: Path, document: tomlkit.TOMLDocument) -> None:
+        self.path = path
+        self.document = document
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> UserConfig:
+        path = path or WatchkeeperPaths.from_environment().config
+        if not path.exists():
+            return cls(path, tomlkit.document())
+        text = path.read_text(encoding="utf-8")
+        try:
+            tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(
+                f"{path}: {error}. Fix the TOML syntax there and try again."
+            ) from error
+        document = tomlkit.parse(text)
+        for key in document:
+            if key not in KNOWN_SECTIONS:
+                raise ConfigError(
+                    f"{path}: unknown section [{key}]; known sections are "
+                    f"{', '.join(KNOWN_SECTIONS)}."
+                )
+        return cls(path, document)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """Return a section as plain Python data (an empty dict when absent)."""
+        value = self.document.get(name)
+        return value.unwrap() if value is not None else {}
+
+    def set(self, section: str, key: str, value: Any) -> None:
+        """Set section.key, creating the section when needed."""
+        if section not in self.document:
+            self.document[section] = tomlkit.table()
+        self.document[section][key] = value
+
+    def remove(self, section: str, key: str) -> None:
+        table = self.document.get(section)
+        if table is not None and key in table:
+            del table[key]
+
+    def save(self) -> None:
+        """Write atomically with mode 0600 (the file may name hosts and key paths)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(tomlkit.dumps(self.document))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.path)
+
+    # Convenience accessors used by several commands.
+    @property
+    def identity_emails(self) -> list[str]:
+        return [str(email) for email in self.section("identity").get("emails", [])]
+
+    @property
+    def watched_repos(self) -> list[str]:
+        return [str(path) for path in self.section("watch").get("repos", [])]
+
+    @property
+    def watched_data(self) -> list[str]:
+        return [str(path) for path in self.section("watch").get("data", [])]

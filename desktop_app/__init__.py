@@ -1,0 +1,1 @@
+"""Watchkeeper's Qt desktop app and tray icon."""
