@@ -1,0 +1,564 @@
+# cython: language_level=3
+"""Cython kernels of the HMM core: fused scaled forward-backward, Viterbi and path sampling."""
+
+from cython.parallel cimport parallel, prange
+from libc.math cimport INFINITY, exp, lgamma, log
+from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
+
+import numpy as np
+
+# Emission kinds understood by the kernels.
+cdef enum:
+    POISSON = 0
+    CATEGORICAL = 1
+    GAUSSIAN = 2
+
+# Below this largest per-state emission probability an observation is recomputed in log space
+# and rescaled, so a very unlikely observation never underflows to zero.
+cdef double TINY_PROBABILITY = 1e-200
+# The running product of scale factors is folded into the log-likelihood below this value.
+cdef double TINY_PRODUCT = 1e-250
+# Sequences are processed in blocks; their statistics are summed in sequence order, so the
+# result does not depend on the number of threads.
+cdef Py_ssize_t SEQUENCE_BLOCK = 256
+
+
+cdef struct Emissions:
+    int kind
+    Py_ssize_t n_states            # K
+    Py_ssize_t n_features          # D: columns of X (1 for categorical)
+    Py_ssize_t n_obs_columns       # D for Poisson and Gaussian, number of symbols for categorical
+    const int64_t* counts          # (T, D) Poisson counts or (T, 1) category symbols
+    const double* values           # (T, D) Gaussian observations
+    Py_ssize_t table_size          # Poisson counts below this are looked up in the tables
+    const double* prob_table       # Poisson (D, table_size, K) pmf; categorical (n_symbols, K)
+    const double* log_table        # log of prob_table
+    const double* rate             # Poisson (D, K) lambdas; Gaussian (D, K) means
+    const double* log_rate         # Poisson (D, K) log lambdas; Gaussian (D, K) inverse variances
+    const double* state_constant   # Gaussian (K,) log normalising constant of each state
+
+
+cdef class EmissionModel:
+    """Emission parameters and observations in the layout the kernels read.
+
+    Parameters
+    ----------
+    kind : int
+        0 Poisson, 1 categorical, 2 Gaussian with diagonal covariance.
+    counts : ndarray of int64, shape (T, D)
+        Poisson counts or category symbols (D = 1); empty for Gaussian.
+    values : ndarray of float64, shape (T, D)
+        Gaussian observations; empty otherwise.
+    prob_table, log_table : ndarray of float64
+        Poisson: (D, table_size, K) pmf and log pmf per count; categorical: (n_symbols, K).
+    rate, log_rate : ndarray of float64, shape (D, K)
+        Poisson: lambdas and their logs; Gaussian: means and inverse variances.
+    state_constant : ndarray of float64, shape (K,)
+        Gaussian log normalising constants; empty otherwise.
+    """
+
+    cdef Emissions c
+    cdef list _arrays
+
+    def __init__(self, int kind, Py_ssize_t n_states, Py_ssize_t n_features,
+                 Py_ssize_t n_obs_columns, counts, values, prob_table, log_table, rate,
+                 log_rate, state_constant):
+        self._arrays = []
+        self.c.kind = kind
+        self.c.n_states = n_states
+        self.c.n_features = n_features
+        self.c.n_obs_columns = n_obs_columns
+        self.c.counts = <const int64_t*> self._int_pointer(counts)
+        self.c.values = self._double_pointer(values)
+        self.c.prob_table = self._double_pointer(prob_table)
+        self.c.log_table = self._double_pointer(log_table)
+        self.c.rate = self._double_pointer(rate)
+        self.c.log_rate = self._double_pointer(log_rate)
+        self.c.state_constant = self._double_pointer(state_constant)
+        self.c.table_size = prob_table.shape[1] if kind == POISSON else 0
+
+    cdef const double* _double_pointer(self, array) except? NULL:
+        flat = np.ascontiguousarray(array, dtype=np.float64).reshape(-1)
+        self._arrays.append(flat)
+        if flat.size == 0:
+            return NULL
+        cdef const double[::1] view = flat
+        return &view[0]
+
+    cdef const int64_t* _int_pointer(self, array) except? NULL:
+        flat = np.ascontiguousarray(array, dtype=np.int64).reshape(-1)
+        self._arrays.append(flat)
+        if flat.size == 0:
+            return NULL
+        cdef const int64_t[::1] view = flat
+        return &view[0]
+
+
+cdef inline void poisson_log_probs(const Emissions* em, Py_ssize_t t,
+                                   double* out) noexcept nogil:
+    """Log pmf of row t under each state, summed over the features."""
+    cdef Py_ssize_t K = em.n_states, D = em.n_features, d, k
+    cdef const int64_t* x = em.counts + t * D
+    cdef const double* row
+    cdef int64_t count
+    cdef double log_factorial
+    for k in range(K):
+        out[k] = 0.0
+    for d in range(D):
+        count = x[d]
+        if count < em.table_size:
+            row = em.log_table + (d * em.table_size + count) * K
+            for k in range(K):
+                out[k] += row[k]
+        else:
+            log_factorial = lgamma(<double> count + 1.0)
+            for k in range(K):
+                out[k] += count * em.log_rate[d * K + k] - em.rate[d * K + k] - log_factorial
+
+
+cdef inline void gaussian_log_probs(const Emissions* em, Py_ssize_t t,
+                                    double* out) noexcept nogil:
+    """Diagonal Gaussian log density of row t under each state."""
+    cdef Py_ssize_t K = em.n_states, D = em.n_features, d, k
+    cdef const double* x = em.values + t * D
+    cdef double diff
+    for k in range(K):
+        out[k] = 0.0
+    for d in range(D):
+        for k in range(K):
+            diff = x[d] - em.rate[d * K + k]
+            out[k] += diff * diff * em.log_rate[d * K + k]
+    for k in range(K):
+        out[k] = em.state_constant[k] - 0.5 * out[k]
+
+
+cdef inline void emission_log_probs(const Emissions* em, Py_ssize_t t,
+                                    double* out) noexcept nogil:
+    """Log emission probability of row t under each state (-inf where impossible)."""
+    cdef Py_ssize_t k
+    cdef const double* row
+    if em.kind == POISSON:
+        poisson_log_probs(em, t, out)
+    elif em.kind == CATEGORICAL:
+        row = em.log_table + em.counts[t] * em.n_states
+        for k in range(em.n_states):
+            out[k] = row[k]
+    else:
+        gaussian_log_probs(em, t, out)
+
+
+cdef inline bint rescale_from_logs(Py_ssize_t K, double* out,
+                                   double* log_factor) noexcept nogil:
+    """Turn log probabilities into probabilities divided by the largest; False if all -inf."""
+    cdef Py_ssize_t k
+    cdef double peak = -INFINITY
+    for k in range(K):
+        if out[k] > peak:
+            peak = out[k]
+    if peak == -INFINITY:
+        return False
+    for k in range(K):
+        out[k] = exp(out[k] - peak)
+    log_factor[0] = peak
+    return True
+
+
+cdef inline bint emission_probs(const Emissions* em, Py_ssize_t t, double* out,
+                                double* log_factor) noexcept nogil:
+    """Emission probabilities of row t, each divided by exp(log_factor).
+
+    Returns False when the observation is impossible under every state.
+    """
+    cdef Py_ssize_t K = em.n_states, D = em.n_features, d, k
+    cdef const int64_t* x
+    cdef const double* row
+    cdef double peak
+    log_factor[0] = 0.0
+    if em.kind == POISSON:
+        x = em.counts + t * D
+        for k in range(K):
+            out[k] = 1.0
+        for d in range(D):
+            if x[d] >= em.table_size:
+                poisson_log_probs(em, t, out)
+                return rescale_from_logs(K, out, log_factor)
+            row = em.prob_table + (d * em.table_size + x[d]) * K
+            for k in range(K):
+                out[k] *= row[k]
+        peak = 0.0
+        for k in range(K):
+            if out[k] > peak:
+                peak = out[k]
+        if peak > TINY_PROBABILITY:
+            return True
+        poisson_log_probs(em, t, out)
+        return rescale_from_logs(K, out, log_factor)
+    elif em.kind == CATEGORICAL:
+        row = em.prob_table + em.counts[t] * K
+        peak = 0.0
+        for k in range(K):
+            out[k] = row[k]
+            if row[k] > peak:
+                peak = row[k]
+        if peak > TINY_PROBABILITY:
+            return True
+        for k in range(K):
+            out[k] = em.log_table[em.counts[t] * K + k]
+        return rescale_from_logs(K, out, log_factor)
+    else:
+        gaussian_log_probs(em, t, out)
+        return rescale_from_logs(K, out, log_factor)
+
+
+cdef inline void accumulate_emission_stats(const Emissions* em, Py_ssize_t t,
+                                           const double* gamma, double* post,
+                                           double* obs, double* obs_squared) noexcept nogil:
+    """Add the posterior-weighted sufficient statistics of row t."""
+    cdef Py_ssize_t K = em.n_states, D = em.n_features, d, k
+    cdef double value, g
+    cdef double* out
+    for k in range(K):
+        post[k] += gamma[k]
+    if em.kind == POISSON:
+        for d in range(D):
+            value = <double> em.counts[t * D + d]
+            if value != 0.0:
+                out = obs + d * K
+                for k in range(K):
+                    out[k] += gamma[k] * value
+    elif em.kind == CATEGORICAL:
+        out = obs + em.counts[t] * K
+        for k in range(K):
+            out[k] += gamma[k]
+    else:
+        for d in range(D):
+            value = em.values[t * D + d]
+            for k in range(K):
+                g = gamma[k] * value
+                obs[d * K + k] += g
+                obs_squared[d * K + k] += g * value
+
+
+cdef Py_ssize_t stats_size(const Emissions* em, Py_ssize_t n_classes) noexcept nogil:
+    """Length of the flat statistics vector: start, transitions, post, obs, obs squared."""
+    cdef Py_ssize_t K = em.n_states
+    cdef Py_ssize_t size = K + n_classes * K * K + K + em.n_obs_columns * K
+    if em.kind == GAUSSIAN:
+        size += em.n_features * K
+    return size
+
+
+cdef int64_t forward_backward_sequence(
+        const Emissions* em,
+        Py_ssize_t t0,                  # IN first row of the sequence
+        Py_ssize_t t1,                  # IN one past its last row
+        const int64_t* classes,         # IN (T,) transition class of the step into t, or NULL
+        const double* startprob,        # IN (K,)
+        const double* transmat,         # IN (C, K, K)
+        Py_ssize_t n_classes,           # IN C
+        double* alpha,                  # OUT (T, K) scaled alphas, then posteriors
+        double* scale,                  # OUT (T,) scale factors
+        double* stats,                  # OUT flat statistics of this sequence, or NULL
+        bint backward,                  # IN run the backward pass
+        double* work,                   # scratch of 4 K doubles
+        double* loglik,                 # OUT log-likelihood of the sequence
+) noexcept nogil:
+    """Scaled forward-backward over one sequence with the statistics accumulated on the way back.
+
+    Returns -1 on success, t when row t is impossible under every state, and -(t + 2) when
+    row t is impossible given the states the transitions allow.
+    """
+    cdef Py_ssize_t K = em.n_states, KK = K * K, t, i, j, cls
+    cdef double* emission = work
+    cdef double* predicted = work + K
+    cdef double* beta = work + 2 * K
+    cdef double* weighted = work + 3 * K
+    cdef double* row_alpha
+    cdef const double* prev_alpha
+    cdef const double* trans
+    cdef const double* trans_row
+    cdef double* acc
+    cdef double* start_stats = NULL
+    cdef double* trans_stats = NULL
+    cdef double* post = NULL
+    cdef double* obs = NULL
+    cdef double* obs_squared = NULL
+    cdef double log_factor, total, inverse, running = 1.0, ll = 0.0, a_i, s
+
+    # Forward pass: alpha_t = (alpha_{t-1} A) * b_t / c_t.
+    for t in range(t0, t1):
+        if not emission_probs(em, t, emission, &log_factor):
+            return t
+        ll += log_factor
+        row_alpha = alpha + t * K
+        if t == t0:
+            for j in range(K):
+                predicted[j] = startprob[j]
+        else:
+            cls = classes[t] if classes != NULL else 0
+            trans = transmat + cls * KK
+            prev_alpha = row_alpha - K
+            for j in range(K):
+                predicted[j] = 0.0
+            for i in range(K):
+                a_i = prev_alpha[i]
+                trans_row = trans + i * K
+                for j in range(K):
+                    predicted[j] += a_i * trans_row[j]
+        total = 0.0
+        for j in range(K):
+            predicted[j] *= emission[j]
+            total += predicted[j]
+        if not total > 0.0:
+            return -(t + 2)
+        inverse = 1.0 / total
+        for j in range(K):
+            row_alpha[j] = predicted[j] * inverse
+        scale[t] = total
+        running *= total
+        if running < TINY_PRODUCT:
+            ll += log(running)
+            running = 1.0
+    ll += log(running)
+    loglik[0] = ll
+    if not backward:
+        return -1
+
+    if stats != NULL:
+        start_stats = stats
+        trans_stats = stats + K
+        post = trans_stats + n_classes * KK
+        obs = post + K
+        obs_squared = obs + em.n_obs_columns * K
+
+    # Backward pass: beta_t = A (b_{t+1} beta_{t+1} / c_{t+1}); gamma_t = alpha_t beta_t replaces
+    # alpha_t, and xi_t = alpha_t (x) weighted_{t+1}, times A, is summed per class (the product
+    # with A is applied once by the caller).
+    for i in range(K):
+        beta[i] = 1.0
+    if stats != NULL:
+        accumulate_emission_stats(em, t1 - 1, alpha + (t1 - 1) * K, post, obs, obs_squared)
+    for t in range(t1 - 2, t0 - 1, -1):
+        emission_probs(em, t + 1, emission, &log_factor)
+        inverse = 1.0 / scale[t + 1]
+        for j in range(K):
+            weighted[j] = emission[j] * beta[j] * inverse
+        cls = classes[t + 1] if classes != NULL else 0
+        trans = transmat + cls * KK
+        row_alpha = alpha + t * K
+        if stats != NULL:
+            acc = trans_stats + cls * KK
+            for i in range(K):
+                a_i = row_alpha[i]
+                for j in range(K):
+                    acc[i * K + j] += a_i * weighted[j]
+        for i in range(K):
+            trans_row = trans + i * K
+            s = 0.0
+            for j in range(K):
+                s += trans_row[j] * weighted[j]
+            beta[i] = s
+            row_alpha[i] *= s
+        if stats != NULL:
+            accumulate_emission_stats(em, t, row_alpha, post, obs, obs_squared)
+    if stats != NULL:
+        row_alpha = alpha + t0 * K
+        for i in range(K):
+            start_stats[i] += row_alpha[i]
+    return -1
+
+
+def forward_backward(
+        EmissionModel model,
+        const int64_t[::1] starts,          # IN (S,) first row of each sequence
+        const int64_t[::1] ends,            # IN (S,) one past the last row of each sequence
+        const int64_t[::1] classes,         # IN (T,) transition classes, or empty
+        const double[::1] startprob,        # IN (K,)
+        const double[:, :, ::1] transmat,   # IN (C, K, K)
+        double[:, ::1] alpha,               # OUT (T, K) posteriors when backward is set
+        double[::1] scale,                  # OUT (T,) scale factors
+        double[::1] stats,                  # OUT flat summed statistics, or empty
+        double[::1] logliks,                # OUT (S,) log-likelihood per sequence
+        int64_t[::1] status,                # OUT (S,) -1, or the failing row (see above)
+        bint backward,                      # IN run the backward pass
+        int n_threads,                      # IN threads over sequences
+):
+    """Run the fused forward-backward over every sequence.
+
+    With a non-empty ``stats`` the sufficient statistics are accumulated: start (K), per-class
+    transition products (C*K*K, still to be multiplied by transmat), post (K), obs
+    (n_obs_columns*K, feature-major) and, for Gaussian, obs squared (D*K).
+    """
+    cdef const Emissions* em = &model.c
+    cdef Py_ssize_t K = em.n_states, n_sequences = starts.shape[0]
+    cdef Py_ssize_t n_classes = transmat.shape[0]
+    cdef Py_ssize_t size = stats_size(em, n_classes)
+    cdef bint want_stats = stats.shape[0] > 0
+    cdef const int64_t* class_ptr = &classes[0] if classes.shape[0] > 0 else NULL
+    cdef Py_ssize_t block_start, n_block, s, i
+    cdef double* block_stats = NULL
+    cdef double* seq_stats
+    cdef double* work = NULL
+    if want_stats and stats.shape[0] != size:
+        raise ValueError(f"stats has length {stats.shape[0]}, expected {size}")
+    if want_stats:
+        block_stats = <double*> malloc(SEQUENCE_BLOCK * size * sizeof(double))
+        if block_stats == NULL:
+            raise MemoryError()
+    try:
+        block_start = 0
+        while block_start < n_sequences:
+            n_block = min(SEQUENCE_BLOCK, n_sequences - block_start)
+            if want_stats:
+                memset(block_stats, 0, n_block * size * sizeof(double))
+            with nogil, parallel(num_threads=max(1, min(n_threads, n_block))):
+                work = <double*> malloc(4 * K * sizeof(double))
+                for s in prange(n_block, schedule="dynamic"):
+                    seq_stats = block_stats + s * size if want_stats else NULL
+                    status[block_start + s] = forward_backward_sequence(
+                        em, starts[block_start + s], ends[block_start + s], class_ptr,
+                        &startprob[0], &transmat[0, 0, 0], n_classes, &alpha[0, 0], &scale[0],
+                        seq_stats, backward, work, &logliks[block_start + s])
+                free(work)
+            if want_stats:
+                for s in range(n_block):
+                    seq_stats = block_stats + s * size
+                    for i in range(size):
+                        stats[i] += seq_stats[i]
+            block_start += n_block
+    finally:
+        free(block_stats)
+
+
+cdef int64_t viterbi_sequence(
+        const Emissions* em,
+        Py_ssize_t t0,                      # IN first row
+        Py_ssize_t t1,                      # IN one past the last row
+        const int64_t* classes,             # IN (T,) or NULL
+        const double* log_startprob,        # IN (K,)
+        const double* log_transmat_t,       # IN (C, K, K) transposed: [c, to, from]
+        int32_t* backpointers,              # OUT (T, K)
+        int64_t* path,                      # OUT (T,)
+        double* work,                       # scratch of 3 K doubles
+        double* logprob,                    # OUT log probability of the best path
+) noexcept nogil:
+    """Viterbi in log space over one sequence; returns -1 or the failing row as above."""
+    cdef Py_ssize_t K = em.n_states, KK = K * K, t, i, j, best_state, cls
+    cdef double* delta = work
+    cdef double* new_delta = work + K
+    cdef double* log_emission = work + 2 * K
+    cdef double* swap
+    cdef const double* column
+    cdef double best, value, peak
+    cdef int32_t* pointers
+    emission_log_probs(em, t0, log_emission)
+    peak = -INFINITY
+    for j in range(K):
+        delta[j] = log_startprob[j] + log_emission[j]
+        if delta[j] > peak:
+            peak = delta[j]
+    if peak == -INFINITY:
+        for j in range(K):
+            if log_emission[j] > -INFINITY:
+                return -(t0 + 2)
+        return t0
+    for t in range(t0 + 1, t1):
+        emission_log_probs(em, t, log_emission)
+        cls = classes[t] if classes != NULL else 0
+        pointers = backpointers + t * K
+        peak = -INFINITY
+        for j in range(K):
+            column = log_transmat_t + cls * KK + j * K
+            best = -INFINITY
+            best_state = 0
+            for i in range(K):
+                value = delta[i] + column[i]
+                if value > best:
+                    best = value
+                    best_state = i
+            pointers[j] = <int32_t> best_state
+            new_delta[j] = best + log_emission[j]
+            if new_delta[j] > peak:
+                peak = new_delta[j]
+        if peak == -INFINITY:
+            for j in range(K):
+                if log_emission[j] > -INFINITY:
+                    return -(t + 2)
+            return t
+        swap = delta
+        delta = new_delta
+        new_delta = swap
+    best = -INFINITY
+    best_state = 0
+    for j in range(K):
+        if delta[j] > best:
+            best = delta[j]
+            best_state = j
+    logprob[0] = best
+    path[t1 - 1] = best_state
+    for t in range(t1 - 1, t0, -1):
+        path[t - 1] = backpointers[t * K + path[t]]
+    return -1
+
+
+def viterbi(
+        EmissionModel model,
+        const int64_t[::1] starts,              # IN (S,)
+        const int64_t[::1] ends,                # IN (S,)
+        const int64_t[::1] classes,             # IN (T,) or empty
+        const double[::1] log_startprob,        # IN (K,)
+        const double[:, :, ::1] log_transmat_t, # IN (C, K, K) transposed: [c, to, from]
+        int32_t[:, ::1] backpointers,           # OUT (T, K) scratch
+        int64_t[::1] path,                      # OUT (T,) most likely states
+        double[::1] logprobs,                   # OUT (S,) log probability of each best path
+        int64_t[::1] status,                    # OUT (S,) -1 or the failing row
+        int n_threads,                          # IN threads over sequences
+):
+    """Most likely state path of every sequence (Viterbi in log space)."""
+    cdef const Emissions* em = &model.c
+    cdef Py_ssize_t K = em.n_states, n_sequences = starts.shape[0], s
+    cdef const int64_t* class_ptr = &classes[0] if classes.shape[0] > 0 else NULL
+    cdef double* work = NULL
+    with nogil, parallel(num_threads=max(1, min(n_threads, n_sequences))):
+        work = <double*> malloc(3 * K * sizeof(double))
+        for s in prange(n_sequences, schedule="dynamic"):
+            status[s] = viterbi_sequence(
+                em, starts[s], ends[s], class_ptr, &log_startprob[0],
+                &log_transmat_t[0, 0, 0], &backpointers[0, 0], &path[0], work, &logprobs[s])
+        free(work)
+
+
+def log_emission_matrix(EmissionModel model, double[:, ::1] out):
+    """Fill out (T, K) with the log emission probability of every row under every state."""
+    cdef const Emissions* em = &model.c
+    cdef Py_ssize_t t
+    with nogil:
+        for t in range(out.shape[0]):
+            emission_log_probs(em, t, &out[t, 0])
+
+
+def sample_states(
+        const double[::1] cum_startprob,        # IN (K,) cumulative start probabilities
+        const double[:, :, ::1] cum_transmat,   # IN (C, K, K) cumulative over the last axis
+        const int64_t[::1] classes,             # IN (n,) or empty
+        const double[::1] uniforms,             # IN (n,) draws in [0, 1)
+        int64_t[::1] states,                    # OUT (n,)
+):
+    """Draw a state path by inverse-CDF sampling from the uniforms."""
+    cdef Py_ssize_t K = cum_startprob.shape[0], n = uniforms.shape[0], t, k, cls
+    cdef const double* cum
+    if n == 0:
+        return
+    with nogil:
+        for t in range(n):
+            if t == 0:
+                cum = &cum_startprob[0]
+            else:
+                cls = classes[t] if classes.shape[0] > 0 else 0
+                cum = &cum_transmat[cls, states[t - 1], 0]
+            k = 0
+            while k < K - 1 and uniforms[t] >= cum[k]:
+                k += 1
+            states[t] = k
