@@ -1,0 +1,1 @@
+"""Developer activity: commits read from git, file-save events, identities and reports."""

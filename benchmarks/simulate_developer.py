@@ -1,0 +1,288 @@
+"""Simulated developers with known coding time, for measuring coding-time estimators.
+
+A developer's day is drawn from a profile: whether they work (workdays, weekends, holidays),
+when they arrive and leave, meetings, coding sessions with heavy-tailed lengths separated by
+breaks, and sometimes a late-night session. While coding they save files every few minutes
+(with occasional reading pauses) and commit now and then, often at the end of a session; a few
+commits happen outside coding (merges during a meeting, quick fixes). The ground truth is the
+set of coding intervals. Times are UTC epoch seconds; the developer lives at a fixed UTC offset.
+
+Run it to print a summary of each profile:  .venv/bin/python benchmarks/simulate_developer.py
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+DAY = 86400
+MINUTE = 60
+START_EPOCH = 1704067200  # 2024-01-01T00:00:00Z, a Monday
+
+
+@dataclass(frozen=True)
+class DeveloperProfile:
+    """The habits of one kind of developer (times in hours or minutes as named)."""
+
+    name: str = "office"
+    workdays: tuple[int, ...] = (0, 1, 2, 3, 4)  # Monday = 0
+    utc_offset_minutes: int = 60
+    arrival_hour: float = 9.0
+    arrival_sd_hours: float = 0.7
+    workday_hours: float = 8.5
+    workday_sd_hours: float = 1.0
+    holiday_probability: float = 0.04  # single days off
+    vacation_weeks_per_quarter: float = 0.5  # whole weeks off
+    weekend_work_probability: float = 0.08
+    late_night_probability: float = 0.07
+    meetings_per_day: float = 1.5
+    meeting_minutes: tuple[float, float] = (25.0, 70.0)
+    session_median_minutes: float = 50.0
+    session_sigma: float = 0.8  # lognormal: heavy right tail
+    break_mean_minutes: float = 15.0
+    commit_gap_minutes: float = 40.0  # mean gap between commits while coding
+    commit_at_end_probability: float = 0.5
+    stray_commits_per_day: float = 0.3  # commits outside coding
+    save_gap_minutes: float = 3.0
+    reading_pause_probability: float = 0.04  # per save: a 8-25 minute pause without saves
+
+
+PROFILES: dict[str, DeveloperProfile] = {
+    "office": DeveloperProfile(),
+    "night_owl": DeveloperProfile(
+        name="night_owl",
+        utc_offset_minutes=-300,
+        arrival_hour=13.0,
+        arrival_sd_hours=1.5,
+        workday_hours=9.0,
+        late_night_probability=0.35,
+        meetings_per_day=0.5,
+        session_median_minutes=80.0,
+        commit_gap_minutes=25.0,
+    ),
+    "rare_committer": DeveloperProfile(
+        name="rare_committer",
+        utc_offset_minutes=330,
+        commit_gap_minutes=110.0,
+        commit_at_end_probability=0.3,
+        session_median_minutes=40.0,
+        meetings_per_day=2.5,
+        save_gap_minutes=5.0,
+    ),
+    "part_timer": DeveloperProfile(
+        name="part_timer",
+        workdays=(1, 3),
+        utc_offset_minutes=-480,
+        arrival_hour=10.0,
+        workday_hours=5.0,
+        weekend_work_probability=0.25,
+        holiday_probability=0.1,
+        session_median_minutes=35.0,
+        commit_gap_minutes=20.0,
+        stray_commits_per_day=0.1,
+    ),
+}
+
+
+@dataclass
+class SimulatedDeveloper:
+    """Events and ground truth for one simulated developer."""
+
+    profile: DeveloperProfile
+    days: int
+    event_times: np.ndarray  # UTC epoch seconds, sorted
+    event_kinds: np.ndarray  # 0 = commit, 1 = save
+    coding_intervals: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def local_start(self) -> int:
+        """Local midnight of the first simulated day, as epoch + offset seconds."""
+        return START_EPOCH
+
+    def truth_minutes_per_day(self) -> np.ndarray:
+        """Ground-truth coding minutes per local day."""
+        minutes = np.zeros(self.days)
+        offset = self.profile.utc_offset_minutes * MINUTE
+        for start, end in self.coding_intervals:
+            local_start, local_end = start + offset - START_EPOCH, end + offset - START_EPOCH
+            day = int(local_start // DAY)
+            while local_start < local_end and day < self.days:
+                cut = min(local_end, (day + 1) * DAY)
+                if day >= 0:
+                    minutes[day] += (cut - local_start) / MINUTE
+                local_start, day = cut, day + 1
+        return minutes
+
+
+def _lognormal_minutes(rng: np.random.Generator, median: float, sigma: float) -> float:
+    return float(median * np.exp(sigma * rng.standard_normal()))
+
+
+def _simulate_block(
+    rng: np.random.Generator,
+    profile: DeveloperProfile,
+    start: float,
+    end: float,
+    meetings: list[tuple[float, float]],
+    intervals: list[tuple[float, float]],
+    times: list[float],
+    kinds: list[int],
+) -> None:
+    """Fill [start, end) (local minutes from the day's midnight) with sessions and breaks."""
+    now = start
+    while now < end:
+        blocking = [m for m in meetings if m[0] <= now < m[1]]
+        if blocking:
+            now = blocking[0][1]
+            continue
+        next_meeting = min((m[0] for m in meetings if m[0] > now), default=end)
+        length = _lognormal_minutes(rng, profile.session_median_minutes, profile.session_sigma)
+        session_end = min(now + max(length, 5.0), next_meeting, end)
+        if session_end - now >= 3.0:
+            intervals.append((now, session_end))
+            _emit_session_events(rng, profile, now, session_end, times, kinds)
+        now = session_end + rng.exponential(profile.break_mean_minutes)
+
+
+def _emit_session_events(
+    rng: np.random.Generator,
+    profile: DeveloperProfile,
+    start: float,
+    end: float,
+    times: list[float],
+    kinds: list[int],
+) -> None:
+    moment = start + rng.exponential(profile.save_gap_minutes)
+    while moment < end:
+        times.append(moment)
+        kinds.append(1)
+        gap = rng.lognormal(np.log(profile.save_gap_minutes) - 0.18, 0.6)
+        if rng.random() < profile.reading_pause_probability:
+            gap += rng.uniform(8.0, 25.0)
+        moment += gap
+    moment = start + rng.exponential(profile.commit_gap_minutes)
+    while moment < end:
+        times.append(moment)
+        kinds.append(0)
+        moment += rng.exponential(profile.commit_gap_minutes)
+    if rng.random() < profile.commit_at_end_probability:
+        times.append(end - rng.uniform(0.0, 2.0))
+        kinds.append(0)
+
+
+def simulate(profile: DeveloperProfile, days: int, seed: int) -> SimulatedDeveloper:
+    """Draw `days` days of a developer with the given profile."""
+    rng = np.random.default_rng(seed)
+    intervals_local: list[tuple[float, float]] = []
+    times_local: list[float] = []
+    kinds: list[int] = []
+    vacation_days: set[int] = set()
+    for quarter_start in range(0, days, 91):
+        for _ in range(rng.poisson(profile.vacation_weeks_per_quarter)):
+            first = quarter_start + int(rng.integers(0, 91))
+            vacation_days.update(range(first - first % 7, first - first % 7 + 7))
+    for day in range(days):
+        weekday = day % 7
+        base = day * 24 * 60.0
+        works = weekday in profile.workdays
+        if works and (day in vacation_days or rng.random() < profile.holiday_probability):
+            works = False
+        if not works and weekday not in profile.workdays:
+            works = rng.random() < profile.weekend_work_probability
+            hours = rng.uniform(1.0, 4.0) if works else 0.0
+        else:
+            hours = max(1.0, rng.normal(profile.workday_hours, profile.workday_sd_hours))
+        if works:
+            arrival = 60 * float(
+                np.clip(rng.normal(profile.arrival_hour, profile.arrival_sd_hours), 0.0, 23.0)
+            )
+            leave = min(arrival + 60 * hours, 24 * 60 - 1)
+            meetings = []
+            for _ in range(
+                rng.poisson(
+                    profile.meetings_per_day * (leave - arrival) / (60 * profile.workday_hours)
+                )
+            ):
+                meeting_start = rng.uniform(arrival, leave)
+                meeting_length = rng.uniform(*profile.meeting_minutes)
+                meetings.append((meeting_start, min(meeting_start + meeting_length, leave)))
+            lunch = arrival + 60 * rng.uniform(3.0, 4.5)
+            if leave - arrival > 6 * 60:
+                meetings.append((lunch, lunch + rng.uniform(30.0, 60.0)))
+            meetings.sort()
+            before = len(intervals_local)
+            _simulate_block(
+                rng,
+                profile,
+                base + arrival,
+                base + leave,
+                [(base + a, base + b) for a, b in meetings],
+                intervals_local,
+                times_local,
+                kinds,
+            )
+            del before
+            for _ in range(rng.poisson(profile.stray_commits_per_day)):
+                moment = base + rng.uniform(arrival, leave)
+                if not any(a <= moment < b for a, b in intervals_local[-40:]):
+                    times_local.append(moment)
+                    kinds.append(0)
+        if rng.random() < profile.late_night_probability * (1.0 if works else 0.3):
+            start = base + 60 * rng.uniform(21.0, 23.0)
+            _simulate_block(
+                rng,
+                profile,
+                start,
+                start + 60 * rng.uniform(0.5, 2.5),
+                [],
+                intervals_local,
+                times_local,
+                kinds,
+            )
+    offset_seconds = profile.utc_offset_minutes * MINUTE
+    to_utc = START_EPOCH - offset_seconds
+    times = np.asarray(times_local) * MINUTE + to_utc
+    order = np.argsort(times, kind="stable")
+    return SimulatedDeveloper(
+        profile=profile,
+        days=days,
+        event_times=times[order],
+        event_kinds=np.asarray(kinds, dtype=np.int8)[order],
+        coding_intervals=[(a * MINUTE + to_utc, b * MINUTE + to_utc) for a, b in intervals_local],
+    )
+
+
+def random_profile(seed: int) -> DeveloperProfile:
+    """A profile with every habit drawn at random around plausible values."""
+    rng = np.random.default_rng(seed)
+    base = DeveloperProfile()
+    return dataclasses.replace(
+        base,
+        name=f"random-{seed}",
+        utc_offset_minutes=int(rng.choice([-480, -300, 0, 60, 120, 330, 540])),
+        arrival_hour=float(rng.uniform(7.0, 14.0)),
+        workday_hours=float(rng.uniform(5.0, 10.0)),
+        late_night_probability=float(rng.uniform(0.0, 0.3)),
+        meetings_per_day=float(rng.uniform(0.0, 3.0)),
+        session_median_minutes=float(rng.uniform(25.0, 100.0)),
+        session_sigma=float(rng.uniform(0.5, 1.1)),
+        break_mean_minutes=float(rng.uniform(5.0, 30.0)),
+        commit_gap_minutes=float(rng.uniform(15.0, 120.0)),
+        commit_at_end_probability=float(rng.uniform(0.1, 0.8)),
+        stray_commits_per_day=float(rng.uniform(0.0, 0.8)),
+        save_gap_minutes=float(rng.uniform(1.5, 6.0)),
+    )
+
+
+if __name__ == "__main__":
+    for kind, profile in PROFILES.items():
+        developer = simulate(profile, days=90, seed=1)
+        truth = developer.truth_minutes_per_day()
+        commits = int((developer.event_kinds == 0).sum())
+        saves = int((developer.event_kinds == 1).sum())
+        print(
+            f"{kind:15s} coding {truth.mean():6.1f} min/day  commits {commits:5d}  "
+            f"saves {saves:6d}  sessions {len(developer.coding_intervals)}"
+        )
