@@ -1,0 +1,399 @@
+"""The `init`, `train`, `status`, `models` and `runs` commands: a thin layer over the ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from sqlite_utils import Database
+
+from agent.errors import WatchkeeperError
+from agent.ledger import ledger_errors, open_ledger, write_transaction
+from agent.ledger.queries import (
+    ModelRef,
+    find_run,
+    find_version,
+    register_repo,
+    repo_id_for,
+)
+from agent.ledger.queries import (
+    runs as list_runs,
+)
+from agent.ledger.reports import list_versions, run_json, status_report, version_diff
+from agent.paths import WatchkeeperPaths
+from agent.project.git import repo_root
+from agent.project.spec import SPEC_FILE, TEMPLATE, load_project
+from agent.runs.executor import LocalExecutor, Run, RunState
+from agent.runs.training import TrainResult, reconcile_runs
+from agent.runs.training import train as train_model
+from agent.staleness import StalenessChecker
+
+EXIT_CANCELLED = 130
+
+
+def _console(err: bool = False) -> Console:
+    console = Console(stderr=err, highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 160
+    return console
+
+
+@contextmanager
+def _ledger() -> Iterator[Database]:
+    """The ledger, with runs whose command died settled first; SQLite errors made readable."""
+    paths = WatchkeeperPaths.from_environment()
+    db = open_ledger(paths.ledger)
+    try:
+        with ledger_errors(paths.ledger):
+            reconcile_runs(db, paths)
+            yield db
+    finally:
+        db.close()
+
+
+def _when(timestamp: float | None) -> str:
+    if not timestamp:
+        return "-"
+    return dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(start: float | None, end: float | None) -> str:
+    if not start:
+        return "-"
+    seconds = (end or time.time()) - start
+    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _current_repo_id(db: Database) -> int | None:
+    try:
+        return repo_id_for(db, repo_root(Path.cwd()))
+    except WatchkeeperError:
+        return None
+
+
+@click.command()
+@click.argument("path", required=False, type=click.Path(file_okay=False, path_type=Path))
+def init(path: Path | None) -> None:
+    """Write a commented watchkeeper.toml at the repo root (if none) and register the repo."""
+    root = repo_root((path or Path.cwd()).resolve())
+    spec_path = root / SPEC_FILE
+    if spec_path.exists():
+        project = load_project(root)
+        message = f"{spec_path} already exists ({len(project.models)} models); kept it."
+    else:
+        spec_path.write_text(TEMPLATE, encoding="utf-8")
+        message = f"wrote {spec_path}; declare your models there."
+    with _ledger() as db, write_transaction(db):
+        register_repo(db, root)
+    click.echo(message)
+    click.echo(f"registered {root} in the ledger.")
+
+
+@click.command()
+@click.argument("model")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a declared param for this run (repeatable).",
+)
+@click.option("--remote", metavar="NAME", help="Train on this configured remote instead.")
+@click.pass_context
+def train(ctx: click.Context, model: str, params: tuple[str, ...], remote: str | None) -> None:
+    """Train MODEL of this repo and record a model version; the log streams here."""
+    root = repo_root(Path.cwd())
+    out = sys.stdout.buffer
+    console = _console(err=True)
+
+    def on_log(chunk: bytes) -> None:
+        out.write(chunk)
+        out.flush()
+
+    def on_start(run: Run, version: int) -> None:
+        console.print(f"[bold]training {model} v{version}[/] run {run.id} ({run.executor})")
+
+    with _ledger() as db:
+        try:
+            result = train_model(
+                root,
+                model,
+                param_pairs=list(params),
+                remote=remote,
+                db=db,
+                on_log=on_log,
+                on_start=on_start,
+            )
+        except KeyboardInterrupt:
+            console.print(
+                f"[yellow]cancelled[/]: the run of {model} was stopped and recorded as cancelled."
+            )
+            ctx.exit(EXIT_CANCELLED)
+    _report_training(ctx, console, result)
+
+
+def _report_training(ctx: click.Context, console: Console, result: TrainResult) -> None:
+    label = f"{result.model} v{result.version}"
+    if result.status == "succeeded":
+        metrics = ", ".join(f"{key}={value:g}" for key, value in result.metrics.items())
+        console.print(
+            f"[green]{label} succeeded[/] (run {result.run_id}); "
+            f"{len(result.artifacts)} artifacts" + (f"; {metrics}" if metrics else "")
+        )
+        return
+    if result.problem and result.exit_code == 0:
+        raise WatchkeeperError(f"{label} was recorded as failed: {result.problem}")
+    if result.problem:
+        raise WatchkeeperError(f"{label} was recorded as {result.status}: {result.problem}")
+    exit_code = result.exit_code if result.exit_code is not None else 1
+    hint = ""
+    if exit_code == 127:
+        hint = " (command not found: check the train command in watchkeeper.toml)"
+    elif exit_code == 126:
+        hint = " (the command is not executable)"
+    console.print(
+        f"[red]{label} failed[/]: the train command exited {exit_code}{hint}; "
+        f"recorded as {result.status}. Last lines of the log:"
+    )
+    console.print(result.log_tail, markup=False)
+    ctx.exit(exit_code)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the stable JSON report.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Say which models are fresh or stale, with every reason. Exit 0 fresh, 1 stale, 2 error."""
+    with _ledger() as db:
+        report = status_report(db, StalenessChecker(db))
+    if as_json:
+        _echo_json(report)
+    else:
+        console = _console()
+        if not report["repos"]:
+            console.print("no repos registered; run `watchkeeper init` in a git repo.")
+        for repo in report["repos"]:
+            console.print(f"[bold]{repo['path']}[/]")
+            if repo["error"]:
+                console.print(f"  [red]error[/]: {repo['error']}", markup=True)
+            if not repo["models"] and not repo["error"]:
+                console.print(f"  no models declared in {SPEC_FILE}")
+            for entry in repo["models"]:
+                version = f"v{entry['version']}" if entry["version"] else "-"
+                colour = "red" if entry["stale"] else "green"
+                console.print(f"  [{colour}]{entry['state']:5}[/] {entry['model']} {version}")
+                for reason in entry["stale_reasons"]:
+                    console.print(f"        - {reason}", markup=False)
+    if report["errors"]:
+        ctx.exit(2)
+    ctx.exit(1 if report["stale"] else 0)
+
+
+@click.group()
+def models() -> None:
+    """Model versions recorded in the ledger."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the stable JSON list.")
+@click.option("--all", "all_versions", is_flag=True, help="Every version, not just the newest.")
+def models_list(as_json: bool, all_versions: bool) -> None:
+    """List each model's newest version (or all versions) with its staleness."""
+    with _ledger() as db:
+        rows = list_versions(db, StalenessChecker(db), all_versions=all_versions)
+    if as_json:
+        _echo_json(rows)
+        return
+    table = Table("model", "version", "status", "commit", "metrics", "stale", "trained")
+    for row in rows:
+        commit = (row["commit"] or "-")[:10] + ("+dirty" if row["dirty"] else "")
+        metrics = ", ".join(f"{k}={v:g}" for k, v in row["metrics"].items()) or "-"
+        stale = "stale" if row["stale"] else "fresh"
+        table.add_row(
+            row["model"],
+            str(row["version"]),
+            row["status"],
+            commit,
+            metrics,
+            stale,
+            _when(row["started_at"]),
+        )
+    _console().print(table)
+
+
+@models.command("show")
+@click.argument("model_ref", metavar="MODEL[@VERSION]")
+@click.option("--json", "as_json", is_flag=True)
+def models_show(model_ref: str, as_json: bool) -> None:
+    """Show one version: commit, params, metrics, data, artifacts and why it is stale."""
+    with _ledger() as db:
+        row = find_version(db, ModelRef.parse(model_ref), _current_repo_id(db))
+        version = list_versions_one(db, row)
+    if as_json:
+        _echo_json(version)
+        return
+    console = _console()
+    console.print(f"[bold]{version['model']} v{version['version']}[/] {version['status']}")
+    fields = [
+        ("repo", version["repo"]),
+        ("commit", (version["commit"] or "-") + (" (dirty)" if version["dirty"] else "")),
+        ("train", version["train_command"]),
+        ("run", f"{version['run_id']} on {version['executor']} {version['host'] or ''}"),
+        ("started", _when(version["started_at"])),
+        ("took", _duration(version["started_at"], version["ended_at"])),
+        ("exit code", str(version["exit_code"])),
+    ]
+    for name, value in fields:
+        console.print(f"  {name:10} {value}", markup=False)
+    for title, mapping in (
+        ("params", version["params"]),
+        ("metrics", version["metrics"]),
+        ("code", version["code"]),
+        ("data", version["data"]),
+        ("artifacts", version["artifacts"]),
+    ):
+        if mapping:
+            console.print(f"  [bold]{title}[/]")
+            for key, value in mapping.items():
+                console.print(f"    {key} = {json.dumps(value)}", markup=False)
+    console.print("  [bold]stale[/]" if version["stale"] else "  [bold]fresh[/]")
+    for reason in version["stale_reasons"]:
+        console.print(f"    - {reason}", markup=False)
+
+
+def list_versions_one(db: Database, row: dict[str, Any]) -> dict[str, Any]:
+    from agent.ledger.reports import version_json
+
+    return version_json(row, StalenessChecker(db).check(row))
+
+
+@models.command("diff")
+@click.argument("first", metavar="MODEL@A")
+@click.argument("second", metavar="MODEL@B")
+@click.option("--json", "as_json", is_flag=True)
+def models_diff(first: str, second: str, as_json: bool) -> None:
+    """Compare two versions: params, metrics, code diff stat and data files."""
+    with _ledger() as db:
+        repo_id = _current_repo_id(db)
+        old = find_version(db, ModelRef.parse(first), repo_id)
+        new = find_version(db, ModelRef.parse(second), repo_id)
+        report = version_diff(db, old, new)
+    if as_json:
+        _echo_json(report)
+        return
+    console = _console()
+    console.print(f"[bold]{report['model']} v{report['a']} → v{report['b']}[/]")
+    for title in ("params", "metrics", "artifacts"):
+        if report[title]:
+            table = Table(title, f"v{report['a']}", f"v{report['b']}", title_justify="left")
+            for key, (a, b) in report[title].items():
+                table.add_row(key, json.dumps(a), json.dumps(b))
+            console.print(table)
+        else:
+            console.print(f"{title}: same")
+    code = report["code"]
+    console.print(f"code: {code['commits'][0] or '-'} → {code['commits'][1] or '-'}")
+    if code["dirty"][0] or code["dirty"][1]:
+        console.print(f"  uncommitted changes: {code['diff_hashes'][0]} → {code['diff_hashes'][1]}")
+    for dep, (a, b) in code["paths"].items():
+        console.print(f"  {dep}: {a} → {b}", markup=False)
+    if code["stat"]:
+        console.print(code["stat"].rstrip(), markup=False)
+    if not report["data"]:
+        console.print("data: same")
+    for dep, change in report["data"].items():
+        console.print(
+            f"data {dep}: {change['fingerprints'][0]} → {change['fingerprints'][1]}", markup=False
+        )
+        for word in ("added", "removed", "modified"):
+            for name in change[word]:
+                console.print(f"  {word:8} {name}", markup=False)
+
+
+@click.group()
+def runs() -> None:
+    """Training runs: their state, details and logs."""
+
+
+@runs.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", default=50, show_default=True)
+def runs_list(as_json: bool, limit: int) -> None:
+    """List runs, newest first."""
+    with _ledger() as db:
+        rows = [run_json(row) for row in list_runs(db, limit=limit)]
+    if as_json:
+        _echo_json(rows)
+        return
+    table = Table("run", "model", "version", "state", "executor", "exit", "started", "took")
+    for row in rows:
+        table.add_row(
+            row["id"],
+            row["model"] or "-",
+            str(row["version"] or "-"),
+            row["state"],
+            row["executor"],
+            str(row["exit_code"] if row["exit_code"] is not None else "-"),
+            _when(row["started_at"]),
+            _duration(row["started_at"], row["ended_at"]),
+        )
+    _console().print(table)
+
+
+@runs.command("show")
+@click.argument("run_id", metavar="RUN")
+@click.option("--json", "as_json", is_flag=True)
+def runs_show(run_id: str, as_json: bool) -> None:
+    """Show one run (an id or a unique prefix of one)."""
+    with _ledger() as db:
+        row = run_json(find_run(db, run_id))
+    if as_json:
+        _echo_json(row)
+        return
+    console = _console()
+    for key, value in row.items():
+        if key.endswith("_at"):
+            value = _when(value)
+        console.print(f"{key:14} {value if value is not None else '-'}", markup=False)
+
+
+@runs.command("logs")
+@click.argument("run_id", metavar="RUN")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the run ends.")
+def runs_logs(run_id: str, follow: bool) -> None:
+    """Print a run's log; with --follow, keep streaming it until the run ends."""
+    out = sys.stdout.buffer
+    with _ledger() as db:
+        row = find_run(db, run_id)
+        run = Run.from_row(row)
+        executor = LocalExecutor()
+        offset = 0
+        while True:
+            chunk = executor.read_log(run, offset)
+            if chunk:
+                offset += len(chunk)
+                out.write(chunk)
+                out.flush()
+            if not follow:
+                return
+            state = RunState(find_run(db, row["id"])["state"])
+            if state.is_final:
+                out.write(executor.read_log(run, offset))
+                out.flush()
+                return
+            if run.executor == "local" and executor.poll(run).is_final:
+                reconcile_runs(db)
+            time.sleep(0.2)

@@ -1,0 +1,166 @@
+"""The model ledger: one SQLite file in WAL mode, opened with its schema migrated."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from agent.errors import WatchkeeperError
+from agent.ledger.schema import migrations
+from agent.paths import WatchkeeperPaths
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+DEFAULT_BUSY_TIMEOUT_MS = 10_000
+BUSY_TIMEOUT_ENV = "WATCHKEEPER_BUSY_TIMEOUT_MS"
+
+__all__ = ["LedgerLockedError", "ledger_errors", "open_ledger", "write_transaction"]
+
+
+class LedgerLockedError(WatchkeeperError):
+    """Another process held the ledger's write lock for longer than the busy timeout."""
+
+
+def busy_timeout_ms() -> int:
+    """The busy timeout in milliseconds: $WATCHKEEPER_BUSY_TIMEOUT_MS, else 10 seconds."""
+    value = os.environ.get(BUSY_TIMEOUT_ENV)
+    if not value:
+        return DEFAULT_BUSY_TIMEOUT_MS
+    try:
+        return max(0, int(value))
+    except ValueError as error:
+        raise WatchkeeperError(
+            f"${BUSY_TIMEOUT_ENV} is {value!r}; set it to a whole number of milliseconds."
+        ) from error
+
+
+def ledger_path(db: Database) -> Path:
+    """The file behind an open ledger."""
+    for _, name, filename in db.conn.execute("PRAGMA database_list"):
+        if name == "main":
+            return Path(filename)
+    raise WatchkeeperError("the ledger connection has no main database")
+
+
+def _check_header(path: Path) -> None:
+    with path.open("rb") as handle:
+        header = handle.read(len(SQLITE_HEADER))
+    if header and header != SQLITE_HEADER:
+        raise WatchkeeperError(
+            f"{path} is not a SQLite database (it may be corrupt). Watchkeeper will not overwrite "
+            "it: move it aside (for example to ledger.db.broken) and run the command again to "
+            "start a new ledger, or restore it from a backup."
+        )
+
+
+def _corrupt_error(path: Path, error: sqlite3.DatabaseError) -> WatchkeeperError:
+    return WatchkeeperError(
+        f"the ledger {path} cannot be read: {error}. Watchkeeper will not overwrite it: check it "
+        f"with `sqlite3 {path} 'PRAGMA integrity_check'`, then restore a backup or move it aside "
+        "to start a new ledger."
+    )
+
+
+def _locked_error(path: Path, timeout_ms: int) -> LedgerLockedError:
+    return LedgerLockedError(
+        f"the ledger {path} is locked by another writer (waited {timeout_ms / 1000:g} s). "
+        "Another watchkeeper command or the agent is writing to it; try again in a moment, or "
+        f"raise ${BUSY_TIMEOUT_ENV}."
+    )
+
+
+def _is_locked(error: sqlite3.OperationalError) -> bool:
+    message = str(error).lower()
+    return "database is locked" in message or "database is busy" in message
+
+
+@contextmanager
+def ledger_errors(path: Path) -> Iterator[None]:
+    """Turn SQLite lock and corruption errors into user-facing errors naming the ledger file."""
+    try:
+        yield
+    except sqlite3.OperationalError as error:
+        if _is_locked(error):
+            raise _locked_error(path, busy_timeout_ms()) from error
+        raise _corrupt_error(path, error) from error
+    except sqlite3.DatabaseError as error:
+        if isinstance(error, sqlite3.IntegrityError | sqlite3.ProgrammingError):
+            raise
+        raise _corrupt_error(path, error) from error
+
+
+def open_ledger(path: Path | None = None, *, readonly: bool = False) -> Database:
+    """Open the ledger (default `$WATCHKEEPER_HOME/ledger.db`), migrating its schema.
+
+    The connection uses WAL, enforces foreign keys and waits up to the busy timeout for another
+    writer. A file that is not a readable SQLite database raises WatchkeeperError and is left
+    untouched. With `readonly=True` the file is opened with `mode=ro` and nothing is applied.
+
+    >>> db = open_ledger(Path("/tmp/example-ledger.db"))
+    >>> "model_versions" in db.table_names()
+    True
+    """
+    if path is None:
+        paths = WatchkeeperPaths.from_environment()
+        path = paths.ledger
+    timeout_ms = busy_timeout_ms()
+    if path.exists():
+        _check_header(path)
+    elif readonly:
+        raise WatchkeeperError(f"there is no ledger at {path} yet; run `watchkeeper init` first.")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with ledger_errors(path):
+        if readonly:
+            connection = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                timeout=timeout_ms / 1000,
+                check_same_thread=False,
+            )
+        else:
+            connection = sqlite3.connect(
+                str(path), timeout=timeout_ms / 1000, check_same_thread=False
+            )
+        db = Database(connection)
+        try:
+            db.execute(f"PRAGMA busy_timeout = {timeout_ms}")
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA schema_version").fetchone()
+            if not readonly:
+                if db.journal_mode != "wal":
+                    db.enable_wal()
+                if migrations.pending(db):
+                    with write_transaction(db):
+                        migrations.apply(db)
+        except BaseException:
+            connection.close()
+            raise
+    return db
+
+
+@contextmanager
+def write_transaction(db: Database) -> Iterator[Database]:
+    """A `BEGIN IMMEDIATE` transaction: takes the write lock up front, waiting the busy timeout.
+
+    Taking the lock first avoids the immediate SQLITE_BUSY a deferred transaction gets when it
+    upgrades from reading to writing while another process writes.
+    """
+    path = ledger_path(db)
+    if db.conn.in_transaction:
+        with db.atomic():
+            yield db
+        return
+    with ledger_errors(path):
+        db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.rollback()
+        raise
+    with ledger_errors(path):
+        db.conn.execute("COMMIT")

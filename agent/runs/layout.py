@@ -1,0 +1,136 @@
+"""Build a run directory: code snapshot, linked data, params.json and run.sh."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import secrets
+import shlex
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from agent.errors import WatchkeeperError
+from agent.project.git import WorkingTree, git
+
+RUN_SCRIPT = """\
+#!/bin/sh
+# Watchkeeper run {run_id} of model {model}: runs the train command in code/, copies the
+# declared outs and metrics into outs/, then writes the exit status to exitcode.
+RUN_DIR="${{WK_RUN_DIR:-$(cd "$(dirname "$0")" && pwd -P)}}"
+export WK_RUN_DIR="$RUN_DIR"
+export WK_PARAMS="$RUN_DIR/params.json"
+exec >>"$RUN_DIR/log" 2>&1 </dev/null
+cd "$RUN_DIR/code" || exit 127
+/bin/sh -c {command}
+status=$?
+mkdir -p "$RUN_DIR/outs"
+for out in {outs}; do
+    if [ -e "$out" ]; then
+        mkdir -p "$RUN_DIR/outs/$(dirname "$out")"
+        cp -RL "$out" "$RUN_DIR/outs/$out"
+    fi
+done
+printf '%s\\n' "$status" > "$RUN_DIR/exitcode.tmp"
+mv "$RUN_DIR/exitcode.tmp" "$RUN_DIR/exitcode"
+exit "$status"
+"""
+
+
+def new_run_id(model: str) -> str:
+    """A unique, sortable run id such as `churn-20260101-120000-3fa9c2`."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{model}-{stamp}-{secrets.token_hex(3)}"
+
+
+def write_code_snapshot(root: Path, tree: WorkingTree, code_dir: Path) -> None:
+    """`git archive` of HEAD into code_dir, the uncommitted diff applied, untracked files copied."""
+    code_dir.mkdir(parents=True)
+    archive = git(root, "archive", "--format=tar", tree.commit)
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
+        tar.extractall(code_dir, filter="tar")
+    if tree.patch:
+        completed = subprocess.run(
+            ["git", "apply", "--whitespace=nowarn", "--binary", "-"],
+            input=tree.patch,
+            cwd=code_dir,
+            capture_output=True,
+            env={**os.environ, "GIT_CEILING_DIRECTORIES": str(code_dir.parent)},
+            check=False,
+        )
+        if completed.returncode != 0:
+            raise WatchkeeperError(
+                f"cannot apply the uncommitted changes of {root} to the code snapshot in "
+                f"{code_dir}: {completed.stderr.decode(errors='replace').strip()}. Commit or "
+                "stash them and train again."
+            )
+    for name in tree.untracked:
+        source = root / name
+        target = code_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            target.unlink(missing_ok=True)
+            target.symlink_to(os.readlink(source))
+        elif source.is_file():
+            shutil.copy2(source, target)
+
+
+def link_data_deps(root: Path, run_dir: Path, data_deps: list[str]) -> dict[str, str]:
+    """Link each data dep into `data/` and make `code/DEP` point there; returns dep -> source."""
+    data_dir = run_dir / "data"
+    data_dir.mkdir(exist_ok=True)
+    sources: dict[str, str] = {}
+    for dep in data_deps:
+        source = (root / dep).resolve()
+        link = data_dir / dep
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(source)
+        in_code = run_dir / "code" / dep
+        in_code.parent.mkdir(parents=True, exist_ok=True)
+        if in_code.is_symlink() or in_code.is_file():
+            in_code.unlink()
+        elif in_code.is_dir():
+            shutil.rmtree(in_code)
+        in_code.symlink_to(os.path.relpath(link, in_code.parent))
+        sources[dep] = str(source)
+    return sources
+
+
+def write_run_script(
+    run_dir: Path, run_id: str, model: str, command: str, collected: list[str]
+) -> Path:
+    """Write run.sh (see RUN_SCRIPT) for the train command and the paths to collect."""
+    script = run_dir / "run.sh"
+    outs = " ".join(shlex.quote(path) for path in collected) or "''"
+    script.write_text(
+        RUN_SCRIPT.format(run_id=run_id, model=model, command=shlex.quote(command), outs=outs)
+    )
+    script.chmod(0o755)
+    return script
+
+
+def prepare_run_dir(
+    *,
+    root: Path,
+    run_dir: Path,
+    run_id: str,
+    model: str,
+    command: str,
+    params: dict[str, Any],
+    tree: WorkingTree,
+    data_deps: list[str],
+    collected: list[str],
+) -> dict[str, str]:
+    """Create the full run layout; returns the data dep sources (dep -> absolute path)."""
+    run_dir.mkdir(parents=True)
+    write_code_snapshot(root, tree, run_dir / "code")
+    sources = link_data_deps(root, run_dir, data_deps)
+    (run_dir / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
+    (run_dir / "outs").mkdir()
+    (run_dir / "log").touch()
+    write_run_script(run_dir, run_id, model, command, collected)
+    return sources

@@ -1,0 +1,444 @@
+"""Train a model: snapshot code and data, run it on an executor, record the model version."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from agent.errors import WatchkeeperError
+from agent.ledger import write_transaction
+from agent.ledger.artifacts import ArtifactStore
+from agent.ledger.queries import (
+    ACTIVE_RUN_STATES,
+    active_runs,
+    ensure_model,
+    insert_row,
+    next_version,
+    register_repo,
+    update_row,
+)
+from agent.paths import WatchkeeperPaths
+from agent.project.git import is_ignored, working_hashes, working_tree
+from agent.project.spec import ModelSpec, ProjectSpec, load_project
+from agent.runs.data_deps import snapshot_data_dep
+from agent.runs.executor import (
+    Executor,
+    LocalExecutor,
+    Run,
+    RunState,
+    executor_for,
+    process_alive,
+    process_start_ticks,
+    read_exit_code,
+)
+from agent.runs.layout import new_run_id, prepare_run_dir
+
+LOG_TAIL_LINES = 20
+POLL_SECONDS = 0.1
+STATUS_FOR_STATE = {
+    RunState.SUCCEEDED: "succeeded",
+    RunState.FAILED: "failed",
+    RunState.CANCELLED: "cancelled",
+    RunState.INTERRUPTED: "interrupted",
+    RunState.LOST: "lost",
+}
+
+
+@dataclass
+class TrainResult:
+    """How a training run ended and the version it recorded."""
+
+    model: str
+    version: int
+    run_id: str
+    status: str
+    exit_code: int | None
+    problem: str | None = None
+    log_tail: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+
+def parse_param_overrides(model: ModelSpec, pairs: list[str]) -> dict[str, Any]:
+    """`key=value` pairs into params; values are read as TOML (`0.1`, `true`, `"a b"`) else text."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, equals, raw = pair.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise WatchkeeperError(f"--param {pair!r}: write it as key=value, e.g. --param lr=0.1")
+        if key not in model.params:
+            matches = difflib.get_close_matches(key, list(model.params), n=1)
+            hint = f"; did you mean {matches[0]!r}?" if matches else ""
+            declared = ", ".join(model.params) or "none"
+            raise WatchkeeperError(
+                f"--param {key}: model {model.name!r} declares no param {key!r} (declared: "
+                f"{declared}); add it to its params in watchkeeper.toml first{hint}"
+            )
+        try:
+            overrides[key] = tomllib.loads(f"value = {raw}")["value"]
+        except tomllib.TOMLDecodeError:
+            overrides[key] = raw
+    return {**model.params, **overrides}
+
+
+def classify_deps(project: ProjectSpec, model: ModelSpec) -> tuple[list[str], list[str]]:
+    """Split deps into (code deps, data deps): a dep git ignores is data, any other is code.
+
+    Raises an error naming the file and line when a dep does not exist.
+    """
+    code: list[str] = []
+    data: list[str] = []
+    for dep in model.deps:
+        path = project.root / dep
+        if not os.path.lexists(path):
+            raise WatchkeeperError(
+                f"{project.where(model.name, 'deps')}: [models.{model.name}] deps names "
+                f"{dep!r}, which does not exist in {project.root}; create it or remove it "
+                "from deps."
+            )
+        (data if is_ignored(project.root, dep) else code).append(dep)
+    return code, data
+
+
+def read_metrics(path: Path, declared: str) -> dict[str, float]:
+    """The metrics file as a flat dict of numbers, or an error naming what is wrong."""
+    if not path.is_file():
+        raise WatchkeeperError(
+            f"the metrics file {declared!r} was not written by the train command (looked for it "
+            "in the folder the command ran in)"
+        )
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise WatchkeeperError(f"the metrics file {declared!r} is not JSON: {error}") from error
+    if not isinstance(document, dict):
+        raise WatchkeeperError(
+            f"the metrics file {declared!r} must hold a JSON object of numbers such as "
+            f'{{"auc": 0.91}}, not {type(document).__name__}'
+        )
+    metrics: dict[str, float] = {}
+    for key, value in document.items():
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not is_number or not math.isfinite(value):
+            raise WatchkeeperError(
+                f"the metrics file {declared!r} holds {key} = {json.dumps(value)}; every metric "
+                "must be a finite number"
+            )
+        metrics[key] = value
+    return metrics
+
+
+def store_outs(store: ArtifactStore, outs_dir: Path, outs: tuple[str, ...]) -> dict[str, str]:
+    """Put every declared out (a file, or each file of a folder) into the store."""
+    missing = [out for out in outs if not (outs_dir / out).exists()]
+    if missing:
+        raise WatchkeeperError(
+            f"outs missing after training: {', '.join(missing)}. The train command must write "
+            "them, relative to the repo root, in the folder it runs in."
+        )
+    artifacts: dict[str, str] = {}
+    for out in outs:
+        path = outs_dir / out
+        if path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                artifacts[file.relative_to(outs_dir).as_posix()] = store.put(file)
+        else:
+            artifacts[out] = store.put(path)
+    return artifacts
+
+
+def log_tail(log_path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of a log file."""
+    try:
+        text = log_path.read_bytes()[-64_000:].decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _supervisor() -> dict[str, Any]:
+    return {"pid": os.getpid(), "start_ticks": process_start_ticks(os.getpid())}
+
+
+def train(
+    root: Path,
+    model_name: str,
+    *,
+    param_pairs: list[str] | None = None,
+    remote: str | None = None,
+    db: Database,
+    paths: WatchkeeperPaths | None = None,
+    on_log: Callable[[bytes], None] = lambda chunk: None,
+    on_start: Callable[[Run, int], None] = lambda run, version: None,
+) -> TrainResult:
+    """Train `model_name` of the repo at `root` and record a model version.
+
+    The code snapshot, data fingerprints and params are fixed before the run starts; the log is
+    passed to `on_log` as it grows. KeyboardInterrupt cancels the run, records it as cancelled
+    and is raised again.
+    """
+    paths = paths or WatchkeeperPaths.from_environment()
+    project = load_project(root)
+    model = project.model(model_name)
+    params = parse_param_overrides(model, param_pairs or [])
+    code_deps, data_deps = classify_deps(project, model)
+    remote_name = remote or model.remote
+    executor = executor_for(remote_name)
+    tree = working_tree(root)
+    code_hashes = working_hashes(root, code_deps)
+    reconcile_runs(db, paths)
+
+    data_records = {dep: snapshot_data_dep(db, root / dep, paths) for dep in data_deps}
+    run_id = new_run_id(model.name)
+    run_dir = paths.runs / run_id
+    collected = [*model.outs, *([model.metrics] if model.metrics else [])]
+    run = Run(
+        id=run_id,
+        run_dir=run_dir,
+        executor=executor.kind,
+        remote=None if executor.kind == "local" else remote_name,
+        detail={
+            "repo": str(root),
+            "model": model.name,
+            "outs": list(model.outs),
+            "metrics": model.metrics,
+            "supervisor": _supervisor(),
+        },
+    )
+    now = time.time()
+    with write_transaction(db):
+        repo_id = register_repo(db, root)
+        model_id = ensure_model(db, repo_id, model.name)
+        version = next_version(db, model_id)
+        insert_row(
+            db,
+            "runs",
+            {
+                "id": run_id,
+                "model_id": model_id,
+                "state": RunState.STARTING.value,
+                "executor": executor.kind,
+                "remote": run.remote,
+                "run_dir": str(run_dir),
+                "log_path": str(run.log_path),
+                "log_offset": 0,
+                "created_at": now,
+                "detail": run.detail,
+            },
+        )
+        version_id = insert_row(
+            db,
+            "model_versions",
+            {
+                "model_id": model_id,
+                "version": version,
+                "status": "running",
+                "commit_sha": tree.commit,
+                "dirty": int(tree.dirty),
+                "diff_hash": tree.diff_hash,
+                "train_command": model.train,
+                "params": params,
+                "metrics": {},
+                "data": {
+                    dep: {"snapshot_id": record.snapshot_id, "fingerprint": record.fingerprint}
+                    for dep, record in data_records.items()
+                },
+                "code": code_hashes,
+                "artifacts": {},
+                "executor": executor.kind,
+                "run_id": run_id,
+                "started_at": now,
+            },
+        )
+        run.detail["version_id"] = version_id
+        update_row(db, "runs", "id", run_id, {"detail": run.detail})
+
+    try:
+        run.detail["data_sources"] = prepare_run_dir(
+            root=root,
+            run_dir=run_dir,
+            run_id=run_id,
+            model=model.name,
+            command=model.train,
+            params=params,
+            tree=tree,
+            data_deps=data_deps,
+            collected=collected,
+        )
+        executor.start(run)
+    except KeyboardInterrupt:
+        run.detail["cancelled"] = True
+        finish_run(db, run, RunState.CANCELLED, executor, paths)
+        raise
+    except BaseException as error:
+        finish_run(db, run, RunState.FAILED, executor, paths, problem=f"could not start: {error}")
+        raise
+    with write_transaction(db):
+        update_row(
+            db,
+            "runs",
+            "id",
+            run_id,
+            {
+                "state": RunState.RUNNING.value,
+                "pid": run.pid,
+                "host": run.host,
+                "remote_job_id": run.remote_job_id,
+                "started_at": time.time(),
+                "detail": run.detail,
+            },
+        )
+        update_row(
+            db,
+            "model_versions",
+            "id",
+            version_id,
+            {"host": run.host, "remote_job_id": run.remote_job_id},
+        )
+    on_start(run, version)
+    try:
+        state = _follow(executor, run, on_log)
+    except KeyboardInterrupt:
+        finish_run(db, run, RunState.CANCELLED, executor, paths)
+        raise
+    return finish_run(db, run, state, executor, paths)
+
+
+def _follow(executor: Executor, run: Run, on_log: Callable[[bytes], None]) -> RunState:
+    offset = 0
+    try:
+        while True:
+            state = executor.poll(run)
+            chunk = executor.read_log(run, offset)
+            if chunk:
+                offset += len(chunk)
+                on_log(chunk)
+            if state.is_final:
+                return state
+            time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt:
+        executor.cancel(run)
+        chunk = executor.read_log(run, offset)
+        if chunk:
+            on_log(chunk)
+        raise
+
+
+def finish_run(
+    db: Database,
+    run: Run,
+    state: RunState,
+    executor: Executor,
+    paths: WatchkeeperPaths,
+    *,
+    problem: str | None = None,
+) -> TrainResult:
+    """Collect a finished run's outs and metrics and record the run and its version.
+
+    A run that exited 0 but whose outs or metrics are missing or bad is recorded as failed,
+    with no artifacts. Only a run still marked active is updated, so this is safe to call
+    from two processes.
+    """
+    exit_code: int | None = None
+    metrics: dict[str, float] = {}
+    artifacts: dict[str, str] = {}
+    if state in (RunState.SUCCEEDED, RunState.FAILED):
+        executor.collect(run, run.run_dir)
+        exit_code = read_exit_code(run.run_dir)
+    if state is RunState.SUCCEEDED and problem is None:
+        outs_dir = run.run_dir / "outs"
+        try:
+            artifacts = store_outs(
+                ArtifactStore(paths.artifacts), outs_dir, tuple(run.detail["outs"])
+            )
+            declared_metrics = run.detail.get("metrics")
+            if declared_metrics:
+                metrics = read_metrics(outs_dir / declared_metrics, declared_metrics)
+        except WatchkeeperError as error:
+            problem = str(error)
+            artifacts, metrics = {}, {}
+            state = RunState.FAILED
+    if problem is not None:
+        state = RunState.FAILED if state is RunState.SUCCEEDED else state
+        run.detail["problem"] = problem
+    status = STATUS_FOR_STATE.get(state, "failed")
+    ended = time.time()
+    with write_transaction(db):
+        updated = update_row(
+            db,
+            "runs",
+            "id",
+            run.id,
+            {"state": status, "exit_code": exit_code, "ended_at": ended, "detail": run.detail},
+            only_if_state_in=ACTIVE_RUN_STATES,
+        )
+        if updated:
+            update_row(
+                db,
+                "model_versions",
+                "run_id",
+                run.id,
+                {
+                    "status": status,
+                    "exit_code": exit_code,
+                    "ended_at": ended,
+                    "metrics": metrics,
+                    "artifacts": artifacts,
+                },
+            )
+    row = db.execute(
+        "SELECT m.name, v.version, v.status, v.exit_code, v.metrics, v.artifacts "
+        "FROM model_versions v JOIN models m ON m.id = v.model_id WHERE v.run_id = ?",
+        [run.id],
+    ).fetchone()
+    name, version, recorded_status, recorded_exit, recorded_metrics, recorded_artifacts = row
+    return TrainResult(
+        model=name,
+        version=version,
+        run_id=run.id,
+        status=recorded_status,
+        exit_code=recorded_exit,
+        problem=run.detail.get("problem"),
+        log_tail=log_tail(run.log_path),
+        metrics=json.loads(recorded_metrics or "{}"),
+        artifacts=json.loads(recorded_artifacts or "{}"),
+    )
+
+
+def _supervised(detail: dict[str, Any]) -> bool:
+    supervisor = detail.get("supervisor") or {}
+    pid = supervisor.get("pid")
+    if not pid or pid == os.getpid():
+        return False
+    return process_alive(int(pid), supervisor.get("start_ticks"))
+
+
+def reconcile_runs(db: Database, paths: WatchkeeperPaths | None = None) -> list[TrainResult]:
+    """Settle local runs whose supervising command is gone.
+
+    A run that finished meanwhile is recorded like any other; one whose process died without
+    writing `exitcode` (for example after kill -9) is marked interrupted. Runs still going, or
+    still followed by a live `watchkeeper train`, are left alone.
+    """
+    paths = paths or WatchkeeperPaths.from_environment()
+    settled: list[TrainResult] = []
+    executor = LocalExecutor()
+    for row in list(active_runs(db)):
+        if row["executor"] != "local" or _supervised(row.get("detail") or {}):
+            continue
+        run = Run.from_row(row)
+        state = executor.poll(run) if run.pid is not None else RunState.INTERRUPTED
+        if state.is_final:
+            settled.append(finish_run(db, run, state, executor, paths))
+    return settled
