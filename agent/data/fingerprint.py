@@ -1,0 +1,411 @@
+"""Content fingerprints of data files and folders: BLAKE3 digests, a stat cache, parallel reads."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import blake3
+import numpy as np
+
+from agent.data.scan import KIND_FILE, KIND_OTHER, FolderScan, scan_folder
+from agent.data.scan import single_file_scan as _single_file_scan
+from agent.data.stat_cache import DIGEST_SIZE, CachedTree, StatCache, now_ns
+from agent.errors import WatchkeeperError
+from agent.paths import WatchkeeperPaths
+
+__all__ = [
+    "DataFingerprint",
+    "FileEntry",
+    "Manifest",
+    "StatCache",
+    "fingerprint",
+    "hash_file",
+]
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 1 << 20
+# Files at least this large are hashed with BLAKE3's own threads as well.
+LARGE_FILE = 64 << 20
+# How often a file that keeps changing while it is read is read again before giving up.
+MAX_READ_ATTEMPTS = 5
+_HASH_WORKERS = max(1, min(8, os.cpu_count() or 1))
+PARALLEL_BYTES_PER_WORKER = 8 << 20
+_CACHE_KEY_FIELDS = ("dev", "ino", "size", "mtime_ns", "kind")
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One file of a data source: its path relative to the source root, size, mtime and digest."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    digest: str
+
+
+class Manifest(Mapping[str, FileEntry]):
+    """The files of a fingerprint by relative path, built lazily from the compact walk arrays.
+
+    Behaves as a read-only dict of FileEntry; the entries of a 100,000-file folder are only
+    made into Python objects when someone asks for them.
+    """
+
+    def __init__(self, scan: FolderScan, digests: np.ndarray) -> None:
+        self._scan = scan
+        self._digests = digests
+        self._index: dict[str, int] | None = None
+
+    def _paths_index(self) -> dict[str, int]:
+        if self._index is None:
+            self._index = {path: i for i, path in enumerate(self._scan.paths())}
+        return self._index
+
+    def __len__(self) -> int:
+        return len(self._scan.entries)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._paths_index())
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._paths_index()
+
+    def __getitem__(self, path: str) -> FileEntry:
+        row = self._paths_index()[path]
+        entry = self._scan.entries[row]
+        return FileEntry(
+            path=path,
+            size=int(entry["size"]),
+            mtime_ns=int(entry["mtime_ns"]),
+            digest=self._digests[row].tobytes().hex(),
+        )
+
+    @property
+    def total_bytes(self) -> int:
+        return int(self._scan.entries["size"].sum())
+
+
+@dataclass(frozen=True)
+class DataFingerprint:
+    """The fingerprint of a data source (a file or a folder).
+
+    `digest` is the file's BLAKE3 digest for a single file, and for a folder the BLAKE3 digest of
+    its manifest: for every file in sorted path order, the UTF-8 relative path, a NUL byte and the
+    file's 32-byte digest. `files` maps relative paths (the file name for a single file) to
+    entries.
+    """
+
+    root: Path
+    digest: str
+    files: Mapping[str, FileEntry]
+    kind: str = "folder"
+
+    @property
+    def n_files(self) -> int:
+        return len(self.files)
+
+    @property
+    def total_bytes(self) -> int:
+        if isinstance(self.files, Manifest):
+            return self.files.total_bytes
+        return sum(entry.size for entry in self.files.values())
+
+
+def manifest_digest(entries: list[tuple[str, str]]) -> str:
+    """The digest of a folder from (relative path, hex digest) pairs, in any order."""
+    hasher = blake3.blake3()
+    for path, digest in sorted(entries, key=lambda item: item[0].split("/")):
+        hasher.update(os.fsencode(path) + b"\0" + bytes.fromhex(digest))
+    return hasher.hexdigest()
+
+
+def fingerprint(
+    path: Path,
+    *,
+    cache: StatCache | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> DataFingerprint:
+    """Fingerprint a data file or folder, reading only files whose stat changed since last time.
+
+    `cache` defaults to the stat cache in the Watchkeeper data folder. `on_progress` is called
+    with (bytes hashed so far, bytes to hash) while files are read.
+
+    >>> fp = fingerprint(Path("data"))  # doctest: +SKIP
+    >>> fp.digest[:12], fp.n_files  # doctest: +SKIP
+    ('5f1c0e2a9b7d', 2000)
+    """
+    root = resolve_data_path(path)
+    if cache is None:
+        cache = StatCache.open(WatchkeeperPaths.from_environment())
+    root_stat = os.stat(root)
+    if stat.S_ISDIR(root_stat.st_mode):
+        kind = "folder"
+        try:
+            scan = scan_folder(os.fsencode(root))
+        except OSError as error:
+            raise _read_error(root, error) from error
+    elif stat.S_ISREG(root_stat.st_mode):
+        kind = "file"
+        scan = _single_file_scan(root.name, root_stat)
+    else:
+        raise WatchkeeperError(f"{root}: not a regular file or folder; point to the data itself")
+    link_digests = _resolve_links(root, kind, scan)
+    record = cache.load(root)
+    digests, known = _reuse_cached_digests(scan, record, cache.trust_ctime)
+    for row, digest in link_digests.items():
+        digests[row] = np.frombuffer(digest, dtype=np.uint8)
+        known[row] = True
+    to_hash = np.flatnonzero(~known)
+    cache.stats.hits += int(known.sum()) - len(link_digests)
+    cache.stats.misses += len(to_hash)
+    if (
+        len(to_hash) == 0
+        and record is not None
+        and record.blob == scan.blob
+        and np.array_equal(record.digests, digests)
+    ):
+        root_digest = record.root_digest
+    else:
+        _hash_entries(root, kind, scan, to_hash, digests, cache, on_progress)
+        root_digest = _root_digest(kind, scan, digests)
+        try:
+            cache.save(root, CachedTree(scan.blob, scan.entries, digests, root_digest, now_ns()))
+        except OSError as error:
+            log.warning("could not write the stat cache for %s: %s", root, error)
+    return DataFingerprint(
+        root=root, digest=root_digest.hex(), files=Manifest(scan, digests), kind=kind
+    )
+
+
+def resolve_data_path(path: Path) -> Path:
+    """The absolute, symlink-free path of a data source, with a clear error when it is missing."""
+    try:
+        return Path(path).expanduser().resolve(strict=True)
+    except FileNotFoundError as error:
+        raise WatchkeeperError(f"{path}: no such file or folder; check the data path") from error
+    except (RuntimeError, OSError) as error:
+        if isinstance(error, RuntimeError) or error.errno == errno.ELOOP:
+            raise WatchkeeperError(f"{path}: symlink loop; fix or remove the link") from error
+        raise WatchkeeperError(f"{path}: cannot open: {error.strerror}") from error
+
+
+def _resolve_links(root: Path, kind: str, scan: FolderScan) -> dict[int, bytes]:
+    """Check the links and special files of a scan.
+
+    A link to a file inside the root is hashed as that file (its row takes the target's stat).
+    A link to a folder inside the root is recorded by its target path, not followed (its files
+    are already in the manifest under their own paths). Links that dangle, loop or lead outside
+    the root are refused, as are sockets, pipes and devices. Returns {row: digest} for the
+    folder links.
+    """
+    entries = scan.entries
+    special = np.flatnonzero(entries["kind"] != KIND_FILE)
+    if len(special) == 0:
+        return {}
+    paths = scan.paths()
+    link_digests: dict[int, bytes] = {}
+    for row in special:
+        relative = paths[row]
+        absolute = root / relative if kind == "folder" else root
+        if entries["kind"][row] == KIND_OTHER:
+            raise WatchkeeperError(
+                f"{absolute}: not a regular file (a pipe, socket or device); "
+                "remove it from the data folder"
+            )
+        target = _link_target(root, absolute)
+        target_stat = os.stat(target)
+        if stat.S_ISDIR(target_stat.st_mode):
+            entries["size"][row] = 0
+            target_relative = target.relative_to(root).as_posix()
+            link_digests[int(row)] = blake3.blake3(
+                b"symlink\0" + os.fsencode(target_relative)
+            ).digest()
+        elif stat.S_ISREG(target_stat.st_mode):
+            entries["dev"][row] = target_stat.st_dev
+            entries["ino"][row] = target_stat.st_ino
+            entries["size"][row] = target_stat.st_size
+            entries["mtime_ns"][row] = target_stat.st_mtime_ns
+            entries["ctime_ns"][row] = target_stat.st_ctime_ns
+        else:
+            raise WatchkeeperError(f"{absolute}: links to something that is not a regular file")
+    return link_digests
+
+
+def _link_target(root: Path, link: Path) -> Path:
+    try:
+        target = Path(os.path.realpath(link, strict=True))
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise WatchkeeperError(f"{link}: symlink loop; fix or remove the link") from error
+        raise WatchkeeperError(
+            f"{link}: broken symlink (its target is missing); fix or remove the link"
+        ) from error
+    if not target.is_relative_to(root):
+        raise WatchkeeperError(
+            f"{link}: symlink points outside the data folder ({target}); "
+            "a data folder must contain its data: copy the file in or fingerprint its folder"
+        )
+    return target
+
+
+def _reuse_cached_digests(
+    scan: FolderScan, record: CachedTree | None, trust_ctime: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Digests copied from the cache for entries whose path and stat match; a mask of those."""
+    count = len(scan.entries)
+    digests = np.zeros((count, DIGEST_SIZE), dtype=np.uint8)
+    known = np.zeros(count, dtype=bool)
+    if record is None or len(record.entries) == 0 or count == 0:
+        return digests, known
+    if record.blob == scan.blob:
+        match = np.arange(count)
+    else:
+        previous = {
+            path: i for i, path in enumerate(FolderScan(record.blob, record.entries).raw_paths())
+        }
+        match = np.array([previous.get(path, -1) for path in scan.raw_paths()], dtype=np.int64)
+    present = match >= 0
+    matched_rows = record.entries[np.where(present, match, 0)]
+    same = present & ~record.racy_mask(trust_ctime)[np.where(present, match, 0)]
+    fields = _CACHE_KEY_FIELDS + (("ctime_ns",) if trust_ctime else ())
+    for name in fields:
+        same &= scan.entries[name] == matched_rows[name]
+    digests[same] = record.digests[match[same]]
+    return digests, same
+
+
+def _hash_entries(
+    root: Path,
+    kind: str,
+    scan: FolderScan,
+    rows: np.ndarray,
+    digests: np.ndarray,
+    cache: StatCache,
+    on_progress: ProgressCallback | None,
+) -> None:
+    """Hash the given rows in parallel; store digests and the stat seen while reading."""
+    if len(rows) == 0:
+        return
+    paths = scan.paths()
+    sizes = scan.entries["size"]
+    total = int(sizes[rows].sum())
+    done = 0
+    seen_stats: list[tuple[int, int, int, int, int]] = []
+
+    def hash_row(row: int) -> tuple[bytes, os.stat_result]:
+        return hash_file(os.path.join(root, paths[row]) if kind == "folder" else root)
+
+    # Many small files are faster on one thread (the per-file cost is Python's); big ones are
+    # read and hashed with the GIL released, one thread per core.
+    workers = max(1, min(_HASH_WORKERS, len(rows), total // PARALLEL_BYTES_PER_WORKER))
+    results: Iterator[tuple[bytes, os.stat_result]]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        row_list = [int(row) for row in rows]
+        results = pool.map(hash_row, row_list) if workers > 1 else map(hash_row, row_list)
+        for row, (digest, seen) in zip(row_list, results, strict=True):
+            digests[row] = np.frombuffer(digest, dtype=np.uint8)
+            seen_stats.append(
+                (seen.st_dev, seen.st_ino, seen.st_size, seen.st_mtime_ns, seen.st_ctime_ns)
+            )
+            done += seen.st_size
+            if on_progress is not None:
+                on_progress(done, max(total, done))
+    observed = np.array(seen_stats, dtype=np.int64).reshape(-1, 5)
+    for column, name in enumerate(("dev", "ino", "size", "mtime_ns", "ctime_ns")):
+        scan.entries[name][rows] = observed[:, column]
+    cache.stats.files_hashed += len(rows)
+    cache.stats.bytes_hashed += int(observed[:, 2].sum())
+
+
+def _root_digest(kind: str, scan: FolderScan, digests: np.ndarray) -> bytes:
+    if kind == "file":
+        return digests[0].tobytes()
+    hasher = blake3.blake3()
+    for path, digest in zip(scan.raw_paths(), digests, strict=True):
+        hasher.update(path + b"\0" + digest.tobytes())
+    return hasher.digest()
+
+
+def read_chunk(descriptor: int, buffer: memoryview) -> int:
+    """Read the next chunk of a file being hashed into `buffer`; the number of bytes read."""
+    return os.readv(descriptor, [buffer])
+
+
+_read_buffers = threading.local()
+
+
+def _read_buffer() -> memoryview:
+    buffer: memoryview | None = getattr(_read_buffers, "buffer", None)
+    if buffer is None:
+        buffer = memoryview(bytearray(READ_CHUNK))
+        _read_buffers.buffer = buffer
+    return buffer
+
+
+def hash_file(path: str | Path) -> tuple[bytes, os.stat_result]:
+    """BLAKE3 digest of a file and the stat it had while being read.
+
+    The file is stat'ed before and after reading (by descriptor and by path); when anything
+    differs, it changed while being read and is read again, up to MAX_READ_ATTEMPTS times.
+    """
+    buffer = _read_buffer()
+    for _attempt in range(MAX_READ_ATTEMPTS):
+        try:
+            descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as error:
+            raise _read_error(path, error) from error
+        try:
+            before = os.fstat(descriptor)
+            if not stat.S_ISREG(before.st_mode):
+                raise WatchkeeperError(f"{path}: not a regular file; remove it from the data")
+            threads = blake3.blake3.AUTO if before.st_size >= LARGE_FILE else 1
+            hasher = blake3.blake3(max_threads=threads)
+            size_read = 0
+            while count := read_chunk(descriptor, buffer):
+                hasher.update(buffer[:count])
+                size_read += count
+            after = os.fstat(descriptor)
+        except OSError as error:
+            raise _read_error(path, error) from error
+        finally:
+            os.close(descriptor)
+        try:
+            on_disk = os.stat(path)
+        except OSError:
+            continue  # replaced or removed while being read: look again
+        unchanged = _same_stat(before, after) and _same_stat(before, on_disk)
+        if unchanged and size_read == before.st_size:
+            return hasher.digest(), before
+    raise WatchkeeperError(
+        f"{path}: kept changing while being read ({MAX_READ_ATTEMPTS} attempts); "
+        "wait until whatever writes it has finished, then try again"
+    )
+
+
+def _same_stat(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (
+        b.st_dev,
+        b.st_ino,
+        b.st_size,
+        b.st_mtime_ns,
+        b.st_ctime_ns,
+    )
+
+
+def _read_error(path: str | Path, error: OSError) -> WatchkeeperError:
+    # The walker names the entry relative to the root; opening names the absolute path.
+    where = Path(path) / error.filename if isinstance(error.filename, str) else Path(path)
+    reason = error.strerror or str(error)
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return WatchkeeperError(f"{where}: cannot read data file: {reason}; fix its permissions")
+    return WatchkeeperError(f"{where}: cannot read data: {reason}")
