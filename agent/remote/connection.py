@@ -1,0 +1,423 @@
+"""SSH connections with paramiko: host-key checks, key login, quoting and reconnect with backoff."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import paramiko
+
+from agent.errors import WatchkeeperError
+from agent.remote.config import RemoteConfig, SshTarget, target_for
+from agent.remote.hostkeys import HostKeyStore
+
+PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+WINDOW_SIZE = 64 << 20
+MAX_PACKET_SIZE = 256 << 10
+DEFAULT_KEY_FILES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
+HELPER_SOURCE = (Path(__file__).with_name("remote_helper.py")).read_text(encoding="utf-8")
+
+T = TypeVar("T")
+
+
+class RemoteUnreachableError(WatchkeeperError):
+    """The network path to the host failed; worth trying again later."""
+
+
+class LoginFailedError(WatchkeeperError):
+    """The server refused every key we have for this user."""
+
+
+def quote_command(argv: Sequence[str]) -> str:
+    """Join argv into one shell command where every word reaches the program unchanged.
+
+    >>> quote_command(["echo", "a b", "$HOME", "it's"])
+    "echo 'a b' '$HOME' 'it'\"'\"'s'"
+    """
+    return " ".join(shlex.quote(str(word)) for word in argv)
+
+
+@dataclass
+class CommandResult:
+    """Exit status and output of one remote command."""
+
+    command: str
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    def check(self, what: str) -> CommandResult:
+        if self.exit_code != 0:
+            detail = self.stderr.decode("utf-8", "replace").strip()[-2000:]
+            raise WatchkeeperError(f"{what} failed (exit {self.exit_code}): {detail}")
+        return self
+
+
+def _tune(transport: paramiko.Transport, known_key_types: list[str]) -> None:
+    """Prefer AES-GCM (fast with AES-NI) and the host-key types we already know."""
+    options = transport.get_security_options()
+    ciphers = list(options.ciphers)
+    options.ciphers = tuple(
+        [c for c in PREFERRED_CIPHERS if c in ciphers]
+        + [c for c in ciphers if c not in PREFERRED_CIPHERS]
+    )
+    if known_key_types:
+        key_types = list(options.key_types)
+        preferred = [k for k in known_key_types if k in key_types]
+        options.key_types = tuple(preferred + [k for k in key_types if k not in preferred])
+
+
+def _load_key_file(path: str) -> paramiko.PKey | None:
+    """Load a private key without a passphrase; None when absent or encrypted."""
+    expanded = os.path.expanduser(path)
+    if not os.path.isfile(expanded):
+        return None
+    try:
+        return paramiko.PKey.from_path(expanded)
+    except paramiko.PasswordRequiredException:
+        return None
+    except (paramiko.SSHException, ValueError, OSError):
+        return None
+
+
+def _candidate_keys(target: SshTarget) -> tuple[list[tuple[str, paramiko.PKey]], list[str]]:
+    """Keys to offer, in order: ssh-agent, then the key files. Also notes on skipped files."""
+    offered: list[tuple[str, paramiko.PKey]] = []
+    notes: list[str] = []
+    if os.environ.get("SSH_AUTH_SOCK"):
+        with contextlib.suppress(paramiko.SSHException, OSError):
+            for agent_key in paramiko.Agent().get_keys():
+                offered.append(("ssh-agent", agent_key))
+    files = list(target.key_files) or [os.path.expanduser(p) for p in DEFAULT_KEY_FILES]
+    for path in files:
+        key = _load_key_file(path)
+        if key is not None:
+            offered.append((path, key))
+        elif os.path.isfile(path):
+            notes.append(f"{path} is encrypted or unreadable (load it into ssh-agent)")
+        elif target.key_files:
+            notes.append(f"{path} does not exist")
+    return offered, notes
+
+
+class SshConnection:
+    """One logged-in SSH transport (plus its jump hosts) to run commands and open channels."""
+
+    def __init__(self, target: SshTarget, transport: paramiko.Transport, via: list[Any]) -> None:
+        self.target = target
+        self.transport = transport
+        self._via = via
+        self._sftp: paramiko.SFTPClient | None = None
+
+    @classmethod
+    def open(
+        cls,
+        target: SshTarget,
+        *,
+        store: HostKeyStore | None = None,
+        remote_name: str | None = None,
+        timeout: float = 15.0,
+    ) -> SshConnection:
+        """Connect, check the host key, log in with the agent or key files."""
+        store = store or HostKeyStore.default()
+        via: list[Any] = []
+        sock: Any = None
+        try:
+            for hop in target.jumps:
+                hop_connection = cls.open(hop, store=store, remote_name=remote_name)
+                via.append(hop_connection)
+            if via:
+                sock = via[-1].transport.open_channel(
+                    "direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0)
+                )
+            transport = handshake(target, store, remote_name, timeout=timeout, sock=sock)
+            _login(transport, target)
+        except BaseException:
+            for hop_connection in via:
+                hop_connection.close()
+            raise
+        return cls(target, transport, via)
+
+    @property
+    def alive(self) -> bool:
+        return self.transport.is_active()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._sftp is not None:
+                self._sftp.close()
+        with contextlib.suppress(Exception):
+            self.transport.close()
+        for hop in self._via:
+            hop.close()
+
+    def channel(self, command: str) -> paramiko.Channel:
+        """Start `command` (already quoted) on a fresh session channel."""
+        channel = self.transport.open_session(window_size=WINDOW_SIZE)
+        channel.exec_command(command)
+        return channel
+
+    def run(
+        self,
+        command: str | Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        timeout: float | None = 120.0,
+    ) -> CommandResult:
+        """Run a command (argv is quoted word by word) and collect its output."""
+        text = command if isinstance(command, str) else quote_command(command)
+        channel = self.channel(text)
+        writer = None
+        if stdin is not None:
+            writer = threading.Thread(target=_send_and_close, args=(channel, stdin), daemon=True)
+            writer.start()
+        else:
+            channel.shutdown_write()
+        stdout, stderr = _drain(channel, timeout, text)
+        if writer is not None:
+            writer.join(timeout=5)
+        exit_code = channel.recv_exit_status()
+        channel.close()
+        return CommandResult(text, exit_code, stdout, stderr)
+
+    def sftp(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            self._sftp = paramiko.SFTPClient.from_transport(
+                self.transport, window_size=WINDOW_SIZE, max_packet_size=32768
+            )
+            if self._sftp is None:
+                raise RemoteUnreachableError(f"{self.target.describe()}: no SFTP subsystem")
+        return self._sftp
+
+
+def _send_and_close(channel: paramiko.Channel, data: bytes) -> None:
+    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+        channel.sendall(data)
+        channel.shutdown_write()
+
+
+def _drain(channel: paramiko.Channel, timeout: float | None, command: str) -> tuple[bytes, bytes]:
+    """Read stdout and stderr of a channel until both end."""
+    stdout, stderr = bytearray(), bytearray()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        if channel.recv_ready():
+            stdout += channel.recv(1 << 20)
+            continue
+        if channel.recv_stderr_ready():
+            stderr += channel.recv_stderr(1 << 20)
+            continue
+        if channel.exit_status_ready() and channel.eof_received:
+            break
+        if channel.closed or not channel.get_transport() or not channel.get_transport().is_active():
+            if not channel.exit_status_ready():
+                raise RemoteUnreachableError(f"connection lost while running: {command[:80]}")
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            channel.close()
+            raise WatchkeeperError(f"remote command timed out after {timeout:.0f}s: {command[:80]}")
+        select.select([channel], [], [], 0.2)
+    while channel.recv_stderr_ready():
+        stderr += channel.recv_stderr(1 << 20)
+    return bytes(stdout), bytes(stderr)
+
+
+def handshake(
+    target: SshTarget,
+    store: HostKeyStore,
+    remote_name: str | None,
+    *,
+    timeout: float = 15.0,
+    sock: Any = None,
+    check: bool = True,
+) -> paramiko.Transport:
+    """Open the transport and verify the host key (before anything is sent to the server)."""
+    where = f"{target.hostname}:{target.port}"
+    try:
+        if sock is None:
+            sock = socket.create_connection((target.hostname, target.port), timeout=timeout)
+        transport = paramiko.Transport(
+            sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE
+        )
+        _tune(transport, store.known_key_types(target.known_hosts_name))
+        transport.start_client(timeout=timeout)
+    except (OSError, EOFError, paramiko.SSHException) as error:
+        raise RemoteUnreachableError(
+            f"cannot reach {where} ({error or type(error).__name__}); check that the host is up "
+            "and the host name and port are right (`watchkeeper remote list`)."
+        ) from error
+    if check:
+        try:
+            store.check(target.known_hosts_name, transport.get_remote_server_key(), remote_name)
+        except BaseException:
+            transport.close()
+            raise
+    return transport
+
+
+def _login(transport: paramiko.Transport, target: SshTarget) -> None:
+    offered, notes = _candidate_keys(target)
+    tried: list[str] = []
+    for source, key in offered:
+        tried.append(f"{source} ({key.get_name()})")
+        try:
+            transport.auth_publickey(target.user, key)
+        except paramiko.AuthenticationException:
+            continue
+        except (OSError, EOFError, paramiko.SSHException) as error:
+            transport.close()
+            raise RemoteUnreachableError(f"{target.describe()}: {error}") from error
+        if transport.is_authenticated():
+            return
+    transport.close()
+    tried_text = ", ".join(tried) if tried else "no keys (none in ssh-agent, no key files)"
+    extra = f"; {'; '.join(notes)}" if notes else ""
+    raise LoginFailedError(
+        f"login as {target.user!r} on {target.hostname}:{target.port} failed: the server "
+        f"refused {tried_text}{extra}. Add your public key to ~{target.user}/.ssh/authorized_keys "
+        "there, or point the remote at the right key with --key."
+    )
+
+
+class RemoteSession:
+    """A configured remote with a connection that is reopened, with backoff, when it drops."""
+
+    def __init__(
+        self,
+        remote: RemoteConfig,
+        *,
+        store: HostKeyStore | None = None,
+        retry_for: float = 300.0,
+        max_delay: float = 10.0,
+    ) -> None:
+        self.remote = remote
+        self.target = target_for(remote)
+        self.store = store or HostKeyStore.default()
+        self.retry_for = retry_for
+        self.max_delay = max_delay
+        self._connection: SshConnection | None = None
+        self._facts: dict[str, Any] | None = None
+        self._lock = threading.RLock()
+        self.reconnects = 0
+
+    def connection(self) -> SshConnection:
+        """A live connection, opened now if needed (no retry here)."""
+        with self._lock:
+            if self._connection is None or not self._connection.alive:
+                if self._connection is not None:
+                    self._connection.close()
+                    self.reconnects += 1
+                self._connection = SshConnection.open(
+                    self.target, store=self.store, remote_name=self.remote.name
+                )
+            return self._connection
+
+    def drop(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    close = drop
+
+    def call(self, action: Callable[[SshConnection], T], *, retry_for: float | None = None) -> T:
+        """Run action(connection), reconnecting with exponential backoff on network errors."""
+        budget = self.retry_for if retry_for is None else retry_for
+        deadline = time.monotonic() + budget
+        delay = 0.25
+        while True:
+            try:
+                return action(self.connection())
+            except (RemoteUnreachableError, OSError, EOFError, paramiko.SSHException) as error:
+                if isinstance(error, paramiko.AuthenticationException):
+                    raise
+                self.drop()
+                if time.monotonic() + delay > deadline:
+                    raise RemoteUnreachableError(
+                        f"remote {self.remote.name!r} ({self.target.describe()}) stayed "
+                        f"unreachable for {budget:.0f}s: {error}"
+                    ) from error
+                time.sleep(delay)
+                delay = min(delay * 2, self.max_delay)
+
+    def run(
+        self, argv: Sequence[str] | str, *, stdin: bytes | None = None, timeout: float = 120.0
+    ) -> CommandResult:
+        """Run a command, reconnecting when the connection drops (the command may rerun)."""
+        return self.call(lambda c: c.run(argv, stdin=stdin, timeout=timeout))
+
+    @property
+    def python_argv(self) -> list[str]:
+        return shlex.split(self.remote.python)
+
+    def helper_command(self, mode: str, *args: str) -> str:
+        """The quoted command that runs the helper program in `mode` with the remote python."""
+        return quote_command([*self.python_argv, "-c", HELPER_SOURCE, mode, *args])
+
+    def helper_json(self, mode: str, *args: str, stdin: bytes | None = None) -> Any:
+        """Run a helper mode that answers with one JSON line."""
+        result = self.call(lambda c: c.run(self.helper_command(mode, *args), stdin=stdin))
+        self._check_python(result)
+        result.check(f"watchkeeper helper '{mode}' on {self.remote.name}")
+        return json.loads(result.stdout.decode().splitlines()[-1])
+
+    def _check_python(self, result: CommandResult) -> None:
+        if result.exit_code == 127:
+            raise WatchkeeperError(
+                f"remote {self.remote.name!r}: python {self.remote.python!r} was not found on "
+                f"{self.target.hostname}. Install Python 3 there or point the remote at one "
+                f"with `watchkeeper remote add {self.remote.name} --python /path/to/python3 ...`."
+            )
+
+    def facts(self) -> dict[str, Any]:
+        """Probe the remote once: python version, home folder, blake3, free disk."""
+        if self._facts is None:
+            self._facts = self.helper_json("probe")
+        return self._facts
+
+    def require_python(self) -> None:
+        """Fail early, naming the python, when it is missing on the remote."""
+        self.facts()
+
+    def absolute(self, path: str) -> str:
+        """Expand a leading ~ of a remote path with the remote home folder."""
+        if path == "~" or path.startswith("~/"):
+            return str(self.facts()["home"]) + path[1:]
+        return path
+
+    @property
+    def workdir(self) -> str:
+        return self.absolute(self.remote.workdir).rstrip("/") or "/"
+
+    @property
+    def cache_dir(self) -> str:
+        return self.workdir + "/cache"
+
+    @property
+    def runs_dir(self) -> str:
+        return self.workdir + "/runs"
+
+    def __enter__(self) -> RemoteSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.drop()
+
+
+def iter_chunks(data: bytes, size: int) -> Iterable[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]

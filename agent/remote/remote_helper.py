@@ -1,0 +1,303 @@
+"""The stdlib-only program Watchkeeper runs on a remote with `python3 -c`: cache, runs, fetches.
+
+It is sent as source on every call, so the remote needs nothing installed but Python 3.6+.
+Modes (argv[1]):
+
+- ``probe``: print facts about the remote as JSON (python version, blake3, home, free disk).
+- ``plan CACHE``: read a JSON manifest line, answer which blobs the cache lacks, then build
+  run folders from the cache on request (one JSON line per request).
+- ``receive CACHE``: read framed blobs from stdin, write each to a temporary file, check its
+  size and checksum (and BLAKE3 when the module exists), then rename it into the cache.
+- ``poll RUNDIR PID START``: report whether a detached run is running, finished or gone.
+- ``pack RUNDIR PATH...``: stream files below RUNDIR back, refusing anything that leaves it.
+"""
+
+import json
+import os
+import shutil
+import struct
+import sys
+import zlib
+
+VERIFIED_MTIME = 1000000007  # set on a cache entry once its content was checked
+FRAME = struct.Struct(">32sQ")  # digest, size; then the payload and a CRC-32 trailer
+TRAILER = struct.Struct(">I")
+END_DIGEST = b"\0" * 32
+CHUNK = 1 << 20
+
+try:
+    import blake3  # type: ignore[import-not-found]
+except ImportError:  # the remote's Python need not have it
+    blake3 = None
+
+
+def blob_path(cache, digest):
+    return os.path.join(cache, digest[:2], digest[2:])
+
+
+def valid_entry(path, size):
+    """An entry is trusted when it is a regular file of the right size marked as checked."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    regular = (info.st_mode & 0o170000) == 0o100000
+    return regular and info.st_size == size and int(info.st_mtime) == VERIFIED_MTIME
+
+
+def reply(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def probe():
+    usage = shutil.disk_usage(os.path.expanduser("~"))
+    reply(
+        {
+            "python": sys.version.split()[0],
+            "executable": sys.executable,
+            "blake3": blake3 is not None,
+            "home": os.path.expanduser("~"),
+            "free_bytes": usage.free,
+        }
+    )
+
+
+def plan(cache):
+    manifest = json.loads(sys.stdin.readline())
+    missing = []
+    for digest, size in manifest["blobs"].items():
+        path = blob_path(cache, digest)
+        if valid_entry(path, size):
+            continue
+        if os.path.lexists(path):
+            os.chmod(path, 0o644)
+            os.unlink(path)  # half-written or altered: send it again
+        missing.append(digest)
+    reply({"missing": missing})
+    for line in sys.stdin:
+        request = json.loads(line)
+        if "materialize" not in request:
+            break
+        try:
+            reply({"built": materialize(cache, request["materialize"])})
+        except (OSError, ValueError) as error:
+            reply({"error": str(error)})
+
+
+def safe_relative(relative):
+    parts = relative.split("/")
+    if relative.startswith("/") or not relative or any(p in ("", ".", "..") for p in parts):
+        raise ValueError("refusing path %r: it must stay inside the folder" % relative)
+    return parts
+
+
+def materialize(cache, request):
+    """Hard-link (or copy) cache blobs into request['dest'] at their relative paths."""
+    dest = request["dest"]
+    os.makedirs(dest, exist_ok=True)
+    linked = 0
+    for relative, digest, size, executable in request["files"]:
+        parts = safe_relative(relative)
+        source = blob_path(cache, digest)
+        if not valid_entry(source, size):
+            raise ValueError("cache entry %s for %s is missing or damaged" % (digest, relative))
+        target = os.path.join(dest, *parts)
+        parent = os.path.dirname(target)
+        if not os.path.isdir(parent):
+            os.makedirs(parent, exist_ok=True)
+        try:
+            if os.path.samefile(source, target):
+                continue
+        except OSError:
+            pass
+        temporary = target + ".wk-tmp"
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        try:
+            os.link(source, temporary)
+        except OSError:
+            shutil.copyfile(source, temporary)
+        if executable:
+            os.chmod(temporary, 0o555)
+        os.replace(temporary, target)
+        linked += 1
+    return linked
+
+
+def make_hasher():
+    return blake3.blake3() if blake3 is not None else None
+
+
+def receive(cache):
+    staging = os.path.join(cache, "tmp")
+    os.makedirs(staging, exist_ok=True)
+    stream = sys.stdin.buffer
+    stored, rejected = [], []
+    while True:
+        header = stream.read(FRAME.size)
+        if len(header) < FRAME.size:
+            break
+        raw_digest, size = FRAME.unpack(header)
+        if raw_digest == END_DIGEST:
+            break
+        digest = raw_digest.hex()
+        temporary = os.path.join(staging, "%s.%d" % (digest, os.getpid()))
+        crc, hasher, remaining = 0, make_hasher(), size
+        with open(temporary, "wb") as handle:
+            while remaining:
+                chunk = stream.read(min(CHUNK, remaining))
+                if not chunk:
+                    break
+                crc = zlib.crc32(chunk, crc)
+                if hasher is not None:
+                    hasher.update(chunk)
+                handle.write(chunk)
+                remaining -= len(chunk)
+        trailer = stream.read(TRAILER.size) if not remaining else b""
+        good = len(trailer) == TRAILER.size and crc == TRAILER.unpack(trailer)[0]
+        if good and hasher is not None:
+            good = hasher.hexdigest() == digest
+        if not good:
+            os.unlink(temporary)
+            rejected.append(digest)
+            if len(trailer) < TRAILER.size:
+                break  # the stream ended early
+            continue
+        final = blob_path(cache, digest)
+        folder = os.path.dirname(final)
+        if not os.path.isdir(folder):
+            os.makedirs(folder, exist_ok=True)
+        os.chmod(temporary, 0o444)
+        os.utime(temporary, (VERIFIED_MTIME, VERIFIED_MTIME))
+        os.replace(temporary, final)
+        stored.append(digest)
+    reply({"stored": len(stored), "rejected": rejected, "verified_with": verifier_name()})
+
+
+def verifier_name():
+    return "blake3" if blake3 is not None else "crc32"
+
+
+def process_start_time(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] == "Z":
+        return None
+    return fields[19]
+
+
+def alive(pid, start):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    current = process_start_time(pid)
+    if current is None:  # a zombie, or a system without /proc
+        return not os.path.isdir("/proc/self")
+    return start in ("", current)
+
+
+def read_tail(path, limit=4000):
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(0, size - limit))
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def poll(rundir, pid, start):
+    exit_path = os.path.join(rundir, "exitcode")
+    if os.path.exists(exit_path):
+        with open(exit_path) as handle:
+            text = handle.read().strip()
+        reply({"state": "exited", "exit_code": int(text) if text.lstrip("-").isdigit() else None})
+        return
+    if pid and alive(int(pid), start):
+        reply({"state": "running"})
+        return
+    if os.path.exists(exit_path):  # it finished between the two checks
+        poll(rundir, pid, start)
+        return
+    cancelled = os.path.exists(os.path.join(rundir, "cancelled"))
+    reply({"state": "cancelled" if cancelled else "vanished", "tail": read_tail(rundir + "/log")})
+
+
+def pack(rundir, paths):
+    """Stream each requested file below rundir as a JSON header line, its bytes and a CRC."""
+    root = os.path.realpath(rundir)
+    out = sys.stdout.buffer
+
+    def header(obj):
+        out.write((json.dumps(obj) + "\n").encode())
+
+    def send_file(relative, real):
+        size = os.path.getsize(real)
+        header({"path": relative, "size": size, "mode": os.stat(real).st_mode & 0o777})
+        crc = 0
+        with open(real, "rb") as handle:
+            while True:
+                chunk = handle.read(CHUNK)
+                if not chunk:
+                    break
+                crc = zlib.crc32(chunk, crc)
+                out.write(chunk)
+        out.write(struct.pack(">I", crc))
+
+    def inside(real):
+        return real == root or real.startswith(root + os.sep)
+
+    def visit(relative):
+        try:
+            safe_relative(relative)
+        except ValueError as error:
+            header({"error": str(error)})
+            return
+        full = os.path.join(root, relative)
+        if not os.path.lexists(full):
+            header({"missing": relative})
+            return
+        real = os.path.realpath(full)
+        if not inside(real):
+            header({"error": "refusing %s: it points outside the run folder" % relative})
+            return
+        if os.path.isdir(real):
+            for name in sorted(os.listdir(real)):
+                visit(relative + "/" + name)
+        elif os.path.isfile(real):
+            send_file(relative, real)
+        else:
+            header({"error": "refusing %s: not a regular file" % relative})
+
+    for relative in paths:
+        visit(relative)
+    header({"end": True})
+    out.flush()
+
+
+def main(argv):
+    mode = argv[1]
+    if mode == "probe":
+        probe()
+    elif mode == "plan":
+        plan(argv[2])
+    elif mode == "receive":
+        receive(argv[2])
+    elif mode == "poll":
+        poll(argv[2], argv[3], argv[4])
+    elif mode == "pack":
+        pack(argv[2], argv[3:])
+    else:
+        raise SystemExit("unknown mode %r" % mode)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
