@@ -1,0 +1,244 @@
+"""`watchkeeper agent|watch|alerts`: run the agent, choose what it watches, read its alerts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from agent.daemon import lifecycle, watchlist
+from agent.errors import WatchkeeperError
+from agent.paths import WatchkeeperPaths
+
+
+def _paths() -> WatchkeeperPaths:
+    return WatchkeeperPaths.from_environment()
+
+
+def _client() -> Any:
+    """A client of the running agent, or None (the command then works on the ledger itself)."""
+    from agent.client import AgentClient
+
+    paths = _paths()
+    if lifecycle.running_pid(paths) is None:
+        return None
+    return AgentClient.connect_or_none(paths.socket)
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# -- agent -----------------------------------------------------------------------------------
+@click.group()
+def agent() -> None:
+    """Run, start, stop or install the background agent."""
+
+
+@agent.command("run")
+@click.option("--quiet", is_flag=True, help="Log only to the log file, not to stderr.")
+def agent_run(quiet: bool) -> None:
+    """Run the agent in the foreground, logging to stderr and to the log file."""
+    from agent.daemon.main import run_foreground
+
+    sys.exit(run_foreground(_paths(), to_stderr=not quiet))
+
+
+@agent.command("start")
+def agent_start() -> None:
+    """Start the agent in the background (one per user)."""
+    pid = lifecycle.start_background(_paths())
+    click.echo(f"agent started (pid {pid}); socket {_paths().socket}")
+
+
+@agent.command("stop")
+def agent_stop() -> None:
+    """Stop the running agent (SIGTERM; done within 5 seconds)."""
+    pid = lifecycle.stop_agent(_paths())
+    if pid is None:
+        click.echo("the agent is not running")
+    else:
+        click.echo(f"agent stopped (pid {pid})")
+
+
+@agent.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def agent_status(as_json: bool) -> None:
+    """Say whether the agent runs, what it watches and how it is doing. Exit 3 when stopped."""
+    paths = _paths()
+    client = _client()
+    if client is None:
+        pid = lifecycle.running_pid(paths)
+        state = {"running": False, "pid": pid if pid and pid > 0 else None}
+        if as_json:
+            click.echo(json.dumps(state))
+        elif pid:
+            click.echo(
+                f"the agent (pid {pid}) holds its lock but does not answer on {paths.socket}"
+            )
+        else:
+            click.echo("the agent is not running; start it with `watchkeeper agent start`")
+        sys.exit(3)
+    with client:
+        status = client.call("status")
+    if as_json:
+        click.echo(json.dumps({"running": True, **status}, indent=2))
+        return
+    console = Console()
+    console.print(
+        f"agent running: pid {status['pid']}, up {status['uptime_seconds']:.0f} s, "
+        f"{status['open_alerts']} open alerts, {status['active_runs']} active runs"
+    )
+    table = Table("watched", "kind", "how", "note")
+    for watch in status["watches"]:
+        note = watch["reason"] or ""
+        if watch["unreadable"]:
+            note = (note + " " if note else "") + f"{len(watch['unreadable'])} unreadable folders"
+        table.add_row(watch["path"], watch["kind"], watch["mode"], note)
+    console.print(table)
+    for job in status.get("schedule", []):
+        console.print(f"next {job['name']}: {job['next_run']}")
+
+
+@agent.command("install")
+def agent_install() -> None:
+    """Write a systemd user unit and an XDG autostart entry; enable nothing."""
+    files = lifecycle.install_units(_paths())
+    click.echo(f"wrote {files.systemd_unit}")
+    click.echo(f"wrote {files.autostart_entry} (disabled: Hidden=true)")
+    click.echo("Nothing was enabled. Choose one of:")
+    click.echo(
+        "  systemd:   systemctl --user daemon-reload && "
+        f"systemctl --user enable --now {lifecycle.UNIT_NAME}"
+    )
+    click.echo(
+        f"  autostart: sed -i 's/^Hidden=true/Hidden=false/' {files.autostart_entry}"
+        "   (desktop sessions without systemd)"
+    )
+
+
+# -- watch -----------------------------------------------------------------------------------
+@click.group()
+def watch() -> None:
+    """Choose the repos and data folders the agent watches."""
+
+
+@watch.command("add")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--data", is_flag=True, help="Watch PATH as a data file or folder, not a repo.")
+def watch_add(path: Path, data: bool) -> None:
+    """Watch a git repo (or, with --data, a data file or folder)."""
+    client = _client()
+    if client is not None:
+        with client:
+            entry = client.call("watch_add", path=str(path), data=data)
+        click.echo(f"watching {entry['kind']} {entry['path']} ({entry['mode']})")
+        return
+    added = watchlist.add_watch(path, data=data)
+    click.echo(f"added {added.kind} {added.path}; the agent watches it once started")
+
+
+@watch.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def watch_list(as_json: bool) -> None:
+    """List watched paths (and, when the agent runs, how each is watched)."""
+    client = _client()
+    if client is not None:
+        with client:
+            rows = client.call("watch_list")
+    else:
+        rows = [
+            {"path": str(e.path), "kind": e.kind, "mode": "agent not running", "reason": ""}
+            for e in watchlist.watched()
+        ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("nothing is watched; add a repo with `watchkeeper watch add PATH`")
+        return
+    table = Table("path", "kind", "how", "note")
+    for row in rows:
+        table.add_row(row["path"], row["kind"], row["mode"], str(row.get("reason") or ""))
+    Console().print(table)
+
+
+@watch.command("remove")
+@click.argument("path", type=click.Path(path_type=Path))
+def watch_remove(path: Path) -> None:
+    """Stop watching PATH."""
+    client = _client()
+    if client is not None:
+        with client:
+            removed = client.call("watch_remove", path=str(path))
+        names = [row["path"] for row in removed]
+    else:
+        names = [str(e.path) for e in watchlist.remove_watch(path)]
+    click.echo("no longer watching " + ", ".join(names))
+
+
+# -- alerts ----------------------------------------------------------------------------------
+def _ledger() -> Any:
+    from agent.ledger import open_ledger
+
+    return open_ledger(_paths().ledger)
+
+
+@click.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the alerts as JSON.")
+@click.option("--all", "show_all", is_flag=True, help="Include acknowledged alerts.")
+@click.pass_context
+def alerts(ctx: click.Context, as_json: bool, show_all: bool) -> None:
+    """List alerts (unacknowledged ones unless --all); `alerts ack ID` acknowledges one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    client = _client()
+    if client is not None:
+        with client:
+            rows = client.call("alerts", all=show_all)
+    else:
+        from agent.daemon.alerts import list_alerts
+
+        rows = list_alerts(_ledger(), include_acknowledged=show_all)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        click.echo("no alerts" if show_all else "no open alerts")
+        return
+    table = Table("id", "when", "kind", "model", "message", "acked")
+    for row in rows:
+        table.add_row(
+            str(row["id"]),
+            _when(row["created_at"]),
+            str(row["kind"]),
+            str(row.get("model") or "-"),
+            str(row["message"]),
+            _when(row["acknowledged_at"]) if row["acknowledged_at"] else "",
+        )
+    Console(width=max(120, Console().width)).print(table)
+
+
+@alerts.command("ack")
+@click.argument("alert_id", metavar="ID", type=int)
+def alerts_ack(alert_id: int) -> None:
+    """Acknowledge alert ID."""
+    client = _client()
+    if client is not None:
+        with client:
+            row = client.call("ack_alert", id=alert_id)
+    else:
+        from agent.daemon.alerts import acknowledge
+
+        row = acknowledge(_ledger(), alert_id)
+    if not row.get("acknowledged_at"):
+        raise WatchkeeperError(f"alert {alert_id} could not be acknowledged")
+    click.echo(f"acknowledged alert {alert_id}: {row['message']}")

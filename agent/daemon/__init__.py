@@ -1,0 +1,1 @@
+"""The background agent: process lifecycle, control socket, watchers, scheduler and alerts."""

@@ -1,0 +1,255 @@
+"""The agent process: single-instance pid lock, logging, background start, stop and install."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import logging.handlers
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.errors import WatchkeeperError
+from agent.paths import WatchkeeperPaths
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_SECONDS = 5.0
+START_TIMEOUT_SECONDS = 20.0
+LOG_FILE_NAME = "agent.log"
+UNIT_NAME = "watchkeeper-agent.service"
+AUTOSTART_NAME = "watchkeeper-agent.desktop"
+
+
+class AlreadyRunning(WatchkeeperError):
+    """Another agent holds the pid lock."""
+
+    def __init__(self, pid: int | None, pid_file: Path) -> None:
+        shown = f"pid {pid}" if pid else "pid unknown"
+        super().__init__(
+            f"the agent is already running ({shown}, lock {pid_file}); "
+            "use `watchkeeper agent stop` first."
+        )
+        self.pid = pid
+
+
+def read_pid(pid_file: Path) -> int | None:
+    """The pid written in the pid file, or None when absent or unreadable."""
+    try:
+        text = pid_file.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def running_pid(paths: WatchkeeperPaths) -> int | None:
+    """The pid of the running agent, judged by the lock (not by the file's mere presence)."""
+    try:
+        fd = os.open(paths.pid_file, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return read_pid(paths.pid_file) or -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+class PidLock:
+    """The single-instance lock: an flock held on the pid file for the agent's whole life."""
+
+    def __init__(self, pid_file: Path) -> None:
+        self.pid_file = pid_file
+        self._fd: int | None = None
+        self.stale_pid: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock and write our pid; a crashed agent's leftover file is reused."""
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.pid_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(read_pid(self.pid_file), self.pid_file) from None
+        self.stale_pid = read_pid(self.pid_file)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.fsync(fd)
+        self._fd = fd
+        if self.stale_pid and self.stale_pid != os.getpid():
+            log.warning(
+                "cleaned up the pid file of an agent that did not exit cleanly (pid %d)",
+                self.stale_pid,
+            )
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            self.pid_file.unlink()
+        os.close(self._fd)
+        self._fd = None
+
+
+def configure_logging(
+    paths: WatchkeeperPaths, *, to_stderr: bool, level: int = logging.INFO
+) -> Path:
+    """Log to stderr (foreground) and to a rotating file under the logs folder."""
+    paths.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+    log_file = paths.logs / LOG_FILE_NAME
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        if getattr(handler, "_watchkeeper", False):
+            root.removeHandler(handler)
+    file_handler = logging.handlers.RotatingFileHandler(
+        log_file, maxBytes=2 * 1024 * 1024, backupCount=3, encoding="utf-8"
+    )
+    handlers: list[logging.Handler] = [file_handler]
+    if to_stderr:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler._watchkeeper = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    logging.getLogger("watchdog").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    return log_file
+
+
+def agent_command() -> list[str]:
+    """The command line that runs the agent in the foreground."""
+    return [sys.executable, "-m", "agent", "agent", "run"]
+
+
+def start_background(paths: WatchkeeperPaths) -> int:
+    """Start the agent detached from the terminal and wait until its socket answers."""
+    pid = running_pid(paths)
+    if pid:
+        raise AlreadyRunning(pid, paths.pid_file)
+    paths.ensure()
+    paths.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stderr_path = paths.logs / "agent.stderr"
+    with open(stderr_path, "ab") as stderr:
+        process = subprocess.Popen(
+            [*agent_command(), "--quiet"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+            close_fds=True,
+        )
+    from agent.client import AgentClient
+
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        code = process.poll()
+        if code is not None:
+            raise WatchkeeperError(
+                f"the agent exited during start-up (status {code}); "
+                f"see {paths.logs / LOG_FILE_NAME} and {stderr_path}:\n{_tail(stderr_path)}"
+            )
+        client = AgentClient.connect_or_none(paths.socket, timeout=2.0)
+        if client is not None:
+            with client, contextlib.suppress(WatchkeeperError, OSError, ValueError):
+                status = client.call("status")
+                return int(status["pid"])
+        time.sleep(0.1)
+    raise WatchkeeperError(
+        f"the agent (pid {process.pid}) did not answer on {paths.socket} within "
+        f"{START_TIMEOUT_SECONDS:.0f} s; see {paths.logs / LOG_FILE_NAME}."
+    )
+
+
+def stop_agent(paths: WatchkeeperPaths, timeout: float = STOP_TIMEOUT_SECONDS) -> int | None:
+    """Send SIGTERM to the running agent and wait until it has released its lock."""
+    pid = running_pid(paths)
+    if not pid or pid < 0:
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if running_pid(paths) is None:
+            return pid
+        time.sleep(0.05)
+    raise WatchkeeperError(
+        f"the agent (pid {pid}) did not stop within {timeout:.0f} s of SIGTERM; "
+        f"see {paths.logs / LOG_FILE_NAME}, or end it with `kill -9 {pid}`."
+    )
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True)
+class InstalledFiles:
+    systemd_unit: Path
+    autostart_entry: Path
+
+
+def install_units(paths: WatchkeeperPaths, config_home: Path | None = None) -> InstalledFiles:
+    """Write a systemd user unit and an XDG autostart entry; enable nothing."""
+    config_home = config_home or Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    unit_path = config_home / "systemd" / "user" / UNIT_NAME
+    autostart_path = config_home / "autostart" / AUTOSTART_NAME
+    command = " ".join(shlex.quote(part) for part in agent_command())
+    environment = ""
+    home = os.environ.get("WATCHKEEPER_HOME")
+    if home:
+        environment = f"Environment={_systemd_quote('WATCHKEEPER_HOME=' + home)}\n"
+    unit = (
+        "[Unit]\n"
+        "Description=Watchkeeper agent: watches repos and data folders, keeps the model ledger\n"
+        "After=default.target\n\n"
+        "[Service]\n"
+        "Type=simple\n"
+        f"ExecStart={command} --quiet\n"
+        f"{environment}"
+        "Restart=on-failure\n"
+        "RestartSec=5\n"
+        "TimeoutStopSec=10\n\n"
+        "[Install]\n"
+        "WantedBy=default.target\n"
+    )
+    start_command = " ".join(
+        shlex.quote(part) for part in [sys.executable, "-m", "agent", "agent", "start"]
+    )
+    if home:
+        start_command = f"env WATCHKEEPER_HOME={shlex.quote(home)} {start_command}"
+    desktop = (
+        "[Desktop Entry]\n"
+        "Type=Application\n"
+        "Name=Watchkeeper agent\n"
+        "Comment=Watches repos and data folders and keeps the model ledger\n"
+        f"Exec=sh -c {shlex.quote(start_command)}\n"
+        "Terminal=false\n"
+        "NoDisplay=true\n"
+        "Hidden=true\n"
+    )
+    for path, text in ((unit_path, unit), (autostart_path, desktop)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    return InstalledFiles(unit_path, autostart_path)
+
+
+def _systemd_quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

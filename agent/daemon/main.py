@@ -1,0 +1,59 @@
+"""`watchkeeper agent run`: take the lock, start every part, serve until SIGTERM, clean up."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+
+from agent.daemon.lifecycle import PidLock, configure_logging
+from agent.paths import WatchkeeperPaths
+
+log = logging.getLogger(__name__)
+
+
+def run_foreground(paths: WatchkeeperPaths, *, to_stderr: bool = True) -> int:
+    """Run the agent in this process until SIGTERM or SIGINT; returns the exit status."""
+    paths.ensure()
+    log_file = configure_logging(paths, to_stderr=to_stderr)
+    lock = PidLock(paths.pid_file)
+    lock.acquire()
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    from agent.daemon.service import AgentService
+
+    service = None
+    try:
+        service = AgentService(paths)
+        service.stop_requested = stop
+        service.start()
+        log.info("logging to %s; pid file %s", log_file, paths.pid_file)
+        while not stop.wait(3600):
+            pass
+        return 0
+    except Exception:
+        log.exception("the agent failed")
+        return 1
+    finally:
+        if service is not None:
+            timer = threading.Timer(4.5, _exit_now)
+            timer.daemon = True
+            timer.start()
+            service.stop()
+            timer.cancel()
+        lock.release()
+
+
+def _exit_now() -> None:
+    """Last resort when a part hangs during shutdown: `agent stop` promises 5 seconds."""
+    log.error("shutdown took too long; exiting now")
+    logging.shutdown()
+    os._exit(0)

@@ -1,0 +1,217 @@
+"""Training from the agent: runs started in the background, cancelled, and polled to the end."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlite_utils import Database
+
+from agent.errors import WatchkeeperError
+
+if TYPE_CHECKING:
+    from agent.daemon.service import AgentService
+
+log = logging.getLogger(__name__)
+
+_run_threads: dict[str, threading.Thread] = {}
+_run_threads_lock = threading.Lock()
+_last_states: dict[str, str] = {}
+
+
+def list_models(db: Database) -> list[dict[str, Any]]:
+    """Every model's newest version with its staleness (the `models list --json` shape)."""
+    from agent.ledger.reports import list_versions
+    from agent.staleness import StalenessChecker
+
+    return list_versions(db, StalenessChecker(db))
+
+
+def resolve_repo(service: AgentService, model: str, repo: str | None) -> Path:
+    """The repo declaring `model`: the given one, else the only watched/registered one with it."""
+    if repo:
+        return Path(repo).expanduser().resolve()
+    from agent.project.spec import load_project
+
+    candidates = []
+    for root in service._model_repos():
+        try:
+            if model in load_project(root).models:
+                candidates.append(root)
+        except WatchkeeperError:
+            continue
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise WatchkeeperError(
+            f"no watched or registered repo declares a model named {model!r}; "
+            "pass repo=PATH or register the repo with `watchkeeper init`."
+        )
+    raise WatchkeeperError(
+        f"several repos declare {model!r} ({', '.join(map(str, candidates))}); pass repo=PATH."
+    )
+
+
+def _param_pairs(params: dict[str, Any]) -> list[str]:
+    pairs = []
+    for key, value in params.items():
+        pairs.append(f"{key}={json.dumps(value)}")
+    return pairs
+
+
+def start(
+    service: AgentService,
+    repo: Path,
+    model: str,
+    params: dict[str, Any],
+    remote: str | None,
+) -> dict[str, Any]:
+    """Start `model` training on a thread of its own; return once the run is recorded."""
+    from agent.ledger import open_ledger
+    from agent.runs.training import train
+
+    started = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def on_start(run: Any, version: int) -> None:
+        outcome.update(run=run.id, version=version, model=model, repo=str(repo))
+        _publish_state(service, run.id, model, "running", None)
+        started.set()
+
+    def run_training() -> None:
+        db = open_ledger(service.paths.ledger)
+        offset = 0
+
+        def on_log(chunk: bytes) -> None:
+            nonlocal offset
+            run_id = outcome.get("run")
+            if run_id:
+                service.server.publish(
+                    "run_log",
+                    {"run": run_id, "offset": offset, "text": chunk.decode(errors="replace")},
+                )
+            offset += len(chunk)
+
+        try:
+            result = train(
+                repo,
+                model,
+                param_pairs=_param_pairs(params),
+                remote=remote,
+                db=db,
+                paths=service.paths,
+                on_log=on_log,
+                on_start=on_start,
+            )
+            _publish_state(service, result.run_id, model, result.status, result.exit_code)
+            if result.status == "failed":
+                _alert_failed(service, db, result)
+        except Exception as error:
+            outcome["error"] = error
+            log.warning("training %s failed to start: %s", model, error)
+        finally:
+            started.set()
+            db.close()
+
+    thread = threading.Thread(target=run_training, name=f"wk-train-{model}", daemon=True)
+    thread.start()
+    started.wait(120)
+    if "error" in outcome and "run" not in outcome:
+        error = outcome["error"]
+        if isinstance(error, WatchkeeperError):
+            raise error
+        raise WatchkeeperError(f"training {model} could not start: {error}")
+    if "run" not in outcome:
+        raise WatchkeeperError(f"training {model} did not start within 120 s")
+    with _run_threads_lock:
+        _run_threads[outcome["run"]] = thread
+    return {key: outcome[key] for key in ("run", "version", "model", "repo")}
+
+
+def _alert_failed(service: AgentService, db: Database, result: Any) -> None:
+    from agent.daemon import alerts
+
+    row = db.execute("SELECT model_id FROM runs WHERE id = ?", [result.run_id]).fetchone()
+    alert = alerts.raise_alert(
+        db,
+        kind="run_failed",
+        message=f"{result.model}@{result.version} failed (run {result.run_id}, exit "
+        f"{result.exit_code}): {result.problem or result.log_tail.splitlines()[-1:] or ''}",
+        dedupe_key=f"run_failed:{result.run_id}",
+        model_id=row[0] if row else None,
+        reasons=[result.problem or f"exit code {result.exit_code}"],
+        versions=[{"model": result.model, "version": result.version}],
+    )
+    if alert is not None:
+        service.server.publish("alert", alert)
+
+
+def _publish_state(
+    service: AgentService, run_id: str, model: str, state: str, exit_code: int | None
+) -> None:
+    _last_states[run_id] = state
+    service.server.publish(
+        "run_state", {"run": run_id, "model": model, "state": state, "exit_code": exit_code}
+    )
+
+
+def cancel(service: AgentService, run_id: str) -> dict[str, Any]:
+    """Ask the run's executor to cancel it; the supervising thread or poll records the end."""
+    from agent.ledger.queries import find_run
+    from agent.runs.executor import Run, executor_for
+
+    row = find_run(service.db(), run_id)
+    if row["state"] not in ("queued", "starting", "running"):
+        raise WatchkeeperError(f"run {run_id} has already ended ({row['state']}).")
+    run = Run.from_row(row)
+    executor_for(run.remote).cancel(run)
+    return {"run": run_id, "cancelling": True}
+
+
+def poll_active_runs(service: AgentService) -> None:
+    """Follow runs nobody supervises (after a restart, or remote ones): logs, state, the end."""
+    from agent.ledger import write_transaction
+    from agent.ledger.queries import active_runs, update_row
+    from agent.runs.executor import Run, executor_for
+    from agent.runs.training import _supervised, finish_run
+
+    db = service.db()
+    for row in list(active_runs(db)):
+        run_id = row["id"]
+        with _run_threads_lock:
+            thread = _run_threads.get(run_id)
+        if thread is not None and thread.is_alive():
+            continue
+        detail = row.get("detail") or {}
+        if _supervised(detail):
+            continue
+        run = Run.from_row(row)
+        try:
+            executor = executor_for(run.remote)
+            state = executor.poll(run) if run.pid or run.remote_job_id else None
+            offset = int(row.get("log_offset") or 0)
+            chunk = executor.read_log(run, offset)
+        except WatchkeeperError as error:
+            log.warning("cannot poll run %s: %s", run_id, error)
+            continue
+        if chunk:
+            service.server.publish(
+                "run_log", {"run": run_id, "offset": offset, "text": chunk.decode(errors="replace")}
+            )
+            with write_transaction(db):
+                update_row(db, "runs", "id", run_id, {"log_offset": offset + len(chunk)})
+        if state is None:
+            from agent.runs.executor import RunState
+
+            state = RunState.INTERRUPTED
+        model = str(detail.get("model", ""))
+        if state.is_final:
+            result = finish_run(db, run, state, executor, service.paths)
+            _publish_state(service, run_id, model, result.status, result.exit_code)
+            if result.status == "failed":
+                _alert_failed(service, db, result)
+        elif _last_states.get(run_id) != state.value:
+            _publish_state(service, run_id, model, state.value, None)
