@@ -158,7 +158,12 @@ def _report_training(ctx: click.Context, console: Console, result: TrainResult) 
         raise WatchkeeperError(f"{label} was recorded as failed: {result.problem}")
     if result.problem:
         raise WatchkeeperError(f"{label} was recorded as {result.status}: {result.problem}")
-    exit_code = result.exit_code if result.exit_code is not None else 1
+    if result.exit_code is None:
+        raise WatchkeeperError(
+            f"{label} was recorded as {result.status}: the run ended without an exit code (its "
+            f"process was killed). Log: watchkeeper runs logs {result.run_id}"
+        )
+    exit_code = result.exit_code
     hint = ""
     if exit_code == 127:
         hint = " (command not found: check the train command in watchkeeper.toml)"
