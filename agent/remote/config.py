@@ -138,7 +138,7 @@ def save_remote(remote: RemoteConfig, config: UserConfig | None = None) -> None:
     table = tomlkit.table()
     for key, value in remote.to_table().items():
         table[key] = value
-    config.document["remotes"][remote.name] = table  # type: ignore[index]
+    config.document["remotes"][remote.name] = table
     config.save()
 
 

@@ -80,7 +80,7 @@ class HostKeyStore:
 
     def known_keys(self, host: str) -> list[tuple[paramiko.PKey, Path]]:
         """Every key on record for `host` (as known_hosts names it), with the file it came from."""
-        found = []
+        found: list[tuple[paramiko.PKey, Path]] = []
         for keys, path in self._sources():
             entry = keys.lookup(host)
             if entry is not None:

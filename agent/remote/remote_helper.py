@@ -26,9 +26,9 @@ END_DIGEST = b"\0" * 32
 CHUNK = 1 << 20
 
 try:
-    import blake3  # type: ignore[import-not-found]
+    import blake3
 except ImportError:  # the remote's Python need not have it
-    blake3 = None
+    blake3 = None  # type: ignore[assignment]
 
 
 def blob_path(cache, digest):
@@ -50,15 +50,21 @@ def reply(obj):
     sys.stdout.flush()
 
 
-def probe():
-    usage = shutil.disk_usage(os.path.expanduser("~"))
+def probe(folder=None):
+    """Facts about this host; free disk is measured in the nearest existing parent of folder."""
+    home = os.path.expanduser("~")
+    folder = os.path.expanduser(folder or home)
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    usage = shutil.disk_usage(folder)
     reply(
         {
             "python": sys.version.split()[0],
             "executable": sys.executable,
             "blake3": blake3 is not None,
-            "home": os.path.expanduser("~"),
+            "home": home,
             "free_bytes": usage.free,
+            "measured_in": folder,
         }
     )
 
@@ -88,7 +94,7 @@ def plan(cache):
 def safe_relative(relative):
     parts = relative.split("/")
     if relative.startswith("/") or not relative or any(p in ("", ".", "..") for p in parts):
-        raise ValueError("refusing path %r: it must stay inside the folder" % relative)
+        raise ValueError(f"refusing path {relative!r}: it must stay inside the folder")
     return parts
 
 
@@ -101,7 +107,7 @@ def materialize(cache, request):
         parts = safe_relative(relative)
         source = blob_path(cache, digest)
         if not valid_entry(source, size):
-            raise ValueError("cache entry %s for %s is missing or damaged" % (digest, relative))
+            raise ValueError(f"cache entry {digest} for {relative} is missing or damaged")
         target = os.path.join(dest, *parts)
         parent = os.path.dirname(target)
         if not os.path.isdir(parent):
@@ -142,7 +148,7 @@ def receive(cache):
         if raw_digest == END_DIGEST:
             break
         digest = raw_digest.hex()
-        temporary = os.path.join(staging, "%s.%d" % (digest, os.getpid()))
+        temporary = os.path.join(staging, f"{digest}.{os.getpid()}")
         crc, hasher, remaining = 0, make_hasher(), size
         with open(temporary, "wb") as handle:
             while remaining:
@@ -181,7 +187,7 @@ def verifier_name():
 
 def process_start_time(pid):
     try:
-        with open("/proc/%d/stat" % pid) as handle:
+        with open(f"/proc/{pid}/stat") as handle:
             fields = handle.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
@@ -267,7 +273,7 @@ def pack(rundir, paths):
             return
         real = os.path.realpath(full)
         if not inside(real):
-            header({"error": "refusing %s: it points outside the run folder" % relative})
+            header({"error": f"refusing {relative}: it points outside the run folder"})
             return
         if os.path.isdir(real):
             for name in sorted(os.listdir(real)):
@@ -275,7 +281,7 @@ def pack(rundir, paths):
         elif os.path.isfile(real):
             send_file(relative, real)
         else:
-            header({"error": "refusing %s: not a regular file" % relative})
+            header({"error": f"refusing {relative}: not a regular file"})
 
     for relative in paths:
         visit(relative)
@@ -286,7 +292,7 @@ def pack(rundir, paths):
 def main(argv):
     mode = argv[1]
     if mode == "probe":
-        probe()
+        probe(argv[2] if len(argv) > 2 else None)
     elif mode == "plan":
         plan(argv[2])
     elif mode == "receive":
@@ -296,7 +302,7 @@ def main(argv):
     elif mode == "pack":
         pack(argv[2], argv[3:])
     else:
-        raise SystemExit("unknown mode %r" % mode)
+        raise SystemExit(f"unknown mode {mode!r}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import blake3
 import paramiko
@@ -100,8 +101,13 @@ class DigestCache:
         self.db.close()
 
 
-def scan_tree(root: Path) -> list[tuple[str, str, os.stat_result]]:
-    """Every regular file below root (symlinks followed, loops skipped) as (relative, path, stat)."""
+def scan_tree(
+    root: Path, exclude: frozenset[str] = frozenset()
+) -> list[tuple[str, str, os.stat_result]]:
+    """Every regular file below root (symlinks followed, loops skipped) as (relative, path, stat).
+
+    Top-level names in `exclude` are left out.
+    """
     found: list[tuple[str, str, os.stat_result]] = []
     if root.is_file():
         return [(root.name, str(root), root.stat())]
@@ -116,6 +122,8 @@ def scan_tree(root: Path) -> list[tuple[str, str, os.stat_result]]:
         with os.scandir(folder) as entries:
             for entry in entries:
                 relative = prefix + entry.name
+                if not prefix and entry.name in exclude:
+                    continue
                 try:
                     entry_stat = entry.stat()
                 except OSError as error:
@@ -137,9 +145,11 @@ def _hash_file(path: str, size: int) -> str:
         return blake3.blake3(handle.read()).hexdigest()
 
 
-def hash_tree(root: Path, cache: DigestCache | None = None) -> list[LocalFile]:
+def hash_tree(
+    root: Path, cache: DigestCache | None = None, exclude: frozenset[str] = frozenset()
+) -> list[LocalFile]:
     """Digest every file below root, reusing cached digests of files that did not change."""
-    entries = scan_tree(root)
+    entries = scan_tree(root, exclude)
     known = cache.lookup([path for _, path, _ in entries]) if cache else {}
     now_ns = time.time_ns()
     digests: dict[str, str] = {}
@@ -205,7 +215,7 @@ class _Lane:
         self.blobs = blobs
         self.bytes_written = 0
         self.error: BaseException | None = None
-        self.result: dict[str, object] | None = None
+        self.result: dict[str, Any] | None = None
 
     def run(self) -> None:
         try:
@@ -244,7 +254,7 @@ class _Lane:
         self.bytes_written += len(buffer)
         channel.shutdown_write()
 
-    def _read_reply(self) -> dict[str, object]:
+    def _read_reply(self) -> dict[str, Any]:
         output = bytearray()
         while True:
             data = self.channel.recv(65536)
@@ -261,11 +271,11 @@ class _Lane:
             raise WatchkeeperError(
                 f"remote receiver failed (exit {status}): {errors.decode(errors='replace')[-800:]}"
             )
-        reply: dict[str, object] = json.loads(output.decode().splitlines()[-1])
+        reply: dict[str, Any] = json.loads(output.decode().splitlines()[-1])
         return reply
 
 
-def _read_json_line(channel: paramiko.Channel, what: str) -> dict[str, object]:
+def _read_json_line(channel: paramiko.Channel, what: str) -> dict[str, Any]:
     data = bytearray()
     while not data.endswith(b"\n"):
         chunk = channel.recv(1 << 20)
@@ -283,7 +293,7 @@ def _read_json_line(channel: paramiko.Channel, what: str) -> dict[str, object]:
                 f"{what} failed on the remote (exit {status}): {errors.decode(errors='replace')}"
             )
         data += chunk
-    reply: dict[str, object] = json.loads(data.decode())
+    reply: dict[str, Any] = json.loads(data.decode())
     if "error" in reply:
         raise WatchkeeperError(f"{what} failed on the remote: {reply['error']}")
     return reply
@@ -304,7 +314,7 @@ def _upload(
     manifest = json.dumps({"blobs": {d: f.size for d, f in blobs.items()}}).encode() + b"\n"
     plan.sendall(manifest)
     wire = len(manifest)
-    missing = [blobs[d] for d in _read_json_line(plan, "cache check")["missing"]]  # type: ignore[union-attr]
+    missing = [blobs[d] for d in _read_json_line(plan, "cache check")["missing"]]
     if progress:
         total = sum(b.size for b in missing)
         progress(f"sending {len(missing)} of {len(blobs)} blobs ({total / 1e6:.1f} MB)")
@@ -325,7 +335,7 @@ def _upload(
                 raise worker.error
             assert worker.result is not None
             wire += worker.bytes_written
-            rejected.update(worker.result["rejected"])  # type: ignore[arg-type]
+            rejected.update(worker.result["rejected"])
             verified_with = str(worker.result["verified_with"])
         sent_blobs += sum(len(w.blobs) for w in workers)
         sent_bytes += sum(b.size for w in workers for b in w.blobs)
@@ -344,7 +354,7 @@ def _upload(
     payload = json.dumps(request).encode() + b"\n"
     plan.sendall(payload)
     wire += len(payload)
-    linked = int(_read_json_line(plan, "building the remote folder")["built"])  # type: ignore[call-overload]
+    linked = int(_read_json_line(plan, "building the remote folder")["built"])
     plan.shutdown_write()
     with contextlib.suppress(Exception):
         plan.recv_exit_status()
@@ -369,6 +379,7 @@ def sync_tree(
     lanes: int = DEFAULT_LANES,
     digest_cache: DigestCache | None = None,
     progress: Callable[[str], None] | None = None,
+    exclude: frozenset[str] = frozenset(),
 ) -> SyncReport:
     """Make remote_dest hold local_root's files, sending only blobs the remote cache lacks.
 
@@ -376,7 +387,7 @@ def sync_tree(
     """
     started = time.perf_counter()
     session.require_python()
-    files = hash_tree(local_root, digest_cache)
+    files = hash_tree(local_root, digest_cache, exclude)
     report = session.call(
         lambda connection: _upload(connection, session, files, remote_dest, lanes, progress)
     )

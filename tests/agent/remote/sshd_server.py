@@ -1,4 +1,4 @@
-"""A throwaway OpenSSH sshd on 127.0.0.1 with its own host and user keys, for tests and benchmarks."""
+"""A throwaway OpenSSH sshd on 127.0.0.1 with its own host and user keys (tests, benchmarks)."""
 
 from __future__ import annotations
 
@@ -104,13 +104,12 @@ class LoopbackSshd:
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.pid_path.unlink()
-        subprocess.run(
-            [SSHD, "-f", str(self.config_path), "-E", str(self.log_path)], check=True
-        )
+        subprocess.run([SSHD, "-f", str(self.config_path), "-E", str(self.log_path)], check=True)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.5
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
             ):
                 if self.pid_path.exists():
                     return

@@ -1,0 +1,130 @@
+"""Against a real sshd: host keys, login errors, `remote trust` and `remote test`, quoting."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import paramiko
+import pytest
+from click.testing import CliRunner
+
+from agent.cli import main
+from agent.errors import WatchkeeperError
+from agent.paths import WatchkeeperPaths
+from agent.remote.config import RemoteConfig, save_remote
+from agent.remote.connection import LoginFailedError, RemoteSession, quote_command
+from agent.remote.hostkeys import ChangedHostKeyError, UnknownHostKeyError, fingerprint
+from tests.agent.remote.conftest import RemoteFactory
+from tests.agent.remote.sshd_server import LoopbackSshd
+
+pytestmark = pytest.mark.ssh
+
+
+def ssh_keygen_fingerprint(public_key_file: Path) -> str:
+    output = subprocess.run(
+        ["ssh-keygen", "-lf", str(public_key_file)], capture_output=True, text=True, check=True
+    ).stdout
+    return output.split()[1]
+
+
+def test_fingerprint_matches_openssh(shared_sshd: LoopbackSshd) -> None:
+    key = paramiko.PKey.from_path(str(shared_sshd.host_key))
+    assert fingerprint(key) == ssh_keygen_fingerprint(shared_sshd.folder / "host_ed25519.pub")
+
+
+def test_unknown_host_key_is_refused_with_its_fingerprint(
+    shared_sshd: LoopbackSshd, make_remote: RemoteFactory
+) -> None:
+    remote = make_remote(shared_sshd, trusted=False)
+    expected = ssh_keygen_fingerprint(shared_sshd.folder / "host_ed25519.pub")
+    with pytest.raises(UnknownHostKeyError, match="not known") as caught:
+        RemoteSession(remote, retry_for=0).connection()
+    assert expected in str(caught.value)
+    assert "remote trust box" in str(caught.value)
+    assert not WatchkeeperPaths.from_environment().known_hosts.exists()
+
+
+def test_trust_asks_then_stores_and_connects(
+    shared_sshd: LoopbackSshd, make_remote: RemoteFactory
+) -> None:
+    make_remote(shared_sshd, trusted=False)
+    runner = CliRunner()
+    expected = ssh_keygen_fingerprint(shared_sshd.folder / "host_ed25519.pub")
+    declined = runner.invoke(main, ["remote", "trust", "box"], input="n\n")
+    assert expected in declined.output and declined.exit_code == 2
+    assert not WatchkeeperPaths.from_environment().known_hosts.exists()
+    accepted = runner.invoke(main, ["remote", "trust", "box", "--yes"])
+    assert accepted.exit_code == 0, accepted.output
+    assert expected in accepted.output
+    known_hosts = WatchkeeperPaths.from_environment().known_hosts.read_text()
+    assert known_hosts.startswith(f"[127.0.0.1]:{shared_sshd.port} ssh-ed25519 ")
+    tested = runner.invoke(main, ["remote", "test", "box"])
+    assert tested.exit_code == 0, tested.output
+    assert "host key" in tested.output and expected in tested.output
+    assert "Python 3." in tested.output and "git" in tested.output and "GB free" in tested.output
+
+
+def test_changed_host_key_is_refused_showing_both_fingerprints(
+    private_sshd: LoopbackSshd, make_remote: RemoteFactory
+) -> None:
+    remote = make_remote(private_sshd)
+    old = ssh_keygen_fingerprint(private_sshd.folder / "host_ed25519.pub")
+    RemoteSession(remote, retry_for=0).connection().close()
+    private_sshd.stop()
+    for suffix in ("", ".pub"):
+        Path(str(private_sshd.host_key) + suffix).unlink()
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(private_sshd.host_key)],
+        check=True,
+    )
+    private_sshd.start()
+    new = ssh_keygen_fingerprint(private_sshd.folder / "host_ed25519.pub")
+    with pytest.raises(ChangedHostKeyError) as caught:
+        RemoteSession(remote, retry_for=0).connection()
+    assert old in str(caught.value) and new in str(caught.value)
+    assert "CHANGED" in str(caught.value)
+    trust = CliRunner().invoke(main, ["remote", "trust", "box", "--yes"])
+    assert trust.exit_code == 2 and old in trust.output and new in trust.output
+    assert WatchkeeperPaths.from_environment().known_hosts.read_text().count("ssh-ed25519") == 1
+
+
+def test_failed_login_names_user_host_and_key(
+    shared_sshd: LoopbackSshd, make_remote: RemoteFactory, tmp_path: Path
+) -> None:
+    stranger = tmp_path / "stranger_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    remote = make_remote(shared_sshd)
+    wrong = RemoteConfig(**{**remote.__dict__, "key": str(stranger), "user": "nobody"})
+    save_remote(wrong)
+    with pytest.raises(LoginFailedError) as caught:
+        RemoteSession(wrong, retry_for=0).connection()
+    message = str(caught.value)
+    assert "'nobody'" in message and f"127.0.0.1:{shared_sshd.port}" in message
+    assert str(stranger) in message and "authorized_keys" in message
+
+
+def test_arguments_with_shell_metacharacters_arrive_unchanged(box: RemoteConfig) -> None:
+    words = ["a b", "it's", '"q"', "$HOME", "`id`", "x; echo pwned", "*", "\\n", "é ✓", ""]
+    with RemoteSession(box, retry_for=0) as session:
+        result = session.run(
+            [box.python, "-c", "import json,sys; print(json.dumps(sys.argv[1:]))", *words]
+        )
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.text) == words
+    assert "pwned" not in quote_command(words).replace("'x; echo pwned'", "")
+
+
+def test_missing_python_is_reported_by_remote_test_and_before_upload(
+    shared_sshd: LoopbackSshd, make_remote: RemoteFactory
+) -> None:
+    remote = make_remote(shared_sshd, python="python3.99")
+    tested = CliRunner().invoke(main, ["remote", "test", "box"])
+    assert tested.exit_code == 1
+    assert "python 'python3.99' was not found" in tested.output
+    with (
+        RemoteSession(remote, retry_for=0) as session,
+        pytest.raises(WatchkeeperError, match="python3.99"),
+    ):
+        session.require_python()
