@@ -146,8 +146,6 @@ def version_diff(db: Database, old: dict[str, Any], new: dict[str, Any]) -> dict
 def _data_diff(
     db: Database, old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]
 ) -> dict[str, dict[str, Any]]:
-    from agent.data.snapshots import diff_fingerprints, load_snapshot
-
     result: dict[str, dict[str, Any]] = {}
     for dep in sorted(set(old) | set(new)):
         a, b = old.get(dep), new.get(dep)
@@ -158,6 +156,8 @@ def _data_diff(
             "modified": [],
         }
         if a and b and a["fingerprint"] != b["fingerprint"]:
+            from agent.data.snapshots import diff_fingerprints, load_snapshot
+
             difference = diff_fingerprints(
                 load_snapshot(db, int(a["snapshot_id"])), load_snapshot(db, int(b["snapshot_id"]))
             )

@@ -1,0 +1,251 @@
+"""`watchkeeper status`, `models` and `runs`: staleness with every reason, and stable JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from agent.cli import main
+from agent.ledger import open_ledger
+from agent.ledger.queries import versions
+from agent.staleness import StalenessChecker, params_reason
+from tests.agent.runs.gitrepo import PYTHON, SPEC, commit_all, git, make_repo
+
+
+def cli(root: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> Result:
+    monkeypatch.chdir(root)
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def status_json(root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, dict]:
+    result = cli(root, monkeypatch, "status", "--json")
+    return result.exit_code, json.loads(result.output)
+
+
+def model_entry(report: dict, name: str = "churn") -> dict:
+    [repo] = report["repos"]
+    return next(entry for entry in repo["models"] if entry["model"] == name)
+
+
+@pytest.fixture
+def trained_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = make_repo(tmp_path)
+    assert cli(root, monkeypatch, "init").exit_code == 0
+    result = cli(root, monkeypatch, "train", "churn")
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def test_init_writes_a_template_and_registers_the_repo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "fresh"
+    root.mkdir()
+    git(root, "init", "-q")
+    result = CliRunner().invoke(main, ["init", str(root)])
+    assert result.exit_code == 0, result.output
+    assert (root / "watchkeeper.toml").read_text().startswith("# Watchkeeper project file")
+    assert [row["path"] for row in open_ledger()["repos"].rows] == [str(root.resolve())]
+    code, report = status_json(root, monkeypatch)
+    assert code == 0 and report["repos"][0]["models"] == []
+
+
+def test_init_outside_a_git_repo_says_so(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["init", str(tmp_path)])
+    assert result.exit_code == 2 and "not inside a git repository" in result.output
+
+
+def test_a_just_trained_model_is_fresh(trained_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, report = status_json(trained_repo, monkeypatch)
+    assert code == 0
+    entry = model_entry(report)
+    assert entry["state"] == "fresh" and entry["stale"] is False and entry["version"] == 1
+    assert entry["reasons"] == [] and report["fresh"] == 1 and report["stale"] == 0
+    text = cli(trained_repo, monkeypatch, "status")
+    assert text.exit_code == 0 and "fresh churn v1" in text.output
+
+
+def test_an_uncommitted_code_change_makes_it_stale_naming_the_file(
+    trained_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (trained_repo / "src" / "helper.py").write_text('MESSAGE = "changed"\n')
+    code, report = status_json(trained_repo, monkeypatch)
+    assert code == 1
+    [reason] = model_entry(report)["reasons"]
+    assert reason["kind"] == "code" and reason["paths"] == ["src/helper.py"]
+    assert "(uncommitted)" in reason["message"] and "src/helper.py (modified)" in reason["message"]
+    (trained_repo / "src" / "helper.py").write_text('MESSAGE = "committed helper"\n')
+    assert status_json(trained_repo, monkeypatch)[0] == 0
+
+
+def test_a_committed_change_and_a_new_untracked_file_are_named(
+    trained_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (trained_repo / "src" / "helper.py").write_text('MESSAGE = "v2"\n')
+    commit_all(trained_repo, "helper v2")
+    (trained_repo / "src" / "features.py").write_text("FEATURES = []\n")
+    code, report = status_json(trained_repo, monkeypatch)
+    assert code == 1
+    [reason] = model_entry(report)["reasons"]
+    assert "(committed and uncommitted)" in reason["message"]
+    assert set(reason["paths"]) == {"src/helper.py", "src/features.py"}
+    assert "src/features.py (added)" in reason["message"]
+
+
+def test_changes_outside_the_deps_do_not_make_it_stale(
+    trained_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (trained_repo / "README.md").write_text("docs\n")
+    commit_all(trained_repo, "docs")
+    (trained_repo / "notes.txt").write_text("scratch\n")
+    assert status_json(trained_repo, monkeypatch)[0] == 0
+
+
+def test_params_command_and_deps_changes_are_each_a_reason(
+    trained_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = (
+        SPEC.replace("lr = 0.01, epochs = 5", "lr = 0.02, batch = 32")
+        .replace(f"{PYTHON} train.py", f"{PYTHON} train.py --fast")
+        .replace('"src/"]', '"src/", "README.md"]')
+    )
+    (trained_repo / "README.md").write_text("docs\n")
+    (trained_repo / "watchkeeper.toml").write_text(spec)
+    code, report = status_json(trained_repo, monkeypatch)
+    assert code == 1
+    reasons = {reason["kind"]: reason for reason in model_entry(report)["reasons"]}
+    assert set(reasons) == {"command", "params", "deps"}
+    assert "--fast" in reasons["command"]["message"]
+    assert reasons["params"]["message"] == (
+        "params changed: batch added (= 32), epochs removed (was 5), lr 0.01 → 0.02"
+    )
+    assert reasons["deps"]["paths"] == ["README.md"]
+
+
+def test_a_declared_but_untrained_model_is_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_repo(tmp_path, spec=SPEC + '\n[models.fraud]\ntrain = "true"\n')
+    cli(root, monkeypatch, "init")
+    code, report = status_json(root, monkeypatch)
+    assert code == 1
+    assert model_entry(report, "fraud")["reasons"][0]["kind"] == "untrained"
+    assert model_entry(report, "churn")["version"] is None
+
+
+def test_a_failed_version_leaves_the_last_good_one_in_charge(
+    trained_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (trained_repo / "train.py").write_text("raise SystemExit(4)\n")
+    assert cli(trained_repo, monkeypatch, "train", "churn").exit_code == 4
+    code, report = status_json(trained_repo, monkeypatch)
+    entry = model_entry(report)
+    assert code == 1 and entry["version"] == 1
+    assert entry["reasons"][0]["paths"] == ["train.py"]
+
+
+def test_status_exits_2_when_a_repo_cannot_be_read(
+    trained_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (trained_repo / "watchkeeper.toml").write_text("[models.churn\n")
+    result = cli(trained_repo, monkeypatch, "status")
+    assert result.exit_code == 2
+    assert "watchkeeper.toml:1" in result.output and "invalid TOML" in result.output
+
+
+def test_models_list_json_has_the_documented_fields(
+    trained_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = cli(trained_repo, monkeypatch, "models", "list", "--json")
+    assert result.exit_code == 0
+    [entry] = json.loads(result.output)
+    assert {
+        "model",
+        "version",
+        "status",
+        "commit",
+        "dirty",
+        "data",
+        "params",
+        "metrics",
+        "artifacts",
+        "stale",
+        "stale_reasons",
+    } <= set(entry)
+    head = git(trained_repo, "rev-parse", "HEAD").strip()
+    assert (entry["model"], entry["version"], entry["status"]) == ("churn", 1, "succeeded")
+    assert entry["commit"] == head and entry["dirty"] is False
+    assert entry["params"] == {"lr": 0.01, "epochs": 5}
+    assert entry["metrics"] == {"auc": 0.91, "loss": 0.02}
+    assert list(entry["artifacts"]) == ["model.pkl"]
+    assert entry["stale"] is False and entry["stale_reasons"] == []
+    (trained_repo / "train.py").write_text("# changed\n")
+    [stale] = json.loads(cli(trained_repo, monkeypatch, "models", "list", "--json").output)
+    assert stale["stale"] is True and "train.py" in stale["stale_reasons"][0]
+    table = cli(trained_repo, monkeypatch, "models", "list")
+    assert "churn" in table.output and "stale" in table.output
+
+
+def test_models_show_and_diff(trained_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (trained_repo / "src" / "helper.py").write_text('MESSAGE = "v2"\n')
+    commit_all(trained_repo, "helper v2")
+    assert cli(trained_repo, monkeypatch, "train", "churn", "--param", "lr=0.1").exit_code == 0
+    shown = cli(trained_repo, monkeypatch, "models", "show", "churn@1")
+    assert shown.exit_code == 0
+    assert "churn v1" in shown.output and "lr = 0.01" in shown.output and "stale" in shown.output
+    latest = json.loads(cli(trained_repo, monkeypatch, "models", "show", "churn", "--json").output)
+    assert latest["version"] == 2 and latest["params"]["lr"] == 0.1
+    diff = json.loads(
+        cli(trained_repo, monkeypatch, "models", "diff", "churn@1", "churn@2", "--json").output
+    )
+    assert diff["params"] == {"lr": [0.01, 0.1]}
+    assert diff["metrics"] == {"loss": [0.02, 0.2]}
+    assert "src/helper.py" in diff["code"]["stat"] and "1 file changed" in diff["code"]["stat"]
+    assert list(diff["code"]["paths"]) == ["src"]
+    text = cli(trained_repo, monkeypatch, "models", "diff", "churn@1", "churn@2")
+    assert "lr" in text.output and "src/helper.py" in text.output
+
+
+def test_models_show_errors_name_what_exists(
+    trained_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unknown = cli(trained_repo, monkeypatch, "models", "show", "fraud")
+    assert unknown.exit_code == 2 and "no model named 'fraud'" in unknown.output
+    assert "churn" in unknown.output
+    missing = cli(trained_repo, monkeypatch, "models", "show", "churn@9")
+    assert missing.exit_code == 2 and "its versions are 1" in missing.output
+    bad = cli(trained_repo, monkeypatch, "models", "show", "churn@latest")
+    assert bad.exit_code == 2 and "must be a number" in bad.output
+
+
+def test_runs_list_show_and_logs(trained_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    [run] = json.loads(cli(trained_repo, monkeypatch, "runs", "list", "--json").output)
+    assert run["state"] == "succeeded" and run["model"] == "churn" and run["version"] == 1
+    shown = json.loads(
+        cli(trained_repo, monkeypatch, "runs", "show", run["id"][:-2], "--json").output
+    )
+    assert shown["id"] == run["id"] and shown["exit_code"] == 0
+    logs = cli(trained_repo, monkeypatch, "runs", "logs", run["id"])
+    assert "training with" in logs.output
+    followed = cli(trained_repo, monkeypatch, "runs", "logs", run["id"], "--follow")
+    assert followed.output == logs.output
+    missing = cli(trained_repo, monkeypatch, "runs", "show", "nope")
+    assert missing.exit_code == 2 and run["id"] in missing.output
+
+
+def test_the_checker_reads_versions_directly(trained_repo: Path) -> None:
+    db = open_ledger()
+    [version] = versions(db, model="churn")
+    assert not StalenessChecker(db).check(version).stale
+    git(trained_repo, "rm", "-q", "-r", "src")
+    staleness = StalenessChecker(db).check(version)
+    assert staleness.messages == ["code dep src no longer exists"]
+
+
+def test_params_reason_compares_nested_values() -> None:
+    assert params_reason({"layers": [1, 2]}, {"layers": [1, 2]}) is None
+    reason = params_reason({"layers": [1, 2]}, {"layers": [1, 3]})
+    assert reason is not None and reason.message == "params changed: layers [1, 2] → [1, 3]"
