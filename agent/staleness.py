@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from agent.errors import WatchkeeperError
 from agent.ledger.queries import latest_succeeded
 from agent.paths import WatchkeeperPaths
 from agent.project.git import changed_files, head_hashes, object_type, working_hashes
@@ -20,8 +21,9 @@ MAX_NAMED_FILES = 8
 
 @dataclass(frozen=True)
 class StaleReason:
-    """One thing that changed: `kind` is command, params, deps, code, data, untrained or
-    undeclared; `paths` names the paths involved; `drift` holds per-file drift summaries."""
+    """One thing that changed: `kind` is command, params, deps, code, data, untrained,
+    undeclared or unreadable; `paths` names the paths involved; `drift` holds per-file drift
+    summaries."""
 
     kind: str
     message: str
@@ -121,7 +123,10 @@ class StalenessChecker:
         root = Path(version["repo_path"])
         if not root.is_dir():
             return Staleness((StaleReason("undeclared", f"the repo {root} no longer exists"),))
-        project = self.project(root)
+        try:
+            project = self.project(root)
+        except WatchkeeperError as error:
+            return Staleness((StaleReason("unreadable", str(error)),))
         model = project.models.get(version["model"])
         if model is None:
             return Staleness(

@@ -32,7 +32,7 @@ from agent.ledger.reports import list_versions, run_json, status_report, version
 from agent.paths import WatchkeeperPaths
 from agent.project.git import repo_root
 from agent.project.spec import SPEC_FILE, TEMPLATE, load_project
-from agent.runs.executor import LocalExecutor, Run, RunState
+from agent.runs.executor import LocalExecutor, Run, RunState, executor_for
 from agent.runs.training import TrainResult, reconcile_runs
 from agent.runs.training import train as train_model
 from agent.staleness import StalenessChecker
@@ -384,7 +384,7 @@ def runs_logs(run_id: str, follow: bool) -> None:
     with _ledger() as db:
         row = find_run(db, run_id)
         run = Run.from_row(row)
-        executor = LocalExecutor()
+        executor = LocalExecutor() if run.executor == "local" else executor_for(run.remote)
         offset = 0
         while True:
             chunk = executor.read_log(run, offset)

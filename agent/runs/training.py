@@ -419,7 +419,7 @@ def finish_run(
 def _supervised(detail: dict[str, Any]) -> bool:
     supervisor = detail.get("supervisor") or {}
     pid = supervisor.get("pid")
-    if not pid or pid == os.getpid():
+    if not pid:
         return False
     return process_alive(int(pid), supervisor.get("start_ticks"))
 
