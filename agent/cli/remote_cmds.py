@@ -195,4 +195,3 @@ def test(name: str) -> None:
     session.drop()
     if problems:
         raise SystemExit(1)
-

@@ -192,7 +192,18 @@ class SshConnection:
             writer.join(timeout=5)
         exit_code = channel.recv_exit_status()
         channel.close()
+        if exit_code == -1 and self._dropped():
+            raise RemoteUnreachableError(f"connection lost while running: {text[:80]}")
         return CommandResult(text, exit_code, stdout, stderr)
+
+    def _dropped(self, wait: float = 1.0) -> bool:
+        """True when the transport died (a channel closed without an exit status)."""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not self.transport.is_active():
+                return True
+            time.sleep(0.02)
+        return not self.transport.is_active()
 
     def sftp(self) -> paramiko.SFTPClient:
         if self._sftp is None:

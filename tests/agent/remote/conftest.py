@@ -6,7 +6,6 @@ The fixture host key is trusted by writing Watchkeeper's known_hosts file in the
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -92,5 +91,3 @@ def make_remote(tmp_path: Path) -> RemoteFactory:
 def box(shared_sshd: LoopbackSshd, make_remote: RemoteFactory) -> RemoteConfig:
     """A trusted ssh remote on the shared sshd."""
     return make_remote(shared_sshd)
-
-

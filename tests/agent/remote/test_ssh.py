@@ -125,6 +125,6 @@ def test_missing_python_is_reported_by_remote_test_and_before_upload(
     assert "python 'python3.99' was not found" in tested.output
     with (
         RemoteSession(remote, retry_for=0) as session,
-        pytest.raises(WatchkeeperError, match="python3.99"),
+        pytest.raises(WatchkeeperError, match=r"python3\.99"),
     ):
         session.require_python()

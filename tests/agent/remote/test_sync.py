@@ -1,0 +1,139 @@
+"""The content-addressed upload over a real sshd: only missing blobs, checked, re-sent when bad."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+from pathlib import Path
+
+import blake3
+import pytest
+
+from agent.errors import WatchkeeperError
+from agent.remote.config import RemoteConfig
+from agent.remote.connection import RemoteSession
+from agent.remote.sync import FRAME_HEADER, DigestCache, hash_tree, sync_tree
+
+pytestmark = pytest.mark.ssh
+
+
+def make_tree(root: Path) -> None:
+    for index in range(30):
+        path = root / f"part{index % 3}" / f"file {index}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(1000 + index * 997))
+    (root / "same-a.txt").write_text("identical\n")
+    (root / "same-b.txt").write_text("identical\n")
+    (root / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (root / "run.sh").chmod(0o755)
+
+
+def identical(left: Path, right: Path) -> bool:
+    return (
+        subprocess.run(["diff", "-r", str(left), str(right)], capture_output=True).returncode == 0
+    )
+
+
+def blob(session: RemoteSession, digest: str) -> Path:
+    return Path(session.cache_dir) / digest[:2] / digest[2:]
+
+
+@pytest.fixture
+def session(box: RemoteConfig) -> RemoteSession:
+    return RemoteSession(box, retry_for=5)
+
+
+def test_first_sync_sends_each_blob_once_and_rebuilds_the_tree(
+    session: RemoteSession, tmp_path: Path
+) -> None:
+    source = tmp_path / "source"
+    make_tree(source)
+    dest = session.workdir + "/dest with space"
+    report = sync_tree(session, source, dest, digest_cache=DigestCache(tmp_path / "d.db"))
+    assert report.files == 33 and report.blobs == 32 and report.blobs_sent == 32
+    assert identical(source, Path(dest))
+    assert os.access(Path(dest) / "run.sh", os.X_OK)
+    again = sync_tree(session, source, dest, digest_cache=DigestCache(tmp_path / "d.db"))
+    assert again.blobs_sent == 0 and again.blob_bytes_sent == 0
+
+
+def test_one_changed_file_sends_only_its_bytes(session: RemoteSession, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    make_tree(source)
+    cache = DigestCache(tmp_path / "d.db")
+    dest = session.workdir + "/dest"
+    sync_tree(session, source, dest, digest_cache=cache)
+    changed = source / "part1" / "file 4.bin"
+    changed.write_bytes(os.urandom(changed.stat().st_size))
+    report = sync_tree(session, source, dest, digest_cache=cache)
+    assert report.blobs_sent == 1 and report.blob_bytes_sent == changed.stat().st_size
+    assert identical(source, Path(dest))
+
+
+def test_same_size_rewrite_with_the_old_mtime_is_still_sent(
+    session: RemoteSession, tmp_path: Path
+) -> None:
+    source = tmp_path / "source"
+    make_tree(source)
+    cache = DigestCache(tmp_path / "d.db")
+    dest = session.workdir + "/dest"
+    sync_tree(session, source, dest, digest_cache=cache)
+    target = source / "part0" / "file 3.bin"
+    before = target.stat()
+    target.write_bytes(os.urandom(before.st_size))
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    report = sync_tree(session, source, dest, digest_cache=cache)
+    assert report.blobs_sent == 1
+    assert (Path(dest) / "part0" / "file 3.bin").read_bytes() == target.read_bytes()
+
+
+def test_half_written_and_altered_cache_entries_are_detected_and_sent_again(
+    session: RemoteSession, tmp_path: Path
+) -> None:
+    source = tmp_path / "source"
+    make_tree(source)
+    dest = session.workdir + "/dest"
+    sync_tree(session, source, dest)
+    files = {f.relative: f for f in hash_tree(source)}
+    truncated = blob(session, files["part0/file 0.bin"].digest)
+    altered = blob(session, files["part2/file 5.bin"].digest)
+    truncated.chmod(0o644)
+    truncated.write_bytes(truncated.read_bytes()[:100])  # an upload broken half way
+    altered.chmod(0o644)
+    altered.write_bytes(os.urandom(altered.stat().st_size))  # same size, other content
+    (Path(session.cache_dir) / "tmp" / "leftover.123").write_bytes(b"partial")
+    report = sync_tree(session, source, session.workdir + "/dest2")
+    assert report.blobs_sent == 2
+    assert identical(source, Path(session.workdir + "/dest2"))
+    for entry in (truncated, altered):
+        assert blake3.blake3(entry.read_bytes()).hexdigest() == entry.parent.name + entry.name
+
+
+def test_receiver_rejects_a_blob_whose_checksum_does_not_match(session: RemoteSession) -> None:
+    payload = b"model weights" * 100
+    digest = blake3.blake3(payload).digest()
+    wrong_crc = struct.pack(">I", 12345)
+    stream = FRAME_HEADER.pack(digest, len(payload)) + payload + wrong_crc
+    stream += FRAME_HEADER.pack(b"\0" * 32, 0)
+    reply = session.helper_json("receive", session.cache_dir, stdin=stream)
+    assert reply["rejected"] == [digest.hex()] and reply["stored"] == 0
+    assert not blob(session, digest.hex()).exists()
+
+
+def test_tree_paths_leaving_the_destination_are_refused(session: RemoteSession) -> None:
+    session.require_python()
+    request = {"materialize": {"dest": session.workdir + "/d", "files": [["../x", "ab", 1, 0]]}}
+    manifest = json.dumps({"blobs": {}}) + "\n" + json.dumps(request) + "\n"
+    result = session.run(session.helper_command("plan", session.cache_dir), stdin=manifest.encode())
+    assert "refusing path '../x'" in result.text
+    assert not Path(session.workdir, "x").exists()
+
+
+def test_unreadable_local_file_is_named(session: RemoteSession, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "loop").symlink_to(source / "loop")
+    with pytest.raises(WatchkeeperError, match="loop"):
+        sync_tree(session, source, session.workdir + "/d")
