@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 from sqlite_utils import Database
 
@@ -123,7 +124,23 @@ def train(ctx: click.Context, model: str, params: tuple[str, ...], remote: str |
         out.write(chunk)
         out.flush()
 
+    progress = Progress(
+        TextColumn("fingerprinting {task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        console=console,
+        transient=True,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def on_data_progress(dep: str, done: int, total: int) -> None:
+        if dep not in tasks:
+            progress.start()
+            tasks[dep] = progress.add_task(dep, total=total)
+        progress.update(tasks[dep], completed=done, total=total)
+
     def on_start(run: Run, version: int) -> None:
+        progress.stop()
         console.print(f"[bold]training {model} v{version}[/] run {run.id} ({run.executor})")
 
     with _ledger() as db:
@@ -136,12 +153,15 @@ def train(ctx: click.Context, model: str, params: tuple[str, ...], remote: str |
                 db=db,
                 on_log=on_log,
                 on_start=on_start,
+                on_data_progress=on_data_progress,
             )
         except KeyboardInterrupt:
             console.print(
                 f"[yellow]cancelled[/]: the run of {model} was stopped and recorded as cancelled."
             )
             ctx.exit(EXIT_CANCELLED)
+        finally:
+            progress.stop()
     _report_training(ctx, console, result)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,13 +48,19 @@ def current_fingerprint(path: Path, paths: WatchkeeperPaths | None = None) -> st
 
 
 def snapshot_data_dep(
-    db: Database, path: Path, paths: WatchkeeperPaths | None = None
+    db: Database,
+    path: Path,
+    paths: WatchkeeperPaths | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> DataDepSnapshot:
-    """Fingerprint a data dep and record it as a ledger snapshot (idempotent)."""
+    """Fingerprint a data dep and record it as a ledger snapshot (idempotent).
+
+    `on_progress(bytes_hashed, bytes_to_hash)` is called while files are read.
+    """
     from agent.data.fingerprint import fingerprint
     from agent.data.snapshots import record_snapshot
 
-    current = fingerprint(path, cache=_stat_cache(paths))
+    current = fingerprint(path, cache=_stat_cache(paths), on_progress=on_progress)
     return DataDepSnapshot(record_snapshot(db, current), current.digest)
 
 

@@ -181,12 +181,13 @@ def train(
     paths: WatchkeeperPaths | None = None,
     on_log: Callable[[bytes], None] = lambda chunk: None,
     on_start: Callable[[Run, int], None] = lambda run, version: None,
+    on_data_progress: Callable[[str, int, int], None] | None = None,
 ) -> TrainResult:
     """Train `model_name` of the repo at `root` and record a model version.
 
-    The code snapshot, data fingerprints and params are fixed before the run starts; the log is
-    passed to `on_log` as it grows. KeyboardInterrupt cancels the run, records it as cancelled
-    and is raised again.
+    The code snapshot, data fingerprints and params are fixed before the run starts. The log
+    goes to `on_log` as it grows; hashing progress of each data dep to `on_data_progress`.
+    KeyboardInterrupt cancels the run, records it as cancelled and is raised again.
     """
     paths = paths or WatchkeeperPaths.from_environment()
     project = load_project(root)
@@ -199,7 +200,10 @@ def train(
     code_hashes = working_hashes(root, code_deps)
     reconcile_runs(db, paths)
 
-    data_records = {dep: snapshot_data_dep(db, root / dep, paths) for dep in data_deps}
+    data_records = {
+        dep: snapshot_data_dep(db, root / dep, paths, _progress_for(dep, on_data_progress))
+        for dep in data_deps
+    }
     run_id = new_run_id(model.name)
     run_dir = paths.runs / run_id
     collected = [*model.outs, *([model.metrics] if model.metrics else [])]
@@ -313,6 +317,14 @@ def train(
         finish_run(db, run, RunState.CANCELLED, executor, paths)
         raise
     return finish_run(db, run, state, executor, paths)
+
+
+def _progress_for(
+    dep: str, on_data_progress: Callable[[str, int, int], None] | None
+) -> Callable[[int, int], None] | None:
+    if on_data_progress is None:
+        return None
+    return lambda done, total: on_data_progress(dep, done, total)
 
 
 def _follow(executor: Executor, run: Run, on_log: Callable[[bytes], None]) -> RunState:
