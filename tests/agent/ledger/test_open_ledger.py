@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from agent.cli import main
 from agent.errors import WatchkeeperError
 from agent.ledger import LedgerLockedError, open_ledger, write_transaction
 from agent.ledger.queries import ensure_model, register_repo
@@ -273,3 +275,32 @@ def test_sqlite3_and_sqlite_utils_command_line_tools_read_the_ledger(tmp_path: P
         ).stdout
     )
     assert rows == [{"id": 1, "repo_id": repo_id, "name": "churn"}]
+
+
+def test_commands_report_a_corrupt_ledger_and_leave_it_alone(watchkeeper_home: Path) -> None:
+    path = watchkeeper_home / "ledger.db"
+    path.write_bytes(b"\x00garbage" * 512)
+    for command in (["status"], ["models", "list"], ["runs", "list"]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2, command
+        assert f"error: {path} is not a SQLite database" in result.output
+    assert path.read_bytes() == b"\x00garbage" * 512
+
+
+def test_commands_wait_for_a_locked_ledger_then_say_so_while_readers_go_on(
+    tmp_path: Path, watchkeeper_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    path = watchkeeper_home / "ledger.db"
+    open_ledger(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    monkeypatch.setenv("WATCHKEEPER_BUSY_TIMEOUT_MS", "300")
+    result = CliRunner().invoke(main, ["init", str(repo)])
+    assert result.exit_code == 2
+    assert f"the ledger {path} is locked by another writer (waited 0.3 s)" in result.output
+    assert CliRunner().invoke(main, ["status", "--json"]).exit_code == 0
+    holder.execute("ROLLBACK")
+    assert CliRunner().invoke(main, ["init", str(repo)]).exit_code == 0
