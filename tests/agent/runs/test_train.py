@@ -374,3 +374,23 @@ def test_a_full_disk_during_the_artifact_copy_registers_no_artifact(
         assert [p for p in artifacts.rglob("*") if p.is_file()] == []
     finally:
         subprocess.run(["umount", str(artifacts)], check=False)
+
+
+def test_runs_logs_follow_streams_a_live_run_until_it_ends(tmp_path: Path) -> None:
+    root, process, run = start_waiting_training(tmp_path)
+    follower = subprocess.Popen(
+        cli_command("runs", "logs", run["id"], "--follow"),
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+    )
+    assert follower.stdout is not None
+    assert follower.stdout.readline() == b"started\n"
+    assert follower.poll() is None
+    (tmp_path / "release").touch()
+    rest, errors = follower.communicate(timeout=60)
+    assert follower.returncode == 0, errors
+    assert rest == b"released\n"
+    process.communicate(timeout=60)
+    assert process.returncode == 0
