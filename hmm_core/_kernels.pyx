@@ -96,10 +96,14 @@ cdef class EmissionModel:
         return &view[0]
 
 
-cdef inline void poisson_log_probs(const Emissions* em, Py_ssize_t t,
+# Every helper below takes the number of states K as its first argument. The sequence kernels
+# are called with a literal K for small models (see the dispatchers), so that after inlining the
+# C compiler sees fixed trip counts and unrolls the loops over states.
+
+cdef inline void poisson_log_probs(Py_ssize_t K, const Emissions* em, Py_ssize_t t,
                                    double* out) noexcept nogil:
     """Log pmf of row t under each state, summed over the features."""
-    cdef Py_ssize_t K = em.n_states, D = em.n_features, d, k
+    cdef Py_ssize_t D = em.n_features, d, k
     cdef const int64_t* x = em.counts + t * D
     cdef const double* row
     cdef int64_t count
@@ -118,10 +122,10 @@ cdef inline void poisson_log_probs(const Emissions* em, Py_ssize_t t,
                 out[k] += count * em.log_rate[d * K + k] - em.rate[d * K + k] - log_factorial
 
 
-cdef inline void gaussian_log_probs(const Emissions* em, Py_ssize_t t,
+cdef inline void gaussian_log_probs(Py_ssize_t K, const Emissions* em, Py_ssize_t t,
                                     double* out) noexcept nogil:
     """Diagonal Gaussian log density of row t under each state."""
-    cdef Py_ssize_t K = em.n_states, D = em.n_features, d, k
+    cdef Py_ssize_t D = em.n_features, d, k
     cdef const double* x = em.values + t * D
     cdef double diff
     for k in range(K):
@@ -134,19 +138,19 @@ cdef inline void gaussian_log_probs(const Emissions* em, Py_ssize_t t,
         out[k] = em.state_constant[k] - 0.5 * out[k]
 
 
-cdef inline void emission_log_probs(const Emissions* em, Py_ssize_t t,
+cdef inline void emission_log_probs(Py_ssize_t K, const Emissions* em, Py_ssize_t t,
                                     double* out) noexcept nogil:
     """Log emission probability of row t under each state (-inf where impossible)."""
     cdef Py_ssize_t k
     cdef const double* row
     if em.kind == POISSON:
-        poisson_log_probs(em, t, out)
+        poisson_log_probs(K, em, t, out)
     elif em.kind == CATEGORICAL:
-        row = em.log_table + em.counts[t] * em.n_states
-        for k in range(em.n_states):
+        row = em.log_table + em.counts[t] * K
+        for k in range(K):
             out[k] = row[k]
     else:
-        gaussian_log_probs(em, t, out)
+        gaussian_log_probs(K, em, t, out)
 
 
 cdef inline bint rescale_from_logs(Py_ssize_t K, double* out,
@@ -155,8 +159,7 @@ cdef inline bint rescale_from_logs(Py_ssize_t K, double* out,
     cdef Py_ssize_t k
     cdef double peak = -INFINITY
     for k in range(K):
-        if out[k] > peak:
-            peak = out[k]
+        peak = out[k] if out[k] > peak else peak
     if peak == -INFINITY:
         return False
     for k in range(K):
@@ -165,58 +168,57 @@ cdef inline bint rescale_from_logs(Py_ssize_t K, double* out,
     return True
 
 
-cdef inline bint emission_probs(const Emissions* em, Py_ssize_t t, double* out,
-                                double* log_factor) noexcept nogil:
-    """Emission probabilities of row t, each divided by exp(log_factor).
+cdef inline bint table_emission_probs(Py_ssize_t K, const Emissions* em, Py_ssize_t t,
+                                      double* out) noexcept nogil:
+    """Emission probabilities of row t from the lookup tables.
 
-    Returns False when the observation is impossible under every state.
+    Returns False when row t needs the log-space path: Gaussian emissions, or a Poisson count
+    beyond the table.
     """
-    cdef Py_ssize_t K = em.n_states, D = em.n_features, d, k
+    cdef Py_ssize_t D = em.n_features, d, k
     cdef const int64_t* x
     cdef const double* row
-    cdef double peak
-    log_factor[0] = 0.0
+    cdef int64_t count
     if em.kind == POISSON:
         x = em.counts + t * D
-        for k in range(K):
-            out[k] = 1.0
-        for d in range(D):
-            if x[d] >= em.table_size:
-                poisson_log_probs(em, t, out)
-                return rescale_from_logs(K, out, log_factor)
-            row = em.prob_table + (d * em.table_size + x[d]) * K
-            for k in range(K):
-                out[k] *= row[k]
-        peak = 0.0
-        for k in range(K):
-            if out[k] > peak:
-                peak = out[k]
-        if peak > TINY_PROBABILITY:
-            return True
-        poisson_log_probs(em, t, out)
-        return rescale_from_logs(K, out, log_factor)
-    elif em.kind == CATEGORICAL:
-        row = em.prob_table + em.counts[t] * K
-        peak = 0.0
+        count = x[0]
+        if count >= em.table_size:
+            return False
+        row = em.prob_table + count * K
         for k in range(K):
             out[k] = row[k]
-            if row[k] > peak:
-                peak = row[k]
-        if peak > TINY_PROBABILITY:
-            return True
+        for d in range(1, D):
+            count = x[d]
+            if count >= em.table_size:
+                return False
+            row = em.prob_table + (d * em.table_size + count) * K
+            for k in range(K):
+                out[k] *= row[k]
+        return True
+    if em.kind == CATEGORICAL:
+        row = em.prob_table + em.counts[t] * K
         for k in range(K):
-            out[k] = em.log_table[em.counts[t] * K + k]
-        return rescale_from_logs(K, out, log_factor)
-    else:
-        gaussian_log_probs(em, t, out)
-        return rescale_from_logs(K, out, log_factor)
+            out[k] = row[k]
+        return True
+    return False
 
 
-cdef inline void accumulate_emission_stats(const Emissions* em, Py_ssize_t t,
+cdef inline bint log_space_emission_probs(Py_ssize_t K, const Emissions* em, Py_ssize_t t,
+                                          double* out, double* log_factor) noexcept nogil:
+    """Emission probabilities of row t divided by the largest, computed in log space.
+
+    The log of the divisor goes to log_factor. Returns False when row t is impossible under
+    every state.
+    """
+    emission_log_probs(K, em, t, out)
+    return rescale_from_logs(K, out, log_factor)
+
+
+cdef inline void accumulate_emission_stats(Py_ssize_t K, const Emissions* em, Py_ssize_t t,
                                            const double* gamma, double* post,
                                            double* obs, double* obs_squared) noexcept nogil:
     """Add the posterior-weighted sufficient statistics of row t."""
-    cdef Py_ssize_t K = em.n_states, D = em.n_features, d, k
+    cdef Py_ssize_t D = em.n_features, d, k
     cdef double value, g
     cdef double* out
     for k in range(K):
@@ -224,10 +226,9 @@ cdef inline void accumulate_emission_stats(const Emissions* em, Py_ssize_t t,
     if em.kind == POISSON:
         for d in range(D):
             value = <double> em.counts[t * D + d]
-            if value != 0.0:
-                out = obs + d * K
-                for k in range(K):
-                    out[k] += gamma[k] * value
+            out = obs + d * K
+            for k in range(K):
+                out[k] += gamma[k] * value
     elif em.kind == CATEGORICAL:
         out = obs + em.counts[t] * K
         for k in range(K):
@@ -250,16 +251,42 @@ cdef Py_ssize_t stats_size(const Emissions* em, Py_ssize_t n_classes) noexcept n
     return size
 
 
-cdef int64_t forward_backward_sequence(
-        const Emissions* em,
+cdef inline double predict_and_weigh(Py_ssize_t K, const double* startprob,
+                                     const double* prev, double prev_inverse,
+                                     const double* trans_t, double* out) noexcept nogil:
+    """out[j] *= P(state j | past), from startprob or from prev * prev_inverse times the
+    transposed transition matrix; returns the sum of out."""
+    cdef Py_ssize_t i, j
+    cdef const double* column
+    cdef double s, total = 0.0
+    if prev == NULL:
+        for j in range(K):
+            out[j] *= startprob[j]
+            total += out[j]
+        return total
+    for j in range(K):
+        column = trans_t + j * K
+        s = 0.0
+        for i in range(K):
+            s += prev[i] * column[i]
+        s *= out[j] * prev_inverse
+        out[j] = s
+        total += s
+    return total
+
+
+cdef inline int64_t forward_backward_sequence(
+        Py_ssize_t K,                   # IN number of states
+        const Emissions* em,            # IN emission parameters and observations
         Py_ssize_t t0,                  # IN first row of the sequence
         Py_ssize_t t1,                  # IN one past its last row
         const int64_t* classes,         # IN (T,) transition class of the step into t, or NULL
         const double* startprob,        # IN (K,)
-        const double* transmat,         # IN (C, K, K)
+        const double* transmat,         # IN (C, K, K) [class, from, to]
+        const double* transmat_t,       # IN (C, K, K) transposed: [class, to, from]
         Py_ssize_t n_classes,           # IN C
         double* alpha,                  # OUT (T, K) scaled alphas, then posteriors
-        double* scale,                  # OUT (T,) scale factors
+        double* scale,                  # OUT (T,) scale factors, negated where log space was used
         double* stats,                  # OUT flat statistics of this sequence, or NULL
         bint backward,                  # IN run the backward pass
         double* work,                   # scratch of 4 K doubles
@@ -270,13 +297,13 @@ cdef int64_t forward_backward_sequence(
     Returns -1 on success, t when row t is impossible under every state, and -(t + 2) when
     row t is impossible given the states the transitions allow.
     """
-    cdef Py_ssize_t K = em.n_states, KK = K * K, t, i, j, cls
-    cdef double* emission = work
-    cdef double* predicted = work + K
+    cdef Py_ssize_t KK = K * K, t, i, j, cls = 0
+    cdef double* current = work             # unnormalised alpha_t = c_t * scaled alpha_t
+    cdef double* previous = work + K
     cdef double* beta = work + 2 * K
     cdef double* weighted = work + 3 * K
+    cdef double* swap
     cdef double* row_alpha
-    cdef const double* prev_alpha
     cdef const double* trans
     cdef const double* trans_row
     cdef double* acc
@@ -285,42 +312,41 @@ cdef int64_t forward_backward_sequence(
     cdef double* post = NULL
     cdef double* obs = NULL
     cdef double* obs_squared = NULL
-    cdef double log_factor, total, inverse, running = 1.0, ll = 0.0, a_i, s
+    cdef double log_factor, total, inverse = 1.0, running = 1.0, ll = 0.0, a_i, s
+    cdef bint in_log_space
 
-    # Forward pass: alpha_t = (alpha_{t-1} A) * b_t / c_t.
+    # Forward pass: alpha_t = (alpha_{t-1} A) * b_t / c_t. The unnormalised vector is carried
+    # to the next step, and 1 / c_t is applied there, so the division stays off the critical
+    # path. Emissions come from tables; a row beyond the tables, or one so unlikely that c_t
+    # could underflow, is redone in log space with the emissions divided by their largest value
+    # (its scale is then stored negated so the backward pass recomputes it the same way).
     for t in range(t0, t1):
-        if not emission_probs(em, t, emission, &log_factor):
-            return t
-        ll += log_factor
-        row_alpha = alpha + t * K
-        if t == t0:
-            for j in range(K):
-                predicted[j] = startprob[j]
-        else:
-            cls = classes[t] if classes != NULL else 0
-            trans = transmat + cls * KK
-            prev_alpha = row_alpha - K
-            for j in range(K):
-                predicted[j] = 0.0
-            for i in range(K):
-                a_i = prev_alpha[i]
-                trans_row = trans + i * K
-                for j in range(K):
-                    predicted[j] += a_i * trans_row[j]
-        total = 0.0
-        for j in range(K):
-            predicted[j] *= emission[j]
-            total += predicted[j]
-        if not total > 0.0:
-            return -(t + 2)
+        trans = transmat_t + (classes[t] if classes != NULL else 0) * KK
+        in_log_space = not table_emission_probs(K, em, t, current)
+        if not in_log_space:
+            total = predict_and_weigh(K, startprob, previous if t > t0 else NULL, inverse,
+                                      trans, current)
+            in_log_space = not total > TINY_PROBABILITY
+        if in_log_space:
+            if not log_space_emission_probs(K, em, t, current, &log_factor):
+                return t
+            ll += log_factor
+            total = predict_and_weigh(K, startprob, previous if t > t0 else NULL, inverse,
+                                      trans, current)
+            if not total > 0.0:
+                return -(t + 2)
         inverse = 1.0 / total
+        row_alpha = alpha + t * K
         for j in range(K):
-            row_alpha[j] = predicted[j] * inverse
-        scale[t] = total
+            row_alpha[j] = current[j] * inverse
+        scale[t] = -total if in_log_space else total
         running *= total
         if running < TINY_PRODUCT:
             ll += log(running)
             running = 1.0
+        swap = previous
+        previous = current
+        current = swap
     ll += log(running)
     loglik[0] = ll
     if not backward:
@@ -339,12 +365,17 @@ cdef int64_t forward_backward_sequence(
     for i in range(K):
         beta[i] = 1.0
     if stats != NULL:
-        accumulate_emission_stats(em, t1 - 1, alpha + (t1 - 1) * K, post, obs, obs_squared)
+        accumulate_emission_stats(K, em, t1 - 1, alpha + (t1 - 1) * K, post, obs, obs_squared)
     for t in range(t1 - 2, t0 - 1, -1):
-        emission_probs(em, t + 1, emission, &log_factor)
-        inverse = 1.0 / scale[t + 1]
+        total = scale[t + 1]
+        if total > 0.0:
+            table_emission_probs(K, em, t + 1, weighted)
+            inverse = 1.0 / total
+        else:
+            log_space_emission_probs(K, em, t + 1, weighted, &log_factor)
+            inverse = -1.0 / total
         for j in range(K):
-            weighted[j] = emission[j] * beta[j] * inverse
+            weighted[j] *= inverse * beta[j]
         cls = classes[t + 1] if classes != NULL else 0
         trans = transmat + cls * KK
         row_alpha = alpha + t * K
@@ -362,12 +393,38 @@ cdef int64_t forward_backward_sequence(
             beta[i] = s
             row_alpha[i] *= s
         if stats != NULL:
-            accumulate_emission_stats(em, t, row_alpha, post, obs, obs_squared)
+            accumulate_emission_stats(K, em, t, row_alpha, post, obs, obs_squared)
     if stats != NULL:
         row_alpha = alpha + t0 * K
         for i in range(K):
             start_stats[i] += row_alpha[i]
     return -1
+
+
+cdef int64_t forward_backward_dispatch(
+        Py_ssize_t K, const Emissions* em, Py_ssize_t t0, Py_ssize_t t1,
+        const int64_t* classes, const double* startprob, const double* transmat,
+        const double* transmat_t, Py_ssize_t n_classes, double* alpha, double* scale,
+        double* stats, bint backward, double* work, double* loglik) noexcept nogil:
+    """forward_backward_sequence with K as a compile-time constant for small models."""
+    if K == 2:
+        return forward_backward_sequence(2, em, t0, t1, classes, startprob, transmat,
+                                         transmat_t, n_classes, alpha, scale, stats, backward,
+                                         work, loglik)
+    if K == 3:
+        return forward_backward_sequence(3, em, t0, t1, classes, startprob, transmat,
+                                         transmat_t, n_classes, alpha, scale, stats, backward,
+                                         work, loglik)
+    if K == 4:
+        return forward_backward_sequence(4, em, t0, t1, classes, startprob, transmat,
+                                         transmat_t, n_classes, alpha, scale, stats, backward,
+                                         work, loglik)
+    if K == 8:
+        return forward_backward_sequence(8, em, t0, t1, classes, startprob, transmat,
+                                         transmat_t, n_classes, alpha, scale, stats, backward,
+                                         work, loglik)
+    return forward_backward_sequence(K, em, t0, t1, classes, startprob, transmat, transmat_t,
+                                     n_classes, alpha, scale, stats, backward, work, loglik)
 
 
 def forward_backward(
@@ -377,6 +434,7 @@ def forward_backward(
         const int64_t[::1] classes,         # IN (T,) transition classes, or empty
         const double[::1] startprob,        # IN (K,)
         const double[:, :, ::1] transmat,   # IN (C, K, K)
+        const double[:, :, ::1] transmat_t, # IN (C, K, K) transposed per class
         double[:, ::1] alpha,               # OUT (T, K) posteriors when backward is set
         double[::1] scale,                  # OUT (T,) scale factors
         double[::1] stats,                  # OUT flat summed statistics, or empty
@@ -417,10 +475,11 @@ def forward_backward(
                 work = <double*> malloc(4 * K * sizeof(double))
                 for s in prange(n_block, schedule="dynamic"):
                     seq_stats = block_stats + s * size if want_stats else NULL
-                    status[block_start + s] = forward_backward_sequence(
-                        em, starts[block_start + s], ends[block_start + s], class_ptr,
-                        &startprob[0], &transmat[0, 0, 0], n_classes, &alpha[0, 0], &scale[0],
-                        seq_stats, backward, work, &logliks[block_start + s])
+                    status[block_start + s] = forward_backward_dispatch(
+                        K, em, starts[block_start + s], ends[block_start + s], class_ptr,
+                        &startprob[0], &transmat[0, 0, 0], &transmat_t[0, 0, 0], n_classes,
+                        &alpha[0, 0], &scale[0], seq_stats, backward, work,
+                        &logliks[block_start + s])
                 free(work)
             if want_stats:
                 for s in range(n_block):
@@ -432,8 +491,9 @@ def forward_backward(
         free(block_stats)
 
 
-cdef int64_t viterbi_sequence(
-        const Emissions* em,
+cdef inline int64_t viterbi_sequence(
+        Py_ssize_t K,                       # IN number of states
+        const Emissions* em,                # IN emission parameters and observations
         Py_ssize_t t0,                      # IN first row
         Py_ssize_t t1,                      # IN one past the last row
         const int64_t* classes,             # IN (T,) or NULL
@@ -445,43 +505,42 @@ cdef int64_t viterbi_sequence(
         double* logprob,                    # OUT log probability of the best path
 ) noexcept nogil:
     """Viterbi in log space over one sequence; returns -1 or the failing row as above."""
-    cdef Py_ssize_t K = em.n_states, KK = K * K, t, i, j, best_state, cls
+    cdef Py_ssize_t KK = K * K, t, i, j, best_state
     cdef double* delta = work
     cdef double* new_delta = work + K
     cdef double* log_emission = work + 2 * K
     cdef double* swap
     cdef const double* column
     cdef double best, value, peak
+    cdef bint better
     cdef int32_t* pointers
-    emission_log_probs(em, t0, log_emission)
+    emission_log_probs(K, em, t0, log_emission)
     peak = -INFINITY
     for j in range(K):
         delta[j] = log_startprob[j] + log_emission[j]
-        if delta[j] > peak:
-            peak = delta[j]
+        peak = delta[j] if delta[j] > peak else peak
     if peak == -INFINITY:
         for j in range(K):
             if log_emission[j] > -INFINITY:
                 return -(t0 + 2)
         return t0
     for t in range(t0 + 1, t1):
-        emission_log_probs(em, t, log_emission)
-        cls = classes[t] if classes != NULL else 0
+        emission_log_probs(K, em, t, log_emission)
+        column = log_transmat_t + (classes[t] if classes != NULL else 0) * KK
         pointers = backpointers + t * K
         peak = -INFINITY
         for j in range(K):
-            column = log_transmat_t + cls * KK + j * K
-            best = -INFINITY
+            best = delta[0] + column[0]
             best_state = 0
-            for i in range(K):
+            for i in range(1, K):
                 value = delta[i] + column[i]
-                if value > best:
-                    best = value
-                    best_state = i
+                better = value > best
+                best = value if better else best
+                best_state = i if better else best_state
+            column += K
             pointers[j] = <int32_t> best_state
             new_delta[j] = best + log_emission[j]
-            if new_delta[j] > peak:
-                peak = new_delta[j]
+            peak = new_delta[j] if new_delta[j] > peak else peak
         if peak == -INFINITY:
             for j in range(K):
                 if log_emission[j] > -INFINITY:
@@ -501,6 +560,27 @@ cdef int64_t viterbi_sequence(
     for t in range(t1 - 1, t0, -1):
         path[t - 1] = backpointers[t * K + path[t]]
     return -1
+
+
+cdef int64_t viterbi_dispatch(
+        Py_ssize_t K, const Emissions* em, Py_ssize_t t0, Py_ssize_t t1,
+        const int64_t* classes, const double* log_startprob, const double* log_transmat_t,
+        int32_t* backpointers, int64_t* path, double* work, double* logprob) noexcept nogil:
+    """viterbi_sequence with K as a compile-time constant for small models."""
+    if K == 2:
+        return viterbi_sequence(2, em, t0, t1, classes, log_startprob, log_transmat_t,
+                                backpointers, path, work, logprob)
+    if K == 3:
+        return viterbi_sequence(3, em, t0, t1, classes, log_startprob, log_transmat_t,
+                                backpointers, path, work, logprob)
+    if K == 4:
+        return viterbi_sequence(4, em, t0, t1, classes, log_startprob, log_transmat_t,
+                                backpointers, path, work, logprob)
+    if K == 8:
+        return viterbi_sequence(8, em, t0, t1, classes, log_startprob, log_transmat_t,
+                                backpointers, path, work, logprob)
+    return viterbi_sequence(K, em, t0, t1, classes, log_startprob, log_transmat_t,
+                            backpointers, path, work, logprob)
 
 
 def viterbi(
@@ -524,8 +604,8 @@ def viterbi(
     with nogil, parallel(num_threads=max(1, min(n_threads, n_sequences))):
         work = <double*> malloc(3 * K * sizeof(double))
         for s in prange(n_sequences, schedule="dynamic"):
-            status[s] = viterbi_sequence(
-                em, starts[s], ends[s], class_ptr, &log_startprob[0],
+            status[s] = viterbi_dispatch(
+                K, em, starts[s], ends[s], class_ptr, &log_startprob[0],
                 &log_transmat_t[0, 0, 0], &backpointers[0, 0], &path[0], work, &logprobs[s])
         free(work)
 
@@ -536,7 +616,7 @@ def log_emission_matrix(EmissionModel model, double[:, ::1] out):
     cdef Py_ssize_t t
     with nogil:
         for t in range(out.shape[0]):
-            emission_log_probs(em, t, &out[t, 0])
+            emission_log_probs(em.n_states, em, t, &out[t, 0])
 
 
 def sample_states(

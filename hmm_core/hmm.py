@@ -253,8 +253,9 @@ class _BaseHMM:
         self._initialize(observations, _as_generator(self.random_state))
         self._check_parameters()
         self.monitor_ = ConvergenceMonitor(self.tol, self.n_iter)
+        workspace = self._workspace(observations)
         for _ in range(self.n_iter):
-            stats, log_likelihood = self._expectation(observations)
+            stats, log_likelihood = self._expectation(observations, workspace)
             self._maximization(stats)
             self.monitor_.report(log_likelihood)
             if self.monitor_.converged:
@@ -429,21 +430,29 @@ class _BaseHMM:
         self._initialize_emissions(observations, rng)
 
     def _forward_backward(
-        self, observations: _Observations, *, backward: bool, stats: FloatArray | None = None
+        self,
+        observations: _Observations,
+        *,
+        backward: bool,
+        stats: FloatArray | None = None,
+        workspace: tuple[FloatArray, FloatArray] | None = None,
     ) -> tuple[float, FloatArray]:
         K = int(self.n_components)
         n_sequences = observations.starts.shape[0]
-        alpha = np.empty((observations.n_samples, K), dtype=np.float64)
-        scale = np.empty(observations.n_samples, dtype=np.float64)
+        if workspace is None:
+            workspace = self._workspace(observations)
+        alpha, scale = workspace
         logliks = np.zeros(n_sequences, dtype=np.float64)
         status = np.empty(n_sequences, dtype=np.int64)
+        transmat = self._transmat3()
         _kernels.forward_backward(
             self._emission_model(observations),
             observations.starts,
             observations.ends,
             observations.classes,
             np.ascontiguousarray(self.startprob_, dtype=np.float64),
-            self._transmat3(),
+            transmat,
+            np.ascontiguousarray(transmat.transpose(0, 2, 1)),
             alpha,
             scale,
             np.zeros(0) if stats is None else stats,
@@ -467,11 +476,22 @@ class _BaseHMM:
         squared = self._n_squared_columns()
         return K, C, columns, squared
 
-    def _expectation(self, observations: _Observations) -> tuple[dict[str, FloatArray], float]:
+    def _workspace(self, observations: _Observations) -> tuple[FloatArray, FloatArray]:
+        """Buffers of the forward-backward kernel: alphas (T, K) and scale factors (T,)."""
+        alpha = np.empty((observations.n_samples, int(self.n_components)), dtype=np.float64)
+        return alpha, np.empty(observations.n_samples, dtype=np.float64)
+
+    def _expectation(
+        self,
+        observations: _Observations,
+        workspace: tuple[FloatArray, FloatArray] | None = None,
+    ) -> tuple[dict[str, FloatArray], float]:
         K, C, columns, squared = self._stats_layout()
         size = K + C * K * K + K + columns * K + squared * K
         flat = np.zeros(size, dtype=np.float64)
-        log_likelihood, _ = self._forward_backward(observations, backward=True, stats=flat)
+        log_likelihood, _ = self._forward_backward(
+            observations, backward=True, stats=flat, workspace=workspace
+        )
         if not np.all(np.isfinite(flat)):
             raise ValueError(
                 "the expected statistics are not finite: the data are numerically impossible "
