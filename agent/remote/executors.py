@@ -398,6 +398,19 @@ def sbatch_options(remote: RemoteConfig, resources: dict[str, Any]) -> list[str]
     return options
 
 
+def run_state_for_slurm(state: str) -> RunState | None:
+    """Our run state for a Slurm job state; None when the exitcode file decides (COMPLETED)."""
+    if state in SLURM_QUEUED:
+        return RunState.QUEUED
+    if state in SLURM_RUNNING:
+        return RunState.RUNNING
+    if state in SLURM_CANCELLED or state.startswith("CANCELLED"):
+        return RunState.CANCELLED
+    if state in SLURM_FAILED:
+        return RunState.FAILED
+    return None
+
+
 def parse_scontrol(text: str) -> dict[str, str]:
     """`scontrol show job` output as a dict of its Key=Value fields."""
     fields: dict[str, str] = {}
@@ -480,14 +493,11 @@ class SlurmExecutor(RemoteExecutor):
         state, reason, _exit_code = self.slurm_state(run)
         run.detail["slurm_state"] = state
         run.detail["slurm_reason"] = reason if reason not in ("None", "(null)") else ""
-        if state in SLURM_QUEUED:
-            return self._remember(run, RunState.QUEUED)
-        if state in SLURM_RUNNING:
-            return self._remember(run, RunState.RUNNING)
-        if state in SLURM_CANCELLED:
-            return self._remember(run, RunState.CANCELLED)
+        mapped = run_state_for_slurm(state)
+        if mapped in (RunState.QUEUED, RunState.RUNNING, RunState.CANCELLED):
+            return self._remember(run, mapped)
         files = self._helper_poll(run, "", "")
-        if state in SLURM_FAILED:
+        if mapped is RunState.FAILED:
             run.detail["problem"] = f"Slurm job {run.remote_job_id} ended {state}" + (
                 f" ({run.detail['slurm_reason']})" if run.detail["slurm_reason"] else ""
             )
