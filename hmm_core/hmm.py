@@ -437,7 +437,6 @@ class _BaseHMM:
         stats: FloatArray | None = None,
         workspace: tuple[FloatArray, FloatArray] | None = None,
     ) -> tuple[float, FloatArray]:
-        K = int(self.n_components)
         n_sequences = observations.starts.shape[0]
         if workspace is None:
             workspace = self._workspace(observations)
@@ -795,7 +794,7 @@ class CategoricalHMM(_BaseHMM):
 
     def _sample_emissions(self, states: IntArray, rng: np.random.Generator) -> np.ndarray:
         cumulative = np.cumsum(self.emissionprob_, axis=1)[states]
-        draws = rng.random(states.shape[0])[:, None]
+        draws = rng.random((states.shape[0], 1))
         symbols = (draws >= cumulative).sum(axis=1)
         return np.minimum(symbols, cumulative.shape[1] - 1).astype(np.int64)[:, None]
 
@@ -843,9 +842,9 @@ class GaussianHMM(_BaseHMM):
 
     def _expected_width(self, fitting: bool) -> int | None:
         for letter, name in (("m", "means_"), ("c", "covars_")):
-            if not (fitting and letter in self.init_params) and hasattr(self, name):
-                if np.ndim(getattr(self, name)) == 2:
-                    return int(np.shape(getattr(self, name))[1])
+            kept = not (fitting and letter in self.init_params) and hasattr(self, name)
+            if kept and np.ndim(getattr(self, name)) == 2:
+                return int(np.shape(getattr(self, name))[1])
         return None
 
     def _convert(self, array: np.ndarray, fitting: bool) -> tuple[IntArray, FloatArray, int]:
