@@ -1,0 +1,349 @@
+"""Write a populated ledger for the app's benchmark, tests and screenshots.
+
+Usage: .venv/bin/python benchmarks/make_app_fixture.py LEDGER.db [--versions 100000] [--days 365]
+
+The rows go straight into the ledger's tables (schema from `open_ledger`): repos, models, one
+run per model version, activity events and coding-time days for a year of work, data sources
+with snapshot histories, and open alerts (stale, drift with per-column statistics, failed run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import random
+import sys
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agent.ledger import open_ledger
+
+MODEL_NAMES = ("churn", "fraud", "ranker", "forecast", "vision", "intent", "pricing", "ner")
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def build_fixture(
+    ledger: Path,
+    *,
+    versions: int = 100_000,
+    days: int = 365,
+    now: float | None = None,
+    seed: int = 7,
+) -> Path:
+    """Fill `ledger` (created if needed) and return its path."""
+    rng = random.Random(seed)
+    now = now or time.time()
+    db = open_ledger(ledger)
+    connection = db.conn
+    with connection:
+        repos = [
+            (i + 1, f"/home/dev/src/project-{i + 1}", f"project-{i + 1}", now - 400 * 86400)
+            for i in range(3)
+        ]
+        connection.executemany("INSERT INTO repos VALUES (?, ?, ?, ?)", repos)
+        models = [
+            (
+                i + 1,
+                i % 3 + 1,
+                f"{MODEL_NAMES[i % len(MODEL_NAMES)]}-{i // len(MODEL_NAMES)}"
+                if i >= len(MODEL_NAMES)
+                else MODEL_NAMES[i],
+            )
+            for i in range(max(1, min(40, versions // 10 or 1)))
+        ]
+        connection.executemany("INSERT INTO models VALUES (?, ?, ?)", models)
+        _insert_data(connection, rng, now)
+        _insert_versions(connection, rng, models, versions, now)
+        _insert_activity(connection, rng, days, now)
+        _insert_alerts(connection, models, now)
+    connection.close()
+    return ledger
+
+
+def _insert_data(connection, rng: random.Random, now: float) -> None:  # type: ignore[no-untyped-def]
+    sources = [
+        (1, "/home/dev/data/churn", "folder", now - 300 * 86400),
+        (2, "/home/dev/data/transactions.csv", "file", now - 200 * 86400),
+    ]
+    connection.executemany("INSERT INTO data_sources VALUES (?, ?, ?, ?)", sources)
+    snapshot_id = 0
+    for source_id, _, kind, added in sources:
+        files = {f"part-{i:03d}.csv": _sha(f"{source_id}-{i}-0") for i in range(24)}
+        if kind == "file":
+            files = {"transactions.csv": _sha("tx-0")}
+        taken = added
+        for step in range(30):
+            snapshot_id += 1
+            if step:
+                for name in rng.sample(sorted(files), k=min(len(files), rng.randint(1, 3))):
+                    files[name] = _sha(f"{name}-{step}")
+                if kind == "folder" and step % 5 == 0:
+                    files[f"part-{100 + step:03d}.csv"] = _sha(f"new-{step}")
+            taken += rng.uniform(3, 12) * 86400
+            sizes = {
+                name: 40_000 + (int(digest[:6], 16) % 900_000) for name, digest in files.items()
+            }
+            fingerprint = _sha(json.dumps(sorted(files.items())))
+            connection.execute(
+                "INSERT INTO data_snapshots VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    snapshot_id,
+                    source_id,
+                    fingerprint,
+                    len(files),
+                    sum(sizes.values()),
+                    min(taken, now - 3600),
+                ),
+            )
+            connection.executemany(
+                "INSERT INTO data_snapshot_files VALUES (?, ?, ?, ?, ?)",
+                [
+                    (snapshot_id, name, sizes[name], int(taken * 1e9), digest)
+                    for name, digest in files.items()
+                ],
+            )
+
+
+def _insert_versions(connection, rng: random.Random, models, versions: int, now: float) -> None:  # type: ignore[no-untyped-def]
+    statuses = ["succeeded"] * 17 + ["failed", "cancelled", "interrupted"]
+    executors = [("local", "workstation"), ("ssh", "gpu-box"), ("slurm", "cluster-login")]
+    start = now - 365 * 86400
+    step = 365 * 86400 / max(versions, 1)
+    version_numbers = dict.fromkeys((model[0] for model in models), 0)
+    run_rows = []
+    version_rows = []
+    for index in range(versions):
+        model_id = models[index % len(models)][0]
+        version_numbers[model_id] += 1
+        started = start + index * step
+        latest = index >= versions - 3
+        status = "running" if latest and index == versions - 1 else rng.choice(statuses)
+        ended = None if status == "running" else started + rng.uniform(30, 5400)
+        executor, host = rng.choice(executors)
+        run_id = f"r{index:06d}"
+        accuracy = 0.7 + 0.25 * (1 - math.exp(-index / 20000)) + rng.uniform(-0.02, 0.02)
+        metrics = json.dumps({"accuracy": round(accuracy, 4), "loss": round(1 - accuracy, 4)})
+        params = json.dumps({"lr": rng.choice([0.1, 0.01, 0.001]), "epochs": rng.randint(3, 30)})
+        commit = _sha(f"commit-{index // 7}")
+        run_rows.append(
+            (
+                run_id,
+                model_id,
+                "running" if status == "running" else status,
+                executor,
+                None if executor == "local" else host,
+                host,
+                None,
+                None,
+                f"/home/dev/.local/share/watchkeeper/runs/{run_id}",
+                f"/home/dev/.local/share/watchkeeper/runs/{run_id}/log",
+                0,
+                None if ended is None else (0 if status == "succeeded" else 1),
+                started - 5,
+                started,
+                ended,
+                None,
+            )
+        )
+        version_rows.append(
+            (
+                index + 1,
+                model_id,
+                version_numbers[model_id],
+                status,
+                commit,
+                int(rng.random() < 0.15),
+                None,
+                "python train.py --data data/train.csv",
+                params,
+                metrics if status == "succeeded" else "{}",
+                json.dumps(
+                    {
+                        "data/churn": {
+                            "snapshot_id": 1 + index % 30,
+                            "fingerprint": _sha(str(index % 30)),
+                        }
+                    }
+                ),
+                json.dumps({"train.py": _sha(f"code-{index // 11}")}),
+                json.dumps({"model.pkl": _sha(f"artifact-{index}")})
+                if status == "succeeded"
+                else "{}",
+                executor,
+                host,
+                None,
+                run_id,
+                started,
+                ended,
+                None if ended is None else (0 if status == "succeeded" else 1),
+            )
+        )
+    connection.executemany(f"INSERT INTO runs VALUES ({','.join('?' * 16)})", run_rows)
+    connection.executemany(
+        f"INSERT INTO model_versions VALUES ({','.join('?' * 20)})", version_rows
+    )
+
+
+def _insert_activity(connection, rng: random.Random, days: int, now: float) -> None:  # type: ignore[no-untyped-def]
+    today = date.fromtimestamp(now)
+    events = []
+    day_rows = []
+    for offset in range(days, -1, -1):
+        day = today - timedelta(days=offset)
+        if day.weekday() >= 5 and rng.random() < 0.8:
+            continue
+        midnight = datetime(day.year, day.month, day.day).timestamp()
+        minutes = 0.0
+        for session_start_hour in (
+            rng.uniform(8.5, 10.5),
+            rng.uniform(13.5, 15.0),
+            rng.uniform(20, 22) if rng.random() < 0.2 else None,
+        ):
+            if session_start_hour is None:
+                continue
+            length = rng.uniform(0.5, 3.0)
+            minutes += length * 60
+            t = midnight + session_start_hour * 3600
+            end = t + length * 3600
+            while t < end and t < now:
+                events.append((t, "save", 1 + int(t) % 3, f"src/module_{int(t) % 17}.py"))
+                t += rng.expovariate(1 / 75)
+            if end < now:
+                events.append((end, "commit", 1 + int(end) % 3, None))
+        timeout = minutes * rng.uniform(0.8, 1.0)
+        day_rows.append(
+            (
+                day.isoformat(),
+                "dev@example.com",
+                minutes * rng.uniform(0.85, 1.05),
+                minutes * rng.uniform(0.9, 1.4),
+                timeout,
+                None,
+            )
+        )
+    connection.executemany(
+        "INSERT OR IGNORE INTO activity_events (ts, kind, repo_id, path) VALUES (?, ?, ?, ?)",
+        events,
+    )
+    connection.executemany("INSERT INTO coding_time_days VALUES (?, ?, ?, ?, ?, ?)", day_rows)
+
+
+def _insert_alerts(connection, models, now: float) -> None:  # type: ignore[no-untyped-def]
+    drift = [
+        {
+            "path": "data/churn/part-003.csv",
+            "drifted_share": 0.4,
+            "columns": [
+                {
+                    "column": "age",
+                    "kind": "numeric",
+                    "test": "KS",
+                    "statistic": 0.21,
+                    "threshold": 0.1,
+                    "drifted": True,
+                },
+                {
+                    "column": "tenure",
+                    "kind": "numeric",
+                    "test": "KS",
+                    "statistic": 0.04,
+                    "threshold": 0.1,
+                    "drifted": False,
+                },
+                {
+                    "column": "city",
+                    "kind": "categorical",
+                    "test": "JS",
+                    "statistic": 0.18,
+                    "threshold": 0.1,
+                    "drifted": True,
+                },
+                {
+                    "column": "plan",
+                    "kind": "categorical",
+                    "test": "chi2",
+                    "statistic": 0.02,
+                    "threshold": 0.05,
+                    "drifted": False,
+                },
+                {
+                    "column": "spend",
+                    "kind": "numeric",
+                    "test": "Wasserstein",
+                    "statistic": 0.06,
+                    "threshold": 0.1,
+                    "drifted": False,
+                },
+            ],
+        }
+    ]
+    first = models[0][0]
+    rows = [
+        (
+            1,
+            now - 7200,
+            first,
+            "stale",
+            "churn is stale: data/churn changed",
+            json.dumps(
+                [
+                    "data files modified: data/churn/part-003.csv",
+                    "2/5 columns drifted: age (KS 0.21), city (JS 0.18)",
+                ]
+            ),
+            json.dumps([1]),
+            json.dumps(drift),
+            "stale-churn-1",
+            None,
+        ),
+        (
+            2,
+            now - 3600,
+            models[min(1, len(models) - 1)][0],
+            "stale",
+            "fraud is stale: params changed",
+            json.dumps(["params changed: lr 0.01 -> 0.001"]),
+            json.dumps([2]),
+            None,
+            "stale-fraud-2",
+            None,
+        ),
+        (
+            3,
+            now - 1800,
+            first,
+            "drift",
+            "2/5 columns drifted: age (KS 0.21), city (JS 0.18)",
+            json.dumps(["data/churn/part-003.csv"]),
+            json.dumps([1]),
+            json.dumps(drift),
+            "drift-churn-1",
+            None,
+        ),
+    ]
+    connection.executemany(f"INSERT INTO alerts VALUES ({','.join('?' * 10)})", rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("ledger", type=Path)
+    parser.add_argument("--versions", type=int, default=100_000)
+    parser.add_argument("--days", type=int, default=365)
+    arguments = parser.parse_args()
+    if arguments.ledger.exists():
+        sys.exit(f"{arguments.ledger} exists; choose a new file")
+    started = time.perf_counter()
+    build_fixture(arguments.ledger, versions=arguments.versions, days=arguments.days)
+    print(f"wrote {arguments.ledger} in {time.perf_counter() - started:.1f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,278 @@
+"""The app's wiring: window, tray, agent link and ledger workers, and the `run` entry point."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from datetime import date, datetime
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QProcess, Qt, QTimer
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QApplication
+
+from agent.errors import WatchkeeperError
+from agent.paths import WatchkeeperPaths
+from desktop_app import ledger_queries
+from desktop_app.agent_link import AgentLink
+from desktop_app.context import AppContext
+from desktop_app.ledger_queries import Overview
+from desktop_app.main_window import MainWindow
+from desktop_app.notifications import NotificationChoices, notification_for_event
+from desktop_app.tray import WatchkeeperTray
+from desktop_app.workers import LedgerWorkers
+
+log = logging.getLogger(__name__)
+
+STATE_REFRESH_MS = 15_000
+NO_TRAY_MESSAGE = "No system tray is available here: Watchkeeper runs as a window instead."
+
+
+class WatchkeeperApp(QObject):
+    """Owns the window, the tray and the connection to the agent, and routes events between them.
+
+    >>> app = WatchkeeperApp(WatchkeeperPaths.from_environment())  # doctest: +SKIP
+    >>> app.start()                                                # doctest: +SKIP
+    """
+
+    def __init__(
+        self, paths: WatchkeeperPaths, *, tray_only: bool = False, use_tray: bool = True
+    ) -> None:
+        super().__init__()
+        self.paths = paths
+        self.tray_only = tray_only
+        self.workers = LedgerWorkers(paths.ledger, self)
+        self.agent = AgentLink(paths.socket, self)
+        self.context = AppContext(paths, self.workers, self.agent)
+        self.window = MainWindow(self.context)
+        self.tray = WatchkeeperTray(self)
+        self.tray_available = use_tray and WatchkeeperTray.available()
+        self.said_no_tray = False
+        self.overview: Overview | None = None
+        self.paused = False
+        self.agent_process_started = False
+        self.last_summary_day: date | None = None
+
+        self.agent.connection_changed.connect(self._agent_connection_changed)
+        self.agent.event_received.connect(self.handle_event)
+        self.tray.open_requested.connect(self.show_window)
+        self.tray.quit_requested.connect(self.quit)
+        self.tray.pause_toggled.connect(self.set_paused)
+        self.window.banner.start_requested.connect(self.start_agent)
+        self.state_timer = QTimer(self)
+        self.state_timer.setInterval(STATE_REFRESH_MS)
+        self.state_timer.timeout.connect(self.refresh_state)
+        self.summary_timer = QTimer(self)
+        self.summary_timer.setInterval(60_000)
+        self.summary_timer.timeout.connect(self.maybe_daily_summary)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self, *, show_window: bool = True) -> None:
+        """Show what should be shown, connect to the agent and start the timers."""
+        if self.tray_available:
+            self.tray.show()
+            self.window.keep_in_tray = True
+        elif self.tray_only or show_window:
+            self.say_no_tray()
+        if show_window and (not self.tray_only or not self.tray_available):
+            self.window.show()
+        self.window.show_page("Overview")
+        self.window.set_agent_connected(False)
+        self.window.banner.hide()
+        QTimer.singleShot(1500, self._offer_agent_if_missing)
+        self.agent.start()
+        self.refresh_state()
+        self.state_timer.start()
+        self.summary_timer.start()
+
+    def say_no_tray(self) -> None:
+        """Tell the user once that there is no tray, so the window stays the way in."""
+        if self.said_no_tray:
+            return
+        self.said_no_tray = True
+        print(NO_TRAY_MESSAGE, file=sys.stderr)
+        self.window.show_status(NO_TRAY_MESSAGE)
+
+    def show_window(self) -> None:
+        self.window.show()
+        self.window.raise_()
+        self.window.activateWindow()
+
+    def quit(self) -> None:
+        self.window.keep_in_tray = False
+        self.window.close()
+        app = QApplication.instance()
+        if app is not None:
+            app.quit()
+
+    def shutdown(self) -> None:
+        """Stop the timers and the link, close the window, and keep the final GC away from Qt.
+
+        PySide6 6.12 with pyqtgraph charts can abort in the interpreter's last garbage
+        collection; freezing the surviving objects leaves their teardown to Qt's own order.
+        """
+        self.state_timer.stop()
+        self.summary_timer.stop()
+        self.agent.stop()
+        self.tray.hide()
+        self.workers.pool.waitForDone(5000)
+        self.window.keep_in_tray = False
+        self.window.close()
+        gc.collect()
+        gc.freeze()
+
+    # ---------------------------------------------------------------- agent
+
+    def _agent_connection_changed(self, connected: bool) -> None:
+        self.window.set_agent_connected(connected)
+        if connected:
+            self.window.show_status("Connected to the agent.")
+            self.window.refresh_all()
+        self.refresh_state()
+
+    def _offer_agent_if_missing(self) -> None:
+        self.window.set_agent_connected(self.agent.connected)
+
+    def start_agent(self) -> bool:
+        """Start `watchkeeper agent start` in the background; the link connects when it is up."""
+        started = QProcess.startDetached(sys.executable, ["-m", "agent", "agent", "start"])
+        ok = bool(started[0] if isinstance(started, tuple) else started)
+        self.agent_process_started = ok
+        self.window.show_status(
+            "Starting the agent…"
+            if ok
+            else "Could not start the agent: run `watchkeeper agent "
+            "start` in a terminal to see why."
+        )
+        return ok
+
+    def set_paused(self, paused: bool) -> None:
+        """Ask the agent to pause or resume watching."""
+
+        def failed(message: str) -> None:
+            self.tray.set_paused(self.paused)
+            self.window.show_status(
+                f"Could not {'pause' if paused else 'resume'} watching: {message}"
+            )
+
+        def done(_result: object) -> None:
+            self.paused = paused
+            self.window.show_status("Watching paused." if paused else "Watching resumed.")
+            self.refresh_state()
+
+        self.agent.call("pause_watching" if paused else "resume_watching", {}, done, failed)
+
+    # ---------------------------------------------------------------- events and state
+
+    def handle_event(self, kind: str, data: object) -> None:
+        """Route one agent event: pages update, the tray may notify, the state is re-read."""
+        self.window.dispatch_event(kind, data)
+        choices = self.notification_choices()
+        notice = notification_for_event(kind, data, choices)
+        if notice is not None:
+            title, message, notice_kind = notice
+            self.tray.notify(title, message, notice_kind)
+        if kind in ("alert", "run_state"):
+            self.refresh_state()
+
+    def notification_choices(self) -> NotificationChoices:
+        try:
+            return NotificationChoices.from_config(self.context.load_config())
+        except (WatchkeeperError, ValueError):
+            return NotificationChoices()
+
+    def refresh_state(self) -> None:
+        """Re-read the overview in a worker and update the tray icon and its status line."""
+        self.workers.submit(ledger_queries.overview, self._show_state)
+
+    def _show_state(self, overview: Overview) -> None:
+        self.overview = overview
+        if self.agent.connected:
+            state, line = overview.tray_state, overview.status_line
+            if self.paused:
+                line = "watching paused · " + line
+        else:
+            state, line = "offline", "agent not running · " + overview.status_line
+        self.tray.set_state(state, line)
+
+    def maybe_daily_summary(self, now: datetime | None = None) -> bool:
+        """Notify today's coding time once a day at the chosen hour, when the user asked for it."""
+        now = now or datetime.now()
+        choices = self.notification_choices()
+        if not choices.daily_summary or now.hour != choices.daily_summary_hour:
+            return False
+        if self.last_summary_day == now.date():
+            return False
+        self.last_summary_day = now.date()
+
+        def show(minutes: float) -> None:
+            self.tray.notify(
+                "Coding time today",
+                f"{ledger_queries.format_minutes(minutes)} of coding so far",
+                "coding_time",
+            )
+
+        today = now.date()
+        self.workers.submit(
+            lambda connection: ledger_queries.coding_minutes_since(connection, today), show
+        )
+        return True
+
+
+def _application(argv: Sequence[str]) -> QApplication:
+    existing = QApplication.instance()
+    if isinstance(existing, QApplication):
+        return existing
+    QGuiApplication.setHighDpiScaleFactorRoundingPolicy(
+        Qt.HighDpiScaleFactorRoundingPolicy.PassThrough
+    )
+    app = QApplication(list(argv))
+    app.setApplicationName("Watchkeeper")
+    app.setOrganizationName("watchkeeper")
+    app.setDesktopFileName("watchkeeper")
+    return app
+
+
+def run(
+    *, tray_only: bool = False, screenshot_dir: Path | None = None, argv: Sequence[str] = ()
+) -> int:
+    """Start the app (or render every page to PNG files in screenshot_dir and return)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    paths = WatchkeeperPaths.from_environment()
+    qt_app = _application([sys.argv[0], *argv])
+    if screenshot_dir is not None:
+        from desktop_app.screenshots import render_all
+
+        app = WatchkeeperApp(paths, use_tray=False)
+        written = render_all(app, screenshot_dir)
+        for path in written:
+            print(path)
+        app.shutdown()
+        return 0
+    app = WatchkeeperApp(paths, tray_only=tray_only)
+    qt_app.setQuitOnLastWindowClosed(not app.tray_available)
+    app.start()
+    started = time.monotonic()
+    code = qt_app.exec()
+    log.debug("app ran for %.0f s", time.monotonic() - started)
+    app.shutdown()
+    return int(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m desktop_app [--tray] [--screenshot DIR]`."""
+    parser = argparse.ArgumentParser(prog="python -m desktop_app", description=__doc__)
+    parser.add_argument("--tray", action="store_true", help="start in the tray only")
+    parser.add_argument(
+        "--screenshot",
+        type=Path,
+        metavar="DIR",
+        help="render every page to PNG files in DIR and exit",
+    )
+    arguments = parser.parse_args(argv)
+    return run(tray_only=arguments.tray, screenshot_dir=arguments.screenshot)

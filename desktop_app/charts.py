@@ -1,0 +1,173 @@
+"""pyqtgraph charts for the Data and Coding time pages, drawn in the system palette's colours.
+
+pyqtgraph takes numpy arrays straight to the painter (with clip-to-view and downsampling), so a
+year of days or thousands of events draw in milliseconds; QtCharts needs a QPointF per point
+built from Python, which is an order of magnitude slower at that size. pyqtgraph is imported
+only when a chart page is first opened, so it does not delay the window's first paint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QApplication
+
+from desktop_app.ledger_queries import CodingTimeDays, ColumnDriftRow
+
+pg.setConfigOptions(exitCleanup=False)
+
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+SERIES_COLORS = ("#3b82f6", "#f59e0b", "#10b981")
+DRIFTED_COLOR = "#ef4444"
+KEPT_COLOR = "#10b981"
+
+
+def _palette_colors() -> tuple[QColor, QColor]:
+    palette = QApplication.palette()
+    return palette.color(QPalette.ColorRole.Base), palette.color(QPalette.ColorRole.Text)
+
+
+def _plot_widget(title: str = "", axis_items: dict | None = None) -> pg.PlotWidget:
+    background, foreground = _palette_colors()
+    widget = pg.PlotWidget(background=background, axisItems=axis_items or {})
+    item = widget.getPlotItem()
+    for name in ("left", "bottom"):
+        axis = item.getAxis(name)
+        axis.setPen(pg.mkPen(foreground))
+        axis.setTextPen(pg.mkPen(foreground))
+    if title:
+        item.setTitle(title, color=foreground.name())
+    item.showGrid(x=False, y=True, alpha=0.2)
+    widget.setMenuEnabled(False)
+    return widget
+
+
+class DailyCodingChart:
+    """Coding minutes per day: the HMM estimate against the git-hours and timeout baselines."""
+
+    def __init__(self) -> None:
+        self.widget = _plot_widget(
+            "Minutes per day", {"bottom": pg.DateAxisItem(orientation="bottom")}
+        )
+        item = self.widget.getPlotItem()
+        item.addLegend(offset=(10, 10))
+        item.setClipToView(True)
+        item.setDownsampling(auto=True, mode="peak")
+        self.curves = [
+            item.plot([], [], pen=pg.mkPen(color, width=2 if index == 0 else 1), name=name)
+            for index, (color, name) in enumerate(
+                zip(SERIES_COLORS, ("HMM estimate", "git-hours", "15-min timeout"), strict=True)
+            )
+        ]
+
+    def set_days(self, days: CodingTimeDays) -> None:
+        x = np.array(
+            [datetime.fromisoformat(day).timestamp() + 43_200 for day in days.dates], dtype=float
+        )
+        for curve, values in zip(
+            self.curves, (days.coding, days.git_hours, days.timeout), strict=True
+        ):
+            curve.setData(x, np.asarray(values, dtype=float))
+        if len(x):
+            self.widget.getPlotItem().enableAutoRange()
+
+
+class HeatmapChart:
+    """A weekday × hour grid of minutes (or events), darker where there is more."""
+
+    def __init__(self, title: str) -> None:
+        self.widget = _plot_widget(title)
+        item = self.widget.getPlotItem()
+        item.showGrid(x=False, y=False)
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.image.setColorMap(pg.colormap.get("viridis"))
+        item.addItem(self.image)
+        item.invertY(True)
+        item.getAxis("left").setTicks([[(i + 0.5, day) for i, day in enumerate(WEEKDAYS)]])
+        item.getAxis("bottom").setTicks([[(h + 0.5, f"{h:02d}") for h in range(0, 24, 3)]])
+        item.setMouseEnabled(False, False)
+        item.setRange(xRange=(0, 24), yRange=(0, 7), padding=0)
+
+    def set_grid(self, grid: np.ndarray) -> None:
+        """grid has shape (7, 24): weekday rows Monday first, hour columns."""
+        top = float(grid.max()) if grid.size else 0.0
+        self.image.setImage(np.asarray(grid, dtype=float), levels=(0.0, max(top, 1e-9)))
+
+
+class SessionTimeline:
+    """The sessions of one day as bars over the hours, with the day's events as ticks."""
+
+    def __init__(self) -> None:
+        self.widget = _plot_widget("Sessions of the day")
+        item = self.widget.getPlotItem()
+        item.setMouseEnabled(False, False)
+        item.getAxis("left").setTicks([[(0.5, "sessions"), (1.5, "events")]])
+        item.getAxis("bottom").setTicks([[(h, f"{h:02d}:00") for h in range(0, 25, 3)]])
+        item.setRange(xRange=(0, 24), yRange=(0, 2), padding=0.02)
+        self.bars = pg.BarGraphItem(x0=[], width=[], y0=0.1, height=0.8, brush=SERIES_COLORS[0])
+        self.ticks = pg.ScatterPlotItem(symbol="|", size=14, pen=pg.mkPen(SERIES_COLORS[1]))
+        item.addItem(self.bars)
+        item.addItem(self.ticks)
+
+    def set_day(self, sessions: Sequence[tuple[float, float]], events: Sequence[float]) -> None:
+        """sessions as (start hour, end hour); events as hours of the day (floats)."""
+        starts = np.array([start for start, _ in sessions], dtype=float)
+        widths = np.array([max(end - start, 0.05) for start, end in sessions], dtype=float)
+        self.bars.setOpts(x0=starts, width=widths, y0=0.1, height=0.8)
+        self.ticks.setData(x=np.asarray(events, dtype=float), y=np.full(len(events), 1.5))
+
+
+class DriftChart:
+    """Per-column drift statistics as bars, red where the column drifted, with thresholds."""
+
+    def __init__(self) -> None:
+        self.widget = _plot_widget("Drift per column")
+        self.widget.getPlotItem().setMouseEnabled(False, False)
+        self.bars = pg.BarGraphItem(x=[], height=[], width=0.6)
+        self.thresholds = pg.ScatterPlotItem(symbol="_", size=30, pen=pg.mkPen("#888", width=2))
+        self.widget.getPlotItem().addItem(self.bars)
+        self.widget.getPlotItem().addItem(self.thresholds)
+
+    def set_columns(self, columns: Sequence[ColumnDriftRow]) -> None:
+        x = np.arange(len(columns), dtype=float)
+        heights = np.array([column.statistic for column in columns], dtype=float)
+        brushes = [DRIFTED_COLOR if column.drifted else KEPT_COLOR for column in columns]
+        self.bars.setOpts(x=x, height=heights, width=0.6, brushes=brushes)
+        self.thresholds.setData(x=x, y=[column.threshold for column in columns])
+        self.widget.getPlotItem().getAxis("bottom").setTicks(
+            [[(float(i), column.column) for i, column in enumerate(columns)]]
+        )
+        if len(columns):
+            self.widget.getPlotItem().setRange(xRange=(-0.5, len(columns) - 0.5))
+
+
+class SnapshotHistoryChart:
+    """Files and size of one data source over its snapshots."""
+
+    def __init__(self) -> None:
+        self.widget = _plot_widget("Snapshots", {"bottom": pg.DateAxisItem(orientation="bottom")})
+        item = self.widget.getPlotItem()
+        item.addLegend(offset=(10, 10))
+        self.files = item.plot(
+            [],
+            [],
+            pen=pg.mkPen(SERIES_COLORS[0], width=2),
+            name="files",
+            stepMode=None,
+            symbol="o",
+            symbolSize=5,
+        )
+        self.megabytes = item.plot(
+            [], [], pen=pg.mkPen(SERIES_COLORS[1], width=2), name="MB", symbol="s", symbolSize=5
+        )
+
+    def set_snapshots(self, snapshots: Sequence[tuple[int, float, int, int, str]]) -> None:
+        times = np.array([snapshot[1] for snapshot in snapshots], dtype=float)
+        self.files.setData(times, np.array([s[2] for s in snapshots], dtype=float))
+        self.megabytes.setData(times, np.array([s[3] / 1e6 for s in snapshots], dtype=float))
+        if len(times):
+            self.widget.getPlotItem().enableAutoRange()

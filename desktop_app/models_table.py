@@ -1,0 +1,177 @@
+"""The Models table: a lazily fetched QAbstractTableModel over the ledger's model versions."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    Qt,
+    Signal,
+)
+from PySide6.QtGui import QBrush, QPalette
+from PySide6.QtWidgets import QApplication
+
+from desktop_app import ledger_queries
+from desktop_app.workers import LedgerWorkers
+
+AnyIndex = QModelIndex | QPersistentModelIndex
+STATUS_ROLES = {"failed": QPalette.ColorRole.Accent, "running": QPalette.ColorRole.Link}
+
+
+class ModelVersionsTableModel(QAbstractTableModel):
+    """Model versions in display order, fetched a window at a time off the Qt thread.
+
+    A worker first reads the ordered ids matching the filter (cheap: integers only). Rows are
+    then exposed with canFetchMore/fetchMore in steps of `fetch_step`, and the display values of
+    a window of `window_size` rows are read in a worker the first time any row of it is painted.
+    """
+
+    loaded = Signal()  # the ids for the current filter and sort are known
+    window_loaded = Signal(int)  # first row of a window whose values arrived
+
+    fetch_step = 500
+    window_size = 200
+    cached_windows = 64
+
+    def __init__(self, workers: LedgerWorkers) -> None:
+        super().__init__()
+        self.workers = workers
+        self.filter_text = ""
+        self.filter_status = ""
+        self.sort_column = 8
+        self.descending = True
+        self._ids: list[int] = []
+        self._shown = 0
+        self._windows: OrderedDict[int, dict[int, tuple]] = OrderedDict()
+        self._requested: set[int] = set()
+        self._generation = 0
+        self.total = 0
+
+    # ---------------------------------------------------------------- reloading
+
+    def reload(self) -> None:
+        """Re-read the ordered ids for the current filter and sort (in a worker)."""
+        self._generation += 1
+        generation = self._generation
+        text, status = self.filter_text, self.filter_status
+        column, descending = self.sort_column, self.descending
+
+        def query(connection: Any) -> list[int]:
+            return ledger_queries.ordered_version_ids(
+                connection, text=text, status=status, sort_column=column, descending=descending
+            )
+
+        self.workers.submit(query, lambda ids: self._ids_arrived(generation, ids))
+
+    def set_filter(self, text: str, status: str = "") -> None:
+        self.filter_text, self.filter_status = text, status
+        self.reload()
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        self.sort_column = column
+        self.descending = order == Qt.SortOrder.DescendingOrder
+        self.reload()
+
+    def _ids_arrived(self, generation: int, ids: list[int]) -> None:
+        if generation != self._generation:
+            return
+        self.beginResetModel()
+        self._ids = ids
+        self.total = len(ids)
+        self._shown = min(self.fetch_step, len(ids))
+        self._windows.clear()
+        self._requested.clear()
+        self.endResetModel()
+        self.loaded.emit()
+
+    # ---------------------------------------------------------------- Qt model API
+
+    def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else self._shown
+
+    def columnCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(ledger_queries.MODEL_VERSION_COLUMNS)
+
+    def canFetchMore(self, parent: AnyIndex) -> bool:
+        return not parent.isValid() and self._shown < len(self._ids)
+
+    def fetchMore(self, parent: AnyIndex) -> None:
+        if parent.isValid():
+            return
+        more = min(self.fetch_step, len(self._ids) - self._shown)
+        if more <= 0:
+            return
+        self.beginInsertRows(QModelIndex(), self._shown, self._shown + more - 1)
+        self._shown += more
+        self.endInsertRows()
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if role != Qt.ItemDataRole.DisplayRole:
+            return None
+        if orientation == Qt.Orientation.Horizontal:
+            return ledger_queries.MODEL_VERSION_COLUMNS[section][0]
+        return section + 1
+
+    def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or index.row() >= self._shown:
+            return None
+        if role == Qt.ItemDataRole.DisplayRole:
+            values = self.row_values(index.row())
+            return "…" if values is None else values[index.column()]
+        if role == Qt.ItemDataRole.ForegroundRole and index.column() == 2:
+            values = self.row_values(index.row())
+            color_role = STATUS_ROLES.get(values[2]) if values else None
+            if color_role is not None:
+                return QBrush(QApplication.palette().color(color_role))
+        if role == Qt.ItemDataRole.UserRole:
+            return self._ids[index.row()]
+        return None
+
+    # ---------------------------------------------------------------- windows of rows
+
+    def version_id(self, row: int) -> int | None:
+        """The ledger id of the version shown in `row`."""
+        return self._ids[row] if 0 <= row < self._shown else None
+
+    def row_values(self, row: int) -> tuple | None:
+        """The display values of a row, or None while its window is being read."""
+        start = row - row % self.window_size
+        window = self._windows.get(start)
+        if window is None:
+            self._request_window(start)
+            return None
+        self._windows.move_to_end(start)
+        return window.get(self._ids[row])
+
+    def _request_window(self, start: int) -> None:
+        if start in self._requested:
+            return
+        self._requested.add(start)
+        generation = self._generation
+        ids = self._ids[start : start + self.window_size]
+        self.workers.submit(
+            lambda connection: ledger_queries.version_rows(connection, ids),
+            lambda rows: self._window_arrived(generation, start, rows),
+        )
+
+    def _window_arrived(self, generation: int, start: int, rows: dict[int, tuple]) -> None:
+        if generation != self._generation:
+            return
+        self._requested.discard(start)
+        self._windows[start] = rows
+        while len(self._windows) > self.cached_windows:
+            self._windows.popitem(last=False)
+        last = min(start + self.window_size, self._shown) - 1
+        if last >= start:
+            self.dataChanged.emit(
+                self.index(start, 0),
+                self.index(last, self.columnCount() - 1),
+                [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ForegroundRole],
+            )
+        self.window_loaded.emit(start)
