@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -241,7 +241,7 @@ class _BaseHMM:
 
     # ----------------------------------------------------------------- public API
 
-    def fit(self, X: Any, lengths: Any = None, classes: Any = None) -> _BaseHMM:
+    def fit(self, X: Any, lengths: Any = None, classes: Any = None) -> Self:
         """Estimate the parameters with Baum-Welch (EM); returns self.
 
         ``classes[t]`` selects the transition matrix of the step into row t when
@@ -803,8 +803,9 @@ class GaussianHMM(_BaseHMM):
     """HMM with diagonal-covariance Gaussian emissions; ``means_`` and ``covars_`` are (K, D).
 
     Parameter letters: ``s`` start, ``t`` transitions, ``m`` means, ``c`` covariances.
-    ``min_covar`` floors the initial variances; ``covars_prior`` and ``covars_weight`` regularise
-    the variance update as in hmmlearn.
+    ``min_covar`` floors the variances (at initialisation and after each update, so a state
+    that collapses onto one value keeps a usable density); ``covars_prior`` and
+    ``covars_weight`` regularise the variance update as in hmmlearn.
     """
 
     _emission_kind = GAUSSIAN
@@ -911,7 +912,8 @@ class GaussianHMM(_BaseHMM):
             means = self.means_
             spread = stats["obs**2"] - 2.0 * means * stats["obs"] + means**2 * post
             denominator = np.maximum(max(self.covars_weight - 1.0, 0.0) + post, 1e-5)
-            self.covars_ = (self.covars_prior + spread) / denominator
+            covars = (self.covars_prior + spread) / denominator
+            self.covars_ = np.maximum(covars, self.min_covar)
 
     def _sample_emissions(self, states: IntArray, rng: np.random.Generator) -> np.ndarray:
         means = np.asarray(self.means_)[states]
