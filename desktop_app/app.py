@@ -118,6 +118,8 @@ class WatchkeeperApp(QObject):
         """
         self.state_timer.stop()
         self.summary_timer.stop()
+        for timer in self.window.findChildren(QTimer):
+            timer.stop()
         self.agent.stop()
         self.tray.hide()
         self.workers.pool.waitForDone(5000)
@@ -172,13 +174,31 @@ class WatchkeeperApp(QObject):
     def handle_event(self, kind: str, data: object) -> None:
         """Route one agent event: pages update, the tray may notify, the state is re-read."""
         self.window.dispatch_event(kind, data)
-        choices = self.notification_choices()
-        notice = notification_for_event(kind, data, choices)
+        if kind == "run_state" and isinstance(data, dict) and data.get("state") == "succeeded":
+            self._notify_with_outcome(dict(data))
+        else:
+            self._notify(kind, data)
+        if kind in ("alert", "run_state"):
+            self.refresh_state()
+
+    def _notify(self, kind: str, data: object) -> None:
+        notice = notification_for_event(kind, data, self.notification_choices())
         if notice is not None:
             title, message, notice_kind = notice
             self.tray.notify(title, message, notice_kind)
-        if kind in ("alert", "run_state"):
-            self.refresh_state()
+
+    def _notify_with_outcome(self, data: dict[str, object]) -> None:
+        """A finished run's notice names its main metric: read the version it recorded."""
+        run_id = str(data.get("run") or "")
+
+        def arrived(outcome: dict[str, object]) -> None:
+            self._notify("run_state", {**data, **outcome})
+
+        self.workers.submit(
+            lambda connection: ledger_queries.run_outcome(connection, run_id),
+            arrived,
+            lambda _message: self._notify("run_state", data),
+        )
 
     def notification_choices(self) -> NotificationChoices:
         try:

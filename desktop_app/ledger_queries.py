@@ -457,6 +457,20 @@ def overview(connection: sqlite3.Connection | None, now: float | None = None) ->
     )
 
 
+def run_outcome(connection: sqlite3.Connection | None, run_id: str) -> dict[str, Any]:
+    """The version a run produced: its number and metrics ({} when none is recorded yet)."""
+    if not _has(connection, "model_versions"):
+        return {}
+    assert connection is not None
+    row = connection.execute(
+        "SELECT version, metrics FROM model_versions WHERE run_id = ? ORDER BY id DESC LIMIT 1",
+        (run_id,),
+    ).fetchone()
+    if row is None:
+        return {}
+    return {"version": row["version"], "metrics": _json(row["metrics"], {})}
+
+
 def read_log_tail(log_path: str, max_bytes: int = 256_000) -> str:
     """The last max_bytes of a local run log ('' when it is not on this machine)."""
     path = Path(log_path)

@@ -82,7 +82,7 @@ def _alert_notification(data: dict[str, Any], choices: NotificationChoices) -> t
 def _run_notification(data: dict[str, Any]) -> tuple | None:
     state = str(data.get("state", ""))
     model = str(data.get("model") or data.get("model_name") or "")
-    run_id = str(data.get("run_id") or data.get("id") or "")
+    run_id = str(data.get("run") or data.get("run_id") or "")
     label = f"{model} ({run_id})" if model and run_id else model or run_id
     metric = main_metric(data.get("metrics"))
     if state in FINISHED_STATES:

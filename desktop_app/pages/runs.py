@@ -139,10 +139,10 @@ class RunsPage(Page):
 
     def append_log(self, data: dict[str, Any]) -> None:
         """Append a `run_log` chunk when it belongs to the run on screen."""
-        run_id = str(data.get("run_id") or data.get("id") or "")
+        run_id = str(data.get("run") or data.get("run_id") or "")
         if self.selected_run is None or run_id != self.selected_run.id:
             return
-        text = data.get("text", data.get("chunk", data.get("data", "")))
+        text = data.get("text", "")
         if not isinstance(text, str) or not text:
             return
         cursor = self.log_view.textCursor()

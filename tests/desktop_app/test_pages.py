@@ -1,0 +1,181 @@
+"""Every page over an empty and a populated ledger; the lazy Models table; compare; screenshots."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+from pytestqt.qtbot import QtBot
+
+from desktop_app.main_window import PAGES
+from tests.desktop_app.conftest import SMALL_VERSIONS
+
+pytestmark = pytest.mark.gui
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def show_all_pages(app: object) -> dict[str, object]:
+    window = app.window  # type: ignore[attr-defined]
+    shown = {}
+    for title, _ in PAGES:
+        page = window.show_page(title)
+        assert app.workers.wait_idle(20)  # type: ignore[attr-defined]
+        assert window.current_page is page
+        assert not window.grab().isNull()
+        shown[title] = page
+    return shown
+
+
+def test_every_page_renders_with_an_empty_ledger(make_app: Callable[..., object]) -> None:
+    app = make_app()
+    pages = show_all_pages(app)
+    assert app.workers.last_error == ""  # type: ignore[attr-defined]
+    overview = pages["Overview"]
+    assert overview.alerts.topLevelItem(0).text(3) == "No open alerts"  # type: ignore[attr-defined]
+    assert overview.running.topLevelItem(0).text(0) == "No runs in progress"  # type: ignore[attr-defined]
+    assert pages["Models"].table_model.rowCount() == 0  # type: ignore[attr-defined]
+    assert pages["Runs"].table.rowCount() == 0  # type: ignore[attr-defined]
+    assert "No data watched" in pages["Data"].source_list.item(0).text()  # type: ignore[attr-defined]
+    assert "0 days" in pages["Coding time"].summary.text()  # type: ignore[attr-defined]
+    assert pages["Settings"].repos.count() == 0  # type: ignore[attr-defined]
+
+
+def test_every_page_renders_with_a_populated_ledger(
+    populated_ledger: Path, make_app: Callable[..., object]
+) -> None:
+    app = make_app()
+    pages = show_all_pages(app)
+    assert app.workers.last_error == ""  # type: ignore[attr-defined]
+    overview = pages["Overview"]
+    assert overview.alerts.topLevelItemCount() == 3  # type: ignore[attr-defined]
+    assert {overview.stale.topLevelItem(i).text(0) for i in range(2)} == {"churn", "fraud"}  # type: ignore[attr-defined]
+    assert overview.running.topLevelItem(0).text(0).startswith("r")  # type: ignore[attr-defined]
+    models = pages["Models"]
+    assert models.table_model.total == SMALL_VERSIONS  # type: ignore[attr-defined]
+    assert models.detail is not None and models.detail.label in models.detail_view.toPlainText()  # type: ignore[attr-defined]
+    assert pages["Runs"].table.rowCount() == 500  # type: ignore[attr-defined]
+    data = pages["Data"]
+    assert data.source_list.count() == 2  # type: ignore[attr-defined]
+    assert data.snapshots.rowCount() == 30  # type: ignore[attr-defined]
+    assert data.changes.topLevelItemCount() == 3  # type: ignore[attr-defined]
+    assert "age" in data.drift_label.text()  # type: ignore[attr-defined]
+    coding = pages["Coding time"]
+    assert coding.view is not None and coding.view.event_count > 0  # type: ignore[attr-defined]
+    assert coding.view.heatmap.sum() > 0  # type: ignore[attr-defined]
+    assert "Peak hours: " in coding.peak_label.text()  # type: ignore[attr-defined]
+    assert "sessions" in coding.day_total.text()  # type: ignore[attr-defined]
+
+
+def test_models_table_fetches_lazily_filters_and_sorts(
+    populated_ledger: Path, make_app: Callable[..., object], qtbot: QtBot
+) -> None:
+    app = make_app()
+    page = app.window.show_page("Models")  # type: ignore[attr-defined]
+    model = page.table_model
+    app.workers.wait_idle(20)  # type: ignore[attr-defined]
+    assert model.total == SMALL_VERSIONS
+    assert model.rowCount() == model.fetch_step < SMALL_VERSIONS
+    assert model.canFetchMore(model.index(-1, -1).parent())
+    model.fetchMore(model.index(-1, -1).parent())
+    assert model.rowCount() == 2 * model.fetch_step
+
+    far_row = model.rowCount() - 1
+    assert model.row_values(far_row) is None  # its window is read in a worker, not here
+    qtbot.waitUntil(lambda: model.row_values(far_row) is not None, timeout=5000)
+
+    with sqlite3.connect(populated_ledger) as connection:
+        expected = connection.execute(
+            "SELECT COUNT(*) FROM model_versions mv JOIN models m ON m.id = mv.model_id"
+            " WHERE m.name LIKE '%ranker%' AND mv.status = 'failed'"
+        ).fetchone()[0]
+    page.filter_box.setText("ranker")
+    page.status_box.setCurrentText("failed")
+    qtbot.waitUntil(lambda: model.total == expected, timeout=5000)
+    app.workers.wait_idle(10)  # type: ignore[attr-defined]
+    assert expected > 0
+    assert all(
+        model.row_values(row)[0].startswith("ranker") and model.row_values(row)[2] == "failed"
+        for row in range(model.rowCount())
+    )
+
+    page.filter_box.clear()
+    page.status_box.setCurrentIndex(0)
+    page.table.horizontalHeader().setSortIndicator(1, Qt.SortOrder.AscendingOrder)
+    qtbot.waitUntil(lambda: model.total == SMALL_VERSIONS and model.sort_column == 1, timeout=5000)
+    app.workers.wait_idle(10)  # type: ignore[attr-defined]
+    versions = [model.row_values(row)[1] for row in range(50)]
+    assert versions == sorted(versions) and versions[0] == 1
+
+
+def test_compare_two_versions_side_by_side(
+    populated_ledger: Path, make_app: Callable[..., object], qtbot: QtBot
+) -> None:
+    app = make_app()
+    page = app.window.show_page("Models")  # type: ignore[attr-defined]
+    app.workers.wait_idle(20)  # type: ignore[attr-defined]
+    page.table.selectRow(0)
+    page.table.selectionModel().select(
+        page.table_model.index(1, 0),
+        page.table.selectionModel().SelectionFlag.Select
+        | page.table.selectionModel().SelectionFlag.Rows,
+    )
+    qtbot.waitUntil(lambda: page.compare_button.isEnabled(), timeout=5000)
+    qtbot.waitUntil(lambda: len(page.details) >= 2, timeout=5000)
+    dialog = page.compare_selected()
+    assert dialog is not None
+    qtbot.addWidget(dialog)
+    labels = [dialog.table.horizontalHeaderItem(c).text() for c in (1, 2)]
+    ids = page.selected_version_ids()
+    assert labels == [page.details[ids[0]].label, page.details[ids[1]].label]
+    fields = [dialog.table.item(row, 0).text() for row in range(dialog.table.rowCount())]
+    assert "commit" in fields and "train command" in fields
+    assert dialog.differences >= 1  # different models at least differ in their start time
+
+
+def test_keyboard_moves_between_pages(make_app: Callable[..., object], qtbot: QtBot) -> None:
+    app = make_app()
+    window = app.window  # type: ignore[attr-defined]
+    with qtbot.waitActive(window):
+        window.activateWindow()
+    window.sidebar.setFocus()
+    qtbot.keyClick(window.sidebar, Qt.Key.Key_Down)
+    assert window.current_page.title == "Models"
+    qtbot.keyClick(window.sidebar, Qt.Key.Key_5, Qt.KeyboardModifier.ControlModifier)
+    assert window.current_page.title == "Coding time"
+
+
+def test_screenshot_command_renders_every_page(
+    populated_ledger: Path, tmp_path: Path, watchkeeper_home: Path
+) -> None:
+    out = tmp_path / "shots"
+    environment = {
+        **os.environ,
+        "WATCHKEEPER_HOME": str(watchkeeper_home),
+        "QT_QPA_PLATFORM": "offscreen",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "app", "--screenshot", str(out)],
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    names = sorted(path.name for path in out.glob("*.png"))
+    assert names == [
+        "01-overview.png",
+        "02-models.png",
+        "03-runs.png",
+        "04-data.png",
+        "05-coding-time.png",
+        "06-settings.png",
+        "tray-icons.png",
+    ]
+    assert all((out / name).stat().st_size > 2_000 for name in names)
