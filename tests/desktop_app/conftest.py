@@ -1,4 +1,4 @@
-"""Fixtures for the desktop app tests: populated ledgers, the app itself, a real in-process agent."""
+"""Fixtures for the desktop app tests: populated ledgers, the app, a real in-process agent."""
 
 from __future__ import annotations
 
