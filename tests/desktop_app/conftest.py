@@ -83,7 +83,7 @@ MODEL_SPEC = textwrap.dedent(
     f"""\
     [models.churn]
     train = "{PYTHON} train.py"
-    deps = ["train.py", "data/train.csv"]
+    deps = ["train.py"]
     outs = ["model.txt"]
     metrics = "metrics.json"
     """
@@ -102,7 +102,6 @@ def trained_repo(tmp_path: Path, paths: WatchkeeperPaths) -> Path:
         {
             "train.py": TRAIN_SCRIPT,
             "watchkeeper.toml": MODEL_SPEC,
-            ".gitignore": "data/\n",
             "data/train.csv": "age,city\n31,Paris\n42,Oslo\n",
         },
     )

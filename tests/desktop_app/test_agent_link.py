@@ -1,0 +1,191 @@
+"""The app against the real agent: retrain, alerts to the tray, acknowledge, restarts, start it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PySide6.QtCore import Qt
+from pytestqt.qtbot import QtBot
+
+from agent.ledger import open_ledger
+from agent.paths import WatchkeeperPaths
+
+pytestmark = pytest.mark.gui
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def record_events(app: Any) -> list[tuple[str, Any]]:
+    events: list[tuple[str, Any]] = []
+    app.agent.event_received.connect(lambda kind, data: events.append((kind, data)))
+    return events
+
+
+def test_retrain_sends_train_to_the_real_agent_and_shows_the_result(
+    trained_repo: Path,
+    start_agent: Callable[[], Any],
+    make_app: Callable[..., Any],
+    qtbot: QtBot,
+    paths: WatchkeeperPaths,
+) -> None:
+    start_agent()
+    app = make_app()
+    events = record_events(app)
+    qtbot.waitUntil(lambda: app.agent.connected, timeout=10_000)
+    assert app.window.banner.isHidden()
+    page = app.window.show_page("Models")
+    qtbot.waitUntil(lambda: page.detail is not None, timeout=10_000)
+    assert page.detail.label == "churn@1"
+    assert page.executor_box.currentText() == "local"
+
+    qtbot.mouseClick(page.retrain_button, Qt.MouseButton.LeftButton)
+
+    def finished() -> Any:
+        return next(
+            (
+                data
+                for kind, data in events
+                if kind == "run_state" and data.get("state") == "succeeded"
+            ),
+            None,
+        )
+
+    qtbot.waitUntil(lambda: finished() is not None, timeout=60_000)
+    run_id = finished()["run"]
+    assert "Retraining churn: run " + run_id in app.window.status_label.text()
+    db = open_ledger(paths.ledger)
+    try:
+        row = db.execute(
+            "SELECT version, status FROM model_versions WHERE run_id = ?", [run_id]
+        ).fetchone()
+    finally:
+        db.close()
+    assert tuple(row) == (2, "succeeded")
+
+    qtbot.waitUntil(
+        lambda: (
+            app.tray.last_notification is not None
+            and app.tray.last_notification.kind == "run_finished"
+        ),
+        timeout=10_000,
+    )
+    notice = app.tray.last_notification
+    assert notice.title == f"Run finished: churn ({run_id})"
+    assert notice.message == "loss=0.25 → version 2"  # the first metric the ledger holds
+
+    qtbot.waitUntil(lambda: page.table_model.total == 2, timeout=10_000)
+    runs = app.window.show_page("Runs")
+    qtbot.waitUntil(lambda: runs.table.rowCount() == 2, timeout=10_000)
+    row_of_run = next(r for r in range(2) if runs.table.item(r, 0).text() == run_id)
+    runs.table.selectRow(row_of_run)
+    qtbot.waitUntil(lambda: "epoch 2 rows 3" in runs.log_view.toPlainText(), timeout=10_000)
+
+
+def test_an_alert_event_notifies_in_the_tray_and_can_be_acknowledged(
+    trained_repo: Path,
+    start_agent: Callable[[], Any],
+    make_app: Callable[..., Any],
+    qtbot: QtBot,
+    paths: WatchkeeperPaths,
+) -> None:
+    from agent.daemon import alerts
+
+    service = start_agent()
+    app = make_app()
+    qtbot.waitUntil(lambda: app.agent.connected, timeout=10_000)
+    qtbot.waitUntil(lambda: service.server.subscriber_count >= 1, timeout=10_000)
+    model_id = service.db().execute("SELECT id FROM models WHERE name = 'churn'").fetchone()[0]
+    alert = alerts.raise_alert(
+        service.db(),
+        kind="stale",
+        message="churn@1 is stale: data files modified: data/train.csv",
+        dedupe_key="test-stale-churn",
+        model_id=model_id,
+        reasons=["data files modified: data/train.csv"],
+        versions=[{"model": "churn", "version": 1}],
+    )
+    service.server.publish("alert", alert)
+
+    qtbot.waitUntil(lambda: app.tray.last_notification is not None, timeout=10_000)
+    notice = app.tray.last_notification
+    assert (notice.title, notice.message, notice.kind) == (
+        "churn is stale",
+        "data files modified: data/train.csv",
+        "stale",
+    )
+
+    overview = app.window.pages["Overview"]
+    qtbot.waitUntil(
+        lambda: (
+            overview.selected_alert_ids() == []
+            and overview.alerts.topLevelItem(0).text(1) == "stale"
+        ),
+        timeout=10_000,
+    )
+    qtbot.waitUntil(lambda: app.tray.state == "stale", timeout=10_000)
+    overview.alerts.topLevelItem(0).setSelected(True)
+    qtbot.mouseClick(overview.ack_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(
+        lambda: overview.alerts.topLevelItem(0).text(3) == "No open alerts", timeout=10_000
+    )
+    acknowledged = (
+        service.db()
+        .execute("SELECT acknowledged_at FROM alerts WHERE id = ?", [alert["id"]])
+        .fetchone()[0]
+    )
+    assert acknowledged is not None
+
+
+def test_the_app_survives_the_agent_restarting(
+    start_agent: Callable[[], Any], make_app: Callable[..., Any], qtbot: QtBot
+) -> None:
+    first = start_agent()
+    app = make_app()
+    events = record_events(app)
+    qtbot.waitUntil(lambda: app.agent.connected, timeout=10_000)
+
+    first.stop()
+    qtbot.waitUntil(lambda: not app.agent.connected, timeout=10_000)
+    assert not app.window.banner.isHidden()
+    assert app.tray.state == "offline" or app.window.agent_label.text() == "agent: not running"
+
+    second = start_agent()
+    qtbot.waitUntil(lambda: app.agent.connected, timeout=10_000)
+    assert app.window.banner.isHidden()
+    qtbot.waitUntil(lambda: second.server.subscriber_count >= 1, timeout=10_000)
+    second.server.publish("snapshot", {"source": "/data", "modified": ["a.csv"]})
+    qtbot.waitUntil(
+        lambda: ("snapshot", {"source": "/data", "modified": ["a.csv"]}) in events, timeout=10_000
+    )
+    replies: list[Any] = []
+    app.agent.call("status", {}, replies.append)
+    qtbot.waitUntil(lambda: bool(replies), timeout=10_000)
+    assert replies[0]["subscribers"] >= 1
+
+
+def test_without_an_agent_the_app_says_so_and_starts_one(
+    make_app: Callable[..., Any], qtbot: QtBot, paths: WatchkeeperPaths
+) -> None:
+    app = make_app()
+    errors: list[str] = []
+    app.agent.call("status", {}, on_error=errors.append)
+    qtbot.waitUntil(lambda: bool(errors), timeout=5_000)
+    assert errors == ["the agent is not running"]
+    qtbot.waitUntil(lambda: not app.window.banner.isHidden(), timeout=5_000)
+    try:
+        qtbot.mouseClick(app.window.banner.button, Qt.MouseButton.LeftButton)
+        assert app.agent_process_started
+        qtbot.waitUntil(lambda: app.agent.connected, timeout=30_000)
+        assert app.window.banner.isHidden()
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "agent", "agent", "stop"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            timeout=30,
+        )
+    qtbot.waitUntil(lambda: not app.agent.connected, timeout=10_000)
