@@ -16,7 +16,8 @@ fall back on it instead of producing nonsense.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -231,7 +232,9 @@ class CodingTimePriors:
     """Prior beliefs about how people work, in minutes where possible.
 
     The transition prior says how long each state typically lasts and where it goes next;
-    `dwell_strength` is how many transitions of evidence it is worth per state. Every
+    with events this sparse the data say little about how long a session lasts between them,
+    so the prior is worth `dwell_share` times the number of kept bins per state (at least
+    `dwell_strength` transitions): it keeps its weight however long the history is. Every
     hour-of-week matrix is shrunk towards the person's overall matrix with `hour_strength`
     pseudo-transitions per row. Rates are in events per hour; `rate_strength` is the prior's
     weight in hours of observation.
@@ -244,6 +247,7 @@ class CodingTimePriors:
     desk_exit_to_coding: float = 0.6
     away_exit_to_coding: float = 0.5
     dwell_strength: float = 200.0
+    dwell_share: float = 1.0
     hour_strength: float = 24.0
     away_rate_per_hour: float = 0.002  # fixed: away means no activity
     desk_commit_rate_per_hour: float = 0.15
@@ -385,6 +389,15 @@ def prior_from_model(
         fixed_rates=fixed,
         start_counts=model.startprob * priors.start_strength,
     )
+
+
+def scale_dwell_prior(
+    prior: ModelPrior, activity: BinnedActivity, priors: CodingTimePriors
+) -> ModelPrior:
+    """Give the transition prior `dwell_share` of the data's weight (see CodingTimePriors)."""
+    per_state = max(priors.dwell_strength, priors.dwell_share * activity.counts.shape[0] / N_STATES)
+    rows = prior.transition_counts / prior.transition_counts.sum(axis=1, keepdims=True)
+    return replace(prior, transition_counts=rows * per_state)
 
 
 @dataclass
@@ -716,6 +729,37 @@ def viterbi_sessions(
     return sessions
 
 
+def subsample_sequences(activity: BinnedActivity, max_rows: int) -> BinnedActivity:
+    """Every k-th sequence, k chosen so that at most about `max_rows` bins remain.
+
+    Parameters are fitted on this evenly spread sample of a long history; posteriors and
+    the Viterbi path still cover every bin.
+    """
+    total = activity.counts.shape[0]
+    if total <= max_rows or activity.starts.size <= 1:
+        return activity
+    stride = int(np.ceil(total / max_rows))
+    chosen = np.arange(0, activity.starts.size, stride)
+    lengths = activity.lengths[chosen]
+    rows = np.concatenate(
+        [
+            np.arange(a, b)
+            for a, b in zip(activity.starts[chosen], activity.ends[chosen], strict=True)
+        ]
+    )
+    ends = np.cumsum(lengths)
+    return BinnedActivity(
+        bin_minutes=activity.bin_minutes,
+        first_day=activity.first_day,
+        n_days=activity.n_days,
+        bins=activity.bins[rows],
+        counts=activity.counts[rows],
+        classes=activity.classes[rows],
+        starts=ends - lengths,
+        ends=ends,
+    )
+
+
 def estimate_coding_time(
     local_times: np.ndarray,
     kinds: np.ndarray,
@@ -730,12 +774,14 @@ def estimate_coding_time(
     tol: float = 1e-5,
     n_jobs: int = 1,
     with_sessions: bool = True,
+    max_fit_rows: int = 100_000,
 ) -> CodingTimeEstimate:
     """Fit the hour-of-week HMM to one person's events and report coding time and baselines.
 
     `local_times` are epoch seconds shifted by the user's UTC offset; `kinds` are 0 (commit)
     or 1 (save). `prior_model` centres the priors on a fitted model (a team model) instead of
-    the generic habits in `priors`; `initial` warm-starts EM.
+    the generic habits in `priors`; `initial` warm-starts EM. A history longer than
+    `max_fit_rows` kept bins is fitted on an even sample of its sequences.
 
     >>> day = 19000 * 86400  # a Monday
     >>> times = day + 3600 * np.array([9.0, 9.5, 10.0, 10.4, 11.0])
@@ -788,7 +834,9 @@ def estimate_coding_time(
     if prior_model is not None:
         prior = prior_from_model(prior_model, priors, bin_minutes)
         start = prior_model
-    fit = fit_parameters(activity, prior, initial or start, n_iter=n_iter, tol=tol, n_jobs=n_jobs)
+    sample = subsample_sequences(activity, max_fit_rows)
+    prior = scale_dwell_prior(prior, sample, priors)
+    fit = fit_parameters(sample, prior, initial or start, n_iter=n_iter, tol=tol, n_jobs=n_jobs)
     posteriors = posteriors_of(fit.parameters, activity, n_jobs)
     coding_state = coding_state_of(fit.parameters.lambdas)
     away_state = int(np.argmin(fit.parameters.lambdas.sum(axis=1)))
@@ -819,3 +867,150 @@ def estimate_coding_time(
         fit=fit,
         coding_state=coding_state,
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Team view
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MemberEstimate:
+    """Totals of one person over the reported days."""
+
+    coding_minutes: float
+    git_hours_minutes: float
+    timeout_minutes: float
+    active_days: int
+    n_events: int
+    refined: bool
+
+
+@dataclass
+class TeamEstimate:
+    """One MemberEstimate per person, in input order, and the shared team model."""
+
+    members: list[MemberEstimate]
+    team_fit: ModelFit | None
+    bin_minutes: int
+
+
+def _concatenate(activities: list[BinnedActivity]) -> BinnedActivity:
+    offsets = np.cumsum([0] + [a.counts.shape[0] for a in activities[:-1]])
+    return BinnedActivity(
+        bin_minutes=activities[0].bin_minutes,
+        first_day=activities[0].first_day,
+        n_days=activities[0].n_days,
+        bins=np.concatenate([a.bins for a in activities]),
+        counts=np.concatenate([a.counts for a in activities]),
+        classes=np.concatenate([a.classes for a in activities]),
+        starts=np.concatenate([a.starts + o for a, o in zip(activities, offsets, strict=True)]),
+        ends=np.concatenate([a.ends + o for a, o in zip(activities, offsets, strict=True)]),
+    )
+
+
+def estimate_team(
+    members: list[tuple[np.ndarray, np.ndarray]],
+    *,
+    bin_minutes: int = 5,
+    first_day: int | None = None,
+    last_day: int | None = None,
+    priors: CodingTimePriors | None = None,
+    n_iter: int = 30,
+    refine_iter: int = 2,
+    min_refine_events: int = 20,
+    n_jobs: int = 1,
+    team_fit_rows: int = 300_000,
+    member_fit_rows: int = 20_000,
+) -> TeamEstimate:
+    """Coding time of many people: one team model, then a short personal refit for each.
+
+    The team model is fitted by MAP EM on an even sample (about `team_fit_rows` bins) of
+    everyone's sequences at once, run in parallel. Each person with at least
+    `min_refine_events` events then gets `refine_iter` EM iterations on up to
+    `member_fit_rows` of their bins, started from the team model and with it as their prior;
+    people with fewer events keep the team model. Posteriors cover every bin.
+    `members` holds (local_times, kinds) per person.
+    """
+    priors = priors or CodingTimePriors()
+    if not members:
+        return TeamEstimate([], None, bin_minutes)
+    n_kinds = max((int(k.max()) + 1 for _, k in members if k.size), default=1)
+    if first_day is None or last_day is None:
+        all_days = [_day_numbers(np.asarray(t, dtype=np.float64)) for t, _ in members if t.size]
+        if first_day is None:
+            first_day = min((int(d.min()) for d in all_days), default=0)
+        if last_day is None:
+            last_day = max((int(d.max()) for d in all_days), default=first_day)
+    activities = [
+        bin_events(
+            t, k, bin_minutes=bin_minutes, first_day=first_day, last_day=last_day, n_kinds=n_kinds
+        )
+        for t, k in members
+    ]
+    occupied = [a for a in activities if a.counts.shape[0]]
+    team_fit: ModelFit | None = None
+    if occupied:
+        pooled = subsample_sequences(_concatenate(occupied), team_fit_rows)
+        gaps = [
+            _typical_gap_minutes(np.asarray(t, np.float64)[k == COMMIT], GIT_HOURS_MAX_GAP_MINUTES)
+            for t, k in members
+        ]
+        known = [g for g in gaps if g is not None]
+        typical = float(np.median(known)) if known else 45.0
+        synthetic = np.arange(3) * typical * 60.0
+        prior, initial = default_prior(
+            synthetic, np.zeros(3, dtype=np.int64), n_kinds, bin_minutes, priors
+        )
+        if n_kinds > SAVE:
+            save_gaps = [
+                _typical_gap_minutes(np.asarray(t, np.float64)[k == SAVE], TIMEOUT_MINUTES)
+                for t, k in members
+            ]
+            known_saves = [g for g in save_gaps if g is not None]
+            if known_saves:
+                rate = bin_minutes / max(float(np.median(known_saves)), 0.5)
+                initial.lambdas[CODING, SAVE] = rate
+                prior.rate_shape[CODING, SAVE] = 1.0 + rate * prior.rate_rate[CODING, SAVE]
+        prior = scale_dwell_prior(prior, pooled, priors)
+        team_fit = fit_parameters(pooled, prior, initial, n_iter=n_iter, n_jobs=n_jobs)
+
+    def one(index: int) -> MemberEstimate:
+        times = np.asarray(members[index][0], dtype=np.float64)
+        kinds = np.asarray(members[index][1], dtype=np.int64)
+        activity = activities[index]
+        git_hours = git_hours_minutes_per_day(times[kinds == COMMIT], first_day, activity.n_days)
+        timeout = timeout_minutes_per_day(times, first_day, activity.n_days)
+        days = _day_numbers(times)
+        active = int(np.unique(days[(days >= first_day) & (days <= last_day)]).size)
+        if team_fit is None or activity.counts.shape[0] == 0:
+            return MemberEstimate(
+                0.0, float(git_hours.sum()), float(timeout.sum()), active, int(times.size), False
+            )
+        parameters = team_fit.parameters
+        refined = int(activity.counts.sum()) >= min_refine_events and refine_iter > 0
+        if refined:
+            sample = subsample_sequences(activity, member_fit_rows)
+            member_prior = scale_dwell_prior(
+                prior_from_model(parameters, priors, bin_minutes), sample, priors
+            )
+            parameters = fit_parameters(
+                sample, member_prior, parameters, n_iter=refine_iter + 1
+            ).parameters
+        posteriors = posteriors_of(parameters, activity)
+        coding = posteriors[:, coding_state_of(parameters.lambdas)]
+        return MemberEstimate(
+            coding_minutes=float(coding.sum() * bin_minutes),
+            git_hours_minutes=float(git_hours.sum()),
+            timeout_minutes=float(timeout.sum()),
+            active_days=active,
+            n_events=int(times.size),
+            refined=refined,
+        )
+
+    if n_jobs > 1 and len(members) > 1:
+        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+            results = list(pool.map(one, range(len(members))))
+    else:
+        results = [one(index) for index in range(len(members))]
+    return TeamEstimate(results, team_fit, bin_minutes)

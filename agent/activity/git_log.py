@@ -138,31 +138,93 @@ def _parse_offsets(offsets: np.ndarray) -> np.ndarray:
     return result
 
 
+def _integers(fields: list[bytes]) -> np.ndarray:
+    return np.fromiter(map(int, fields), dtype=np.int64, count=len(fields))
+
+
 class _ChunkParser:
-    """Collects NUL-separated fields arriving in chunks into per-column lists of bytes."""
+    """Turns NUL-separated `git log -z` output, arriving in chunks, into numpy columns.
+
+    Each chunk is converted as soon as it arrives, so parsing overlaps with git writing
+    the rest. Authors are coded by raw email bytes in order of first appearance (git lists
+    newest first, so the name kept for an email is its newest).
+    """
 
     def __init__(self, fields_per_commit: int) -> None:
-        self.fields_per_commit = fields_per_commit
+        self.width = fields_per_commit
         self.leftover = b""
-        self.columns: list[list[bytes]] = [[] for _ in range(fields_per_commit)]
         self.count = 0
+        self.email_codes: dict[bytes, int] = {}
+        self.names: list[bytes] = []
+        self.columns: dict[str, list[np.ndarray]] = {
+            name: [] for name in ("sha", "code", "author_time", "tz", "commit_time", "merge")
+        }
 
     def feed(self, chunk: bytes) -> int:
         parts = (self.leftover + chunk).split(b"\0")
         tail = parts.pop()
-        complete = len(parts) - len(parts) % self.fields_per_commit
+        width = self.width
+        complete = len(parts) - len(parts) % width
         self.leftover = b"\0".join([*parts[complete:], tail])
-        width = self.fields_per_commit
-        for column in range(width):
-            self.columns[column].extend(parts[column:complete:width])
-        added = complete // width
-        self.count += added
-        return added
+        if complete == 0:
+            return 0
+        n = complete // width
+        columns = self.columns
+        columns["sha"].append(np.frombuffer(b"".join(parts[0:complete:width]), dtype="S40"))
+        emails = parts[1:complete:width]
+        known = self.email_codes
+        first_new = len(known)
+        for email in dict.fromkeys(emails):
+            if email not in known:
+                known[email] = len(known)
+        codes = np.fromiter(map(known.__getitem__, emails), dtype=np.int32, count=n)
+        if len(known) > first_new:
+            new_codes, first_rows = np.unique(codes, return_index=True)
+            names = parts[2:complete:width]
+            for code, row in zip(new_codes.tolist(), first_rows.tolist(), strict=True):
+                if code >= first_new:
+                    self.names.append(names[row])
+        columns["code"].append(codes)
+        columns["author_time"].append(_integers(parts[3:complete:width]))
+        offsets = b"".join(parts[4:complete:width])
+        if len(offsets) == 5 * n:
+            columns["tz"].append(_parse_offsets(np.frombuffer(offsets, dtype="S5")))
+        else:  # an offset git could not format: fall back field by field
+            fixed = [o if len(o) == 5 else b"+0000" for o in parts[4:complete:width]]
+            columns["tz"].append(_parse_offsets(np.array(fixed, dtype="S5")))
+        columns["commit_time"].append(_integers(parts[5:complete:width]))
+        if width > FIELDS_PER_COMMIT:
+            parents = parts[6:complete:width]
+            columns["merge"].append(
+                np.fromiter((p.count(b" ") > 0 for p in parents), dtype=bool, count=n)
+            )
+        else:
+            columns["merge"].append(np.zeros(n, dtype=bool))
+        self.count += n
+        return n
+
+    def table(self, repo_index: int) -> CommitTable:
+        def joined(name: str, dtype: object) -> np.ndarray:
+            parts = self.columns[name]
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)  # type: ignore[call-overload]
+
+        sha = joined("sha", "S40")
+        return CommitTable(
+            sha=sha,
+            author_code=joined("code", np.int32),
+            emails=[e.decode("utf-8", "replace") for e in self.email_codes],
+            names=[n.decode("utf-8", "replace") for n in self.names],
+            author_time=joined("author_time", np.int64),
+            author_tz_minutes=joined("tz", np.int16),
+            commit_time=joined("commit_time", np.int64),
+            is_merge=joined("merge", bool),
+            repo_index=np.full(sha.shape[0], repo_index, dtype=np.int16),
+        )
 
 
 def _read_one_repo(
-    repo: Path, include_merges: bool, progress: ProgressCallback | None
-) -> list[list[bytes]]:
+    repo: Path, repo_index: int, include_merges: bool, progress: ProgressCallback | None
+) -> CommitTable:
     fields = FIELDS_PER_COMMIT + (1 if include_merges else 0)
     parser = _ChunkParser(fields)
     process = subprocess.Popen(
@@ -182,19 +244,54 @@ def _read_one_repo(
     if process.wait() != 0:
         message = stderr.decode("utf-8", "replace").strip()
         if "does not have any commits" in message or "bad default revision" in message:
-            return parser.columns  # an empty history reads as no commits
+            return _empty_table()  # an empty history reads as no commits
         raise WatchkeeperError(f"{repo}: git log failed: {message}")
     if parser.leftover.strip(b"\0"):
         raise WatchkeeperError(f"{repo}: git log output ended mid-record; is the repo intact?")
-    return parser.columns
+    return parser.table(repo_index)
 
 
-def _factorize(values: list[bytes]) -> tuple[np.ndarray, list[bytes]]:
-    index: dict[bytes, int] = {}
-    codes = np.fromiter(
-        (index.setdefault(v, len(index)) for v in values), dtype=np.int32, count=len(values)
+def _merge_case_insensitive(table: CommitTable) -> CommitTable:
+    """Recode authors so that emails differing only in case are one author."""
+    lowered = [email.lower() for email in table.emails]
+    merged: dict[str, int] = {}
+    names: list[str] = []
+    recode = np.empty(len(lowered), dtype=np.int32)
+    for raw_code, email in enumerate(lowered):
+        if email not in merged:
+            merged[email] = len(merged)
+            names.append(table.names[raw_code])
+        recode[raw_code] = merged[email]
+    table.author_code = recode[table.author_code] if len(lowered) else table.author_code
+    table.emails = list(merged)
+    table.names = names
+    return table
+
+
+def _concatenate_tables(tables: list[CommitTable]) -> CommitTable:
+    """One table from several repos' tables, authors matched by email."""
+    emails: dict[str, int] = {}
+    names: list[str] = []
+    codes = []
+    for table in tables:
+        recode = np.empty(len(table.emails), dtype=np.int32)
+        for raw_code, email in enumerate(table.emails):
+            if email not in emails:
+                emails[email] = len(emails)
+                names.append(table.names[raw_code])
+            recode[raw_code] = emails[email]
+        codes.append(recode[table.author_code] if len(table.emails) else table.author_code)
+    return CommitTable(
+        sha=np.concatenate([t.sha for t in tables]),
+        author_code=np.concatenate(codes),
+        emails=list(emails),
+        names=names,
+        author_time=np.concatenate([t.author_time for t in tables]),
+        author_tz_minutes=np.concatenate([t.author_tz_minutes for t in tables]),
+        commit_time=np.concatenate([t.commit_time for t in tables]),
+        is_merge=np.concatenate([t.is_merge for t in tables]),
+        repo_index=np.concatenate([t.repo_index for t in tables]),
     )
-    return codes, list(index)
 
 
 def read_commits(
@@ -214,50 +311,18 @@ def read_commits(
     >>> table.emails[table.author_code[0]]  # doctest: +SKIP
     'dev@example.com'
     """
-    per_repo: list[list[list[bytes]]] = []
-    for repo in repos:
+    tables = []
+    for index, repo in enumerate(repos):
         check_repository(repo)
-        per_repo.append(_read_one_repo(repo, include_merges, progress))
-    if not per_repo or sum(len(c[0]) for c in per_repo) == 0:
+        tables.append(
+            _merge_case_insensitive(_read_one_repo(repo, index, include_merges, progress))
+        )
+    if not tables:
         return _empty_table()
-
-    def gather(column: int) -> list[bytes]:
-        if len(per_repo) == 1:
-            return per_repo[0][column]
-        return [v for columns in per_repo for v in columns[column]]
-
-    sha = np.array(gather(0), dtype="S40")
-    email_codes, email_values = _factorize([e.lower() for e in gather(1)])
-    names_raw = gather(2)
-    author_time = np.array(gather(3)).astype(np.int64)
-    tz_minutes = _parse_offsets(np.array(gather(4)))
-    commit_time = np.array(gather(5)).astype(np.int64)
-    if include_merges:
-        parents = np.array(gather(6))
-        is_merge = np.char.find(parents, b" ") >= 0
-    else:
-        is_merge = np.zeros(sha.shape[0], dtype=bool)
-    repo_index = np.repeat(np.arange(len(per_repo), dtype=np.int16), [len(c[0]) for c in per_repo])
-    # newest name per email: git log lists newest first, so the first occurrence wins
-    first_seen = np.full(len(email_values), -1, dtype=np.int64)
-    order = np.arange(email_codes.shape[0] - 1, -1, -1)
-    first_seen[email_codes[order]] = order
-    names = [names_raw[i].decode("utf-8", "replace") for i in first_seen]
-    emails = [e.decode("utf-8", "replace") for e in email_values]
-    table = CommitTable(
-        sha=sha,
-        author_code=email_codes,
-        emails=emails,
-        names=names,
-        author_time=author_time,
-        author_tz_minutes=tz_minutes,
-        commit_time=commit_time,
-        is_merge=is_merge,
-        repo_index=repo_index,
-    )
-    if len(per_repo) > 1:
-        _, first = np.unique(sha, return_index=True)
-        keep = np.zeros(sha.shape[0], dtype=bool)
+    table = tables[0] if len(tables) == 1 else _concatenate_tables(tables)
+    if len(tables) > 1 and len(table):
+        _, first = np.unique(table.sha, return_index=True)
+        keep = np.zeros(len(table), dtype=bool)
         keep[first] = True
         table = table.select(keep)
     if since is not None or until is not None:
