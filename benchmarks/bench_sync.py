@@ -1,4 +1,4 @@
-"""Upload speed of Watchkeeper's content-addressed sync against `rsync -a -e ssh`, same sshd, same run.
+"""Watchkeeper's content-addressed upload against `rsync -a -e ssh`: same sshd, same run.
 
 Cases: 1 GiB in 2,000 files (first sync), then one file changed, then 100,000 small files.
 Both tools talk to one loopback OpenSSH sshd started here; `--scale 0.1` shrinks the data.
@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.remote.config import RemoteConfig  # noqa: E402
-from agent.remote.connection import RemoteSession  # noqa: E402
-from agent.remote.hostkeys import HostKeyStore  # noqa: E402
-from agent.remote.sync import DigestCache, SyncReport, sync_tree  # noqa: E402
-from tests.agent.remote.sshd_server import LoopbackSshd, sshd_available  # noqa: E402
+from agent.remote.config import RemoteConfig
+from agent.remote.connection import RemoteSession
+from agent.remote.hostkeys import HostKeyStore
+from agent.remote.sync import DigestCache, SyncReport, sync_tree
+from tests.agent.remote.sshd_server import LoopbackSshd, sshd_available
 
 TARGETS = {"big_first": 1.5, "one_changed": 2.0, "small_first": 2.0}
 
@@ -74,7 +74,9 @@ def ours(
 
 
 def same_tree(left: Path, right: Path) -> bool:
-    return subprocess.run(["diff", "-rq", str(left), str(right)], capture_output=True).returncode == 0
+    return (
+        subprocess.run(["diff", "-rq", str(left), str(right)], capture_output=True).returncode == 0
+    )
 
 
 def show(case: str, ours_seconds: float, rsync_seconds: float, detail: str) -> float:

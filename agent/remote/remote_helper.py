@@ -102,6 +102,7 @@ def materialize(cache, request):
     """Hard-link (or copy) cache blobs into request['dest'] at their relative paths."""
     dest = request["dest"]
     os.makedirs(dest, exist_ok=True)
+    made = {dest}
     linked = 0
     for relative, digest, size, executable in request["files"]:
         parts = safe_relative(relative)
@@ -110,23 +111,28 @@ def materialize(cache, request):
             raise ValueError(f"cache entry {digest} for {relative} is missing or damaged")
         target = os.path.join(dest, *parts)
         parent = os.path.dirname(target)
-        if not os.path.isdir(parent):
+        if parent not in made:
             os.makedirs(parent, exist_ok=True)
+            made.add(parent)
         try:
-            if os.path.samefile(source, target):
-                continue
-        except OSError:
-            pass
-        temporary = target + ".wk-tmp"
-        if os.path.lexists(temporary):
-            os.unlink(temporary)
-        try:
+            os.link(source, target)
+        except FileExistsError:
+            try:
+                if os.path.samefile(source, target):
+                    continue
+            except OSError:
+                pass
+            temporary = target + ".wk-tmp"
+            if os.path.lexists(temporary):
+                os.unlink(temporary)
             os.link(source, temporary)
-        except OSError:
+            os.replace(temporary, target)
+        except OSError:  # another file system, or links not allowed: copy
+            temporary = target + ".wk-tmp"
             shutil.copyfile(source, temporary)
+            os.replace(temporary, target)
         if executable:
-            os.chmod(temporary, 0o555)
-        os.replace(temporary, target)
+            os.chmod(target, 0o555)
         linked += 1
     return linked
 
@@ -138,8 +144,10 @@ def make_hasher():
 def receive(cache):
     staging = os.path.join(cache, "tmp")
     os.makedirs(staging, exist_ok=True)
+    made = set()
     stream = sys.stdin.buffer
-    stored, rejected = [], []
+    stored, rejected = 0, []
+    pid = os.getpid()
     while True:
         header = stream.read(FRAME.size)
         if len(header) < FRAME.size:
@@ -148,9 +156,10 @@ def receive(cache):
         if raw_digest == END_DIGEST:
             break
         digest = raw_digest.hex()
-        temporary = os.path.join(staging, f"{digest}.{os.getpid()}")
+        temporary = os.path.join(staging, f"{digest}.{pid}")
         crc, hasher, remaining = 0, make_hasher(), size
-        with open(temporary, "wb") as handle:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
+        try:
             while remaining:
                 chunk = stream.read(min(CHUNK, remaining))
                 if not chunk:
@@ -158,8 +167,13 @@ def receive(cache):
                 crc = zlib.crc32(chunk, crc)
                 if hasher is not None:
                     hasher.update(chunk)
-                handle.write(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(descriptor, view) :]
                 remaining -= len(chunk)
+            os.utime(descriptor, (VERIFIED_MTIME, VERIFIED_MTIME))
+        finally:
+            os.close(descriptor)
         trailer = stream.read(TRAILER.size) if not remaining else b""
         good = len(trailer) == TRAILER.size and crc == TRAILER.unpack(trailer)[0]
         if good and hasher is not None:
@@ -170,15 +184,13 @@ def receive(cache):
             if len(trailer) < TRAILER.size:
                 break  # the stream ended early
             continue
-        final = blob_path(cache, digest)
-        folder = os.path.dirname(final)
-        if not os.path.isdir(folder):
+        folder = os.path.join(cache, digest[:2])
+        if folder not in made:
             os.makedirs(folder, exist_ok=True)
-        os.chmod(temporary, 0o444)
-        os.utime(temporary, (VERIFIED_MTIME, VERIFIED_MTIME))
-        os.replace(temporary, final)
-        stored.append(digest)
-    reply({"stored": len(stored), "rejected": rejected, "verified_with": verifier_name()})
+            made.add(folder)
+        os.replace(temporary, os.path.join(folder, digest[2:]))
+        stored += 1
+    reply({"stored": stored, "rejected": rejected, "verified_with": verifier_name()})
 
 
 def verifier_name():

@@ -17,7 +17,7 @@ import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ END_FRAME = FRAME_HEADER.pack(b"\0" * 32, 0)
 READ_CHUNK = 1 << 20
 SEND_BUFFER = 1 << 20
 BIG_FILE = 4 << 20
+SMALL_FILE = 256 << 10
 RACY_NS = 2_000_000_000  # a file changed this close to its last check is hashed again
 DEFAULT_LANES = 3
 
@@ -61,6 +62,7 @@ class SyncReport:
     seconds: float
     verified_with: str
     files_linked: int
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 class DigestCache:
@@ -136,6 +138,36 @@ def scan_tree(
     return found
 
 
+def _hash_all(items: list[tuple[str, os.stat_result]]) -> list[str]:
+    """Digests in order: large files on a thread pool while small ones are read right here.
+
+    Small files are cheaper to read one after another than to hand to threads.
+    """
+    results: list[str] = [""] * len(items)
+    large = [i for i, (_, info) in enumerate(items) if info.st_size >= SMALL_FILE]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {i: pool.submit(_hash_file, items[i][0], items[i][1].st_size) for i in large}
+        for index, (path, info) in enumerate(items):
+            if info.st_size < SMALL_FILE:
+                results[index] = _hash_small(path)
+        for index, future in futures.items():
+            results[index] = future.result()
+    return results
+
+
+def _hash_small(path: str) -> str:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        data = os.read(descriptor, SMALL_FILE + 1)
+        hasher = blake3.blake3(data)
+        while len(data) > SMALL_FILE or (data and len(data) == READ_CHUNK):  # it grew meanwhile
+            data = os.read(descriptor, READ_CHUNK)
+            hasher.update(data)
+    finally:
+        os.close(descriptor)
+    return hasher.hexdigest()
+
+
 def _hash_file(path: str, size: int) -> str:
     if size >= BIG_FILE:
         hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
@@ -161,8 +193,7 @@ def hash_tree(
             digests[path] = row[5]
         else:
             to_hash.append((path, info))
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        hashed = list(pool.map(lambda item: _hash_file(item[0], item[1].st_size), to_hash))
+    hashed = _hash_all(to_hash)
     fresh_rows = []
     for (path, info), digest in zip(to_hash, hashed, strict=True):
         after = os.stat(path)
@@ -210,8 +241,8 @@ def _split_lanes(blobs: list[LocalFile], lanes: int) -> list[list[LocalFile]]:
 class _Lane:
     """One channel running the remote receiver, fed framed blobs from a thread."""
 
-    def __init__(self, connection: SshConnection, command: str, blobs: list[LocalFile]) -> None:
-        self.channel = connection.channel(command)
+    def __init__(self, channel: paramiko.Channel, blobs: list[LocalFile]) -> None:
+        self.channel = channel
         self.blobs = blobs
         self.bytes_written = 0
         self.error: BaseException | None = None
@@ -239,6 +270,14 @@ class _Lane:
                     chunk = chunk[: blob.size - sent]
                     sent += len(chunk)
                     crc = zlib.crc32(chunk, crc)
+                    if len(chunk) >= SEND_BUFFER // 2:
+                        if buffer:
+                            channel.sendall(buffer)
+                            self.bytes_written += len(buffer)
+                            buffer.clear()
+                        channel.sendall(chunk)
+                        self.bytes_written += len(chunk)
+                        continue
                     buffer += chunk
                     if len(buffer) >= SEND_BUFFER:
                         channel.sendall(buffer)
@@ -302,19 +341,26 @@ def _read_json_line(channel: paramiko.Channel, what: str) -> dict[str, Any]:
 def _upload(
     connection: SshConnection,
     session: RemoteSession,
-    files: list[LocalFile],
+    hash_files: Callable[[], list[LocalFile]],
     remote_dest: str,
     lanes: int,
     progress: Callable[[str], None] | None,
 ) -> SyncReport:
+    """One attempt: check, send what is missing, build the tree. Remote programs start first,
+    so that their start-up overlaps the local hashing."""
     started = time.perf_counter()
     cache = session.cache_dir
-    blobs = {f.digest: f for f in files}
+    receive = session.helper_command("receive", cache)
     plan = connection.channel(session.helper_command("plan", cache))
+    early_lane = connection.channel(receive)
+    files = hash_files()
+    phases = {"hash": time.perf_counter() - started}
+    blobs = {f.digest: f for f in files}
     manifest = json.dumps({"blobs": {d: f.size for d, f in blobs.items()}}).encode() + b"\n"
     plan.sendall(manifest)
     wire = len(manifest)
     missing = [blobs[d] for d in _read_json_line(plan, "cache check")["missing"]]
+    phases["check"] = time.perf_counter() - started - phases["hash"]
     if progress:
         total = sum(b.size for b in missing)
         progress(f"sending {len(missing)} of {len(blobs)} blobs ({total / 1e6:.1f} MB)")
@@ -322,8 +368,10 @@ def _upload(
     for _attempt in range(2):
         if not missing:
             break
-        receive = session.helper_command("receive", cache)
-        workers = [_Lane(connection, receive, bucket) for bucket in _split_lanes(missing, lanes)]
+        buckets = _split_lanes(missing, lanes if _worth_lanes(missing) else 1)
+        channels = [early_lane] + [connection.channel(receive) for _ in buckets[1:]]
+        early_lane = None
+        workers = [_Lane(chan, bucket) for chan, bucket in zip(channels, buckets, strict=True)]
         threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
         for thread in threads:
             thread.start()
@@ -340,11 +388,18 @@ def _upload(
         sent_blobs += sum(len(w.blobs) for w in workers)
         sent_bytes += sum(b.size for w in workers for b in w.blobs)
         missing = [blobs[d] for d in sorted(rejected)]
+        if missing:
+            early_lane = connection.channel(receive)
+    if early_lane is not None:
+        early_lane.sendall(END_FRAME)
+        early_lane.shutdown_write()
+        early_lane.close()
     if missing:
         raise WatchkeeperError(
             f"the remote rejected {len(missing)} blob(s) twice after checking them "
             f"(first: {missing[0].relative}); is its disk full? See `watchkeeper remote test`."
         )
+    phases["send"] = time.perf_counter() - started - phases["hash"] - phases["check"]
     request = {
         "materialize": {
             "dest": remote_dest,
@@ -355,6 +410,7 @@ def _upload(
     plan.sendall(payload)
     wire += len(payload)
     linked = int(_read_json_line(plan, "building the remote folder")["built"])
+    phases["build"] = time.perf_counter() - started - sum(phases.values())
     plan.shutdown_write()
     with contextlib.suppress(Exception):
         plan.recv_exit_status()
@@ -368,7 +424,13 @@ def _upload(
         seconds=time.perf_counter() - started,
         verified_with=verified_with,
         files_linked=linked,
+        phases=phases,
     )
+
+
+def _worth_lanes(missing: list[LocalFile]) -> bool:
+    """More lanes pay off only for many files or many bytes."""
+    return len(missing) > 200 or sum(b.size for b in missing) > (16 << 20)
 
 
 def sync_tree(
@@ -386,10 +448,15 @@ def sync_tree(
     Safe to repeat after a broken upload: blobs already checked are kept, others re-sent.
     """
     started = time.perf_counter()
-    session.require_python()
-    files = hash_tree(local_root, digest_cache, exclude)
+    hashed: list[LocalFile] = []
+
+    def hash_files() -> list[LocalFile]:
+        if not hashed:
+            hashed.extend(hash_tree(local_root, digest_cache, exclude))
+        return hashed
+
     report = session.call(
-        lambda connection: _upload(connection, session, files, remote_dest, lanes, progress)
+        lambda connection: _upload(connection, session, hash_files, remote_dest, lanes, progress)
     )
     report.seconds = time.perf_counter() - started
     return report
