@@ -1,0 +1,1 @@
+"""Data sources: fingerprints, ledger snapshots and drift of tabular files."""

@@ -161,7 +161,7 @@ def fingerprint(
         raise WatchkeeperError(f"{root}: not a regular file or folder; point to the data itself")
     link_digests = _resolve_links(root, kind, scan)
     record = cache.load(root)
-    digests, known = _reuse_cached_digests(scan, record, cache.trust_ctime)
+    digests, known = _reuse_cached_digests(scan, record, cache)
     for row, digest in link_digests.items():
         digests[row] = np.frombuffer(digest, dtype=np.uint8)
         known[row] = True
@@ -259,7 +259,7 @@ def _link_target(root: Path, link: Path) -> Path:
 
 
 def _reuse_cached_digests(
-    scan: FolderScan, record: CachedTree | None, trust_ctime: bool
+    scan: FolderScan, record: CachedTree | None, cache: StatCache
 ) -> tuple[np.ndarray, np.ndarray]:
     """Digests copied from the cache for entries whose path and stat match; a mask of those."""
     count = len(scan.entries)
@@ -276,8 +276,9 @@ def _reuse_cached_digests(
         match = np.array([previous.get(path, -1) for path in scan.raw_paths()], dtype=np.int64)
     present = match >= 0
     matched_rows = record.entries[np.where(present, match, 0)]
-    same = present & ~record.racy_mask(trust_ctime)[np.where(present, match, 0)]
-    fields = _CACHE_KEY_FIELDS + (("ctime_ns",) if trust_ctime else ())
+    racy = record.racy_mask(cache.trust_ctime, cache.racy_window_ns)
+    same = present & ~racy[np.where(present, match, 0)]
+    fields = _CACHE_KEY_FIELDS + (("ctime_ns",) if cache.trust_ctime else ())
     for name in fields:
         same &= scan.entries[name] == matched_rows[name]
     digests[same] = record.digests[match[same]]
@@ -371,9 +372,15 @@ def hash_file(path: str | Path) -> tuple[bytes, os.stat_result]:
             threads = blake3.blake3.AUTO if before.st_size >= LARGE_FILE else 1
             hasher = blake3.blake3(max_threads=threads)
             size_read = 0
-            while count := read_chunk(descriptor, buffer):
+            # Read no more than the size seen at the start, so a growing file cannot keep us.
+            while size_read < before.st_size:
+                wanted = min(len(buffer), before.st_size - size_read)
+                count = read_chunk(descriptor, buffer[:wanted])
+                if count == 0:
+                    break
                 hasher.update(buffer[:count])
                 size_read += count
+            grew = size_read == before.st_size and read_chunk(descriptor, buffer[:1]) > 0
             after = os.fstat(descriptor)
         except OSError as error:
             raise _read_error(path, error) from error
@@ -384,7 +391,7 @@ def hash_file(path: str | Path) -> tuple[bytes, os.stat_result]:
         except OSError:
             continue  # replaced or removed while being read: look again
         unchanged = _same_stat(before, after) and _same_stat(before, on_disk)
-        if unchanged and size_read == before.st_size:
+        if unchanged and not grew and size_read == before.st_size:
             return hasher.digest(), before
     raise WatchkeeperError(
         f"{path}: kept changing while being read ({MAX_READ_ATTEMPTS} attempts); "

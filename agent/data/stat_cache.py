@@ -42,9 +42,9 @@ class CachedTree:
     root_digest: bytes
     written_at_ns: int
 
-    def racy_mask(self, trust_ctime: bool) -> np.ndarray:
+    def racy_mask(self, trust_ctime: bool, window_ns: int = RACY_WINDOW_NS) -> np.ndarray:
         """Entries whose stat is too recent to prove that their content is what was hashed."""
-        horizon = self.written_at_ns - RACY_WINDOW_NS
+        horizon = self.written_at_ns - window_ns
         racy: np.ndarray = self.entries["mtime_ns"] >= horizon
         if trust_ctime:
             racy |= self.entries["ctime_ns"] >= horizon
@@ -106,10 +106,11 @@ class StatCache:
     """Remembers file digests by stat, so that unchanged files are never read again.
 
     An entry is reused only when the file has the same path, device, inode, size, mtime_ns and
-    ctime_ns as when it was hashed, and it was not changed within RACY_WINDOW_NS of the moment
-    the record was written (git's "racily clean" rule). `directory=None` keeps records in
-    memory only. `trust_ctime=False` ignores ctime, as git's core.trustctime does, for file
-    systems whose ctime changes without the content changing.
+    ctime_ns as when it was hashed, and it was not changed within `racy_window_ns` of the moment
+    the record was written (git's "racily clean" rule: a file rewritten within the same timestamp
+    tick keeps its stat, so a recent stat proves nothing and the file is read again).
+    `directory=None` keeps records in memory only. `trust_ctime=False` ignores ctime, as git's
+    core.trustctime does, for file systems whose ctime changes without the content changing.
 
     >>> cache = StatCache.open(WatchkeeperPaths.from_environment())  # doctest: +SKIP
     >>> fingerprint(Path("data"), cache=cache).digest  # doctest: +SKIP
@@ -117,6 +118,7 @@ class StatCache:
 
     directory: Path | None
     trust_ctime: bool = True
+    racy_window_ns: int = RACY_WINDOW_NS
     stats: CacheStats = field(default_factory=CacheStats)
     _memory: dict[str, CachedTree] = field(default_factory=dict, repr=False)
 

@@ -1,0 +1,1 @@
+"""Tests of data fingerprints, snapshots and drift."""

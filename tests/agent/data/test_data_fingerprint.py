@@ -1,0 +1,445 @@
+"""Fingerprints of data files and folders: digests, the stat cache, races and bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import blake3
+import numpy as np
+import pytest
+
+import agent.data.fingerprint as fingerprint_module
+from agent.data import scan as scan_module
+from agent.data.fingerprint import DataFingerprint, StatCache, fingerprint, manifest_digest
+from agent.errors import WatchkeeperError
+from agent.paths import WatchkeeperPaths
+
+# Short racy window for tests: files older than this when the cache is written are trusted.
+TEST_RACY_WINDOW_NS = 50_000_000
+
+
+def settle() -> None:
+    """Wait until files just written are older than the test racy window."""
+    time.sleep(TEST_RACY_WINDOW_NS / 1e9 + 0.02)
+
+
+@pytest.fixture
+def cache() -> StatCache:
+    return StatCache(directory=None, racy_window_ns=TEST_RACY_WINDOW_NS)
+
+
+@pytest.fixture
+def data_folder(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    (root / "raw" / "2024").mkdir(parents=True)
+    (root / "a").mkdir()
+    (root / "train.csv").write_text("x,y\n1,2\n3,4\n")
+    (root / "raw" / "2024" / "jan.bin").write_bytes(os.urandom(3000))
+    (root / "raw" / "notes.txt").write_text("hello\n")
+    (root / "a" / "b.txt").write_text("in a\n")
+    (root / "a.txt").write_text("beside a\n")
+    (root / "empty.dat").write_bytes(b"")
+    settle()
+    return root
+
+
+def b3(data: bytes) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+def test_folder_fingerprint_lists_every_file_with_its_digest(
+    data_folder: Path, cache: StatCache
+) -> None:
+    fp = fingerprint(data_folder, cache=cache)
+    assert fp.kind == "folder"
+    assert fp.root == data_folder.resolve()
+    assert sorted(fp.files) == sorted(
+        ["train.csv", "raw/2024/jan.bin", "raw/notes.txt", "a/b.txt", "a.txt", "empty.dat"]
+    )
+    for path, entry in fp.files.items():
+        content = (data_folder / path).read_bytes()
+        assert entry.path == path
+        assert entry.digest == b3(content)
+        assert entry.size == len(content)
+        assert entry.mtime_ns == (data_folder / path).stat().st_mtime_ns
+    assert fp.n_files == 6
+    assert fp.total_bytes == sum(len((data_folder / p).read_bytes()) for p in fp.files)
+
+
+def test_folder_digest_is_the_hash_of_the_sorted_manifest(
+    data_folder: Path, cache: StatCache
+) -> None:
+    fp = fingerprint(data_folder, cache=cache)
+    hasher = blake3.blake3()
+    # Sorted by path components: a/b.txt comes before a.txt ("a" < "a.txt").
+    expected_order = ["a/b.txt", "a.txt", "empty.dat", "raw/2024/jan.bin", "raw/notes.txt"]
+    expected_order.append("train.csv")
+    assert list(fp.files) == expected_order
+    for path in expected_order:
+        hasher.update(path.encode() + b"\0" + bytes.fromhex(fp.files[path].digest))
+    assert fp.digest == hasher.hexdigest()
+    assert fp.digest == manifest_digest([(e.path, e.digest) for e in fp.files.values()])
+
+
+def test_single_file_fingerprint_is_its_content_digest(tmp_path: Path, cache: StatCache) -> None:
+    data = tmp_path / "train.csv"
+    data.write_text("a,b\n1,2\n")
+    fp = fingerprint(data, cache=cache)
+    assert fp.kind == "file"
+    assert fp.digest == b3(b"a,b\n1,2\n")
+    assert list(fp.files) == ["train.csv"]
+    assert fp.files["train.csv"].digest == fp.digest
+
+
+def test_fingerprint_changes_with_content_names_and_files(
+    data_folder: Path, cache: StatCache
+) -> None:
+    first = fingerprint(data_folder, cache=cache).digest
+    (data_folder / "raw" / "notes.txt").write_text("hello!\n")
+    second = fingerprint(data_folder, cache=cache).digest
+    (data_folder / "raw" / "notes.txt").rename(data_folder / "raw" / "notes2.txt")
+    third = fingerprint(data_folder, cache=cache).digest
+    (data_folder / "new.txt").write_text("")
+    fourth = fingerprint(data_folder, cache=cache).digest
+    assert len({first, second, third, fourth}) == 4
+    # The same content gives the same digest whatever cache (or none) is used.
+    assert fingerprint(data_folder, cache=StatCache.in_memory()).digest == fourth
+
+
+def test_unchanged_files_are_not_read_again(data_folder: Path, cache: StatCache) -> None:
+    first = fingerprint(data_folder, cache=cache)
+    assert cache.stats.files_hashed == 6
+    reads: list[str] = []
+    original = fingerprint_module.hash_file
+
+    def counting_hash_file(path: str | Path) -> tuple[bytes, os.stat_result]:
+        reads.append(str(path))
+        return original(path)
+
+    fingerprint_module.hash_file = counting_hash_file  # type: ignore[assignment]
+    try:
+        again = fingerprint(data_folder, cache=cache)
+        assert reads == []
+        assert cache.stats.hits == 6
+        assert again.digest == first.digest
+        (data_folder / "a.txt").write_text("changed beside a\n")
+        changed = fingerprint(data_folder, cache=cache)
+    finally:
+        fingerprint_module.hash_file = original
+    assert reads == [str(data_folder / "a.txt")]
+    assert cache.stats.files_hashed == 7
+    assert changed.digest != first.digest
+
+
+def test_the_cache_persists_on_disk_between_processes(data_folder: Path) -> None:
+    paths = WatchkeeperPaths.from_environment()
+    first_cache = StatCache.open(paths)
+    first_cache.racy_window_ns = TEST_RACY_WINDOW_NS
+    first = fingerprint(data_folder, cache=first_cache)
+    settle()  # the record's entries must be older than the window when it is written
+    (data_folder / "raw" / "notes.txt").write_text("hello world\n")
+    settle()
+    fingerprint(data_folder, cache=first_cache)
+    # A new process: only the cache file carries what was seen.
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from agent.data.fingerprint import StatCache, fingerprint\n"
+        "from agent.paths import WatchkeeperPaths\n"
+        "cache = StatCache.open(WatchkeeperPaths.from_environment())\n"
+        f"cache.racy_window_ns = {TEST_RACY_WINDOW_NS}\n"
+        "fp = fingerprint(Path(sys.argv[1]), cache=cache)\n"
+        "print(cache.stats.files_hashed, cache.stats.hits, fp.digest)\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code, str(data_folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[3],
+    ).stdout.split()
+    assert output[:2] == ["0", "6"]
+    assert output[2] != first.digest
+    assert output[2] == fingerprint(data_folder, cache=StatCache.in_memory()).digest
+    assert (paths.data_dir / "stat-cache").is_dir()
+
+
+def test_a_corrupt_cache_record_is_ignored(data_folder: Path) -> None:
+    cache = StatCache(directory=Path(tempfile.mkdtemp()), racy_window_ns=TEST_RACY_WINDOW_NS)
+    expected = fingerprint(data_folder, cache=cache).digest
+    record_file = cache.record_file(data_folder.resolve())
+    assert record_file is not None
+    data = bytearray(record_file.read_bytes())
+    data[-5] ^= 0xFF  # flip bits inside the stored paths
+    record_file.write_bytes(bytes(data))
+    fresh = StatCache(directory=cache.directory, racy_window_ns=TEST_RACY_WINDOW_NS)
+    assert fingerprint(data_folder, cache=fresh).digest == expected
+    assert fresh.stats.files_hashed == 6
+
+
+def test_same_size_rewrite_in_the_same_tick_is_caught_by_the_racy_rule(tmp_path: Path) -> None:
+    """A rewrite that leaves size and timestamps unchanged: stat cannot see it, racy rule does.
+
+    On a file system with coarse timestamps, a file rewritten within the tick in which it was
+    checked keeps mtime, ctime and size. ctime cannot be set by hand, so the cache ignores it
+    here (trust_ctime=False) and mtime is set back: the stat key is then exactly as cached.
+    """
+    cache = StatCache(directory=None, trust_ctime=False, racy_window_ns=TEST_RACY_WINDOW_NS)
+    data = tmp_path / "data"
+    data.mkdir()
+    target = data / "labels.csv"
+    target.write_bytes(b"cat\n")
+    # The file's timestamp is not older than the moment the cache entry is written.
+    tick = time.time_ns()
+    os.utime(target, ns=(tick, tick))
+    before = fingerprint(data, cache=cache)
+    target.write_bytes(b"dog\n")  # same size
+    os.utime(target, ns=(tick, tick))  # same mtime: the stat key is unchanged
+    after = fingerprint(data, cache=cache)
+    assert after.files["labels.csv"].digest == b3(b"dog\n")
+    assert after.digest != before.digest
+
+
+def test_entries_older_than_the_racy_window_are_trusted_by_stat(tmp_path: Path) -> None:
+    """The other side of the racy rule: an old stat is trusted and the file is not read."""
+    cache = StatCache(directory=None, trust_ctime=False, racy_window_ns=TEST_RACY_WINDOW_NS)
+    data = tmp_path / "data"
+    data.mkdir()
+    target = data / "labels.csv"
+    target.write_bytes(b"cat\n")
+    old = time.time_ns() - 10 * TEST_RACY_WINDOW_NS
+    os.utime(target, ns=(old, old))
+    fingerprint(data, cache=cache)
+    hashed = cache.stats.files_hashed
+    target.write_bytes(b"dog\n")
+    os.utime(target, ns=(old, old))
+    fingerprint(data, cache=cache)
+    assert cache.stats.files_hashed == hashed  # trusted, not read: only the racy rule reads it
+
+
+def test_racy_entries_are_rehashed_once_then_trusted(tmp_path: Path, cache: StatCache) -> None:
+    data = tmp_path / "fresh.csv"
+    data.write_text("a\n1\n")
+    fingerprint(data, cache=cache)  # written just now: racy when the cache is written
+    fingerprint(data, cache=cache)
+    assert cache.stats.files_hashed == 2
+    settle()
+    fingerprint(data, cache=cache)  # the record of the second check is old enough by now
+    fingerprint(data, cache=cache)
+    assert cache.stats.files_hashed == 3
+
+
+def test_immediate_same_size_rewrites_are_always_detected(tmp_path: Path) -> None:
+    cache = StatCache.in_memory()  # default racy window
+    data = tmp_path / "data"
+    data.mkdir()
+    target = data / "value.txt"
+    for round_number in range(30):
+        content = f"{round_number % 10}\n".encode()
+        target.write_bytes(content)
+        assert fingerprint(data, cache=cache).files["value.txt"].digest == b3(content)
+
+
+def test_a_file_modified_while_being_hashed_is_read_again(
+    tmp_path: Path, cache: StatCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "big.bin"
+    data.write_bytes(b"a" * (3 * fingerprint_module.READ_CHUNK))
+    original_read = fingerprint_module.read_chunk
+    chunks_read = 0
+
+    def read_then_modify_once(descriptor: int, buffer: memoryview) -> int:
+        nonlocal chunks_read
+        chunks_read += 1
+        count = original_read(descriptor, buffer)
+        if chunks_read == 1:  # a writer changes the file in place during the first read
+            with data.open("r+b") as writer:
+                writer.seek(2 * fingerprint_module.READ_CHUNK)
+                writer.write(b"b" * 100)
+        return count
+
+    monkeypatch.setattr(fingerprint_module, "read_chunk", read_then_modify_once)
+    fp = fingerprint(data, cache=cache)
+    final = data.read_bytes()
+    assert fp.digest == b3(final)
+    assert chunks_read > 4  # the first pass was thrown away and the file read again
+
+
+def test_a_file_that_never_stops_changing_gives_a_clear_error(
+    tmp_path: Path, cache: StatCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "log.txt"
+    data.write_text("start\n")
+    original_read = fingerprint_module.read_chunk
+
+    def read_and_append(descriptor: int, buffer: memoryview) -> int:
+        count = original_read(descriptor, buffer)
+        with data.open("a") as writer:
+            writer.write("more\n")
+        return count
+
+    monkeypatch.setattr(fingerprint_module, "read_chunk", read_and_append)
+    with pytest.raises(WatchkeeperError, match=r"log\.txt: kept changing while being read"):
+        fingerprint(data, cache=cache)
+
+
+def _fingerprint_error_as_unprivileged_user(path: Path) -> str:
+    """The error message of fingerprinting `path` as a user without root's override of modes."""
+    if os.geteuid() != 0:
+        with pytest.raises(WatchkeeperError) as caught:
+            fingerprint(path, cache=StatCache.in_memory())
+        return str(caught.value)
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked child
+        message = "no error"
+        try:
+            os.close(read_end)
+            os.setgid(65534)
+            os.setuid(65534)
+            fingerprint(path, cache=StatCache.in_memory())
+        except WatchkeeperError as error:
+            message = str(error)
+        except BaseException as error:
+            message = f"unexpected {type(error).__name__}: {error}"
+        finally:
+            os.write(write_end, message.encode())
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as reader:
+        message = reader.read().decode()
+    os.waitpid(child, 0)
+    return message
+
+
+@pytest.fixture
+def world_readable_folder() -> Iterator[Path]:
+    """A folder another user may enter (root's pytest tmp folders are private)."""
+    folder = Path(tempfile.mkdtemp(prefix="wk-data-"))
+    folder.chmod(0o755)
+    yield folder
+    subprocess.run(["chmod", "-R", "u+rwx", str(folder)], check=False)
+    subprocess.run(["rm", "-rf", str(folder)], check=False)
+
+
+def test_an_unreadable_data_file_is_named(world_readable_folder: Path) -> None:
+    data = world_readable_folder / "data"
+    data.mkdir(mode=0o755)
+    (data / "ok.csv").write_text("a\n")
+    secret = data / "secret.csv"
+    secret.write_text("b\n")
+    secret.chmod(0o000)
+    (data / "ok.csv").chmod(0o644)
+    message = _fingerprint_error_as_unprivileged_user(data)
+    assert f"{secret}: cannot read data file" in message
+    assert "permissions" in message
+
+
+def test_an_unreadable_subfolder_is_named(world_readable_folder: Path) -> None:
+    data = world_readable_folder / "data"
+    (data / "private").mkdir(parents=True)
+    data.chmod(0o755)
+    (data / "private" / "x.csv").write_text("1\n")
+    (data / "private").chmod(0o000)
+    message = _fingerprint_error_as_unprivileged_user(data)
+    assert f"{data / 'private'}: cannot read data" in message
+
+
+@pytest.mark.timeout(20)
+def test_a_symlink_loop_is_a_clear_error_not_a_hang(data_folder: Path, cache: StatCache) -> None:
+    (data_folder / "loop1").symlink_to("loop2")
+    (data_folder / "loop2").symlink_to("loop1")
+    with pytest.raises(WatchkeeperError, match=r"loop1: symlink loop"):
+        fingerprint(data_folder, cache=cache)
+
+
+@pytest.mark.timeout(20)
+def test_a_link_to_a_parent_folder_is_recorded_not_followed(
+    data_folder: Path, cache: StatCache
+) -> None:
+    (data_folder / "raw" / "up").symlink_to("..")
+    fp = fingerprint(data_folder, cache=cache)
+    assert fp.n_files == 7
+    assert fp.files["raw/up"].digest == b3(b"symlink\0.")  # the target, relative to the root
+    (data_folder / "raw" / "up").unlink()
+    (data_folder / "raw" / "up").symlink_to("2024")
+    assert fingerprint(data_folder, cache=cache).digest != fp.digest
+
+
+def test_a_link_to_a_file_inside_is_hashed_as_that_file(
+    data_folder: Path, cache: StatCache
+) -> None:
+    (data_folder / "current.csv").symlink_to("train.csv")
+    fp = fingerprint(data_folder, cache=cache)
+    assert fp.files["current.csv"].digest == fp.files["train.csv"].digest
+    hashed = cache.stats.files_hashed
+    settle()
+    (data_folder / "train.csv").write_text("x,y\n9,9\n9,9\n")
+    fp2 = fingerprint(data_folder, cache=cache)
+    assert fp2.files["current.csv"].digest == b3(b"x,y\n9,9\n9,9\n")
+    assert cache.stats.files_hashed == hashed + 2
+
+
+def test_a_link_leading_outside_the_folder_is_refused(
+    data_folder: Path, tmp_path: Path, cache: StatCache
+) -> None:
+    outside = tmp_path / "outside.csv"
+    outside.write_text("secret\n")
+    (data_folder / "raw" / "escape.csv").symlink_to(outside)
+    with pytest.raises(WatchkeeperError, match=r"escape\.csv: symlink points outside"):
+        fingerprint(data_folder, cache=cache)
+
+
+def test_a_broken_link_is_named(data_folder: Path, cache: StatCache) -> None:
+    (data_folder / "gone.csv").symlink_to("missing.csv")
+    with pytest.raises(WatchkeeperError, match=r"gone\.csv: broken symlink"):
+        fingerprint(data_folder, cache=cache)
+
+
+@pytest.mark.timeout(20)
+def test_a_pipe_in_a_data_folder_is_refused_without_blocking(
+    data_folder: Path, cache: StatCache
+) -> None:
+    os.mkfifo(data_folder / "pipe")
+    with pytest.raises(WatchkeeperError, match=r"pipe: not a regular file"):
+        fingerprint(data_folder, cache=cache)
+
+
+def test_a_missing_path_is_a_clear_error(tmp_path: Path, cache: StatCache) -> None:
+    with pytest.raises(WatchkeeperError, match=r"nope: no such file or folder"):
+        fingerprint(tmp_path / "nope", cache=cache)
+
+
+def test_the_git_folder_at_the_top_is_not_data(data_folder: Path, cache: StatCache) -> None:
+    before = fingerprint(data_folder, cache=cache).digest
+    (data_folder / ".git").mkdir()
+    (data_folder / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    assert fingerprint(data_folder, cache=cache).digest == before
+
+
+def test_compiled_and_python_walks_agree(
+    data_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not scan_module.is_native():
+        pytest.skip("the compiled walker is not built (python setup.py build_ext --inplace)")
+    for index in range(30):
+        (data_folder / "raw" / f"f{index:02d}").write_bytes(b"x" * index)
+    (data_folder / "raw" / "ünïcode.txt").write_text("u\n")
+    native = scan_module.scan_folder(os.fsencode(data_folder))
+    monkeypatch.setattr(scan_module, "_native", None)
+    python = scan_module.scan_folder(os.fsencode(data_folder))
+    assert native.blob == python.blob
+    assert np.array_equal(native.entries, python.entries)
+
+
+def test_an_empty_folder_has_a_stable_fingerprint(tmp_path: Path, cache: StatCache) -> None:
+    (tmp_path / "empty").mkdir()
+    fp = fingerprint(tmp_path / "empty", cache=cache)
+    assert fp.n_files == 0
+    assert fp.digest == blake3.blake3(b"").hexdigest()
+    assert isinstance(fp, DataFingerprint)
