@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from agent.activity.estimates import (
@@ -40,7 +40,7 @@ class _ReadingProgress:
         self.began = time.monotonic()
         self.read = 0
         self.progress: Progress | None = None
-        self.task = None
+        self.task: TaskID | None = None
 
     def __call__(self, added: int) -> None:
         self.read += added
@@ -237,6 +237,8 @@ def coding_time(
     review. See docs/coding-time.md.
     """
     console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 160
     errors = Console(stderr=True, highlight=False, soft_wrap=True)
     if (24 * 60) % bin_minutes:
         raise WatchkeeperError(
@@ -274,7 +276,7 @@ def coding_time(
         for warning in team.warnings:
             errors.print(f"[yellow]warning:[/yellow] {warning}")
         if as_json:
-            click.echo(json.dumps(team.to_json(), indent=1))
+            click.echo(json.dumps(team.to_json()))
         else:
             _print_team(team, console)
         return
@@ -284,7 +286,7 @@ def coding_time(
     if html_file is not None:
         write_html(report, html_file)
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=1))
+        click.echo(json.dumps(report.to_json()))
     else:
         _print_personal(report, console)
         if html_file is not None:
