@@ -46,7 +46,7 @@ class ModelVersionsTableModel(QAbstractTableModel):
         self.descending = True
         self._ids: list[int] = []
         self._shown = 0
-        self._windows: OrderedDict[int, dict[int, tuple]] = OrderedDict()
+        self._windows: OrderedDict[int, list[tuple | None]] = OrderedDict()
         self._requested: set[int] = set()
         self._generation = 0
         self.total = 0
@@ -119,8 +119,7 @@ class ModelVersionsTableModel(QAbstractTableModel):
         return section + 1
 
     def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or index.row() >= self._shown:
-            return None
+        # Called for every role of every visible cell on each paint: keep the common path short.
         if role == Qt.ItemDataRole.DisplayRole:
             values = self.row_values(index.row())
             return "…" if values is None else values[index.column()]
@@ -129,8 +128,8 @@ class ModelVersionsTableModel(QAbstractTableModel):
             color_role = STATUS_ROLES.get(values[2]) if values else None
             if color_role is not None:
                 return QBrush(QApplication.palette().color(color_role))
-        if role == Qt.ItemDataRole.UserRole:
-            return self._ids[index.row()]
+        elif role == Qt.ItemDataRole.UserRole:
+            return self.version_id(index.row())
         return None
 
     # ---------------------------------------------------------------- windows of rows
@@ -141,13 +140,21 @@ class ModelVersionsTableModel(QAbstractTableModel):
 
     def row_values(self, row: int) -> tuple | None:
         """The display values of a row, or None while its window is being read."""
-        start = row - row % self.window_size
-        window = self._windows.get(start)
+        offset = row % self.window_size
+        window = self._windows.get(row - offset)
         if window is None:
-            self._request_window(start)
+            if 0 <= row < self._shown:
+                self._request_window(row - offset)
             return None
-        self._windows.move_to_end(start)
-        return window.get(self._ids[row])
+        if offset == 0 or offset == self.window_size // 2:
+            self._prefetch(row - offset)
+        return window[offset] if offset < len(window) else None
+
+    def _prefetch(self, start: int) -> None:
+        """Read the windows on either side ahead of need, so scrolling never waits for rows."""
+        for neighbour in (start + self.window_size, start - self.window_size):
+            if 0 <= neighbour < self._shown and neighbour not in self._windows:
+                self._request_window(neighbour)
 
     def _request_window(self, start: int) -> None:
         if start in self._requested:
@@ -164,7 +171,8 @@ class ModelVersionsTableModel(QAbstractTableModel):
         if generation != self._generation:
             return
         self._requested.discard(start)
-        self._windows[start] = rows
+        ids = self._ids[start : start + self.window_size]
+        self._windows[start] = [rows.get(version_id) for version_id in ids]
         while len(self._windows) > self.cached_windows:
             self._windows.popitem(last=False)
         last = min(start + self.window_size, self._shown) - 1

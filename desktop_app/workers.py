@@ -126,8 +126,11 @@ class LedgerWorkers(QObject):
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Process events until every submitted task has called back (for screenshots, tests)."""
         deadline = time.monotonic() + timeout
-        while self.pending and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             QCoreApplication.processEvents()
-            self.pool.waitForDone(5)
-        QCoreApplication.processEvents()
-        return not self.pending
+            if not self.pending:
+                QCoreApplication.processEvents()  # a result may have asked for more
+                if not self.pending:
+                    return True
+            time.sleep(0.005)
+        return False

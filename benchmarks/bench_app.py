@@ -1,0 +1,260 @@
+"""Desktop app speed on a 100,000-version ledger with a year of coding time.
+
+Usage: .venv/bin/python benchmarks/bench_app.py [--ledger PATH] [--repeat 3] [--scroll-rows 20000]
+
+Each measurement runs in a fresh subprocess (offscreen Qt unless DISPLAY is set and --xcb given):
+- first paint: from just before the subprocess is spawned to the window's first Paint event, so
+  interpreter start, imports and the first ledger queries all count. Peer: a bare PySide6
+  QMainWindow with one label (the floor every PySide6 app pays).
+- Models table open: from the click on "Models" until the first rows' values are on screen.
+  Peer: Qt's own lazy SQL model (QSqlQueryModel, which fetches 256 rows at a time on the GUI
+  thread) over the same join, in a QTableView of the same size.
+- scrolling: the view scrolled down --scroll-rows rows, 40 rows per frame, each frame =
+  scroll + a synchronous repaint + the event loop's other work; the longest frame is what a
+  user feels.
+Targets: first paint <= 1.5 s, Models open <= 0.5 s, no frame > 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+ROWS_PER_FRAME = 40
+PEER_SQL = (
+    "SELECT m.name, mv.version, mv.status, substr(mv.commit_sha, 1, 10), mv.dirty, mv.metrics,"
+    " mv.executor, mv.host, datetime(mv.started_at, 'unixepoch', 'localtime'),"
+    " mv.ended_at - mv.started_at FROM model_versions mv JOIN models m ON m.id = mv.model_id"
+    " ORDER BY mv.id DESC"
+)
+
+
+# ---------------------------------------------------------------------------- child processes
+
+
+def _emit(result: dict[str, Any]) -> None:
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def _scroll(app: Any, view: Any, rows: int) -> list[float]:
+    """Scroll `rows` rows down, ROWS_PER_FRAME per frame; return each frame's seconds."""
+    bar = view.verticalScrollBar()
+    row_height = view.verticalHeader().defaultSectionSize()
+    frames = []
+    for _ in range(rows // ROWS_PER_FRAME):
+        started = time.perf_counter()
+        bar.setValue(bar.value() + ROWS_PER_FRAME * row_height)
+        view.viewport().repaint()  # the frame the user sees at the new position
+        app.processEvents()  # and whatever else the event loop has to do meanwhile
+        frames.append(time.perf_counter() - started)
+    return frames
+
+
+def child_ours(scroll_rows: int) -> None:
+    from PySide6.QtCore import QEvent, QObject
+    from PySide6.QtWidgets import QApplication
+
+    from agent.paths import WatchkeeperPaths
+    from desktop_app.app import WatchkeeperApp
+
+    qt_app = QApplication([])
+    app = WatchkeeperApp(WatchkeeperPaths.from_environment(), use_tray=False)
+    painted: list[float] = []
+
+    class FirstPaint(QObject):
+        def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+            if event.type() == QEvent.Type.Paint and not painted:
+                painted.append(time.time())
+            return False
+
+    paint_filter = FirstPaint()
+    app.window.installEventFilter(paint_filter)
+    app.start()
+    while not painted:
+        qt_app.processEvents()
+    first_paint_at = painted[0]
+    app.workers.wait_idle(30)
+
+    started = time.perf_counter()
+    page = app.window.show_page("Models")
+    model = page.table_model
+    while not (model.total and model.row_values(0) is not None):
+        qt_app.processEvents()
+        time.sleep(0.001)
+    page.table.viewport().repaint()
+    open_seconds = time.perf_counter() - started
+
+    frames = _scroll(qt_app, page.table, scroll_rows)
+    rows_seen = page.table.rowAt(page.table.viewport().height() - 1)
+    app.workers.wait_idle(30)
+    _emit(
+        {
+            "first_paint_at": first_paint_at,
+            "open": open_seconds,
+            "frames": frames,
+            "bottom_row": rows_seen,
+            "total": model.total,
+        }
+    )
+    app.shutdown()
+
+
+def child_peer(scroll_rows: int, ledger: str) -> None:
+    from PySide6.QtCore import QEvent, QObject
+    from PySide6.QtSql import QSqlDatabase, QSqlQuery, QSqlQueryModel
+    from PySide6.QtWidgets import QApplication, QHeaderView, QLabel, QMainWindow, QTableView
+
+    qt_app = QApplication([])
+    window = QMainWindow()
+    window.setCentralWidget(QLabel("Watchkeeper"))
+    window.resize(1200, 780)
+    painted: list[float] = []
+
+    class FirstPaint(QObject):
+        def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+            if event.type() == QEvent.Type.Paint and not painted:
+                painted.append(time.time())
+            return False
+
+    paint_filter = FirstPaint()
+    window.installEventFilter(paint_filter)
+    window.show()
+    while not painted:
+        qt_app.processEvents()
+
+    database = QSqlDatabase.addDatabase("QSQLITE")
+    database.setDatabaseName(ledger)
+    database.setConnectOptions("QSQLITE_OPEN_READONLY")
+    database.open()
+    started = time.perf_counter()
+    view = QTableView()
+    view.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+    view.verticalHeader().setDefaultSectionSize(view.fontMetrics().height() + 8)
+    model = QSqlQueryModel()
+    model.setQuery(QSqlQuery(PEER_SQL, database))
+    view.setModel(model)
+    window.setCentralWidget(view)
+    qt_app.processEvents()
+    view.viewport().repaint()
+    open_seconds = time.perf_counter() - started
+    frames = _scroll(qt_app, view, scroll_rows)
+    _emit(
+        {
+            "first_paint_at": painted[0],
+            "open": open_seconds,
+            "frames": frames,
+            "bottom_row": view.rowAt(view.viewport().height() - 1),
+            "total": model.rowCount(),
+        }
+    )
+    os._exit(0)
+
+
+# ---------------------------------------------------------------------------- parent
+
+
+def run_child(kind: str, home: Path, ledger: Path, scroll_rows: int, xcb: bool) -> dict[str, Any]:
+    environment = {**os.environ, "WATCHKEEPER_HOME": str(home)}
+    if not xcb:
+        environment["QT_QPA_PLATFORM"] = "offscreen"
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--ledger",
+        str(ledger),
+        "--scroll-rows",
+        str(scroll_rows),
+    ]
+    spawned_at = time.time()
+    result = subprocess.run(
+        command, env=environment, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        raise SystemExit(f"{kind} child failed:\n{result.stderr}")
+    report: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    report["first_paint"] = report.pop("first_paint_at") - spawned_at
+    frames = report.pop("frames")
+    report["max_frame"] = max(frames)
+    report["p95_frame"] = statistics.quantiles(frames, n=20)[-1]
+    report["n_frames"] = len(frames)
+    return report
+
+
+def summarise(reports: list[dict[str, Any]]) -> dict[str, float]:
+    return {
+        key: statistics.median(report[key] for report in reports)
+        for key in ("first_paint", "open", "max_frame", "p95_frame")
+    } | {"worst_frame": max(report["max_frame"] for report in reports)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ledger", type=Path, help="a fixture ledger (made when absent)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--scroll-rows", type=int, default=20_000)
+    parser.add_argument("--xcb", action="store_true", help="use the real display ($DISPLAY)")
+    parser.add_argument("--child", choices=("ours", "peer"), help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.child == "ours":
+        child_ours(arguments.scroll_rows)
+        return
+    if arguments.child == "peer":
+        child_peer(arguments.scroll_rows, str(arguments.ledger))
+        return
+
+    from benchmarks.make_app_fixture import build_fixture
+
+    with tempfile.TemporaryDirectory(prefix="wk-bench-app-") as folder:
+        home = Path(folder)
+        ledger = home / "ledger.db"
+        if arguments.ledger:
+            ledger.symlink_to(arguments.ledger.resolve())
+        else:
+            started = time.perf_counter()
+            build_fixture(ledger, versions=100_000, days=365)
+            print(f"fixture: 100,000 versions, 365 days, {time.perf_counter() - started:.1f} s")
+        ours = [
+            run_child("ours", home, ledger, arguments.scroll_rows, arguments.xcb)
+            for _ in range(arguments.repeat)
+        ]
+        peer = [
+            run_child("peer", home, ledger, arguments.scroll_rows, arguments.xcb)
+            for _ in range(arguments.repeat)
+        ]
+    mine, theirs = summarise(ours), summarise(peer)
+    print(
+        f"ledger: {ours[0]['total']:,} model versions; scrolled {arguments.scroll_rows:,} rows"
+        f" in {ours[0]['n_frames']} frames; median of {arguments.repeat} runs each"
+    )
+    print(f"{'':28}{'watchkeeper':>14}{'peer':>12}{'ratio':>9}   target")
+    rows = (
+        ("first paint (s)", "first_paint", "bare PySide6 window", "<= 1.5"),
+        ("Models table open (s)", "open", "QSqlQueryModel", "<= 0.5"),
+        ("longest scroll frame (ms)", "max_frame", "QSqlQueryModel", "<= 50"),
+        ("p95 scroll frame (ms)", "p95_frame", "QSqlQueryModel", ""),
+        ("worst frame, all runs (ms)", "worst_frame", "QSqlQueryModel", "<= 50"),
+    )
+    for label, key, peer_name, target in rows:
+        scale = 1000 if "frame" in key else 1
+        a, b = mine[key] * scale, theirs[key] * scale
+        print(f"{label:28}{a:14.3f}{b:12.3f}{a / b:9.2f}   {target}  (peer: {peer_name})")
+    verdict = mine["first_paint"] <= 1.5 and mine["open"] <= 0.5 and mine["worst_frame"] <= 0.05
+    print("targets met" if verdict else "TARGETS MISSED")
+
+
+if __name__ == "__main__":
+    main()
