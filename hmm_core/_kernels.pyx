@@ -97,8 +97,27 @@ cdef class EmissionModel:
 
 
 # Every helper below takes the number of states K as its first argument. The sequence kernels
-# are called with a literal K for small models (see the dispatchers), so that after inlining the
-# C compiler sees fixed trip counts and unrolls the loops over states.
+# are specialised through the fused type StateCount: for the common small models K is
+# sizeof(tag), a compile-time constant, so the C compiler unrolls the loops over states after
+# inlining the helpers; StatesAny reads K at run time.
+ctypedef struct States2:
+    char size[2]
+ctypedef struct States3:
+    char size[3]
+ctypedef struct States4:
+    char size[4]
+ctypedef struct States8:
+    char size[8]
+ctypedef struct StatesAny:
+    char size[1]
+
+ctypedef fused StateCount:
+    States2
+    States3
+    States4
+    States8
+    StatesAny
+
 
 cdef inline void poisson_log_probs(Py_ssize_t K, const Emissions* em, Py_ssize_t t,
                                    double* out) noexcept nogil:
@@ -275,8 +294,8 @@ cdef inline double predict_and_weigh(Py_ssize_t K, const double* startprob,
     return total
 
 
-cdef inline int64_t forward_backward_sequence(
-        Py_ssize_t K,                   # IN number of states
+cdef int64_t forward_backward_sequence(
+        const StateCount* tag,          # IN selects the specialisation (may be NULL)
         const Emissions* em,            # IN emission parameters and observations
         Py_ssize_t t0,                  # IN first row of the sequence
         Py_ssize_t t1,                  # IN one past its last row
@@ -297,6 +316,7 @@ cdef inline int64_t forward_backward_sequence(
     Returns -1 on success, t when row t is impossible under every state, and -(t + 2) when
     row t is impossible given the states the transitions allow.
     """
+    cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
     cdef Py_ssize_t KK = K * K, t, i, j, cls = 0
     cdef double* current = work             # unnormalised alpha_t = c_t * scaled alpha_t
     cdef double* previous = work + K
@@ -406,25 +426,26 @@ cdef int64_t forward_backward_dispatch(
         const int64_t* classes, const double* startprob, const double* transmat,
         const double* transmat_t, Py_ssize_t n_classes, double* alpha, double* scale,
         double* stats, bint backward, double* work, double* loglik) noexcept nogil:
-    """forward_backward_sequence with K as a compile-time constant for small models."""
+    """forward_backward_sequence specialised for K when K is small."""
     if K == 2:
-        return forward_backward_sequence(2, em, t0, t1, classes, startprob, transmat,
-                                         transmat_t, n_classes, alpha, scale, stats, backward,
-                                         work, loglik)
+        return forward_backward_sequence(<States2*> NULL, em, t0, t1, classes, startprob,
+                                         transmat, transmat_t, n_classes, alpha, scale, stats,
+                                         backward, work, loglik)
     if K == 3:
-        return forward_backward_sequence(3, em, t0, t1, classes, startprob, transmat,
-                                         transmat_t, n_classes, alpha, scale, stats, backward,
-                                         work, loglik)
+        return forward_backward_sequence(<States3*> NULL, em, t0, t1, classes, startprob,
+                                         transmat, transmat_t, n_classes, alpha, scale, stats,
+                                         backward, work, loglik)
     if K == 4:
-        return forward_backward_sequence(4, em, t0, t1, classes, startprob, transmat,
-                                         transmat_t, n_classes, alpha, scale, stats, backward,
-                                         work, loglik)
+        return forward_backward_sequence(<States4*> NULL, em, t0, t1, classes, startprob,
+                                         transmat, transmat_t, n_classes, alpha, scale, stats,
+                                         backward, work, loglik)
     if K == 8:
-        return forward_backward_sequence(8, em, t0, t1, classes, startprob, transmat,
-                                         transmat_t, n_classes, alpha, scale, stats, backward,
-                                         work, loglik)
-    return forward_backward_sequence(K, em, t0, t1, classes, startprob, transmat, transmat_t,
-                                     n_classes, alpha, scale, stats, backward, work, loglik)
+        return forward_backward_sequence(<States8*> NULL, em, t0, t1, classes, startprob,
+                                         transmat, transmat_t, n_classes, alpha, scale, stats,
+                                         backward, work, loglik)
+    return forward_backward_sequence(<StatesAny*> NULL, em, t0, t1, classes, startprob,
+                                     transmat, transmat_t, n_classes, alpha, scale, stats,
+                                     backward, work, loglik)
 
 
 def forward_backward(
@@ -491,8 +512,8 @@ def forward_backward(
         free(block_stats)
 
 
-cdef inline int64_t viterbi_sequence(
-        Py_ssize_t K,                       # IN number of states
+cdef int64_t viterbi_sequence(
+        const StateCount* tag,              # IN selects the specialisation (may be NULL)
         const Emissions* em,                # IN emission parameters and observations
         Py_ssize_t t0,                      # IN first row
         Py_ssize_t t1,                      # IN one past the last row
@@ -505,6 +526,7 @@ cdef inline int64_t viterbi_sequence(
         double* logprob,                    # OUT log probability of the best path
 ) noexcept nogil:
     """Viterbi in log space over one sequence; returns -1 or the failing row as above."""
+    cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
     cdef Py_ssize_t KK = K * K, t, i, j, best_state
     cdef double* delta = work
     cdef double* new_delta = work + K
@@ -566,21 +588,21 @@ cdef int64_t viterbi_dispatch(
         Py_ssize_t K, const Emissions* em, Py_ssize_t t0, Py_ssize_t t1,
         const int64_t* classes, const double* log_startprob, const double* log_transmat_t,
         int32_t* backpointers, int64_t* path, double* work, double* logprob) noexcept nogil:
-    """viterbi_sequence with K as a compile-time constant for small models."""
+    """viterbi_sequence specialised for K when K is small."""
     if K == 2:
-        return viterbi_sequence(2, em, t0, t1, classes, log_startprob, log_transmat_t,
-                                backpointers, path, work, logprob)
+        return viterbi_sequence(<States2*> NULL, em, t0, t1, classes, log_startprob,
+                                log_transmat_t, backpointers, path, work, logprob)
     if K == 3:
-        return viterbi_sequence(3, em, t0, t1, classes, log_startprob, log_transmat_t,
-                                backpointers, path, work, logprob)
+        return viterbi_sequence(<States3*> NULL, em, t0, t1, classes, log_startprob,
+                                log_transmat_t, backpointers, path, work, logprob)
     if K == 4:
-        return viterbi_sequence(4, em, t0, t1, classes, log_startprob, log_transmat_t,
-                                backpointers, path, work, logprob)
+        return viterbi_sequence(<States4*> NULL, em, t0, t1, classes, log_startprob,
+                                log_transmat_t, backpointers, path, work, logprob)
     if K == 8:
-        return viterbi_sequence(8, em, t0, t1, classes, log_startprob, log_transmat_t,
-                                backpointers, path, work, logprob)
-    return viterbi_sequence(K, em, t0, t1, classes, log_startprob, log_transmat_t,
-                            backpointers, path, work, logprob)
+        return viterbi_sequence(<States8*> NULL, em, t0, t1, classes, log_startprob,
+                                log_transmat_t, backpointers, path, work, logprob)
+    return viterbi_sequence(<StatesAny*> NULL, em, t0, t1, classes, log_startprob,
+                            log_transmat_t, backpointers, path, work, logprob)
 
 
 def viterbi(
