@@ -581,7 +581,33 @@ def latest_drift(connection: sqlite3.Connection | None) -> tuple[str, list[Colum
     ).fetchone()
     if row is None:
         return "", []
-    return row["message"] or "", parse_drift(_json(row["drift"], []))
+    drift = _json(row["drift"], [])
+    notes = (
+        [str(entry) for entry in drift if isinstance(entry, str)] if isinstance(drift, list) else []
+    )
+    message = "\n".join([row["message"] or "", *notes]).strip()
+    return message, parse_drift(drift)
+
+
+def drift_since_snapshot(
+    connection: sqlite3.Connection | None, snapshot_id: int, source_path: str
+) -> tuple[str, list[ColumnDriftRow]]:
+    """Per-column drift of the source as it is now against one of its snapshots.
+
+    Reads the current files (hashing what changed), so it runs in a worker like every query.
+    """
+    source = Path(source_path)
+    if connection is None or not source.exists():
+        return f"{source} is not on this machine.", []
+    from sqlite_utils import Database
+
+    from agent.data.drift import drift_against_snapshot
+
+    reports = drift_against_snapshot(Database(connection), snapshot_id, source)
+    if not reports:
+        return "No tabular file changed since this snapshot.", []
+    summary = "\n".join(f"{report.path}: {report.summary()}" for report in reports)
+    return summary, parse_drift([report.to_json() for report in reports])
 
 
 def parse_drift(drift: Any) -> list[ColumnDriftRow]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -60,6 +62,7 @@ class DataPage(Page):
         self.changes.setAccessibleName("What changed")
         self.history_chart = SnapshotHistoryChart()
         self.drift_chart = DriftChart()
+        self.drift_heading = heading("Column drift (latest alert)")
         self.drift_label = QLabel("No drift recorded.")
         self.drift_label.setWordWrap(True)
 
@@ -70,7 +73,7 @@ class DataPage(Page):
         grid.addWidget(self.history_chart.widget, 1, 1)
         grid.addWidget(self.snapshots, 2, 0)
         grid.addWidget(self.changes, 2, 1)
-        grid.addWidget(heading("Column drift (latest alert)"), 3, 0, 1, 2)
+        grid.addWidget(self.drift_heading, 3, 0, 1, 2)
         grid.addWidget(self.drift_label, 4, 0)
         grid.addWidget(self.drift_chart.widget, 4, 1)
         grid.setColumnStretch(1, 2)
@@ -129,6 +132,16 @@ class DataPage(Page):
             return
         newest_first = list(reversed(self.sources[source_row].snapshots))
         row = min(rows)
+        source = self.sources[source_row]
+        selected = newest_first[row][0]
+        if Path(source.path).exists():
+            self.context.workers.submit(
+                lambda connection: ledger_queries.drift_since_snapshot(
+                    connection, selected, source.path
+                ),
+                lambda drift: self.show_drift(drift, since_snapshot=True),
+                lambda message: self.drift_label.setText(f"Drift not computed: {message}"),
+            )
         if row + 1 >= len(newest_first):
             self.show_change(None)
             return
@@ -154,11 +167,18 @@ class DataPage(Page):
             self.changes.addTopLevelItem(group)
             group.setExpanded(bool(paths) and len(paths) <= 20)
 
-    def show_drift(self, drift: tuple[str, list[ColumnDriftRow]]) -> None:
+    def show_drift(
+        self, drift: tuple[str, list[ColumnDriftRow]], *, since_snapshot: bool = False
+    ) -> None:
         message, columns = drift
+        self.drift_heading.setText(
+            "Column drift: the data now against the selected snapshot"
+            if since_snapshot
+            else "Column drift (latest alert)"
+        )
         self.drift_chart.set_columns(columns)
         if not columns:
-            self.drift_label.setText("No drift recorded.")
+            self.drift_label.setText(message or "No drift recorded.")
             return
         lines = [message, ""] + [
             f"{'⚠ ' if column.drifted else ''}{column.column}: {column.test} "

@@ -179,3 +179,34 @@ def test_screenshot_command_renders_every_page(
         "tray-icons.png",
     ]
     assert all((out / name).stat().st_size > 2_000 for name in names)
+
+
+def test_data_page_charts_column_drift_of_the_folder_now_against_a_snapshot(
+    tmp_path: Path, make_app: Callable[..., object], qtbot: QtBot, watchkeeper_home: Path
+) -> None:
+    from agent.data.fingerprint import fingerprint
+    from agent.data.snapshots import record_snapshot
+    from agent.ledger import open_ledger
+
+    folder = tmp_path / "churn-data"
+    folder.mkdir()
+    rows = "\n".join(f"{20 + i % 30},{'Paris' if i % 2 else 'Oslo'}" for i in range(400))
+    (folder / "train.csv").write_text("age,city\n" + rows + "\n")
+    db = open_ledger(watchkeeper_home / "ledger.db")
+    try:
+        record_snapshot(db, fingerprint(folder))
+    finally:
+        db.close()
+    shifted = "\n".join(f"{60 + i % 30},{'Lima' if i % 3 else 'Oslo'}" for i in range(400))
+    (folder / "train.csv").write_text("age,city\n" + shifted + "\n")
+
+    app = make_app()
+    page = app.window.show_page("Data")  # type: ignore[attr-defined]
+    qtbot.waitUntil(
+        lambda: "against the selected snapshot" in page.drift_heading.text(), timeout=10_000
+    )
+    app.workers.wait_idle(10)  # type: ignore[attr-defined]
+    assert page.source_list.item(0).text().startswith(str(folder))
+    assert "2/2 columns drifted" in page.drift_label.text()
+    bars = page.drift_chart.bars.opts
+    assert len(bars["height"]) == 2 and bars["brushes"] == ["#ef4444", "#ef4444"]
