@@ -277,6 +277,21 @@ class _BaseHMM:
         posteriors /= posteriors.sum(axis=1, keepdims=True)
         return log_likelihood, posteriors
 
+    def expected_statistics(
+        self, X: Any, lengths: Any = None, classes: Any = None
+    ) -> tuple[float, dict[str, FloatArray]]:
+        """One E-step under the current parameters: (log-likelihood, sufficient statistics).
+
+        The statistics are ``start`` (K,) posteriors at the first row of each sequence,
+        ``trans`` (C, K, K) expected transition counts per class (C = 1 gives (1, K, K)),
+        ``post`` (K,) total posteriors, ``obs`` (K, F) posterior-weighted sums of X (of the
+        one-hot symbols for categorical) and ``obs**2`` (K, D) of X squared (Gaussian only).
+        They let callers run their own M-step, for example with priors.
+        """
+        observations = self._prepare_for_inference(X, lengths, classes)
+        stats, log_likelihood = self._expectation(observations)
+        return log_likelihood, {name: value.copy() for name, value in stats.items()}
+
     def predict_proba(self, X: Any, lengths: Any = None, classes: Any = None) -> FloatArray:
         """Posterior probability of each state at each row."""
         return self.score_samples(X, lengths, classes)[1]

@@ -190,3 +190,22 @@ def test_float_counts_and_lists_are_accepted() -> None:
     model = two_state_poisson()
     as_int = np.array([[0, 1], [2, 3], [4, 0]])
     assert model.score(as_int.astype(float)) == model.score(as_int.tolist())
+
+
+def test_expected_statistics_match_one_em_step() -> None:
+    model = two_state_poisson(n_classes=2, init_params="", n_iter=1)
+    model.transmat_ = np.stack([model.transmat_, model.transmat_[::-1]])
+    classes = np.arange(600) % 2
+    X, _ = model.sample(600, random_state=12, classes=classes)
+    log_likelihood, stats = model.expected_statistics(X, [250, 350], classes)
+    assert log_likelihood == pytest.approx(model.score(X, [250, 350], classes))
+    assert stats["trans"].shape == (2, 2, 2)
+    assert stats["start"].sum() == pytest.approx(2.0)
+    assert stats["post"].sum() == pytest.approx(600.0)
+    assert stats["trans"].sum() == pytest.approx(598.0)
+    np.testing.assert_allclose(stats["obs"].sum(axis=0), X.sum(axis=0))
+    model.fit(X, [250, 350], classes)
+    np.testing.assert_allclose(model.lambdas_, stats["obs"] / stats["post"][:, None])
+    np.testing.assert_allclose(
+        model.transmat_, stats["trans"] / stats["trans"].sum(axis=2, keepdims=True)
+    )
