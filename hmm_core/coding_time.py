@@ -125,6 +125,12 @@ class BinnedActivity:
     classes: np.ndarray  # (T,) hour of the week
     starts: np.ndarray  # (S,) first row of each sequence
     ends: np.ndarray  # (S,) one past the last row
+    first_offset: np.ndarray | None = (
+        None  # (T,) seconds into the bin of its first event, NaN if none
+    )
+    last_offset: np.ndarray | None = (
+        None  # (T,) seconds into the bin of its last event, NaN if none
+    )
 
     @property
     def lengths(self) -> np.ndarray:
@@ -210,6 +216,12 @@ def bin_events(
     bins = np.arange(total, dtype=np.int64) + np.repeat(starts_abs - starts, lengths)
     rows = np.searchsorted(bins, event_bins)
     counts = np.bincount(rows * n_kinds + kinds, minlength=total * n_kinds)
+    order = np.argsort(times, kind="stable")
+    sorted_rows, offsets = rows[order], times[order] - event_bins[order] * bin_seconds
+    first_offset = np.full(total, np.nan)
+    last_offset = np.full(total, np.nan)
+    first_offset[sorted_rows[::-1]] = offsets[::-1]  # the earliest event of a bin is written last
+    last_offset[sorted_rows] = offsets
     return BinnedActivity(
         bin_minutes=bin_minutes,
         first_day=first_day,
@@ -219,6 +231,8 @@ def bin_events(
         classes=hour_of_week(bins * bin_seconds),
         starts=starts.astype(np.int64),
         ends=ends.astype(np.int64),
+        first_offset=first_offset,
+        last_offset=last_offset,
     )
 
 
@@ -240,7 +254,7 @@ class CodingTimePriors:
     weight in hours of observation.
     """
 
-    coding_minutes: float = 60.0
+    coding_minutes: float = 90.0
     desk_minutes: float = 30.0
     away_minutes: float = 180.0
     coding_exit_to_desk: float = 0.6
@@ -252,7 +266,7 @@ class CodingTimePriors:
     away_rate_per_hour: float = 0.002  # fixed: away means no activity
     desk_commit_rate_per_hour: float = 0.15
     desk_save_rate_per_hour: float = 0.5
-    rate_strength_hours: float = 5.0
+    rate_strength_hours: float = 50.0
     start_strength: float = 10.0
 
 
@@ -313,6 +327,20 @@ def _typical_gap_minutes(local_times: np.ndarray, cutoff_minutes: float) -> floa
     return float(gaps.mean())
 
 
+def _session_minutes_per_commit(commit_times: np.ndarray) -> float | None:
+    """Session time per commit: git-hours' total (gaps under two hours in full, two hours per
+    session start) divided by the number of commits. Unlike raw gaps it is not shortened by
+    bursts of quick fix-up commits, and it counts the lead-in before a session's first commit.
+    """
+    if commit_times.size < 3:
+        return None
+    gaps = np.diff(np.sort(commit_times)) / 60.0
+    total = GIT_HOURS_FIRST_COMMIT_MINUTES + float(
+        np.where(gaps < GIT_HOURS_MAX_GAP_MINUTES, gaps, GIT_HOURS_FIRST_COMMIT_MINUTES).sum()
+    )
+    return total / commit_times.size
+
+
 @dataclass
 class ModelPrior:
     """Prior pseudo-counts in the units of the EM statistics."""
@@ -334,19 +362,25 @@ def default_prior(
 ) -> tuple[ModelPrior, HMMParameters]:
     """Priors and starting parameters for one person's events.
 
-    The coding-state rate of each kind is centred on the person's own typical gap between
-    events of that kind (commits under two hours apart, saves under fifteen minutes apart),
-    so that a rare committer and a frequent one both get a sensible lead-in before a commit.
+    The coding-state rate of each kind is centred on the person's own habits: for commits,
+    one per `_session_minutes_per_commit` of session time; for saves, the mean gap between
+    saves under fifteen minutes apart. A rare committer and a frequent one thus both get a
+    sensible lead-in before a session's first commit.
     """
     bins_per_hour = 60.0 / bin_minutes
     mean_matrix = _transition_prior(priors, bin_minutes)
     transition_counts = mean_matrix * priors.dwell_strength
     rates = np.zeros((N_STATES, n_kinds))
-    cutoffs = {COMMIT: GIT_HOURS_MAX_GAP_MINUTES, SAVE: TIMEOUT_MINUTES}
+    cutoffs = {SAVE: TIMEOUT_MINUTES}
     defaults = {COMMIT: 45.0, SAVE: 4.0}
     desk = {COMMIT: priors.desk_commit_rate_per_hour, SAVE: priors.desk_save_rate_per_hour}
     for kind in range(n_kinds):
-        gap = _typical_gap_minutes(local_times[kinds == kind], cutoffs.get(kind, 60.0))
+        of_kind = local_times[kinds == kind]
+        gap = (
+            _session_minutes_per_commit(of_kind)
+            if kind == COMMIT
+            else _typical_gap_minutes(of_kind, cutoffs.get(kind, 60.0))
+        )
         gap = gap if gap is not None else defaults.get(kind, 30.0)
         rates[CODING, kind] = bin_minutes / max(gap, 0.5)
         rates[DESK, kind] = min(desk.get(kind, 0.2) / bins_per_hour, 0.5 * rates[CODING, kind])
@@ -643,6 +677,38 @@ class CodingTimeEstimate:
         }
 
 
+def coding_minutes_per_bin(coding: np.ndarray, activity: BinnedActivity) -> np.ndarray:
+    """Expected coding minutes in each bin, from P(coding) with a correction at the edges.
+
+    A session rarely starts or ends exactly on a bin boundary. Where P(coding) rises from one
+    bin to the next (an entry, with probability the rise) the switch is taken as uniform
+    between the bin's start and its first event, so half of that stretch is not coding; where
+    it falls (an exit) the same holds between the last event and the bin's end. Bins without
+    events lose half a bin per entry or exit. Without this, every session would gain about
+    half a bin at each end.
+    """
+    seconds = float(activity.bin_seconds)
+    previous = np.r_[coding[:1], coding[:-1]]
+    following = np.r_[coding[1:], coding[-1:]]
+    previous[activity.starts] = coding[activity.starts]
+    following[activity.ends - 1] = coding[activity.ends - 1]
+    entry = np.maximum(coding - previous, 0.0)
+    leave = np.maximum(coding - following, 0.0)
+    first = (
+        activity.first_offset
+        if activity.first_offset is not None
+        else np.full(coding.shape, np.nan)
+    )
+    last = (
+        activity.last_offset if activity.last_offset is not None else np.full(coding.shape, np.nan)
+    )
+    before_first = np.where(np.isnan(first), seconds, first)
+    after_last = np.where(np.isnan(last), seconds, seconds - last)
+    lost = entry * before_first / 2 + leave * after_last / 2
+    minutes: np.ndarray = np.maximum(coding * seconds - lost, 0.0) / 60.0
+    return minutes
+
+
 def coding_state_of(lambdas: np.ndarray) -> int:
     """The state with the highest event rate (rates scaled per kind so kinds weigh alike)."""
     scaled = lambdas / np.maximum(lambdas.max(axis=0, keepdims=True), 1e-300)
@@ -841,10 +907,11 @@ def estimate_coding_time(
     coding_state = coding_state_of(fit.parameters.lambdas)
     away_state = int(np.argmin(fit.parameters.lambdas.sum(axis=1)))
     coding = posteriors[:, coding_state]
-    coding_minutes = np.bincount(
-        activity.day_index, weights=coding * bin_minutes, minlength=activity.n_days
-    )[: activity.n_days]
-    heatmap = _week_grid(activity, coding)
+    per_bin = coding_minutes_per_bin(coding, activity)
+    coding_minutes = np.bincount(activity.day_index, weights=per_bin, minlength=activity.n_days)[
+        : activity.n_days
+    ]
+    heatmap = _week_grid(activity, per_bin / bin_minutes)
     presence = _week_grid(activity, 1.0 - posteriors[:, away_state])
     sessions = (
         viterbi_sessions(fit.parameters, activity, coding_state, n_jobs)
@@ -953,8 +1020,7 @@ def estimate_team(
     if occupied:
         pooled = subsample_sequences(_concatenate(occupied), team_fit_rows)
         gaps = [
-            _typical_gap_minutes(np.asarray(t, np.float64)[k == COMMIT], GIT_HOURS_MAX_GAP_MINUTES)
-            for t, k in members
+            _session_minutes_per_commit(np.asarray(t, np.float64)[k == COMMIT]) for t, k in members
         ]
         known = [g for g in gaps if g is not None]
         typical = float(np.median(known)) if known else 45.0
@@ -1000,7 +1066,7 @@ def estimate_team(
         posteriors = posteriors_of(parameters, activity)
         coding = posteriors[:, coding_state_of(parameters.lambdas)]
         return MemberEstimate(
-            coding_minutes=float(coding.sum() * bin_minutes),
+            coding_minutes=float(coding_minutes_per_bin(coding, activity).sum()),
             git_hours_minutes=float(git_hours.sum()),
             timeout_minutes=float(timeout.sum()),
             active_days=active,
