@@ -18,8 +18,10 @@ cdef enum:
 # Below this largest per-state emission probability an observation is recomputed in log space
 # and rescaled, so a very unlikely observation never underflows to zero.
 cdef double TINY_PROBABILITY = 1e-200
-# The running product of scale factors is folded into the log-likelihood below this value.
-cdef double TINY_PRODUCT = 1e-250
+# Scale factors are multiplied into a running product, which is folded into the log-likelihood
+# once it falls below this value; a smaller factor goes to the log-likelihood directly. Both
+# bounds keep the product above 1e-300, clear of underflow.
+cdef double TINY_PRODUCT = 1e-150
 # Sequences are processed in blocks; their statistics are summed in sequence order, so the
 # result does not depend on the number of threads.
 cdef Py_ssize_t SEQUENCE_BLOCK = 256
@@ -360,10 +362,13 @@ cdef int64_t forward_backward_sequence(
         for j in range(K):
             row_alpha[j] = current[j] * inverse
         scale[t] = -total if in_log_space else total
-        running *= total
-        if running < TINY_PRODUCT:
-            ll += log(running)
-            running = 1.0
+        if total < TINY_PRODUCT:
+            ll += log(total)
+        else:
+            running *= total
+            if running < TINY_PRODUCT:
+                ll += log(running)
+                running = 1.0
         swap = previous
         previous = current
         current = swap

@@ -21,6 +21,7 @@ POISSON, CATEGORICAL, GAUSSIAN = 0, 1, 2
 MAX_POISSON_TABLE = 1024
 KMEANS_SAMPLE = 10_000
 SUM_TOLERANCE = 1e-6
+MAX_EXACT_INTEGER = 2.0**53
 
 __all__ = ["CategoricalHMM", "ConvergenceMonitor", "GaussianHMM", "PoissonHMM"]
 
@@ -119,6 +120,12 @@ def _integer_array(array: np.ndarray, what: str) -> IntArray:
     if np.issubdtype(array.dtype, np.complexfloating):
         raise ValueError(f"{what} must be real integers; got complex numbers")
     if np.issubdtype(array.dtype, np.floating):
+        too_large = np.abs(array) > MAX_EXACT_INTEGER
+        if too_large.any():
+            raise ValueError(
+                f"{what} must be integers below 2**53; found {array[too_large][0]:g} at row "
+                f"{_first_row(too_large)}"
+            )
         fractional = array != np.floor(array)
         if fractional.any():
             raise ValueError(
@@ -275,6 +282,11 @@ class _BaseHMM:
         observations = self._prepare_for_inference(X, lengths, classes)
         log_likelihood, posteriors = self._forward_backward(observations, backward=True)
         posteriors /= posteriors.sum(axis=1, keepdims=True)
+        if not np.isfinite(posteriors).all():
+            raise ValueError(
+                "the posteriors are not finite: the data are numerically impossible under the "
+                "current parameters"
+            )
         return log_likelihood, posteriors
 
     def expected_statistics(

@@ -171,3 +171,21 @@ def test_counts_beyond_the_table_and_underflowing_rows_match_reference() -> None
     np.testing.assert_allclose(posteriors, ref.posteriors, atol=1e-10)
     assert np.all(np.isfinite(posteriors))
     np.testing.assert_array_equal(model.predict(X), ref.viterbi_path)
+
+
+def test_nearly_impossible_paths_match_reference() -> None:
+    """Start and transition probabilities near the underflow limit keep everything finite."""
+    model = PoissonHMM(2, init_params="")
+    model.startprob_ = np.array([1.0, 1e-300])
+    model.transmat_ = np.array([[1 - 1e-15, 1e-15], [1e-15, 1 - 1e-15]])
+    model.lambdas_ = np.array([[1e-3], [50.0]])
+    X = np.array([[0], [0], [50], [50], [0], [60], [0], [45]] * 5)
+    ref = reference_hmm(
+        poisson_log_emissions(X, model.lambdas_), model.startprob_, model.transmat_[None]
+    )
+    log_likelihood, posteriors = model.score_samples(X)
+    assert log_likelihood == pytest.approx(ref.log_likelihood, rel=1e-10)
+    np.testing.assert_allclose(posteriors, ref.posteriors, atol=1e-10)
+    log_prob, path = model.decode(X)
+    assert log_prob == pytest.approx(ref.viterbi_log_prob, rel=1e-10)
+    np.testing.assert_array_equal(path, ref.viterbi_path)

@@ -185,3 +185,8 @@ def test_bad_settings() -> None:
         PoissonHMM(2, n_jobs=0).fit(GOOD)
     with pytest.raises(ValueError, match="algorithm must be 'viterbi' or 'map'"):
         poisson_model().decode(GOOD, algorithm="forward")
+
+
+def test_counts_too_large_for_exact_integers() -> None:
+    with pytest.raises(ValueError, match="integers below 2\\*\\*53; found 1e\\+20 at row 1"):
+        poisson_model().score(np.array([[0.0, 1.0], [1e20, 2.0]]))
