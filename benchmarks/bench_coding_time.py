@@ -20,12 +20,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from simulate_developer import (
+    ALTERNATING_PROFILES,
     DAY,
     PROFILES,
     START_EPOCH,
+    AlternatingProfile,
     DeveloperProfile,
+    draw,
     random_profile,
-    simulate,
 )
 
 from hmm_core.coding_time import estimate_coding_time
@@ -33,9 +35,11 @@ from hmm_core.coding_time import estimate_coding_time
 METHODS = ("hmm", "git_hours", "timeout")
 
 
-def errors_for(profile: DeveloperProfile, days: int, seed: int) -> dict[str, dict[str, float]]:
+def errors_for(
+    profile: DeveloperProfile | AlternatingProfile, days: int, seed: int
+) -> dict[str, dict[str, float]]:
     """Daily MAE of every method for one simulated developer, in both settings."""
-    developer = simulate(profile, days, seed)
+    developer = draw(profile, days, seed)
     truth = developer.truth_minutes_per_day()
     local = developer.event_times + profile.utc_offset_minutes * 60
     first_day = START_EPOCH // DAY
@@ -64,8 +68,18 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--random", type=int, default=0, help="extra random developers")
+    parser.add_argument(
+        "--generator",
+        choices=("sessions", "alternating", "both"),
+        default="both",
+        help="which simulator's developers to draw",
+    )
     arguments = parser.parse_args()
-    profiles = dict(PROFILES)
+    profiles: dict[str, DeveloperProfile | AlternatingProfile] = {}
+    if arguments.generator in ("sessions", "both"):
+        profiles.update(PROFILES)
+    if arguments.generator in ("alternating", "both"):
+        profiles.update(ALTERNATING_PROFILES)
     for index in range(arguments.random):
         profile = random_profile(1000 + index)
         profiles[profile.name] = profile

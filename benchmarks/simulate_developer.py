@@ -7,6 +7,10 @@ breaks, and sometimes a late-night session. While coding they save files every f
 commits happen outside coding (merges during a meeting, quick fixes). The ground truth is the
 set of coding intervals. Times are UTC epoch seconds; the developer lives at a fixed UTC offset.
 
+`simulate_alternating` is a second generator with a different structure (coding and other
+work alternating back to back, Poisson commits with fix-ups, no session-end commits), so that
+an estimator is not judged on one generator's assumptions only.
+
 Run it to print a summary of each profile:  .venv/bin/python benchmarks/simulate_developer.py
 """
 
@@ -90,7 +94,7 @@ PROFILES: dict[str, DeveloperProfile] = {
 class SimulatedDeveloper:
     """Events and ground truth for one simulated developer."""
 
-    profile: DeveloperProfile
+    profile: DeveloperProfile | AlternatingProfile
     days: int
     event_times: np.ndarray  # UTC epoch seconds, sorted
     event_kinds: np.ndarray  # 0 = commit, 1 = save
@@ -254,6 +258,104 @@ def simulate(profile: DeveloperProfile, days: int, seed: int) -> SimulatedDevelo
     )
 
 
+@dataclass(frozen=True)
+class AlternatingProfile:
+    """A second, structurally different generator: at work the developer alternates between
+    coding and other work with gamma-distributed lengths; commits are a Poisson process while
+    coding (some followed by a quick fix-up commit) and rare otherwise; saves are a gamma
+    renewal process while coding. No session-end commits, no lunch, no reading pauses."""
+
+    name: str = "alternating"
+    utc_offset_minutes: int = 0
+    coding_mean_minutes: float = 45.0
+    other_mean_minutes: float = 25.0
+    duration_shape: float = 2.0
+    commit_gap_minutes: float = 40.0
+    fixup_probability: float = 0.2
+    other_commits_per_hour: float = 0.1
+    save_gap_minutes: float = 2.5
+    weekend_work_probability: float = 0.1
+    holiday_probability: float = 0.05
+
+
+ALTERNATING_PROFILES: dict[str, AlternatingProfile] = {
+    "alternating": AlternatingProfile(),
+    "alt_rare_commits": AlternatingProfile(name="alt_rare_commits", commit_gap_minutes=90.0),
+    "alt_short_breaks": AlternatingProfile(
+        name="alt_short_breaks",
+        other_mean_minutes=10.0,
+        save_gap_minutes=6.0,
+        utc_offset_minutes=540,
+    ),
+    "alt_erratic": AlternatingProfile(
+        name="alt_erratic", duration_shape=0.7, utc_offset_minutes=-300
+    ),
+}
+
+
+def simulate_alternating(profile: AlternatingProfile, days: int, seed: int) -> SimulatedDeveloper:
+    """Draw `days` days of an alternating developer (see AlternatingProfile)."""
+    rng = np.random.default_rng(seed)
+    times: list[float] = []
+    kinds: list[int] = []
+    intervals: list[tuple[float, float]] = []
+    for day in range(days):
+        weekday = day % 7
+        if weekday >= 5 and rng.random() > profile.weekend_work_probability:
+            continue
+        if rng.random() < profile.holiday_probability:
+            continue
+        start = rng.normal(9.0, 1.0) * 60
+        length = rng.normal(8.5, 1.0) * 60 if weekday < 5 else rng.uniform(60.0, 180.0)
+        end = min(start + length, 24 * 60 - 1)
+        base = day * 24 * 60.0
+        now, coding = start, bool(rng.random() < 0.5)
+        while now < end:
+            mean = profile.coding_mean_minutes if coding else profile.other_mean_minutes
+            stop = min(now + rng.gamma(profile.duration_shape, mean / profile.duration_shape), end)
+            if coding:
+                intervals.append((base + now, base + stop))
+                moment = now + rng.exponential(profile.commit_gap_minutes)
+                while moment < stop:
+                    times.append(base + moment)
+                    kinds.append(0)
+                    if rng.random() < profile.fixup_probability:
+                        times.append(base + moment + rng.uniform(0.5, 3.0))
+                        kinds.append(0)
+                    moment += rng.exponential(profile.commit_gap_minutes)
+                moment = now + rng.gamma(2.0, profile.save_gap_minutes / 2)
+                while moment < stop:
+                    times.append(base + moment)
+                    kinds.append(1)
+                    moment += rng.gamma(2.0, profile.save_gap_minutes / 2)
+            elif profile.other_commits_per_hour > 0:
+                moment = now + rng.exponential(60.0 / profile.other_commits_per_hour)
+                while moment < stop:
+                    times.append(base + moment)
+                    kinds.append(0)
+                    moment += rng.exponential(60.0 / profile.other_commits_per_hour)
+            now, coding = stop, not coding
+    to_utc = START_EPOCH - profile.utc_offset_minutes * MINUTE
+    event_times = np.asarray(times) * MINUTE + to_utc
+    order = np.argsort(event_times, kind="stable")
+    return SimulatedDeveloper(
+        profile=profile,  # type: ignore[arg-type]
+        days=days,
+        event_times=event_times[order],
+        event_kinds=np.asarray(kinds, dtype=np.int8)[order],
+        coding_intervals=[(a * MINUTE + to_utc, b * MINUTE + to_utc) for a, b in intervals],
+    )
+
+
+def draw(
+    profile: DeveloperProfile | AlternatingProfile, days: int, seed: int
+) -> SimulatedDeveloper:
+    """Simulate with whichever generator the profile belongs to."""
+    if isinstance(profile, AlternatingProfile):
+        return simulate_alternating(profile, days, seed)
+    return simulate(profile, days, seed)
+
+
 def random_profile(seed: int) -> DeveloperProfile:
     """A profile with every habit drawn at random around plausible values."""
     rng = np.random.default_rng(seed)
@@ -277,8 +379,12 @@ def random_profile(seed: int) -> DeveloperProfile:
 
 
 if __name__ == "__main__":
-    for kind, profile in PROFILES.items():
-        developer = simulate(profile, days=90, seed=1)
+    everyone: dict[str, DeveloperProfile | AlternatingProfile] = {
+        **PROFILES,
+        **ALTERNATING_PROFILES,
+    }
+    for kind, profile in everyone.items():
+        developer = draw(profile, days=90, seed=1)
         truth = developer.truth_minutes_per_day()
         commits = int((developer.event_kinds == 0).sum())
         saves = int((developer.event_kinds == 1).sum())
