@@ -70,6 +70,7 @@ class DriftReport:
     drifted_share: float = field(default=0.0)
     reference_rows: int = 0
     current_rows: int = 0
+    error: str | None = None  # why drift could not be computed (a malformed CSV), if so
 
     @property
     def dataset_drift(self) -> bool:
@@ -77,6 +78,8 @@ class DriftReport:
 
     def summary(self) -> str:
         """One line, e.g. '2/5 columns drifted: age (KS p=0.001), city (JS 0.21)'."""
+        if self.error is not None:
+            return f"drift not computed: {self.error}"
         drifted = [column for column in self.columns if column.drifted]
         line = f"{len(drifted)}/{len(self.columns)} columns drifted"
         if drifted:
@@ -92,6 +95,7 @@ class DriftReport:
             "current_rows": self.current_rows,
             "drifted_share": self.drifted_share,
             "dataset_drift": self.dataset_drift,
+            "error": self.error,
             "columns": [asdict(column) for column in self.columns],
         }
 
@@ -236,8 +240,10 @@ def drift_against_snapshot(
 ) -> list[DriftReport]:
     """One drift report per CSV file of the data source that changed since the snapshot.
 
-    `current` is the source as it is now (the folder, or the file, the snapshot was taken of).
-    Files without a stored reference profile are left out.
+    `current` is the source as it is now (the folder, or the file, the snapshot was taken of),
+    or another folder laid out the same way. Files without a stored reference profile are left
+    out; a file that cannot be parsed (now or when the snapshot was taken) gets a report whose
+    `error` says why.
     """
     from agent.data.fingerprint import fingerprint
     from agent.data.snapshots import diff_fingerprints, load_snapshot
@@ -249,10 +255,14 @@ def drift_against_snapshot(
     for relative in difference.modified:
         if not is_tabular(relative):
             continue
-        reference = load_profile(db, recorded.files[relative].digest)
-        if reference is None:
+        try:
+            reference = load_profile(db, recorded.files[relative].digest)
+            if reference is None:
+                continue
+            current_file = now.root / relative if now.kind == "folder" else now.root
+            profile = profile_csv(current_file, expected_digest=now.files[relative].digest)
+        except WatchkeeperError as error:
+            reports.append(DriftReport(relative, [], error=str(error)))
             continue
-        current_file = now.root / relative if now.kind == "folder" else now.root
-        profile = profile_csv(current_file, expected_digest=now.files[relative].digest)
         reports.append(drift_between_profiles(reference, profile, relative, method=method))
     return reports
