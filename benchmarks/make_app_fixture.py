@@ -37,8 +37,12 @@ def build_fixture(
     days: int = 365,
     now: float | None = None,
     seed: int = 7,
+    runs_dir: Path | None = None,
 ) -> Path:
-    """Fill `ledger` (created if needed) and return its path."""
+    """Fill `ledger` (created if needed) and return its path.
+
+    With `runs_dir`, the newest runs get real log files there (for the Runs page's log view).
+    """
     rng = random.Random(seed)
     now = now or time.time()
     db = open_ledger(ledger)
@@ -61,7 +65,7 @@ def build_fixture(
         ]
         connection.executemany("INSERT INTO models VALUES (?, ?, ?)", models)
         _insert_data(connection, rng, now)
-        _insert_versions(connection, rng, models, versions, now)
+        _insert_versions(connection, rng, models, versions, now, runs_dir)
         _insert_activity(connection, rng, days, now)
         _insert_alerts(connection, models, now)
     connection.close()
@@ -112,7 +116,9 @@ def _insert_data(connection, rng: random.Random, now: float) -> None:  # type: i
             )
 
 
-def _insert_versions(connection, rng: random.Random, models, versions: int, now: float) -> None:  # type: ignore[no-untyped-def]
+def _insert_versions(  # type: ignore[no-untyped-def]
+    connection, rng: random.Random, models, versions: int, now: float, runs_dir: Path | None
+) -> None:
     statuses = ["succeeded"] * 17 + ["failed", "cancelled", "interrupted"]
     executors = [("local", "workstation"), ("ssh", "gpu-box"), ("slurm", "cluster-login")]
     start = now - 365 * 86400
@@ -133,6 +139,9 @@ def _insert_versions(connection, rng: random.Random, models, versions: int, now:
         metrics = json.dumps({"accuracy": round(accuracy, 4), "loss": round(1 - accuracy, 4)})
         params = json.dumps({"lr": rng.choice([0.1, 0.01, 0.001]), "epochs": rng.randint(3, 30)})
         commit = _sha(f"commit-{index // 7}")
+        run_dir = (runs_dir or Path("/home/dev/.local/share/watchkeeper/runs")) / run_id
+        if runs_dir is not None and index >= versions - 5:
+            _write_log(run_dir, rng, accuracy, finished=status != "running")
         run_rows.append(
             (
                 run_id,
@@ -143,8 +152,8 @@ def _insert_versions(connection, rng: random.Random, models, versions: int, now:
                 host,
                 None,
                 None,
-                f"/home/dev/.local/share/watchkeeper/runs/{run_id}",
-                f"/home/dev/.local/share/watchkeeper/runs/{run_id}/log",
+                str(run_dir),
+                str(run_dir / "log"),
                 0,
                 None if ended is None else (0 if status == "succeeded" else 1),
                 started - 5,
@@ -190,6 +199,20 @@ def _insert_versions(connection, rng: random.Random, models, versions: int, now:
     connection.executemany(
         f"INSERT INTO model_versions VALUES ({','.join('?' * 20)})", version_rows
     )
+
+
+def _write_log(run_dir: Path, rng: random.Random, accuracy: float, *, finished: bool) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lines = ["loading data/train.csv: 48,210 rows, 14 columns"]
+    epochs = 12 if finished else 7
+    for epoch in range(1, epochs + 1):
+        loss = 1.2 * math.exp(-epoch / 4) + rng.uniform(0, 0.02)
+        lines.append(
+            f"epoch {epoch:2d}/12  loss {loss:.4f}  val_accuracy {accuracy - 0.1 / epoch:.4f}"
+        )
+    if finished:
+        lines += ["saving model.pkl", f"metrics: accuracy={accuracy:.4f}"]
+    (run_dir / "log").write_text("\n".join(lines) + "\n")
 
 
 def _insert_activity(connection, rng: random.Random, days: int, now: float) -> None:  # type: ignore[no-untyped-def]
