@@ -87,7 +87,7 @@ def unpack_stream(
     while True:
         line = reader.readline()
         if not line:
-            raise RemoteUnreachableError("the file stream from the remote ended early")
+            raise reader.ended_early()
         header = json.loads(line)
         if header.get("end"):
             return written, refused
@@ -150,6 +150,22 @@ class _ChannelReader:
         self.buffer += chunk
         return True
 
+    def ended_early(self) -> Exception:
+        """The error for a stream that stopped: lost connection, or the remote program failed."""
+        transport = getattr(self.channel, "get_transport", lambda: None)()
+        if transport is None or not transport.is_active():
+            return RemoteUnreachableError("the file stream from the remote ended early")
+        status = self.channel.recv_exit_status()
+        errors = b""
+        while self.channel.recv_stderr_ready():
+            errors += self.channel.recv_stderr(65536)
+        if status == 127:
+            return WatchkeeperError("fetching results: the remote python was not found (exit 127)")
+        return WatchkeeperError(
+            f"fetching results failed on the remote (exit {status}): "
+            f"{errors.decode(errors='replace').strip()[-800:]}"
+        )
+
     def readline(self) -> bytes:
         while b"\n" not in self.buffer:
             if not self._fill():
@@ -161,7 +177,7 @@ class _ChannelReader:
     def read_exact(self, size: int) -> bytes:
         while len(self.buffer) < size:
             if not self._fill():
-                raise RemoteUnreachableError("the file stream from the remote ended early")
+                raise self.ended_early()
         data = bytes(self.buffer[:size])
         del self.buffer[:size]
         return data
@@ -264,6 +280,8 @@ class RemoteExecutor:
     # -- results ------------------------------------------------------------------------------
     def collect(self, run: Run, dest: Path) -> None:
         """Fetch outs/, exitcode and log into dest; refused entries are noted in the log."""
+        if "remote_run_dir" not in run.detail:
+            return  # it never reached the remote: nothing to fetch
         remote_dir = self.remote_run_dir(run)
         command = self.session.helper_command("pack", remote_dir, *COLLECTED)
 

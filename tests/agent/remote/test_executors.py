@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from agent.errors import WatchkeeperError
 from agent.ledger import open_ledger
 from agent.ledger.artifacts import ArtifactStore
 from agent.paths import WatchkeeperPaths
@@ -352,3 +353,19 @@ def test_killed_train_command_is_reattached_from_the_ledger(
         db.close()
     assert result.status == "succeeded", result.problem
     assert "model.pkl" in result.artifacts and result.metrics == {"auc": 0.75}
+
+
+def test_missing_python_stops_training_before_upload(
+    shared_sshd: LoopbackSshd, make_remote: RemoteFactory, tmp_path: Path
+) -> None:
+    remote = make_remote(shared_sshd, python="/opt/nowhere/python3")
+    root = make_project(tmp_path)
+    with pytest.raises(WatchkeeperError, match=r"python '/opt/nowhere/python3' was not found"):
+        run_train(root)
+    assert not (Path(remote.workdir) / "cache").exists()
+    db = open_ledger()
+    try:
+        (state,) = db.execute("SELECT state FROM runs").fetchone()
+    finally:
+        db.close()
+    assert state == "failed"

@@ -172,3 +172,14 @@ def test_scontrol_fields_and_state_mapping() -> None:
     assert run_state_for_slurm("OUT_OF_MEMORY") is RunState.FAILED
     assert run_state_for_slurm("CANCELLED") is RunState.CANCELLED
     assert run_state_for_slurm("COMPLETED") is None  # decided by the exitcode file
+
+
+@pytest.mark.ssh
+def test_remote_test_lists_slurm_partitions(cluster: RemoteConfig) -> None:
+    from click.testing import CliRunner
+
+    from agent.cli import main
+
+    result = CliRunner().invoke(main, ["remote", "test", "cluster"])
+    assert result.exit_code == 0, result.output
+    assert "slurm: partitions" in result.output and "debug" in result.output

@@ -128,3 +128,29 @@ def test_missing_python_is_reported_by_remote_test_and_before_upload(
         pytest.raises(WatchkeeperError, match=r"python3\.99"),
     ):
         session.require_python()
+
+
+def test_ssh_config_alias_identity_file_and_proxy_jump_are_honoured(
+    shared_sshd: LoopbackSshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        f"Host trainbox\n  HostName 127.0.0.1\n  Port {shared_sshd.port}\n"
+        f"  User {shared_sshd.user}\n  IdentityFile {shared_sshd.user_key}\n"
+        "  ProxyJump bastion\n"
+        f"Host bastion\n  HostName 127.0.0.1\n  Port {shared_sshd.port}\n"
+        f"  User {shared_sshd.user}\n  IdentityFile {shared_sshd.user_key}\n"
+    )
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    from tests.agent.remote.conftest import REMOTE_PYTHON, trust_fixture_host
+
+    trust_fixture_host(shared_sshd)
+    remote = RemoteConfig(name="viaalias", host="trainbox", python=REMOTE_PYTHON)
+    save_remote(remote)
+    with RemoteSession(remote, retry_for=0) as session:
+        assert [hop.alias for hop in session.target.jumps] == ["bastion"]
+        connection = session.connection()
+        assert connection._via, "the connection should go through the jump host"
+        assert session.run(["echo", "through the jump"]).text == "through the jump\n"
