@@ -22,7 +22,7 @@ from agent.data.drift import (
     load_profile,
 )
 from agent.data.fingerprint import DataFingerprint, StatCache, fingerprint, resolve_data_path
-from agent.data.snapshots import diff_fingerprints, load_snapshot, record_snapshot
+from agent.data.snapshots import FingerprintDiff, diff_fingerprints, load_snapshot, record_snapshot
 from agent.data.tabular import TableProfile, is_tabular, profile_csv
 from agent.errors import WatchkeeperError
 from agent.ledger import ledger_errors, open_ledger
@@ -49,6 +49,10 @@ def _ledger() -> Iterator[Database]:
             yield db
     finally:
         db.close()
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _size(n_bytes: int) -> str:
@@ -126,7 +130,7 @@ def snapshot_command(path: Path, as_json: bool) -> None:
     console = _console()
     state = "recorded" if existed is None else "already recorded"
     console.print(
-        f"snapshot {snapshot_id} {state}: {fp.root} ({fp.kind}, {fp.n_files} files, "
+        f"snapshot {snapshot_id} {state}: {fp.root} ({fp.kind}, {_count(fp.n_files, 'file')}, "
         f"{_size(fp.total_bytes)})",
         markup=False,
     )
@@ -210,18 +214,20 @@ def diff_command(ctx: click.Context, a: str, b: str, as_json: bool, psi: bool) -
         modified = list(difference.modified)
         if old.fingerprint.kind == new.fingerprint.kind == "file" and difference.changed:
             # Two single files compare with each other whatever their names.
+            difference = FingerprintDiff([], [], [])
+            changed = True
             modified = [
                 f"{next(iter(old.fingerprint.files))} -> {next(iter(new.fingerprint.files))}"
             ]
             reports = [_drift_of_files(db, old, new)]
         else:
+            changed = difference.changed
             reports = [
                 _drift_of(db, old, new, relative, "psi" if psi else None)
                 for relative in modified
                 if is_tabular(relative)
             ]
     drift = [report for report in reports if report is not None]
-    changed = difference.changed
     if as_json:
         click.echo(
             json.dumps(
