@@ -162,7 +162,7 @@ def main() -> int:
 
     cold = bench_cold(data_dir / "cold", args.repeat)
     md5_ratio = cold["md5sum"] / cold["watchkeeper"]
-    print("\n1. cold hashing, 1 GiB in 2,000 files (median of %d)" % args.repeat)
+    print(f"\n1. cold hashing, 1 GiB in 2,000 files (median of {args.repeat})")
     for name, seconds in cold.items():
         print(f"   {name:24} {seconds:7.3f} s  {GIB / seconds / 1e6:7.0f} MB/s")
     print(f"   watchkeeper vs md5sum: {md5_ratio:.2f}x faster (target >= 4x)")
@@ -170,7 +170,7 @@ def main() -> int:
 
     recheck = bench_recheck(data_dir / "small", data_dir / "stat-cache", args.repeat * 2)
     git_ratio = recheck["watchkeeper"] / recheck["git status --porcelain"]
-    print("\n2. re-checking 100,000 unchanged files (median of %d)" % (args.repeat * 2))
+    print(f"\n2. re-checking 100,000 unchanged files (median of {args.repeat * 2})")
     for name, seconds in recheck.items():
         print(f"   {name:24} {seconds:7.3f} s")
     print(f"   watchkeeper / git status: {git_ratio:.2f}x the time (target <= 1.5x)")
