@@ -25,6 +25,9 @@ cdef double TINY_PRODUCT = 1e-150
 # Sequences are processed in blocks; their statistics are summed in sequence order, so the
 # result does not depend on the number of threads.
 cdef Py_ssize_t SEQUENCE_BLOCK = 256
+# The largest state count with a specialised kernel.
+cdef enum:
+    SMALL_K = 8
 
 
 cdef struct Emissions:
@@ -303,7 +306,6 @@ cdef int64_t forward_backward_sequence(
         Py_ssize_t t1,                  # IN one past its last row
         const int64_t* classes,         # IN (T,) transition class of the step into t, or NULL
         const double* startprob,        # IN (K,)
-        const double* transmat,         # IN (C, K, K) [class, from, to]
         const double* transmat_t,       # IN (C, K, K) transposed: [class, to, from]
         Py_ssize_t n_classes,           # IN C
         double* alpha,                  # OUT (T, K) scaled alphas, then posteriors
@@ -320,10 +322,14 @@ cdef int64_t forward_backward_sequence(
     """
     cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
     cdef Py_ssize_t KK = K * K, t, i, j, cls = 0
-    cdef double* current = work             # unnormalised alpha_t = c_t * scaled alpha_t
-    cdef double* previous = work + K
-    cdef double* beta = work + 2 * K
-    cdef double* weighted = work + 3 * K
+    # The specialised kernels keep their K-vectors in local arrays, which nothing else can
+    # alias, so the compiler may hold them in registers.
+    cdef double local_vectors[4 * SMALL_K]
+    cdef double* vectors = work if StateCount is StatesAny else &local_vectors[0]
+    cdef double* current = vectors          # unnormalised alpha_t = c_t * scaled alpha_t
+    cdef double* previous = vectors + K
+    cdef double* beta = vectors + 2 * K
+    cdef double* weighted = vectors + 3 * K
     cdef double* swap
     cdef double* row_alpha
     cdef const double* trans
@@ -384,9 +390,10 @@ cdef int64_t forward_backward_sequence(
         obs = post + K
         obs_squared = obs + em.n_obs_columns * K
 
-    # Backward pass: beta_t = A (b_{t+1} beta_{t+1} / c_{t+1}); gamma_t = alpha_t beta_t replaces
-    # alpha_t, and xi_t = alpha_t (x) weighted_{t+1}, times A, is summed per class (the product
-    # with A is applied once by the caller).
+    # Backward pass: beta_t = A (b_{t+1} beta_{t+1} / c_{t+1}), accumulated column by column of
+    # A (rows of the transposed matrix); gamma_t = alpha_t beta_t replaces alpha_t, and
+    # xi_t = alpha_t (x) weighted_{t+1}, times A, is summed per class (the product with A is
+    # applied once by the caller).
     for i in range(K):
         beta[i] = 1.0
     if stats != NULL:
@@ -402,7 +409,7 @@ cdef int64_t forward_backward_sequence(
         for j in range(K):
             weighted[j] *= inverse * beta[j]
         cls = classes[t + 1] if classes != NULL else 0
-        trans = transmat + cls * KK
+        trans = transmat_t + cls * KK
         row_alpha = alpha + t * K
         if stats != NULL:
             acc = trans_stats + cls * KK
@@ -411,12 +418,14 @@ cdef int64_t forward_backward_sequence(
                 for j in range(K):
                     acc[i * K + j] += a_i * weighted[j]
         for i in range(K):
-            trans_row = trans + i * K
-            s = 0.0
-            for j in range(K):
-                s += trans_row[j] * weighted[j]
-            beta[i] = s
-            row_alpha[i] *= s
+            beta[i] = 0.0
+        for j in range(K):
+            s = weighted[j]
+            trans_row = trans + j * K
+            for i in range(K):
+                beta[i] += trans_row[i] * s
+        for i in range(K):
+            row_alpha[i] *= beta[i]
         if stats != NULL:
             accumulate_emission_stats(K, em, t, row_alpha, post, obs, obs_squared)
     if stats != NULL:
@@ -428,28 +437,28 @@ cdef int64_t forward_backward_sequence(
 
 cdef int64_t forward_backward_dispatch(
         Py_ssize_t K, const Emissions* em, Py_ssize_t t0, Py_ssize_t t1,
-        const int64_t* classes, const double* startprob, const double* transmat,
+        const int64_t* classes, const double* startprob,
         const double* transmat_t, Py_ssize_t n_classes, double* alpha, double* scale,
         double* stats, bint backward, double* work, double* loglik) noexcept nogil:
     """forward_backward_sequence specialised for K when K is small."""
     if K == 2:
         return forward_backward_sequence(<States2*> NULL, em, t0, t1, classes, startprob,
-                                         transmat, transmat_t, n_classes, alpha, scale, stats,
+                                         transmat_t, n_classes, alpha, scale, stats,
                                          backward, work, loglik)
     if K == 3:
         return forward_backward_sequence(<States3*> NULL, em, t0, t1, classes, startprob,
-                                         transmat, transmat_t, n_classes, alpha, scale, stats,
+                                         transmat_t, n_classes, alpha, scale, stats,
                                          backward, work, loglik)
     if K == 4:
         return forward_backward_sequence(<States4*> NULL, em, t0, t1, classes, startprob,
-                                         transmat, transmat_t, n_classes, alpha, scale, stats,
+                                         transmat_t, n_classes, alpha, scale, stats,
                                          backward, work, loglik)
     if K == 8:
         return forward_backward_sequence(<States8*> NULL, em, t0, t1, classes, startprob,
-                                         transmat, transmat_t, n_classes, alpha, scale, stats,
+                                         transmat_t, n_classes, alpha, scale, stats,
                                          backward, work, loglik)
     return forward_backward_sequence(<StatesAny*> NULL, em, t0, t1, classes, startprob,
-                                     transmat, transmat_t, n_classes, alpha, scale, stats,
+                                     transmat_t, n_classes, alpha, scale, stats,
                                      backward, work, loglik)
 
 
@@ -459,8 +468,7 @@ def forward_backward(
         const int64_t[::1] ends,            # IN (S,) one past the last row of each sequence
         const int64_t[::1] classes,         # IN (T,) transition classes, or empty
         const double[::1] startprob,        # IN (K,)
-        const double[:, :, ::1] transmat,   # IN (C, K, K)
-        const double[:, :, ::1] transmat_t, # IN (C, K, K) transposed per class
+        const double[:, :, ::1] transmat_t, # IN (C, K, K) transmat transposed per class
         double[:, ::1] alpha,               # OUT (T, K) posteriors when backward is set
         double[::1] scale,                  # OUT (T,) scale factors
         double[::1] stats,                  # OUT flat summed statistics, or empty
@@ -477,7 +485,7 @@ def forward_backward(
     """
     cdef const Emissions* em = &model.c
     cdef Py_ssize_t K = em.n_states, n_sequences = starts.shape[0]
-    cdef Py_ssize_t n_classes = transmat.shape[0]
+    cdef Py_ssize_t n_classes = transmat_t.shape[0]
     cdef Py_ssize_t size = stats_size(em, n_classes)
     cdef bint want_stats = stats.shape[0] > 0
     cdef const int64_t* class_ptr = &classes[0] if classes.shape[0] > 0 else NULL
@@ -503,7 +511,7 @@ def forward_backward(
                     seq_stats = block_stats + s * size if want_stats else NULL
                     status[block_start + s] = forward_backward_dispatch(
                         K, em, starts[block_start + s], ends[block_start + s], class_ptr,
-                        &startprob[0], &transmat[0, 0, 0], &transmat_t[0, 0, 0], n_classes,
+                        &startprob[0], &transmat_t[0, 0, 0], n_classes,
                         &alpha[0, 0], &scale[0], seq_stats, backward, work,
                         &logliks[block_start + s])
                 free(work)
