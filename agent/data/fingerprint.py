@@ -415,4 +415,6 @@ def _read_error(path: str | Path, error: OSError) -> WatchkeeperError:
     reason = error.strerror or str(error)
     if error.errno in (errno.EACCES, errno.EPERM):
         return WatchkeeperError(f"{where}: cannot read data file: {reason}; fix its permissions")
+    if error.errno == errno.ENOENT:
+        return WatchkeeperError(f"{where}: removed while the data was being read; try again")
     return WatchkeeperError(f"{where}: cannot read data: {reason}")
