@@ -10,6 +10,7 @@ import json
 import os
 import re
 import struct
+import threading
 import time
 import zlib
 from pathlib import Path, PurePosixPath
@@ -541,20 +542,37 @@ class SlurmExecutor(RemoteExecutor):
         self._last_status.pop(run.id, None)
 
 
+_sessions: dict[RemoteConfig, RemoteSession] = {}
+_sessions_lock = threading.Lock()
+
+
+def shared_session(remote: RemoteConfig) -> RemoteSession:
+    """One reconnecting session per remote configuration, shared by the executors of a process
+    (a poller that builds an executor per round then reuses the connection)."""
+    with _sessions_lock:
+        session = _sessions.get(remote)
+        if session is None:
+            session = _sessions[remote] = RemoteSession(remote)
+        return session
+
+
 def ssh_executor(name: str | None, settings: dict[str, Any]) -> SshExecutor:
     """Registry factory for remotes of kind ssh."""
-    return SshExecutor(remote_config_from_settings(name, settings))
+    remote = remote_config_from_settings(name, settings)
+    return SshExecutor(remote, session=shared_session(remote))
 
 
 def slurm_executor(name: str | None, settings: dict[str, Any]) -> SlurmExecutor:
     """Registry factory for remotes of kind slurm."""
-    return SlurmExecutor(remote_config_from_settings(name, settings))
+    remote = remote_config_from_settings(name, settings)
+    return SlurmExecutor(remote, session=shared_session(remote))
 
 
 def executor_for_remote(name: str) -> RemoteExecutor:
     """The executor of a configured remote, by name."""
     remote = load_remote(name)
-    return SlurmExecutor(remote) if remote.kind == "slurm" else SshExecutor(remote)
+    executor_type = SlurmExecutor if remote.kind == "slurm" else SshExecutor
+    return executor_type(remote, session=shared_session(remote))
 
 
 register_executor("ssh", ssh_executor)
