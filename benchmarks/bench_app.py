@@ -6,12 +6,14 @@ Each measurement runs in a fresh subprocess (offscreen Qt unless DISPLAY is set 
 - first paint: from just before the subprocess is spawned to the window's first Paint event, so
   interpreter start, imports and the first ledger queries all count. Peer: a bare PySide6
   QMainWindow with one label (the floor every PySide6 app pays).
-- Models table open: from the click on "Models" until the first rows' values are on screen.
+- Models table open: from the click on "Models" until the first rows' values are on screen,
+  once after the app has settled for a second (the app reads the Models page in the
+  background after its first paint) and once clicked at the very first paint ("cold").
   Peer: Qt's own lazy SQL model (QSqlQueryModel, which fetches 256 rows at a time on the GUI
   thread) over the same join, in a QTableView of the same size.
 - scrolling: the view scrolled down --scroll-rows rows, 40 rows per frame, each frame =
-  scroll + a synchronous repaint + the event loop's other work; the longest frame is what a
-  user feels.
+  the scroll + one pass of the event loop that paints it; the longest frame is what a user
+  feels.
 Targets: first paint <= 1.5 s, Models open <= 0.5 s, no frame > 50 ms.
 """
 
@@ -48,20 +50,40 @@ def _emit(result: dict[str, Any]) -> None:
 
 
 def _scroll(app: Any, view: Any, rows: int) -> list[float]:
-    """Scroll `rows` rows down, ROWS_PER_FRAME per frame; return each frame's seconds."""
+    """Scroll `rows` rows down, ROWS_PER_FRAME per frame; return each frame's seconds.
+
+    A frame is the scroll plus one pass of the event loop, in which Qt paints the new position
+    and handles whatever else is queued (results of ledger queries). A pass that did not paint
+    the table is completed with a synchronous repaint, so every frame includes its paint.
+    """
+    from PySide6.QtCore import QEvent, QObject
+
+    paints = [0]
+
+    class PaintCounter(QObject):
+        def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+            if event.type() == QEvent.Type.Paint:
+                paints[0] += 1
+            return False
+
+    counter = PaintCounter()
+    view.viewport().installEventFilter(counter)
     bar = view.verticalScrollBar()
     row_height = view.verticalHeader().defaultSectionSize()
     frames = []
     for _ in range(rows // ROWS_PER_FRAME):
+        before = paints[0]
         started = time.perf_counter()
         bar.setValue(bar.value() + ROWS_PER_FRAME * row_height)
-        view.viewport().repaint()  # the frame the user sees at the new position
-        app.processEvents()  # and whatever else the event loop has to do meanwhile
+        app.processEvents()
+        if paints[0] == before:
+            view.viewport().repaint()
         frames.append(time.perf_counter() - started)
+    view.viewport().removeEventFilter(counter)
     return frames
 
 
-def child_ours(scroll_rows: int) -> None:
+def child_ours(scroll_rows: int, *, cold: bool = False) -> None:
     from PySide6.QtCore import QEvent, QObject
     from PySide6.QtWidgets import QApplication
 
@@ -84,7 +106,12 @@ def child_ours(scroll_rows: int) -> None:
     while not painted:
         qt_app.processEvents()
     first_paint_at = painted[0]
-    app.workers.wait_idle(30)
+    if not cold:
+        started = time.perf_counter()
+        while time.perf_counter() - started < 1.0:  # let the app settle, as a user would
+            qt_app.processEvents()
+            time.sleep(0.005)
+        app.workers.wait_idle(30)
 
     started = time.perf_counter()
     page = app.window.show_page("Models")
@@ -207,10 +234,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--scroll-rows", type=int, default=20_000)
     parser.add_argument("--xcb", action="store_true", help="use the real display ($DISPLAY)")
-    parser.add_argument("--child", choices=("ours", "peer"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("ours", "cold", "peer"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
-    if arguments.child == "ours":
-        child_ours(arguments.scroll_rows)
+    if arguments.child in ("ours", "cold"):
+        child_ours(arguments.scroll_rows, cold=arguments.child == "cold")
         return
     if arguments.child == "peer":
         child_peer(arguments.scroll_rows, str(arguments.ledger))
@@ -231,11 +258,16 @@ def main() -> None:
             run_child("ours", home, ledger, arguments.scroll_rows, arguments.xcb)
             for _ in range(arguments.repeat)
         ]
+        cold = [
+            run_child("cold", home, ledger, 400, arguments.xcb) for _ in range(arguments.repeat)
+        ]
         peer = [
             run_child("peer", home, ledger, arguments.scroll_rows, arguments.xcb)
             for _ in range(arguments.repeat)
         ]
     mine, theirs = summarise(ours), summarise(peer)
+    mine["open_cold"] = statistics.median(report["open"] for report in cold)
+    theirs["open_cold"] = theirs["open"]
     print(
         f"ledger: {ours[0]['total']:,} model versions; scrolled {arguments.scroll_rows:,} rows"
         f" in {ours[0]['n_frames']} frames; median of {arguments.repeat} runs each"
@@ -243,7 +275,8 @@ def main() -> None:
     print(f"{'':28}{'watchkeeper':>14}{'peer':>12}{'ratio':>9}   target")
     rows = (
         ("first paint (s)", "first_paint", "bare PySide6 window", "<= 1.5"),
-        ("Models table open (s)", "open", "QSqlQueryModel", "<= 0.5"),
+        ("Models open, settled (s)", "open", "QSqlQueryModel", "<= 0.5"),
+        ("Models open at 1st paint (s)", "open_cold", "QSqlQueryModel", "<= 0.5"),
         ("longest scroll frame (ms)", "max_frame", "QSqlQueryModel", "<= 50"),
         ("p95 scroll frame (ms)", "p95_frame", "QSqlQueryModel", ""),
         ("worst frame, all runs (ms)", "worst_frame", "QSqlQueryModel", "<= 50"),

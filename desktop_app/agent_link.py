@@ -149,7 +149,7 @@ class AgentLink(QObject):
         message = {"id": request_id, "method": method, "params": params or {}}
         if not self._requests.send(message):
             if on_error is not None:
-                QTimer.singleShot(0, lambda: on_error("the agent is not running"))
+                QTimer.singleShot(0, self, lambda: on_error("the agent is not running"))
             return request_id
         self._pending[request_id] = (method, on_result, on_error)
         return request_id

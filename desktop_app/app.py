@@ -29,6 +29,7 @@ from desktop_app.workers import LedgerWorkers
 log = logging.getLogger(__name__)
 
 STATE_REFRESH_MS = 15_000
+PRELOAD_MODELS_MS = 300
 NO_TRAY_MESSAGE = "No system tray is available here: Watchkeeper runs as a window instead."
 
 
@@ -69,6 +70,16 @@ class WatchkeeperApp(QObject):
         self.summary_timer = QTimer(self)
         self.summary_timer.setInterval(60_000)
         self.summary_timer.timeout.connect(self.maybe_daily_summary)
+        self.offer_timer = QTimer(self)
+        self.offer_timer.setSingleShot(True)
+        self.offer_timer.setInterval(1500)
+        self.offer_timer.timeout.connect(self._offer_agent_if_missing)
+        # Build the Models page (and start reading its ids) once the first paint is out, so it
+        # is ready when the user gets there.
+        self.preload_timer = QTimer(self)
+        self.preload_timer.setSingleShot(True)
+        self.preload_timer.setInterval(PRELOAD_MODELS_MS)
+        self.preload_timer.timeout.connect(self._preload_models)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -81,12 +92,13 @@ class WatchkeeperApp(QObject):
             self.say_no_tray()
         if show_window and (not self.tray_only or not self.tray_available):
             self.window.show()
-        self.window.show_page("Overview")
+        overview_page = self.window.show_page("Overview")
+        overview_page.overview_loaded.connect(self._show_state)  # type: ignore[attr-defined]
         self.window.set_agent_connected(False)
         self.window.banner.hide()
-        QTimer.singleShot(1500, self._offer_agent_if_missing)
+        self.offer_timer.start()
+        self.preload_timer.start()
         self.agent.start()
-        self.refresh_state()
         self.state_timer.start()
         self.summary_timer.start()
 
@@ -116,8 +128,13 @@ class WatchkeeperApp(QObject):
         PySide6 6.12 with pyqtgraph charts can abort in the interpreter's last garbage
         collection; freezing the surviving objects leaves their teardown to Qt's own order.
         """
-        self.state_timer.stop()
-        self.summary_timer.stop()
+        for own_timer in (
+            self.state_timer,
+            self.summary_timer,
+            self.offer_timer,
+            self.preload_timer,
+        ):
+            own_timer.stop()
         for timer in self.window.findChildren(QTimer):
             timer.stop()
         self.agent.stop()
@@ -134,8 +151,12 @@ class WatchkeeperApp(QObject):
         self.window.set_agent_connected(connected)
         if connected:
             self.window.show_status("Connected to the agent.")
-            self.window.refresh_all()
-        self.refresh_state()
+            self.window.refresh_all()  # the Overview's answer updates the tray too
+        elif self.overview is not None:
+            self._show_state(self.overview)
+
+    def _preload_models(self) -> None:
+        self.window.page("Models")
 
     def _offer_agent_if_missing(self) -> None:
         self.window.set_agent_connected(self.agent.connected)
@@ -172,14 +193,13 @@ class WatchkeeperApp(QObject):
     # ---------------------------------------------------------------- events and state
 
     def handle_event(self, kind: str, data: object) -> None:
-        """Route one agent event: pages update, the tray may notify, the state is re-read."""
+        """Route one agent event: pages update (the Overview re-reads the state), the tray may
+        notify."""
         self.window.dispatch_event(kind, data)
         if kind == "run_state" and isinstance(data, dict) and data.get("state") == "succeeded":
             self._notify_with_outcome(dict(data))
         else:
             self._notify(kind, data)
-        if kind in ("alert", "run_state"):
-            self.refresh_state()
 
     def _notify(self, kind: str, data: object) -> None:
         notice = notification_for_event(kind, data, self.notification_choices())
@@ -207,8 +227,8 @@ class WatchkeeperApp(QObject):
             return NotificationChoices()
 
     def refresh_state(self) -> None:
-        """Re-read the overview in a worker and update the tray icon and its status line."""
-        self.workers.submit(ledger_queries.overview, self._show_state)
+        """Re-read the overview in a worker; its answer updates the page and the tray."""
+        self.window.page("Overview").refresh()
 
     def _show_state(self, overview: Overview) -> None:
         self.overview = overview

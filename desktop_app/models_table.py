@@ -19,6 +19,10 @@ from desktop_app import ledger_queries
 from desktop_app.workers import LedgerWorkers
 
 AnyIndex = QModelIndex | QPersistentModelIndex
+DISPLAY_ROLE = Qt.ItemDataRole.DisplayRole
+FOREGROUND_ROLE = Qt.ItemDataRole.ForegroundRole
+USER_ROLE = Qt.ItemDataRole.UserRole
+STATUS_COLUMN = 2
 STATUS_ROLES = {"failed": QPalette.ColorRole.Accent, "running": QPalette.ColorRole.Link}
 
 
@@ -118,17 +122,18 @@ class ModelVersionsTableModel(QAbstractTableModel):
             return ledger_queries.MODEL_VERSION_COLUMNS[section][0]
         return section + 1
 
-    def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def data(self, index: AnyIndex, role: int = DISPLAY_ROLE) -> Any:
         # Called for every role of every visible cell on each paint: keep the common path short.
-        if role == Qt.ItemDataRole.DisplayRole:
+        if role == DISPLAY_ROLE:
             values = self.row_values(index.row())
             return "…" if values is None else values[index.column()]
-        if role == Qt.ItemDataRole.ForegroundRole and index.column() == 2:
+        if role == FOREGROUND_ROLE:
+            if index.column() != STATUS_COLUMN:
+                return None
             values = self.row_values(index.row())
-            color_role = STATUS_ROLES.get(values[2]) if values else None
-            if color_role is not None:
-                return QBrush(QApplication.palette().color(color_role))
-        elif role == Qt.ItemDataRole.UserRole:
+            color_role = STATUS_ROLES.get(values[STATUS_COLUMN]) if values else None
+            return None if color_role is None else QBrush(QApplication.palette().color(color_role))
+        if role == USER_ROLE:
             return self.version_id(index.row())
         return None
 
