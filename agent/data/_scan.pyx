@@ -107,6 +107,39 @@ cdef int append_entry(Scan *scan, size_t path_length, struct_stat *st, int32_t k
     return 0
 
 
+cdef int visit(Scan *scan, int folder_fd, const char *name, size_t prefix_length) noexcept nogil:
+    """Record `name` (in the folder open as `folder_fd`), walking into it when it is a folder."""
+    cdef struct_stat st
+    cdef int child_fd
+    cdef size_t name_length = strlen(name)
+    cdef size_t path_length = prefix_length + name_length
+    cdef int32_t kind
+    if grow(<void **> &scan.path, &scan.path_capacity, path_length + 2, 1):
+        scan.out_of_memory = 1
+        return -1
+    memcpy(scan.path + prefix_length, name, name_length)
+    scan.path[path_length] = 0
+    if fstatat(folder_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0:
+        if errno == ENOENT:  # removed since it was listed: it is simply not there any more
+            return 0
+        record_error(scan, path_length, errno)
+        return -1
+    if S_ISDIR(st.st_mode):
+        child_fd = openat(folder_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        if child_fd < 0:
+            if errno == ENOENT:
+                return 0
+            record_error(scan, path_length, errno)
+            return -1
+        scan.path[path_length] = c'/'
+        return walk(scan, child_fd, path_length + 1, NULL)
+    kind = 0 if S_ISREG(st.st_mode) else 1 if S_ISLNK(st.st_mode) else 2
+    if append_entry(scan, path_length, &st, kind):
+        scan.out_of_memory = 1
+        return -1
+    return 0
+
+
 cdef int walk(Scan *scan, int folder_fd, size_t prefix_length,
               const char *skip_name) noexcept nogil:
     """Walk the folder open as `folder_fd` (closed here); scan.path[:prefix_length] names it."""
@@ -118,9 +151,7 @@ cdef int walk(Scan *scan, int folder_fd, size_t prefix_length,
     cdef size_t n_names = 0, sorted_capacity = 0
     cdef size_t *offsets = NULL
     cdef size_t offsets_capacity = 0
-    cdef struct_stat st
-    cdef int child_fd, status = 0
-    cdef size_t path_length
+    cdef int status = 0
     cdef const char *name
     if folder == NULL:
         record_error(scan, prefix_length, errno)
@@ -157,44 +188,8 @@ cdef int walk(Scan *scan, int folder_fd, size_t prefix_length,
             qsort(sorted_names, n_names, sizeof(char *), compare_names)
     i = 0
     while status == 0 and i < n_names:
-        name = sorted_names[i]
+        status = visit(scan, dirfd(folder), sorted_names[i], prefix_length)
         i += 1
-        name_length = strlen(name)
-        path_length = prefix_length + name_length
-        if grow(<void **> &scan.path, &scan.path_capacity, path_length + 2, 1):
-            scan.out_of_memory = 1
-            status = -1
-            break
-        memcpy(scan.path + prefix_length, name, name_length)
-        scan.path[path_length] = 0
-        if fstatat(dirfd(folder), name, &st, AT_SYMLINK_NOFOLLOW) != 0:
-            if errno == ENOENT:  # removed since readdir: it is simply not there any more
-                continue
-            record_error(scan, path_length, errno)
-            status = -1
-            break
-        if S_ISDIR(st.st_mode):
-            child_fd = openat(dirfd(folder), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-            if child_fd < 0:
-                if errno == ENOENT:
-                    continue
-                record_error(scan, path_length, errno)
-                status = -1
-                break
-            scan.path[path_length] = c'/'
-            status = walk(scan, child_fd, path_length + 1, NULL)
-        elif S_ISREG(st.st_mode):
-            if append_entry(scan, path_length, &st, 0):
-                scan.out_of_memory = 1
-                status = -1
-        elif S_ISLNK(st.st_mode):
-            if append_entry(scan, path_length, &st, 1):
-                scan.out_of_memory = 1
-                status = -1
-        else:
-            if append_entry(scan, path_length, &st, 2):
-                scan.out_of_memory = 1
-                status = -1
     free(sorted_names)
     free(offsets)
     free(names)
@@ -214,8 +209,45 @@ ENTRY_FIELDS = [
 ]
 
 
+cdef void init_scan(Scan *scan) noexcept nogil:
+    scan.entries = NULL
+    scan.n_entries = 0
+    scan.entries_capacity = 0
+    scan.blob = NULL
+    scan.blob_length = 0
+    scan.blob_capacity = 0
+    scan.path = NULL
+    scan.path_capacity = 0
+    scan.error_errno = 0
+    scan.error_path = NULL
+    scan.out_of_memory = 0
+
+
+cdef void free_scan(Scan *scan) noexcept nogil:
+    free(scan.entries)
+    free(scan.blob)
+    free(scan.path)
+    free(scan.error_path)
+
+
+cdef object scan_result(Scan *scan, int status, bytes root):
+    """Turn a finished walk into ``(blob, entries)``, or raise its error."""
+    if scan.out_of_memory:
+        raise MemoryError("out of memory while walking " + root.decode(errors="replace"))
+    if status == -2:
+        raise OSError(scan.error_errno, "cannot open folder", root.decode(errors="surrogateescape"))
+    if status != 0:
+        where = b"" if scan.error_path == NULL else <bytes> scan.error_path
+        raise OSError(scan.error_errno, "cannot read", where.decode(errors="surrogateescape"))
+    entries = np.empty(scan.n_entries, dtype=np.dtype(ENTRY_FIELDS))
+    if scan.n_entries:
+        memcpy(<void *> <size_t> entries.ctypes.data, scan.entries, scan.n_entries * sizeof(Entry))
+    blob = b"" if scan.blob_length == 0 else scan.blob[:scan.blob_length]
+    return blob, entries
+
+
 def scan_folder(bytes root, bytes prefix=b"", skip_name=None):
-    """Walk `root` and return ``(blob, entries)`` for every non-directory below it.
+    """Walk `root` and return ``(blob, entries)`` for every non-folder entry below it.
 
     Parameters
     ----------
@@ -248,17 +280,47 @@ def scan_folder(bytes root, bytes prefix=b"", skip_name=None):
     cdef size_t prefix_length = len(prefix)
     if skip_name is not None:
         skip_c = <bytes> skip_name
-    scan.entries = NULL
-    scan.n_entries = 0
-    scan.entries_capacity = 0
-    scan.blob = NULL
-    scan.blob_length = 0
-    scan.blob_capacity = 0
-    scan.path = NULL
-    scan.path_capacity = 0
-    scan.error_errno = 0
-    scan.error_path = NULL
-    scan.out_of_memory = 0
+    init_scan(&scan)
+    try:
+        with nogil:
+            root_fd = openat(AT_FDCWD, root_c, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if root_fd < 0:
+                status = -2
+                scan.error_errno = errno
+            elif grow(<void **> &scan.path, &scan.path_capacity, 4096 + prefix_length, 1) == 0:
+                memcpy(scan.path, prefix_c, prefix_length)
+                scan.path[prefix_length] = 0
+                status = walk(&scan, root_fd, prefix_length, skip_c)
+            else:
+                close(root_fd)
+                scan.out_of_memory = 1
+                status = -1
+        return scan_result(&scan, status, root)
+    finally:
+        free_scan(&scan)
+
+
+def scan_names(bytes root, list names):
+    """Like `scan_folder`, for the given entries of `root` only, in the order given.
+
+    Parameters
+    ----------
+    root : bytes
+        The folder holding the entries.
+    names : list of bytes
+        Names of entries directly inside `root` (files or folders), already sorted.
+    """
+    cdef Scan scan
+    cdef int root_fd
+    cdef int status = 0
+    cdef const char *root_c = root
+    cdef size_t n_names = len(names), i
+    cdef const char **names_c = <const char **> malloc((n_names + 1) * sizeof(char *))
+    if names_c == NULL:
+        raise MemoryError()
+    for i in range(n_names):
+        names_c[i] = <bytes> names[i]
+    init_scan(&scan)
     try:
         with nogil:
             root_fd = openat(AT_FDCWD, root_c, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -266,28 +328,12 @@ def scan_folder(bytes root, bytes prefix=b"", skip_name=None):
                 status = -2
                 scan.error_errno = errno
             else:
-                if grow(<void **> &scan.path, &scan.path_capacity, 4096 + prefix_length, 1) == 0:
-                    memcpy(scan.path, prefix_c, prefix_length)
-                    scan.path[prefix_length] = 0
-                    status = walk(&scan, root_fd, prefix_length, skip_c)
-                else:
-                    close(root_fd)
-                    scan.out_of_memory = 1
-                    status = -1
-        if scan.out_of_memory:
-            raise MemoryError("out of memory while walking " + root.decode(errors="replace"))
-        if status == -2:
-            raise OSError(scan.error_errno, "cannot open folder", root.decode(errors="surrogateescape"))
-        if status != 0:
-            where = b"" if scan.error_path == NULL else <bytes> scan.error_path
-            raise OSError(scan.error_errno, "cannot read", where.decode(errors="surrogateescape"))
-        entries = np.empty(scan.n_entries, dtype=np.dtype(ENTRY_FIELDS))
-        if scan.n_entries:
-            memcpy(<void *> <size_t> entries.ctypes.data, scan.entries, scan.n_entries * sizeof(Entry))
-        blob = b"" if scan.blob_length == 0 else scan.blob[:scan.blob_length]
-        return blob, entries
+                i = 0
+                while status == 0 and i < n_names:
+                    status = visit(&scan, root_fd, names_c[i], 0)
+                    i += 1
+                close(root_fd)
+        return scan_result(&scan, status, root)
     finally:
-        free(scan.entries)
-        free(scan.blob)
-        free(scan.path)
-        free(scan.error_path)
+        free(names_c)
+        free_scan(&scan)

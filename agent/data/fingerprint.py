@@ -267,18 +267,24 @@ def _reuse_cached_digests(
     known = np.zeros(count, dtype=bool)
     if record is None or len(record.entries) == 0 or count == 0:
         return digests, known
-    if record.blob == scan.blob:
-        match = np.arange(count)
-    else:
-        previous = {
-            path: i for i, path in enumerate(FolderScan(record.blob, record.entries).raw_paths())
-        }
-        match = np.array([previous.get(path, -1) for path in scan.raw_paths()], dtype=np.int64)
-    present = match >= 0
-    matched_rows = record.entries[np.where(present, match, 0)]
-    racy = record.racy_mask(cache.trust_ctime, cache.racy_window_ns)
-    same = present & ~racy[np.where(present, match, 0)]
     fields = _CACHE_KEY_FIELDS + (("ctime_ns",) if cache.trust_ctime else ())
+    racy = record.racy_mask(cache.trust_ctime, cache.racy_window_ns)
+    if record.blob == scan.blob:  # the same paths in the same order: compare row by row
+        same = ~racy
+        for name in fields:
+            same &= scan.entries[name] == record.entries[name]
+        if same.all():
+            return record.digests.copy(), same
+        digests[same] = record.digests[same]
+        return digests, same
+    previous = {
+        path: i for i, path in enumerate(FolderScan(record.blob, record.entries).raw_paths())
+    }
+    match = np.array([previous.get(path, -1) for path in scan.raw_paths()], dtype=np.int64)
+    present = match >= 0
+    rows = np.where(present, match, 0)
+    matched_rows = record.entries[rows]
+    same = present & ~racy[rows]
     for name in fields:
         same &= scan.entries[name] == matched_rows[name]
     digests[same] = record.digests[match[same]]

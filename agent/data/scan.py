@@ -74,62 +74,23 @@ def scan_folder(root: bytes) -> FolderScan:
     >>> scan.paths()[:1]  # doctest: +SKIP
     ['certs/ca-certificates.crt']
     """
-    top_files: list[tuple[bytes, os.stat_result]] = []
-    top_folders: list[bytes] = []
+    if _native is None:
+        return _python_walk(root, b"", SKIPPED_TOP_LEVEL_NAME)
     with os.scandir(root) as listing:
-        names = sorted(entry.name for entry in listing)
-    order: list[tuple[str, int]] = []
-    for name in names:
-        if name == SKIPPED_TOP_LEVEL_NAME:
-            continue
-        try:
-            info = os.lstat(os.path.join(root, name))
-        except FileNotFoundError:
-            continue
-        if stat.S_ISDIR(info.st_mode):
-            order.append(("folder", len(top_folders)))
-            top_folders.append(name)
-        else:
-            order.append(("file", len(top_files)))
-            top_files.append((name, info))
-    folder_scans = _scan_subfolders(root, top_folders)
-    parts: list[FolderScan] = []
-    for what, index in order:
-        if what == "folder":
-            parts.append(folder_scans[index])
-        else:
-            name, info = top_files[index]
-            parts.append(_single_entry(name, info))
-    return concatenate(parts)
-
-
-def _scan_subfolders(root: bytes, folders: list[bytes]) -> list[FolderScan]:
-    if not folders:
-        return []
-    if _native is None or len(folders) == 1 or _PARALLEL_WALKERS == 1:
-        return [_walk_one(root, name) for name in folders]
-    # os-level walking releases the GIL in the compiled walker: split the folders over threads.
-    results: list[FolderScan | None] = [None] * len(folders)
-
-    def walk_share(worker: int) -> None:
-        for index in range(worker, len(folders), _PARALLEL_WALKERS):
-            results[index] = _walk_one(root, folders[index])
-
-    with ThreadPoolExecutor(max_workers=_PARALLEL_WALKERS) as pool:
-        for future in [pool.submit(walk_share, w) for w in range(_PARALLEL_WALKERS)]:
-            future.result()
-    return [scan for scan in results if scan is not None]
-
-
-def _walk_one(root: bytes, name: bytes) -> FolderScan:
-    folder = os.path.join(root, name)
-    if _native is not None:
-        blob, entries = _native.scan_folder(folder, name + b"/", None)
+        names = sorted(entry.name for entry in listing if entry.name != SKIPPED_TOP_LEVEL_NAME)
+    workers = min(_PARALLEL_WALKERS, len(names))
+    if workers <= 1:
+        blob, entries = _native.scan_names(root, names)
         return FolderScan(blob, entries)
-    return _python_walk(folder, name + b"/")
+    # The compiled walk releases the GIL: give each thread a contiguous share of the top level.
+    bounds = [len(names) * share // workers for share in range(workers + 1)]
+    shares = [names[bounds[k] : bounds[k + 1]] for k in range(workers)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        parts = list(pool.map(lambda share: _native.scan_names(root, share), shares))
+    return concatenate([FolderScan(blob, entries) for blob, entries in parts])
 
 
-def _python_walk(folder: bytes, prefix: bytes) -> FolderScan:
+def _python_walk(folder: bytes, prefix: bytes, skip_name: bytes | None = None) -> FolderScan:
     """The same walk as the compiled one, in Python."""
     rows: list[tuple[int, int, int, int, int, int, int, int]] = []
     blob = bytearray()
@@ -140,6 +101,8 @@ def _python_walk(folder: bytes, prefix: bytes) -> FolderScan:
         except OSError as error:
             raise OSError(error.errno, "cannot read", os.fsdecode(current_prefix)) from error
         for name in names:
+            if skip_name is not None and current == folder and name == skip_name:
+                continue
             relative = current_prefix + name
             try:
                 info = os.lstat(os.path.join(current, name))
@@ -207,8 +170,12 @@ def concatenate(parts: list[FolderScan]) -> FolderScan:
         return FolderScan(b"", np.zeros(0, dtype=ENTRY_DTYPE))
     if len(parts) == 1:
         return parts[0]
-    entries = np.concatenate([part.entries for part in parts])
-    starts = np.cumsum([0] + [len(part.blob) for part in parts[:-1]], dtype=np.int64)
     counts = [len(part.entries) for part in parts]
+    entries = np.empty(sum(counts), dtype=ENTRY_DTYPE)
+    position = 0
+    for part, count in zip(parts, counts, strict=True):
+        entries[position : position + count] = part.entries  # same dtype: a plain copy
+        position += count
+    starts = np.cumsum([0] + [len(part.blob) for part in parts[:-1]], dtype=np.int64)
     entries["path_offset"] += np.repeat(starts, counts)
     return FolderScan(b"".join(part.blob for part in parts), entries)
