@@ -13,6 +13,8 @@ from pathlib import Path
 import blake3
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import agent.data.fingerprint as fingerprint_module
 from agent.data import scan as scan_module
@@ -443,3 +445,38 @@ def test_an_empty_folder_has_a_stable_fingerprint(tmp_path: Path, cache: StatCac
     assert fp.n_files == 0
     assert fp.digest == blake3.blake3(b"").hexdigest()
     assert isinstance(fp, DataFingerprint)
+
+
+_names = st.text(alphabet="ab.-_é", min_size=1, max_size=4).filter(lambda n: n not in (".", ".."))
+_trees = st.dictionaries(
+    st.lists(_names, min_size=1, max_size=3).map(tuple), st.binary(max_size=64), max_size=12
+)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(tree=_trees)
+def test_any_tree_fingerprints_to_the_hash_of_its_sorted_manifest(
+    tmp_path_factory: pytest.TempPathFactory, tree: dict[tuple[str, ...], bytes]
+) -> None:
+    root = tmp_path_factory.mktemp("tree")
+    written: dict[str, bytes] = {}
+    for parts, content in tree.items():
+        target = root.joinpath(*parts)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+        except (FileExistsError, IsADirectoryError, NotADirectoryError):
+            continue  # a name used both as a file and as a folder: keep the first
+        written["/".join(parts)] = content
+    written = {path: content for path, content in written.items() if (root / path).is_file()}
+    fp = fingerprint(root, cache=StatCache.in_memory())
+    expected = manifest_digest([(path, b3(content)) for path, content in written.items()])
+    assert fp.digest == expected
+    assert sorted(fp.files) == sorted(written)
+    if scan_module.is_native():
+        native = scan_module.scan_folder(os.fsencode(root))
+        python = scan_module._python_walk(os.fsencode(root), b"", b".git")
+        assert native.blob == python.blob
+        assert np.array_equal(native.entries, python.entries)
