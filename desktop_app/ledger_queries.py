@@ -395,9 +395,9 @@ def recent_runs(
     model_join = " LEFT JOIN models m ON m.id = r.model_id" if has_models else ""
     wanted = list(states)
     where = f" WHERE r.state IN ({','.join('?' * len(wanted))})" if wanted else ""
+    # Newest first in recording order (the rowid), which needs no sort of the whole table.
     rows = connection.execute(
-        f"SELECT r.*, {model_select} FROM runs r{model_join}{where}"
-        " ORDER BY r.created_at DESC LIMIT ?",
+        f"SELECT r.*, {model_select} FROM runs r{model_join}{where} ORDER BY r.rowid DESC LIMIT ?",
         [*wanted, limit],
     ).fetchall()
     return [_run_row(row) for row in rows]
