@@ -119,6 +119,8 @@ def _integer_array(array: np.ndarray, what: str) -> IntArray:
     """Convert integer-valued numbers to int64, naming the first non-integer row."""
     if np.issubdtype(array.dtype, np.complexfloating):
         raise ValueError(f"{what} must be real integers; got complex numbers")
+    if array.dtype.kind == "u" and array.max() > MAX_EXACT_INTEGER:
+        raise ValueError(f"{what} must be integers below 2**53; found {array.max()}")
     if np.issubdtype(array.dtype, np.floating):
         too_large = np.abs(array) > MAX_EXACT_INTEGER
         if too_large.any():
@@ -874,6 +876,8 @@ class GaussianHMM(_BaseHMM):
         return None
 
     def _convert(self, array: np.ndarray, fitting: bool) -> tuple[IntArray, FloatArray, int]:
+        if np.issubdtype(array.dtype, np.complexfloating):
+            raise ValueError("X must hold real numbers for Gaussian emissions; got complex")
         return _EMPTY_INT, np.ascontiguousarray(array, dtype=np.float64), 0
 
     def _initialize_emissions(self, observations: _Observations, rng: np.random.Generator) -> None:
