@@ -11,9 +11,12 @@ import numpy as np
 
 from agent.errors import WatchkeeperError
 
-FIELDS_PER_COMMIT = 6
-# sha, author email and name (.mailmap applied), author time, author UTC offset, commit time
-LOG_FORMAT = "%H%x00%aE%x00%aN%x00%at%x00%ad%x00%ct"
+FIELDS_PER_COMMIT = 3
+# One fixed-width field (sha, then author time, author UTC offset and commit time padded to
+# 11, 6 and 11 characters) parsed with numpy in bulk, then author email and name (.mailmap
+# applied) as NUL-separated fields.
+TIMES_WIDTH = 28
+LOG_FORMAT = "%H%>(11)%at%>(6)%ad%>(11)%ct%x00%aE%x00%aN"
 LOG_FORMAT_WITH_PARENTS = LOG_FORMAT + "%x00%P"
 READ_CHUNK_BYTES = 8 << 20
 
@@ -138,8 +141,35 @@ def _parse_offsets(offsets: np.ndarray) -> np.ndarray:
     return result
 
 
-def _integers(fields: list[bytes]) -> np.ndarray:
-    return np.fromiter(map(int, fields), dtype=np.int64, count=len(fields))
+def _right_aligned_integers(characters: np.ndarray) -> np.ndarray:
+    """Integers written right-aligned (space-padded) in the columns of a (n, w) uint8 array."""
+    digits = characters - np.uint8(ord("0"))  # spaces and signs wrap to values above 9
+    digits[digits > 9] = 0
+    values = np.zeros(characters.shape[0], dtype=np.int64)
+    for column in range(characters.shape[1]):
+        values *= 10
+        values += digits[:, column]
+    negative = (characters == ord("-")).any(axis=1)
+    result: np.ndarray = np.where(negative, -values, values)
+    return result
+
+
+def _parse_fixed_fields(fixed: list[bytes]) -> tuple[np.ndarray, ...]:
+    """sha, author time, author offset (minutes) and commit time from the fixed-width fields."""
+    n = len(fixed)
+    width = len(fixed[0])
+    joined = b"".join(fixed)
+    if len(joined) != width * n or width - TIMES_WIDTH not in (40, 64):
+        raise WatchkeeperError(
+            "git log printed a commit line of unexpected width; is this a git from 2.0 on?"
+        )
+    table = np.frombuffer(joined, dtype=np.uint8).reshape(n, width)
+    sha_width = width - TIMES_WIDTH
+    sha = np.ascontiguousarray(table[:, :sha_width]).view(f"S{sha_width}").reshape(n)
+    author_time = _right_aligned_integers(table[:, sha_width : sha_width + 11])
+    offsets = np.ascontiguousarray(table[:, sha_width + 12 : sha_width + 17]).view("S5")
+    commit_time = _right_aligned_integers(table[:, sha_width + 17 :])
+    return sha, author_time, _parse_offsets(offsets.reshape(n)), commit_time
 
 
 class _ChunkParser:
@@ -170,7 +200,11 @@ class _ChunkParser:
             return 0
         n = complete // width
         columns = self.columns
-        columns["sha"].append(np.frombuffer(b"".join(parts[0:complete:width]), dtype="S40"))
+        sha, author_time, offsets, commit_time = _parse_fixed_fields(parts[0:complete:width])
+        columns["sha"].append(sha)
+        columns["author_time"].append(author_time)
+        columns["tz"].append(offsets)
+        columns["commit_time"].append(commit_time)
         emails = parts[1:complete:width]
         known = self.email_codes
         first_new = len(known)
@@ -185,16 +219,8 @@ class _ChunkParser:
                 if code >= first_new:
                     self.names.append(names[row])
         columns["code"].append(codes)
-        columns["author_time"].append(_integers(parts[3:complete:width]))
-        offsets = b"".join(parts[4:complete:width])
-        if len(offsets) == 5 * n:
-            columns["tz"].append(_parse_offsets(np.frombuffer(offsets, dtype="S5")))
-        else:  # an offset git could not format: fall back field by field
-            fixed = [o if len(o) == 5 else b"+0000" for o in parts[4:complete:width]]
-            columns["tz"].append(_parse_offsets(np.array(fixed, dtype="S5")))
-        columns["commit_time"].append(_integers(parts[5:complete:width]))
         if width > FIELDS_PER_COMMIT:
-            parents = parts[6:complete:width]
+            parents = parts[3:complete:width]
             columns["merge"].append(
                 np.fromiter((p.count(b" ") > 0 for p in parents), dtype=bool, count=n)
             )

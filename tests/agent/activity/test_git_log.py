@@ -146,3 +146,18 @@ def test_progress_reports_every_commit(tmp_path: Path) -> None:
     seen: list[int] = []
     read_commits([repo], progress=seen.append)
     assert sum(seen) == 8 * 4  # ten days from a Monday hold eight weekdays
+
+
+def test_fixed_width_times_parse_nine_digit_and_negative_values() -> None:
+    from agent.activity.git_log import _right_aligned_integers
+
+    text = b"" + b"  946684799" + b" 1700000000" + b"       -100" + b"          0"
+    characters = np.frombuffer(text, dtype=np.uint8).reshape(4, 11)
+    assert _right_aligned_integers(characters).tolist() == [946684799, 1700000000, -100, 0]
+
+
+def test_commits_from_the_1990s_are_read(tmp_path: Path) -> None:
+    repo = build_repo(tmp_path / "repo", [FakeCommit("old@example.com", 700000000, "-0500")])
+    table = read_commits([repo])
+    assert table.author_time.tolist() == [700000000]
+    assert table.author_tz_minutes.tolist() == [-300]
