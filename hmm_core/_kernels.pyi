@@ -28,6 +28,7 @@ def forward_backward(
     ends: _Int,
     classes: _Int,
     startprob: _Float,
+    transmat: _Float,
     transmat_t: _Float,
     alpha: _Float,
     scale: _Float,

@@ -277,23 +277,39 @@ cdef Py_ssize_t stats_size(const Emissions* em, Py_ssize_t n_classes) noexcept n
 
 cdef inline double predict_and_weigh(Py_ssize_t K, const double* startprob,
                                      const double* prev, double prev_inverse,
-                                     const double* trans_t, double* out) noexcept nogil:
+                                     const double* trans, const double* trans_t,
+                                     double* predicted, double* out) noexcept nogil:
     """out[j] *= P(state j | past), from startprob or from prev * prev_inverse times the
-    transposed transition matrix; returns the sum of out."""
+    transition matrix; returns the sum of out. predicted is scratch of K doubles.
+
+    Up to four states the prediction is a dot product with each column (rows of trans_t);
+    beyond, it is accumulated row by row of trans, which the compiler vectorises.
+    """
     cdef Py_ssize_t i, j
-    cdef const double* column
-    cdef double s, total = 0.0
+    cdef const double* row
+    cdef double a_i, s, total = 0.0
     if prev == NULL:
         for j in range(K):
             out[j] *= startprob[j]
             total += out[j]
         return total
-    for j in range(K):
-        column = trans_t + j * K
-        s = 0.0
+    if K <= 4:
+        for j in range(K):
+            row = trans_t + j * K
+            s = 0.0
+            for i in range(K):
+                s += prev[i] * row[i]
+            predicted[j] = s
+    else:
+        for j in range(K):
+            predicted[j] = 0.0
         for i in range(K):
-            s += prev[i] * column[i]
-        s *= out[j] * prev_inverse
+            a_i = prev[i]
+            row = trans + i * K
+            for j in range(K):
+                predicted[j] += a_i * row[j]
+    for j in range(K):
+        s = predicted[j] * out[j] * prev_inverse
         out[j] = s
         total += s
     return total
@@ -306,13 +322,14 @@ cdef int64_t forward_backward_sequence(
         Py_ssize_t t1,                  # IN one past its last row
         const int64_t* classes,         # IN (T,) transition class of the step into t, or NULL
         const double* startprob,        # IN (K,)
+        const double* transmat,         # IN (C, K, K) [class, from, to]
         const double* transmat_t,       # IN (C, K, K) transposed: [class, to, from]
         Py_ssize_t n_classes,           # IN C
         double* alpha,                  # OUT (T, K) scaled alphas, then posteriors
         double* scale,                  # OUT (T,) scale factors, negated where log space was used
         double* stats,                  # OUT flat statistics of this sequence, or NULL
         bint backward,                  # IN run the backward pass
-        double* work,                   # scratch of 4 K doubles
+        double* work,                   # scratch of 5 K doubles
         double* loglik,                 # OUT log-likelihood of the sequence
 ) noexcept nogil:
     """Scaled forward-backward over one sequence with the statistics accumulated on the way back.
@@ -324,8 +341,9 @@ cdef int64_t forward_backward_sequence(
     cdef Py_ssize_t KK = K * K, t, i, j, cls = 0
     # The specialised kernels keep their K-vectors in local arrays, which nothing else can
     # alias, so the compiler may hold them in registers.
-    cdef double local_vectors[4 * SMALL_K]
+    cdef double local_vectors[5 * SMALL_K]
     cdef double* vectors = work if StateCount is StatesAny else &local_vectors[0]
+    cdef double* predicted = vectors + 4 * K
     cdef double* current = vectors          # unnormalised alpha_t = c_t * scaled alpha_t
     cdef double* previous = vectors + K
     cdef double* beta = vectors + 2 * K
@@ -333,6 +351,7 @@ cdef int64_t forward_backward_sequence(
     cdef double* swap
     cdef double* row_alpha
     cdef const double* trans
+    cdef const double* trans_t
     cdef const double* trans_row
     cdef double* acc
     cdef double* start_stats = NULL
@@ -349,18 +368,20 @@ cdef int64_t forward_backward_sequence(
     # could underflow, is redone in log space with the emissions divided by their largest value
     # (its scale is then stored negated so the backward pass recomputes it the same way).
     for t in range(t0, t1):
-        trans = transmat_t + (classes[t] if classes != NULL else 0) * KK
+        cls = classes[t] if classes != NULL else 0
+        trans = transmat + cls * KK
+        trans_t = transmat_t + cls * KK
         in_log_space = not table_emission_probs(K, em, t, current)
         if not in_log_space:
             total = predict_and_weigh(K, startprob, previous if t > t0 else NULL, inverse,
-                                      trans, current)
+                                      trans, trans_t, predicted, current)
             in_log_space = not total > TINY_PROBABILITY
         if in_log_space:
             if not log_space_emission_probs(K, em, t, current, &log_factor):
                 return t
             ll += log_factor
             total = predict_and_weigh(K, startprob, previous if t > t0 else NULL, inverse,
-                                      trans, current)
+                                      trans, trans_t, predicted, current)
             if not total > 0.0:
                 return -(t + 2)
         inverse = 1.0 / total
@@ -437,28 +458,28 @@ cdef int64_t forward_backward_sequence(
 
 cdef int64_t forward_backward_dispatch(
         Py_ssize_t K, const Emissions* em, Py_ssize_t t0, Py_ssize_t t1,
-        const int64_t* classes, const double* startprob,
+        const int64_t* classes, const double* startprob, const double* transmat,
         const double* transmat_t, Py_ssize_t n_classes, double* alpha, double* scale,
         double* stats, bint backward, double* work, double* loglik) noexcept nogil:
     """forward_backward_sequence specialised for K when K is small."""
     if K == 2:
         return forward_backward_sequence(<States2*> NULL, em, t0, t1, classes, startprob,
-                                         transmat_t, n_classes, alpha, scale, stats,
+                                         transmat, transmat_t, n_classes, alpha, scale, stats,
                                          backward, work, loglik)
     if K == 3:
         return forward_backward_sequence(<States3*> NULL, em, t0, t1, classes, startprob,
-                                         transmat_t, n_classes, alpha, scale, stats,
+                                         transmat, transmat_t, n_classes, alpha, scale, stats,
                                          backward, work, loglik)
     if K == 4:
         return forward_backward_sequence(<States4*> NULL, em, t0, t1, classes, startprob,
-                                         transmat_t, n_classes, alpha, scale, stats,
+                                         transmat, transmat_t, n_classes, alpha, scale, stats,
                                          backward, work, loglik)
     if K == 8:
         return forward_backward_sequence(<States8*> NULL, em, t0, t1, classes, startprob,
-                                         transmat_t, n_classes, alpha, scale, stats,
+                                         transmat, transmat_t, n_classes, alpha, scale, stats,
                                          backward, work, loglik)
     return forward_backward_sequence(<StatesAny*> NULL, em, t0, t1, classes, startprob,
-                                     transmat_t, n_classes, alpha, scale, stats,
+                                     transmat, transmat_t, n_classes, alpha, scale, stats,
                                      backward, work, loglik)
 
 
@@ -468,6 +489,7 @@ def forward_backward(
         const int64_t[::1] ends,            # IN (S,) one past the last row of each sequence
         const int64_t[::1] classes,         # IN (T,) transition classes, or empty
         const double[::1] startprob,        # IN (K,)
+        const double[:, :, ::1] transmat,   # IN (C, K, K)
         const double[:, :, ::1] transmat_t, # IN (C, K, K) transmat transposed per class
         double[:, ::1] alpha,               # OUT (T, K) posteriors when backward is set
         double[::1] scale,                  # OUT (T,) scale factors
@@ -506,12 +528,12 @@ def forward_backward(
             if want_stats:
                 memset(block_stats, 0, n_block * size * sizeof(double))
             with nogil, parallel(num_threads=max(1, min(n_threads, n_block))):
-                work = <double*> malloc(4 * K * sizeof(double))
+                work = <double*> malloc(5 * K * sizeof(double))
                 for s in prange(n_block, schedule="dynamic"):
                     seq_stats = block_stats + s * size if want_stats else NULL
                     status[block_start + s] = forward_backward_dispatch(
                         K, em, starts[block_start + s], ends[block_start + s], class_ptr,
-                        &startprob[0], &transmat_t[0, 0, 0], n_classes,
+                        &startprob[0], &transmat[0, 0, 0], &transmat_t[0, 0, 0], n_classes,
                         &alpha[0, 0], &scale[0], seq_stats, backward, work,
                         &logliks[block_start + s])
                 free(work)

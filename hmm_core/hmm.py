@@ -472,13 +472,15 @@ class _BaseHMM:
         alpha, scale = workspace
         logliks = np.zeros(n_sequences, dtype=np.float64)
         status = np.empty(n_sequences, dtype=np.int64)
+        transmat = self._transmat3()
         _kernels.forward_backward(
             self._emission_model(observations),
             observations.starts,
             observations.ends,
             observations.classes,
             np.ascontiguousarray(self.startprob_, dtype=np.float64),
-            np.ascontiguousarray(self._transmat3().transpose(0, 2, 1)),
+            transmat,
+            np.ascontiguousarray(transmat.transpose(0, 2, 1)),
             alpha,
             scale,
             np.zeros(0) if stats is None else stats,
