@@ -300,17 +300,17 @@ class ModelFit:
 
 def _transition_prior(priors: CodingTimePriors, bin_minutes: int) -> np.ndarray:
     """Mean transition matrix per bin implied by the dwell times (rows: from, columns: to)."""
-    exits = {
-        AWAY: (bin_minutes / priors.away_minutes, {CODING: priors.away_exit_to_coding}),
-        DESK: (bin_minutes / priors.desk_minutes, {CODING: priors.desk_exit_to_coding}),
-        CODING: (bin_minutes / priors.coding_minutes, {DESK: priors.coding_exit_to_desk}),
-    }
+    # state, mean minutes in it, where it goes when it ends, and the share going there
+    habits = (
+        (AWAY, priors.away_minutes, CODING, priors.away_exit_to_coding),
+        (DESK, priors.desk_minutes, CODING, priors.desk_exit_to_coding),
+        (CODING, priors.coding_minutes, DESK, priors.coding_exit_to_desk),
+    )
     matrix = np.zeros((N_STATES, N_STATES))
-    for state, (leave, shares) in exits.items():
-        leave = min(leave, 0.9)
+    for state, minutes, target, share in habits:
+        leave = min(bin_minutes / minutes, 0.9)
+        other = 3 - state - target  # the third state
         matrix[state, state] = 1.0 - leave
-        ((target, share),) = shares.items()
-        other = next(s for s in range(N_STATES) if s not in (state, target))
         matrix[state, target] = leave * share
         matrix[state, other] = leave * (1.0 - share)
     return matrix

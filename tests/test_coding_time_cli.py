@@ -212,3 +212,25 @@ def test_merges_only_with_include_merges(tmp_path: Path) -> None:
     )
     assert plain["days"][0]["git_hours_minutes"] == 120 + 60
     assert merged["days"][0]["git_hours_minutes"] == 120 + 60 + 120  # the merge starts a session
+
+
+def test_progress_display_appears_only_after_a_second() -> None:
+    import io
+
+    from rich.console import Console
+
+    from agent.cli.coding_time_cmd import _ReadingProgress
+
+    output = io.StringIO()
+    console = Console(file=output, force_terminal=True, width=100)
+    quick = _ReadingProgress(console)
+    quick(500)
+    quick.close()
+    assert quick.progress is None and output.getvalue() == ""
+    slow = _ReadingProgress(console)
+    slow.began -= 2.0
+    slow(1000)
+    slow(2500)
+    slow.close()
+    assert slow.progress is not None and slow.read == 3500
+    assert "reading git history" in output.getvalue()
