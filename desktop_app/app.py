@@ -306,7 +306,9 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m desktop_app [--tray] [--screenshot DIR]`."""
-    parser = argparse.ArgumentParser(prog="python -m desktop_app", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m desktop_app", description="The Watchkeeper desktop app and tray."
+    )
     parser.add_argument("--tray", action="store_true", help="start in the tray only")
     parser.add_argument(
         "--screenshot",

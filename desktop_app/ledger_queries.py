@@ -14,6 +14,7 @@ from typing import Any
 from agent.ledger import open_ledger
 
 RUNNING_STATES = ("queued", "starting", "running")
+STALE_ALERT_KINDS = ("stale", "drift")  # a drift alert names a model made stale by its data
 MODEL_VERSION_COLUMNS: tuple[tuple[str, str], ...] = (
     # (heading, SQL expression used for sorting)
     ("Model", "m.name"),
@@ -447,7 +448,7 @@ def overview(connection: sqlite3.Connection | None, now: float | None = None) ->
         )
     return Overview(
         alerts=alerts,
-        stale=[alert for alert in alerts if alert.kind == "stale"],
+        stale=[alert for alert in alerts if alert.kind in STALE_ALERT_KINDS],
         running=running,
         today_minutes=coding_minutes_since(connection, today),
         week_minutes=coding_minutes_since(connection, today - timedelta(days=today.weekday())),

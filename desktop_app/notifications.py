@@ -69,9 +69,10 @@ def _alert_notification(data: dict[str, Any], choices: NotificationChoices) -> t
     if alert_kind == "stale" and choices.stale:
         title = f"{model} is stale" if model else "A model is stale"
         return title, reasons[0] if reasons else message, "stale"
-    if alert_kind == "drift" and choices.drift:
-        title = f"Data drift for {model}" if model else "Data drift"
-        return title, message or "; ".join(reasons), "drift"
+    if alert_kind == "drift" and (choices.drift or choices.stale):
+        # A drift alert is a model gone stale because its tabular data changed.
+        title = f"{model} is stale: data drift" if model else "Data drift"
+        return title, reasons[0] if reasons else message, "drift"
     if alert_kind == "run_failed" and choices.runs:
         return f"Run failed: {model}".strip(": "), message, "run_failed"
     if alert_kind == "watch":

@@ -189,3 +189,72 @@ def test_without_an_agent_the_app_says_so_and_starts_one(
             timeout=30,
         )
     qtbot.waitUntil(lambda: not app.agent.connected, timeout=10_000)
+
+
+def test_a_new_user_flow_from_the_app_alone(
+    tmp_path: Path,
+    start_agent: Callable[[], Any],
+    make_app: Callable[..., Any],
+    qtbot: QtBot,
+    paths: WatchkeeperPaths,
+) -> None:
+    """Watch a repo and its data, see the model go stale, retrain it, read the log and version."""
+    from agent.runs.training import train
+    from tests.agent.daemon.conftest import make_repo
+    from tests.desktop_app.conftest import MODEL_SPEC, TRAIN_SCRIPT
+
+    spec = MODEL_SPEC.replace('deps = ["train.py"]', 'deps = ["train.py", "data/train.csv"]')
+    repo = make_repo(
+        tmp_path / "repo",
+        {
+            "train.py": TRAIN_SCRIPT,
+            "watchkeeper.toml": spec,
+            ".gitignore": "data/\n",
+            "data/train.csv": "age,city\n31,Paris\n42,Oslo\n",
+        },
+    )
+    db = open_ledger(paths.ledger)
+    try:
+        assert train(repo, "churn", db=db, paths=paths).status == "succeeded"
+    finally:
+        db.close()
+    start_agent()
+    app = make_app()
+    qtbot.waitUntil(lambda: app.agent.connected, timeout=10_000)
+
+    settings = app.window.show_page("Settings")
+    settings.add_watch(str(repo), data=False)
+    qtbot.waitUntil(lambda: settings.repos.count() == 1, timeout=10_000)
+    settings.add_watch(str(repo / "data"), data=True)
+    qtbot.waitUntil(lambda: settings.data.count() == 1, timeout=10_000)
+    assert settings.repos.item(0).text() == str(repo)
+
+    with (repo / "data" / "train.csv").open("a") as handle:
+        handle.write("57,Lima\n")
+    qtbot.waitUntil(
+        lambda: any(n.kind in ("stale", "drift") for n in app.tray.notifications), timeout=30_000
+    )
+    notice = next(n for n in app.tray.notifications if n.kind in ("stale", "drift"))
+    assert notice.title.startswith("churn is stale")
+    assert "data/train.csv" in notice.message
+    overview = app.window.pages["Overview"]
+    qtbot.waitUntil(lambda: app.tray.state == "stale", timeout=10_000)
+    assert overview.stale.topLevelItem(0).text(0) == "churn"
+
+    models = app.window.show_page("Models")
+    qtbot.waitUntil(lambda: models.detail is not None, timeout=10_000)
+    qtbot.mouseClick(models.retrain_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: app.tray.last_notification.kind == "run_finished", timeout=60_000)
+    qtbot.waitUntil(lambda: models.table_model.total == 2, timeout=10_000)
+    app.workers.wait_idle(10)
+    assert models.table_model.row_values(0)[:3] == ("churn", 2, "succeeded")
+
+    runs = app.window.show_page("Runs")
+    qtbot.waitUntil(lambda: runs.table.rowCount() == 2, timeout=10_000)
+    runs.table.selectRow(0)
+    qtbot.waitUntil(lambda: "rows 4" in runs.log_view.toPlainText(), timeout=10_000)
+
+    data = app.window.show_page("Data")
+    qtbot.waitUntil(lambda: data.source_list.count() >= 1 and bool(data.sources), timeout=10_000)
+    coding = app.window.show_page("Coding time")
+    qtbot.waitUntil(lambda: coding.view is not None, timeout=10_000)

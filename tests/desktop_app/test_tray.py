@@ -63,7 +63,7 @@ def test_notifications_are_recorded_without_a_tray_host(qtbot: QtBot) -> None:
         (
             "alert",
             {"kind": "drift", "model": "churn", "message": "2/5 columns drifted: age"},
-            ("Data drift for churn", "2/5 columns drifted: age", "drift"),
+            ("churn is stale: data drift", "2/5 columns drifted: age", "drift"),
         ),
         (
             "run_state",
