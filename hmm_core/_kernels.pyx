@@ -4,8 +4,7 @@
 from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY, exp, lgamma, log
 from libc.stdint cimport int32_t, int64_t
-from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.stdlib cimport calloc, free, malloc
 
 import numpy as np
 
@@ -22,9 +21,11 @@ cdef double TINY_PROBABILITY = 1e-200
 # once it falls below this value; a smaller factor goes to the log-likelihood directly. Both
 # bounds keep the product above 1e-300, clear of underflow.
 cdef double TINY_PRODUCT = 1e-150
-# Sequences are processed in blocks; their statistics are summed in sequence order, so the
-# result does not depend on the number of threads.
-cdef Py_ssize_t SEQUENCE_BLOCK = 256
+# Sequences are split into at most this many groups of consecutive sequences with about the
+# same number of rows. Threads take whole groups; each group sums its statistics in sequence
+# order and the groups are summed in group order, so the result does not depend on the number
+# of threads.
+cdef Py_ssize_t MAX_GROUPS = 64
 # The largest state count with a specialised kernel.
 cdef enum:
     SMALL_K = 8
@@ -507,44 +508,51 @@ def forward_backward(
     """
     cdef const Emissions* em = &model.c
     cdef Py_ssize_t K = em.n_states, n_sequences = starts.shape[0]
+    cdef Py_ssize_t n_rows = alpha.shape[0]
     cdef Py_ssize_t n_classes = transmat_t.shape[0]
     cdef Py_ssize_t size = stats_size(em, n_classes)
     cdef bint want_stats = stats.shape[0] > 0
     cdef const int64_t* class_ptr = &classes[0] if classes.shape[0] > 0 else NULL
-    cdef Py_ssize_t block_start, n_block, s, i
-    cdef double* block_stats = NULL
-    cdef double* seq_stats
+    cdef Py_ssize_t n_groups = min(n_sequences, MAX_GROUPS)
+    cdef Py_ssize_t g, s, i
+    cdef double* group_stats = NULL
+    cdef double* my_stats
     cdef double* work = NULL
     if want_stats and stats.shape[0] != size:
         raise ValueError(f"stats has length {stats.shape[0]}, expected {size}")
+    # group_first[g] is the first sequence of group g; a sequence belongs to the group its first
+    # row falls in when the rows are cut into n_groups equal parts.
+    cdef Py_ssize_t[::1] group_first = np.empty(n_groups + 1, dtype=np.intp)
+    g = 0
+    for s in range(n_sequences):
+        while g <= n_groups - 1 and starts[s] * n_groups >= g * n_rows:
+            group_first[g] = s
+            g += 1
+    while g <= n_groups:
+        group_first[g] = n_sequences
+        g += 1
     if want_stats:
-        block_stats = <double*> malloc(SEQUENCE_BLOCK * size * sizeof(double))
-        if block_stats == NULL:
+        group_stats = <double*> calloc(n_groups * size, sizeof(double))
+        if group_stats == NULL:
             raise MemoryError()
     try:
-        block_start = 0
-        while block_start < n_sequences:
-            n_block = min(SEQUENCE_BLOCK, n_sequences - block_start)
-            if want_stats:
-                memset(block_stats, 0, n_block * size * sizeof(double))
-            with nogil, parallel(num_threads=max(1, min(n_threads, n_block))):
-                work = <double*> malloc(5 * K * sizeof(double))
-                for s in prange(n_block, schedule="dynamic"):
-                    seq_stats = block_stats + s * size if want_stats else NULL
-                    status[block_start + s] = forward_backward_dispatch(
-                        K, em, starts[block_start + s], ends[block_start + s], class_ptr,
-                        &startprob[0], &transmat[0, 0, 0], &transmat_t[0, 0, 0], n_classes,
-                        &alpha[0, 0], &scale[0], seq_stats, backward, work,
-                        &logliks[block_start + s])
-                free(work)
-            if want_stats:
-                for s in range(n_block):
-                    seq_stats = block_stats + s * size
-                    for i in range(size):
-                        stats[i] += seq_stats[i]
-            block_start += n_block
+        with nogil, parallel(num_threads=max(1, min(n_threads, n_groups))):
+            work = <double*> malloc(5 * K * sizeof(double))
+            for g in prange(n_groups, schedule="dynamic"):
+                my_stats = group_stats + g * size if want_stats else NULL
+                for s in range(group_first[g], group_first[g + 1]):
+                    status[s] = forward_backward_dispatch(
+                        K, em, starts[s], ends[s], class_ptr, &startprob[0],
+                        &transmat[0, 0, 0], &transmat_t[0, 0, 0], n_classes, &alpha[0, 0],
+                        &scale[0], my_stats, backward, work, &logliks[s])
+            free(work)
+        if want_stats:
+            for g in range(n_groups):
+                my_stats = group_stats + g * size
+                for i in range(size):
+                    stats[i] += my_stats[i]
     finally:
-        free(block_stats)
+        free(group_stats)
 
 
 cdef int64_t viterbi_sequence(
@@ -660,7 +668,7 @@ def viterbi(
     cdef double* work = NULL
     with nogil, parallel(num_threads=max(1, min(n_threads, n_sequences))):
         work = <double*> malloc(3 * K * sizeof(double))
-        for s in prange(n_sequences, schedule="dynamic"):
+        for s in prange(n_sequences, schedule="guided"):
             status[s] = viterbi_dispatch(
                 K, em, starts[s], ends[s], class_ptr, &log_startprob[0],
                 &log_transmat_t[0, 0, 0], &backpointers[0, 0], &path[0], work, &logprobs[s])
