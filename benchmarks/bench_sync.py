@@ -131,10 +131,9 @@ def main() -> int:
         rsync_seconds, _ = rsync(server, known_hosts, big, str(work / "rsync-big"))
         ours_seconds, report = ours(remote, store, cache, big, str(work / "ours-big"))
         assert same_tree(big, work / "ours-big"), "our copy differs from the source"
-        check(
-            show("big_first", ours_seconds, rsync_seconds, f"verified with {report.verified_with}"),
-            "big_first",
-        )
+        phases = " ".join(f"{k} {v:.2f}s" for k, v in report.phases.items())
+        detail = f"verified with {report.verified_with}; {phases}"
+        check(show("big_first", ours_seconds, rsync_seconds, detail), "big_first")
 
         changed = sorted(big.rglob("*.bin"))[len(list(big.rglob("*.bin"))) // 2]
         changed.write_bytes(os.urandom(changed.stat().st_size))
@@ -174,8 +173,9 @@ def main() -> int:
             rsync_seconds, _ = rsync(server, known_hosts, small, str(work / "rsync-small"))
             ours_seconds, report = ours(remote, store, cache, small, str(work / "ours-small"))
             assert same_tree(small, work / "ours-small"), "our small-file copy differs"
+            phases = " ".join(f"{k} {v:.2f}s" for k, v in report.phases.items())
             check(
-                show("small_first", ours_seconds, rsync_seconds, f"{small_files} files"),
+                show("small_first", ours_seconds, rsync_seconds, f"{small_files} files; {phases}"),
                 "small_first",
             )
     finally:

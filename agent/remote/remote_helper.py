@@ -20,7 +20,7 @@ import sys
 import zlib
 
 VERIFIED_MTIME = 1000000007  # set on a cache entry once its content was checked
-FRAME = struct.Struct(">32sQ")  # digest, size; then the payload and a CRC-32 trailer
+FRAME = struct.Struct(">32sQI")  # digest, size, links length; links JSON, payload, CRC-32
 TRAILER = struct.Struct(">I")
 END_DIGEST = b"\0" * 32
 CHUNK = 1 << 20
@@ -70,9 +70,24 @@ def probe(folder=None):
 
 
 def plan(cache):
-    manifest = json.loads(sys.stdin.readline())
+    """Answer each {"blobs": {digest: size}} line with the digests the cache lacks, and build
+    folders on {"materialize": ...} lines, one JSON reply per line."""
+    for line in sys.stdin:
+        request = json.loads(line)
+        if "blobs" in request:
+            reply({"missing": missing_blobs(cache, request["blobs"])})
+        elif "materialize" in request:
+            try:
+                reply({"built": materialize(cache, request["materialize"])})
+            except (OSError, ValueError) as error:
+                reply({"error": str(error)})
+        else:
+            break
+
+
+def missing_blobs(cache, blobs):
     missing = []
-    for digest, size in manifest["blobs"].items():
+    for digest, size in blobs.items():
         path = blob_path(cache, digest)
         if valid_entry(path, size):
             continue
@@ -80,15 +95,7 @@ def plan(cache):
             os.chmod(path, 0o644)
             os.unlink(path)  # half-written or altered: send it again
         missing.append(digest)
-    reply({"missing": missing})
-    for line in sys.stdin:
-        request = json.loads(line)
-        if "materialize" not in request:
-            break
-        try:
-            reply({"built": materialize(cache, request["materialize"])})
-        except (OSError, ValueError) as error:
-            reply({"error": str(error)})
+    return missing
 
 
 def safe_relative(relative):
@@ -101,50 +108,57 @@ def safe_relative(relative):
 def materialize(cache, request):
     """Hard-link (or copy) cache blobs into request['dest'] at their relative paths."""
     dest = request["dest"]
-    os.makedirs(dest, exist_ok=True)
-    made = {dest}
+    made = set()  # type: set[str]
     linked = 0
     for relative, digest, size, executable in request["files"]:
-        parts = safe_relative(relative)
+        safe_relative(relative)
         source = blob_path(cache, digest)
         if not valid_entry(source, size):
             raise ValueError(f"cache entry {digest} for {relative} is missing or damaged")
-        target = os.path.join(dest, *parts)
-        parent = os.path.dirname(target)
-        if parent not in made:
-            os.makedirs(parent, exist_ok=True)
-            made.add(parent)
-        try:
-            os.link(source, target)
-        except FileExistsError:
-            try:
-                if os.path.samefile(source, target):
-                    continue
-            except OSError:
-                pass
-            temporary = target + ".wk-tmp"
-            if os.path.lexists(temporary):
-                os.unlink(temporary)
-            os.link(source, temporary)
-            os.replace(temporary, target)
-        except OSError:  # another file system, or links not allowed: copy
-            temporary = target + ".wk-tmp"
-            shutil.copyfile(source, temporary)
-            os.replace(temporary, target)
-        if executable:
-            os.chmod(target, 0o555)
+        link_into(dest, relative, source, executable, made)
         linked += 1
     return linked
+
+
+def link_into(dest, relative, source, executable, made):
+    """Place the cache blob `source` at dest/relative (a hard link, else a copy)."""
+    parts = safe_relative(relative)
+    target = os.path.join(dest, *parts)
+    parent = os.path.dirname(target)
+    if parent not in made:
+        os.makedirs(parent, exist_ok=True)
+        made.add(parent)
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        try:
+            if os.path.samefile(source, target):
+                return
+        except OSError:
+            pass
+        temporary = target + ".wk-tmp"
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        os.link(source, temporary)
+        os.replace(temporary, target)
+    except OSError:  # another file system, or links not allowed: copy
+        temporary = target + ".wk-tmp"
+        shutil.copyfile(source, temporary)
+        os.replace(temporary, target)
+    if executable:
+        os.chmod(target, 0o555)
 
 
 def make_hasher():
     return blake3.blake3() if blake3 is not None else None
 
 
-def receive(cache):
+def receive(cache, dest):
     staging = os.path.join(cache, "tmp")
     os.makedirs(staging, exist_ok=True)
-    made = set()
+    made = set()  # type: set[str]
+    made_in_dest = set()  # type: set[str]
+    linked, refused = 0, []
     stream = sys.stdin.buffer
     stored, rejected = 0, []
     pid = os.getpid()
@@ -152,9 +166,10 @@ def receive(cache):
         header = stream.read(FRAME.size)
         if len(header) < FRAME.size:
             break
-        raw_digest, size = FRAME.unpack(header)
+        raw_digest, size, links_length = FRAME.unpack(header)
         if raw_digest == END_DIGEST:
             break
+        links = json.loads(stream.read(links_length).decode()) if links_length else []
         digest = raw_digest.hex()
         temporary = os.path.join(staging, f"{digest}.{pid}")
         crc, hasher, remaining = 0, make_hasher(), size
@@ -188,9 +203,24 @@ def receive(cache):
         if folder not in made:
             os.makedirs(folder, exist_ok=True)
             made.add(folder)
-        os.replace(temporary, os.path.join(folder, digest[2:]))
+        final = os.path.join(folder, digest[2:])
+        os.replace(temporary, final)
         stored += 1
-    reply({"stored": stored, "rejected": rejected, "verified_with": verifier_name()})
+        for relative, executable in links:
+            try:
+                link_into(dest, relative, final, executable, made_in_dest)
+                linked += 1
+            except ValueError as error:
+                refused.append(str(error))
+    reply(
+        {
+            "stored": stored,
+            "rejected": rejected,
+            "verified_with": verifier_name(),
+            "linked": linked,
+            "refused": refused,
+        }
+    )
 
 
 def verifier_name():
@@ -308,7 +338,7 @@ def main(argv):
     elif mode == "plan":
         plan(argv[2])
     elif mode == "receive":
-        receive(argv[2])
+        receive(argv[2], argv[3] if len(argv) > 3 else "")
     elif mode == "poll":
         poll(argv[2], argv[3], argv[4])
     elif mode == "pack":

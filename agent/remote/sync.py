@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import sqlite3
 import stat
 import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +29,9 @@ from agent.errors import WatchkeeperError
 from agent.paths import WatchkeeperPaths
 from agent.remote.connection import RemoteSession, RemoteUnreachableError, SshConnection
 
-FRAME_HEADER = struct.Struct(">32sQ")  # digest, size; the payload and a CRC-32 trailer follow
+FRAME_HEADER = struct.Struct(">32sQI")  # digest, size, length of the links JSON that follows
 CRC_TRAILER = struct.Struct(">I")
-END_FRAME = FRAME_HEADER.pack(b"\0" * 32, 0)
+END_FRAME = FRAME_HEADER.pack(b"\0" * 32, 0, 0)
 READ_CHUNK = 1 << 20
 SEND_BUFFER = 1 << 20
 BIG_FILE = 4 << 20
@@ -177,76 +178,145 @@ def _hash_file(path: str, size: int) -> str:
         return blake3.blake3(handle.read()).hexdigest()
 
 
+class TreeHasher:
+    """Digests of a folder's files, produced in chunks so that sending can start early.
+
+    Digests are reused from the DigestCache for files whose stat did not change (outside the
+    racy window); iterating again replays the chunks already made.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        cache: DigestCache | None = None,
+        exclude: frozenset[str] = frozenset(),
+        *,
+        chunk_files: int = 4000,
+        chunk_bytes: int = 64 << 20,
+    ) -> None:
+        self.root = root
+        self.cache = cache
+        self.exclude = exclude
+        self.chunk_files = chunk_files
+        self.chunk_bytes = chunk_bytes
+        self.done: list[list[LocalFile]] = []
+        self.finished = False
+        self._fresh_rows: list[tuple[str, int, int, int, int, int, str, int]] = []
+
+    def chunks(self) -> Iterator[list[LocalFile]]:
+        yield from self.done
+        if self.finished:
+            return
+        entries = scan_tree(self.root, self.exclude)
+        known = self.cache.lookup([path for _, path, _ in entries]) if self.cache else {}
+        started_ns = time.time_ns()
+        skip = sum(len(chunk) for chunk in self.done)
+        batch: list[tuple[str, str, os.stat_result]] = []
+        batch_bytes = 0
+        for entry in entries[skip:]:
+            batch.append(entry)
+            batch_bytes += entry[2].st_size
+            if len(batch) >= self.chunk_files or batch_bytes >= self.chunk_bytes:
+                self.done.append(self._digest(batch, known, started_ns))
+                yield self.done[-1]
+                batch, batch_bytes = [], 0
+        if batch:
+            self.done.append(self._digest(batch, known, started_ns))
+            yield self.done[-1]
+        self.finished = True
+
+    def _digest(
+        self,
+        batch: list[tuple[str, str, os.stat_result]],
+        known: dict[str, tuple[int, int, int, int, int, str, int]],
+        started_ns: int,
+    ) -> list[LocalFile]:
+        digests: dict[str, str] = {}
+        infos: dict[str, os.stat_result] = {}
+        to_hash: list[tuple[str, os.stat_result]] = []
+        for _, path, info in batch:
+            row = known.get(path)
+            key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+            if row is not None and tuple(row[:5]) == key and max(key[3:]) < row[6] - RACY_NS:
+                digests[path] = row[5]
+                infos[path] = info
+            else:
+                to_hash.append((path, info))
+        for (path, info), digest in zip(to_hash, _hash_all(to_hash), strict=True):
+            after = os.stat(path)
+            if (after.st_mtime_ns, after.st_size) != (info.st_mtime_ns, info.st_size):
+                digest = _hash_file(path, after.st_size)  # changed while we read it
+                info = after
+            digests[path] = digest
+            infos[path] = info
+            self._fresh_rows.append(
+                (
+                    path,
+                    info.st_dev,
+                    info.st_ino,
+                    info.st_size,
+                    info.st_mtime_ns,
+                    info.st_ctime_ns,
+                    digest,
+                    started_ns,
+                )
+            )
+        return [
+            LocalFile(
+                relative=relative,
+                path=path,
+                size=infos[path].st_size,
+                executable=bool(infos[path].st_mode & 0o111),
+                digest=digests[path],
+            )
+            for relative, path, _ in batch
+        ]
+
+    def remember(self) -> None:
+        """Store the digests computed now in the DigestCache."""
+        if self.cache is not None and self._fresh_rows:
+            self.cache.store(self._fresh_rows)
+            self._fresh_rows = []
+
+    def all_files(self) -> list[LocalFile]:
+        return [file for chunk in self.chunks() for file in chunk]
+
+
 def hash_tree(
     root: Path, cache: DigestCache | None = None, exclude: frozenset[str] = frozenset()
 ) -> list[LocalFile]:
     """Digest every file below root, reusing cached digests of files that did not change."""
-    entries = scan_tree(root, exclude)
-    known = cache.lookup([path for _, path, _ in entries]) if cache else {}
-    now_ns = time.time_ns()
-    digests: dict[str, str] = {}
-    to_hash: list[tuple[str, os.stat_result]] = []
-    for _, path, info in entries:
-        row = known.get(path)
-        key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-        if row is not None and tuple(row[:5]) == key and max(key[3], key[4]) < row[6] - RACY_NS:
-            digests[path] = row[5]
-        else:
-            to_hash.append((path, info))
-    hashed = _hash_all(to_hash)
-    fresh_rows = []
-    for (path, info), digest in zip(to_hash, hashed, strict=True):
-        after = os.stat(path)
-        if (after.st_mtime_ns, after.st_size) != (info.st_mtime_ns, info.st_size):
-            digest = _hash_file(path, after.st_size)  # changed while we read it
-            info = after
-        digests[path] = digest
-        fresh_rows.append(
-            (
-                path,
-                info.st_dev,
-                info.st_ino,
-                info.st_size,
-                info.st_mtime_ns,
-                info.st_ctime_ns,
-                digest,
-                now_ns,
-            )
-        )
-    if cache is not None and fresh_rows:
-        cache.store(fresh_rows)
-    return [
-        LocalFile(
-            relative=relative,
-            path=path,
-            size=info.st_size,
-            executable=bool(info.st_mode & 0o111),
-            digest=digests[path],
-        )
-        for relative, path, info in entries
-    ]
-
-
-def _split_lanes(blobs: list[LocalFile], lanes: int) -> list[list[LocalFile]]:
-    """Spread blobs over lanes so that each carries about the same number of bytes."""
-    buckets: list[list[LocalFile]] = [[] for _ in range(max(1, lanes))]
-    loads = [0] * len(buckets)
-    for blob in sorted(blobs, key=lambda b: b.size, reverse=True):
-        lightest = loads.index(min(loads))
-        buckets[lightest].append(blob)
-        loads[lightest] += blob.size + 64
-    return [bucket for bucket in buckets if bucket]
+    hasher = TreeHasher(root, cache, exclude)
+    files = hasher.all_files()
+    hasher.remember()
+    return files
 
 
 class _Lane:
-    """One channel running the remote receiver, fed framed blobs from a thread."""
+    """One channel running the remote receiver; a thread feeds it framed blobs from a queue.
 
-    def __init__(self, channel: paramiko.Channel, blobs: list[LocalFile]) -> None:
+    Each frame names the paths the blob has in the destination tree, so the receiver links it
+    there as soon as it is stored.
+    """
+
+    def __init__(self, channel: paramiko.Channel) -> None:
         self.channel = channel
-        self.blobs = blobs
+        self.pending: queue.SimpleQueue[tuple[LocalFile, list[LocalFile]] | None] = (
+            queue.SimpleQueue()
+        )
+        self.load = 0
+        self.sent: list[LocalFile] = []
         self.bytes_written = 0
         self.error: BaseException | None = None
         self.result: dict[str, Any] | None = None
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def put(self, blob: LocalFile, paths: list[LocalFile]) -> None:
+        self.load += blob.size + 256
+        self.pending.put((blob, paths))
+
+    def close(self) -> None:
+        self.pending.put(None)
 
     def run(self) -> None:
         try:
@@ -255,43 +325,53 @@ class _Lane:
         except BaseException as error:
             self.error = error
 
+    def _flush(self, buffer: bytearray) -> None:
+        if buffer:
+            self.channel.sendall(buffer)
+            self.bytes_written += len(buffer)
+            buffer.clear()
+
     def _send(self) -> None:
         buffer = bytearray()
-        channel = self.channel
-        for blob in self.blobs:
-            buffer += FRAME_HEADER.pack(bytes.fromhex(blob.digest), blob.size)
-            crc = 0
-            sent = 0
-            with open(blob.path, "rb") as handle:
-                while True:
-                    chunk = handle.read(READ_CHUNK)
-                    if not chunk:
-                        break
-                    chunk = chunk[: blob.size - sent]
-                    sent += len(chunk)
-                    crc = zlib.crc32(chunk, crc)
-                    if len(chunk) >= SEND_BUFFER // 2:
-                        if buffer:
-                            channel.sendall(buffer)
-                            self.bytes_written += len(buffer)
-                            buffer.clear()
-                        channel.sendall(chunk)
-                        self.bytes_written += len(chunk)
-                        continue
-                    buffer += chunk
-                    if len(buffer) >= SEND_BUFFER:
-                        channel.sendall(buffer)
-                        self.bytes_written += len(buffer)
-                        buffer.clear()
-                    if sent == blob.size:
-                        break
-            if sent != blob.size:
-                raise WatchkeeperError(f"{blob.path}: it shrank while being sent; sync again.")
-            buffer += CRC_TRAILER.pack(crc)
+        while True:
+            try:
+                item = self.pending.get_nowait()
+            except queue.Empty:
+                self._flush(buffer)
+                item = self.pending.get()
+            if item is None:
+                break
+            blob, paths = item
+            self._frame(blob, paths, buffer)
         buffer += END_FRAME
-        channel.sendall(buffer)
-        self.bytes_written += len(buffer)
-        channel.shutdown_write()
+        self._flush(buffer)
+        self.channel.shutdown_write()
+
+    def _frame(self, blob: LocalFile, paths: list[LocalFile], buffer: bytearray) -> None:
+        links = json.dumps([[f.relative, f.executable] for f in paths]).encode()
+        buffer += FRAME_HEADER.pack(bytes.fromhex(blob.digest), blob.size, len(links))
+        buffer += links
+        crc = 0
+        sent = 0
+        with open(blob.path, "rb") as handle:
+            while sent < blob.size:
+                chunk = handle.read(min(READ_CHUNK, blob.size - sent))
+                if not chunk:
+                    break
+                sent += len(chunk)
+                crc = zlib.crc32(chunk, crc)
+                if len(chunk) >= SEND_BUFFER // 2:
+                    self._flush(buffer)
+                    self.channel.sendall(chunk)
+                    self.bytes_written += len(chunk)
+                    continue
+                buffer += chunk
+                if len(buffer) >= SEND_BUFFER:
+                    self._flush(buffer)
+        if sent != blob.size:
+            raise WatchkeeperError(f"{blob.path}: it shrank while being sent; sync again.")
+        buffer += CRC_TRAILER.pack(crc)
+        self.sent.append(blob)
 
     def _read_reply(self) -> dict[str, Any]:
         output = bytearray()
@@ -305,7 +385,8 @@ class _Lane:
             errors = b""
             while self.channel.recv_stderr_ready():
                 errors += self.channel.recv_stderr(65536)
-            if not self.channel.get_transport() or not self.channel.get_transport().is_active():
+            transport = self.channel.get_transport()
+            if transport is None or not transport.is_active():
                 raise RemoteUnreachableError("connection lost during upload")
             raise WatchkeeperError(
                 f"remote receiver failed (exit {status}): {errors.decode(errors='replace')[-800:]}"
@@ -314,123 +395,190 @@ class _Lane:
         return reply
 
 
-def _read_json_line(channel: paramiko.Channel, what: str) -> dict[str, Any]:
-    data = bytearray()
-    while not data.endswith(b"\n"):
-        chunk = channel.recv(1 << 20)
-        if not chunk:
-            errors = b""
-            while channel.recv_stderr_ready():
-                errors += channel.recv_stderr(65536)
-            transport = channel.get_transport()
-            if transport is None or not transport.is_active():
-                raise RemoteUnreachableError(f"connection lost during {what}")
-            status = channel.recv_exit_status()
-            if status == 127:
-                raise WatchkeeperError(f"{what}: the remote python was not found (exit 127).")
-            raise WatchkeeperError(
-                f"{what} failed on the remote (exit {status}): {errors.decode(errors='replace')}"
-            )
-        data += chunk
-    reply: dict[str, Any] = json.loads(data.decode())
-    if "error" in reply:
-        raise WatchkeeperError(f"{what} failed on the remote: {reply['error']}")
-    return reply
+class _JsonLines:
+    """Reads one JSON reply per line from a channel (several may arrive in one packet)."""
+
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self.channel = channel
+        self.buffer = bytearray()
+
+    def next(self, what: str) -> dict[str, Any]:
+        while b"\n" not in self.buffer:
+            chunk = self.channel.recv(1 << 20)
+            if not chunk:
+                raise self._ended(what)
+            self.buffer += chunk
+        line, _, rest = bytes(self.buffer).partition(b"\n")
+        self.buffer = bytearray(rest)
+        reply: dict[str, Any] = json.loads(line.decode())
+        if "error" in reply:
+            raise WatchkeeperError(f"{what} failed on the remote: {reply['error']}")
+        return reply
+
+    def _ended(self, what: str) -> Exception:
+        channel = self.channel
+        errors = b""
+        while channel.recv_stderr_ready():
+            errors += channel.recv_stderr(65536)
+        transport = channel.get_transport()
+        if transport is None or not transport.is_active():
+            return RemoteUnreachableError(f"connection lost during {what}")
+        status = channel.recv_exit_status()
+        if status == 127:
+            return WatchkeeperError(f"{what}: the remote python was not found (exit 127).")
+        return WatchkeeperError(
+            f"{what} failed on the remote (exit {status}): {errors.decode(errors='replace')}"
+        )
+
+
+class _Upload:
+    """One attempt at a sync over one connection: check, send and link, chunk after chunk.
+
+    The remote programs start first, so their start-up overlaps the local hashing; while the
+    lanes send the missing blobs of one chunk, the next chunk is hashed and checked.
+    """
+
+    def __init__(
+        self,
+        connection: SshConnection,
+        session: RemoteSession,
+        hasher: TreeHasher,
+        remote_dest: str,
+        lanes: int,
+    ) -> None:
+        self.connection = connection
+        self.hasher = hasher
+        self.remote_dest = remote_dest
+        cache = session.cache_dir
+        self.receive_command = session.helper_command("receive", cache, remote_dest)
+        self.plan = connection.channel(session.helper_command("plan", cache))
+        self.replies = _JsonLines(self.plan)
+        self.lanes = [_Lane(connection.channel(self.receive_command)) for _ in range(lanes)]
+        for lane in self.lanes:
+            lane.thread.start()
+        self.dispatched: dict[str, LocalFile] = {}
+        self.wire = 0
+        self.phases: dict[str, float] = {}
+
+    def _send_line(self, obj: dict[str, Any]) -> None:
+        payload = json.dumps(obj).encode() + b"\n"
+        self.plan.sendall(payload)
+        self.wire += len(payload)
+
+    def _dispatch(self, chunk: list[LocalFile], missing: set[str], later: list[LocalFile]) -> None:
+        by_digest: dict[str, list[LocalFile]] = {}
+        for file in chunk:
+            if file.digest in missing and file.digest not in self.dispatched:
+                by_digest.setdefault(file.digest, []).append(file)
+            else:
+                later.append(file)  # already in the cache, or on its way there
+        for digest, paths in by_digest.items():
+            self.dispatched[digest] = paths[0]
+            min(self.lanes, key=lambda lane: lane.load).put(paths[0], paths)
+
+    def run(self) -> tuple[list[LocalFile], list[LocalFile], int]:
+        """Returns (all files, files to build from the cache at the end, files linked by lanes)."""
+        started = time.perf_counter()
+        files: list[LocalFile] = []
+        later: list[LocalFile] = []
+        waiting: list[LocalFile] | None = None
+        for chunk in self.hasher.chunks():
+            files.extend(chunk)
+            self._send_line({"blobs": {f.digest: f.size for f in chunk}})
+            if waiting is not None:
+                self._dispatch(waiting, self._missing(), later)
+            waiting = chunk
+        if waiting is not None:
+            self._dispatch(waiting, self._missing(), later)
+        self.phases["hash+check"] = time.perf_counter() - started
+        for lane in self.lanes:
+            lane.close()
+        for lane in self.lanes:
+            lane.thread.join()
+        self.phases["send"] = time.perf_counter() - started - self.phases["hash+check"]
+        return files, later, sum(int(lane.result["linked"]) for lane in self.lanes if lane.result)
+
+    def _missing(self) -> set[str]:
+        return set(self.replies.next("cache check")["missing"])
+
+    def finish(self, files: list[LocalFile], later: list[LocalFile]) -> SyncReport:
+        """Resend rejected blobs, build the rest of the tree from the cache, and report."""
+        rejected: set[str] = set()
+        verified_with = "nothing sent"
+        for lane in self.lanes:
+            if lane.error is not None:
+                raise lane.error
+            assert lane.result is not None
+            self.wire += lane.bytes_written
+            rejected.update(lane.result["rejected"])
+            if lane.result.get("refused"):
+                raise WatchkeeperError(f"the remote refused: {lane.result['refused'][0]}")
+            if lane.sent:
+                verified_with = str(lane.result["verified_with"])
+        sent = [blob for lane in self.lanes for blob in lane.sent]
+        if rejected:
+            retry = _Lane(self.connection.channel(self.receive_command))
+            retry.thread.start()
+            for digest in sorted(rejected):
+                retry.put(self.dispatched[digest], [])
+            retry.close()
+            retry.thread.join()
+            if retry.error is not None:
+                raise retry.error
+            assert retry.result is not None
+            self.wire += retry.bytes_written
+            sent.extend(retry.sent)
+            if retry.result["rejected"]:
+                raise WatchkeeperError(
+                    f"the remote rejected {len(retry.result['rejected'])} blob(s) twice after "
+                    "checking them; is its disk full? See `watchkeeper remote test`."
+                )
+            later.extend(f for f in files if f.digest in rejected)
+        started = time.perf_counter()
+        self._send_line(
+            {
+                "materialize": {
+                    "dest": self.remote_dest,
+                    "files": [[f.relative, f.digest, f.size, f.executable] for f in later],
+                }
+            }
+        )
+        linked = int(self.replies.next("building the remote folder")["built"])
+        self.phases["build"] = time.perf_counter() - started
+        self.plan.shutdown_write()
+        with contextlib.suppress(Exception):
+            self.plan.recv_exit_status()
+        self.plan.close()
+        return SyncReport(
+            files=len(files),
+            blobs=len({f.digest for f in files}),
+            blobs_sent=len(sent),
+            blob_bytes_sent=sum(blob.size for blob in sent),
+            wire_bytes_sent=self.wire,
+            seconds=0.0,
+            verified_with=verified_with,
+            files_linked=linked,
+            phases=self.phases,
+        )
 
 
 def _upload(
     connection: SshConnection,
     session: RemoteSession,
-    hash_files: Callable[[], list[LocalFile]],
+    hasher: TreeHasher,
     remote_dest: str,
     lanes: int,
-    progress: Callable[[str], None] | None,
 ) -> SyncReport:
-    """One attempt: check, send what is missing, build the tree. Remote programs start first,
-    so that their start-up overlaps the local hashing."""
-    started = time.perf_counter()
-    cache = session.cache_dir
-    receive = session.helper_command("receive", cache)
-    plan = connection.channel(session.helper_command("plan", cache))
-    early_lane = connection.channel(receive)
-    files = hash_files()
-    phases = {"hash": time.perf_counter() - started}
-    blobs = {f.digest: f for f in files}
-    manifest = json.dumps({"blobs": {d: f.size for d, f in blobs.items()}}).encode() + b"\n"
-    plan.sendall(manifest)
-    wire = len(manifest)
-    missing = [blobs[d] for d in _read_json_line(plan, "cache check")["missing"]]
-    phases["check"] = time.perf_counter() - started - phases["hash"]
-    if progress:
-        total = sum(b.size for b in missing)
-        progress(f"sending {len(missing)} of {len(blobs)} blobs ({total / 1e6:.1f} MB)")
-    sent_blobs, sent_bytes, verified_with = 0, 0, "nothing sent"
-    for _attempt in range(2):
-        if not missing:
-            break
-        buckets = _split_lanes(missing, lanes if _worth_lanes(missing) else 1)
-        channels = [early_lane] + [connection.channel(receive) for _ in buckets[1:]]
-        early_lane = None
-        workers = [_Lane(chan, bucket) for chan, bucket in zip(channels, buckets, strict=True)]
-        threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        rejected: set[str] = set()
-        for worker in workers:
-            if worker.error is not None:
-                raise worker.error
-            assert worker.result is not None
-            wire += worker.bytes_written
-            rejected.update(worker.result["rejected"])
-            verified_with = str(worker.result["verified_with"])
-        sent_blobs += sum(len(w.blobs) for w in workers)
-        sent_bytes += sum(b.size for w in workers for b in w.blobs)
-        missing = [blobs[d] for d in sorted(rejected)]
-        if missing:
-            early_lane = connection.channel(receive)
-    if early_lane is not None:
-        early_lane.sendall(END_FRAME)
-        early_lane.shutdown_write()
-        early_lane.close()
-    if missing:
-        raise WatchkeeperError(
-            f"the remote rejected {len(missing)} blob(s) twice after checking them "
-            f"(first: {missing[0].relative}); is its disk full? See `watchkeeper remote test`."
-        )
-    phases["send"] = time.perf_counter() - started - phases["hash"] - phases["check"]
-    request = {
-        "materialize": {
-            "dest": remote_dest,
-            "files": [[f.relative, f.digest, f.size, f.executable] for f in files],
-        }
-    }
-    payload = json.dumps(request).encode() + b"\n"
-    plan.sendall(payload)
-    wire += len(payload)
-    linked = int(_read_json_line(plan, "building the remote folder")["built"])
-    phases["build"] = time.perf_counter() - started - sum(phases.values())
-    plan.shutdown_write()
-    with contextlib.suppress(Exception):
-        plan.recv_exit_status()
-    plan.close()
-    return SyncReport(
-        files=len(files),
-        blobs=len(blobs),
-        blobs_sent=sent_blobs,
-        blob_bytes_sent=sent_bytes,
-        wire_bytes_sent=wire,
-        seconds=time.perf_counter() - started,
-        verified_with=verified_with,
-        files_linked=linked,
-        phases=phases,
-    )
-
-
-def _worth_lanes(missing: list[LocalFile]) -> bool:
-    """More lanes pay off only for many files or many bytes."""
-    return len(missing) > 200 or sum(b.size for b in missing) > (16 << 20)
+    upload = _Upload(connection, session, hasher, remote_dest, lanes)
+    try:
+        files, later, linked_by_lanes = upload.run()
+        report = upload.finish(files, later)
+    except BaseException:
+        for lane in upload.lanes:
+            lane.close()
+        raise
+    report.files_linked += linked_by_lanes
+    return report
 
 
 def sync_tree(
@@ -448,15 +596,15 @@ def sync_tree(
     Safe to repeat after a broken upload: blobs already checked are kept, others re-sent.
     """
     started = time.perf_counter()
-    hashed: list[LocalFile] = []
-
-    def hash_files() -> list[LocalFile]:
-        if not hashed:
-            hashed.extend(hash_tree(local_root, digest_cache, exclude))
-        return hashed
-
+    hasher = TreeHasher(local_root, digest_cache, exclude)
     report = session.call(
-        lambda connection: _upload(connection, session, hash_files, remote_dest, lanes, progress)
+        lambda connection: _upload(connection, session, hasher, remote_dest, lanes)
     )
+    hasher.remember()
     report.seconds = time.perf_counter() - started
+    if progress:
+        progress(
+            f"sent {report.blobs_sent} of {report.blobs} blobs "
+            f"({report.blob_bytes_sent / 1e6:.1f} MB) in {report.seconds:.1f} s"
+        )
     return report

@@ -115,8 +115,8 @@ def test_receiver_rejects_a_blob_whose_checksum_does_not_match(session: RemoteSe
     payload = b"model weights" * 100
     digest = blake3.blake3(payload).digest()
     wrong_crc = struct.pack(">I", 12345)
-    stream = FRAME_HEADER.pack(digest, len(payload)) + payload + wrong_crc
-    stream += FRAME_HEADER.pack(b"\0" * 32, 0)
+    stream = FRAME_HEADER.pack(digest, len(payload), 0) + payload + wrong_crc
+    stream += FRAME_HEADER.pack(b"\0" * 32, 0, 0)
     reply = session.helper_json("receive", session.cache_dir, stdin=stream)
     assert reply["rejected"] == [digest.hex()] and reply["stored"] == 0
     assert not blob(session, digest.hex()).exists()
