@@ -56,9 +56,6 @@ class AgentBanner(QFrame):
 class MainWindow(QMainWindow):
     """Sidebar navigation over the six pages."""
 
-    page_shown = Signal(str)
-    hidden_to_tray = Signal()
-
     def __init__(self, context: AppContext) -> None:
         super().__init__()
         self.context = context
@@ -138,7 +135,6 @@ class MainWindow(QMainWindow):
         title = PAGES[row][0]
         page = self.page(title)
         self.stack.setCurrentWidget(page)
-        self.page_shown.emit(title)
 
     @property
     def current_page(self) -> Page | None:
@@ -173,6 +169,5 @@ class MainWindow(QMainWindow):
         if self.keep_in_tray:
             event.ignore()
             self.hide()
-            self.hidden_to_tray.emit()
             return
         super().closeEvent(event)

@@ -35,7 +35,6 @@ class ModelVersionsTableModel(QAbstractTableModel):
     """
 
     loaded = Signal()  # the ids for the current filter and sort are known
-    window_loaded = Signal(int)  # first row of a window whose values arrived
 
     fetch_step = 500
     window_size = 200
@@ -187,4 +186,3 @@ class ModelVersionsTableModel(QAbstractTableModel):
                 self.index(last, self.columnCount() - 1),
                 [Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ForegroundRole],
             )
-        self.window_loaded.emit(start)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QWidget
 
 from desktop_app.context import AppContext
 
@@ -32,10 +32,3 @@ def heading(text: str) -> QLabel:
     font.setPointSizeF(font.pointSizeF() * 1.15)
     label.setFont(font)
     return label
-
-
-def stacked(*widgets: QWidget) -> QVBoxLayout:
-    layout = QVBoxLayout()
-    for widget in widgets:
-        layout.addWidget(widget)
-    return layout

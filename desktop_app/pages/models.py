@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, Qt, QTimer, QUrl
@@ -27,6 +28,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from agent.errors import WatchkeeperError
+from agent.ledger.artifacts import ArtifactStore
 from desktop_app import ledger_queries
 from desktop_app.context import AppContext
 from desktop_app.ledger_queries import VersionDetail
@@ -34,11 +37,6 @@ from desktop_app.models_table import ModelVersionsTableModel
 from desktop_app.pages import Page
 
 STATUSES = ("", "succeeded", "failed", "running", "cancelled", "interrupted", "lost")
-
-
-def artifact_folder(artifacts_root: Any, digest: str) -> Any:
-    """The folder of an artifact in the content-addressed store (artifacts/ab/cdef…)."""
-    return artifacts_root / digest[:2]
 
 
 def detail_html(detail: VersionDetail) -> str:
@@ -282,15 +280,25 @@ class ModelsPage(Page):
 
     # ---------------------------------------------------------------- actions
 
-    def open_artifact_folder(self) -> None:
+    def artifact_folder(self) -> Path | None:
+        """The store folder holding the selected version's first artifact (None if not here)."""
         if self.detail is None or not self.detail.artifacts:
-            return
-        digest = next(iter(self.detail.artifacts.values()))
-        folder = artifact_folder(self.context.paths.artifacts, str(digest))
-        if not folder.exists():
-            self.context.show_status(f"{folder} is not on this machine.")
-            return
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+            return None
+        digest = str(next(iter(self.detail.artifacts.values())))
+        try:
+            artifact = ArtifactStore(self.context.paths.artifacts).path(digest)
+        except WatchkeeperError as error:
+            self.context.show_status(str(error))
+            return None
+        if not artifact.exists():
+            self.context.show_status(f"{artifact} is not on this machine.")
+            return None
+        return artifact.parent
+
+    def open_artifact_folder(self) -> None:
+        folder = self.artifact_folder()
+        if folder is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
 
     def compare_selected(self) -> CompareDialog | None:
         """Open the side-by-side comparison of the two selected versions."""

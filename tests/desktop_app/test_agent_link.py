@@ -78,6 +78,11 @@ def test_retrain_sends_train_to_the_real_agent_and_shows_the_result(
     assert notice.message == "loss=0.25 → version 2"  # the first metric the ledger holds
 
     qtbot.waitUntil(lambda: page.table_model.total == 2, timeout=10_000)
+    page.table.selectRow(0)
+    qtbot.waitUntil(lambda: page.detail is not None and page.detail.version == 2, timeout=10_000)
+    folder = page.artifact_folder()
+    assert folder is not None and folder.parent == paths.artifacts
+    assert page.open_folder_button.isEnabled()
     runs = app.window.show_page("Runs")
     qtbot.waitUntil(lambda: runs.table.rowCount() == 2, timeout=10_000)
     row_of_run = next(r for r in range(2) if runs.table.item(r, 0).text() == run_id)
