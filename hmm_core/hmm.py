@@ -649,6 +649,11 @@ class PoissonHMM(_BaseHMM):
     _all_params = "stl"
     _emission_letters = "l"
 
+    @property
+    def n_features(self) -> int:
+        """Number of count columns, from ``lambdas_``."""
+        return int(np.shape(self.lambdas_)[1])
+
     def _expected_width(self, fitting: bool) -> int | None:
         if (fitting and "l" in self.init_params) or not hasattr(self, "lambdas_"):
             return None
@@ -840,6 +845,11 @@ class GaussianHMM(_BaseHMM):
     _emission_kind = GAUSSIAN
     _all_params = "stmc"
     _emission_letters = "mc"
+
+    @property
+    def n_features(self) -> int:
+        """Number of feature columns, from ``means_``."""
+        return int(np.shape(self.means_)[1])
 
     def __init__(
         self,

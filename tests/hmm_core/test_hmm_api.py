@@ -209,3 +209,10 @@ def test_expected_statistics_match_one_em_step() -> None:
     np.testing.assert_allclose(
         model.transmat_, stats["trans"] / stats["trans"].sum(axis=2, keepdims=True)
     )
+
+
+def test_n_features_follows_the_emission_parameters() -> None:
+    assert two_state_poisson().n_features == 2
+    X = np.random.default_rng(0).normal(size=(50, 3))
+    assert GaussianHMM(2, n_iter=2, random_state=0).fit(X).n_features == 3
+    assert CategoricalHMM(2, n_features=4).n_features == 4
