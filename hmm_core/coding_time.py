@@ -448,7 +448,7 @@ class Statistics:
 def _poisson_model(
     parameters: HMMParameters, n_jobs: int, n_iter: int = 1, params: str = "stl"
 ) -> Any:
-    from hmm_core.hmm import PoissonHMM
+    from hmm_core import PoissonHMM
 
     model = PoissonHMM(
         n_components=N_STATES,
