@@ -119,7 +119,7 @@ def _print_personal(report: PersonalReport, console: Console) -> None:
     peak = max(float(estimate.heatmap.max()), 1e-9)
     for day in range(7):
         cells = [
-            SHADES[min(len(SHADES) - 1, int(np.ceil(v / peak * (len(SHADES) - 1))))] * 2
+            SHADES[min(len(SHADES) - 1, round(v / peak * (len(SHADES) - 1)))] * 2
             for v in estimate.heatmap[day]
         ]
         heatmap.add_row(WEEKDAYS[day], *cells)
