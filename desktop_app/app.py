@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 STATE_REFRESH_MS = 15_000
 PRELOAD_MODELS_MS = 300
+GC_YOUNG_THRESHOLD = 20_000
 NO_TRAY_MESSAGE = "No system tray is available here: Watchkeeper runs as a window instead."
 
 
@@ -157,6 +158,10 @@ class WatchkeeperApp(QObject):
 
     def _preload_models(self) -> None:
         self.window.page("Models")
+        # Objects made so far live as long as the app: keep the collector from re-walking them,
+        # and collect young objects less often, so that no collection lands in a scroll frame.
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
     def _offer_agent_if_missing(self) -> None:
         self.window.set_agent_connected(self.agent.connected)
