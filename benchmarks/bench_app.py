@@ -97,6 +97,7 @@ def child_ours(scroll_rows: int, *, cold: bool = False) -> None:
 
     qt_app = QApplication([])
     app = WatchkeeperApp(WatchkeeperPaths.from_environment(), use_tray=False)
+    app.tune_gc = True  # as `watchkeeper app` runs it
     painted: list[float] = []
 
     class FirstPaint(QObject):

@@ -58,6 +58,7 @@ class WatchkeeperApp(QObject):
         self.paused = False
         self.agent_process_started = False
         self.last_summary_day: date | None = None
+        self.tune_gc = False  # `run` turns it on: the process is then the app's alone
 
         self.agent.connection_changed.connect(self._agent_connection_changed)
         self.agent.event_received.connect(self.handle_event)
@@ -158,10 +159,11 @@ class WatchkeeperApp(QObject):
 
     def _preload_models(self) -> None:
         self.window.page("Models")
-        # Objects made so far live as long as the app: keep the collector from re-walking them,
-        # and collect young objects less often, so that no collection lands in a scroll frame.
-        gc.freeze()
-        gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+        if self.tune_gc:
+            # Objects made so far live as long as the app: keep the collector from re-walking
+            # them, and collect young objects less often, so no collection lands in a frame.
+            gc.freeze()
+            gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
 
     def _offer_agent_if_missing(self) -> None:
         self.window.set_agent_connected(self.agent.connected)
@@ -300,6 +302,7 @@ def run(
         app.shutdown()
         return 0
     app = WatchkeeperApp(paths, tray_only=tray_only)
+    app.tune_gc = True
     qt_app.setQuitOnLastWindowClosed(not app.tray_available)
     app.start()
     started = time.monotonic()
