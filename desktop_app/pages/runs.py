@@ -26,7 +26,7 @@ from desktop_app.ledger_queries import RUNNING_STATES, RunRow
 from desktop_app.pages import Page
 
 COLUMNS = ("Run", "Model", "State", "Executor", "Host", "Started", "Elapsed", "Exit")
-MAX_LOG_CHARACTERS = 2_000_000
+NO_LOG_YET = "(no log on this machine yet)"
 
 
 class RunsPage(Page):
@@ -127,7 +127,7 @@ class RunsPage(Page):
 
         def arrived(text: str) -> None:
             if self.selected_run is not None and self.selected_run.id == run_id:
-                self.log_view.setPlainText(text or "(no log on this machine yet)")
+                self.log_view.setPlainText(text or NO_LOG_YET)
                 self.log_view.moveCursor(QTextCursor.MoveOperation.End)
 
         self.context.workers.submit(
@@ -150,6 +150,8 @@ class RunsPage(Page):
         text = data.get("text", "")
         if not isinstance(text, str) or not text:
             return
+        if self.log_view.toPlainText() == NO_LOG_YET:
+            self.log_view.clear()
         cursor = self.log_view.textCursor()
         cursor.movePosition(QTextCursor.MoveOperation.End)
         cursor.insertText(text)

@@ -210,3 +210,19 @@ def test_data_page_charts_column_drift_of_the_folder_now_against_a_snapshot(
     assert "2/2 columns drifted" in page.drift_label.text()
     bars = page.drift_chart.bars.opts
     assert len(bars["height"]) == 2 and bars["brushes"] == ["#ef4444", "#ef4444"]
+
+
+def test_run_log_events_follow_the_selected_run_only(
+    populated_ledger: Path, make_app: Callable[..., object], qtbot: QtBot
+) -> None:
+    app = make_app()
+    page = app.window.show_page("Runs")  # type: ignore[attr-defined]
+    app.workers.wait_idle(10)  # type: ignore[attr-defined]
+    selected = page.selected_run
+    assert selected is not None and selected.state == "running"
+    assert page.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: page.log_view.toPlainText() != "", timeout=5_000)
+    assert page.log_view.toPlainText() == "(no log on this machine yet)"  # a remote run's log
+    app.window.dispatch_event("run_log", {"run": selected.id, "offset": 0, "text": "epoch 8/12\n"})  # type: ignore[attr-defined]
+    app.window.dispatch_event("run_log", {"run": "another-run", "offset": 0, "text": "noise\n"})  # type: ignore[attr-defined]
+    assert page.log_view.toPlainText() == "epoch 8/12\n"
