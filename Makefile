@@ -8,9 +8,10 @@ STAMP := $(VENV)/.installed
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet --upgrade pip 'setuptools>=77' wheel 'Cython>=3' 'numpy>=2'
 
 $(STAMP): $(PY) pyproject.toml setup.py
+	$(PY) -m pip install --quiet 'setuptools>=77' wheel 'Cython>=3' 'numpy>=2'
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

@@ -1,4 +1,4 @@
-"""Build script for the Cython HMM kernels (hmm_core._kernels), with OpenMP where available."""
+"""Build script for the Cython extensions: the HMM kernels (with OpenMP) and the folder walker."""
 
 import os
 import sys
@@ -47,7 +47,13 @@ extensions = [
         ["hmm_core/_kernels.pyx"],
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    )
+    ),
+    Extension(
+        "agent.data._scan",
+        ["agent/data/_scan.pyx"],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    ),
 ]
 
 setup(
