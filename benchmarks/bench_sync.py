@@ -93,7 +93,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the data (e.g. 0.1)")
     parser.add_argument("--python", default="/usr/bin/python3", help="python on the remote")
-    parser.add_argument("--skip-small", action="store_true")
+    parser.add_argument("--only", choices=("big", "small"), help="run one half only")
     args = parser.parse_args()
     if not sshd_available() or not shutil.which("rsync"):
         print("needs openssh-server and rsync: apt-get install -y openssh-server rsync")
@@ -123,49 +123,52 @@ def main() -> int:
         failures += ratio > TARGETS[case]
 
     try:
-        big = work / "big"
-        big_files = max(20, int(2000 * args.scale))
-        make_big_tree(big, int((1 << 30) * args.scale), big_files)
-        time.sleep(2.1)  # let the files age past the racy window, as data at rest would be
-        print(f"data: {big_files} files, {int((1 << 30) * args.scale) / 2**20:.0f} MiB")
-        rsync_seconds, _ = rsync(server, known_hosts, big, str(work / "rsync-big"))
-        ours_seconds, report = ours(remote, store, cache, big, str(work / "ours-big"))
-        assert same_tree(big, work / "ours-big"), "our copy differs from the source"
-        phases = " ".join(f"{k} {v:.2f}s" for k, v in report.phases.items())
-        detail = f"verified with {report.verified_with}; {phases}"
-        check(show("big_first", ours_seconds, rsync_seconds, detail), "big_first")
+        if args.only != "small":
+            big = work / "big"
+            big_files = max(20, int(2000 * args.scale))
+            make_big_tree(big, int((1 << 30) * args.scale), big_files)
+            time.sleep(2.1)  # let the files age past the racy window, as data at rest would be
+            print(f"data: {big_files} files, {int((1 << 30) * args.scale) / 2**20:.0f} MiB")
+            rsync_seconds, _ = rsync(server, known_hosts, big, str(work / "rsync-big"))
+            ours_seconds, report = ours(remote, store, cache, big, str(work / "ours-big"))
+            assert same_tree(big, work / "ours-big"), "our copy differs from the source"
+            phases = " ".join(f"{k} {v:.2f}s" for k, v in report.phases.items())
+            detail = f"verified with {report.verified_with}; {phases}"
+            check(show("big_first", ours_seconds, rsync_seconds, detail), "big_first")
 
-        changed = sorted(big.rglob("*.bin"))[len(list(big.rglob("*.bin"))) // 2]
-        changed.write_bytes(os.urandom(changed.stat().st_size))
-        rsync_seconds, rsync_bytes = rsync(server, known_hosts, big, str(work / "rsync-big"))
-        ours_seconds, report = ours(remote, store, cache, big, str(work / "ours-big"))
-        assert same_tree(big, work / "ours-big"), "our copy differs after one change"
-        detail = (
-            f"file {changed.stat().st_size} B; ours sent {report.blobs_sent} blob(s), "
-            f"{report.blob_bytes_sent} B of content, {report.wire_bytes_sent} B on our channels "
-            f"(manifest included); rsync sent {rsync_bytes} B"
-        )
-        check(show("one_changed", ours_seconds, rsync_seconds, detail), "one_changed")
-        assert report.blob_bytes_sent == changed.stat().st_size, "sent more than the changed file"
+            changed = sorted(big.rglob("*.bin"))[len(list(big.rglob("*.bin"))) // 2]
+            changed.write_bytes(os.urandom(changed.stat().st_size))
+            rsync_seconds, rsync_bytes = rsync(server, known_hosts, big, str(work / "rsync-big"))
+            ours_seconds, report = ours(remote, store, cache, big, str(work / "ours-big"))
+            assert same_tree(big, work / "ours-big"), "our copy differs after one change"
+            detail = (
+                f"file {changed.stat().st_size} B; ours sent {report.blobs_sent} blob(s), "
+                f"{report.blob_bytes_sent} B of content, {report.wire_bytes_sent} B on our "
+                f"channels (manifest included); rsync sent {rsync_bytes} B"
+            )
+            check(show("one_changed", ours_seconds, rsync_seconds, detail), "one_changed")
+            assert report.blob_bytes_sent == changed.stat().st_size, (
+                "sent more than the changed file"
+            )
 
-        racy = sorted(big.rglob("*.bin"))[3]
-        before = racy.stat()
-        racy.write_bytes(os.urandom(before.st_size))
-        os.utime(racy, ns=(before.st_atime_ns, before.st_mtime_ns))
-        rsync(server, known_hosts, big, str(work / "rsync-big"))
-        _, report = ours(remote, store, cache, big, str(work / "ours-big"))
-        rsync_right = same_tree(big, work / "rsync-big")
-        ours_right = same_tree(big, work / "ours-big")
-        print(
-            f"same-size rewrite with the old mtime: rsync copy correct={rsync_right}, "
-            f"ours correct={ours_right} (sent {report.blobs_sent} blob)"
-        )
-        failures += not ours_right
-        shutil.rmtree(big)
-        shutil.rmtree(work / "rsync-big")
-        shutil.rmtree(work / "ours-big")
+            racy = sorted(big.rglob("*.bin"))[3]
+            before = racy.stat()
+            racy.write_bytes(os.urandom(before.st_size))
+            os.utime(racy, ns=(before.st_atime_ns, before.st_mtime_ns))
+            rsync(server, known_hosts, big, str(work / "rsync-big"))
+            _, report = ours(remote, store, cache, big, str(work / "ours-big"))
+            rsync_right = same_tree(big, work / "rsync-big")
+            ours_right = same_tree(big, work / "ours-big")
+            print(
+                f"same-size rewrite with the old mtime: rsync copy correct={rsync_right}, "
+                f"ours correct={ours_right} (sent {report.blobs_sent} blob)"
+            )
+            failures += not ours_right
+            shutil.rmtree(big)
+            shutil.rmtree(work / "rsync-big")
+            shutil.rmtree(work / "ours-big")
 
-        if not args.skip_small:
+        if args.only != "big":
             small = work / "small"
             small_files = max(1000, int(100_000 * args.scale))
             make_small_tree(small, small_files)

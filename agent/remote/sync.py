@@ -590,13 +590,14 @@ def sync_tree(
     digest_cache: DigestCache | None = None,
     progress: Callable[[str], None] | None = None,
     exclude: frozenset[str] = frozenset(),
+    chunk_files: int = 4000,
 ) -> SyncReport:
     """Make remote_dest hold local_root's files, sending only blobs the remote cache lacks.
 
     Safe to repeat after a broken upload: blobs already checked are kept, others re-sent.
     """
     started = time.perf_counter()
-    hasher = TreeHasher(local_root, digest_cache, exclude)
+    hasher = TreeHasher(local_root, digest_cache, exclude, chunk_files=chunk_files)
     report = session.call(
         lambda connection: _upload(connection, session, hasher, remote_dest, lanes)
     )

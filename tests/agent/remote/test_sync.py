@@ -137,3 +137,17 @@ def test_unreadable_local_file_is_named(session: RemoteSession, tmp_path: Path) 
     (source / "loop").symlink_to(source / "loop")
     with pytest.raises(WatchkeeperError, match="loop"):
         sync_tree(session, source, session.workdir + "/d")
+
+
+def test_chunked_pipeline_sends_each_blob_once_across_chunks(
+    session: RemoteSession, tmp_path: Path
+) -> None:
+    source = tmp_path / "source"
+    for index in range(40):
+        (source / f"d{index % 4}").mkdir(parents=True, exist_ok=True)
+        (source / f"d{index % 4}" / f"f{index}.txt").write_text(f"content {index % 10}\n")
+    dest = session.workdir + "/chunked"
+    report = sync_tree(session, source, dest, chunk_files=3)
+    assert report.files == 40 and report.blobs == 10 and report.blobs_sent == 10
+    assert report.files_linked == 40
+    assert identical(source, Path(dest))
