@@ -134,13 +134,19 @@ def train(ctx: click.Context, model: str, params: tuple[str, ...], remote: str |
     tasks: dict[str, TaskID] = {}
 
     def on_data_progress(dep: str, done: int, total: int) -> None:
-        if dep not in tasks:
+        if not tasks:
             progress.start()
+        if dep not in tasks:
             tasks[dep] = progress.add_task(dep, total=total)
         progress.update(tasks[dep], completed=done, total=total)
 
+    def stop_progress() -> None:
+        if tasks:
+            progress.stop()
+            tasks.clear()
+
     def on_start(run: Run, version: int) -> None:
-        progress.stop()
+        stop_progress()
         console.print(f"[bold]training {model} v{version}[/] run {run.id} ({run.executor})")
 
     with _ledger() as db:
@@ -161,7 +167,7 @@ def train(ctx: click.Context, model: str, params: tuple[str, ...], remote: str |
             )
             ctx.exit(EXIT_CANCELLED)
         finally:
-            progress.stop()
+            stop_progress()
     _report_training(ctx, console, result)
 
 
