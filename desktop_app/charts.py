@@ -32,18 +32,27 @@ def _palette_colors() -> tuple[QColor, QColor]:
 
 
 def _plot_widget(title: str = "", axis_items: dict | None = None) -> pg.PlotWidget:
+    widget = pg.PlotWidget(axisItems=axis_items or {})
+    item = widget.getPlotItem()
+    item.showGrid(x=False, y=True, alpha=0.2)
+    widget.setMenuEnabled(False)
+    widget.setProperty("chart_title", title)
+    follow_palette(widget)
+    return widget
+
+
+def follow_palette(widget: pg.PlotWidget) -> None:
+    """Colour a chart's background, axes and title from the current application palette."""
     background, foreground = _palette_colors()
-    widget = pg.PlotWidget(background=background, axisItems=axis_items or {})
+    widget.setBackground(background)
     item = widget.getPlotItem()
     for name in ("left", "bottom"):
         axis = item.getAxis(name)
         axis.setPen(pg.mkPen(foreground))
         axis.setTextPen(pg.mkPen(foreground))
+    title = widget.property("chart_title")
     if title:
         item.setTitle(title, color=foreground.name())
-    item.showGrid(x=False, y=True, alpha=0.2)
-    widget.setMenuEnabled(False)
-    return widget
 
 
 class DailyCodingChart:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import date
 
-from PySide6.QtCore import QDate
+from PySide6.QtCore import QDate, QEvent
 from PySide6.QtWidgets import QDateEdit, QGridLayout, QHBoxLayout, QLabel
 
-from desktop_app.charts import DailyCodingChart, HeatmapChart, SessionTimeline
+from desktop_app.charts import DailyCodingChart, HeatmapChart, SessionTimeline, follow_palette
 from desktop_app.coding_time_data import CodingTimeView, coding_time_view, latest_day
 from desktop_app.context import AppContext
 from desktop_app.ledger_queries import format_minutes
@@ -56,6 +56,12 @@ class CodingTimePage(Page):
         grid.setRowStretch(1, 3)
         grid.setRowStretch(2, 3)
         grid.setRowStretch(4, 1)
+
+    def changeEvent(self, event: QEvent) -> None:
+        if event.type() == QEvent.Type.PaletteChange:  # the system switched light or dark
+            for chart in (self.daily, self.heatmap, self.timeline):
+                follow_palette(chart.widget)
+        super().changeEvent(event)
 
     def refresh(self) -> None:
         self.context.workers.submit(coding_time_view, self.show_view)

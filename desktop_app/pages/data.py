@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QEvent, Qt
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QGridLayout,
@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app import ledger_queries
-from desktop_app.charts import DriftChart, SnapshotHistoryChart
+from desktop_app.charts import DriftChart, SnapshotHistoryChart, follow_palette
 from desktop_app.context import AppContext
 from desktop_app.ledger_queries import ColumnDriftRow, DataSourceRow, SnapshotChange
 from desktop_app.pages import Page, heading
@@ -81,6 +81,12 @@ class DataPage(Page):
         grid.setRowStretch(1, 3)
         grid.setRowStretch(2, 2)
         grid.setRowStretch(4, 3)
+
+    def changeEvent(self, event: QEvent) -> None:
+        if event.type() == QEvent.Type.PaletteChange:  # the system switched light or dark
+            for chart in (self.history_chart, self.drift_chart):
+                follow_palette(chart.widget)
+        super().changeEvent(event)
 
     def refresh(self) -> None:
         self.context.workers.submit(ledger_queries.data_sources, self.show_sources)

@@ -226,3 +226,27 @@ def test_run_log_events_follow_the_selected_run_only(
     app.window.dispatch_event("run_log", {"run": selected.id, "offset": 0, "text": "epoch 8/12\n"})  # type: ignore[attr-defined]
     app.window.dispatch_event("run_log", {"run": "another-run", "offset": 0, "text": "noise\n"})  # type: ignore[attr-defined]
     assert page.log_view.toPlainText() == "epoch 8/12\n"
+
+
+def test_charts_follow_a_switch_to_a_dark_palette(
+    make_app: Callable[..., object], qtbot: QtBot
+) -> None:
+    from PySide6.QtGui import QColor, QPalette
+    from PySide6.QtWidgets import QApplication
+
+    app = make_app()
+    page = app.window.show_page("Coding time")  # type: ignore[attr-defined]
+    original = QApplication.palette()
+    dark = QPalette(original)
+    dark.setColor(QPalette.ColorRole.Base, QColor("#1e1e1e"))
+    dark.setColor(QPalette.ColorRole.Text, QColor("#e0e0e0"))
+    try:
+        QApplication.setPalette(dark)
+        qtbot.waitUntil(
+            lambda: page.daily.widget.backgroundBrush().color().name() == "#1e1e1e",
+            timeout=5_000,
+        )
+        axis = page.daily.widget.getPlotItem().getAxis("left")
+        assert axis.textPen().color().name() == "#e0e0e0"
+    finally:
+        QApplication.setPalette(original)
