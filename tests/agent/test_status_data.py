@@ -113,3 +113,16 @@ def test_models_diff_lists_data_files_between_versions(
     )
     assert diff["data"]["data"]["added"] == ["more.csv"]
     assert diff["data"]["data"]["removed"] == [] and diff["data"]["data"]["modified"] == []
+
+
+def test_a_symlink_loop_in_a_data_dep_is_named_and_nothing_is_recorded(
+    data_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop = data_repo / "data" / "loop"
+    loop.symlink_to("loop")
+    result = cli(data_repo, monkeypatch, "train", "churn")
+    assert result.exit_code == 2
+    assert f"{loop}: symlink loop" in result.output
+    assert open_ledger()["model_versions"].count == 1
+    status = cli(data_repo, monkeypatch, "status")
+    assert status.exit_code == 2 and str(loop) in status.output
