@@ -117,7 +117,28 @@ def materialize(cache, request):
             raise ValueError(f"cache entry {digest} for {relative} is missing or damaged")
         link_into(dest, relative, source, executable, made)
         linked += 1
+    for relative, target in request.get("links", []):
+        make_symlink(dest, relative, target)
+        linked += 1
     return linked
+
+
+def make_symlink(dest, relative, target):
+    """Recreate a symlink of the tree; its target must stay inside dest."""
+    parts = safe_relative(relative)
+    resolved = os.path.normpath(os.path.join(os.path.dirname(relative), target))
+    if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
+        raise ValueError(f"refusing link {relative!r} -> {target!r}: it leaves the folder")
+    path = os.path.join(dest, *parts)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.lexists(path):
+        if os.path.islink(path) and os.readlink(path) == target:
+            return
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    os.symlink(target, path)
 
 
 def link_into(dest, relative, source, executable, made):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import posixpath
 import queue
 import sqlite3
 import stat
@@ -104,35 +105,51 @@ class DigestCache:
         self.db.close()
 
 
-def scan_tree(
-    root: Path, exclude: frozenset[str] = frozenset()
-) -> list[tuple[str, str, os.stat_result]]:
-    """Every regular file below root (symlinks followed, loops skipped) as (relative, path, stat).
+def internal_link_target(relative: str, target: str) -> bool:
+    """Whether a symlink at `relative` with this target text stays inside the tree."""
+    if not target or target.startswith("/"):
+        return False
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(relative), target))
+    return resolved not in (".", "..") and not resolved.startswith("../")
 
-    Top-level names in `exclude` are left out.
+
+def scan_tree(
+    root: Path, exclude: frozenset[str] = frozenset(), links: list[tuple[str, str]] | None = None
+) -> list[tuple[str, str, os.stat_result]]:
+    """Every regular file below root as (relative, path, stat), sorted.
+
+    Symlinks whose relative target stays inside the tree are kept as links (appended to
+    `links` as (relative, target)) when a list is given; other symlinks are followed, with
+    loops refused. Top-level names in `exclude` are left out.
     """
     found: list[tuple[str, str, os.stat_result]] = []
     if root.is_file():
         return [(root.name, str(root), root.stat())]
-    seen: set[tuple[int, int]] = set()
-    pending: list[tuple[str, str]] = [("", str(root))]
+    root_info = os.stat(root)
+    pending: list[tuple[str, str, frozenset[tuple[int, int]]]] = [
+        ("", str(root), frozenset({(root_info.st_dev, root_info.st_ino)}))
+    ]
     while pending:
-        prefix, folder = pending.pop()
-        info = os.stat(folder)
-        if (info.st_dev, info.st_ino) in seen:
-            continue
-        seen.add((info.st_dev, info.st_ino))
+        prefix, folder, ancestors = pending.pop()
         with os.scandir(folder) as entries:
             for entry in entries:
                 relative = prefix + entry.name
                 if not prefix and entry.name in exclude:
                     continue
+                if links is not None and entry.is_symlink():
+                    target = os.readlink(entry.path)
+                    if internal_link_target(relative, target):
+                        links.append((relative, target))
+                        continue
                 try:
                     entry_stat = entry.stat()
                 except OSError as error:
                     raise WatchkeeperError(f"{entry.path}: cannot be read ({error}).") from error
                 if stat.S_ISDIR(entry_stat.st_mode):
-                    pending.append((relative + "/", entry.path))
+                    key = (entry_stat.st_dev, entry_stat.st_ino)
+                    if key in ancestors:
+                        raise WatchkeeperError(f"{entry.path}: symlink loop; fix or remove it.")
+                    pending.append((relative + "/", entry.path, ancestors | {key}))
                 elif stat.S_ISREG(entry_stat.st_mode):
                     found.append((relative, entry.path, entry_stat))
     found.sort()
@@ -202,12 +219,14 @@ class TreeHasher:
         self.done: list[list[LocalFile]] = []
         self.finished = False
         self._fresh_rows: list[tuple[str, int, int, int, int, int, str, int]] = []
+        self.links: list[tuple[str, str]] = []
 
     def chunks(self) -> Iterator[list[LocalFile]]:
         yield from self.done
         if self.finished:
             return
-        entries = scan_tree(self.root, self.exclude)
+        self.links = []
+        entries = scan_tree(self.root, self.exclude, self.links)
         known = self.cache.lookup([path for _, path, _ in entries]) if self.cache else {}
         started_ns = time.time_ns()
         skip = sum(len(chunk) for chunk in self.done)
@@ -540,6 +559,7 @@ class _Upload:
                 "materialize": {
                     "dest": self.remote_dest,
                     "files": [[f.relative, f.digest, f.size, f.executable] for f in later],
+                    "links": self.hasher.links,
                 }
             }
         )

@@ -369,3 +369,41 @@ def test_missing_python_stops_training_before_upload(
     finally:
         db.close()
     assert state == "failed"
+
+
+def test_data_deps_travel_through_the_cache_once(
+    shared_sshd: LoopbackSshd, make_remote: RemoteFactory, tmp_path: Path
+) -> None:
+    remote = make_remote(shared_sshd)
+    script = (
+        "import json, os, pathlib\n"
+        "rows = sorted(p.name for p in pathlib.Path('data/raw').iterdir())\n"
+        "print('rows', rows, flush=True)\n"
+        "pathlib.Path('model.pkl').write_text(','.join(rows))\n"
+        "json.dump({'n': len(rows)}, open('metrics.json', 'w'))\n"
+    )
+    spec_text = (
+        '[models.churn]\ntrain = "python train.py"\ndeps = ["train.py", "data/raw"]\n'
+        'outs = ["model.pkl"]\nmetrics = "metrics.json"\nremote = "box"\n'
+    )
+    root = make_repo(tmp_path, files={"train.py": script, ".gitignore": "data/\n"}, spec=spec_text)
+    raw = root / "data" / "raw"
+    raw.mkdir(parents=True)
+    for index in range(5):
+        (raw / f"part{index}.csv").write_text("x,y\n" + f"{index},{index * 2}\n" * 1000)
+    first, log = run_train(root)
+    assert first.status == "succeeded", (first.problem, log.decode())
+    assert first.metrics == {"n": 5}
+    executor = executor_for("box")
+    assert isinstance(executor, SshExecutor)
+    (raw / "part9.csv").write_text("x,y\n9,18\n")
+    second, _ = run_train(root)
+    assert second.metrics == {"n": 6}
+    db = open_ledger()
+    try:
+        (detail,) = db.execute("SELECT detail FROM runs WHERE id = ?", [second.run_id]).fetchone()
+    finally:
+        db.close()
+    upload = json.loads(detail)["upload"]
+    assert upload["blobs_sent"] <= 3  # the new data file, plus run.sh/params that name the run
+    assert Path(remote.workdir, "cache").is_dir()
