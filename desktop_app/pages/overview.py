@@ -73,6 +73,8 @@ class OverviewPage(Page):
         grid.addWidget(self.stale, 3, 0)
         grid.addWidget(self.running, 3, 1)
 
+        grid.setRowStretch(1, 2)
+        grid.setRowStretch(3, 3)
         layout = QVBoxLayout(self)
         layout.addLayout(numbers)
         layout.addLayout(grid)
@@ -115,9 +117,15 @@ class OverviewPage(Page):
         if not overview.alerts:
             self.alerts.addTopLevelItem(QTreeWidgetItem(["", "", "", "No open alerts"]))
         self.stale.clear()
-        for alert in overview.stale:
-            item = QTreeWidgetItem([alert.model, alert.message])
-            for reason in alert.reasons:
+        reasons_by_model: dict[str, list[str]] = {}
+        for alert in overview.stale:  # one entry per model, every distinct reason once
+            reasons = reasons_by_model.setdefault(alert.model, [])
+            for reason in alert.reasons or [alert.message]:
+                if reason not in reasons:
+                    reasons.append(reason)
+        for model, reasons in reasons_by_model.items():
+            item = QTreeWidgetItem([model, reasons[0] if reasons else ""])
+            for reason in reasons[1:]:
                 item.addChild(QTreeWidgetItem(["", reason]))
             self.stale.addTopLevelItem(item)
             item.setExpanded(True)
