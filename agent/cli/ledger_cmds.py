@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ from agent.runs.training import train as train_model
 from agent.staleness import StalenessChecker
 
 EXIT_CANCELLED = 130
+CANCEL_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def _console(err: bool = False) -> Console:
@@ -149,7 +151,7 @@ def train(ctx: click.Context, model: str, params: tuple[str, ...], remote: str |
         stop_progress()
         console.print(f"[bold]training {model} v{version}[/] run {run.id} ({run.executor})")
 
-    with _ledger() as db:
+    with _ledger() as db, _signals_cancel():
         try:
             result = train_model(
                 root,
@@ -169,6 +171,21 @@ def train(ctx: click.Context, model: str, params: tuple[str, ...], remote: str |
         finally:
             stop_progress()
     _report_training(ctx, console, result)
+
+
+@contextmanager
+def _signals_cancel() -> Iterator[None]:
+    """While training, SIGTERM and SIGHUP cancel the run like Ctrl-C does."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {number: signal.signal(number, interrupt) for number in CANCEL_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _report_training(ctx: click.Context, console: Console, result: TrainResult) -> None:

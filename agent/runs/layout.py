@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import os
 import secrets
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import WatchkeeperError
-from agent.project.git import WorkingTree, git
+from agent.project.git import WorkingTree
 
 RUN_SCRIPT = """\
 #!/bin/sh
@@ -50,9 +49,19 @@ def new_run_id(model: str) -> str:
 def write_code_snapshot(root: Path, tree: WorkingTree, code_dir: Path) -> None:
     """`git archive` of HEAD into code_dir, the uncommitted diff applied, untracked files copied."""
     code_dir.mkdir(parents=True)
-    archive = git(root, "archive", "--format=tar", tree.commit)
-    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as tar:
-        tar.extractall(code_dir, filter="tar")
+    with subprocess.Popen(
+        ["git", "-C", str(root), "archive", "--format=tar", tree.commit],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as archive:
+        assert archive.stdout is not None and archive.stderr is not None
+        with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
+            tar.extractall(code_dir, filter="tar")
+        errors = archive.stderr.read()
+    if archive.returncode != 0:
+        raise WatchkeeperError(
+            f"`git archive {tree.commit}` failed in {root}: {errors.decode(errors='replace')}"
+        )
     if tree.patch:
         completed = subprocess.run(
             ["git", "apply", "--whitespace=nowarn", "--binary", "-"],

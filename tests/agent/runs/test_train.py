@@ -292,9 +292,12 @@ def group_gone(pgid: int, timeout: float = 10) -> bool:
     return False
 
 
-def test_ctrl_c_cancels_the_run_and_records_it_cancelled(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_cancels_the_run_and_records_it_cancelled(
+    tmp_path: Path, signal_number: signal.Signals
+) -> None:
     _, process, run = start_waiting_training(tmp_path)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal_number)
     _, errors = process.communicate(timeout=30)
     assert process.returncode == 130
     assert b"cancelled" in errors
