@@ -248,6 +248,13 @@ class RemoteExecutor:
     # -- log ----------------------------------------------------------------------------------
     def read_log(self, run: Run, offset: int) -> bytes:
         """Remote log bytes from offset (mirrored into the local log, so the tail is at hand)."""
+        if "collected" in run.detail:  # finished and fetched: the local copy is complete
+            try:
+                with run.log_path.open("rb") as handle:
+                    handle.seek(offset)
+                    return handle.read()
+            except FileNotFoundError:
+                return b""
         path = self.remote_run_dir(run) + "/log"
 
         def read(connection: SshConnection) -> bytes:
