@@ -323,7 +323,7 @@ class RemoteSession:
         self._connection: SshConnection | None = None
         self._facts: dict[str, Any] | None = None
         self._lock = threading.RLock()
-        self.reconnects = 0
+        self.reconnects = 0  # network failures survived by reconnecting
 
     def connection(self) -> SshConnection:
         """A live connection, opened now if needed (no retry here)."""
@@ -331,7 +331,6 @@ class RemoteSession:
             if self._connection is None or not self._connection.alive:
                 if self._connection is not None:
                     self._connection.close()
-                    self.reconnects += 1
                 self._connection = SshConnection.open(
                     self.target, store=self.store, remote_name=self.remote.name
                 )
@@ -357,6 +356,7 @@ class RemoteSession:
                 if isinstance(error, paramiko.AuthenticationException):
                     raise
                 self.drop()
+                self.reconnects += 1
                 if time.monotonic() + delay > deadline:
                     raise RemoteUnreachableError(
                         f"remote {self.remote.name!r} ({self.target.describe()}) stayed "

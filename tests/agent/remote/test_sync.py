@@ -6,6 +6,8 @@ import json
 import os
 import struct
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import blake3
@@ -15,6 +17,8 @@ from agent.errors import WatchkeeperError
 from agent.remote.config import RemoteConfig
 from agent.remote.connection import RemoteSession
 from agent.remote.sync import FRAME_HEADER, DigestCache, hash_tree, sync_tree
+from tests.agent.remote.conftest import RemoteFactory
+from tests.agent.remote.sshd_server import LoopbackSshd
 
 pytestmark = pytest.mark.ssh
 
@@ -151,3 +155,35 @@ def test_chunked_pipeline_sends_each_blob_once_across_chunks(
     assert report.files == 40 and report.blobs == 10 and report.blobs_sent == 10
     assert report.files_linked == 40
     assert identical(source, Path(dest))
+
+
+def test_upload_broken_by_a_dropped_connection_resumes_after_reconnect(
+    private_sshd: LoopbackSshd, make_remote: RemoteFactory, tmp_path: Path
+) -> None:
+    remote = make_remote(private_sshd)
+    source = tmp_path / "source"
+    source.mkdir()
+    for index in range(48):
+        (source / f"blob{index:02d}.bin").write_bytes(os.urandom(1 << 20))
+    session = RemoteSession(remote, retry_for=60)
+    outcome: dict[str, object] = {}
+
+    def upload() -> None:
+        try:
+            outcome["report"] = sync_tree(session, source, remote.workdir + "/dest")
+        except BaseException as error:
+            outcome["error"] = error
+
+    worker = threading.Thread(target=upload, daemon=True)
+    worker.start()
+    staging = Path(remote.workdir) / "cache" / "tmp"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (staging.is_dir() and any(staging.iterdir())):
+        time.sleep(0.005)
+    private_sshd.stop()  # drops the connection in the middle of the upload
+    time.sleep(0.5)
+    private_sshd.start()
+    worker.join(timeout=120)
+    assert "error" not in outcome, outcome.get("error")
+    assert session.reconnects >= 1
+    assert identical(source, Path(remote.workdir) / "dest")
