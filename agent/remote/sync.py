@@ -67,39 +67,47 @@ class SyncReport:
     phases: dict[str, float] = field(default_factory=dict)
 
 
-class DigestCache:
-    """BLAKE3 digests keyed by (path, device, inode, size, mtime, ctime), kept in SQLite.
+CacheRow = tuple[int, int, int, int, int, str, int]  # dev, ino, size, mtime, ctime, digest, checked
 
-    A digest is reused only when the file's times are older than its last check by more than
-    the racy window, so a same-size rewrite within the same clock tick is still noticed.
+
+class DigestCache:
+    """BLAKE3 digests keyed by (device, inode) with size, mtime and ctime, kept in SQLite.
+
+    Keyed by inode, a file reached through different paths (a run folder's link to a data
+    folder) is hashed once. A digest is reused only when the file's times are older than its
+    last check by more than the racy window, so a same-size rewrite within the same clock tick
+    is still noticed. Entries not checked for 30 days are dropped.
     """
+
+    KEEP_NS = 30 * 86400 * 1_000_000_000
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path, timeout=30, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute(
-            "CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, dev INTEGER, "
-            "ino INTEGER, size INTEGER, mtime_ns INTEGER, ctime_ns INTEGER, digest TEXT, "
-            "checked_ns INTEGER)"
+            "CREATE TABLE IF NOT EXISTS inode_digests (dev INTEGER, ino INTEGER, size INTEGER, "
+            "mtime_ns INTEGER, ctime_ns INTEGER, digest TEXT, checked_ns INTEGER, "
+            "PRIMARY KEY (dev, ino)) WITHOUT ROWID"
         )
+        with self.db:
+            self.db.execute(
+                "DELETE FROM inode_digests WHERE checked_ns < ?", [time.time_ns() - self.KEEP_NS]
+            )
 
     @classmethod
     def default(cls) -> DigestCache:
         return cls(WatchkeeperPaths.from_environment().data_dir / "sync-digests.db")
 
-    def lookup(self, paths: list[str]) -> dict[str, tuple[int, int, int, int, int, str, int]]:
-        found: dict[str, tuple[int, int, int, int, int, str, int]] = {}
-        rows = self.db.execute("SELECT * FROM digests").fetchall() if paths else []
-        wanted = set(paths)
-        for row in rows:
-            if row[0] in wanted:
-                found[row[0]] = row[1:]
-        return found
+    def lookup(self) -> dict[tuple[int, int], CacheRow]:
+        """Every remembered digest by (device, inode)."""
+        rows = self.db.execute("SELECT * FROM inode_digests").fetchall()
+        return {(row[0], row[1]): row for row in rows}
 
-    def store(self, rows: list[tuple[str, int, int, int, int, int, str, int]]) -> None:
+    def store(self, rows: list[CacheRow]) -> None:
         with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO digests VALUES (?,?,?,?,?,?,?,?)", rows)
+            self.db.executemany("INSERT OR REPLACE INTO inode_digests VALUES (?,?,?,?,?,?,?)", rows)
 
     def close(self) -> None:
         self.db.close()
@@ -218,7 +226,7 @@ class TreeHasher:
         self.chunk_bytes = chunk_bytes
         self.done: list[list[LocalFile]] = []
         self.finished = False
-        self._fresh_rows: list[tuple[str, int, int, int, int, int, str, int]] = []
+        self._fresh_rows: list[CacheRow] = []
         self.links: list[tuple[str, str]] = []
 
     def chunks(self) -> Iterator[list[LocalFile]]:
@@ -227,7 +235,7 @@ class TreeHasher:
             return
         self.links = []
         entries = scan_tree(self.root, self.exclude, self.links)
-        known = self.cache.lookup([path for _, path, _ in entries]) if self.cache else {}
+        known = self.cache.lookup() if self.cache else {}
         started_ns = time.time_ns()
         skip = sum(len(chunk) for chunk in self.done)
         batch: list[tuple[str, str, os.stat_result]] = []
@@ -247,16 +255,16 @@ class TreeHasher:
     def _digest(
         self,
         batch: list[tuple[str, str, os.stat_result]],
-        known: dict[str, tuple[int, int, int, int, int, str, int]],
+        known: dict[tuple[int, int], CacheRow],
         started_ns: int,
     ) -> list[LocalFile]:
         digests: dict[str, str] = {}
         infos: dict[str, os.stat_result] = {}
         to_hash: list[tuple[str, os.stat_result]] = []
         for _, path, info in batch:
-            row = known.get(path)
+            row = known.get((info.st_dev, info.st_ino))
             key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-            if row is not None and tuple(row[:5]) == key and max(key[3:]) < row[6] - RACY_NS:
+            if row is not None and row[:5] == key and max(key[3:]) < row[6] - RACY_NS:
                 digests[path] = row[5]
                 infos[path] = info
             else:
@@ -270,7 +278,6 @@ class TreeHasher:
             infos[path] = info
             self._fresh_rows.append(
                 (
-                    path,
                     info.st_dev,
                     info.st_ino,
                     info.st_size,
