@@ -60,6 +60,7 @@ class WatchkeeperApp(QObject):
         self.last_summary_day: date | None = None
         self.tune_gc = False  # `run` turns it on: the process is then the app's alone
 
+        self.workers.error_reported.connect(self.window.show_status)
         self.agent.connection_changed.connect(self._agent_connection_changed)
         self.agent.event_received.connect(self.handle_event)
         self.tray.open_requested.connect(self.show_window)

@@ -11,8 +11,9 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.ledger import open_ledger
+from agent.errors import WatchkeeperError
 
+SQLITE_HEADER = b"SQLite format 3\x00"
 RUNNING_STATES = ("queued", "starting", "running")
 STALE_ALERT_KINDS = ("stale", "drift")  # a drift alert names a model made stale by its data
 MODEL_VERSION_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -31,10 +32,24 @@ MODEL_VERSION_COLUMNS: tuple[tuple[str, str], ...] = (
 
 
 def connect_readonly(ledger: Path) -> sqlite3.Connection | None:
-    """Open the ledger read-only (None when the file does not exist yet)."""
+    """Open the ledger read-only (None when the file does not exist yet).
+
+    A plain `mode=ro` SQLite connection, as `agent.ledger.open_ledger(readonly=True)` opens it,
+    without importing the ledger library (sqlite-utils and numpy), which would otherwise cost
+    the app its first second.
+    """
     if not ledger.exists():
         return None
-    connection = open_ledger(ledger, readonly=True).conn
+    with ledger.open("rb") as handle:
+        header = handle.read(len(SQLITE_HEADER))
+    if header and header != SQLITE_HEADER:
+        raise WatchkeeperError(
+            f"{ledger} is not a SQLite database (it may be corrupt); the app only reads it. "
+            "Run `watchkeeper status` to see what the ledger library makes of it."
+        )
+    connection = sqlite3.connect(
+        f"{ledger.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=10.0
+    )
     connection.row_factory = sqlite3.Row
     connection.execute("PRAGMA query_only = ON")
     return connection
@@ -443,9 +458,7 @@ def overview(connection: sqlite3.Connection | None, now: float | None = None) ->
     if _has(connection, "models", "model_versions"):
         assert connection is not None
         model_count = int(connection.execute("SELECT COUNT(*) FROM models").fetchone()[0])
-        version_count = int(
-            connection.execute("SELECT MAX(rowid) FROM model_versions").fetchone()[0] or 0
-        )
+        version_count = int(connection.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0])
     return Overview(
         alerts=alerts,
         stale=[alert for alert in alerts if alert.kind in STALE_ALERT_KINDS],

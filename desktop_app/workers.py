@@ -76,6 +76,7 @@ class LedgerWorkers(QObject):
 
     task_done = Signal(int, object)
     task_failed = Signal(int, str)
+    error_reported = Signal(str)  # a failed query whose caller gave no error callback
 
     def __init__(self, ledger: Path, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -122,6 +123,7 @@ class LedgerWorkers(QObject):
             callbacks[1](message)
         else:
             log.warning("%s", message)
+            self.error_reported.emit(message)
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Process events until every submitted task has called back (for screenshots, tests)."""

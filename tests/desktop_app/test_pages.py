@@ -250,3 +250,17 @@ def test_charts_follow_a_switch_to_a_dark_palette(
         assert axis.textPen().color().name() == "#e0e0e0"
     finally:
         QApplication.setPalette(original)
+
+
+def test_a_corrupt_ledger_is_named_in_the_status_bar_and_left_alone(
+    make_app: Callable[..., object], qtbot: QtBot, paths: object
+) -> None:
+    ledger = paths.ledger  # type: ignore[attr-defined]
+    ledger.write_bytes(b"this is not a database\n" * 10)
+    app = make_app()
+    qtbot.waitUntil(
+        lambda: "not a SQLite database" in app.window.status_label.text(),  # type: ignore[attr-defined]
+        timeout=5_000,
+    )
+    assert str(ledger) in app.window.status_label.text()  # type: ignore[attr-defined]
+    assert ledger.read_bytes() == b"this is not a database\n" * 10
