@@ -102,10 +102,8 @@ def timeout_minutes_per_day(
 
 def hour_of_week(local_seconds: np.ndarray) -> np.ndarray:
     """Hour of the week (Monday 00:00-01:00 is 0) of local times in seconds."""
-    seconds = np.asarray(local_seconds, dtype=np.int64)
-    weekday = (np.floor_divide(seconds, SECONDS_PER_DAY) + EPOCH_WEEKDAY) % 7
-    hour = np.floor_divide(np.mod(seconds, SECONDS_PER_DAY), 3600)
-    result: np.ndarray = weekday * 24 + hour
+    hours = np.floor_divide(np.asarray(local_seconds, dtype=np.int64), 3600)
+    result: np.ndarray = (hours + EPOCH_WEEKDAY * 24) % HOURS_PER_WEEK
     return result
 
 
@@ -1018,7 +1016,9 @@ def estimate_team(
     occupied = [a for a in activities if a.counts.shape[0]]
     team_fit: ModelFit | None = None
     if occupied:
-        pooled = subsample_sequences(_concatenate(occupied), team_fit_rows)
+        total_rows = sum(a.counts.shape[0] for a in occupied)
+        stride = max(1, total_rows // (2 * team_fit_rows))  # spread the sample over people
+        pooled = subsample_sequences(_concatenate(occupied[::stride]), team_fit_rows)
         gaps = [
             _session_minutes_per_commit(np.asarray(t, np.float64)[k == COMMIT]) for t, k in members
         ]
