@@ -29,7 +29,6 @@ from PySide6.QtWidgets import (
 )
 
 from agent.errors import WatchkeeperError
-from agent.ledger.artifacts import ArtifactStore
 from desktop_app import ledger_queries
 from desktop_app.context import AppContext
 from desktop_app.ledger_queries import VersionDetail
@@ -284,6 +283,8 @@ class ModelsPage(Page):
         """The store folder holding the selected version's first artifact (None if not here)."""
         if self.detail is None or not self.detail.artifacts:
             return None
+        from agent.ledger.artifacts import ArtifactStore  # the ledger library loads on demand
+
         digest = str(next(iter(self.detail.artifacts.values())))
         try:
             artifact = ArtifactStore(self.context.paths.artifacts).path(digest)
