@@ -20,7 +20,7 @@ import sys
 import zlib
 
 VERIFIED_MTIME = 1000000007  # set on a cache entry once its content was checked
-FRAME = struct.Struct(">32sQI")  # digest, size, links length; links JSON, payload, CRC-32
+FRAME = struct.Struct(">32sQI")  # digest, size, links length; links, payload, CRC-32 follow
 TRAILER = struct.Struct(">I")
 END_DIGEST = b"\0" * 32
 CHUNK = 1 << 20
@@ -190,7 +190,7 @@ def receive(cache, dest):
         raw_digest, size, links_length = FRAME.unpack(header)
         if raw_digest == END_DIGEST:
             break
-        links = json.loads(stream.read(links_length).decode()) if links_length else []
+        links = stream.read(links_length).split(b"\0") if links_length else []
         digest = raw_digest.hex()
         temporary = os.path.join(staging, f"{digest}.{pid}")
         crc, hasher, remaining = 0, make_hasher(), size
@@ -227,7 +227,8 @@ def receive(cache, dest):
         final = os.path.join(folder, digest[2:])
         os.replace(temporary, final)
         stored += 1
-        for relative, executable in links:
+        for link in links:
+            relative, executable = os.fsdecode(link[1:]), link[:1] == b"1"
             try:
                 link_into(dest, relative, final, executable, made_in_dest)
                 linked += 1

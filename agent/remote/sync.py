@@ -37,6 +37,8 @@ READ_CHUNK = 1 << 20
 SEND_BUFFER = 1 << 20
 BIG_FILE = 4 << 20
 SMALL_FILE = 256 << 10
+KEEP_CONTENT = 64 << 10  # small files are kept in memory from hashing to sending
+KEEP_BUDGET = 256 << 20  # at most this much content is kept per sync
 RACY_NS = 2_000_000_000  # a file changed this close to its last check is hashed again
 DEFAULT_LANES = 3
 
@@ -50,6 +52,7 @@ class LocalFile:
     size: int
     executable: bool
     digest: str
+    content: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -164,10 +167,13 @@ def scan_tree(
     return found
 
 
-def _hash_all(items: list[tuple[str, os.stat_result]]) -> list[str]:
+def _hash_all(
+    items: list[tuple[str, os.stat_result]], keep: dict[str, bytes] | None = None
+) -> list[str]:
     """Digests in order: large files on a thread pool while small ones are read right here.
 
-    Small files are cheaper to read one after another than to hand to threads.
+    Small files are cheaper to read one after another than to hand to threads. The content of
+    files up to KEEP_CONTENT bytes is put in `keep`, so that it is sent without a second read.
     """
     results: list[str] = [""] * len(items)
     large = [i for i, (_, info) in enumerate(items) if info.st_size >= SMALL_FILE]
@@ -175,23 +181,28 @@ def _hash_all(items: list[tuple[str, os.stat_result]]) -> list[str]:
         futures = {i: pool.submit(_hash_file, items[i][0], items[i][1].st_size) for i in large}
         for index, (path, info) in enumerate(items):
             if info.st_size < SMALL_FILE:
-                results[index] = _hash_small(path)
+                results[index], data = _hash_small(path)
+                if keep is not None and data is not None and len(data) <= KEEP_CONTENT:
+                    keep[path] = data
         for index, future in futures.items():
             results[index] = future.result()
     return results
 
 
-def _hash_small(path: str) -> str:
+def _hash_small(path: str) -> tuple[str, bytes | None]:
+    """The digest of a small file, and its content when it was read whole in one go."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         data = os.read(descriptor, SMALL_FILE + 1)
         hasher = blake3.blake3(data)
+        whole: bytes | None = data
         while len(data) > SMALL_FILE or (data and len(data) == READ_CHUNK):  # it grew meanwhile
+            whole = None
             data = os.read(descriptor, READ_CHUNK)
             hasher.update(data)
     finally:
         os.close(descriptor)
-    return hasher.hexdigest()
+    return hasher.hexdigest(), whole
 
 
 def _hash_file(path: str, size: int) -> str:
@@ -228,6 +239,7 @@ class TreeHasher:
         self.finished = False
         self._fresh_rows: list[CacheRow] = []
         self.links: list[tuple[str, str]] = []
+        self.kept_bytes = 0
 
     def chunks(self) -> Iterator[list[LocalFile]]:
         yield from self.done
@@ -269,11 +281,14 @@ class TreeHasher:
                 infos[path] = info
             else:
                 to_hash.append((path, info))
-        for (path, info), digest in zip(to_hash, _hash_all(to_hash), strict=True):
+        keep: dict[str, bytes] | None = {} if self.kept_bytes < KEEP_BUDGET else None
+        for (path, info), digest in zip(to_hash, _hash_all(to_hash, keep), strict=True):
             after = os.stat(path)
             if (after.st_mtime_ns, after.st_size) != (info.st_mtime_ns, info.st_size):
                 digest = _hash_file(path, after.st_size)  # changed while we read it
                 info = after
+                if keep is not None:
+                    keep.pop(path, None)
             digests[path] = digest
             infos[path] = info
             self._fresh_rows.append(
@@ -287,6 +302,8 @@ class TreeHasher:
                     started_ns,
                 )
             )
+        kept = keep or {}
+        self.kept_bytes += sum(len(data) for data in kept.values())
         return [
             LocalFile(
                 relative=relative,
@@ -294,6 +311,7 @@ class TreeHasher:
                 size=infos[path].st_size,
                 executable=bool(infos[path].st_mode & 0o111),
                 digest=digests[path],
+                content=kept.get(path),
             )
             for relative, path, _ in batch
         ]
@@ -332,6 +350,7 @@ class _Lane:
         )
         self.load = 0
         self.sent: list[LocalFile] = []
+        self.changed: list[LocalFile] = []
         self.bytes_written = 0
         self.error: BaseException | None = None
         self.result: dict[str, Any] | None = None
@@ -374,11 +393,21 @@ class _Lane:
         self.channel.shutdown_write()
 
     def _frame(self, blob: LocalFile, paths: list[LocalFile], buffer: bytearray) -> None:
-        links = json.dumps([[f.relative, f.executable] for f in paths]).encode()
+        links = b"\0".join(
+            (b"1" if f.executable else b"0") + os.fsencode(f.relative) for f in paths
+        )
         buffer += FRAME_HEADER.pack(bytes.fromhex(blob.digest), blob.size, len(links))
         buffer += links
+        if blob.content is not None:
+            buffer += blob.content
+            buffer += CRC_TRAILER.pack(zlib.crc32(blob.content))
+            self.sent.append(blob)
+            if len(buffer) >= SEND_BUFFER:
+                self._flush(buffer)
+            return
         crc = 0
         sent = 0
+        hasher = blake3.blake3()
         with open(blob.path, "rb") as handle:
             while sent < blob.size:
                 chunk = handle.read(min(READ_CHUNK, blob.size - sent))
@@ -386,6 +415,7 @@ class _Lane:
                     break
                 sent += len(chunk)
                 crc = zlib.crc32(chunk, crc)
+                hasher.update(chunk)
                 if len(chunk) >= SEND_BUFFER // 2:
                     self._flush(buffer)
                     self.channel.sendall(chunk)
@@ -396,6 +426,11 @@ class _Lane:
                     self._flush(buffer)
         if sent != blob.size:
             raise WatchkeeperError(f"{blob.path}: it shrank while being sent; sync again.")
+        if hasher.hexdigest() != blob.digest:
+            # Changed since it was hashed: a wrong checksum makes the remote discard it.
+            buffer += CRC_TRAILER.pack(crc ^ 0xFFFFFFFF)
+            self.changed.append(blob)
+            return
         buffer += CRC_TRAILER.pack(crc)
         self.sent.append(blob)
 
@@ -542,6 +577,12 @@ class _Upload:
             if lane.sent:
                 verified_with = str(lane.result["verified_with"])
         sent = [blob for lane in self.lanes for blob in lane.sent]
+        changed = [blob for lane in self.lanes for blob in lane.changed]
+        if changed:
+            raise WatchkeeperError(
+                f"{changed[0].path} changed while it was being sent; nothing stale was kept. "
+                "Sync (or train) again once it is written."
+            )
         if rejected:
             retry = _Lane(self.connection.channel(self.receive_command))
             retry.thread.start()

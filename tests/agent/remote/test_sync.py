@@ -8,6 +8,7 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import blake3
@@ -16,7 +17,14 @@ import pytest
 from agent.errors import WatchkeeperError
 from agent.remote.config import RemoteConfig
 from agent.remote.connection import RemoteSession
-from agent.remote.sync import FRAME_HEADER, DigestCache, hash_tree, sync_tree
+from agent.remote.sync import (
+    FRAME_HEADER,
+    DigestCache,
+    LocalFile,
+    TreeHasher,
+    hash_tree,
+    sync_tree,
+)
 from tests.agent.remote.conftest import RemoteFactory
 from tests.agent.remote.sshd_server import LoopbackSshd
 
@@ -187,3 +195,26 @@ def test_upload_broken_by_a_dropped_connection_resumes_after_reconnect(
     assert "error" not in outcome, outcome.get("error")
     assert session.reconnects >= 1
     assert identical(source, Path(remote.workdir) / "dest")
+
+
+def test_a_file_changed_after_hashing_is_not_stored_under_its_old_digest(
+    session: RemoteSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    victim = source / "weights.bin"
+    victim.write_bytes(os.urandom(512 << 10))
+    original_chunks = TreeHasher.chunks
+
+    def chunks_then_rewrite(self: TreeHasher) -> Iterator[list[LocalFile]]:
+        for chunk in original_chunks(self):
+            yield chunk
+            victim.write_bytes(os.urandom(512 << 10))  # rewritten between hashing and sending
+
+    monkeypatch.setattr(TreeHasher, "chunks", chunks_then_rewrite)
+    with pytest.raises(WatchkeeperError, match="changed while it was being sent"):
+        sync_tree(session, source, session.workdir + "/dest")
+    cache = Path(session.cache_dir)
+    stored = [p for p in cache.glob("??/*") if p.is_file()]
+    for entry in stored:
+        assert blake3.blake3(entry.read_bytes()).hexdigest() == entry.parent.name + entry.name
