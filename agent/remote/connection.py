@@ -10,7 +10,7 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +24,7 @@ from agent.remote.hostkeys import HostKeyStore
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 WINDOW_SIZE = 64 << 20
 MAX_PACKET_SIZE = 256 << 10
+KEEPALIVE_SECONDS = 30  # keeps idle connections through NAT and firewalls while a run goes
 DEFAULT_KEY_FILES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 HELPER_SOURCE = (Path(__file__).with_name("remote_helper.py")).read_text(encoding="utf-8")
 
@@ -146,6 +147,7 @@ class SshConnection:
                 )
             transport = handshake(target, store, remote_name, timeout=timeout, sock=sock)
             _login(transport, target)
+            transport.set_keepalive(KEEPALIVE_SECONDS)
         except BaseException:
             for hop_connection in via:
                 hop_connection.close()
@@ -427,8 +429,3 @@ class RemoteSession:
 
     def __exit__(self, *exc: object) -> None:
         self.drop()
-
-
-def iter_chunks(data: bytes, size: int) -> Iterable[bytes]:
-    for start in range(0, len(data), size):
-        yield data[start : start + size]
