@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import socket
@@ -86,8 +87,12 @@ class AgentClient:
                 yield message
 
     def close(self) -> None:
-        self._reader.close()
+        """Close the connection (a thread blocked reading the event stream wakes up and ends)."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
+        with contextlib.suppress(OSError, ValueError):
+            self._reader.close()
 
     def __enter__(self) -> AgentClient:
         return self

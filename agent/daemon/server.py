@@ -82,6 +82,24 @@ def remove_stale_socket(path: Path) -> bool:
     raise WatchkeeperError(f"{path}: another agent is answering on this socket; stop it first.")
 
 
+def _refuse(sock: socket.socket, message: str) -> None:
+    """Tell a refused peer why, then close once it has stopped talking (or after 1 s).
+
+    Closing a Unix socket with unread input resets it and the peer would lose the reply, so
+    whatever the peer sent is read and dropped first.
+    """
+    try:
+        sock.settimeout(1.0)
+        sock.sendall(protocol.error_reply(None, protocol.FORBIDDEN, message))
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
 class ControlServer:
     """Serves requests on the control socket and streams events to subscribers.
 
@@ -202,16 +220,12 @@ class ControlServer:
                     pid,
                     self.allowed_uid,
                 )
-                with contextlib.suppress(OSError):
-                    sock.settimeout(0.5)
-                    sock.sendall(
-                        protocol.error_reply(
-                            None,
-                            protocol.FORBIDDEN,
-                            f"permission denied: uid {uid} may not use this agent",
-                        )
-                    )
-                sock.close()
+                threading.Thread(
+                    target=_refuse,
+                    args=(sock, f"permission denied: uid {uid} may not use this agent"),
+                    name="wk-refuse",
+                    daemon=True,
+                ).start()
                 continue
             sock.setblocking(False)
             conn = _Connection(sock=sock, peer_pid=pid)

@@ -236,7 +236,7 @@ class WatchManager:
         self.roots: dict[tuple[Path, str], WatchedRoot] = {}
         self._lock = threading.RLock()
         self._router = _Router(self)
-        self._native: BaseObserver = Observer()
+        self._native: BaseObserver | None = None
         self._polling: BaseObserver | None = None
         self._stopping = threading.Event()
         self._health_thread = threading.Thread(
@@ -246,12 +246,19 @@ class WatchManager:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        self._native.start()
         self._health_thread.start()
+
+    def _native_observer(self) -> BaseObserver:
+        """The inotify observer, created on first use; raises OSError when inotify is out."""
+        if self._native is None:
+            observer = Observer()  # opens the inotify instance: EMFILE when none are left
+            observer.start()
+            self._native = observer
+        return self._native
 
     def stop(self) -> None:
         self._stopping.set()
-        observers = [self._native, *([self._polling] if self._polling else [])]
+        observers = [o for o in (self._native, self._polling) if o is not None]
         for observer in observers:
             observer.stop()
         for observer in observers:
@@ -344,7 +351,8 @@ class WatchManager:
             return
         before = inotify_watch_count()
         try:
-            root.watch = self._native.schedule(
+            native = self._native_observer()
+            root.watch = native.schedule(
                 self._router,
                 str(root.watch_dir),
                 recursive=recursive,
@@ -354,7 +362,7 @@ class WatchManager:
             root.watch = None
             self._schedule_polling(root, f"inotify refused it: {error}")
             return
-        root.observer, root.mode, root.reason = self._native, "inotify", ""
+        root.observer, root.mode, root.reason = native, "inotify", ""
         after = inotify_watch_count()
         added = after - before
         expected = directories - len(root.unreadable)
