@@ -22,6 +22,7 @@ from agent.errors import WatchkeeperError
 
 CANCEL_GRACE_SECONDS = 5.0
 EXITCODE_FILE = "exitcode"
+CANCELLED_FILE = "cancelled"
 LOG_FILE = "log"
 
 
@@ -173,7 +174,8 @@ class LocalExecutor:
             return RunState.RUNNING
         exit_code = read_exit_code(run.run_dir)
         if exit_code is None:
-            return RunState.CANCELLED if run.detail.get("cancelled") else RunState.INTERRUPTED
+            cancelled = run.detail.get("cancelled") or (run.run_dir / CANCELLED_FILE).exists()
+            return RunState.CANCELLED if cancelled else RunState.INTERRUPTED
         return RunState.SUCCEEDED if exit_code == 0 else RunState.FAILED
 
     def read_log(self, run: Run, offset: int) -> bytes:
@@ -185,7 +187,10 @@ class LocalExecutor:
             return b""
 
     def cancel(self, run: Run) -> None:
+        """Mark the run cancelled (a `cancelled` file, seen by any poller) and stop its group."""
         run.detail["cancelled"] = True
+        if run.run_dir.is_dir():
+            (run.run_dir / CANCELLED_FILE).touch()
         if run.pid is None or not self._alive(run):
             return
         with contextlib.suppress(ProcessLookupError):
