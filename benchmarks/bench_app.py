@@ -122,7 +122,7 @@ def child_ours(scroll_rows: int, *, cold: bool = False) -> None:
     started = time.perf_counter()
     page = app.window.show_page("Models")
     model = page.table_model
-    while not (model.total and model.row_values(0) is not None):
+    while not (model.rowCount() and model.row_values(0) is not None):
         qt_app.processEvents()
         time.sleep(0.001)
     page.table.viewport().repaint()

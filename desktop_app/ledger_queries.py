@@ -112,6 +112,7 @@ def ordered_version_ids(
     status: str = "",
     sort_column: int | None = None,
     descending: bool = True,
+    limit: int | None = None,
 ) -> list[int]:
     """Ids of the model versions matching the filter, in display order (ids only: cheap to hold).
 
@@ -127,6 +128,8 @@ def ordered_version_ids(
     needs_models = bool(text.strip()) or sort_column == 0
     join = " JOIN models m ON m.id = mv.model_id" if needs_models else ""
     sql = f"SELECT mv.id FROM model_versions mv{join}{where} ORDER BY {order}mv.id {direction}"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
     cursor = connection.cursor()
     cursor.row_factory = None
     return [row[0] for row in cursor.execute(sql, parameters)]

@@ -45,50 +45,99 @@ class ModelVersionsTableModel(QAbstractTableModel):
         self.workers = workers
         self.filter_text = ""
         self.filter_status = ""
-        self.sort_column = 8
+        self.sort_column: int | None = None  # None: recording order, newest first
         self.descending = True
         self._ids: list[int] = []
         self._shown = 0
         self._windows: OrderedDict[int, list[tuple | None]] = OrderedDict()
         self._requested: set[int] = set()
         self._generation = 0
+        self._preview_generation = -1
+        self._complete_generation = -1
         self.total = 0
 
     # ---------------------------------------------------------------- reloading
 
     def reload(self) -> None:
-        """Re-read the ordered ids for the current filter and sort (in a worker)."""
+        """Re-read the ordered ids for the current filter and sort (in workers).
+
+        First the first window's ids and values (a LIMIT query, quick), shown as soon as they
+        arrive; then the full ordered id list, which extends the rows that can be fetched.
+        """
         self._generation += 1
         generation = self._generation
         text, status = self.filter_text, self.filter_status
         column, descending = self.sort_column, self.descending
 
-        def query(connection: Any) -> list[int]:
+        def ordered(connection: Any, limit: int | None = None) -> list[int]:
             return ledger_queries.ordered_version_ids(
-                connection, text=text, status=status, sort_column=column, descending=descending
+                connection,
+                text=text,
+                status=status,
+                sort_column=column,
+                descending=descending,
+                limit=limit,
             )
 
-        self.workers.submit(query, lambda ids: self._ids_arrived(generation, ids))
+        def first_window(connection: Any) -> tuple[list[int], dict[int, tuple]]:
+            ids = ordered(connection, self.window_size)
+            return ids, ledger_queries.version_rows(connection, ids)
+
+        def read_all_ids(_result: object = None) -> None:
+            if generation == self._generation:
+                self.workers.submit(ordered, lambda ids: self._ids_arrived(generation, ids))
+
+        def first_rows(result: tuple[list[int], dict[int, tuple]]) -> None:
+            self._first_window_arrived(generation, *result)
+            read_all_ids()
+
+        # One after the other: run side by side, the long id read would starve the short one of
+        # the interpreter lock.
+        self.workers.submit(first_window, first_rows, read_all_ids)
 
     def set_filter(self, text: str, status: str = "") -> None:
         self.filter_text, self.filter_status = text, status
         self.reload()
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
-        self.sort_column = column
+        self.sort_column = column if 0 <= column < self.columnCount() else None
         self.descending = order == Qt.SortOrder.DescendingOrder
         self.reload()
+
+    def _first_window_arrived(
+        self, generation: int, ids: list[int], rows: dict[int, tuple]
+    ) -> None:
+        if generation != self._generation or self._complete_generation == generation:
+            return
+        self.beginResetModel()
+        self._ids = ids
+        self._shown = len(ids)
+        self._windows.clear()
+        self._windows[0] = [rows.get(version_id) for version_id in ids]
+        self._requested.clear()
+        self._preview_generation = generation
+        self.endResetModel()
 
     def _ids_arrived(self, generation: int, ids: list[int]) -> None:
         if generation != self._generation:
             return
-        self.beginResetModel()
-        self._ids = ids
+        self._complete_generation = generation
         self.total = len(ids)
-        self._shown = min(self.fetch_step, len(ids))
-        self._windows.clear()
-        self._requested.clear()
-        self.endResetModel()
+        preview = self._ids if self._preview_generation == generation else None
+        if preview is not None and ids[: len(preview)] == preview:
+            self._ids = ids  # the rows on screen stay; more become fetchable
+            wanted = min(self.fetch_step, len(ids))
+            if wanted > self._shown:
+                self.beginInsertRows(QModelIndex(), self._shown, wanted - 1)
+                self._shown = wanted
+                self.endInsertRows()
+        else:
+            self.beginResetModel()
+            self._ids = ids
+            self._shown = min(self.fetch_step, len(ids))
+            self._windows.clear()
+            self._requested.clear()
+            self.endResetModel()
         self.loaded.emit()
 
     # ---------------------------------------------------------------- Qt model API
