@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from agent.cli import main
+from agent.errors import WatchkeeperError
 from agent.ledger import open_ledger
 from agent.ledger.artifacts import ArtifactStore
 from agent.ledger.queries import versions
@@ -397,3 +398,15 @@ def test_runs_logs_follow_streams_a_live_run_until_it_ends(tmp_path: Path) -> No
     assert rest == b"released\n"
     process.communicate(timeout=60)
     assert process.returncode == 0
+
+
+def test_param_values_are_read_as_toml_else_as_text() -> None:
+    from agent.project.spec import ModelSpec
+    from agent.runs.training import parse_param_overrides
+
+    model = ModelSpec(name="m", train="x", params={"lr": 0.1, "name": "a", "fast": False})
+    params = parse_param_overrides(model, ["lr=1e-3", "name=resnet 50", "fast=true"])
+    assert params == {"lr": 0.001, "name": "resnet 50", "fast": True}
+    assert parse_param_overrides(model, ['name="quoted"'])["name"] == "quoted"
+    with pytest.raises(WatchkeeperError, match="write it as key=value"):
+        parse_param_overrides(model, ["lr"])
