@@ -38,56 +38,63 @@ def ingest_commits(
 
     A commit's activity event is written in the same transaction as its row and only when its
     sha is new to the ledger, so a sha seen in two clones counts once and a crash never leaves
-    one without the other.
+    one without the other. Only the agent's worker writes commits, so the shas read before
+    the batches are still current when they are written.
     """
     from agent.activity.git_log import read_commits
 
     table = read_commits([repo], include_merges=True, since=since)
     repo_id = register_repo_once(db, repo)
     own = {email.lower() for email in identities}
-    emails = table.emails
-    names = table.names
+    known_here = {
+        row[0] for row in db.execute("SELECT sha FROM commits WHERE repo_id = ?", [repo_id])
+    }
+    shas = [sha.decode() for sha in table.sha]
+    new_rows = [index for index, sha in enumerate(shas) if sha not in known_here]
+    if not new_rows:
+        return IngestResult(repo=repo, seen=len(shas), added=0)
+    known_elsewhere = {
+        row[0] for row in db.execute("SELECT sha FROM commits WHERE repo_id != ?", [repo_id])
+    }
+    emails, names = table.emails, table.names
     added = 0
-    total = len(table)
-    for start in range(0, total, COMMIT_BATCH):
-        stop = min(start + COMMIT_BATCH, total)
+    for start in range(0, len(new_rows), COMMIT_BATCH):
+        batch = new_rows[start : start + COMMIT_BATCH]
+        commits = []
+        events = []
+        for index in batch:
+            code = int(table.author_code[index])
+            author_time = int(table.author_time[index])
+            is_merge = bool(table.is_merge[index])
+            commits.append(
+                (
+                    repo_id,
+                    shas[index],
+                    names[code],
+                    emails[code],
+                    author_time,
+                    int(table.author_tz_minutes[index]),
+                    int(table.commit_time[index]),
+                    int(is_merge),
+                )
+            )
+            own_commit = not own or emails[code] in own
+            if own_commit and not is_merge and shas[index] not in known_elsewhere:
+                events.append((float(author_time), repo_id))
         with write_transaction(db):
-            for index in range(start, stop):
-                sha = table.sha[index].decode()
-                code = int(table.author_code[index])
-                email = emails[code]
-                author_time = int(table.author_time[index])
-                known_elsewhere = db.execute(
-                    "SELECT 1 FROM commits WHERE sha = ? LIMIT 1", [sha]
-                ).fetchone()
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO commits (repo_id, sha, author_name, author_email, "
-                    "author_time, author_tz_minutes, commit_time, is_merge) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        repo_id,
-                        sha,
-                        names[code],
-                        email,
-                        author_time,
-                        int(table.author_tz_minutes[index]),
-                        int(table.commit_time[index]),
-                        int(bool(table.is_merge[index])),
-                    ],
-                )
-                if cursor.rowcount != 1:
-                    continue
-                added += 1
-                if known_elsewhere or table.is_merge[index]:
-                    continue
-                if own and email not in own:
-                    continue
-                db.execute(
-                    "INSERT OR IGNORE INTO activity_events (ts, kind, repo_id, path) "
-                    "VALUES (?, 'commit', ?, NULL)",
-                    [float(author_time), repo_id],
-                )
-    return IngestResult(repo=repo, seen=total, added=added)
+            cursor = db.conn.executemany(
+                "INSERT OR IGNORE INTO commits (repo_id, sha, author_name, author_email, "
+                "author_time, author_tz_minutes, commit_time, is_merge) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                commits,
+            )
+            added += max(cursor.rowcount, 0)
+            db.conn.executemany(
+                "INSERT INTO activity_events (ts, kind, repo_id, path) "
+                "VALUES (?, 'commit', ?, NULL)",
+                events,
+            )
+    return IngestResult(repo=repo, seen=len(shas), added=added)
 
 
 _repo_ids: dict[tuple[int, str], int] = {}

@@ -48,6 +48,15 @@ def read_pid(pid_file: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def process_gone(pid: int) -> bool:
+    """True when the process has exited (a zombie nobody reaped yet counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def running_pid(paths: WatchkeeperPaths) -> int | None:
     """The pid of the running agent, judged by the lock (not by the file's mere presence)."""
     try:
@@ -182,7 +191,7 @@ def stop_agent(paths: WatchkeeperPaths, timeout: float = STOP_TIMEOUT_SECONDS) -
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if running_pid(paths) is None:
+        if running_pid(paths) is None and process_gone(pid):
             return pid
         time.sleep(0.05)
     raise WatchkeeperError(

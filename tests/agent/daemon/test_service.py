@@ -364,7 +364,7 @@ def test_coding_time_refit_is_bookkept_as_a_model_version(
         git(
             repo,
             "-c",
-            f"user.email=dev@example.com",
+            "user.email=dev@example.com",
             "commit",
             "-q",
             "-m",

@@ -1,4 +1,4 @@
-"""The watchers: git changes, saves honouring .gitignore, data folders, vanished roots, fallbacks."""
+"""The watchers: git changes, saves honouring .gitignore, data folders, lost roots, fallbacks."""
 
 from __future__ import annotations
 
