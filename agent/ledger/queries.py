@@ -196,15 +196,17 @@ def find_version(db: Database, ref: ModelRef, repo_id: int | None) -> dict[str, 
     )
 
 
+RUN_SELECT = """
+SELECT runs.*, models.name AS model, model_versions.version AS version
+FROM runs
+LEFT JOIN models ON models.id = runs.model_id
+LEFT JOIN model_versions ON model_versions.run_id = runs.id
+"""
+
+
 def runs(db: Database, *, limit: int | None = None) -> list[dict[str, Any]]:
     """Runs, newest first, with the model name and the version they recorded."""
-    sql = """
-    SELECT runs.*, models.name AS model, model_versions.version AS version
-    FROM runs
-    LEFT JOIN models ON models.id = runs.model_id
-    LEFT JOIN model_versions ON model_versions.run_id = runs.id
-    ORDER BY runs.created_at DESC
-    """
+    sql = RUN_SELECT + " ORDER BY runs.created_at DESC"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     return [decode_row(row) for row in db.query(sql)]
@@ -212,11 +214,16 @@ def runs(db: Database, *, limit: int | None = None) -> list[dict[str, Any]]:
 
 def find_run(db: Database, run_id: str) -> dict[str, Any]:
     """One run by id or unique id prefix."""
-    rows = [row for row in runs(db) if row["id"] == run_id]
+    rows = list(db.query(RUN_SELECT + " WHERE runs.id = ?", [run_id]))
     if not rows:
-        rows = [row for row in runs(db) if row["id"].startswith(run_id)]
+        rows = list(
+            db.query(
+                RUN_SELECT + " WHERE substr(runs.id, 1, ?) = ? ORDER BY runs.created_at DESC",
+                [len(run_id), run_id],
+            )
+        )
     if len(rows) == 1:
-        return rows[0]
+        return decode_row(rows[0])
     if not rows:
         recent = ", ".join(row["id"] for row in runs(db, limit=5)) or "none yet"
         raise WatchkeeperError(f"no run {run_id!r}; recent runs: {recent}")
