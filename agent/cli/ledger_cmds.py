@@ -232,7 +232,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     else:
         console = _console()
         if not report["repos"]:
-            console.print("no repos registered; run `watchkeeper init` in a git repo.")
+            console.print("no repo declares models; run `watchkeeper init` in a git repo.")
         for repo in report["repos"]:
             console.print(f"[bold]{repo['path']}[/]")
             if repo["error"]:

@@ -10,6 +10,7 @@ from sqlite_utils import Database
 from agent.errors import WatchkeeperError
 from agent.ledger.queries import list_repos, versions
 from agent.project.git import diff_stat
+from agent.project.spec import SPEC_FILE
 from agent.staleness import Staleness, StalenessChecker
 
 
@@ -76,12 +77,20 @@ def run_json(row: dict[str, Any]) -> dict[str, Any]:
 def status_report(db: Database, checker: StalenessChecker) -> dict[str, Any]:
     """Fresh or stale for every declared model of every registered repo.
 
-    Repos that cannot be read are listed with an `error` instead of models.
+    Repos whose spec cannot be read are listed with an `error`; registered repos without a
+    watchkeeper.toml (watched for coding time only) or whose folder is gone are `skipped`.
     """
     repos: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
     counts = {"fresh": 0, "stale": 0, "errors": 0}
     for repo in list_repos(db):
         root = Path(repo["path"])
+        if not root.is_dir():
+            skipped.append({"path": str(root), "reason": "the folder no longer exists"})
+            continue
+        if not (root / SPEC_FILE).exists():
+            skipped.append({"path": str(root), "reason": f"no {SPEC_FILE} (watched only)"})
+            continue
         entry: dict[str, Any] = {"path": str(root), "models": [], "error": None}
         try:
             project = checker.project(root)
@@ -105,7 +114,7 @@ def status_report(db: Database, checker: StalenessChecker) -> dict[str, Any]:
             entry["error"] = str(error)
             counts["errors"] += 1
         repos.append(entry)
-    return {"repos": repos, **counts}
+    return {"repos": repos, "skipped": skipped, **counts}
 
 
 def version_diff(db: Database, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -249,3 +249,22 @@ def test_params_reason_compares_nested_values() -> None:
     assert params_reason({"layers": [1, 2]}, {"layers": [1, 2]}) is None
     reason = params_reason({"layers": [1, 2]}, {"layers": [1, 3]})
     assert reason is not None and reason.message == "params changed: layers [1, 2] → [1, 3]"
+
+
+def test_registered_repos_without_a_spec_or_folder_are_skipped(
+    trained_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    git(watched, "init", "-q")
+    gone = tmp_path / "gone"
+    db = open_ledger()
+    for path in (watched, gone):
+        db.execute("INSERT INTO repos (path, name) VALUES (?, ?)", [str(path), path.name])
+    code, report = status_json(trained_repo, monkeypatch)
+    assert code == 0
+    assert [repo["path"] for repo in report["repos"]] == [str(trained_repo)]
+    assert {entry["path"]: entry["reason"] for entry in report["skipped"]} == {
+        str(watched): "no watchkeeper.toml (watched only)",
+        str(gone): "the folder no longer exists",
+    }
