@@ -41,6 +41,8 @@ KEEP_CONTENT = 64 << 10  # small files are kept in memory from hashing to sendin
 KEEP_BUDGET = 256 << 20  # at most this much content is kept per sync
 RACY_NS = 2_000_000_000  # a file changed this close to its last check is hashed again
 DEFAULT_LANES = 3
+LANE_FILES = 200  # a further lane opens per this many blobs to send ...
+LANE_BYTES = 16 << 20  # ... or per this many bytes
 
 
 @dataclass(frozen=True)
@@ -514,10 +516,11 @@ class _Upload:
         self.receive_command = session.helper_command("receive", cache, remote_dest)
         self.plan = connection.channel(session.helper_command("plan", cache))
         self.replies = _JsonLines(self.plan)
-        self.lanes = [_Lane(connection.channel(self.receive_command)) for _ in range(lanes)]
-        for lane in self.lanes:
-            lane.thread.start()
+        self.max_lanes = max(1, lanes)
+        self.lanes: list[_Lane] = []
+        self._add_lane()  # one starts now; more when there is much to send
         self.dispatched: dict[str, LocalFile] = {}
+        self.dispatched_bytes = 0
         self.wire = 0
         self.phases: dict[str, float] = {}
 
@@ -535,7 +538,23 @@ class _Upload:
                 later.append(file)  # already in the cache, or on its way there
         for digest, paths in by_digest.items():
             self.dispatched[digest] = paths[0]
+            self.dispatched_bytes += paths[0].size
+            if len(self.lanes) < self.max_lanes and self._worth_another_lane():
+                self._add_lane()
             min(self.lanes, key=lambda lane: lane.load).put(paths[0], paths)
+
+    def _add_lane(self) -> None:
+        lane = _Lane(self.connection.channel(self.receive_command))
+        lane.thread.start()
+        self.lanes.append(lane)
+
+    def _worth_another_lane(self) -> bool:
+        """Another lane pays off once there are many files or many bytes to send."""
+        per_lane = len(self.lanes)
+        return (
+            len(self.dispatched) > LANE_FILES * per_lane
+            or self.dispatched_bytes > LANE_BYTES * per_lane
+        )
 
     def run(self) -> tuple[list[LocalFile], list[LocalFile], int]:
         """Returns (all files, files to build from the cache at the end, files linked by lanes)."""
