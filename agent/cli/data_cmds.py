@@ -64,9 +64,10 @@ def _size(n_bytes: int) -> str:
     return f"{n_bytes} B"
 
 
-def _fingerprint_with_progress(path: Path) -> DataFingerprint:
+def _fingerprint_with_progress(path: Path, cache: StatCache | None = None) -> DataFingerprint:
     """Fingerprint `path` with the user's stat cache, showing a bar when much must be read."""
-    cache = StatCache.open(WatchkeeperPaths.from_environment())
+    if cache is None:
+        cache = StatCache.open(WatchkeeperPaths.from_environment())
     progress: Progress | None = None
     task = None
 
@@ -109,7 +110,8 @@ def snapshot_command(path: Path, as_json: bool) -> None:
     Only files whose size, times or inode changed since the last check are read. The column
     profile of every CSV/TSV file is stored too, so that drift can later be computed against it.
     """
-    fp = _fingerprint_with_progress(path)
+    cache = StatCache.open(WatchkeeperPaths.from_environment())
+    fp = _fingerprint_with_progress(path, cache)
     with _ledger() as db:
         existed = _existing_snapshot(db, fp)
         snapshot_id = record_snapshot(db, fp)
@@ -123,6 +125,8 @@ def snapshot_command(path: Path, as_json: bool) -> None:
         "total_bytes": fp.total_bytes,
         "new": existed is None,
         "profile_errors": problems,
+        "files_read": cache.stats.files_hashed,
+        "bytes_read": cache.stats.bytes_hashed,
     }
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
@@ -135,6 +139,12 @@ def snapshot_command(path: Path, as_json: bool) -> None:
         markup=False,
     )
     console.print(f"  fingerprint {fp.digest}", markup=False)
+    unchanged = fp.n_files - cache.stats.files_hashed
+    console.print(
+        f"  read {_count(cache.stats.files_hashed, 'file')} "
+        f"({_size(cache.stats.bytes_hashed)}); {unchanged} unchanged, known from the stat cache",
+        markup=False,
+    )
     for problem in problems:
         console.print(f"  warning: no column profile: {problem}", markup=False)
 

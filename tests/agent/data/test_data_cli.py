@@ -70,11 +70,14 @@ def test_snapshot_records_once_and_reports_it(tmp_path: Path) -> None:
     first = wk("data", "snapshot", str(data))
     assert first.exit_code == 0, first.output
     assert f"snapshot 1 recorded: {data} (folder, 2 files, 18 B)" in first.output
+    assert "read 2 files (18 B); 0 unchanged" in first.output
     again = wk("data", "snapshot", str(data), "--json")
     assert again.exit_code == 0, again.output
     report = json.loads(again.output)
     assert report["snapshot_id"] == 1 and report["new"] is False
     assert report["n_files"] == 2 and report["kind"] == "folder"
+    # Both files were written within the racy window of the first check: read again, once.
+    assert report["files_read"] == 2
     assert report["source"] == str(data.resolve())
     assert len(report["fingerprint"]) == 64
 
