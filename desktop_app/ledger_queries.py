@@ -135,33 +135,40 @@ def ordered_version_ids(
     return [row[0] for row in cursor.execute(sql, parameters)]
 
 
+# The Models table's display values, formatted by SQLite itself: a window of rows then costs the
+# worker almost no Python, so it hardly competes with the Qt thread for the interpreter lock.
+# Same output as format_metrics, format_time and format_duration (a test keeps them in step).
+VERSION_ROWS_SQL = """
+SELECT mv.id, m.name, mv.version, mv.status,
+  substr(coalesce(mv.commit_sha, ''), 1, 10),
+  CASE WHEN mv.dirty THEN 'dirty' ELSE '' END,
+  CASE WHEN json_valid(mv.metrics) THEN coalesce((
+    SELECT group_concat(key || '=' || CASE WHEN type = 'real' THEN printf('%.4g', value)
+                                           ELSE value END, ' ')
+    FROM (SELECT key, value, type FROM json_each(mv.metrics) LIMIT 3)), '')
+  ELSE '' END,
+  coalesce(mv.executor, ''), coalesce(mv.host, ''),
+  CASE WHEN mv.started_at THEN strftime('%Y-%m-%d %H:%M', mv.started_at, 'unixepoch',
+                                        'localtime') ELSE '' END,
+  CASE WHEN mv.started_at AND mv.ended_at THEN (
+    SELECT CASE WHEN d < 60 THEN d || 's'
+                WHEN d < 3600 THEN (d / 60) || 'm ' || printf('%02d', d % 60) || 's'
+                ELSE (d / 3600) || 'h ' || printf('%02d', d % 3600 / 60) || 'm' END
+    FROM (SELECT max(0, CAST(mv.ended_at - mv.started_at AS INTEGER)) AS d))
+  ELSE '' END
+FROM model_versions mv JOIN models m ON m.id = mv.model_id
+WHERE mv.id IN ({marks})
+"""
+
+
 def version_rows(connection: sqlite3.Connection | None, ids: Sequence[int]) -> dict[int, tuple]:
     """Display values of the Models table for the given version ids (one window of rows)."""
     if connection is None or not ids:
         return {}
-    marks = ",".join("?" * len(ids))
-    sql = (
-        "SELECT mv.id, m.name, mv.version, mv.status, mv.commit_sha, mv.dirty, mv.metrics,"
-        " mv.executor, mv.host, mv.started_at, mv.ended_at"
-        " FROM model_versions mv JOIN models m ON m.id = mv.model_id"
-        f" WHERE mv.id IN ({marks})"
-    )
-    rows: dict[int, tuple] = {}
-    for row in connection.execute(sql, list(ids)):
-        started, ended = row["started_at"], row["ended_at"]
-        rows[int(row["id"])] = (
-            row["name"],
-            row["version"],
-            row["status"],
-            (row["commit_sha"] or "")[:10],
-            "dirty" if row["dirty"] else "",
-            format_metrics(_json(row["metrics"], {})),
-            row["executor"] or "",
-            row["host"] or "",
-            format_time(started),
-            format_duration(ended - started) if started and ended else "",
-        )
-    return rows
+    cursor = connection.cursor()
+    cursor.row_factory = None
+    sql = VERSION_ROWS_SQL.format(marks=",".join("?" * len(ids)))
+    return {row[0]: row[1:] for row in cursor.execute(sql, list(ids))}
 
 
 def format_time(epoch: float | None) -> str:
