@@ -1,0 +1,1 @@
+"""Tests of agent.activity: the git log reader, events, identities and estimates."""
