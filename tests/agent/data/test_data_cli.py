@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 
 from agent.cli import main
 from agent.ledger import open_ledger
-from tests.agent.data.test_data_drift import customers, write_table
+from tests.agent.data.tables import customers, write_table
 
 TRAIN_SCRIPT = textwrap.dedent(
     """\

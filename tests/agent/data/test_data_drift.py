@@ -18,24 +18,7 @@ from agent.data.snapshots import record_snapshot
 from agent.data.tabular import SAMPLE_ROWS, profile_csv
 from agent.errors import WatchkeeperError
 from agent.ledger import open_ledger
-
-
-def write_table(path: Path, columns: dict[str, list[object]]) -> Path:
-    names = list(columns)
-    rows = zip(*columns.values(), strict=True)
-    lines = [",".join(names)] + [",".join(str(value) for value in row) for row in rows]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-def customers(rng: np.random.Generator, n: int, *, age_shift: float = 0.0, city_p=None) -> dict:
-    city_p = city_p or [0.5, 0.3, 0.2]
-    return {
-        "age": np.round(rng.normal(40 + age_shift, 10, n), 2).tolist(),
-        "income": np.round(rng.lognormal(10, 0.5, n), 2).tolist(),
-        "city": rng.choice(["paris", "lyon", "nice"], n, p=city_p).tolist(),
-        "plan": rng.choice([1, 2, 3], n).tolist(),  # numbers, but only 3 distinct: categorical
-    }
+from tests.agent.data.tables import customers, write_table
 
 
 def test_same_distribution_resampled_does_not_drift_on_large_samples(tmp_path: Path) -> None:
