@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ class AgentService:
         self.started_at = time.time()
         self._local = threading.local()
         self._state_lock = threading.Lock()
+        self._ledger_opened = False
         self.worker = DebouncedWorker()
         self.saves = SaveCoalescer(self.settings.save_coalesce_seconds)
         self.data = DataTracker(self._open_stat_cache())
@@ -109,12 +111,35 @@ class AgentService:
 
     # -- ledger connections (one per thread) -----------------------------------------------
     def db(self) -> Database:
+        """This thread's ledger connection."""
         db: Database | None = getattr(self._local, "db", None)
         if db is None:
-            from agent.ledger import open_ledger
-
-            db = open_ledger(self.paths.ledger)
+            db = self.new_connection()
             self._local.db = db
+        return db
+
+    def new_connection(self) -> Database:
+        """A new ledger connection; only the first goes through `open_ledger`.
+
+        `open_ledger` reads the file's header with a plain open/close, and closing any
+        descriptor of a file drops every POSIX lock this process holds on it, including the
+        locks SQLite's other connections here rely on (another process could then checkpoint
+        and delete the WAL under them). So later connections are opened directly, with the
+        same settings, once the first one has checked and migrated the file.
+        """
+        from agent.ledger import busy_timeout_ms, open_ledger
+
+        with self._state_lock:
+            if not self._ledger_opened:
+                self._ledger_opened = True
+                return open_ledger(self.paths.ledger)
+        timeout_ms = busy_timeout_ms()
+        connection = sqlite3.connect(
+            str(self.paths.ledger), timeout=timeout_ms / 1000, check_same_thread=False
+        )
+        db = Database(connection)
+        db.execute(f"PRAGMA busy_timeout = {timeout_ms}")
+        db.execute("PRAGMA foreign_keys = ON")
         return db
 
     def _open_stat_cache(self) -> Any:
@@ -304,66 +329,47 @@ class AgentService:
 
     def check_staleness(self, *, repo_filter: Path | None = None) -> int:
         """Raise an alert for every newly stale model version; returns how many were raised."""
-        from agent.ledger.queries import list_repos
-        from agent.staleness import StalenessChecker
+        from agent.daemon.stalecheck import check_in_child
 
-        db = self.db()
-        checker = StalenessChecker(db, self.paths)
-        raised = 0
-        for repo in list_repos(db):
-            root = Path(repo["path"])
-            if repo_filter is not None and root != repo_filter:
-                continue
-            if not (root / "watchkeeper.toml").exists():
-                continue
-            try:
-                project = checker.project(root)
-                statuses = [
-                    checker.model_status(root, model, repo["id"])
-                    for model in project.models.values()
-                ]
-            except WatchkeeperError as error:
-                log.warning("cannot check staleness in %s: %s", root, error)
-                continue
-            for status in statuses:
-                if status.version is None or not status.staleness.stale:
-                    continue
-                on_stale = project.models[status.model].on_stale
-                raised += self._raise_stale_alert(root, status, on_stale)
-        return raised
+        try:
+            stale, problems = check_in_child(self.paths, repo_filter)
+        except (WatchkeeperError, OSError, ValueError) as error:
+            log.warning("%s", error)
+            return 0
+        for problem in problems:
+            log.warning("cannot check staleness in %s", problem)
+        return sum(self._raise_stale_alert(entry) for entry in stale)
 
-    def _data_token(self, root: Path, version: dict[str, Any]) -> list[str | None]:
+    def _data_token(self, root: Path, data_deps: list[str]) -> list[str | None]:
         """The current fingerprints of a version's data deps, so each new change alerts anew."""
-        token = []
-        for dep in sorted(version.get("data") or {}):
-            last = self.data.last_digest(root / dep)
-            token.append(last)
-        return token
+        return [self.data.last_digest(root / dep) for dep in data_deps]
 
-    def _raise_stale_alert(self, root: Path, status: Any, on_stale: str) -> int:
-        version = status.version
-        reasons = status.staleness.reasons
-        messages = [reason.message for reason in reasons]
-        drift = [line for reason in reasons for line in reason.drift] or None
+    def _raise_stale_alert(self, entry: dict[str, Any]) -> int:
+        root = Path(entry["repo"])
+        model = entry["model"]
+        version = entry["version"]
+        reasons = entry["reasons"]
+        messages = [reason["message"] for reason in reasons]
+        drift = [line for reason in reasons for line in reason["drift"]] or None
         key_text = json.dumps(
-            [version["id"], messages, self._data_token(root, version)], sort_keys=True
+            [version["id"], messages, self._data_token(root, version["data"])], sort_keys=True
         )
         dedupe = "stale:" + hashlib.sha256(key_text.encode()).hexdigest()[:32]
-        message = f"{status.model}@{version['version']} is stale: " + "; ".join(messages)
+        message = f"{model}@{version['version']} is stale: " + "; ".join(messages)
         alert = alert_store.raise_alert(
             self.db(),
             kind="drift" if drift else "stale",
             message=message,
             dedupe_key=dedupe,
-            model_id=version.get("model_id"),
+            model_id=version["model_id"],
             reasons=messages,
             versions=[
                 {
-                    "model": status.model,
+                    "model": model,
                     "version": version["version"],
                     "id": version["id"],
                     "repo": str(root),
-                    "paths": sorted({p for reason in reasons for p in reason.paths}),
+                    "paths": sorted({p for reason in reasons for p in reason["paths"]}),
                 }
             ],
             drift=drift,
@@ -373,8 +379,8 @@ class AgentService:
         self.counters["alerts"] += 1
         self.server.publish("alert", alert)
         log.warning("alert %d: %s", alert["id"], message)
-        if on_stale == "retrain":
-            self._queue_retrain(root, status.model, int(version["model_id"]))
+        if entry["on_stale"] == "retrain":
+            self._queue_retrain(root, model, int(version["model_id"]))
         return 1
 
     def _alert_missing(self, root: Path, kind: str) -> None:
@@ -491,9 +497,9 @@ class AgentService:
         return alert_store.acknowledge(self.db(), id)
 
     def rpc_models(self) -> list[dict[str, Any]]:
-        from agent.daemon import training
+        from agent.daemon.stalecheck import models_in_child
 
-        return training.list_models(self.db())
+        return models_in_child(self.paths)
 
     def rpc_runs(self, limit: int = 50) -> list[dict[str, Any]]:
         from agent.ledger.queries import runs

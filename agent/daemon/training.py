@@ -22,14 +22,6 @@ _run_threads_lock = threading.Lock()
 _last_states: dict[str, str] = {}
 
 
-def list_models(db: Database) -> list[dict[str, Any]]:
-    """Every model's newest version with its staleness (the `models list --json` shape)."""
-    from agent.ledger.reports import list_versions
-    from agent.staleness import StalenessChecker
-
-    return list_versions(db, StalenessChecker(db))
-
-
 def resolve_repo(service: AgentService, model: str, repo: str | None) -> Path:
     """The repo declaring `model`: the given one, else the only watched/registered one with it."""
     if repo:
@@ -70,7 +62,6 @@ def start(
     remote: str | None,
 ) -> dict[str, Any]:
     """Start `model` training on a thread of its own; return once the run is recorded."""
-    from agent.ledger import open_ledger
     from agent.runs.training import train
 
     started = threading.Event()
@@ -82,7 +73,7 @@ def start(
         started.set()
 
     def run_training() -> None:
-        db = open_ledger(service.paths.ledger)
+        db = service.new_connection()
         offset = 0
 
         def on_log(chunk: bytes) -> None:

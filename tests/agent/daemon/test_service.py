@@ -6,6 +6,7 @@ import json
 import queue
 import shlex
 import shutil
+import sqlite3
 import sys
 import textwrap
 import threading
@@ -147,11 +148,12 @@ def watch(paths: WatchkeeperPaths, path: Path, *, data: bool = False) -> None:
 
 
 def count(paths: WatchkeeperPaths, sql: str, params: list[Any] | None = None) -> int:
-    db = open_ledger(paths.ledger)
+    # A plain read-only connection: this process also hosts the agent's connections.
+    connection = sqlite3.connect(f"file:{paths.ledger}?mode=ro", uri=True, timeout=10)
     try:
-        return int(db.execute(sql, params or []).fetchone()[0])
+        return int(connection.execute(sql, params or []).fetchone()[0])
     finally:
-        db.close()
+        connection.close()
 
 
 def test_commits_and_saves_reach_the_ledger(
@@ -389,7 +391,7 @@ def test_coding_time_refit_is_bookkept_as_a_model_version(
             assert again["model"]["version"] == 1  # same events: nothing new recorded
     finally:
         events.close()
-    db = open_ledger(paths.ledger)
+    db = sqlite3.connect(f"file:{paths.ledger}?mode=ro", uri=True)
     row = db.execute(
         "SELECT m.name, v.params, v.metrics, v.data FROM model_versions v "
         "JOIN models m ON m.id = v.model_id"
