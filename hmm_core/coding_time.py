@@ -475,65 +475,21 @@ def posteriors_of(
     return result
 
 
-class ExpectationStep:
-    """Repeated E-steps on fixed data.
-
-    The core's public API has no call returning the expected sufficient statistics, which a
-    MAP M-step needs. When the model offers its internal `_expectation` (one fused pass) it is
-    used; otherwise the statistics are rebuilt from public calls: posteriors from
-    `score_samples`, and transition counts from a one-iteration `fit` of the transitions
-    (each row of the per-class maximum-likelihood matrix times the expected number of
-    departures from that state in that class), which costs a second pass.
-    """
-
-    def __init__(self, activity: BinnedActivity, n_jobs: int = 1, *, public_api_only: bool = False):
-        self.activity = activity
-        self.n_jobs = n_jobs
-        self.public_api_only = public_api_only
-        self._observations: object | None = None
-
-    def __call__(self, parameters: HMMParameters) -> Statistics:
-        model = _poisson_model(parameters, self.n_jobs)
-        if not self.public_api_only and hasattr(model, "_expectation"):
-            if self._observations is None:
-                self._observations = model._prepare_for_inference(
-                    self.activity.counts, self.activity.lengths, self.activity.classes
-                )
-            stats, log_likelihood = model._expectation(self._observations)
-            return Statistics(
-                log_likelihood=float(log_likelihood),
-                start=np.asarray(stats["start"]),
-                transitions=np.asarray(stats["trans"]).reshape(HOURS_PER_WEEK, N_STATES, N_STATES),
-                occupancy=np.asarray(stats["post"]),
-                emitted=np.asarray(stats["obs"]),
-            )
-        return self._from_public_api(parameters)
-
-    def _from_public_api(self, parameters: HMMParameters) -> Statistics:
-        activity = self.activity
-        log_likelihood, posteriors = _poisson_model(parameters, self.n_jobs).score_samples(
-            activity.counts, lengths=activity.lengths, classes=activity.classes
-        )
-        one_step = _poisson_model(parameters, self.n_jobs, n_iter=1, params="t")
-        one_step.fit(activity.counts, lengths=activity.lengths, classes=activity.classes)
-        ml_transmat = np.nan_to_num(np.asarray(one_step.transmat_, dtype=np.float64))
-        not_first = np.ones(activity.counts.shape[0], dtype=bool)
-        not_first[activity.starts] = False
-        step_rows = np.flatnonzero(not_first)
-        step_classes = activity.classes[step_rows]
-        departures = np.zeros((HOURS_PER_WEEK, N_STATES))
-        for state in range(N_STATES):
-            departures[:, state] = np.bincount(
-                step_classes, weights=posteriors[step_rows - 1, state], minlength=HOURS_PER_WEEK
-            )
-        return Statistics(
-            log_likelihood=float(log_likelihood),
-            start=posteriors[activity.starts].sum(axis=0),
-            transitions=ml_transmat.reshape(HOURS_PER_WEEK, N_STATES, N_STATES)
-            * departures[:, :, None],
-            occupancy=posteriors.sum(axis=0),
-            emitted=posteriors.T @ activity.counts.astype(np.float64),
-        )
+def expectation_step(
+    activity: BinnedActivity, parameters: HMMParameters, n_jobs: int = 1
+) -> Statistics:
+    """One E-step on the binned activity: the sufficient statistics a MAP M-step needs."""
+    model = _poisson_model(parameters, n_jobs)
+    log_likelihood, stats = model.expected_statistics(
+        activity.counts, activity.lengths, activity.classes
+    )
+    return Statistics(
+        log_likelihood=float(log_likelihood),
+        start=stats["start"],
+        transitions=stats["trans"].reshape(HOURS_PER_WEEK, N_STATES, N_STATES),
+        occupancy=stats["post"],
+        emitted=stats["obs"],
+    )
 
 
 def maximize(statistics: Statistics, prior: ModelPrior, current: HMMParameters) -> HMMParameters:
@@ -576,11 +532,9 @@ def fit_parameters(
     n_iter: int = 40,
     tol: float = 1e-5,
     n_jobs: int = 1,
-    public_api_only: bool = False,
 ) -> ModelFit:
     """MAP EM from `initial` until the gain in log posterior per bin falls below `tol` or after
     `n_iter` E-steps. The returned parameters are the ones the last E-step used."""
-    expectation = ExpectationStep(activity, n_jobs, public_api_only=public_api_only)
     parameters = initial.copy()
     history: list[float] = []
     converged = False
@@ -588,7 +542,7 @@ def fit_parameters(
     iteration = 0
     log_likelihood = 0.0
     for iteration in range(1, n_iter + 1):
-        statistics = expectation(parameters)
+        statistics = expectation_step(activity, parameters, n_jobs)
         log_likelihood = statistics.log_likelihood
         objective = log_likelihood + _log_prior(parameters, prior)
         converged = bool(history) and abs(objective - history[-1]) < tol * rows

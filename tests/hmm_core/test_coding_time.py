@@ -10,10 +10,7 @@ from hmm_core.coding_time import (
     CODING,
     HOURS_PER_WEEK,
     BinnedActivity,
-    CodingTimePriors,
-    ExpectationStep,
     bin_events,
-    default_prior,
     estimate_coding_time,
     estimate_team,
     git_hours_minutes_per_day,
@@ -161,18 +158,6 @@ def test_single_event_and_no_event() -> None:
         np.zeros(0), np.zeros(0, dtype=int), first_day=MONDAY, last_day=MONDAY + 2
     )
     assert none.coding_minutes.tolist() == [0.0, 0.0, 0.0] and none.fit is None
-
-
-def test_public_api_statistics_match_the_fused_pass() -> None:
-    times, kinds, _ = working_weeks(1, seed=3, with_saves=True)
-    activity = bin_events(times, kinds)
-    _, parameters = default_prior(times, kinds, 2, 5, CodingTimePriors())
-    fused = ExpectationStep(activity)(parameters)
-    public = ExpectationStep(activity, public_api_only=True)(parameters)
-    assert public.log_likelihood == pytest.approx(fused.log_likelihood, rel=1e-9)
-    np.testing.assert_allclose(public.transitions, fused.transitions, rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(public.emitted, fused.emitted, rtol=1e-9)
-    np.testing.assert_allclose(public.occupancy, fused.occupancy, rtol=1e-9)
 
 
 def test_subsample_keeps_whole_sequences() -> None:
