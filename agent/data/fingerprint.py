@@ -147,7 +147,10 @@ def fingerprint(
     root = resolve_data_path(path)
     if cache is None:
         cache = StatCache.open(WatchkeeperPaths.from_environment())
-    root_stat = os.stat(root)
+    try:
+        root_stat = os.stat(root)
+    except OSError as error:
+        raise _read_error(root, error) from error
     if stat.S_ISDIR(root_stat.st_mode):
         kind = "folder"
         try:
@@ -223,7 +226,10 @@ def _resolve_links(root: Path, kind: str, scan: FolderScan) -> dict[int, bytes]:
                 "remove it from the data folder"
             )
         target = _link_target(root, absolute)
-        target_stat = os.stat(target)
+        try:
+            target_stat = os.stat(target)
+        except OSError as error:
+            raise _read_error(target, error) from error
         if stat.S_ISDIR(target_stat.st_mode):
             entries["size"][row] = 0
             target_relative = target.relative_to(root).as_posix()
