@@ -487,3 +487,17 @@ def test_any_tree_fingerprints_to_the_hash_of_its_sorted_manifest(
         python = scan_module._python_walk(os.fsencode(root), b"", b".git")
         assert native.blob == python.blob
         assert np.array_equal(native.entries, python.entries)
+
+
+def test_a_file_removed_between_listing_and_reading_is_named(
+    data_folder: Path, cache: StatCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = fingerprint_module._resolve_links
+
+    def list_then_remove(root: Path, kind: str, scan: scan_module.FolderScan) -> dict:
+        (data_folder / "a.txt").unlink()  # a writer removes a file right after the walk
+        return original(root, kind, scan)
+
+    monkeypatch.setattr(fingerprint_module, "_resolve_links", list_then_remove)
+    with pytest.raises(WatchkeeperError, match=r"a\.txt: removed while the data was being read"):
+        fingerprint(data_folder, cache=cache)
