@@ -16,6 +16,9 @@ from agent.errors import WatchkeeperError
 
 TABULAR_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 SAMPLE_ROWS = 10_000
+# Wide tables keep fewer rows, so that a profile stays under about a million values.
+SAMPLE_CELLS = 1_000_000
+MIN_SAMPLE_ROWS = 1_000
 PROFILE_VERSION = 1
 MISSING_VALUES = frozenset({"", "na", "n/a", "nan", "null", "none"})
 
@@ -47,7 +50,7 @@ class TableProfile:
     """A bounded, reproducible sample of a table's rows, column by column.
 
     `n_rows` counts every data row of the file; `columns` hold at most SAMPLE_ROWS of them,
-    chosen by reservoir sampling seeded from the file's digest.
+    chosen by reservoir sampling seeded from the file name (so a profile is reproducible).
     """
 
     file: str
@@ -102,6 +105,11 @@ def _decoded_lines(path: Path, hasher: Any, line_numbers: list[int]) -> Iterator
             yield text
 
 
+def sample_size(n_columns: int) -> int:
+    """Rows kept in a profile: SAMPLE_ROWS, fewer for tables wider than 100 columns."""
+    return max(MIN_SAMPLE_ROWS, min(SAMPLE_ROWS, SAMPLE_CELLS // max(1, n_columns)))
+
+
 def _parse_number(text: str) -> float | None:
     """The value as a float; None when missing; raises ValueError when it is not a number."""
     stripped = text.strip()
@@ -112,7 +120,7 @@ def _parse_number(text: str) -> float | None:
 
 
 def profile_csv(path: Path, *, expected_digest: str | None = None) -> TableProfile:
-    """Read a CSV (or TSV) file and sample up to SAMPLE_ROWS rows of it.
+    """Read a CSV (or TSV) file and sample up to SAMPLE_ROWS rows of it (see `sample_size`).
 
     Raises WatchkeeperError naming the file and line for a row with the wrong number of fields,
     text that is not UTF-8 or a quoting error; and when `expected_digest` is given and the bytes
@@ -135,6 +143,7 @@ def profile_csv(path: Path, *, expected_digest: str | None = None) -> TableProfi
             raise WatchkeeperError(
                 f"{path}:1: duplicate column names {', '.join(duplicates)}; rename them"
             )
+        limit = sample_size(len(names))
         sample: list[list[str]] = []
         rng = random.Random(path.name)
         n_rows = 0
@@ -147,11 +156,11 @@ def profile_csv(path: Path, *, expected_digest: str | None = None) -> TableProfi
                     f"{len(names)}; fix the row (quote fields that contain '{delimiter}')"
                 )
             n_rows += 1
-            if len(sample) < SAMPLE_ROWS:
+            if len(sample) < limit:
                 sample.append(row)
             else:
                 slot = rng.randrange(n_rows)
-                if slot < SAMPLE_ROWS:
+                if slot < limit:
                     sample[slot] = row
     except csv.Error as error:
         raise WatchkeeperError(f"{path}:{line_number[0]}: malformed CSV: {error}") from error

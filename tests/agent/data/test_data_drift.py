@@ -15,7 +15,7 @@ from agent.data.drift import (
 )
 from agent.data.fingerprint import StatCache, fingerprint
 from agent.data.snapshots import record_snapshot
-from agent.data.tabular import SAMPLE_ROWS, profile_csv
+from agent.data.tabular import SAMPLE_ROWS, profile_csv, sample_size
 from agent.errors import WatchkeeperError
 from agent.ledger import open_ledger
 from tests.agent.data.tables import customers, write_table
@@ -222,3 +222,10 @@ def test_drift_without_a_reference_profile_is_a_clear_error(tmp_path: Path) -> N
     path = write_table(tmp_path / "x.csv", {"a": [1, 2, 3]})
     with pytest.raises(WatchkeeperError, match="no column profile for reference data abc"):
         drift_between(db, "abc" * 20, path)
+
+
+def test_wide_tables_keep_fewer_rows_but_never_under_a_thousand() -> None:
+    assert sample_size(4) == SAMPLE_ROWS
+    assert sample_size(100) == SAMPLE_ROWS
+    assert sample_size(400) == 2500
+    assert sample_size(5000) == 1000
