@@ -165,6 +165,7 @@ class SnapshotOutcome:
     fingerprint: str
     changed: bool
     event: dict[str, Any]
+    current: Any = None
 
 
 class DataTracker:
@@ -209,7 +210,7 @@ class DataTracker:
             event["added"] = list(difference.added)[:100]
             event["removed"] = list(difference.removed)[:100]
             event["modified"] = list(difference.modified)[:100]
-        return SnapshotOutcome(source, snapshot_id, current.digest, changed, event)
+        return SnapshotOutcome(source, snapshot_id, current.digest, changed, event, current)
 
     @staticmethod
     def _previous_from_ledger(db: Database, source: Path, snapshot_id: int) -> Any:

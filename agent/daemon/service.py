@@ -273,7 +273,65 @@ class AgentService:
             return
         log.info("data changed: %s (snapshot %d)", source, outcome.snapshot_id)
         self.server.publish("snapshot", outcome.event)
-        self.check_staleness()
+        self._alert_dependents(source, outcome.current)
+        self.worker.request(
+            "staleness",
+            self.check_staleness,
+            delay=self.settings.staleness_debounce_seconds,
+            max_delay=30.0,
+        )
+
+    def _alert_dependents(self, source: Path, current: Any) -> None:
+        """Alert at once for trained versions whose data dep `source` no longer matches."""
+        from agent.daemon.data_alerts import change_message, dependent_versions, state_key
+        from agent.data.snapshots import diff_fingerprints, load_snapshot
+
+        db = self.db()
+        for dependent in dependent_versions(db, source):
+            if dependent.recorded_fingerprint == current.digest:
+                continue
+            added: list[str] = []
+            removed: list[str] = []
+            modified: list[str] = []
+            if dependent.recorded_snapshot_id is not None:
+                try:
+                    recorded = load_snapshot(db, int(dependent.recorded_snapshot_id))
+                except WatchkeeperError as error:
+                    log.warning("cannot read the snapshot of %s: %s", dependent.dep, error)
+                else:
+                    difference = diff_fingerprints(recorded, current)
+                    added, removed = list(difference.added), list(difference.removed)
+                    modified = list(difference.modified)
+            reason = change_message(dependent.dep, added, removed, modified)
+            token = self._data_token(dependent.repo, dependent.data_deps)
+            entry = {
+                "repo": str(dependent.repo),
+                "model": dependent.model,
+                "on_stale": self._on_stale(dependent.repo, dependent.model),
+                "version": {
+                    "id": dependent.version_id,
+                    "version": dependent.version,
+                    "model_id": dependent.model_id,
+                    "data": dependent.data_deps,
+                },
+                "reasons": [
+                    {
+                        "kind": "data",
+                        "message": reason,
+                        "paths": [dependent.dep],
+                        "drift": [],
+                    }
+                ],
+            }
+            self._raise_stale_alert(entry, dedupe=state_key(dependent.version_id, token))
+
+    def _on_stale(self, repo: Path, model: str) -> str:
+        from agent.project.spec import load_project
+
+        try:
+            return load_project(repo).models[model].on_stale
+        except (WatchkeeperError, KeyError):
+            return "notify"
 
     def full_rescan(self) -> None:
         """The safety net: every repo's commits, every data source, every model's staleness."""
@@ -344,17 +402,27 @@ class AgentService:
         """The current fingerprints of a version's data deps, so each new change alerts anew."""
         return [self.data.last_digest(root / dep) for dep in data_deps]
 
-    def _raise_stale_alert(self, entry: dict[str, Any]) -> int:
+    def _raise_stale_alert(self, entry: dict[str, Any], dedupe: str | None = None) -> int:
+        """Record and publish an alert for a stale version (or enrich the one for its state)."""
+        from agent.daemon.data_alerts import state_key
+
         root = Path(entry["repo"])
         model = entry["model"]
         version = entry["version"]
         reasons = entry["reasons"]
         messages = [reason["message"] for reason in reasons]
         drift = [line for reason in reasons for line in reason["drift"]] or None
-        key_text = json.dumps(
-            [version["id"], messages, self._data_token(root, version["data"])], sort_keys=True
-        )
-        dedupe = "stale:" + hashlib.sha256(key_text.encode()).hexdigest()[:32]
+        token = self._data_token(root, version["data"])
+        data_state = state_key(version["id"], token)
+        if dedupe is None:
+            if any(r["kind"] == "data" for r in reasons):
+                # Data reasons: one alert per data state, the fast path's or this one.
+                if self._enrich(data_state, model, version, messages, drift):
+                    return 0
+                dedupe = data_state
+            else:
+                key_text = json.dumps([version["id"], messages, token], sort_keys=True)
+                dedupe = "stale:" + hashlib.sha256(key_text.encode()).hexdigest()[:32]
         message = f"{model}@{version['version']} is stale: " + "; ".join(messages)
         alert = alert_store.raise_alert(
             self.db(),
@@ -382,6 +450,39 @@ class AgentService:
         if entry["on_stale"] == "retrain":
             self._queue_retrain(root, model, int(version["model_id"]))
         return 1
+
+    def _enrich(
+        self,
+        dedupe: str,
+        model: str,
+        version: dict[str, Any],
+        messages: list[str],
+        drift: list[str] | None,
+    ) -> bool:
+        """Complete the fast data alert of this state with every reason and the drift."""
+        db = self.db()
+        row = db.execute("SELECT id, message FROM alerts WHERE dedupe_key = ?", [dedupe]).fetchone()
+        if row is None:
+            return False
+        message = f"{model}@{version['version']} is stale: " + "; ".join(messages)
+        if row[1] != message:
+            from agent.ledger import write_transaction
+
+            with write_transaction(db):
+                db.execute(
+                    "UPDATE alerts SET message = ?, reasons = ?, drift = ?, kind = ? WHERE id = ?",
+                    [
+                        message,
+                        json.dumps(messages),
+                        None if drift is None else json.dumps(drift),
+                        "drift" if drift else "stale",
+                        row[0],
+                    ],
+                )
+            self.server.publish(
+                "alert", {**alert_store.get_alert(db, int(row[0])), "updated": True}
+            )
+        return True
 
     def _alert_missing(self, root: Path, kind: str) -> None:
         what = "repo" if kind == "repo" else "data folder"
