@@ -13,7 +13,6 @@ from typing import Any
 
 from agent.errors import WatchkeeperError
 
-SQLITE_HEADER = b"SQLite format 3\x00"
 RUNNING_STATES = ("queued", "starting", "running")
 STALE_ALERT_KINDS = ("stale", "drift")  # a drift alert names a model made stale by its data
 MODEL_VERSION_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -36,22 +35,26 @@ def connect_readonly(ledger: Path) -> sqlite3.Connection | None:
 
     A plain `mode=ro` SQLite connection, as `agent.ledger.open_ledger(readonly=True)` opens it,
     without importing the ledger library (sqlite-utils and numpy), which would otherwise cost
-    the app its first second.
+    the app its first second. The file is never opened outside SQLite: closing another
+    descriptor of it would drop the POSIX locks of every SQLite connection in the process.
     """
     if not ledger.exists():
         return None
-    with ledger.open("rb") as handle:
-        header = handle.read(len(SQLITE_HEADER))
-    if header and header != SQLITE_HEADER:
-        raise WatchkeeperError(
-            f"{ledger} is not a SQLite database (it may be corrupt); the app only reads it. "
-            "Run `watchkeeper status` to see what the ledger library makes of it."
-        )
     connection = sqlite3.connect(
         f"{ledger.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=10.0
     )
+    try:
+        connection.execute("PRAGMA query_only = ON")
+        connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as error:
+        connection.close()
+        if "not a database" in str(error):
+            raise WatchkeeperError(
+                f"{ledger} is not a SQLite database (it may be corrupt); the app only reads "
+                "it. Run `watchkeeper status` to see what the ledger library makes of it."
+            ) from error
+        raise
     connection.row_factory = sqlite3.Row
-    connection.execute("PRAGMA query_only = ON")
     return connection
 
 

@@ -54,10 +54,17 @@ class _LedgerTask(QRunnable):
     def run(self) -> None:
         connections = self.owner.connections
         try:
-            connection = connections.get() if self.with_ledger else None
-            result = self.query(connection)
+            try:
+                result = self.query(connections.get() if self.with_ledger else None)
+            except sqlite3.DatabaseError:
+                if not self.with_ledger:
+                    raise
+                # A connection opened before the agent's writer appeared (or across a file
+                # replacement) can fail once; a fresh connection sees the file as it is now.
+                connections.drop()
+                result = self.query(connections.get())
         except sqlite3.DatabaseError as error:
-            connections.drop()  # the file may have been replaced; reopen next time
+            connections.drop()
             self.owner.task_failed.emit(self.task_id, f"{self.owner.ledger}: {error}")
             return
         except Exception as error:  # reported to the page, never lost in the thread
