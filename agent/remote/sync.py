@@ -285,7 +285,8 @@ class TreeHasher:
                 to_hash.append((path, info))
         keep: dict[str, bytes] | None = {} if self.kept_bytes < KEEP_BUDGET else None
         for (path, info), digest in zip(to_hash, _hash_all(to_hash, keep), strict=True):
-            after = os.stat(path)
+            # A file read whole in one go is sent from that read: no need to look again.
+            after = info if keep is not None and path in keep else os.stat(path)
             if (after.st_mtime_ns, after.st_size) != (info.st_mtime_ns, info.st_size):
                 digest = _hash_file(path, after.st_size)  # changed while we read it
                 info = after
@@ -347,7 +348,7 @@ class _Lane:
 
     def __init__(self, channel: paramiko.Channel) -> None:
         self.channel = channel
-        self.pending: queue.SimpleQueue[tuple[LocalFile, list[LocalFile]] | None] = (
+        self.pending: queue.SimpleQueue[list[tuple[LocalFile, list[LocalFile]]] | None] = (
             queue.SimpleQueue()
         )
         self.load = 0
@@ -358,9 +359,10 @@ class _Lane:
         self.result: dict[str, Any] | None = None
         self.thread = threading.Thread(target=self.run, daemon=True)
 
-    def put(self, blob: LocalFile, paths: list[LocalFile]) -> None:
-        self.load += blob.size + 256
-        self.pending.put((blob, paths))
+    def put(self, items: list[tuple[LocalFile, list[LocalFile]]]) -> None:
+        """Queue blobs, each with the files of the tree that hold it."""
+        self.load += sum(blob.size + 256 for blob, _ in items)
+        self.pending.put(items)
 
     def close(self) -> None:
         self.pending.put(None)
@@ -388,8 +390,8 @@ class _Lane:
                 item = self.pending.get()
             if item is None:
                 break
-            blob, paths = item
-            self._frame(blob, paths, buffer)
+            for blob, paths in item:
+                self._frame(blob, paths, buffer)
         buffer += END_FRAME
         self._flush(buffer)
         self.channel.shutdown_write()
@@ -539,9 +541,17 @@ class _Upload:
         for digest, paths in by_digest.items():
             self.dispatched[digest] = paths[0]
             self.dispatched_bytes += paths[0].size
-            if len(self.lanes) < self.max_lanes and self._worth_another_lane():
-                self._add_lane()
-            min(self.lanes, key=lambda lane: lane.load).put(paths[0], paths)
+        while len(self.lanes) < self.max_lanes and self._worth_another_lane():
+            self._add_lane()
+        shares: list[list[tuple[LocalFile, list[LocalFile]]]] = [[] for _ in self.lanes]
+        loads = [lane.load for lane in self.lanes]
+        for paths in sorted(by_digest.values(), key=lambda group: -group[0].size):
+            lightest = loads.index(min(loads))
+            shares[lightest].append((paths[0], paths))
+            loads[lightest] += paths[0].size + 256
+        for lane, share in zip(self.lanes, shares, strict=True):
+            if share:
+                lane.put(share)
 
     def _add_lane(self) -> None:
         lane = _Lane(self.connection.channel(self.receive_command))
@@ -605,8 +615,7 @@ class _Upload:
         if rejected:
             retry = _Lane(self.connection.channel(self.receive_command))
             retry.thread.start()
-            for digest in sorted(rejected):
-                retry.put(self.dispatched[digest], [])
+            retry.put([(self.dispatched[digest], []) for digest in sorted(rejected)])
             retry.close()
             retry.thread.join()
             if retry.error is not None:
