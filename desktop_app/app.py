@@ -65,6 +65,7 @@ class WatchkeeperApp(QObject):
         self.agent.event_received.connect(self.handle_event)
         self.tray.open_requested.connect(self.show_window)
         self.tray.quit_requested.connect(self.quit)
+        self.tray.start_agent_requested.connect(self.start_agent)
         self.tray.pause_toggled.connect(self.set_paused)
         self.window.banner.start_requested.connect(self.start_agent)
         self.state_timer = QTimer(self)

@@ -90,6 +90,7 @@ class WatchkeeperTray(QObject):
     """The tray icon and its menu: Open, a status line, Pause watching, Quit."""
 
     open_requested = Signal()
+    start_agent_requested = Signal()
     pause_toggled = Signal(bool)
     quit_requested = Signal()
 
@@ -102,16 +103,19 @@ class WatchkeeperTray(QObject):
         self.open_action = QAction("Open Watchkeeper", self.menu)
         self.status_action = QAction("Starting…", self.menu)
         self.status_action.setEnabled(False)
+        self.start_agent_action = QAction("Start the agent", self.menu)
         self.pause_action = QAction("Pause watching", self.menu)
         self.pause_action.setCheckable(True)
         self.quit_action = QAction("Quit", self.menu)
         for action in (self.open_action, self.status_action):
             self.menu.addAction(action)
+        self.menu.addAction(self.start_agent_action)
         self.menu.addSeparator()
         self.menu.addAction(self.pause_action)
         self.menu.addAction(self.quit_action)
         self.icon.setContextMenu(self.menu)
         self.open_action.triggered.connect(self.open_requested)
+        self.start_agent_action.triggered.connect(self.start_agent_requested)
         self.pause_action.toggled.connect(self.pause_toggled)
         self.quit_action.triggered.connect(self.quit_requested)
         self.icon.activated.connect(self._activated)
@@ -139,6 +143,8 @@ class WatchkeeperTray(QObject):
         self.icon.setIcon(self.icons[state])
         self.icon.setToolTip(f"Watchkeeper — {status_line}")
         self.status_action.setText(status_line)
+        self.start_agent_action.setVisible(state == "offline")  # the tray-only way to start it
+        self.pause_action.setEnabled(state != "offline")
 
     def set_paused(self, paused: bool) -> None:
         self.pause_action.blockSignals(True)

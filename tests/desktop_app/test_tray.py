@@ -40,8 +40,12 @@ def test_state_and_status_line_show_in_icon_tooltip_and_menu(qtbot: QtBot) -> No
     assert tray.status_action.text() == "3 models · 1 running"
     assert tray.icon.toolTip() == "Watchkeeper — 3 models · 1 running"
     assert not tray.status_action.isEnabled()
-    texts = [action.text() for action in tray.menu.actions() if action.text()]
-    assert texts == ["Open Watchkeeper", "3 models · 1 running", "Pause watching", "Quit"]
+    texts = [action.text() for action in tray.menu.actions() if action.isVisible()]
+    assert texts == ["Open Watchkeeper", "3 models · 1 running", "", "Pause watching", "Quit"]
+    tray.set_state("offline", "agent not running · 3 models")
+    texts = [action.text() for action in tray.menu.actions() if action.isVisible()]
+    assert "Start the agent" in texts
+    assert not tray.pause_action.isEnabled()
 
 
 def test_notifications_are_recorded_without_a_tray_host(qtbot: QtBot) -> None:
