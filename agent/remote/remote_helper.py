@@ -12,6 +12,7 @@ Modes (argv[1]):
 - ``pack RUNDIR PATH...``: stream files below RUNDIR back, refusing anything that leaves it.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -175,14 +176,15 @@ def make_hasher():
 
 
 def receive(cache, dest):
-    staging = os.path.join(cache, "tmp")
+    # Each receiver stages in a folder of its own, so parallel receivers do not contend for one
+    # directory's lock.
+    staging = os.path.join(cache, "tmp", str(os.getpid()))
     os.makedirs(staging, exist_ok=True)
     made = set()  # type: set[str]
     made_in_dest = set()  # type: set[str]
     linked, refused = 0, []
     stream = sys.stdin.buffer
     stored, rejected = 0, []
-    pid = os.getpid()
     while True:
         header = stream.read(FRAME.size)
         if len(header) < FRAME.size:
@@ -192,7 +194,7 @@ def receive(cache, dest):
             break
         links = stream.read(links_length).split(b"\0") if links_length else []
         digest = raw_digest.hex()
-        temporary = os.path.join(staging, f"{digest}.{pid}")
+        temporary = os.path.join(staging, digest)
         crc, hasher, remaining = 0, make_hasher(), size
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
         try:
@@ -234,6 +236,8 @@ def receive(cache, dest):
                 linked += 1
             except ValueError as error:
                 refused.append(str(error))
+    with contextlib.suppress(OSError):
+        os.rmdir(staging)
     reply(
         {
             "stored": stored,

@@ -186,7 +186,7 @@ def test_upload_broken_by_a_dropped_connection_resumes_after_reconnect(
     worker.start()
     staging = Path(remote.workdir) / "cache" / "tmp"
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (staging.is_dir() and any(staging.iterdir())):
+    while time.monotonic() < deadline and not (staging.is_dir() and any(staging.glob("*/*"))):
         time.sleep(0.005)
     private_sshd.stop()  # drops the connection in the middle of the upload
     time.sleep(0.5)
