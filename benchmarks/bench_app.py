@@ -71,14 +71,15 @@ def _scroll(app: Any, view: Any, rows: int) -> tuple[list[float], list[float]]:
     counter = PaintCounter()
     view.viewport().installEventFilter(counter)
     bar = view.verticalScrollBar()
-    row_height = view.verticalHeader().defaultSectionSize()
+    per_pixel = view.verticalScrollMode() == view.ScrollMode.ScrollPerPixel
+    step = ROWS_PER_FRAME * (view.verticalHeader().defaultSectionSize() if per_pixel else 1)
     frames = []
     cpu = []
     for _ in range(rows // ROWS_PER_FRAME):
         before = paints[0]
         started = time.perf_counter()
         cpu_started = time.process_time()
-        bar.setValue(bar.value() + ROWS_PER_FRAME * row_height)
+        bar.setValue(bar.value() + step)
         app.processEvents()
         if paints[0] == before:
             view.viewport().repaint()
@@ -226,6 +227,7 @@ def run_child(kind: str, home: Path, ledger: Path, scroll_rows: int, xcb: bool) 
     cpu = report.pop("cpu")
     report["max_frame"] = max(frames)
     report["max_frame_cpu"] = max(cpu)
+    report["slow_frames"] = sum(frame > 0.05 for frame in frames)
     report["p95_frame"] = statistics.quantiles(frames, n=20)[-1]
     report["n_frames"] = len(frames)
     return report
@@ -234,7 +236,7 @@ def run_child(kind: str, home: Path, ledger: Path, scroll_rows: int, xcb: bool) 
 def summarise(reports: list[dict[str, Any]]) -> dict[str, float]:
     return {
         key: statistics.median(report[key] for report in reports)
-        for key in ("first_paint", "open", "max_frame", "p95_frame", "max_frame_cpu")
+        for key in ("first_paint", "open", "max_frame", "p95_frame", "max_frame_cpu", "slow_frames")
     } | {"worst_frame": max(report["max_frame"] for report in reports)}
 
 
@@ -291,12 +293,18 @@ def main() -> None:
         ("p95 scroll frame (ms)", "p95_frame", "QSqlQueryModel", ""),
         ("worst frame, all runs (ms)", "worst_frame", "QSqlQueryModel", "<= 50"),
         ("longest frame, CPU (ms)", "max_frame_cpu", "QSqlQueryModel", ""),
+        ("frames over 50 ms (count)", "slow_frames", "QSqlQueryModel", "0"),
     )
     for label, key, peer_name, target in rows:
-        scale = 1000 if "frame" in key else 1
+        scale = 1000 if key.endswith(("_frame", "_frame_cpu")) else 1
         a, b = mine[key] * scale, theirs[key] * scale
-        print(f"{label:28}{a:14.3f}{b:12.3f}{a / b:9.2f}   {target}  (peer: {peer_name})")
-    verdict = mine["first_paint"] <= 1.5 and mine["open"] <= 0.5 and mine["worst_frame"] <= 0.05
+        ratio = f"{a / b:9.2f}" if b else f"{'-':>9}"
+        print(f"{label:28}{a:14.3f}{b:12.3f}{ratio}   {target}  (peer: {peer_name})")
+    verdict = (
+        mine["first_paint"] <= 1.5
+        and max(mine["open"], mine["open_cold"]) <= 0.5
+        and mine["worst_frame"] <= 0.05
+    )
     print("targets met" if verdict else "TARGETS MISSED")
 
 
