@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
 from pathlib import Path
 
 import paramiko
@@ -154,3 +156,54 @@ def test_ssh_config_alias_identity_file_and_proxy_jump_are_honoured(
         connection = session.connection()
         assert connection._via, "the connection should go through the jump host"
         assert session.run(["echo", "through the jump"]).text == "through the jump\n"
+
+
+def test_user_known_hosts_is_read_but_never_written(
+    shared_sshd: LoopbackSshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    user_known_hosts = home / ".ssh" / "known_hosts"
+    user_known_hosts.write_text(shared_sshd.known_hosts_line())
+    before = user_known_hosts.read_bytes()
+    monkeypatch.setenv("HOME", str(home))
+    from tests.agent.remote.conftest import REMOTE_PYTHON
+
+    remote = RemoteConfig(
+        name="viauser",
+        host="127.0.0.1",
+        port=shared_sshd.port,
+        user=shared_sshd.user,
+        key=str(shared_sshd.user_key),
+        python=REMOTE_PYTHON,
+    )
+    with RemoteSession(remote, retry_for=0) as session:
+        assert session.run(["true"]).exit_code == 0
+    assert user_known_hosts.read_bytes() == before
+    assert not WatchkeeperPaths.from_environment().known_hosts.exists()
+
+
+def test_login_through_a_running_ssh_agent(
+    shared_sshd: LoopbackSshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    socket_path = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket_path)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not socket_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(socket_path)}
+        subprocess.run(["ssh-add", "-q", str(shared_sshd.user_key)], env=env, check=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(socket_path))
+        monkeypatch.setenv("HOME", str(tmp_path))  # no key files to fall back on
+        from tests.agent.remote.conftest import trust_fixture_host
+
+        trust_fixture_host(shared_sshd)
+        remote = RemoteConfig(
+            name="viaagent", host="127.0.0.1", port=shared_sshd.port, user=shared_sshd.user
+        )
+        with RemoteSession(remote, retry_for=0) as session:
+            assert session.run(["echo", "agent ok"]).text == "agent ok\n"
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
