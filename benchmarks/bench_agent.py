@@ -49,7 +49,8 @@ def make_repo(root: Path, n_files: int, files_per_dir: int = 50) -> Path:
     git(root, "config", "user.email", "bench@example.com")
     git(root, "config", "user.name", "Bench")
     for index in range(n_files):
-        folder = root / "src" / f"pkg{index // (files_per_dir * 20):03d}" / f"m{index // files_per_dir:05d}"
+        package = f"pkg{index // (files_per_dir * 20):03d}"
+        folder = root / "src" / package / f"m{index // files_per_dir:05d}"
         if index % files_per_dir == 0:
             folder.mkdir(parents=True, exist_ok=True)
         (folder / f"f{index}.py").write_text(f"value = {index}\n")
@@ -173,10 +174,12 @@ def wait_idle(client: AgentClient, timeout: float = 600) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--files", type=int, help="files in the five repos together")
+    parser.add_argument("--burst", type=int, help="writes in the burst")
     args = parser.parse_args()
-    total_files = 10_000 if args.quick else 100_000
+    total_files = args.files or (10_000 if args.quick else 100_000)
     idle_seconds = 10.0 if args.quick else 60.0
-    burst_writes = 1_000 if args.quick else 10_000
+    burst_writes = args.burst or (1_000 if args.quick else 10_000)
     alert_samples = 10 if args.quick else 40
 
     work = Path(tempfile.mkdtemp(prefix="wk-bench-agent-"))
@@ -263,7 +266,7 @@ def main() -> int:
             time.sleep(0.3)
         latencies.sort()
         p50 = statistics.median(latencies)
-        p95 = latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))]
+        p95 = latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))]
 
         # -- burst ---------------------------------------------------------------------------
         wait_idle(client)
@@ -321,7 +324,8 @@ def main() -> int:
             ratio = f"{ours / peer:.2f}x" if peer else "-"
             print(f"{name:<44}{ours:>10.2f}{unit:>2}{peer_text:>12}{ratio:>8}{budget:>12}")
 
-        line(f"idle CPU over {idle_seconds:.0f} s (% of one core)", agent_cpu, bare_cpu, "<= 1%", "%")
+        idle_name = f"idle CPU over {idle_seconds:.0f} s (% of one core)"
+        line(idle_name, agent_cpu, bare_cpu, "<= 1%", "%")
         line("resident memory, idle (MB)", agent_rss, bare_rss, "<= 120", "MB")
         line("resident memory after the burst (MB)", final_rss, None, "-", "MB")
         line(f"write -> alert p50 over {alert_samples} writes (s)", p50, None, "-", "s")

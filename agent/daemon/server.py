@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import inspect
 import logging
 import os
 import selectors
@@ -353,13 +354,16 @@ class ControlServer:
         self, conn: _Connection, request_id: Any, method: str, handler: Handler, params: Any
     ) -> None:
         try:
-            result = handler(**params)
-            payload = protocol.reply(request_id, result)
+            inspect.signature(handler).bind(**params)
         except TypeError as error:
-            log.debug("bad params for %s: %s", method, error)
             payload = protocol.error_reply(
                 request_id, protocol.INVALID_PARAMS, f"{method}: invalid params: {error}"
             )
+            self._post(conn, payload, None)
+            return
+        try:
+            result = handler(**params)
+            payload = protocol.reply(request_id, result)
         except MethodParamsError as error:
             payload = protocol.error_reply(request_id, protocol.INVALID_PARAMS, str(error))
         except WatchkeeperError as error:

@@ -22,7 +22,7 @@ from agent.daemon import watchlist
 from agent.daemon.ingest import DataTracker, SaveCoalescer, ingest_commits
 from agent.daemon.scheduler import AgentScheduler, ScheduleSettings
 from agent.daemon.server import ControlServer, MethodParamsError
-from agent.daemon.watchers import WatchManager, inotify_watch_count
+from agent.daemon.watchers import WatchManager
 from agent.daemon.work import DebouncedWorker
 from agent.errors import WatchkeeperError
 from agent.paths import WatchkeeperPaths
@@ -579,7 +579,7 @@ class AgentService:
             "socket": str(self.paths.socket),
             "ledger": str(self.paths.ledger),
             "watches": self.watches.describe(),
-            "inotify_watches": inotify_watch_count(),
+            "inotify_watches": self.watches.inotify_watches,
             "busy": not self.worker.is_idle(),
             "open_alerts": int(open_alerts),
             "active_runs": int(active_runs),

@@ -126,11 +126,12 @@ def _alert_failed(service: AgentService, db: Database, result: Any) -> None:
     from agent.daemon import alerts
 
     row = db.execute("SELECT model_id FROM runs WHERE id = ?", [result.run_id]).fetchone()
+    last_line = (result.log_tail.strip().splitlines() or ["no output"])[-1]
     alert = alerts.raise_alert(
         db,
         kind="run_failed",
         message=f"{result.model}@{result.version} failed (run {result.run_id}, exit "
-        f"{result.exit_code}): {result.problem or result.log_tail.splitlines()[-1:] or ''}",
+        f"{result.exit_code}): {result.problem or last_line}",
         dedupe_key=f"run_failed:{result.run_id}",
         model_id=row[0] if row else None,
         reasons=[result.problem or f"exit code {result.exit_code}"],

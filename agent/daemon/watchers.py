@@ -243,6 +243,7 @@ class WatchManager:
             target=self._health_loop, name="wk-watch-health", daemon=True
         )
         self._route_table: list[tuple[str, WatchedRoot]] = []
+        self.inotify_watches = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -493,5 +494,6 @@ class WatchManager:
         while not self._stopping.wait(self.health_interval):
             try:
                 self.check_roots()
+                self.inotify_watches = inotify_watch_count()
             except Exception:
                 log.exception("checking watched folders failed")
