@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shlex
 import shutil
 import sqlite3
+import subprocess
 import sys
 import textwrap
 import threading
@@ -23,7 +25,7 @@ from agent.daemon.scheduler import ScheduleSettings
 from agent.daemon.service import AgentService, AgentSettings
 from agent.ledger import open_ledger
 from agent.paths import WatchkeeperPaths
-from tests.agent.daemon.conftest import git, make_repo, wait_for
+from tests.agent.daemon.conftest import REPO_ROOT, git, make_repo, wait_for
 
 PYTHON = shlex.quote(sys.executable)
 
@@ -405,3 +407,35 @@ def test_coding_time_refit_is_bookkept_as_a_model_version(
     assert len(json.loads(row[3])["events"]["fingerprint"]) == 64
     days = db.execute("SELECT COUNT(*), MIN(model_version_id) FROM coding_time_days").fetchone()
     assert days[0] >= 5 and days[1] is not None
+
+
+def test_run_polling_follows_a_run_whose_supervisor_died(
+    tmp_path: Path, paths: WatchkeeperPaths, agent_factory: Any
+) -> None:
+    """`watchkeeper train` is killed mid-run; the agent's run polling sees the run to its end."""
+    repo = trained_repo(tmp_path, paths)
+    agent_factory()
+    events = EventStream(paths.socket, ["run_state", "run_log"])
+    trainer = subprocess.Popen(
+        [sys.executable, "-m", "agent", "train", "churn", "--param", "sleep=4"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    try:
+        wait_for(
+            lambda: count(paths, "SELECT COUNT(*) FROM runs WHERE state = 'running'") == 1,
+            timeout=30,
+        )
+        trainer.kill()  # the supervising command dies; the run itself carries on
+        trainer.wait(10)
+        log_event = events.next("run_log", timeout=20)
+        assert "rows 3" in log_event["text"]
+        finished = events.next("run_state", state="succeeded", timeout=30)
+        assert finished["run"] == log_event["run"]
+        assert finished["model"] == "churn"
+        assert count(paths, "SELECT COUNT(*) FROM model_versions WHERE status = 'succeeded'") == 2
+    finally:
+        trainer.kill()
+        events.close()
