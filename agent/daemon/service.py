@@ -121,11 +121,10 @@ class AgentService:
     def new_connection(self) -> Database:
         """A new ledger connection; only the first goes through `open_ledger`.
 
-        `open_ledger` reads the file's header with a plain open/close, and closing any
-        descriptor of a file drops every POSIX lock this process holds on it, including the
-        locks SQLite's other connections here rely on (another process could then checkpoint
-        and delete the WAL under them). So later connections are opened directly, with the
-        same settings, once the first one has checked and migrated the file.
+        The first connection checks and migrates the file. Later ones connect directly with
+        the same settings, so that opening a connection in this long-lived, many-connection
+        process never touches the file outside SQLite: closing any other descriptor of it
+        would drop the POSIX locks every SQLite connection here relies on.
         """
         from agent.ledger import busy_timeout_ms, open_ledger
 
