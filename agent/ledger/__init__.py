@@ -14,7 +14,6 @@ from agent.errors import WatchkeeperError
 from agent.ledger.schema import migrations
 from agent.paths import WatchkeeperPaths
 
-SQLITE_HEADER = b"SQLite format 3\x00"
 DEFAULT_BUSY_TIMEOUT_MS = 10_000
 BUSY_TIMEOUT_ENV = "WATCHKEEPER_BUSY_TIMEOUT_MS"
 
@@ -46,18 +45,13 @@ def ledger_path(db: Database) -> Path:
     raise WatchkeeperError("the ledger connection has no main database")
 
 
-def _check_header(path: Path) -> None:
-    with path.open("rb") as handle:
-        header = handle.read(len(SQLITE_HEADER))
-    if header and header != SQLITE_HEADER:
-        raise WatchkeeperError(
-            f"{path} is not a SQLite database (it may be corrupt). Watchkeeper will not overwrite "
-            "it: move it aside (for example to ledger.db.broken) and run the command again to "
-            "start a new ledger, or restore it from a backup."
-        )
-
-
 def _corrupt_error(path: Path, error: sqlite3.DatabaseError) -> WatchkeeperError:
+    if "file is not a database" in str(error):
+        return WatchkeeperError(
+            f"{path} is not a SQLite database (it may be corrupt). Watchkeeper will not "
+            "overwrite it: move it aside (for example to ledger.db.broken) and run the command "
+            "again to start a new ledger, or restore it from a backup."
+        )
     return WatchkeeperError(
         f"the ledger {path} cannot be read: {error}. Watchkeeper will not overwrite it: check it "
         f"with `sqlite3 {path} 'PRAGMA integrity_check'`, then restore a backup or move it aside "
@@ -108,12 +102,12 @@ def open_ledger(path: Path | None = None, *, readonly: bool = False) -> Database
         paths = WatchkeeperPaths.from_environment()
         path = paths.ledger
     timeout_ms = busy_timeout_ms()
-    if path.exists():
-        _check_header(path)
-    elif readonly:
+    # The file is never opened outside SQLite: closing a second descriptor of it would drop the
+    # POSIX locks of every SQLite connection in this process. SQLite itself reports a file that
+    # is not a database, and ledger_errors() turns that into a message naming the file.
+    if not path.exists() and readonly:
         raise WatchkeeperError(f"there is no ledger at {path} yet; run `watchkeeper init` first.")
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with ledger_errors(path):
         if readonly:
             connection = sqlite3.connect(
