@@ -88,6 +88,7 @@ class AgentService:
         self._local = threading.local()
         self._state_lock = threading.Lock()
         self._ledger_opened = False
+        self._newest_version_id = -1
         self.worker = DebouncedWorker()
         self.saves = SaveCoalescer(self.settings.save_coalesce_seconds)
         self.data = DataTracker(self._open_stat_cache())
@@ -369,7 +370,7 @@ class AgentService:
                 self.db().query(
                     "SELECT r.path AS repo, v.data AS data FROM model_versions v "
                     "JOIN models m ON m.id = v.model_id JOIN repos r ON r.id = m.repo_id "
-                    "WHERE v.data IS NOT NULL AND v.data != '{}'"
+                    "WHERE v.data IS NOT NULL AND v.data != '{}' AND r.path NOT LIKE 'builtin:%'"
                 )
             )
         except Exception:
@@ -382,7 +383,9 @@ class AgentService:
                 continue
             for dep in deps:
                 path = Path(dep) if Path(dep).is_absolute() else Path(row["repo"]) / dep
-                self.watches.add(path, "data")
+                if (path, "data") not in self.watches.roots:
+                    self.watches.add(path, "data")
+                    self.data_changed(path)  # the first snapshot is the baseline
 
     def check_staleness(self, *, repo_filter: Path | None = None) -> int:
         """Raise an alert for every newly stale model version; returns how many were raised."""
@@ -532,8 +535,13 @@ class AgentService:
 
     # -- scheduled work ----------------------------------------------------------------------
     def poll_runs(self) -> None:
+        """Follow unsupervised runs, and watch the data deps of versions recorded meanwhile."""
         from agent.daemon import training
 
+        newest = self.db().execute("SELECT COALESCE(MAX(id), 0) FROM model_versions").fetchone()
+        if newest[0] != self._newest_version_id:
+            self._newest_version_id = newest[0]
+            self._watch_model_data_deps()
         training.poll_active_runs(self)
 
     def refit_coding_time(self) -> dict[str, Any]:

@@ -439,3 +439,40 @@ def test_run_polling_follows_a_run_whose_supervisor_died(
     finally:
         trainer.kill()
         events.close()
+
+
+def test_data_deps_of_a_model_trained_while_the_agent_runs_are_watched(
+    tmp_path: Path, paths: WatchkeeperPaths, agent_factory: Any
+) -> None:
+    repo = make_repo(
+        tmp_path / "repo",
+        {
+            "train.py": TRAIN,
+            "watchkeeper.toml": model_spec(),
+            ".gitignore": "data/\n",
+            "data/train.csv": "age,city\n31,Paris\n",
+        },
+    )
+    watch(paths, repo)
+    agent = agent_factory()
+    data = repo / "data" / "train.csv"
+    assert (data, "data") not in agent.watches.roots
+    trained = subprocess.run(
+        [sys.executable, "-m", "agent", "train", "churn"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert trained.returncode == 0, trained.stderr
+    wait_for(lambda: (data, "data") in agent.watches.roots, timeout=10)
+    assert agent.worker.wait_idle(20)
+    events = EventStream(paths.socket, ["alert"])
+    try:
+        with data.open("a") as handle:
+            handle.write("44,Bern\n")
+        alert = events.next("alert")
+        assert "churn@1 is stale: data changed in data/train.csv" in alert["message"]
+    finally:
+        events.close()
