@@ -91,8 +91,10 @@ def add_model(repo: Path) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
+    """User + system time of the process and of its children that have exited (the agent's
+    short-lived staleness checks count as the agent's own work)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return sum(int(fields[index]) for index in (11, 12, 13, 14)) / CLOCK_TICKS
 
 
 def rss_mb(pid: int) -> float:
@@ -316,7 +318,7 @@ def main() -> int:
         client.close()
         events.client.close()
 
-        print()
+        print(f"\nload average during the run: {os.getloadavg()[0]:.2f} (2 cores shared)")
         print(f"{'figure':<44}{'agent':>12}{'peer':>12}{'ratio':>8}{'budget':>12}")
 
         def line(name: str, ours: float, peer: float | None, budget: str, unit: str) -> None:
