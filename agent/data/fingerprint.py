@@ -6,6 +6,7 @@ import errno
 import logging
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -348,13 +349,20 @@ def _root_digest(kind: str, scan: FolderScan, digests: np.ndarray) -> bytes:
     return hasher.digest()
 
 
-def read_chunk(descriptor: int, size: int) -> bytes:
-    """Read the next chunk (at most `size` bytes) of a file being hashed.
+def read_chunk(descriptor: int, buffer: memoryview) -> int:
+    """Read the next chunk of a file being hashed into `buffer`; the number of bytes read."""
+    return os.readv(descriptor, [buffer])
 
-    Chunks are immutable bytes on purpose: BLAKE3 releases the GIL only for immutable input, so
-    that several files are hashed at once on threads.
-    """
-    return os.read(descriptor, size)
+
+_read_buffers = threading.local()
+
+
+def _read_buffer() -> memoryview:
+    buffer: memoryview | None = getattr(_read_buffers, "buffer", None)
+    if buffer is None:
+        buffer = memoryview(bytearray(READ_CHUNK))
+        _read_buffers.buffer = buffer
+    return buffer
 
 
 def hash_file(path: str | Path) -> tuple[bytes, os.stat_result]:
@@ -363,6 +371,7 @@ def hash_file(path: str | Path) -> tuple[bytes, os.stat_result]:
     The file is stat'ed before and after reading (by descriptor and by path); when anything
     differs, it changed while being read and is read again, up to MAX_READ_ATTEMPTS times.
     """
+    buffer = _read_buffer()
     for _attempt in range(MAX_READ_ATTEMPTS):
         try:
             descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -377,12 +386,13 @@ def hash_file(path: str | Path) -> tuple[bytes, os.stat_result]:
             size_read = 0
             # Read no more than the size seen at the start, so a growing file cannot keep us.
             while size_read < before.st_size:
-                chunk = read_chunk(descriptor, min(READ_CHUNK, before.st_size - size_read))
-                if not chunk:
+                wanted = min(len(buffer), before.st_size - size_read)
+                count = read_chunk(descriptor, buffer[:wanted])
+                if count == 0:
                     break
-                hasher.update(chunk)
-                size_read += len(chunk)
-            grew = size_read == before.st_size and len(read_chunk(descriptor, 1)) > 0
+                hasher.update(buffer[:count])
+                size_read += count
+            grew = size_read == before.st_size and read_chunk(descriptor, buffer[:1]) > 0
             after = os.fstat(descriptor)
         except OSError as error:
             raise _read_error(path, error) from error

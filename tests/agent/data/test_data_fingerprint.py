@@ -262,15 +262,15 @@ def test_a_file_modified_while_being_hashed_is_read_again(
     original_read = fingerprint_module.read_chunk
     chunks_read = 0
 
-    def read_then_modify_once(descriptor: int, size: int) -> bytes:
+    def read_then_modify_once(descriptor: int, buffer: memoryview) -> int:
         nonlocal chunks_read
         chunks_read += 1
-        chunk = original_read(descriptor, size)
+        count = original_read(descriptor, buffer)
         if chunks_read == 1:  # a writer changes the file in place during the first read
             with data.open("r+b") as writer:
                 writer.seek(2 * fingerprint_module.READ_CHUNK)
                 writer.write(b"b" * 100)
-        return chunk
+        return count
 
     monkeypatch.setattr(fingerprint_module, "read_chunk", read_then_modify_once)
     fp = fingerprint(data, cache=cache)
@@ -286,11 +286,11 @@ def test_a_file_that_never_stops_changing_gives_a_clear_error(
     data.write_text("start\n")
     original_read = fingerprint_module.read_chunk
 
-    def read_and_append(descriptor: int, size: int) -> bytes:
-        chunk = original_read(descriptor, size)
+    def read_and_append(descriptor: int, buffer: memoryview) -> int:
+        count = original_read(descriptor, buffer)
         with data.open("a") as writer:
             writer.write("more\n")
-        return chunk
+        return count
 
     monkeypatch.setattr(fingerprint_module, "read_chunk", read_and_append)
     with pytest.raises(WatchkeeperError, match=r"log\.txt: kept changing while being read"):
