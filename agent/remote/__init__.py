@@ -1,0 +1,1 @@
+"""Remote training: remotes, host keys, SSH connections, the upload cache and the executors."""
