@@ -412,7 +412,11 @@ class _Lane:
         crc = 0
         sent = 0
         hasher = blake3.blake3()
-        with open(blob.path, "rb") as handle:
+        try:
+            handle = open(blob.path, "rb")  # noqa: SIM115 - closed below
+        except OSError as error:
+            raise WatchkeeperError(f"{blob.path}: cannot be read ({error.strerror}).") from error
+        with handle:
             while sent < blob.size:
                 chunk = handle.read(min(READ_CHUNK, blob.size - sent))
                 if not chunk:
@@ -672,6 +676,8 @@ def _upload(
     except BaseException:
         for lane in upload.lanes:
             lane.close()
+            lane.channel.close()  # the remote receiver sees the end of its input and stops
+        upload.plan.close()
         raise
     report.files_linked += linked_by_lanes
     return report

@@ -218,3 +218,25 @@ def test_a_file_changed_after_hashing_is_not_stored_under_its_old_digest(
     stored = [p for p in cache.glob("??/*") if p.is_file()]
     for entry in stored:
         assert blake3.blake3(entry.read_bytes()).hexdigest() == entry.parent.name + entry.name
+
+
+def test_a_file_deleted_before_sending_is_named_without_retrying(
+    session: RemoteSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    doomed = source / "doomed.bin"
+    doomed.write_bytes(os.urandom(512 << 10))
+    original_chunks = TreeHasher.chunks
+
+    def chunks_then_delete(self: TreeHasher) -> Iterator[list[LocalFile]]:
+        for chunk in original_chunks(self):
+            yield chunk
+            doomed.unlink()
+
+    monkeypatch.setattr(TreeHasher, "chunks", chunks_then_delete)
+    started = time.monotonic()
+    with pytest.raises(WatchkeeperError, match=r"doomed\.bin: cannot be read"):
+        sync_tree(session, source, session.workdir + "/dest")
+    assert time.monotonic() - started < 4  # no reconnect loop for a local problem
+    assert session.reconnects == 0
