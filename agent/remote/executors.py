@@ -98,33 +98,53 @@ def unpack_stream(
         if "missing" in header:
             continue
         relative, size = str(header["path"]), int(header["size"])
-        payload = reader.read_exact(size)
-        (crc,) = CRC.unpack(reader.read_exact(CRC.size))
         try:
             parts = _safe_parts(relative)
             if parts[0] not in allowed_roots:
                 raise ValueError(f"refusing {relative!r}: not one of {', '.join(allowed_roots)}")
             target = dest.joinpath(*parts)
             _check_inside(dest, target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _check_inside(dest, target)
         except ValueError as error:
+            reader.skip(size + CRC.size)
             refused.append(str(error))
             continue
-        if zlib.crc32(payload) != crc:
-            raise RemoteUnreachableError(f"{relative}: damaged in transfer")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _check_inside(dest, target)
-        partial = target.with_name(target.name + ".wk-part")
+        except OSError as error:  # a local problem: name it, do not retry the connection
+            raise WatchkeeperError(f"{target}: cannot be written ({error.strerror}).") from error
+        if _receive_file(reader, target, size):
+            written.append(relative)
+        else:
+            refused.append(f"refusing {relative!r}: a link or folder is in the way locally")
+
+
+def _receive_file(reader: _ChannelReader, target: Path, size: int) -> bool:
+    """Stream one file of a pack stream to target through a temporary file, checking its CRC."""
+    partial = target.with_name(target.name + ".wk-part")
+    try:
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        crc, remaining = 0, size
         with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
+            while remaining:
+                chunk = reader.read_some(min(remaining, 1 << 20))
+                crc = zlib.crc32(chunk, crc)
+                handle.write(chunk)
+                remaining -= len(chunk)
+        (expected,) = CRC.unpack(reader.read_exact(CRC.size))
+        if crc != expected:
+            partial.unlink()
+            raise RemoteUnreachableError(f"{target.name}: damaged in transfer")
         if target.is_symlink() or target.is_dir():
             partial.unlink()
-            refused.append(f"refusing {relative!r}: a link or folder is in the way locally")
-            continue
+            return False
         os.replace(partial, target)
-        written.append(relative)
+        return True
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise WatchkeeperError(f"{target}: cannot be written ({error.strerror}).") from error
 
 
 def _check_inside(root: Path, target: Path) -> None:
@@ -174,6 +194,18 @@ class _ChannelReader:
         line, _, rest = bytes(self.buffer).partition(b"\n")
         self.buffer = bytearray(rest)
         return line
+
+    def read_some(self, limit: int) -> bytes:
+        """Up to limit bytes (at least one); the stream ending here is an error."""
+        if not self.buffer and not self._fill():
+            raise self.ended_early()
+        data = bytes(self.buffer[:limit])
+        del self.buffer[:limit]
+        return data
+
+    def skip(self, size: int) -> None:
+        while size:
+            size -= len(self.read_some(min(size, 1 << 20)))
 
     def read_exact(self, size: int) -> bytes:
         while len(self.buffer) < size:

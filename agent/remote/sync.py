@@ -183,11 +183,19 @@ def _hash_all(
         futures = {i: pool.submit(_hash_file, items[i][0], items[i][1].st_size) for i in large}
         for index, (path, info) in enumerate(items):
             if info.st_size < SMALL_FILE:
-                results[index], data = _hash_small(path)
+                try:
+                    results[index], data = _hash_small(path)
+                except OSError as error:
+                    raise WatchkeeperError(f"{path}: cannot be read ({error.strerror}).") from error
                 if keep is not None and data is not None and len(data) <= KEEP_CONTENT:
                     keep[path] = data
         for index, future in futures.items():
-            results[index] = future.result()
+            try:
+                results[index] = future.result()
+            except OSError as error:
+                raise WatchkeeperError(
+                    f"{items[index][0]}: cannot be read ({error.strerror})."
+                ) from error
     return results
 
 
