@@ -18,7 +18,7 @@ from typing import Any
 
 from agent.config import UserConfig
 from agent.errors import WatchkeeperError
-from agent.remote.config import RemoteConfig, load_remote
+from agent.remote.config import RemoteConfig
 from agent.remote.connection import (
     RemoteSession,
     RemoteUnreachableError,
@@ -311,12 +311,6 @@ class RemoteExecutor:
             handle.write(chunk)
             handle.truncate()
 
-    def log_tail(self, run: Run, limit: int = 4000) -> str:
-        """The last bytes of the remote log (for runs that vanished)."""
-        path = self.remote_run_dir(run) + "/log"
-        result = self.session.run(["tail", "-c", str(limit), path])
-        return result.text
-
     # -- results ------------------------------------------------------------------------------
     def collect(self, run: Run, dest: Path) -> None:
         """Fetch outs/, exitcode and log into dest; refused entries are noted in the log."""
@@ -607,13 +601,6 @@ def slurm_executor(name: str | None, settings: dict[str, Any]) -> SlurmExecutor:
     return SlurmExecutor(remote, session=shared_session(remote))
 
 
-def executor_for_remote(name: str) -> RemoteExecutor:
-    """The executor of a configured remote, by name."""
-    remote = load_remote(name)
-    executor_type = SlurmExecutor if remote.kind == "slurm" else SshExecutor
-    return executor_type(remote, session=shared_session(remote))
-
-
 register_executor("ssh", ssh_executor)
 register_executor("slurm", slurm_executor)
 
@@ -621,6 +608,5 @@ __all__ = [
     "RemoteExecutor",
     "SlurmExecutor",
     "SshExecutor",
-    "executor_for_remote",
     "unpack_stream",
 ]
