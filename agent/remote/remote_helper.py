@@ -33,7 +33,8 @@ except ImportError:  # the remote's Python need not have it
 
 
 def blob_path(cache, digest):
-    return os.path.join(cache, digest[:2], digest[2:])
+    # One flat folder: on ext4 and xfs a large folder is cheaper to add to than many small ones.
+    return os.path.join(cache, "blobs", digest)
 
 
 def valid_entry(path, size):
@@ -222,11 +223,11 @@ def receive(cache, dest):
             if len(trailer) < TRAILER.size:
                 break  # the stream ended early
             continue
-        folder = os.path.join(cache, digest[:2])
+        final = blob_path(cache, digest)
+        folder = os.path.dirname(final)
         if folder not in made:
             os.makedirs(folder, exist_ok=True)
             made.add(folder)
-        final = os.path.join(folder, digest[2:])
         os.replace(temporary, final)
         stored += 1
         for link in links:

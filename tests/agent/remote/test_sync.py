@@ -49,7 +49,7 @@ def identical(left: Path, right: Path) -> bool:
 
 
 def blob(session: RemoteSession, digest: str) -> Path:
-    return Path(session.cache_dir) / digest[:2] / digest[2:]
+    return Path(session.cache_dir) / "blobs" / digest
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_half_written_and_altered_cache_entries_are_detected_and_sent_again(
     assert report.blobs_sent == 2
     assert identical(source, Path(session.workdir + "/dest2"))
     for entry in (truncated, altered):
-        assert blake3.blake3(entry.read_bytes()).hexdigest() == entry.parent.name + entry.name
+        assert blake3.blake3(entry.read_bytes()).hexdigest() == entry.name
 
 
 def test_receiver_rejects_a_blob_whose_checksum_does_not_match(session: RemoteSession) -> None:
@@ -215,9 +215,9 @@ def test_a_file_changed_after_hashing_is_not_stored_under_its_old_digest(
     with pytest.raises(WatchkeeperError, match="changed while it was being sent"):
         sync_tree(session, source, session.workdir + "/dest")
     cache = Path(session.cache_dir)
-    stored = [p for p in cache.glob("??/*") if p.is_file()]
+    stored = [p for p in cache.glob("blobs/*") if p.is_file()]
     for entry in stored:
-        assert blake3.blake3(entry.read_bytes()).hexdigest() == entry.parent.name + entry.name
+        assert blake3.blake3(entry.read_bytes()).hexdigest() == entry.name
 
 
 def test_a_file_deleted_before_sending_is_named_without_retrying(
