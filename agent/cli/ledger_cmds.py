@@ -418,6 +418,27 @@ def runs_show(run_id: str, as_json: bool) -> None:
         console.print(f"{key:14} {value if value is not None else '-'}", markup=False)
 
 
+@runs.command("cancel")
+@click.argument("run_id", metavar="RUN")
+def runs_cancel(run_id: str) -> None:
+    """Cancel a run: stop its process group, here or on the remote, or `scancel` its Slurm job."""
+    from agent.client import AgentClient
+
+    with _ledger() as db:
+        row = find_run(db, run_id)
+        if RunState(row["state"]).is_final:
+            raise WatchkeeperError(f"run {row['id']} has already ended ({row['state']}).")
+        socket = WatchkeeperPaths.from_environment().socket
+        client = AgentClient.connect_or_none(socket, timeout=10)
+        if client is not None:
+            client.call("cancel", run=row["id"])
+        else:
+            run = Run.from_row(row)
+            executor_for(run.remote).cancel(run)
+            reconcile_runs(db)
+    click.echo(f"cancelled run {row['id']}")
+
+
 @runs.command("logs")
 @click.argument("run_id", metavar="RUN")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the run ends.")
