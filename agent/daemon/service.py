@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import os
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -120,27 +119,19 @@ class AgentService:
         return db
 
     def new_connection(self) -> Database:
-        """A new ledger connection; only the first goes through `open_ledger`.
+        """A new ledger connection, opened by `open_ledger` like every other one.
 
-        The first connection checks and migrates the file. Later ones connect directly with
-        the same settings, so that opening a connection in this long-lived, many-connection
-        process never touches the file outside SQLite: closing any other descriptor of it
-        would drop the POSIX locks every SQLite connection here relies on.
+        The first open (which may migrate the file) is serialised so that two threads never
+        migrate at once; later opens find nothing pending and run concurrently.
         """
-        from agent.ledger import busy_timeout_ms, open_ledger
+        from agent.ledger import open_ledger
 
         with self._state_lock:
             if not self._ledger_opened:
+                db = open_ledger(self.paths.ledger)
                 self._ledger_opened = True
-                return open_ledger(self.paths.ledger)
-        timeout_ms = busy_timeout_ms()
-        connection = sqlite3.connect(
-            str(self.paths.ledger), timeout=timeout_ms / 1000, check_same_thread=False
-        )
-        db = Database(connection)
-        db.execute(f"PRAGMA busy_timeout = {timeout_ms}")
-        db.execute("PRAGMA foreign_keys = ON")
-        return db
+                return db
+        return open_ledger(self.paths.ledger)
 
     def _open_stat_cache(self) -> Any:
         try:

@@ -394,6 +394,10 @@ def test_coding_time_refit_is_bookkept_as_a_model_version(
             assert any(d["git_hours_minutes"] > 0 for d in summary["days"])
             again = client.call("coding_time", refit=True)
             assert again["model"]["version"] == 1  # same events: nothing new recorded
+            [builtin] = client.call("models")
+            assert (builtin["model"], builtin["repo"]) == ("coding-time", "builtin:watchkeeper")
+            assert builtin["stale"] is False and builtin["stale_reasons"] == []
+            assert builtin["builtin"] is True
     finally:
         events.close()
     db = sqlite3.connect(f"file:{paths.ledger}?mode=ro", uri=True)
@@ -476,3 +480,46 @@ def test_data_deps_of_a_model_trained_while_the_agent_runs_are_watched(
         assert "churn@1 is stale: data changed in data/train.csv" in alert["message"]
     finally:
         events.close()
+
+
+def test_every_ledger_connection_is_opened_by_open_ledger_and_keeps_the_locks(
+    paths: WatchkeeperPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening and closing more connections must not drop the write lock another one holds."""
+    monkeypatch.setenv("WATCHKEEPER_BUSY_TIMEOUT_MS", "1500")
+    service = AgentService(paths, config=UserConfig.load(paths.config), settings=settings())
+    holder = service.db()
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO repos (path, name) VALUES ('/held', 'held')")
+    opened: list[tuple[int, int, str]] = []
+
+    def open_and_close() -> None:
+        db = service.new_connection()
+        opened.append(
+            (
+                db.execute("PRAGMA foreign_keys").fetchone()[0],
+                db.execute("PRAGMA busy_timeout").fetchone()[0],
+                db.execute("PRAGMA journal_mode").fetchone()[0],
+            )
+        )
+        db.close()
+
+    threads = [threading.Thread(target=open_and_close) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert opened == [(1, 1500, "wal")] * 4
+    write = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=0); "
+        "c.execute('BEGIN IMMEDIATE'); c.execute(\"INSERT INTO repos (path) VALUES ('/other')\"); "
+        "c.commit()"
+    )
+    blocked = subprocess.run(
+        [sys.executable, "-c", write, str(paths.ledger)], capture_output=True, text=True
+    )
+    assert blocked.returncode != 0 and "database is locked" in blocked.stderr
+    holder.execute("COMMIT")
+    subprocess.run([sys.executable, "-c", write, str(paths.ledger)], check=True)
+    assert count(paths, "SELECT COUNT(*) FROM repos") == 2
+    holder.close()
