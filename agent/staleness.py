@@ -10,7 +10,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from agent.errors import WatchkeeperError
-from agent.ledger.queries import latest_succeeded
+from agent.ledger.queries import is_builtin_repo, latest_succeeded
 from agent.paths import WatchkeeperPaths
 from agent.project.git import changed_files, head_hashes, object_type, working_hashes
 from agent.project.spec import ModelSpec, ProjectSpec, load_project
@@ -41,9 +41,14 @@ class StaleReason:
 
 @dataclass(frozen=True)
 class Staleness:
-    """Every reason a version no longer matches what the repo would build now."""
+    """Every reason a version no longer matches what the repo would build now.
+
+    `builtin` marks a built-in model (such as `coding-time`): it has no repo to compare with
+    and is kept current by the agent's scheduled refit, so it is never stale.
+    """
 
     reasons: tuple[StaleReason, ...]
+    builtin: bool = False
 
     @property
     def stale(self) -> bool:
@@ -120,6 +125,8 @@ class StalenessChecker:
 
     def check(self, version: dict[str, Any]) -> Staleness:
         """Why a version (a decoded model_versions row with `repo_path` and `model`) is stale."""
+        if is_builtin_repo(version["repo_path"]):
+            return Staleness((), builtin=True)
         root = Path(version["repo_path"])
         if not root.is_dir():
             return Staleness((StaleReason("undeclared", f"the repo {root} no longer exists"),))

@@ -245,6 +245,12 @@ def status(ctx: click.Context, as_json: bool) -> None:
                 console.print(f"  [{colour}]{entry['state']:5}[/] {entry['model']} {version}")
                 for reason in entry["stale_reasons"]:
                     console.print(f"        - {reason}", markup=False)
+        if report["builtin"]:
+            console.print("[bold]built-in models[/]")
+        for entry in report["builtin"]:
+            version = f"v{entry['version']}" if entry["version"] else "not fitted yet"
+            refit = f", last refit {_when(entry['refitted_at'])}" if entry["refitted_at"] else ""
+            console.print(f"  built-in {entry['model']} {version}{refit}", markup=False)
     if report["errors"]:
         ctx.exit(2)
     ctx.exit(1 if report["stale"] else 0)
@@ -269,7 +275,7 @@ def models_list(as_json: bool, all_versions: bool) -> None:
     for row in rows:
         commit = (row["commit"] or "-")[:10] + ("+dirty" if row["dirty"] else "")
         metrics = ", ".join(f"{k}={v:g}" for k, v in row["metrics"].items()) or "-"
-        stale = "stale" if row["stale"] else "fresh"
+        stale = "built-in" if row["builtin"] else "stale" if row["stale"] else "fresh"
         table.add_row(
             row["model"],
             str(row["version"]),
@@ -317,7 +323,8 @@ def models_show(model_ref: str, as_json: bool) -> None:
             console.print(f"  [bold]{title}[/]")
             for key, value in mapping.items():
                 console.print(f"    {key} = {json.dumps(value)}", markup=False)
-    console.print("  [bold]stale[/]" if version["stale"] else "  [bold]fresh[/]")
+    state = "built-in" if version["builtin"] else "stale" if version["stale"] else "fresh"
+    console.print(f"  [bold]{state}[/]")
     for reason in version["stale_reasons"]:
         console.print(f"    - {reason}", markup=False)
 

@@ -16,6 +16,13 @@ from agent.errors import WatchkeeperError
 JSON_COLUMNS = ("params", "metrics", "data", "code", "artifacts", "detail")
 TERMINAL_RUN_STATES = ("succeeded", "failed", "cancelled", "interrupted", "lost")
 ACTIVE_RUN_STATES = ("queued", "starting", "running")
+BUILTIN_REPO_PREFIX = "builtin:"
+"""`repos.path` of rows that own built-in models (such as `coding-time`); not a folder."""
+
+
+def is_builtin_repo(path: str | Path) -> bool:
+    """True for the repos row of built-in models, which is a name rather than a folder."""
+    return str(path).startswith(BUILTIN_REPO_PREFIX)
 
 
 def encode(value: Any) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from agent.errors import WatchkeeperError
-from agent.ledger.queries import list_repos, versions
+from agent.ledger.queries import is_builtin_repo, latest_succeeded, list_repos, versions
 from agent.project.git import diff_stat
 from agent.project.spec import SPEC_FILE
 from agent.staleness import Staleness, StalenessChecker
@@ -38,6 +38,7 @@ def version_json(row: dict[str, Any], staleness: Staleness | None) -> dict[str, 
         "exit_code": row["exit_code"],
         "stale": staleness.stale if staleness else None,
         "stale_reasons": staleness.messages if staleness else [],
+        "builtin": staleness.builtin if staleness else is_builtin_repo(row["repo_path"]),
     }
 
 
@@ -79,11 +80,17 @@ def status_report(db: Database, checker: StalenessChecker) -> dict[str, Any]:
 
     Repos whose spec cannot be read are listed with an `error`; registered repos without a
     watchkeeper.toml (watched for coding time only) or whose folder is gone are `skipped`.
+    Built-in models (kept current by the agent's refit, never stale) are listed under
+    `builtin` with their newest version and when it was fitted.
     """
     repos: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
+    builtin: list[dict[str, Any]] = []
     counts = {"fresh": 0, "stale": 0, "errors": 0}
     for repo in list_repos(db):
+        if is_builtin_repo(repo["path"]):
+            builtin.extend(_builtin_models(db, repo))
+            continue
         root = Path(repo["path"])
         if not root.is_dir():
             skipped.append({"path": str(root), "reason": "the folder no longer exists"})
@@ -114,7 +121,27 @@ def status_report(db: Database, checker: StalenessChecker) -> dict[str, Any]:
             entry["error"] = str(error)
             counts["errors"] += 1
         repos.append(entry)
-    return {"repos": repos, "skipped": skipped, **counts}
+    return {"repos": repos, "skipped": skipped, "builtin": builtin, **counts}
+
+
+def _builtin_models(db: Database, repo: dict[str, Any]) -> list[dict[str, Any]]:
+    """The built-in models of one `builtin:` repos row, each with its newest fitted version."""
+    entries = []
+    for (name,) in db.execute(
+        "SELECT name FROM models WHERE repo_id = ? ORDER BY name", [repo["id"]]
+    ).fetchall():
+        version = latest_succeeded(db, int(repo["id"]), name)
+        entries.append(
+            {
+                "model": name,
+                "repo": repo["path"],
+                "state": "built-in",
+                "version": version["version"] if version else None,
+                "refitted_at": version["ended_at"] if version else None,
+                "metrics": (version["metrics"] or {}) if version else {},
+            }
+        )
+    return entries
 
 
 def version_diff(db: Database, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -268,3 +268,50 @@ def test_registered_repos_without_a_spec_or_folder_are_skipped(
         str(watched): "no watchkeeper.toml (watched only)",
         str(gone): "the folder no longer exists",
     }
+
+
+@pytest.fixture
+def refitted_coding_time() -> int:
+    """The built-in `coding-time` model, fitted by the agent's refit to saves in the ledger."""
+    import time
+
+    from agent.daemon import codingtime
+    from agent.daemon.service import AgentService
+    from agent.paths import WatchkeeperPaths
+
+    service = AgentService(WatchkeeperPaths.from_environment().ensure())
+    day = int(time.time()) // 86400 * 86400 - 5 * 86400
+    db = service.db()
+    db.conn.executemany(
+        "INSERT INTO activity_events (ts, kind) VALUES (?, 'save')",
+        [(day + (n // 8) * 86400 + 9 * 3600 + (n % 8) * 600,) for n in range(40)],
+    )
+    db.conn.commit()
+    result = codingtime.refit(service)
+    assert result["version"] == 1
+    return int(result["model_version_id"])
+
+
+def test_the_built_in_coding_time_model_is_shown_as_built_in_not_stale(
+    trained_repo: Path, refitted_coding_time: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, report = status_json(trained_repo, monkeypatch)
+    assert code == 0  # the built-in model does not make status report stale
+    assert report["skipped"] == []
+    [builtin] = report["builtin"]
+    assert (builtin["model"], builtin["state"], builtin["version"]) == (
+        "coding-time",
+        "built-in",
+        1,
+    )
+    assert builtin["repo"] == "builtin:watchkeeper" and builtin["refitted_at"] > 0
+    text = cli(trained_repo, monkeypatch, "status").output
+    assert "built-in coding-time v1, last refit" in text
+    assert "no longer exists" not in text
+    listed = json.loads(cli(trained_repo, monkeypatch, "models", "list", "--json").output)
+    entry = next(row for row in listed if row["model"] == "coding-time")
+    assert entry["stale"] is False and entry["stale_reasons"] == []
+    assert entry["builtin"] is True
+    assert next(row for row in listed if row["model"] == "churn")["builtin"] is False
+    table = cli(trained_repo, monkeypatch, "models", "list").output
+    assert "built-in" in table
