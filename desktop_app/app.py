@@ -155,6 +155,7 @@ class WatchkeeperApp(QObject):
         self.window.set_agent_connected(connected)
         if connected:
             self.window.show_status("Connected to the agent.")
+            self.agent.call("status", {}, self._take_agent_state, lambda _message: None)
             self.window.refresh_all()  # the Overview's answer updates the tray too
         elif self.overview is not None:
             self._show_state(self.overview)
@@ -182,6 +183,14 @@ class WatchkeeperApp(QObject):
             "start` in a terminal to see why."
         )
         return ok
+
+    def _take_agent_state(self, status: object) -> None:
+        """Follow the agent's own pause state (it may have been paused by another client)."""
+        if isinstance(status, dict):
+            self.paused = bool(status.get("paused", False))
+            self.tray.set_paused(self.paused)
+            if self.overview is not None:
+                self._show_state(self.overview)
 
     def set_paused(self, paused: bool) -> None:
         """Ask the agent to pause or resume watching."""

@@ -108,6 +108,7 @@ class AgentService:
             "alerts": 0,
         }
         self.stop_requested = threading.Event()
+        self.paused_at: float | None = None
 
     # -- ledger connections (one per thread) -----------------------------------------------
     def db(self) -> Database:
@@ -184,8 +185,34 @@ class AgentService:
             log.warning("could not work out your git identities (%s); recording all commits", error)
             self.identities = []
 
+    # -- pausing --------------------------------------------------------------------------------
+    @property
+    def paused(self) -> bool:
+        """True while watching is paused: file events are then dropped, not acted on."""
+        return self.paused_at is not None
+
+    def pause_watching(self) -> dict[str, Any]:
+        """Stop turning file events into commits, saves, snapshots and alerts until resumed."""
+        with self._state_lock:
+            if self.paused_at is None:
+                self.paused_at = time.time()
+                log.info("watching paused")
+            return {"paused": True, "paused_at": self.paused_at}
+
+    def resume_watching(self) -> dict[str, Any]:
+        """Act on file events again, and rescan to catch up with what changed meanwhile."""
+        with self._state_lock:
+            paused_at, self.paused_at = self.paused_at, None
+        paused_seconds = 0.0 if paused_at is None else round(time.time() - paused_at, 1)
+        if paused_at is not None:
+            log.info("watching resumed after %.0f s; rescanning", paused_seconds)
+            self.worker.request("rescan", self.full_rescan, delay=0.0)
+        return {"paused": False, "paused_seconds": paused_seconds}
+
     # -- WatchSink: called on watchdog's thread, so each only queues work -----------------------
     def git_changed(self, repo: Path) -> None:
+        if self.paused:
+            return
         self.worker.request(
             ("commits", repo),
             lambda: self.ingest_repo(repo, incremental=True),
@@ -194,6 +221,8 @@ class AgentService:
         )
 
     def file_saved(self, repo: Path, relative_path: str, timestamp: float) -> None:
+        if self.paused:
+            return
         if self.saves.note(repo, relative_path, timestamp):
             self.worker.request("saves", self._flush_saves, delay=1.0, max_delay=5.0)
         self.worker.request(
@@ -204,6 +233,8 @@ class AgentService:
         )
 
     def data_changed(self, source: Path) -> None:
+        if self.paused:
+            return
         self.worker.request(
             ("snapshot", source),
             lambda: self.snapshot_source(source),
@@ -212,9 +243,14 @@ class AgentService:
         )
 
     def root_missing(self, root: Path, kind: str) -> None:
+        if self.paused:
+            return
         self.worker.request(("missing", root), lambda: self._alert_missing(root, kind))
 
     def root_back(self, root: Path, kind: str) -> None:
+        if self.paused:
+            return  # resuming rescans every root
+
         def resume() -> None:
             log.info("watching %s again; rescanning it", root)
             if kind == "repo":
@@ -326,6 +362,9 @@ class AgentService:
 
     def full_rescan(self) -> None:
         """The safety net: every repo's commits, every data source, every model's staleness."""
+        if self.paused:
+            log.info("watching is paused; skipping the rescan")
+            return
         started = time.monotonic()
         self._flush_saves()
         for root in list(self.watches.roots.values()):
@@ -557,6 +596,8 @@ class AgentService:
             "watch_list": self.rpc_watch_list,
             "coding_time": self.rpc_coding_time,
             "rescan": self.rpc_rescan,
+            "pause_watching": self.rpc_pause_watching,
+            "resume_watching": self.rpc_resume_watching,
             "stop": self.rpc_stop,
         }
 
@@ -579,6 +620,8 @@ class AgentService:
             "watches": self.watches.describe(),
             "inotify_watches": self.watches.inotify_watches,
             "busy": not self.worker.is_idle(),
+            "paused": self.paused,
+            "paused_at": self.paused_at,
             "open_alerts": int(open_alerts),
             "active_runs": int(active_runs),
             "last_rescan": self.last_rescan,
@@ -651,8 +694,16 @@ class AgentService:
         return codingtime.summary(self.db(), days=int(days))
 
     def rpc_rescan(self) -> dict[str, Any]:
+        if self.paused:
+            return {"queued": False, "paused": True}
         self.worker.request("rescan", self.full_rescan)
         return {"queued": True}
+
+    def rpc_pause_watching(self) -> dict[str, Any]:
+        return self.pause_watching()
+
+    def rpc_resume_watching(self) -> dict[str, Any]:
+        return self.resume_watching()
 
     def rpc_stop(self) -> dict[str, Any]:
         self.stop_requested.set()

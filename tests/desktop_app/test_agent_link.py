@@ -263,3 +263,30 @@ def test_a_new_user_flow_from_the_app_alone(
     qtbot.waitUntil(lambda: data.source_list.count() >= 1 and bool(data.sources), timeout=10_000)
     coding = app.window.show_page("Coding time")
     qtbot.waitUntil(lambda: coding.view is not None, timeout=10_000)
+
+
+def test_pause_watching_in_the_tray_pauses_the_real_agent(
+    start_agent: Callable[[], Any], make_app: Callable[..., Any], qtbot: QtBot
+) -> None:
+    service = start_agent()
+    app = make_app()
+    qtbot.waitUntil(lambda: app.agent.connected, timeout=10_000)
+    assert not app.tray.pause_action.isChecked()
+
+    app.tray.pause_action.trigger()
+    qtbot.waitUntil(lambda: service.paused, timeout=10_000)
+    qtbot.waitUntil(lambda: app.paused, timeout=10_000)
+    assert "Watching paused." in app.window.status_label.text()
+
+    app.tray.pause_action.trigger()
+    qtbot.waitUntil(lambda: not service.paused, timeout=10_000)
+    qtbot.waitUntil(lambda: not app.paused, timeout=10_000)
+
+    # A pause made by another client shows in the app once it (re)connects.
+    service.stop()
+    qtbot.waitUntil(lambda: not app.agent.connected, timeout=10_000)
+    second = start_agent()
+    second.pause_watching()
+    qtbot.waitUntil(lambda: app.agent.connected, timeout=10_000)
+    qtbot.waitUntil(lambda: app.tray.pause_action.isChecked(), timeout=10_000)
+    assert app.paused

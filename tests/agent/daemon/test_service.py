@@ -523,3 +523,46 @@ def test_every_ledger_connection_is_opened_by_open_ledger_and_keeps_the_locks(
     subprocess.run([sys.executable, "-c", write, str(paths.ledger)], check=True)
     assert count(paths, "SELECT COUNT(*) FROM repos") == 2
     holder.close()
+
+
+def test_pause_and_resume_watching_over_the_socket(
+    tmp_path: Path, paths: WatchkeeperPaths, agent_factory: Any
+) -> None:
+    repo = make_repo(tmp_path / "repo", {"a.py": "a = 1\n"})
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "rows.csv").write_text("x\n1\n")
+    watch(paths, repo)
+    watch(paths, data, data=True)
+    agent = agent_factory(save_coalesce_seconds=0.0)
+    wait_for(lambda: count(paths, "SELECT COUNT(*) FROM data_snapshots") == 1)
+    saves = "SELECT COUNT(*) FROM activity_events WHERE kind = 'save'"
+    with AgentClient.connect(paths.socket) as client:
+        assert client.call("status")["paused"] is False
+        paused = client.call("pause_watching")
+        assert paused["paused"] is True and paused["paused_at"] > 0
+        assert client.call("pause_watching")["paused_at"] == paused["paused_at"]
+        status = client.call("status")
+        assert (status["paused"], status["paused_at"]) == (True, paused["paused_at"])
+        (repo / "a.py").write_text("a = 2\n")
+        git(repo, "commit", "-q", "-am", "while paused")
+        (data / "rows.csv").write_text("x\n1\n2\n")
+        shutil.rmtree(data)  # no alert for a vanished folder while paused either
+        time.sleep(2.5)  # longer than every debounce the test agent uses
+        assert client.call("rescan") == {"queued": False, "paused": True}
+        agent.worker.wait_idle(10)
+        assert count(paths, saves) == 0
+        assert count(paths, "SELECT COUNT(*) FROM commits") == 1
+        assert count(paths, "SELECT COUNT(*) FROM alerts") == 0
+        assert client.call("status")["counters"]["saves_recorded"] == 0
+        data.mkdir()
+        (data / "rows.csv").write_text("x\n1\n2\n")
+        resumed = client.call("resume_watching")
+        assert resumed["paused"] is False and resumed["paused_seconds"] >= 2.5
+        assert client.call("status")["paused"] is False
+        # Resuming rescans: the commit and the data change made meanwhile are caught up.
+        wait_for(lambda: count(paths, "SELECT COUNT(*) FROM commits") == 2)
+        wait_for(lambda: count(paths, "SELECT COUNT(*) FROM data_snapshots") == 2)
+        (repo / "b.py").write_text("b = 1\n")
+        wait_for(lambda: count(paths, saves) == 1)
+        assert client.call("resume_watching") == {"paused": False, "paused_seconds": 0.0}
