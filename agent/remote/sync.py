@@ -55,6 +55,10 @@ class LocalFile:
     executable: bool
     digest: str
     content: bytes | None = field(default=None, repr=False, compare=False)
+    # (dev, ino, size, mtime_ns, ctime_ns) when hashed, and whether those times were older than
+    # the racy window then: a settled file whose stamp is unchanged still holds what was hashed.
+    stamp: tuple[int, int, int, int, int] | None = field(default=None, compare=False)
+    settled: bool = field(default=False, compare=False)
 
 
 @dataclass
@@ -116,6 +120,10 @@ class DigestCache:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _stamp(info: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def internal_link_target(relative: str, target: str) -> bool:
@@ -323,6 +331,9 @@ class TreeHasher:
                 executable=bool(infos[path].st_mode & 0o111),
                 digest=digests[path],
                 content=kept.get(path),
+                stamp=_stamp(infos[path]),
+                settled=max(infos[path].st_mtime_ns, infos[path].st_ctime_ns)
+                < started_ns - RACY_NS,
             )
             for relative, path, _ in batch
         ]
@@ -419,7 +430,8 @@ class _Lane:
             return
         crc = 0
         sent = 0
-        hasher = blake3.blake3()
+        # A settled file is checked by its stamp after the read; any other is hashed again.
+        hasher = None if blob.settled and blob.stamp is not None else blake3.blake3()
         try:
             handle = open(blob.path, "rb")  # noqa: SIM115 - closed below
         except OSError as error:
@@ -431,7 +443,8 @@ class _Lane:
                     break
                 sent += len(chunk)
                 crc = zlib.crc32(chunk, crc)
-                hasher.update(chunk)
+                if hasher is not None:
+                    hasher.update(chunk)
                 if len(chunk) >= SEND_BUFFER // 2:
                     self._flush(buffer)
                     self.channel.sendall(chunk)
@@ -440,9 +453,14 @@ class _Lane:
                 buffer += chunk
                 if len(buffer) >= SEND_BUFFER:
                     self._flush(buffer)
+            unchanged = (
+                hasher.hexdigest() == blob.digest
+                if hasher is not None
+                else _stamp(os.fstat(handle.fileno())) == blob.stamp
+            )
         if sent != blob.size:
             raise WatchkeeperError(f"{blob.path}: it shrank while being sent; sync again.")
-        if hasher.hexdigest() != blob.digest:
+        if not unchanged:
             # Changed since it was hashed: a wrong checksum makes the remote discard it.
             buffer += CRC_TRAILER.pack(crc ^ 0xFFFFFFFF)
             self.changed.append(blob)

@@ -240,3 +240,27 @@ def test_a_file_deleted_before_sending_is_named_without_retrying(
         sync_tree(session, source, session.workdir + "/dest")
     assert time.monotonic() - started < 4  # no reconnect loop for a local problem
     assert session.reconnects == 0
+
+
+def test_a_settled_file_rewritten_before_sending_is_caught_by_its_stamp(
+    session: RemoteSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    victim = source / "weights.bin"
+    victim.write_bytes(os.urandom(512 << 10))
+    time.sleep(2.1)  # older than the racy window: sent without hashing it a second time
+    original_chunks = TreeHasher.chunks
+
+    def chunks_then_rewrite(self: TreeHasher) -> Iterator[list[LocalFile]]:
+        for chunk in original_chunks(self):
+            assert all(file.settled for file in chunk)
+            yield chunk
+            before = victim.stat()
+            victim.write_bytes(os.urandom(512 << 10))
+            os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))  # even the old mtime
+
+    monkeypatch.setattr(TreeHasher, "chunks", chunks_then_rewrite)
+    with pytest.raises(WatchkeeperError, match="changed while it was being sent"):
+        sync_tree(session, source, session.workdir + "/dest")
+    assert not list(Path(session.cache_dir).glob("blobs/*"))
