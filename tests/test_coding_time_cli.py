@@ -14,7 +14,15 @@ from agent.cli import main
 from tests.agent.activity.gitrepo import FakeCommit, build_repo, workday_commits
 
 MONDAY = 1704067200  # 2024-01-01T00:00:00Z
-EXPECTED_KEYS = {"days", "sessions", "heatmap", "peak_hours", "review_windows", "model"}
+EXPECTED_KEYS = {
+    "events",
+    "days",
+    "sessions",
+    "heatmap",
+    "peak_hours",
+    "review_windows",
+    "model",
+}
 
 
 def run(*arguments: str) -> Result:
@@ -234,3 +242,68 @@ def test_progress_display_appears_only_after_a_second() -> None:
     slow.close()
     assert slow.progress is not None and slow.read == 3500
     assert "reading git history" in output.getvalue()
+
+
+def test_saves_recorded_by_the_agent_are_read_from_the_ledger_by_default(tmp_path: Path) -> None:
+    from agent.config import UserConfig
+    from agent.daemon.ingest import SaveCoalescer, ingest_commits
+    from agent.ledger import open_ledger
+    from agent.paths import WatchkeeperPaths
+    from tests.agent.activity.gitrepo import FakeCommit
+
+    repo = build_repo(tmp_path / "repo", [FakeCommit("me@example.com", MONDAY + 11 * 3600)])
+    other = build_repo(tmp_path / "other", [FakeCommit("me@example.com", MONDAY + 15 * 3600)])
+    db = open_ledger(WatchkeeperPaths.from_environment().ledger)
+    try:
+        # What the agent records: the commits (with their own `commit` activity events) and the
+        # coalesced saves, 40 in `repo` on Monday morning and 10 in `other` that afternoon.
+        for path in (repo, other):
+            ingest_commits(db, path, ["me@example.com"])
+        saves = SaveCoalescer(30.0)
+        for minute in range(0, 120, 3):
+            saves.note(repo, "model.py", MONDAY + 9 * 3600 + minute * 60)
+        for minute in range(0, 30, 3):
+            saves.note(other, "notes.py", MONDAY + 14 * 3600 + minute * 60)
+        assert saves.flush(db) == 50
+        assert (
+            db.execute("SELECT COUNT(*) FROM activity_events WHERE kind = 'commit'").fetchone()[0]
+            == 2
+        )
+    finally:
+        db.close()
+
+    def report(*arguments: str) -> dict:
+        result = run("--author", "me@example.com", "--tz", "UTC", "--json", *arguments)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    mine = report("--repo", str(repo))
+    # Commits from git only (the agent's commit events are not counted again), saves of this
+    # repo only.
+    assert mine["events"] == {"commits": 1, "saves": 40, "ledger_saves": 40}
+    day = mine["days"][0]
+    assert day["timeout_minutes"] == pytest.approx(120)  # saves 09:00-10:57, commit 11:00
+    assert day["git_hours_minutes"] == 120
+    assert 100 < day["coding_minutes"] < 150
+
+    without = report("--repo", str(repo), "--no-ledger")
+    assert without["events"] == {"commits": 1, "saves": 0, "ledger_saves": 0}
+    assert without["days"][0]["timeout_minutes"] == 0
+
+    # --events adds to the ledger; a save present in both counts once.
+    events = tmp_path / "events.jsonl"
+    lines = [{"ts": MONDAY + 16 * 3600 + k * 60, "kind": "save"} for k in range(5)]
+    lines.append({"ts": MONDAY + 9 * 3600, "kind": "save"})
+    events.write_text("\n".join(json.dumps(line) for line in lines) + "\n", encoding="utf-8")
+    both = report("--repo", str(repo), "--events", str(events))
+    assert both["events"]["saves"] == 45 and both["events"]["ledger_saves"] == 40
+
+    # With no --repo: the watched repos, each with its own saves.
+    config = UserConfig.load()
+    config.set("watch", "repos", [str(repo), str(other)])
+    config.save()
+    watched = report()
+    assert watched["events"] == {"commits": 2, "saves": 50, "ledger_saves": 50}
+    text = run("--author", "me@example.com", "--tz", "UTC")
+    assert text.exit_code == 0, text.output
+    assert "2 commits, 50 saves (50 recorded by the agent)" in text.stdout

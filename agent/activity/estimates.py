@@ -112,11 +112,17 @@ class PersonalReport:
     zone: ZoneInfo
     authors: list[str]
     warnings: list[str] = field(default_factory=list)
+    ledger_saves: int = 0
 
     def to_json(self) -> dict[str, object]:
         """The documented JSON shape of `watchkeeper coding-time --json`."""
         estimate = self.estimate
         return {
+            "events": {
+                "commits": int(estimate.event_counts.get("commit", 0)),
+                "saves": int(estimate.event_counts.get("save", 0)),
+                "ledger_saves": self.ledger_saves,
+            },
             "days": [
                 {
                     "date": day,
@@ -245,9 +251,11 @@ def personal_report(
     request: ActivityRequest,
     table: CommitTable | None,
     *,
+    ledger_saves: EventTable | None = None,
     n_jobs: int = 1,
 ) -> PersonalReport:
-    """One person's estimate from their commits (by `request.authors`) and the events file."""
+    """One person's estimate from their commits (by `request.authors`), the events file and
+    the saves the agent recorded in the ledger (`ledger_saves`)."""
     zone = resolve_zone(request.zone_name)
     since, until = _day_bounds(request)
     warnings: list[str] = []
@@ -273,10 +281,16 @@ def personal_report(
         keep = _drop_implausible(events.times, request.now, "events", warnings)
         utc_parts.append(events.times[keep])
         kind_parts.append(events.kinds[keep].astype(np.int64))
+    from_ledger = 0
+    if ledger_saves is not None and len(ledger_saves):
+        keep = _drop_implausible(ledger_saves.times, request.now, "ledger saves", warnings)
+        from_ledger = int(keep.sum())
+        utc_parts.append(ledger_saves.times[keep])
+        kind_parts.append(ledger_saves.kinds[keep].astype(np.int64))
     utc = np.concatenate(utc_parts) if utc_parts else np.zeros(0)
     kinds = np.concatenate(kind_parts) if kind_parts else np.zeros(0, dtype=np.int64)
     if utc.size:
-        # a commit present in git and in the events file counts once
+        # an event present in two sources (git, the events file, the ledger) counts once
         pairs = np.unique(np.stack([np.round(utc), kinds.astype(np.float64)], axis=1), axis=0)
         utc, kinds = pairs[:, 0], pairs[:, 1].astype(np.int64)
     local = to_local_seconds(utc, zone)
@@ -302,7 +316,7 @@ def personal_report(
         last_day=until,
         n_jobs=n_jobs,
     )
-    return PersonalReport(estimate, zone, list(request.authors), warnings)
+    return PersonalReport(estimate, zone, list(request.authors), warnings, from_ledger)
 
 
 def team_report(request: ActivityRequest, table: CommitTable, *, n_jobs: int = 1) -> TeamReport:

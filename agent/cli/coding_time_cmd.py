@@ -23,8 +23,10 @@ from agent.activity.estimates import (
 from agent.activity.git_log import CommitTable
 from agent.activity.html_report import WEEKDAYS, write_html
 from agent.activity.identities import default_identities
+from agent.activity.ledger_events import read_ledger_saves
 from agent.config import UserConfig
 from agent.errors import WatchkeeperError
+from agent.paths import WatchkeeperPaths
 
 SHADES = " ░▒▓█"
 MAX_DAY_ROWS = 31
@@ -81,6 +83,7 @@ def _print_personal(report: PersonalReport, console: Console) -> None:
         f"[bold]Coding time[/bold] for {who}, {dates[0]} to {dates[-1]} ({report.zone}), "
         f"{estimate.event_counts.get('commit', 0)} commits, "
         f"{estimate.event_counts.get('save', 0)} saves"
+        + (f" ({report.ledger_saves} recorded by the agent)" if report.ledger_saves else "")
     )
     table = Table(title="Minutes per day", title_justify="left")
     for column in ("date", "HMM", "git-hours", "15-min timeout"):
@@ -195,7 +198,13 @@ def _repos(given: tuple[Path, ...], events: Path | None, config: UserConfig) -> 
     "--events",
     "events_file",
     type=click.Path(path_type=Path, dir_okay=False),
-    help='JSON Lines of {"ts": epoch or ISO 8601 with offset, "kind": "commit"|"save"}.',
+    help='JSON Lines of {"ts": epoch or ISO 8601 with offset, "kind": "commit"|"save"}; '
+    "added to the saves the agent recorded in the ledger.",
+)
+@click.option(
+    "--no-ledger",
+    is_flag=True,
+    help="Do not read the file saves the agent recorded in the ledger (git and --events only).",
 )
 @click.option("--since", help="First day to report (YYYY-MM-DD, in --tz).")
 @click.option("--until", help="Last day to report, inclusive (YYYY-MM-DD, in --tz).")
@@ -220,6 +229,7 @@ def coding_time(
     authors: tuple[str, ...],
     all_authors: bool,
     events_file: Path | None,
+    no_ledger: bool,
     since: str | None,
     until: str | None,
     zone_name: str | None,
@@ -230,10 +240,11 @@ def coding_time(
 ) -> None:
     """Estimate how many minutes a day you really code, from commits and file saves.
 
-    An hour-of-week hidden Markov model (away / at the desk / coding) is fitted to your
-    events; the report shows its minutes per day beside the git-hours heuristic and a
-    15-minute timeout, a weekday-by-hour heatmap, peak hours and good hours to ask for a
-    review. See docs/coding-time.md.
+    Commits are read from git; file saves from the ledger, where the background agent
+    records them, plus any --events file. An hour-of-week hidden Markov model (away / at the
+    desk / coding) is fitted to your events; the report shows its minutes per day beside the
+    git-hours heuristic and a 15-minute timeout, a weekday-by-hour heatmap, peak hours and
+    good hours to ask for a review. See docs/coding-time.md.
     """
     console = Console(highlight=False, soft_wrap=True)
     if not console.is_terminal:
@@ -279,7 +290,11 @@ def coding_time(
         else:
             _print_team(team, console)
         return
-    report = personal_report(request, table, n_jobs=n_jobs)
+    ledger_saves = None
+    if not no_ledger:
+        ledger = WatchkeeperPaths.from_environment().ledger
+        ledger_saves = read_ledger_saves(ledger, repo_paths or None)
+    report = personal_report(request, table, ledger_saves=ledger_saves, n_jobs=n_jobs)
     for warning in report.warnings:
         errors.print(f"[yellow]warning:[/yellow] {warning}")
     if html_file is not None:
