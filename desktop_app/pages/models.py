@@ -275,7 +275,10 @@ class ModelsPage(Page):
         self.detail = detail
         self.detail_view.setHtml(detail_html(detail))
         self.open_folder_button.setEnabled(bool(detail.artifacts))
-        self.retrain_button.setEnabled(True)
+        from agent.ledger.queries import is_builtin_repo  # the ledger library loads on demand
+
+        # Built-in models (the coding-time HMM) are refitted by the agent's schedule, not trained.
+        self.retrain_button.setEnabled(not is_builtin_repo(detail.repo_path))
 
     # ---------------------------------------------------------------- actions
 

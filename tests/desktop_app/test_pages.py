@@ -264,3 +264,30 @@ def test_a_corrupt_ledger_is_named_in_the_status_bar_and_left_alone(
     )
     assert str(ledger) in app.window.status_label.text()  # type: ignore[attr-defined]
     assert ledger.read_bytes() == b"this is not a database\n" * 10
+
+
+def test_retrain_is_offered_for_trained_models_but_not_for_built_in_ones(
+    populated_ledger: Path, make_app: Callable[..., object], qtbot: QtBot
+) -> None:
+    with sqlite3.connect(populated_ledger) as connection:
+        newest_repo = connection.execute(
+            "SELECT m.repo_id FROM model_versions v JOIN models m ON m.id = v.model_id "
+            "ORDER BY v.id DESC LIMIT 1"
+        ).fetchone()[0]
+        connection.execute(
+            "UPDATE repos SET path = 'builtin:watchkeeper' WHERE id = ?", [newest_repo]
+        )
+    app = make_app()
+    page = app.window.show_page("Models")  # type: ignore[attr-defined]
+    app.workers.wait_idle(20)  # type: ignore[attr-defined]
+    repos_of_rows = []
+    for row in range(page.table_model.rowCount()):
+        page.table.selectRow(row)
+        version_id = page.table_model.version_id(row)
+        qtbot.waitUntil(lambda v=version_id: v in page.details, timeout=5000)
+        page.show_detail(page.details[version_id])
+        repos_of_rows.append((page.details[version_id].repo_path, page.retrain_button.isEnabled()))
+        if len({path for path, _ in repos_of_rows}) > 1:
+            break
+    assert ("builtin:watchkeeper", False) in repos_of_rows
+    assert any(enabled for path, enabled in repos_of_rows if path != "builtin:watchkeeper")
