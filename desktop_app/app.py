@@ -56,6 +56,9 @@ class WatchkeeperApp(QObject):
         self.said_no_tray = False
         self.overview: Overview | None = None
         self.paused = False
+        # Pause/resume requests sent but not yet answered: status replies older than them would
+        # undo the user's choice, so they are not taken while any is in flight.
+        self._pause_requests_in_flight = 0
         self.agent_process_started = False
         self.last_summary_day: date | None = None
         self.tune_gc = False  # `run` turns it on: the process is then the app's alone
@@ -186,7 +189,7 @@ class WatchkeeperApp(QObject):
 
     def _take_agent_state(self, status: object) -> None:
         """Follow the agent's own pause state (it may have been paused by another client)."""
-        if isinstance(status, dict):
+        if isinstance(status, dict) and not self._pause_requests_in_flight:
             self.paused = bool(status.get("paused", False))
             self.tray.set_paused(self.paused)
             if self.overview is not None:
@@ -196,16 +199,19 @@ class WatchkeeperApp(QObject):
         """Ask the agent to pause or resume watching."""
 
         def failed(message: str) -> None:
+            self._pause_requests_in_flight -= 1
             self.tray.set_paused(self.paused)
             self.window.show_status(
                 f"Could not {'pause' if paused else 'resume'} watching: {message}"
             )
 
         def done(_result: object) -> None:
+            self._pause_requests_in_flight -= 1
             self.paused = paused
             self.window.show_status("Watching paused." if paused else "Watching resumed.")
             self.refresh_state()
 
+        self._pause_requests_in_flight += 1
         self.agent.call("pause_watching" if paused else "resume_watching", {}, done, failed)
 
     # ---------------------------------------------------------------- events and state
