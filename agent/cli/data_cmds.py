@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 from sqlite_utils import Database
 
+from agent.cli import common
 from agent.data.drift import (
     DriftReport,
     drift_against_snapshot,
@@ -25,30 +24,11 @@ from agent.data.fingerprint import DataFingerprint, StatCache, fingerprint, reso
 from agent.data.snapshots import FingerprintDiff, diff_fingerprints, load_snapshot, record_snapshot
 from agent.data.tabular import TableProfile, is_tabular, profile_csv
 from agent.errors import WatchkeeperError
-from agent.ledger import ledger_errors, open_ledger
 from agent.paths import WatchkeeperPaths
 
 # Show a progress bar when at least this much has to be read.
 PROGRESS_BYTES = 64 << 20
 EXIT_DIFFERENT = 1
-
-
-def _console() -> Console:
-    console = Console(highlight=False, soft_wrap=True)
-    if not console.is_terminal:
-        console.width = 160
-    return console
-
-
-@contextmanager
-def _ledger() -> Iterator[Database]:
-    paths = WatchkeeperPaths.from_environment()
-    db = open_ledger(paths.ledger)
-    try:
-        with ledger_errors(paths.ledger):
-            yield db
-    finally:
-        db.close()
 
 
 def _count(n: int, noun: str) -> str:
@@ -112,7 +92,7 @@ def snapshot_command(path: Path, as_json: bool) -> None:
     """
     cache = StatCache.open(WatchkeeperPaths.from_environment())
     fp = _fingerprint_with_progress(path, cache)
-    with _ledger() as db:
+    with common.ledger_session(settle_runs=False) as db:
         existed = _existing_snapshot(db, fp)
         snapshot_id = record_snapshot(db, fp)
         problems = _profile_problems(db, fp)
@@ -131,7 +111,7 @@ def snapshot_command(path: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
         return
-    console = _console()
+    console = common.console()
     state = "recorded" if existed is None else "already recorded"
     console.print(
         f"snapshot {snapshot_id} {state}: {fp.root} ({fp.kind}, {_count(fp.n_files, 'file')}, "
@@ -218,7 +198,7 @@ def diff_command(ctx: click.Context, a: str, b: str, as_json: bool, psi: bool) -
     A and B are paths or snapshot ids (as printed by `watchkeeper data snapshot`). Exits 0 when
     they hold the same data and 1 when they differ.
     """
-    with _ledger() as db:
+    with common.ledger_session(settle_runs=False) as db:
         old, new = _Side(db, a), _Side(db, b)
         difference = diff_fingerprints(old.fingerprint, new.fingerprint)
         modified = list(difference.modified)
@@ -255,7 +235,7 @@ def diff_command(ctx: click.Context, a: str, b: str, as_json: bool, psi: bool) -
             )
         )
     else:
-        console = _console()
+        console = common.console()
         if not changed:
             console.print(f"same data: {old.label()} and {new.label()}", markup=False)
         else:
@@ -323,7 +303,7 @@ def drift_command(ctx: click.Context, path: Path, model_ref: str, as_json: bool,
 
     method = "psi" if psi else None
     target = resolve_data_path(path)
-    with _ledger() as db:
+    with common.ledger_session(settle_runs=False) as db:
         version = _find_version(db, ModelRef.parse(model_ref))
         reports, reference = _drift_against_version(db, version, target, method)
     label = f"{version['model']}@{version['version']}"
@@ -342,7 +322,7 @@ def drift_command(ctx: click.Context, path: Path, model_ref: str, as_json: bool,
             )
         )
     else:
-        _print_drift(_console(), reports, label, reference)
+        _print_drift(common.console(), reports, label, reference)
     failures = [report.error for report in reports if report.error]
     if failures:
         raise WatchkeeperError(failures[0])

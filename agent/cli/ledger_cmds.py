@@ -18,8 +18,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColum
 from rich.table import Table
 from sqlite_utils import Database
 
+from agent.cli import common
 from agent.errors import WatchkeeperError
-from agent.ledger import ledger_errors, open_ledger, write_transaction
+from agent.ledger import write_transaction
 from agent.ledger.queries import (
     ModelRef,
     find_run,
@@ -41,26 +42,6 @@ from agent.staleness import StalenessChecker
 
 EXIT_CANCELLED = 130
 CANCEL_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-def _console(err: bool = False) -> Console:
-    console = Console(stderr=err, highlight=False, soft_wrap=True)
-    if not console.is_terminal:
-        console.width = 160
-    return console
-
-
-@contextmanager
-def _ledger() -> Iterator[Database]:
-    """The ledger, with runs whose command died settled first; SQLite errors made readable."""
-    paths = WatchkeeperPaths.from_environment()
-    db = open_ledger(paths.ledger)
-    try:
-        with ledger_errors(paths.ledger):
-            reconcile_runs(db, paths)
-            yield db
-    finally:
-        db.close()
 
 
 def _when(timestamp: float | None) -> str:
@@ -99,7 +80,7 @@ def init(path: Path | None) -> None:
     else:
         spec_path.write_text(TEMPLATE, encoding="utf-8")
         message = f"wrote {spec_path}; declare your models there."
-    with _ledger() as db, write_transaction(db):
+    with common.ledger_session() as db, write_transaction(db):
         register_repo(db, root)
     click.echo(message)
     click.echo(f"registered {root} in the ledger.")
@@ -120,7 +101,7 @@ def train(ctx: click.Context, model: str, params: tuple[str, ...], remote: str |
     """Train MODEL of this repo and record a model version; the log streams here."""
     root = repo_root(Path.cwd())
     out = sys.stdout.buffer
-    console = _console(err=True)
+    console = common.console(err=True)
 
     def on_log(chunk: bytes) -> None:
         out.write(chunk)
@@ -151,7 +132,7 @@ def train(ctx: click.Context, model: str, params: tuple[str, ...], remote: str |
         stop_progress()
         console.print(f"[bold]training {model} v{version}[/] run {run.id} ({run.executor})")
 
-    with _ledger() as db, _signals_cancel():
+    with common.ledger_session() as db, _signals_cancel():
         try:
             result = train_model(
                 root,
@@ -225,12 +206,12 @@ def _report_training(ctx: click.Context, console: Console, result: TrainResult) 
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Say which models are fresh or stale, with every reason. Exit 0 fresh, 1 stale, 2 error."""
-    with _ledger() as db:
+    with common.ledger_session() as db:
         report = status_report(db, StalenessChecker(db))
     if as_json:
         _echo_json(report)
     else:
-        console = _console()
+        console = common.console()
         if not report["repos"]:
             console.print("no repo declares models; run `watchkeeper init` in a git repo.")
         for repo in report["repos"]:
@@ -266,7 +247,7 @@ def models() -> None:
 @click.option("--all", "all_versions", is_flag=True, help="Every version, not just the newest.")
 def models_list(as_json: bool, all_versions: bool) -> None:
     """List each model's newest version (or all versions) with its staleness."""
-    with _ledger() as db:
+    with common.ledger_session() as db:
         rows = list_versions(db, StalenessChecker(db), all_versions=all_versions)
     if as_json:
         _echo_json(rows)
@@ -285,7 +266,7 @@ def models_list(as_json: bool, all_versions: bool) -> None:
             stale,
             _when(row["started_at"]),
         )
-    _console().print(table)
+    common.console().print(table)
 
 
 @models.command("show")
@@ -293,13 +274,13 @@ def models_list(as_json: bool, all_versions: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def models_show(model_ref: str, as_json: bool) -> None:
     """Show one version: commit, params, metrics, data, artifacts and why it is stale."""
-    with _ledger() as db:
+    with common.ledger_session() as db:
         row = find_version(db, ModelRef.parse(model_ref), _current_repo_id(db))
         version = list_versions_one(db, row)
     if as_json:
         _echo_json(version)
         return
-    console = _console()
+    console = common.console()
     console.print(f"[bold]{version['model']} v{version['version']}[/] {version['status']}")
     fields = [
         ("repo", version["repo"]),
@@ -341,7 +322,7 @@ def list_versions_one(db: Database, row: dict[str, Any]) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True)
 def models_diff(first: str, second: str, as_json: bool) -> None:
     """Compare two versions: params, metrics, code diff stat and data files."""
-    with _ledger() as db:
+    with common.ledger_session() as db:
         repo_id = _current_repo_id(db)
         old = find_version(db, ModelRef.parse(first), repo_id)
         new = find_version(db, ModelRef.parse(second), repo_id)
@@ -349,7 +330,7 @@ def models_diff(first: str, second: str, as_json: bool) -> None:
     if as_json:
         _echo_json(report)
         return
-    console = _console()
+    console = common.console()
     console.print(f"[bold]{report['model']} v{report['a']} → v{report['b']}[/]")
     for title in ("params", "metrics", "artifacts"):
         if report[title]:
@@ -388,7 +369,7 @@ def runs() -> None:
 @click.option("--limit", default=50, show_default=True)
 def runs_list(as_json: bool, limit: int) -> None:
     """List runs, newest first."""
-    with _ledger() as db:
+    with common.ledger_session() as db:
         rows = [run_json(row) for row in list_runs(db, limit=limit)]
     if as_json:
         _echo_json(rows)
@@ -405,7 +386,7 @@ def runs_list(as_json: bool, limit: int) -> None:
             _when(row["started_at"]),
             _duration(row["started_at"], row["ended_at"]),
         )
-    _console().print(table)
+    common.console().print(table)
 
 
 @runs.command("show")
@@ -413,12 +394,12 @@ def runs_list(as_json: bool, limit: int) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def runs_show(run_id: str, as_json: bool) -> None:
     """Show one run (an id or a unique prefix of one)."""
-    with _ledger() as db:
+    with common.ledger_session() as db:
         row = run_json(find_run(db, run_id))
     if as_json:
         _echo_json(row)
         return
-    console = _console()
+    console = common.console()
     for key, value in row.items():
         if key.endswith("_at"):
             value = _when(value)
@@ -431,7 +412,7 @@ def runs_cancel(run_id: str) -> None:
     """Cancel a run: stop its process group, here or on the remote, or `scancel` its Slurm job."""
     from agent.client import AgentClient
 
-    with _ledger() as db:
+    with common.ledger_session() as db:
         row = find_run(db, run_id)
         if RunState(row["state"]).is_final:
             raise WatchkeeperError(f"run {row['id']} has already ended ({row['state']}).")
@@ -452,7 +433,7 @@ def runs_cancel(run_id: str) -> None:
 def runs_logs(run_id: str, follow: bool) -> None:
     """Print a run's log; with --follow, keep streaming it until the run ends."""
     out = sys.stdout.buffer
-    with _ledger() as db:
+    with common.ledger_session() as db:
         row = find_run(db, run_id)
         run = Run.from_row(row)
         executor = LocalExecutor() if run.executor == "local" else executor_for(run.remote)
