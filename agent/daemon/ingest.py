@@ -199,7 +199,7 @@ class DataTracker:
             "snapshot_id": snapshot_id,
             "fingerprint": current.digest,
             "n_files": len(current.files),
-            "total_bytes": sum(entry.size for entry in current.files.values()),
+            "total_bytes": current.total_bytes,
             "added": [],
             "removed": [],
             "modified": [],
