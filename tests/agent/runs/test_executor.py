@@ -21,6 +21,7 @@ from agent.runs.executor import (
     register_executor,
 )
 from agent.runs.layout import write_run_script
+from tests.agent.runs.processes import group_gone
 
 
 def make_run(tmp_path: Path, command: str) -> Run:
@@ -39,17 +40,6 @@ def wait_final(executor: LocalExecutor, run: Run, timeout: float = 20) -> RunSta
             return state
         time.sleep(0.05)
     raise AssertionError("the run did not finish")
-
-
-def group_gone(pgid: int, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_run_starts_detached_streams_its_log_and_collects(tmp_path: Path) -> None:

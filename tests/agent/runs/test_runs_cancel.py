@@ -7,7 +7,8 @@ from pathlib import Path
 
 from agent.ledger import open_ledger
 from tests.agent.runs.gitrepo import cli_command, cli_env
-from tests.agent.runs.test_train import group_gone, start_waiting_training
+from tests.agent.runs.processes import group_gone
+from tests.agent.runs.test_train import start_waiting_training
 
 
 def test_runs_cancel_stops_a_live_run_and_records_it_cancelled(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ from tests.agent.runs.gitrepo import (
     make_repo,
     run_cli,
 )
+from tests.agent.runs.processes import group_gone
 
 WAITING_SCRIPT = textwrap.dedent(
     """\
@@ -280,17 +280,6 @@ def start_waiting_training(tmp_path: Path) -> tuple[Path, subprocess.Popen[bytes
     run = dict(next(db.query("SELECT * FROM runs")))
     assert run["state"] == "running" and run["pid"]
     return root, process, run
-
-
-def group_gone(pgid: int, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
