@@ -563,6 +563,9 @@ def test_pause_and_resume_watching_over_the_socket(
         # Resuming rescans: the commit and the data change made meanwhile are caught up.
         wait_for(lambda: count(paths, "SELECT COUNT(*) FROM commits") == 2)
         wait_for(lambda: count(paths, "SELECT COUNT(*) FROM data_snapshots") == 2)
+        # The rescan ends with a staleness check in a child process, which a loaded machine
+        # makes slow; the save below would queue behind it on the agent's worker.
+        assert agent.worker.wait_idle(60)
         (repo / "b.py").write_text("b = 1\n")
         wait_for(lambda: count(paths, saves) == 1)
         assert client.call("resume_watching") == {"paused": False, "paused_seconds": 0.0}
