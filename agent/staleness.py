@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 
 from agent.errors import WatchkeeperError
-from agent.ledger.queries import is_builtin_repo, latest_succeeded
+from agent.ledger.queries import is_builtin_repo, latest_succeeded, list_repos
 from agent.paths import WatchkeeperPaths
 from agent.project.git import changed_files, head_hashes, object_type, working_hashes
-from agent.project.spec import ModelSpec, ProjectSpec, load_project
+from agent.project.spec import SPEC_FILE, ModelSpec, ProjectSpec, load_project
 from agent.runs.data_deps import DataDepChange, data_dep_change
 
 MAX_NAMED_FILES = 8
@@ -59,14 +63,128 @@ class Staleness:
         return [reason.message for reason in self.reasons]
 
 
-@dataclass(frozen=True)
-class ModelStatus:
-    """A declared model and its newest succeeded version (None if it has none)."""
+class Verdict(StrEnum):
+    """What a model is, judged on its newest succeeded version."""
 
-    repo: Path
+    FRESH = "fresh"
+    STALE = "stale"
+    NEVER_TRAINED = "never trained"
+    BUILTIN = "built-in"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The one verdict on one model: what every view (CLI, agent, app, tray) shows.
+
+    `version` is the newest succeeded version the verdict is about (None when there is none);
+    `latest_status` is the status of the model's newest version of any status, so a view can
+    say that the last attempt failed. `error` says why no verdict could be reached.
+    """
+
+    repo: str
     model: str
-    version: dict[str, Any] | None
-    staleness: Staleness
+    verdict: Verdict
+    reasons: tuple[StaleReason, ...] = ()
+    version: int | None = None
+    version_id: int | None = None
+    model_id: int | None = None
+    commit: str | None = None
+    on_stale: str = "notify"
+    latest_status: str | None = None
+    trained_at: float | None = None
+    error: str | None = None
+    checked_at: float = 0.0
+
+    @property
+    def stale(self) -> bool:
+        return self.verdict is Verdict.STALE
+
+    @property
+    def messages(self) -> list[str]:
+        return [reason.message for reason in self.reasons]
+
+    @property
+    def drift(self) -> list[str]:
+        return [line for reason in self.reasons for line in reason.drift]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "repo": self.repo,
+            "model": self.model,
+            "verdict": self.verdict.value,
+            "reasons": [reason.as_json() for reason in self.reasons],
+            "version": self.version,
+            "version_id": self.version_id,
+            "model_id": self.model_id,
+            "commit": self.commit,
+            "on_stale": self.on_stale,
+            "latest_status": self.latest_status,
+            "trained_at": self.trained_at,
+            "error": self.error,
+            "checked_at": self.checked_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Finding:
+        """The inverse of `as_json` (used to read a child process's findings)."""
+        return cls(
+            repo=str(data["repo"]),
+            model=str(data["model"]),
+            verdict=Verdict(data["verdict"]),
+            reasons=tuple(
+                StaleReason(
+                    str(reason["kind"]),
+                    str(reason["message"]),
+                    tuple(reason.get("paths") or ()),
+                    tuple(reason.get("drift") or ()),
+                )
+                for reason in data.get("reasons") or ()
+            ),
+            version=data.get("version"),
+            version_id=data.get("version_id"),
+            model_id=data.get("model_id"),
+            commit=data.get("commit"),
+            on_stale=str(data.get("on_stale") or "notify"),
+            latest_status=data.get("latest_status"),
+            trained_at=data.get("trained_at"),
+            error=data.get("error"),
+            checked_at=float(data.get("checked_at") or 0.0),
+        )
+
+
+def version_state(row: dict[str, Any], staleness: Staleness | None) -> str:
+    """One version's own state: its run status unless it succeeded, then fresh/stale/built-in.
+
+    A failed or cancelled version is never called fresh.
+
+    >>> version_state({"status": "failed"}, Staleness(()))
+    'failed'
+    >>> version_state({"status": "succeeded"}, Staleness(()))
+    'fresh'
+    """
+    if row["status"] != "succeeded":
+        return str(row["status"])
+    if staleness is None:
+        return "unchecked"
+    if staleness.builtin:
+        return Verdict.BUILTIN.value
+    return Verdict.STALE.value if staleness.stale else Verdict.FRESH.value
+
+
+@dataclass(frozen=True)
+class RepoScan:
+    """The findings for one repo's declared models, or why there are none.
+
+    `error` is set when the repo's `watchkeeper.toml` cannot be read (or was deleted while
+    versions exist); `skipped` says why a registered repo was not checked at all.
+    """
+
+    root: Path
+    repo_id: int | None
+    findings: tuple[Finding, ...] = ()
+    error: str | None = None
+    skipped: str | None = None
 
 
 def _name_files(files: list[str]) -> str:
@@ -97,9 +215,12 @@ def params_reason(old: dict[str, Any], new: dict[str, Any]) -> StaleReason | Non
 class StalenessChecker:
     """Compares versions with the current repos, reading each repo's state once."""
 
-    def __init__(self, db: Database, paths: WatchkeeperPaths | None = None) -> None:
+    def __init__(
+        self, db: Database, paths: WatchkeeperPaths | None = None, *, drift: bool = True
+    ) -> None:
         self.db = db
         self.paths = paths or WatchkeeperPaths.from_environment()
+        self.drift = drift
         self._projects: dict[Path, ProjectSpec] = {}
         self._working: dict[tuple[Path, str], str | None] = {}
         self._head: dict[tuple[Path, str], str | None] = {}
@@ -111,8 +232,56 @@ class StalenessChecker:
             self._projects[root] = load_project(root)
         return self._projects[root]
 
-    def model_status(self, root: Path, model: ModelSpec, repo_id: int | None) -> ModelStatus:
-        """Fresh or stale for a declared model, judged on its newest succeeded version."""
+    def scan_repo(
+        self, root: Path, repo_id: int | None, names: Iterable[str] | None = None
+    ) -> RepoScan:
+        """A finding for each declared model of a repo (or only the named ones)."""
+        if not root.is_dir():
+            return RepoScan(root, repo_id, skipped="the folder no longer exists")
+        if not (root / SPEC_FILE).exists():
+            trained = _trained_models(self.db, repo_id)
+            if trained:
+                return RepoScan(
+                    root,
+                    repo_id,
+                    error=f"{root / SPEC_FILE} is missing, but the ledger has versions of "
+                    f"{', '.join(trained)} from it; restore the file (git checkout "
+                    f"{SPEC_FILE}) or declare the models again",
+                )
+            return RepoScan(root, repo_id, skipped=f"no {SPEC_FILE} (watched only)")
+        try:
+            project = self.project(root)
+        except WatchkeeperError as error:
+            return RepoScan(root, repo_id, error=str(error))
+        wanted = list(project.models) if names is None else list(names)
+        findings = tuple(
+            self.finding(project, project.models[name], repo_id)
+            for name in wanted
+            if name in project.models
+        )
+        return RepoScan(root, repo_id, findings)
+
+    def finding(self, project: ProjectSpec, model: ModelSpec, repo_id: int | None) -> Finding:
+        """The verdict on one declared model, judged on its newest succeeded version."""
+        root = project.root
+        common: dict[str, Any] = {
+            "repo": str(root),
+            "model": model.name,
+            "on_stale": model.on_stale,
+            "checked_at": time.time(),
+        }
+        latest = _latest_status(self.db, repo_id, model.name)
+        if latest is not None:
+            common["model_id"], common["latest_status"] = latest
+        missing = [dep for dep in model.deps if not os.path.lexists(root / dep)]
+        if missing:
+            return Finding(
+                verdict=Verdict.ERROR,
+                error=f"{project.where(model.name, 'deps')}: [models.{model.name}] deps: "
+                f"{', '.join(missing)} does not exist; fix the path in {SPEC_FILE} "
+                "or restore the file",
+                **common,
+            )
         version = latest_succeeded(self.db, repo_id, model.name) if repo_id is not None else None
         if version is None:
             reason = StaleReason(
@@ -120,8 +289,17 @@ class StalenessChecker:
                 f"{model.name} has no successful version yet; "
                 f"train it with `watchkeeper train {model.name}`",
             )
-            return ModelStatus(root, model.name, None, Staleness((reason,)))
-        return ModelStatus(root, model.name, version, self.check(version))
+            return Finding(verdict=Verdict.NEVER_TRAINED, reasons=(reason,), **common)
+        staleness = self.check(version)
+        return Finding(
+            verdict=Verdict.STALE if staleness.stale else Verdict.FRESH,
+            reasons=staleness.reasons,
+            version=int(version["version"]),
+            version_id=int(version["id"]),
+            commit=version["commit_sha"],
+            trained_at=version["ended_at"],
+            **common,
+        )
 
     def check(self, version: dict[str, Any]) -> Staleness:
         """Why a version (a decoded model_versions row with `repo_path` and `model`) is stale."""
@@ -224,7 +402,9 @@ class StalenessChecker:
             return StaleReason("data", f"data dep {dep} no longer exists", (dep,))
         key = (snapshot_id, path)
         if key not in self._data:
-            self._data[key] = data_dep_change(self.db, snapshot_id, path, self.paths)
+            self._data[key] = data_dep_change(
+                self.db, snapshot_id, path, self.paths, drift=self.drift
+            )
         change = self._data[key]
         if change is None:
             return None
@@ -238,8 +418,6 @@ class StalenessChecker:
                 parts.append(f"{len(files)} {word} ({_name_files(files)})")
         summary = "; ".join(parts) or "content changed"
         message = f"data changed in {dep}: {summary}"
-        if change.drift:
-            message += "; drift: " + "; ".join(change.drift)
         named = tuple(
             f"{dep}/{name}" if path.is_dir() else dep
             for name in [*change.added, *change.removed, *change.modified]
@@ -247,6 +425,77 @@ class StalenessChecker:
         return StaleReason("data", message, named or (dep,), tuple(change.drift))
 
 
-def check_version(db: Database, version: dict[str, Any]) -> Staleness:
-    """Staleness of one version; see StalenessChecker.check."""
-    return StalenessChecker(db).check(version)
+def _trained_models(db: Database, repo_id: int | None) -> list[str]:
+    if repo_id is None:
+        return []
+    rows = db.execute(
+        "SELECT DISTINCT m.name FROM models m JOIN model_versions v ON v.model_id = m.id "
+        "WHERE m.repo_id = ? ORDER BY m.name",
+        [repo_id],
+    ).fetchall()
+    return [str(row[0]) for row in rows]
+
+
+def _latest_status(db: Database, repo_id: int | None, model: str) -> tuple[int, str | None] | None:
+    """The model's id and the status of its newest version (None when it has no models row)."""
+    if repo_id is None:
+        return None
+    row = db.execute(
+        "SELECT m.id, (SELECT status FROM model_versions WHERE model_id = m.id "
+        "ORDER BY version DESC LIMIT 1) FROM models m WHERE m.repo_id = ? AND m.name = ?",
+        [repo_id, model],
+    ).fetchone()
+    return (int(row[0]), row[1]) if row else None
+
+
+def builtin_findings(db: Database) -> list[Finding]:
+    """One `built-in` finding per built-in model (kept current by the agent, never stale)."""
+    found = []
+    for repo in list_repos(db):
+        if not is_builtin_repo(repo["path"]):
+            continue
+        for model_id, name in db.execute(
+            "SELECT id, name FROM models WHERE repo_id = ? ORDER BY name", [repo["id"]]
+        ).fetchall():
+            version = latest_succeeded(db, int(repo["id"]), name)
+            found.append(
+                Finding(
+                    repo=repo["path"],
+                    model=name,
+                    verdict=Verdict.BUILTIN,
+                    version=int(version["version"]) if version else None,
+                    version_id=int(version["id"]) if version else None,
+                    model_id=int(model_id),
+                    latest_status=version["status"] if version else None,
+                    trained_at=version["ended_at"] if version else None,
+                    checked_at=time.time(),
+                )
+            )
+    return found
+
+
+def registered_roots(db: Database) -> list[tuple[Path, int | None]]:
+    """The repos registered in the ledger that can declare models (not built-in ones)."""
+    return [
+        (Path(repo["path"]), int(repo["id"]))
+        for repo in list_repos(db)
+        if not is_builtin_repo(repo["path"])
+    ]
+
+
+def scan_repos(
+    db: Database,
+    roots: Iterable[tuple[Path, int | None]],
+    paths: WatchkeeperPaths | None = None,
+    *,
+    names: Iterable[str] | None = None,
+    drift: bool = True,
+) -> list[RepoScan]:
+    """The verdicts for the declared models of the given repos (`(root, repo_id)` pairs).
+
+    This is the one function every view asks: `watchkeeper status`, `models list`, the
+    agent's alerts, and the app's pages and tray.
+    """
+    checker = StalenessChecker(db, paths, drift=drift)
+    wanted = None if names is None else list(names)
+    return [checker.scan_repo(root, repo_id, wanted) for root, repo_id in roots]

@@ -68,6 +68,7 @@ def build_fixture(
         _insert_versions(connection, rng, models, versions, now, runs_dir)
         _insert_activity(connection, rng, days, now)
         _insert_alerts(connection, models, now)
+        _insert_verdicts(connection, repos, models, now)
     connection.close()
     return ledger
 
@@ -352,7 +353,42 @@ def _insert_alerts(connection, models, now: float) -> None:  # type: ignore[no-u
             None,
         ),
     ]
-    connection.executemany(f"INSERT INTO alerts VALUES ({','.join('?' * 10)})", rows)
+    columns = (
+        "id, created_at, model_id, kind, message, reasons, versions, drift, dedupe_key,"
+        " acknowledged_at"
+    )
+    connection.executemany(
+        f"INSERT INTO alerts ({columns}) VALUES ({','.join('?' * 10)})", rows
+    )
+
+
+def _insert_verdicts(connection, repos, models, now: float) -> None:  # type: ignore[no-untyped-def]
+    """The verdict on each model as the agent stores it: the first two stale, the rest fresh."""
+    paths = {repo_id: path for repo_id, path, _name, _added in repos}
+    rows = []
+    for index, (model_id, repo_id, name) in enumerate(models):
+        version_id, version = connection.execute(
+            "SELECT id, version FROM model_versions WHERE model_id = ? AND status = 'succeeded'"
+            " ORDER BY version DESC LIMIT 1",
+            (model_id,),
+        ).fetchone() or (None, None)
+        stale = index < 2 and version_id is not None
+        reasons = (
+            [{"kind": "data", "message": "data changed in data/churn: 1 modified (part-003.csv)",
+              "paths": ["data/churn/part-003.csv"], "drift": []}]
+            if stale
+            else []
+        )
+        verdict = "stale" if stale else "fresh" if version_id is not None else "never trained"
+        rows.append(
+            (paths[repo_id], name, verdict, version, version_id, "succeeded",
+             json.dumps(reasons), None, now)
+        )
+    connection.executemany(
+        "INSERT INTO model_verdicts (repo, model, verdict, version, version_id, latest_status,"
+        " reasons, error, checked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
 
 
 def main() -> None:

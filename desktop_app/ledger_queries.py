@@ -14,7 +14,6 @@ from typing import Any
 from agent.errors import WatchkeeperError
 
 RUNNING_STATES = ("queued", "starting", "running")
-STALE_ALERT_KINDS = ("stale", "drift")  # a drift alert names a model made stale by its data
 MODEL_VERSION_COLUMNS: tuple[tuple[str, str], ...] = (
     # (heading, SQL expression used for sorting)
     ("Model", "m.name"),
@@ -142,7 +141,7 @@ def ordered_version_ids(
 # worker almost no Python, so it hardly competes with the Qt thread for the interpreter lock.
 # Same output as format_metrics, format_time and format_duration (a test keeps them in step).
 VERSION_ROWS_SQL = """
-SELECT mv.id, m.name, mv.version, mv.status,
+SELECT mv.id, m.name, mv.version, {state},
   substr(coalesce(mv.commit_sha, ''), 1, 10),
   CASE WHEN mv.dirty THEN 'dirty' ELSE '' END,
   CASE WHEN json_valid(mv.metrics) THEN coalesce((
@@ -159,9 +158,16 @@ SELECT mv.id, m.name, mv.version, mv.status,
                 ELSE (d / 3600) || 'h ' || printf('%02d', d % 3600 / 60) || 'm' END
     FROM (SELECT max(0, CAST(mv.ended_at - mv.started_at AS INTEGER)) AS d))
   ELSE '' END
-FROM model_versions mv JOIN models m ON m.id = mv.model_id
+FROM model_versions mv JOIN models m ON m.id = mv.model_id{verdict_join}
 WHERE mv.id IN ({marks})
 """
+# A succeeded version that the model's verdict is about shows that verdict (fresh, stale), as
+# `watchkeeper models list` does; every other version shows its run status.
+VERSION_STATE_SQL = (
+    "CASE WHEN mv.status = 'succeeded' AND vd.verdict IS NOT NULL THEN vd.verdict"
+    " ELSE mv.status END"
+)
+VERDICT_JOIN_SQL = " LEFT JOIN model_verdicts vd ON vd.version_id = mv.id"
 
 
 def version_rows(connection: sqlite3.Connection | None, ids: Sequence[int]) -> dict[int, tuple]:
@@ -170,7 +176,12 @@ def version_rows(connection: sqlite3.Connection | None, ids: Sequence[int]) -> d
         return {}
     cursor = connection.cursor()
     cursor.row_factory = None
-    sql = VERSION_ROWS_SQL.format(marks=",".join("?" * len(ids)))
+    judged = _has(connection, "model_verdicts")
+    sql = VERSION_ROWS_SQL.format(
+        marks=",".join("?" * len(ids)),
+        state=VERSION_STATE_SQL if judged else "mv.status",
+        verdict_join=VERDICT_JOIN_SQL if judged else "",
+    )
     return {row[0]: row[1:] for row in cursor.execute(sql, list(ids))}
 
 
@@ -343,17 +354,39 @@ class RunRow:
 
 
 @dataclass
+class VerdictRow:
+    """The verdict on one model, as the agent or `watchkeeper status` last judged it."""
+
+    repo: str
+    model: str
+    verdict: str
+    version: int | None
+    reasons: list[str]
+    error: str | None
+    checked_at: float
+
+
+@dataclass
 class Overview:
     """What the Overview page and the tray summarise."""
 
     alerts: list[AlertRow]
-    stale: list[AlertRow]
+    verdicts: list[VerdictRow]
     running: list[RunRow]
     today_minutes: float
     week_minutes: float
     model_count: int
     version_count: int
     last_failed_run: RunRow | None
+
+    @property
+    def stale(self) -> list[VerdictRow]:
+        """The models judged stale (whatever became of their alerts)."""
+        return [row for row in self.verdicts if row.verdict == "stale"]
+
+    @property
+    def never_trained(self) -> list[VerdictRow]:
+        return [row for row in self.verdicts if row.verdict == "never trained"]
 
     @property
     def tray_state(self) -> str:
@@ -371,6 +404,8 @@ class Overview:
         parts = [f"{self.model_count} models"]
         if self.stale:
             parts.append(f"{len(self.stale)} stale")
+        if self.never_trained:
+            parts.append(f"{len(self.never_trained)} never trained")
         if self.running:
             parts.append(f"{len(self.running)} running")
         if self.last_failed_run is not None:
@@ -385,17 +420,39 @@ def format_minutes(minutes: float) -> str:
     return f"{whole // 60}h {whole % 60:02d}m"
 
 
+def model_verdicts(connection: sqlite3.Connection | None) -> list[VerdictRow]:
+    """The stored verdict on every declared model (the one `watchkeeper status` gives)."""
+    if not _has(connection, "model_verdicts"):
+        return []
+    assert connection is not None
+    rows = connection.execute("SELECT * FROM model_verdicts ORDER BY repo, model").fetchall()
+    return [
+        VerdictRow(
+            repo=row["repo"],
+            model=row["model"],
+            verdict=row["verdict"],
+            version=row["version"],
+            reasons=[str(reason.get("message", "")) for reason in _json(row["reasons"], [])],
+            error=row["error"],
+            checked_at=row["checked_at"],
+        )
+        for row in rows
+    ]
+
+
 def open_alerts(connection: sqlite3.Connection | None, limit: int = 200) -> list[AlertRow]:
-    """Unacknowledged alerts, newest first."""
+    """Alerts neither acknowledged nor resolved, newest first."""
     if not _has(connection, "alerts"):
         return []
     assert connection is not None
     has_models = _has(connection, "models")
     model_select = "m.name AS model_name" if has_models else "'' AS model_name"
     model_join = " LEFT JOIN models m ON m.id = a.model_id" if has_models else ""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(alerts)")}
+    resolved = " AND a.resolved_at IS NULL" if "resolved_at" in columns else ""
     rows = connection.execute(
         f"SELECT a.*, {model_select} FROM alerts a{model_join}"
-        " WHERE a.acknowledged_at IS NULL ORDER BY a.created_at DESC LIMIT ?",
+        f" WHERE a.acknowledged_at IS NULL{resolved} ORDER BY a.created_at DESC LIMIT ?",
         (limit,),
     ).fetchall()
     return [
@@ -467,18 +524,18 @@ def overview(connection: sqlite3.Connection | None, now: float | None = None) ->
     failed = recent_runs(connection, limit=1, states=("failed", "lost"))
     latest = recent_runs(connection, limit=1)
     last_failed = failed[0] if failed and latest and latest[0].id == failed[0].id else None
-    model_count = version_count = 0
+    verdicts = model_verdicts(connection)
+    version_count = 0
     if _has(connection, "models", "model_versions"):
         assert connection is not None
-        model_count = int(connection.execute("SELECT COUNT(*) FROM models").fetchone()[0])
         version_count = int(connection.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0])
     return Overview(
         alerts=alerts,
-        stale=[alert for alert in alerts if alert.kind in STALE_ALERT_KINDS],
+        verdicts=verdicts,
         running=running,
         today_minutes=coding_minutes_since(connection, today),
         week_minutes=coding_minutes_since(connection, today - timedelta(days=today.weekday())),
-        model_count=model_count,
+        model_count=len(verdicts),
         version_count=version_count,
         last_failed_run=last_failed,
     )

@@ -62,6 +62,8 @@ def notification_for_event(
 
 
 def _alert_notification(data: dict[str, Any], choices: NotificationChoices) -> tuple | None:
+    if data.get("updated") or data.get("state") in ("resolved", "acknowledged"):
+        return None  # only a new alert pops up; its updates and its end change the views
     alert_kind = str(data.get("kind", ""))
     model = str(data.get("model") or data.get("model_name") or "")
     message = str(data.get("message") or "")

@@ -155,9 +155,19 @@ def watch_list(as_json: bool) -> None:
         with client:
             rows = client.call("watch_list")
     else:
+        from agent.config import UserConfig
+
+        paths = _paths()
+        db = _ledger() if paths.ledger.exists() else None
         rows = [
-            {"path": str(e.path), "kind": e.kind, "mode": "agent not running", "reason": ""}
-            for e in watchlist.watched()
+            {
+                "path": str(e.path),
+                "kind": e.kind,
+                "mode": "agent not running",
+                "reason": "",
+                "why": e.why,
+            }
+            for e in watchlist.watch_scope(UserConfig.load(paths.config), db)
         ]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -165,9 +175,15 @@ def watch_list(as_json: bool) -> None:
     if not rows:
         click.echo("nothing is watched; add a repo with `watchkeeper watch add PATH`")
         return
-    table = Table("path", "kind", "how", "note")
+    table = Table("path", "kind", "why", "how", "note")
     for row in rows:
-        table.add_row(row["path"], row["kind"], row["mode"], str(row.get("reason") or ""))
+        table.add_row(
+            row["path"],
+            row["kind"],
+            str(row.get("why") or ""),
+            row["mode"],
+            str(row.get("reason") or ""),
+        )
     Console().print(table)
 
 
@@ -181,7 +197,9 @@ def watch_remove(path: Path) -> None:
             removed = client.call("watch_remove", path=str(path))
         names = [row["path"] for row in removed]
     else:
-        names = [str(e.path) for e in watchlist.remove_watch(path)]
+        paths = _paths()
+        db = _ledger() if paths.ledger.exists() else None
+        names = [str(e.path) for e in watchlist.remove_watch(path, db=db)]
     click.echo("no longer watching " + ", ".join(names))
 
 
@@ -194,10 +212,15 @@ def _ledger() -> Any:
 
 @click.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the alerts as JSON.")
-@click.option("--all", "show_all", is_flag=True, help="Include acknowledged alerts.")
+@click.option("--all", "show_all", is_flag=True, help="Include acknowledged and resolved alerts.")
 @click.pass_context
 def alerts(ctx: click.Context, as_json: bool, show_all: bool) -> None:
-    """List alerts (unacknowledged ones unless --all); `alerts ack ID` acknowledges one."""
+    """List open alerts (with --all, acknowledged and resolved ones too).
+
+    An alert is resolved by itself when what it warned about is over (a newer version is
+    fresh, the change was reverted); acknowledging one only hides it: a stale model stays
+    stale in `status`, the app and the tray. `alerts ack ID` acknowledges one.
+    """
     if ctx.invoked_subcommand is not None:
         return
     client = _client()
@@ -214,31 +237,49 @@ def alerts(ctx: click.Context, as_json: bool, show_all: bool) -> None:
     if not rows:
         click.echo("no alerts" if show_all else "no open alerts")
         return
-    table = Table("id", "when", "kind", "model", "message", "acked")
+    table = Table("id", "when", "kind", "model", "message", "state")
     for row in rows:
+        message = str(row["message"])
+        for update in row.get("updates") or []:
+            message += f"\n  {_when(update['at'])}: {update['message']}"
+        state = str(row.get("state") or "")
+        if row.get("resolution"):
+            state += f" ({row['resolution']})"
         table.add_row(
             str(row["id"]),
             _when(row["created_at"]),
             str(row["kind"]),
             str(row.get("model") or "-"),
-            str(row["message"]),
-            _when(row["acknowledged_at"]) if row["acknowledged_at"] else "",
+            message,
+            state,
         )
     Console(width=max(120, Console().width)).print(table)
 
 
 @alerts.command("ack")
-@click.argument("alert_id", metavar="ID", type=int)
-def alerts_ack(alert_id: int) -> None:
-    """Acknowledge alert ID."""
+@click.argument("alert_ids", metavar="ID...", type=int, nargs=-1)
+@click.option("--all", "ack_all", is_flag=True, help="Acknowledge every open alert.")
+def alerts_ack(alert_ids: tuple[int, ...], ack_all: bool) -> None:
+    """Acknowledge alerts by id (or every open one with --all); hides them, fixes nothing."""
+    if not alert_ids and not ack_all:
+        raise WatchkeeperError("give the ids of the alerts to acknowledge, or --all")
+    if alert_ids and ack_all:
+        raise WatchkeeperError("give alert ids or --all, not both")
     client = _client()
     if client is not None:
         with client:
-            row = client.call("ack_alert", id=alert_id)
+            if ack_all:
+                rows = client.call("ack_alert", all=True)
+            else:
+                rows = client.call("ack_alert", ids=list(alert_ids))
     else:
-        from agent.daemon.alerts import acknowledge
+        from agent.daemon.alerts import acknowledge, acknowledge_all
 
-        row = acknowledge(_ledger(), alert_id)
-    if not row.get("acknowledged_at"):
-        raise WatchkeeperError(f"alert {alert_id} could not be acknowledged")
-    click.echo(f"acknowledged alert {alert_id}: {row['message']}")
+        db = _ledger()
+        rows = acknowledge_all(db) if ack_all else [acknowledge(db, i) for i in alert_ids]
+    if ack_all and not rows:
+        click.echo("no open alerts to acknowledge")
+    for row in rows:
+        if not row.get("acknowledged_at"):
+            raise WatchkeeperError(f"alert {row['id']} could not be acknowledged")
+        click.echo(f"acknowledged alert {row['id']}: {row['message']}")

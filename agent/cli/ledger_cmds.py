@@ -31,14 +31,20 @@ from agent.ledger.queries import (
 from agent.ledger.queries import (
     runs as list_runs,
 )
-from agent.ledger.reports import list_versions, run_json, status_report, version_diff
 from agent.paths import WatchkeeperPaths
 from agent.project.git import repo_root
 from agent.project.spec import SPEC_FILE, TEMPLATE, load_project
+from agent.reports import list_versions, run_json, status_report, version_diff
 from agent.runs.executor import LocalExecutor, Run, RunState, executor_for
 from agent.runs.training import TrainResult, reconcile_runs
 from agent.runs.training import train as train_model
-from agent.staleness import StalenessChecker
+from agent.staleness import (
+    RepoScan,
+    StalenessChecker,
+    builtin_findings,
+    registered_roots,
+    scan_repos,
+)
 
 EXIT_CANCELLED = 130
 CANCEL_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
@@ -201,40 +207,119 @@ def _report_training(ctx: click.Context, console: Console, result: TrainResult) 
     ctx.exit(exit_code)
 
 
+def _status_roots(db: Database, repo_option: Path | None) -> list[tuple[Path, int | None]]:
+    """The repos `status` checks: --repo alone, else the registered ones plus the current repo.
+
+    The current repo counts when its watchkeeper.toml declares models, even if it is not
+    registered (a fresh CI clone): its models are then `never trained`.
+    """
+    if repo_option is not None:
+        root = repo_root(repo_option)
+        if not (root / SPEC_FILE).exists():
+            raise WatchkeeperError(f"{root / SPEC_FILE} does not exist; --repo needs a repo that "
+                                   "declares models (`watchkeeper init` writes one).")
+        return [(root, repo_id_for(db, root))]
+    roots = registered_roots(db)
+    try:
+        here = repo_root(Path.cwd())
+    except WatchkeeperError:
+        return roots
+    if (here / SPEC_FILE).exists() and all(root != here for root, _ in roots):
+        roots.append((here, repo_id_for(db, here)))
+    return roots
+
+
+def _where_looked(roots: list[tuple[Path, int | None]]) -> str:
+    places = ", ".join(str(root) for root, _ in roots) or "no registered repos"
+    return f"looked in {places} and in {Path.cwd()}"
+
+
 @click.command()
+@click.argument("model_names", nargs=-1, metavar="[MODEL]...")
+@click.option(
+    "--repo",
+    "repo_option",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Check only the models of this repo.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the stable JSON report.")
 @click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
-    """Say which models are fresh or stale, with every reason. Exit 0 fresh, 1 stale, 2 error."""
+def status(
+    ctx: click.Context, model_names: tuple[str, ...], repo_option: Path | None, as_json: bool
+) -> None:
+    """Say which models are fresh, stale or never trained, with every reason.
+
+    Exit 0 when every model checked is fresh, 1 when one is stale or never trained, 2 on an
+    error or when no model was found.
+    """
     with common.ledger_session() as db:
-        report = status_report(db, StalenessChecker(db))
+        roots = _status_roots(db, repo_option)
+        scans = scan_repos(db, roots, names=model_names or None)
+        builtin = [] if model_names or repo_option else builtin_findings(db)
+        if model_names:
+            found = {finding.model for scan in scans for finding in scan.findings}
+            unknown = [name for name in model_names if name not in found]
+            if unknown:
+                known = sorted(
+                    {name for scan in scan_repos(db, roots) for name in _declared(scan)}
+                )
+                raise WatchkeeperError(
+                    f"no model named {', '.join(unknown)} is declared; models: "
+                    f"{', '.join(known) or 'none'} ({_where_looked(roots)})"
+                )
+    report = status_report(scans, builtin)
+    checked = any(repo["models"] or repo["error"] for repo in report["repos"])
     if as_json:
         _echo_json(report)
     else:
-        console = common.console()
-        if not report["repos"]:
-            console.print("no repo declares models; run `watchkeeper init` in a git repo.")
-        for repo in report["repos"]:
-            console.print(f"[bold]{repo['path']}[/]")
-            if repo["error"]:
-                console.print(f"  [red]error[/]: {repo['error']}", markup=True)
-            if not repo["models"] and not repo["error"]:
-                console.print(f"  no models declared in {SPEC_FILE}")
-            for entry in repo["models"]:
-                version = f"v{entry['version']}" if entry["version"] else "-"
-                colour = "red" if entry["stale"] else "green"
-                console.print(f"  [{colour}]{entry['state']:5}[/] {entry['model']} {version}")
-                for reason in entry["stale_reasons"]:
-                    console.print(f"        - {reason}", markup=False)
-        if report["builtin"]:
-            console.print("[bold]built-in models[/]")
-        for entry in report["builtin"]:
-            version = f"v{entry['version']}" if entry["version"] else "not fitted yet"
-            refit = f", last refit {_when(entry['refitted_at'])}" if entry["refitted_at"] else ""
-            console.print(f"  built-in {entry['model']} {version}{refit}", markup=False)
+        _print_status(report)
+    if not checked and not report["builtin"]:
+        click.echo(
+            f"error: no repo declares models ({_where_looked(roots)}); run `watchkeeper init` "
+            "in a git repo, or `watchkeeper demo` for an example.",
+            err=True,
+        )
+        ctx.exit(2)
     if report["errors"]:
         ctx.exit(2)
-    ctx.exit(1 if report["stale"] else 0)
+    ctx.exit(1 if report["stale"] or report["never_trained"] else 0)
+
+
+def _declared(scan: RepoScan) -> list[str]:
+    return [finding.model for finding in scan.findings]
+
+
+STATE_COLOURS = {"fresh": "green", "stale": "red", "never trained": "yellow", "error": "red"}
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    console = common.console()
+    for repo in report["repos"]:
+        console.print(f"[bold]{repo['path']}[/]")
+        if repo["error"]:
+            console.print(f"  [red]error[/]: {repo['error']}", markup=True)
+        if not repo["models"] and not repo["error"]:
+            console.print(f"  no models declared in {SPEC_FILE}")
+        for entry in repo["models"]:
+            version = f"v{entry['version']}" if entry["version"] else "-"
+            colour = STATE_COLOURS.get(entry["state"], "white")
+            latest = entry["latest_status"]
+            attempt = f" (newest run {latest})" if latest not in (None, "succeeded") else ""
+            console.print(
+                f"  [{colour}]{entry['state']}[/] {entry['model']} {version}{attempt}"
+            )
+            if entry["error"]:
+                console.print(f"        - {entry['error']}", markup=False)
+            for reason in entry["reasons"]:
+                console.print(f"        - {reason['message']}", markup=False)
+                for drift in reason["drift"]:
+                    console.print(f"          drift: {drift}", markup=False)
+    if report["builtin"]:
+        console.print("[bold]built-in models[/]")
+    for entry in report["builtin"]:
+        version = f"v{entry['version']}" if entry["version"] else "not fitted yet"
+        refit = f", last refit {_when(entry['refitted_at'])}" if entry["refitted_at"] else ""
+        console.print(f"  built-in {entry['model']} {version}{refit}", markup=False)
 
 
 @click.group()
@@ -246,24 +331,27 @@ def models() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the stable JSON list.")
 @click.option("--all", "all_versions", is_flag=True, help="Every version, not just the newest.")
 def models_list(as_json: bool, all_versions: bool) -> None:
-    """List each model's newest version (or all versions) with its staleness."""
+    """List each model's newest version (or all versions) with its state.
+
+    A version's state is its run status unless it succeeded, then fresh or stale; the
+    "model is" column is the model's verdict, the one `status` gives.
+    """
     with common.ledger_session() as db:
         rows = list_versions(db, StalenessChecker(db), all_versions=all_versions)
     if as_json:
         _echo_json(rows)
         return
-    table = Table("model", "version", "status", "commit", "metrics", "stale", "trained")
+    table = Table("model", "version", "state", "commit", "metrics", "model is", "trained")
     for row in rows:
         commit = (row["commit"] or "-")[:10] + ("+dirty" if row["dirty"] else "")
         metrics = ", ".join(f"{k}={v:g}" for k, v in row["metrics"].items()) or "-"
-        stale = "built-in" if row["builtin"] else "stale" if row["stale"] else "fresh"
         table.add_row(
             row["model"],
             str(row["version"]),
-            row["status"],
+            row["state"],
             commit,
             metrics,
-            stale,
+            row["model_state"],
             _when(row["started_at"]),
         )
     common.console().print(table)
@@ -304,16 +392,16 @@ def models_show(model_ref: str, as_json: bool) -> None:
             console.print(f"  [bold]{title}[/]")
             for key, value in mapping.items():
                 console.print(f"    {key} = {json.dumps(value)}", markup=False)
-    state = "built-in" if version["builtin"] else "stale" if version["stale"] else "fresh"
-    console.print(f"  [bold]{state}[/]")
+    console.print(f"  [bold]{version['state']}[/]")
     for reason in version["stale_reasons"]:
         console.print(f"    - {reason}", markup=False)
 
 
 def list_versions_one(db: Database, row: dict[str, Any]) -> dict[str, Any]:
-    from agent.ledger.reports import version_json
+    from agent.reports import version_json
 
-    return version_json(row, StalenessChecker(db).check(row))
+    staleness = StalenessChecker(db).check(row) if row["status"] == "succeeded" else None
+    return version_json(row, staleness)
 
 
 @models.command("diff")

@@ -15,7 +15,7 @@ from agent.ledger import write_transaction
 from agent.ledger.queries import insert_row, next_version
 
 if TYPE_CHECKING:
-    from agent.daemon.service import AgentService
+    from agent.daemon.ports import AgentCore
 
 BUILTIN_REPO_PATH = "builtin:watchkeeper"
 """The ledger's `repos` row that owns built-in models (it is not a directory)."""
@@ -96,7 +96,7 @@ def event_set_fingerprint(times: np.ndarray, kinds: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def refit(service: AgentService) -> dict[str, Any]:
+def refit(service: AgentCore) -> dict[str, Any]:
     """Fit the coding-time model to the last 90 days and record a version plus per-day rows."""
     from hmm_core.coding_time import estimate_coding_time
 

@@ -17,7 +17,7 @@ APPLICATION_ERROR = -32000
 FORBIDDEN = -32001
 MESSAGE_TOO_LARGE = -32002
 
-EVENT_KINDS = ("alert", "run_state", "run_log", "snapshot", "coding_time")
+EVENT_KINDS = ("alert", "verdicts", "run_state", "run_log", "snapshot", "coding_time")
 
 
 class ProtocolError(Exception):

@@ -1,7 +1,8 @@
-"""Staleness checks run in a short-lived child, so drift statistics never stay in the agent.
+"""Staleness checks with drift run in a short-lived child, so scipy never stays in the agent.
 
-Drift tests pull in scipy (about 60 MB); the agent's budget is 120 MB, so it asks a child
-process, which prints one JSON object per stale model version and exits.
+Drift tests pull in scipy (about 60 MB); the agent's budget is 120 MB, so the agent judges
+models in-process without drift (`findings_for(..., drift=False)`, milliseconds) and asks a
+child process for the same findings with drift, which it prints as JSON and exits.
 """
 
 from __future__ import annotations
@@ -17,50 +18,26 @@ from sqlite_utils import Database
 
 from agent.errors import WatchkeeperError
 from agent.paths import WatchkeeperPaths
+from agent.staleness import Finding, registered_roots, scan_repos
 
 CHECK_TIMEOUT_SECONDS = 300
 
 
-def stale_versions(
-    db: Database, paths: WatchkeeperPaths, repo_filter: Path | None = None
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every stale trained model of the registered repos, and the problems met on the way."""
-    from agent.ledger.queries import list_repos
-    from agent.staleness import StalenessChecker
-
-    checker = StalenessChecker(db, paths)
-    found: list[dict[str, Any]] = []
+def findings_for(
+    db: Database,
+    paths: WatchkeeperPaths,
+    roots: list[tuple[Path, int | None]],
+    *,
+    drift: bool,
+) -> tuple[list[Finding], list[str]]:
+    """Every declared model's finding in the given repos, and the repos that could not be read."""
+    findings: list[Finding] = []
     problems: list[str] = []
-    for repo in list_repos(db):
-        root = Path(repo["path"])
-        if repo_filter is not None and root != repo_filter:
-            continue
-        if not (root / "watchkeeper.toml").exists():
-            continue
-        try:
-            project = checker.project(root)
-            for model in project.models.values():
-                status = checker.model_status(root, model, repo["id"])
-                version = status.version
-                if version is None or not status.staleness.stale:
-                    continue
-                found.append(
-                    {
-                        "repo": str(root),
-                        "model": status.model,
-                        "on_stale": model.on_stale,
-                        "version": {
-                            "id": version["id"],
-                            "version": version["version"],
-                            "model_id": version["model_id"],
-                            "data": sorted(version.get("data") or {}),
-                        },
-                        "reasons": [reason.as_json() for reason in status.staleness.reasons],
-                    }
-                )
-        except WatchkeeperError as error:
-            problems.append(f"{root}: {error}")
-    return found, problems
+    for scan in scan_repos(db, roots, paths, drift=drift):
+        if scan.error:
+            problems.append(scan.error)
+        findings.extend(scan.findings)
+    return findings, problems
 
 
 def _run_child(paths: WatchkeeperPaths, extra: list[str]) -> dict[str, Any]:
@@ -91,10 +68,10 @@ def _run_child(paths: WatchkeeperPaths, extra: list[str]) -> dict[str, Any]:
 
 def check_in_child(
     paths: WatchkeeperPaths, repo_filter: Path | None = None
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Run `stale_versions` in a child Python and return its findings."""
+) -> tuple[list[Finding], list[str]]:
+    """Every registered repo's findings with drift (or one repo's), from a child Python."""
     report = _run_child(paths, ["--repo", str(repo_filter)] if repo_filter else [])
-    return report["stale"], report["problems"]
+    return [Finding.from_json(item) for item in report["findings"]], report["problems"]
 
 
 def models_in_child(paths: WatchkeeperPaths) -> list[dict[str, Any]]:
@@ -117,13 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     db = open_ledger(paths.ledger)
     try:
         if args.models:
-            from agent.ledger.reports import list_versions
+            from agent.reports import list_versions
             from agent.staleness import StalenessChecker
 
             report: dict[str, Any] = {"models": list_versions(db, StalenessChecker(db, paths))}
         else:
-            stale, problems = stale_versions(db, paths, args.repo)
-            report = {"stale": stale, "problems": problems}
+            roots = registered_roots(db)
+            if args.repo is not None:
+                roots = [(root, repo_id) for root, repo_id in roots if root == args.repo]
+            findings, problems = findings_for(db, paths, roots, drift=True)
+            report = {"findings": [f.as_json() for f in findings], "problems": problems}
     finally:
         db.close()
     json.dump(report, sys.stdout, default=str)

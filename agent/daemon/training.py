@@ -13,7 +13,7 @@ from sqlite_utils import Database
 from agent.errors import WatchkeeperError
 
 if TYPE_CHECKING:
-    from agent.daemon.service import AgentService
+    from agent.daemon.ports import AgentCore
 
 log = logging.getLogger(__name__)
 
@@ -22,14 +22,14 @@ _run_threads_lock = threading.Lock()
 _last_states: dict[str, str] = {}
 
 
-def resolve_repo(service: AgentService, model: str, repo: str | None) -> Path:
+def resolve_repo(service: AgentCore, model: str, repo: str | None) -> Path:
     """The repo declaring `model`: the given one, else the only watched/registered one with it."""
     if repo:
         return Path(repo).expanduser().resolve()
     from agent.project.spec import load_project
 
     candidates = []
-    for root in service._model_repos():
+    for root in service.model_repos():
         try:
             if model in load_project(root).models:
                 candidates.append(root)
@@ -55,7 +55,7 @@ def _param_pairs(params: dict[str, Any]) -> list[str]:
 
 
 def start(
-    service: AgentService,
+    service: AgentCore,
     repo: Path,
     model: str,
     params: dict[str, Any],
@@ -80,7 +80,7 @@ def start(
             nonlocal offset
             run_id = outcome.get("run")
             if run_id:
-                service.server.publish(
+                service.publish(
                     "run_log",
                     {"run": run_id, "offset": offset, "text": chunk.decode(errors="replace")},
                 )
@@ -100,6 +100,9 @@ def start(
             _publish_state(service, result.run_id, model, result.status, result.exit_code)
             if result.status == "failed":
                 _alert_failed(service, db, result)
+            service.worker.request(
+                ("staleness", repo), lambda: service.check_staleness(repo_filter=repo)
+            )
         except Exception as error:
             outcome["error"] = error
             log.warning("training %s failed to start: %s", model, error)
@@ -122,14 +125,15 @@ def start(
     return {key: outcome[key] for key in ("run", "version", "model", "repo")}
 
 
-def _alert_failed(service: AgentService, db: Database, result: Any) -> None:
+def _alert_failed(service: AgentCore, db: Database, result: Any) -> None:
     from agent.daemon import alerts
 
     row = db.execute("SELECT model_id FROM runs WHERE id = ?", [result.run_id]).fetchone()
     last_line = (result.log_tail.strip().splitlines() or ["no output"])[-1]
-    alert = alerts.raise_alert(
+    alert = alerts.insert_alert(
         db,
         kind="run_failed",
+        cause=f"run_failed:{result.run_id}",
         message=f"{result.model}@{result.version} failed (run {result.run_id}, exit "
         f"{result.exit_code}): {result.problem or last_line}",
         dedupe_key=f"run_failed:{result.run_id}",
@@ -138,19 +142,19 @@ def _alert_failed(service: AgentService, db: Database, result: Any) -> None:
         versions=[{"model": result.model, "version": result.version}],
     )
     if alert is not None:
-        service.server.publish("alert", alert)
+        service.publish("alert", alert)
 
 
 def _publish_state(
-    service: AgentService, run_id: str, model: str, state: str, exit_code: int | None
+    service: AgentCore, run_id: str, model: str, state: str, exit_code: int | None
 ) -> None:
     _last_states[run_id] = state
-    service.server.publish(
+    service.publish(
         "run_state", {"run": run_id, "model": model, "state": state, "exit_code": exit_code}
     )
 
 
-def cancel(service: AgentService, run_id: str) -> dict[str, Any]:
+def cancel(service: AgentCore, run_id: str) -> dict[str, Any]:
     """Ask the run's executor to cancel it; the supervising thread or poll records the end."""
     from agent.ledger.queries import find_run
     from agent.runs.executor import Run, executor_for
@@ -163,7 +167,7 @@ def cancel(service: AgentService, run_id: str) -> dict[str, Any]:
     return {"run": run_id, "cancelling": True}
 
 
-def poll_active_runs(service: AgentService) -> None:
+def poll_active_runs(service: AgentCore) -> None:
     """Follow runs nobody supervises (after a restart, or remote ones): logs, state, the end."""
     from agent.ledger import write_transaction
     from agent.ledger.queries import active_runs, update_row
@@ -190,7 +194,7 @@ def poll_active_runs(service: AgentService) -> None:
             log.warning("cannot poll run %s: %s", run_id, error)
             continue
         if chunk:
-            service.server.publish(
+            service.publish(
                 "run_log", {"run": run_id, "offset": offset, "text": chunk.decode(errors="replace")}
             )
             with write_transaction(db):

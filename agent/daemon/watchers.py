@@ -92,6 +92,7 @@ class WatchedRoot:
     kind: str  # "repo" or "data"
     mode: str = "pending"  # "inotify", "polling", "covered", "missing"
     reason: str = ""
+    why: str = "added by hand"
     identity: tuple[int, int] | None = None
     watch: ObservedWatch | None = None
     observer: BaseObserver | None = None
@@ -267,13 +268,13 @@ class WatchManager:
                 observer.join(timeout=2)
 
     # -- public API ------------------------------------------------------------------------
-    def add(self, path: Path, kind: str) -> WatchedRoot:
-        """Start watching a repo or data source (idempotent)."""
+    def add(self, path: Path, kind: str, why: str = "added by hand") -> WatchedRoot:
+        """Start watching a repo or data source (idempotent); `why` says what asked for it."""
         path = Path(os.path.abspath(path))
         with self._lock:
             root = self.roots.get((path, kind))
             if root is None:
-                root = WatchedRoot(path=path, kind=kind)
+                root = WatchedRoot(path=path, kind=kind, why=why)
                 if kind == "repo":
                     root.ignore = GitIgnoreRules(path)
                 self.roots[(path, kind)] = root
@@ -303,6 +304,7 @@ class WatchManager:
                     "kind": root.kind,
                     "mode": root.mode,
                     "reason": root.reason,
+                    "why": root.why,
                     "unreadable": list(root.unreadable),
                 }
                 for root in self.roots.values()

@@ -176,6 +176,51 @@ def m001_initial_schema(db: Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m002_alert_lifecycle(db: Database) -> None:
+    """Alerts get a cause, a resolution and dated updates; models get their latest verdict.
+
+    An unresolved alert is unique per model and cause. Stale alerts raised before causes
+    existed are resolved: the next check raises them again under their cause.
+    """
+    statements = [
+        "ALTER TABLE alerts ADD COLUMN cause TEXT",
+        "ALTER TABLE alerts ADD COLUMN version_id INTEGER",
+        "ALTER TABLE alerts ADD COLUMN updated_at REAL",
+        "ALTER TABLE alerts ADD COLUMN resolved_at REAL",
+        "ALTER TABLE alerts ADD COLUMN resolution TEXT",
+        "UPDATE alerts SET resolved_at = created_at, resolution = 'rechecked after an upgrade'"
+        " WHERE kind IN ('stale', 'drift')",
+        "CREATE UNIQUE INDEX idx_alerts_open_cause ON alerts(model_id, cause)"
+        " WHERE resolved_at IS NULL AND cause IS NOT NULL",
+        """
+        CREATE TABLE alert_updates (
+            id INTEGER PRIMARY KEY,
+            alert_id INTEGER NOT NULL REFERENCES alerts(id) ON DELETE CASCADE,
+            at REAL NOT NULL,
+            message TEXT NOT NULL,
+            reasons TEXT,
+            drift TEXT
+        )""",
+        "CREATE INDEX idx_alert_updates_alert ON alert_updates(alert_id)",
+        """
+        CREATE TABLE model_verdicts (
+            repo TEXT NOT NULL,
+            model TEXT NOT NULL,
+            verdict TEXT NOT NULL,
+            version INTEGER,
+            version_id INTEGER,
+            latest_status TEXT,
+            reasons TEXT,
+            error TEXT,
+            checked_at REAL NOT NULL,
+            PRIMARY KEY (repo, model)
+        )""",
+    ]
+    for statement in statements:
+        db.execute(statement)
+
+
 TABLES = (
     "repos",
     "commits",
@@ -188,5 +233,7 @@ TABLES = (
     "runs",
     "model_versions",
     "alerts",
+    "alert_updates",
+    "model_verdicts",
     "coding_time_days",
 )

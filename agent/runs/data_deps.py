@@ -65,10 +65,17 @@ def snapshot_data_dep(
 
 
 def data_dep_change(
-    db: Database, snapshot_id: int, path: Path, paths: WatchkeeperPaths | None = None
+    db: Database,
+    snapshot_id: int,
+    path: Path,
+    paths: WatchkeeperPaths | None = None,
+    *,
+    drift: bool = True,
 ) -> DataDepChange | None:
-    """None when the data dep still matches the snapshot; else the files and drift that differ."""
-    from agent.data.drift import drift_against_snapshot
+    """None when the data dep still matches the snapshot; else the files and drift that differ.
+
+    With `drift=False` the per-column drift tests (and scipy) are skipped.
+    """
     from agent.data.fingerprint import fingerprint
     from agent.data.snapshots import diff_fingerprints, load_snapshot
 
@@ -77,7 +84,11 @@ def data_dep_change(
     if current.digest == recorded.digest:
         return None
     difference = diff_fingerprints(recorded, current)
-    reports = drift_against_snapshot(db, snapshot_id, path)
+    reports = []
+    if drift:
+        from agent.data.drift import drift_against_snapshot
+
+        reports = drift_against_snapshot(db, snapshot_id, path)
     return DataDepChange(
         fingerprint=current.digest,
         added=sorted(difference.added),

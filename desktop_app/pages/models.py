@@ -123,6 +123,7 @@ class ModelsPage(Page):
         self.table_model = ModelVersionsTableModel(context.workers)
         self.detail: VersionDetail | None = None
         self.details: dict[int, VersionDetail] = {}
+        self._shown_verdicts: dict[tuple[str, str], tuple[Any, Any]] = {}
 
         self.filter_box = QLineEdit()
         self.filter_box.setPlaceholderText("Filter by model, commit, executor or host (Ctrl+F)")
@@ -214,8 +215,18 @@ class ModelsPage(Page):
             kind == "run_state"
             and isinstance(data, dict)
             and data.get("state") in ("succeeded", "failed", "cancelled")
-        ):
+        ) or (kind == "verdicts" and isinstance(data, dict) and self._verdicts_changed(data)):
             self.table_model.reload()
+
+    def _verdicts_changed(self, data: dict[str, Any]) -> bool:
+        """Remember the verdicts an event carries; True when one differs from what is shown."""
+        changed = False
+        for entry in data.get("models") or []:
+            key = (str(entry.get("repo")), str(entry.get("model")))
+            value = (entry.get("verdict"), entry.get("version_id"))
+            changed = changed or self._shown_verdicts.get(key) != value
+            self._shown_verdicts[key] = value
+        return changed
 
     def fill_executors(self) -> None:
         """Local plus every remote configured in config.toml."""

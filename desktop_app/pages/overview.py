@@ -88,7 +88,7 @@ class OverviewPage(Page):
         self.context.workers.submit(ledger_queries.overview, self.show_overview)
 
     def handle_event(self, kind: str, data: object) -> None:
-        if kind in ("alert", "run_state", "coding_time"):
+        if kind in ("alert", "verdicts", "run_state", "coding_time"):
             self.refresh()
 
     def show_overview(self, overview: Overview) -> None:
@@ -117,20 +117,20 @@ class OverviewPage(Page):
         if not overview.alerts:
             self.alerts.addTopLevelItem(QTreeWidgetItem(["", "", "", "No open alerts"]))
         self.stale.clear()
-        reasons_by_model: dict[str, list[str]] = {}
-        for alert in overview.stale:  # one entry per model, every distinct reason once
-            reasons = reasons_by_model.setdefault(alert.model, [])
-            for reason in alert.reasons or [alert.message]:
-                if reason not in reasons:
-                    reasons.append(reason)
-        for model, reasons in reasons_by_model.items():
-            item = QTreeWidgetItem([model, reasons[0] if reasons else ""])
-            for reason in reasons[1:]:
+        for verdict in overview.stale:  # the verdict, acknowledged alerts or not
+            item = QTreeWidgetItem(
+                [verdict.model, verdict.reasons[0] if verdict.reasons else "stale"]
+            )
+            item.setToolTip(0, f"{verdict.model} v{verdict.version} in {verdict.repo}")
+            for reason in verdict.reasons[1:]:
                 item.addChild(QTreeWidgetItem(["", reason]))
             self.stale.addTopLevelItem(item)
             item.setExpanded(True)
-        if not overview.stale:
-            self.stale.addTopLevelItem(QTreeWidgetItem(["All models fresh", ""]))
+        for verdict in overview.never_trained:
+            self.stale.addTopLevelItem(QTreeWidgetItem([verdict.model, "never trained"]))
+        if not overview.stale and not overview.never_trained:
+            text = "All models fresh" if overview.verdicts else "No models declared yet"
+            self.stale.addTopLevelItem(QTreeWidgetItem([text, ""]))
         self.running.clear()
         for run in overview.running:
             item = QTreeWidgetItem([run.id, run.model, run.executor, run.elapsed, ""])

@@ -22,7 +22,7 @@ def cli(root: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> Result:
 
 def status_json(root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, dict]:
     result = cli(root, monkeypatch, "status", "--json")
-    return result.exit_code, json.loads(result.output)
+    return result.exit_code, json.loads(result.stdout)
 
 
 def model_entry(report: dict, name: str = "churn") -> dict:
@@ -50,7 +50,10 @@ def test_init_writes_a_template_and_registers_the_repo(
     assert (root / "watchkeeper.toml").read_text().startswith("# Watchkeeper project file")
     assert [row["path"] for row in open_ledger()["repos"].rows] == [str(root.resolve())]
     code, report = status_json(root, monkeypatch)
-    assert code == 0 and report["repos"][0]["models"] == []
+    # Nothing declared yet: status checked nothing, so it does not say "all fresh".
+    assert code == 2 and report["repos"][0]["models"] == []
+    result = cli(root, monkeypatch, "status")
+    assert result.exit_code == 2 and "no repo declares models" in result.stderr
 
 
 def test_init_outside_a_git_repo_says_so(tmp_path: Path) -> None:

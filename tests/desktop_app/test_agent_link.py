@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -90,59 +92,76 @@ def test_retrain_sends_train_to_the_real_agent_and_shows_the_result(
     qtbot.waitUntil(lambda: "epoch 2 rows 3" in runs.log_view.toPlainText(), timeout=10_000)
 
 
-def test_an_alert_event_notifies_in_the_tray_and_can_be_acknowledged(
+def status_verdicts(repo: Path) -> dict[str, str]:
+    """`watchkeeper status --json` run in the repo: each model's state."""
+    from click.testing import CliRunner
+
+    from agent.cli import main
+
+    cwd = Path.cwd()
+    os.chdir(repo)
+    try:
+        result = CliRunner().invoke(main, ["status", "--json"], catch_exceptions=False)
+    finally:
+        os.chdir(cwd)
+    report = json.loads(result.stdout)
+    return {m["model"]: m["state"] for r in report["repos"] for m in r["models"]}
+
+
+def stale_tree_models(overview: Any) -> list[str]:
+    tree = overview.stale
+    return [tree.topLevelItem(i).text(0) for i in range(tree.topLevelItemCount())]
+
+
+def test_a_stale_model_shows_stale_everywhere_until_fixed_not_until_acknowledged(
     trained_repo: Path,
     start_agent: Callable[[], Any],
     make_app: Callable[..., Any],
     qtbot: QtBot,
     paths: WatchkeeperPaths,
 ) -> None:
-    from agent.daemon import alerts
-
-    service = start_agent()
+    start_agent()
     app = make_app()
     qtbot.waitUntil(lambda: app.agent.connected, timeout=10_000)
-    qtbot.waitUntil(lambda: service.server.subscriber_count >= 1, timeout=10_000)
-    model_id = service.db().execute("SELECT id FROM models WHERE name = 'churn'").fetchone()[0]
-    alert = alerts.raise_alert(
-        service.db(),
-        kind="stale",
-        message="churn@1 is stale: data files modified: data/train.csv",
-        dedupe_key="test-stale-churn",
-        model_id=model_id,
-        reasons=["data files modified: data/train.csv"],
-        versions=[{"model": "churn", "version": 1}],
-    )
-    service.server.publish("alert", alert)
-
-    qtbot.waitUntil(lambda: app.tray.last_notification is not None, timeout=10_000)
-    notice = app.tray.last_notification
-    assert (notice.title, notice.message, notice.kind) == (
-        "churn is stale",
-        "data files modified: data/train.csv",
-        "stale",
-    )
-
     overview = app.window.pages["Overview"]
-    qtbot.waitUntil(
-        lambda: (
-            overview.selected_alert_ids() == []
-            and overview.alerts.topLevelItem(0).text(1) == "stale"
-        ),
-        timeout=10_000,
-    )
+    qtbot.waitUntil(lambda: stale_tree_models(overview) == ["All models fresh"], timeout=10_000)
+    assert status_verdicts(trained_repo) == {"churn": "fresh"}
+
+    code = trained_repo / "train.py"
+    original = code.read_text()
+    code.write_text(original + "# tuned\n")
+    qtbot.waitUntil(lambda: app.tray.last_notification is not None, timeout=15_000)
+    notice = app.tray.last_notification
+    assert (notice.title, notice.kind) == ("churn is stale", "stale")
+    assert "train.py" in notice.message
     qtbot.waitUntil(lambda: app.tray.state == "stale", timeout=10_000)
+    assert stale_tree_models(overview) == ["churn"]
+    assert status_verdicts(trained_repo) == {"churn": "stale"}
+    assert "1 stale" in app.tray.status_action.text()
+
+    # Acknowledging hides the alert, not the staleness.
+    qtbot.waitUntil(lambda: overview.alerts.topLevelItem(0).text(1) == "stale", timeout=10_000)
     overview.alerts.topLevelItem(0).setSelected(True)
     qtbot.mouseClick(overview.ack_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(
         lambda: overview.alerts.topLevelItem(0).text(3) == "No open alerts", timeout=10_000
     )
-    acknowledged = (
-        service.db()
-        .execute("SELECT acknowledged_at FROM alerts WHERE id = ?", [alert["id"]])
-        .fetchone()[0]
-    )
-    assert acknowledged is not None
+    assert app.tray.state == "stale" and stale_tree_models(overview) == ["churn"]
+    assert status_verdicts(trained_repo) == {"churn": "stale"}
+
+    # Reverting the change makes it fresh everywhere and resolves the alert.
+    code.write_text(original)
+    qtbot.waitUntil(lambda: app.tray.state == "fresh", timeout=15_000)
+    assert stale_tree_models(overview) == ["All models fresh"]
+    assert status_verdicts(trained_repo) == {"churn": "fresh"}
+    db = open_ledger(paths.ledger)
+    try:
+        [(state, resolution)] = db.execute(
+            "SELECT acknowledged_at IS NOT NULL, resolution FROM alerts"
+        ).fetchall()
+    finally:
+        db.close()
+    assert state == 1 and resolution == "change reverted"
 
 
 def test_the_app_survives_the_agent_restarting(
@@ -251,8 +270,12 @@ def test_a_new_user_flow_from_the_app_alone(
     qtbot.mouseClick(models.retrain_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: app.tray.last_notification.kind == "run_finished", timeout=60_000)
     qtbot.waitUntil(lambda: models.table_model.total == 2, timeout=10_000)
-    app.workers.wait_idle(10)
-    assert models.table_model.row_values(0)[:3] == ("churn", 2, "succeeded")
+    # The retrained version is fresh: the tray, the Overview and the Models table say so.
+    qtbot.waitUntil(lambda: app.tray.state == "fresh", timeout=15_000)
+    assert overview.stale.topLevelItem(0).text(0) == "All models fresh"
+    qtbot.waitUntil(lambda: models.table_model.row_values(0)[:3] == ("churn", 2, "fresh"),
+                    timeout=10_000)
+    assert models.table_model.row_values(1)[:3] == ("churn", 1, "succeeded")
 
     runs = app.window.show_page("Runs")
     qtbot.waitUntil(lambda: runs.table.rowCount() == 2, timeout=10_000)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from agent.cli import main
 from agent.config import UserConfig
-from agent.daemon.alerts import raise_alert
+from agent.daemon.alerts import insert_alert
 from agent.daemon.lifecycle import running_pid
 from agent.ledger import open_ledger
 from agent.paths import WatchkeeperPaths
@@ -53,9 +53,9 @@ def test_watch_add_list_remove_without_an_agent(tmp_path: Path, watchkeeper_home
 def test_alerts_list_and_ack_without_an_agent(watchkeeper_home: Path) -> None:
     paths = WatchkeeperPaths.from_environment()
     db = open_ledger(paths.ledger)
-    first = raise_alert(db, kind="watch", message="folder gone", dedupe_key="w:1")
-    second = raise_alert(db, kind="watch", message="other folder gone", dedupe_key="w:2")
-    assert raise_alert(db, kind="watch", message="again", dedupe_key="w:1") is None
+    first = insert_alert(db, kind="watch", message="folder gone", dedupe_key="w:1")
+    second = insert_alert(db, kind="watch", message="other folder gone", dedupe_key="w:2")
+    assert insert_alert(db, kind="watch", message="again", dedupe_key="w:1") is None
     db.close()
     assert first and second
     code, output = run("alerts", "--json")

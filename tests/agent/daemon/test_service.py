@@ -22,7 +22,8 @@ import pytest
 from agent.client import AgentCallError, AgentClient
 from agent.config import UserConfig
 from agent.daemon.scheduler import ScheduleSettings
-from agent.daemon.service import AgentService, AgentSettings
+from agent.daemon.service import AgentService
+from agent.daemon.settings import AgentSettings
 from agent.ledger import open_ledger
 from agent.paths import WatchkeeperPaths
 from tests.agent.daemon.conftest import REPO_ROOT, git, make_repo, wait_for
@@ -216,7 +217,9 @@ def test_watch_add_and_remove_over_the_socket(
         listed = {(w["path"], w["kind"]) for w in client.call("watch_list")}
         assert listed == {(str(repo), "repo"), (str(data), "data")}
         wait_for(lambda: count(paths, "SELECT COUNT(*) FROM commits") == 1)
-        assert client.call("watch_remove", path=str(repo)) == [{"path": str(repo), "kind": "repo"}]
+        assert client.call("watch_remove", path=str(repo)) == [
+                {"path": str(repo), "kind": "repo", "why": "added by hand"}
+            ]
         with pytest.raises(AgentCallError, match="is not watched"):
             client.call("watch_remove", path=str(repo))
     config = UserConfig.load(paths.config)
@@ -236,15 +239,19 @@ def test_a_deleted_watched_folder_raises_an_alert_and_is_watched_again(
         shutil.rmtree(data)
         alert = events.next("alert", kind="watch")
         assert str(data) in alert["message"]
-        data.mkdir()
-        wait_for(lambda: agent.watches.roots[(data, "data")].mode == "inotify")
         with AgentClient.connect(paths.socket) as client:
             open_alerts = client.call("alerts")
             assert [a["kind"] for a in open_alerts] == ["watch"]
-            acked = client.call("ack_alert", id=open_alerts[0]["id"])
-            assert acked["acknowledged_at"] is not None
+        data.mkdir()
+        resolved = events.next("alert", id=alert["id"], state="resolved")
+        assert resolved["resolution"] == f"{data} is back"
+        wait_for(lambda: agent.watches.roots[(data, "data")].mode == "inotify")
+        with AgentClient.connect(paths.socket) as client:
             assert client.call("alerts") == []
-            assert len(client.call("alerts", all=True)) == 1
+            [listed] = client.call("alerts", all=True)
+            assert listed["state"] == "resolved"
+            acked = client.call("ack_alert", id=listed["id"])
+            assert acked["acknowledged_at"] is not None
             with pytest.raises(AgentCallError, match="no alert with id 999"):
                 client.call("ack_alert", id=999)
     finally:
@@ -291,16 +298,18 @@ def test_a_data_change_publishes_a_snapshot_and_a_stale_alert(
         assert "churn@1" in alert["message"]
         assert any("data/train.csv" in reason for reason in alert["reasons"])
         assert alert["versions"][0]["model"] == "churn"
-        # The same state does not alert twice; a further change does.
+        # Drift arrives later as a dated update; the alert's own text stays as it was.
+        updated = events.next("alert", id=alert["id"], updated=True)
+        assert updated["message"] == alert["message"]
+        assert updated["updates"][0]["drift"] and updated["drift"]
+        # One alert per model and cause: a check and a further change add none.
         agent.check_staleness()
-        assert count(paths, "SELECT COUNT(*) FROM alerts") == 1
         with (repo / "data" / "train.csv").open("a") as handle:
             handle.write("60,Lima\n")
-        second = events.next("alert")
-        while second["id"] == alert["id"]:  # the first alert, completed with drift
-            assert second.get("updated")
-            second = events.next("alert")
-        assert "churn@1" in second["message"]
+        events.next("snapshot", source=str(repo / "data" / "train.csv"))
+        verdicts = events.next("verdicts")
+        assert [m["verdict"] for m in verdicts["models"]] == ["stale"]
+        assert count(paths, "SELECT COUNT(*) FROM alerts") == 1
     finally:
         events.close()
 

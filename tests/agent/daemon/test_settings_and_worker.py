@@ -11,7 +11,7 @@ import pytest
 
 from agent.config import UserConfig
 from agent.daemon.scheduler import AgentScheduler, ScheduleSettings
-from agent.daemon.service import AgentSettings
+from agent.daemon.settings import AgentSettings
 from agent.daemon.work import DebouncedWorker
 from agent.errors import WatchkeeperError
 

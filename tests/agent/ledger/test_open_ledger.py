@@ -134,7 +134,7 @@ def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
     applied = list(
         db.query("SELECT name FROM _sqlite_migrations WHERE migration_set = ?", [MIGRATION_SET])
     )
-    assert [row["name"] for row in applied] == ["m001_initial_schema"]
+    assert [row["name"] for row in applied] == ["m001_initial_schema", "m002_alert_lifecycle"]
 
 
 def test_unique_constraints_keep_rows_single(tmp_path: Path) -> None:

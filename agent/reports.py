@@ -1,4 +1,4 @@
-"""The stable JSON shapes of versions, runs, status and version diffs, built from the ledger."""
+"""The stable JSON shapes of versions, runs, status and version diffs, for the CLI and socket."""
 
 from __future__ import annotations
 
@@ -8,19 +8,31 @@ from typing import Any
 from sqlite_utils import Database
 
 from agent.errors import WatchkeeperError
-from agent.ledger.queries import is_builtin_repo, latest_succeeded, list_repos, versions
+from agent.ledger.queries import is_builtin_repo, latest_succeeded, versions
 from agent.project.git import diff_stat
-from agent.project.spec import SPEC_FILE
-from agent.staleness import Staleness, StalenessChecker
+from agent.staleness import (
+    Finding,
+    RepoScan,
+    Staleness,
+    StalenessChecker,
+    Verdict,
+    version_state,
+)
 
 
 def version_json(row: dict[str, Any], staleness: Staleness | None) -> dict[str, Any]:
-    """One model version as `models list --json` prints it (see docs/ledger.md)."""
+    """One model version as `models list --json` prints it (see docs/ledger.md).
+
+    `state` is the version's own state: `failed`, `cancelled`… for versions that did not
+    succeed, else `fresh`, `stale` or `built-in`.
+    """
+    state = version_state(row, staleness)
     return {
         "model": row["model"],
         "repo": row["repo_path"],
         "version": row["version"],
         "status": row["status"],
+        "state": state,
         "commit": row["commit_sha"],
         "dirty": bool(row["dirty"]),
         "diff_hash": row["diff_hash"],
@@ -36,8 +48,8 @@ def version_json(row: dict[str, Any], staleness: Staleness | None) -> dict[str, 
         "started_at": row["started_at"],
         "ended_at": row["ended_at"],
         "exit_code": row["exit_code"],
-        "stale": staleness.stale if staleness else None,
-        "stale_reasons": staleness.messages if staleness else [],
+        "stale": state == "stale",
+        "stale_reasons": staleness.messages if staleness and state == "stale" else [],
         "builtin": staleness.builtin if staleness else is_builtin_repo(row["repo_path"]),
     }
 
@@ -45,11 +57,32 @@ def version_json(row: dict[str, Any], staleness: Staleness | None) -> dict[str, 
 def list_versions(
     db: Database, checker: StalenessChecker, *, all_versions: bool = False
 ) -> list[dict[str, Any]]:
-    """Every model's newest version (or every version), each with its staleness."""
+    """Every model's newest version (or every version), each with its own state.
+
+    Only succeeded versions are compared with the repo; the others keep their run status.
+    Each row also carries `model_state`, the model's verdict (the one `status` gives).
+    """
     report = []
+    verdicts: dict[tuple[str, str], str] = {}
     for row in versions(db, latest_only=not all_versions):
-        report.append(version_json(row, checker.check(row)))
+        staleness = checker.check(row) if row["status"] == "succeeded" else None
+        entry = version_json(row, staleness)
+        key = (row["repo_path"], row["model"])
+        if key not in verdicts:
+            verdicts[key] = _model_state(db, checker, row)
+        entry["model_state"] = verdicts[key]
+        report.append(entry)
     return report
+
+
+def _model_state(db: Database, checker: StalenessChecker, row: dict[str, Any]) -> str:
+    """The model's verdict, judged (like `status`) on its newest succeeded version."""
+    if is_builtin_repo(row["repo_path"]):
+        return Verdict.BUILTIN.value
+    newest = latest_succeeded(db, int(row["repo_id"]), row["model"])
+    if newest is None:
+        return Verdict.NEVER_TRAINED.value
+    return Verdict.STALE.value if checker.check(newest).stale else Verdict.FRESH.value
 
 
 def run_json(row: dict[str, Any]) -> dict[str, Any]:
@@ -75,73 +108,69 @@ def run_json(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def status_report(db: Database, checker: StalenessChecker) -> dict[str, Any]:
-    """Fresh or stale for every declared model of every registered repo.
+def finding_json(finding: Finding) -> dict[str, Any]:
+    """One model's entry in `status --json`."""
+    return {
+        "model": finding.model,
+        "version": finding.version,
+        "commit": finding.commit,
+        "state": finding.verdict.value,
+        "stale": finding.stale,
+        "on_stale": finding.on_stale,
+        "latest_status": finding.latest_status,
+        "trained_at": finding.trained_at,
+        "error": finding.error,
+        "reasons": [reason.as_json() for reason in finding.reasons],
+        "stale_reasons": finding.messages if finding.stale else [],
+    }
 
-    Repos whose spec cannot be read are listed with an `error`; registered repos without a
-    watchkeeper.toml (watched for coding time only) or whose folder is gone are `skipped`.
-    Built-in models (kept current by the agent's refit, never stale) are listed under
-    `builtin` with their newest version and when it was fitted.
+
+def status_report(scans: list[RepoScan], builtin: list[Finding]) -> dict[str, Any]:
+    """Fresh, stale, never trained or error for every model the scans checked.
+
+    Repos whose spec cannot be read are listed with an `error`; a model whose verdict could
+    not be reached has its own `error` beside the other models' verdicts. Registered repos
+    without a watchkeeper.toml (watched for coding time only) or whose folder is gone are
+    `skipped`. Built-in models (kept current by the agent's refit, never stale) are listed
+    under `builtin`.
     """
     repos: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
-    builtin: list[dict[str, Any]] = []
-    counts = {"fresh": 0, "stale": 0, "errors": 0}
-    for repo in list_repos(db):
-        if is_builtin_repo(repo["path"]):
-            builtin.extend(_builtin_models(db, repo))
+    counts = {"fresh": 0, "stale": 0, "never_trained": 0, "errors": 0}
+    for scan in scans:
+        if scan.skipped:
+            skipped.append({"path": str(scan.root), "reason": scan.skipped})
             continue
-        root = Path(repo["path"])
-        if not root.is_dir():
-            skipped.append({"path": str(root), "reason": "the folder no longer exists"})
-            continue
-        if not (root / SPEC_FILE).exists():
-            skipped.append({"path": str(root), "reason": f"no {SPEC_FILE} (watched only)"})
-            continue
-        entry: dict[str, Any] = {"path": str(root), "models": [], "error": None}
-        try:
-            project = checker.project(root)
-            for model in project.models.values():
-                status = checker.model_status(root, model, repo["id"])
-                version = status.version
-                entry["models"].append(
-                    {
-                        "model": model.name,
-                        "version": version["version"] if version else None,
-                        "commit": version["commit_sha"] if version else None,
-                        "state": "stale" if status.staleness.stale else "fresh",
-                        "stale": status.staleness.stale,
-                        "on_stale": model.on_stale,
-                        "reasons": [reason.as_json() for reason in status.staleness.reasons],
-                        "stale_reasons": status.staleness.messages,
-                    }
-                )
-                counts["stale" if status.staleness.stale else "fresh"] += 1
-        except WatchkeeperError as error:
-            entry["error"] = str(error)
+        entry: dict[str, Any] = {"path": str(scan.root), "models": [], "error": scan.error}
+        if scan.error:
             counts["errors"] += 1
+        for finding in scan.findings:
+            entry["models"].append(finding_json(finding))
+            key = {
+                Verdict.FRESH: "fresh",
+                Verdict.STALE: "stale",
+                Verdict.NEVER_TRAINED: "never_trained",
+                Verdict.ERROR: "errors",
+            }.get(finding.verdict)
+            if key:
+                counts[key] += 1
         repos.append(entry)
-    return {"repos": repos, "skipped": skipped, "builtin": builtin, **counts}
+    return {
+        "repos": repos,
+        "skipped": skipped,
+        "builtin": [_builtin_json(finding) for finding in builtin],
+        **counts,
+    }
 
 
-def _builtin_models(db: Database, repo: dict[str, Any]) -> list[dict[str, Any]]:
-    """The built-in models of one `builtin:` repos row, each with its newest fitted version."""
-    entries = []
-    for (name,) in db.execute(
-        "SELECT name FROM models WHERE repo_id = ? ORDER BY name", [repo["id"]]
-    ).fetchall():
-        version = latest_succeeded(db, int(repo["id"]), name)
-        entries.append(
-            {
-                "model": name,
-                "repo": repo["path"],
-                "state": "built-in",
-                "version": version["version"] if version else None,
-                "refitted_at": version["ended_at"] if version else None,
-                "metrics": (version["metrics"] or {}) if version else {},
-            }
-        )
-    return entries
+def _builtin_json(finding: Finding) -> dict[str, Any]:
+    return {
+        "model": finding.model,
+        "repo": finding.repo,
+        "state": Verdict.BUILTIN.value,
+        "version": finding.version,
+        "refitted_at": finding.trained_at,
+    }
 
 
 def version_diff(db: Database, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,52 @@
+"""The agent's timings and watch options, read from the user config's [schedule] and [watch]."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.config import UserConfig
+from agent.daemon.scheduler import ScheduleSettings
+from agent.errors import WatchkeeperError
+
+
+@dataclass
+class AgentSettings:
+    """Timings and watch options, from the user config's [schedule] and [watch] sections."""
+
+    schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    save_coalesce_seconds: float = 30.0
+    data_debounce_seconds: float = 0.3
+    data_max_delay_seconds: float = 1.2
+    git_debounce_seconds: float = 0.5
+    staleness_debounce_seconds: float = 2.0
+    retrain_quiet_seconds: float = 60.0
+    poll_interval_seconds: float = 5.0
+    health_interval_seconds: float = 2.0
+    poll_paths: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, config: UserConfig) -> AgentSettings:
+        schedule = config.section("schedule")
+        watch = config.section("watch")
+        where = f"{config.path} [schedule]"
+
+        def number(section: dict[str, Any], key: str, default: float, label: str) -> float:
+            value = section.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise WatchkeeperError(
+                    f"{label}: {key} must be a non-negative number, not {value!r}."
+                )
+            return float(value)
+
+        return cls(
+            schedule=ScheduleSettings.from_section(schedule, where),
+            save_coalesce_seconds=number(schedule, "save_coalesce_seconds", 30.0, where),
+            data_debounce_seconds=number(schedule, "data_debounce_seconds", 0.3, where),
+            retrain_quiet_seconds=number(schedule, "retrain_quiet_seconds", 60.0, where),
+            poll_interval_seconds=number(
+                watch, "poll_interval_seconds", 5.0, f"{config.path} [watch]"
+            ),
+            poll_paths=tuple(str(Path(p).expanduser()) for p in watch.get("poll", [])),
+        )

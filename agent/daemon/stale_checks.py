@@ -1,0 +1,110 @@
+"""Staleness checks from the agent: judge models, store their verdicts, reconcile their alerts.
+
+Two speeds, one verdict. The quick check runs in the agent without drift statistics
+(milliseconds: git hashes and fingerprints it already holds). When a data reason appears, the
+same check with drift runs in a short-lived child (see `stalecheck`), and its findings add the
+drift to the standing alerts as dated updates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from agent.daemon import stale_alerts
+from agent.daemon.ports import AgentCore
+from agent.errors import WatchkeeperError
+from agent.staleness import Finding, RepoScan, registered_roots, scan_repos
+from agent.verdicts import record_findings, record_scans
+
+log = logging.getLogger(__name__)
+
+
+class StaleChecks:
+    """Runs checks on the agent's worker thread and feeds their findings to the alerts."""
+
+    def __init__(self, core: AgentCore, on_stale: Callable[[Finding], None]) -> None:
+        self.core = core
+        self.on_stale = on_stale
+
+    def check_repos(self, repo_filter: Path | None = None) -> int:
+        """Judge every registered repo's models (or one repo's); returns alerts raised."""
+        db = self.core.db()
+        roots = registered_roots(db)
+        if repo_filter is not None:
+            roots = [(root, repo_id) for root, repo_id in roots if root == repo_filter]
+        scans = scan_repos(db, roots, self.core.paths, drift=False)
+        record_scans(db, scans, complete=True)
+        for scan in scans:
+            if scan.error:
+                log.warning("cannot check staleness: %s", scan.error)
+        return self._reconcile(_findings(scans))
+
+    def check_dependents(self, source: Path) -> int:
+        """Judge only the models with a version whose data dep is `source`."""
+        db = self.core.db()
+        by_repo: dict[Path, tuple[int | None, set[str]]] = {}
+        for root, repo_id, model in _dependents(db, source):
+            by_repo.setdefault(root, (repo_id, set()))[1].add(model)
+        findings: list[Finding] = []
+        for root, (repo_id, models) in by_repo.items():
+            scans = scan_repos(db, [(root, repo_id)], self.core.paths, names=models, drift=False)
+            findings.extend(_findings(scans))
+        record_findings(db, findings)
+        return self._reconcile(findings)
+
+    def check_drift(self, repo_filter: Path | None = None) -> int:
+        """The same check with drift, in a child process; adds drift to standing alerts."""
+        from agent.daemon.stalecheck import check_in_child
+
+        try:
+            findings, problems = check_in_child(self.core.paths, repo_filter)
+        except (WatchkeeperError, OSError, ValueError) as error:
+            log.warning("%s", error)
+            return 0
+        for problem in problems:
+            log.warning("cannot check staleness: %s", problem)
+        record_findings(self.core.db(), findings)
+        raised = stale_alerts.reconcile(self.core, findings, on_raised=self.on_stale)
+        self.core.counters["alerts"] += raised
+        return raised
+
+    def _reconcile(self, findings: list[Finding]) -> int:
+        raised = stale_alerts.reconcile(self.core, findings, on_raised=self.on_stale)
+        self.core.counters["alerts"] += raised
+        self.core.publish("verdicts", {"models": [finding.as_json() for finding in findings]})
+        if any(reason.kind == "data" for f in findings if f.stale for reason in f.reasons):
+            self.core.worker.request(
+                "drift",
+                self.check_drift,
+                delay=self.core.settings.staleness_debounce_seconds,
+                max_delay=30.0,
+            )
+        return raised
+
+
+def _findings(scans: list[RepoScan]) -> list[Finding]:
+    return [finding for scan in scans for finding in scan.findings]
+
+
+def _dependents(db: Database, source: Path) -> list[tuple[Path, int | None, str]]:
+    """(repo, repo id, model) of every version whose data dep resolves to `source`."""
+    found = []
+    for repo_id, repo_path, model, data in db.execute(
+        "SELECT r.id, r.path, m.name, v.data FROM model_versions v"
+        " JOIN models m ON m.id = v.model_id JOIN repos r ON r.id = m.repo_id"
+        " WHERE v.data IS NOT NULL AND v.data != '{}' AND r.path NOT LIKE 'builtin:%'"
+    ).fetchall():
+        try:
+            deps = json.loads(data)
+        except (TypeError, json.JSONDecodeError):
+            continue
+        for dep in deps:
+            path = Path(dep) if Path(dep).is_absolute() else Path(repo_path) / dep
+            if path == source:
+                found.append((Path(repo_path), int(repo_id), str(model)))
+    return sorted(set(found))
