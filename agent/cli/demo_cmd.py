@@ -114,9 +114,10 @@ def _remove(paths: WatchkeeperPaths, root: Path) -> None:
             "nothing was removed."
         )
     project = DemoProject(root)
+    watched = {entry.path for entry in watchlist.watched()}
     with common.ledger_session(settle_runs=False) as db, write_transaction(db):
         run_dirs = forget_repo(db, root)
-    _unwatch(paths, project)
+    _unwatch(paths, [p for p in (project.root, project.data_file) if p in watched])
     for run_dir in run_dirs:
         if run_dir.parent == paths.runs:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -124,11 +125,9 @@ def _remove(paths: WatchkeeperPaths, root: Path) -> None:
     click.echo(f"removed the demo project {root} and forgot it ({len(run_dirs)} runs)")
 
 
-def _unwatch(paths: WatchkeeperPaths, project: DemoProject) -> None:
-    """Stop watching the repo and its data file (first the ledger rows are gone, so that a
-    rescan in between cannot watch the data file again)."""
-    watched = {entry.path for entry in watchlist.watched()}
-    targets = [p for p in (project.root, project.data_file) if p in watched]
+def _unwatch(paths: WatchkeeperPaths, targets: list[Path]) -> None:
+    """Stop watching the demo's repo and data file. The ledger rows go first, so that a rescan
+    in between cannot watch the data file again as a data dep of the demo model."""
     client = _agent_client(paths)
     for target in targets:
         if client is not None:
