@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import tomlkit
 
+from agent.errors import WatchkeeperError, toml_syntax_message
 from agent.paths import WatchkeeperPaths
 
 KNOWN_SECTIONS = ("identity", "watch", "schedule", "notifications", "remotes")
 
 
-class ConfigError(ValueError):
+class ConfigError(WatchkeeperError, ValueError):
     """config.toml cannot be read; the message names the file, the line and what to do."""
 
 
@@ -35,19 +37,20 @@ class UserConfig:
         path = path or WatchkeeperPaths.from_environment().config
         if not path.exists():
             return cls(path, tomlkit.document())
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path}: cannot read it ({error}); fix or remove it.") from error
         try:
             tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
-            raise ConfigError(
-                f"{path}: {error}. Fix the TOML syntax there and try again."
-            ) from error
+            raise ConfigError(toml_syntax_message(path, text, error)) from error
         document = tomlkit.parse(text)
         for key in document:
             if key not in KNOWN_SECTIONS:
                 raise ConfigError(
-                    f"{path}: unknown section [{key}]; known sections are "
-                    f"{', '.join(KNOWN_SECTIONS)}."
+                    f"{path}:{_header_line(text, key)}: unknown section [{key}]; known sections "
+                    f"are {', '.join(KNOWN_SECTIONS)}."
                 )
         return cls(path, document)
 
@@ -69,14 +72,19 @@ class UserConfig:
 
     def save(self) -> None:
         """Write atomically with mode 0600 (the file may name hosts and key paths)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         temporary = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(tomlkit.dumps(self.document))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(tomlkit.dumps(self.document))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.path)
+        except OSError as error:
+            raise ConfigError(
+                f"{self.path}: cannot write it ({error.strerror}); make its folder writable."
+            ) from error
 
     # Convenience accessors used by several commands.
     @property
@@ -90,3 +98,12 @@ class UserConfig:
     @property
     def watched_data(self) -> list[str]:
         return [str(path) for path in self.section("watch").get("data", [])]
+
+
+def _header_line(text: str, section: str) -> int:
+    """The line where `section` first appears as a table header or a key (else 1)."""
+    pattern = re.compile(rf"^\s*\[*\s*[\"']?{re.escape(section)}[\"']?\s*[.\]=]")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if pattern.match(line):
+            return number
+    return 1

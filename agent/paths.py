@@ -8,6 +8,8 @@ from pathlib import Path
 
 import platformdirs
 
+from agent.errors import WatchkeeperError
+
 APP_NAME = "watchkeeper"
 
 
@@ -29,6 +31,7 @@ class WatchkeeperPaths:
         home = os.environ.get("WATCHKEEPER_HOME")
         if home:
             root = Path(home).expanduser().resolve()
+            check_home(root)
             return cls(config_dir=root, data_dir=root, runtime_dir=root)
         return cls(
             config_dir=Path(platformdirs.user_config_dir(APP_NAME)),
@@ -71,5 +74,39 @@ class WatchkeeperPaths:
     def ensure(self) -> WatchkeeperPaths:
         """Create the folders (private to the user) and return self."""
         for folder in (self.config_dir, self.data_dir, self.runtime_dir):
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as error:
+                raise WatchkeeperError(
+                    f"cannot create the folder {folder} ({error.strerror}); "
+                    "make its parent writable or set WATCHKEEPER_HOME to a writable folder."
+                ) from error
         return self
+
+
+def check_home(root: Path) -> None:
+    """Raise a one-line error when WATCHKEEPER_HOME is not a folder we can use or create.
+
+    >>> check_home(Path("/etc/hostname"))
+    Traceback (most recent call last):
+    ...
+    agent.errors.WatchkeeperError: WATCHKEEPER_HOME=/etc/hostname is a file, not a folder; ...
+    """
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing != root and not existing.is_dir():
+        raise WatchkeeperError(
+            f"WATCHKEEPER_HOME={root} cannot be created: {existing} is a file, not a folder; "
+            "point WATCHKEEPER_HOME at a folder."
+        )
+    if existing == root and not root.is_dir():
+        raise WatchkeeperError(
+            f"WATCHKEEPER_HOME={root} is a file, not a folder; point WATCHKEEPER_HOME at a "
+            "folder (it is created when missing)."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        verb = "is not writable" if existing == root else f"cannot be created in {existing}"
+        raise WatchkeeperError(
+            f"WATCHKEEPER_HOME={root} {verb}; point WATCHKEEPER_HOME at a writable folder."
+        )

@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "alerts": "agent.cli.agent_cmds:alerts",
     "remote": "agent.cli.remote_cmds:remote",
     "app": "agent.cli.app_cmd:app",
+    "demo": "agent.cli.demo_cmd:demo",
 }
 
 

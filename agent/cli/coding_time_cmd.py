@@ -171,6 +171,12 @@ def _print_team(report: TeamReport, console: Console) -> None:
 
 def _repos(given: tuple[Path, ...], events: Path | None, config: UserConfig) -> list[Path]:
     if given:
+        for path in given:
+            if not path.is_dir():
+                what = "is not a folder" if path.exists() else "does not exist"
+                raise WatchkeeperError(
+                    f"--repo {path}: {what}; pass --repo with the folder of a git repository."
+                )
         return list(given)
     watched = [Path(p).expanduser() for p in config.watched_repos]
     if watched:

@@ -25,6 +25,8 @@ from agent.ledger.queries import (
     ModelRef,
     find_run,
     find_version,
+    is_builtin_repo,
+    list_repos,
     register_repo,
     repo_id_for,
 )
@@ -33,7 +35,7 @@ from agent.ledger.queries import (
 )
 from agent.paths import WatchkeeperPaths
 from agent.project.git import repo_root
-from agent.project.spec import SPEC_FILE, TEMPLATE, load_project
+from agent.project.spec import SPEC_FILE, TEMPLATE, load_project, repos_declaring
 from agent.reports import list_versions, run_json, status_report, version_diff
 from agent.runs.executor import LocalExecutor, Run, RunState, executor_for
 from agent.runs.training import TrainResult, reconcile_runs
@@ -102,10 +104,22 @@ def init(path: Path | None) -> None:
     help="Override a declared param for this run (repeatable).",
 )
 @click.option("--remote", metavar="NAME", help="Train on this configured remote instead.")
+@click.option(
+    "--repo",
+    "repo",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The repo declaring MODEL. Default: the current repo, else the registered repo that "
+    "declares MODEL.",
+)
 @click.pass_context
-def train(ctx: click.Context, model: str, params: tuple[str, ...], remote: str | None) -> None:
+def train(
+    ctx: click.Context,
+    model: str,
+    params: tuple[str, ...],
+    remote: str | None,
+    repo: Path | None,
+) -> None:
     """Train MODEL of this repo and record a model version; the log streams here."""
-    root = repo_root(Path.cwd())
     out = sys.stdout.buffer
     console = common.console(err=True)
 
@@ -139,6 +153,7 @@ def train(ctx: click.Context, model: str, params: tuple[str, ...], remote: str |
         console.print(f"[bold]training {model} v{version}[/] run {run.id} ({run.executor})")
 
     with common.ledger_session() as db, _signals_cancel():
+        root = _training_repo(db, model, repo, console)
         try:
             result = train_model(
                 root,
@@ -158,6 +173,34 @@ def train(ctx: click.Context, model: str, params: tuple[str, ...], remote: str |
         finally:
             stop_progress()
     _report_training(ctx, console, result)
+
+
+def _training_repo(db: Database, model: str, given: Path | None, console: Console) -> Path:
+    """The repo to train in: --repo, else the current one, else the registered one with MODEL."""
+    if given is not None:
+        return repo_root(given.expanduser().resolve())
+    try:
+        here: Path | None = repo_root(Path.cwd())
+    except WatchkeeperError:
+        here = None
+    if here is not None and (here / SPEC_FILE).is_file():
+        return here
+    registered = [Path(row["path"]) for row in list_repos(db) if not is_builtin_repo(row["path"])]
+    declaring = repos_declaring(registered, model)
+    if len(declaring) == 1:
+        console.print(f"training {model} in {declaring[0]} (declared there)", markup=False)
+        return declaring[0]
+    if declaring:
+        raise WatchkeeperError(
+            f"several registered repos declare a model named {model!r}: "
+            f"{', '.join(map(str, declaring))}; pass --repo PATH to choose one."
+        )
+    if here is None:
+        raise WatchkeeperError(
+            f"{Path.cwd()} is not inside a git repository and no registered repo declares a "
+            f"model named {model!r}; cd into the model's repo or pass --repo PATH."
+        )
+    return here
 
 
 @contextmanager

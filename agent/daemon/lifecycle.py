@@ -151,6 +151,8 @@ def start_background(paths: WatchkeeperPaths) -> int:
     paths.ensure()
     paths.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
     stderr_path = paths.logs / "agent.stderr"
+    log_path = paths.logs / LOG_FILE_NAME
+    offsets = {stderr_path: _size(stderr_path), log_path: _size(log_path)}
     with open(stderr_path, "ab") as stderr:
         process = subprocess.Popen(
             [*agent_command(), "--quiet"],
@@ -166,9 +168,9 @@ def start_background(paths: WatchkeeperPaths) -> int:
     while time.monotonic() < deadline:
         code = process.poll()
         if code is not None:
+            reason = _start_failure_reason(offsets) or "it gave no reason"
             raise WatchkeeperError(
-                f"the agent exited during start-up (status {code}); "
-                f"see {paths.logs / LOG_FILE_NAME} and {stderr_path}:\n{_tail(stderr_path)}"
+                f"the agent exited during start-up (status {code}): {reason} (log: {log_path})"
             )
         client = AgentClient.connect_or_none(paths.socket, timeout=2.0)
         if client is not None:
@@ -200,11 +202,26 @@ def stop_agent(paths: WatchkeeperPaths, timeout: float = STOP_TIMEOUT_SECONDS) -
     )
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def _size(path: Path) -> int:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return path.stat().st_size
     except OSError:
-        return ""
+        return 0
+
+
+def _start_failure_reason(offsets: dict[Path, int]) -> str:
+    """The last line a dying agent wrote after `offsets` (stderr first, then its log)."""
+    for path, offset in offsets.items():
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(offset if _size(path) >= offset else 0)
+                text = handle.read().decode(errors="replace")
+        except OSError:
+            continue
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if lines:
+            return lines[-1].removeprefix("error: ")
+    return ""
 
 
 @dataclass(frozen=True)

@@ -9,15 +9,24 @@ import sys
 import threading
 from types import FrameType
 
+from agent.config import UserConfig
 from agent.daemon.lifecycle import PidLock, configure_logging
+from agent.errors import WatchkeeperError
 from agent.paths import WatchkeeperPaths
 
 log = logging.getLogger(__name__)
 
 
 def run_foreground(paths: WatchkeeperPaths, *, to_stderr: bool = True) -> int:
-    """Run the agent in this process until SIGTERM or SIGINT; returns the exit status."""
+    """Run the agent in this process until SIGTERM or SIGINT; returns the exit status.
+
+    A problem the user can fix that is found before logging starts (an unusable home folder,
+    a config.toml that does not parse) is raised as WatchkeeperError, so that the command line
+    prints it as one line; one found while the parts start is logged as one line and also
+    written to stderr (which `agent start` reads), and the status is 2.
+    """
     paths.ensure()
+    UserConfig.load(paths.config)
     log_file = configure_logging(paths, to_stderr=to_stderr)
     lock = PidLock(paths.pid_file)
     lock.acquire()
@@ -43,6 +52,11 @@ def run_foreground(paths: WatchkeeperPaths, *, to_stderr: bool = True) -> int:
         while not stop.wait(3600):
             pass
         return 0
+    except WatchkeeperError as error:
+        log.error("the agent cannot start: %s", error)
+        if not to_stderr:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+        return error.exit_code
     except Exception:
         log.exception("the agent failed")
         return 1

@@ -26,15 +26,9 @@ def resolve_repo(service: AgentCore, model: str, repo: str | None) -> Path:
     """The repo declaring `model`: the given one, else the only watched/registered one with it."""
     if repo:
         return Path(repo).expanduser().resolve()
-    from agent.project.spec import load_project
+    from agent.project.spec import repos_declaring
 
-    candidates = []
-    for root in service.model_repos():
-        try:
-            if model in load_project(root).models:
-                candidates.append(root)
-        except WatchkeeperError:
-            continue
+    candidates = repos_declaring(service.model_repos(), model)
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:

@@ -125,8 +125,9 @@ def remove_watch(
         if str(resolved) in current:
             current.remove(str(resolved))
             config.set("watch", key, current)
-    # Remembered even for a hand-added path: the ledger may list it too (a repo is registered
-    # once its commits are read), and `watch remove` must hold until `watch add`.
-    config.set("watch", "removed", sorted({*map(str, removed_paths(config)), str(resolved)}))
+    # Remembered whenever the ledger lists the path too (a hand-added repo is registered once
+    # its commits are read), so that `watch remove` holds until `watch add`.
+    if db is not None and any(entry.path == resolved for entry in _ledger_entries(db)):
+        config.set("watch", "removed", sorted({*map(str, removed_paths(config)), str(resolved)}))
     config.save()
     return in_scope

@@ -52,6 +52,27 @@ def register_repo(db: Database, path: Path) -> int:
     return int(cursor.lastrowid or 0)
 
 
+def forget_repo(db: Database, path: Path) -> list[Path]:
+    """Delete a repo with its models, versions, runs, alerts and commits, and the data sources
+    under it; returns the run folders of the deleted runs (the caller may remove them)."""
+    root = str(path.resolve())
+    run_dirs = [
+        Path(row[0])
+        for row in db.execute(
+            "SELECT runs.run_dir FROM runs JOIN models ON models.id = runs.model_id "
+            "JOIN repos ON repos.id = models.repo_id WHERE repos.path = ? "
+            "AND runs.run_dir IS NOT NULL",
+            [root],
+        ).fetchall()
+    ]
+    db.execute("DELETE FROM repos WHERE path = ?", [root])
+    db.execute(
+        "DELETE FROM data_sources WHERE path = ? OR substr(path, 1, ?) = ?",
+        [root, len(root) + 1, root + "/"],
+    )
+    return run_dirs
+
+
 def repo_id_for(db: Database, path: Path) -> int | None:
     row = db.execute("SELECT id FROM repos WHERE path = ?", [str(path.resolve())]).fetchone()
     return int(row[0]) if row else None

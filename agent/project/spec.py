@@ -5,11 +5,12 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from agent.errors import WatchkeeperError
+from agent.errors import WatchkeeperError, toml_syntax_message
 
 SPEC_FILE = "watchkeeper.toml"
 TOP_LEVEL_KEYS = ("models",)
@@ -96,18 +97,24 @@ def load_project(root: Path) -> ProjectSpec:
     return parse_project(root, path, text)
 
 
+def repos_declaring(roots: Iterable[Path], model: str) -> list[Path]:
+    """The repos among `roots` whose readable watchkeeper.toml declares `model`."""
+    found = []
+    for root in roots:
+        try:
+            if model in load_project(root).models:
+                found.append(root)
+        except WatchkeeperError:
+            continue
+    return found
+
+
 def parse_project(root: Path, path: Path, text: str) -> ProjectSpec:
     """Validate the TOML text of a project file (see `load_project`)."""
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        match = re.search(r"\(at line (\d+), column (\d+)\)", str(error))
-        message = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(error))
-        line = int(match.group(1)) if match else max(1, len(text.splitlines()))
-        column = f", column {match.group(2)}" if match else ", at the end of the file"
-        raise WatchkeeperError(
-            f"{_location(path, line)}: invalid TOML{column}: {message}. Fix the syntax there."
-        ) from error
+        raise WatchkeeperError(toml_syntax_message(path, text, error)) from error
     checker = _Checker(path, text)
     for key in document:
         if key not in TOP_LEVEL_KEYS:
