@@ -13,12 +13,12 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from agent.data.deps import DataDepChange, data_dep_change
 from agent.errors import WatchkeeperError
 from agent.ledger.queries import is_builtin_repo, latest_succeeded, list_repos
 from agent.paths import WatchkeeperPaths
 from agent.project.git import changed_files, head_hashes, object_type, working_hashes
 from agent.project.spec import SPEC_FILE, ModelSpec, ProjectSpec, load_project
-from agent.runs.data_deps import DataDepChange, data_dep_change
 
 MAX_NAMED_FILES = 8
 

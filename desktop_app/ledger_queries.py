@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import WatchkeeperError
+from agent.runs.states import ACTIVE_RUN_STATES, RunState
 
-RUNNING_STATES = ("queued", "starting", "running")
 MODEL_VERSION_COLUMNS: tuple[tuple[str, str], ...] = (
     # (heading, SQL expression used for sorting)
     ("Model", "m.name"),
@@ -520,8 +520,8 @@ def overview(connection: sqlite3.Connection | None, now: float | None = None) ->
     """Everything the Overview page and the tray need, in one worker call."""
     today = date.fromtimestamp(now or time.time())
     alerts = open_alerts(connection)
-    running = recent_runs(connection, limit=100, states=RUNNING_STATES)
-    failed = recent_runs(connection, limit=1, states=("failed", "lost"))
+    running = recent_runs(connection, limit=100, states=ACTIVE_RUN_STATES)
+    failed = recent_runs(connection, limit=1, states=(RunState.FAILED, RunState.LOST))
     latest = recent_runs(connection, limit=1)
     last_failed = failed[0] if failed and latest and latest[0].id == failed[0].id else None
     verdicts = model_verdicts(connection)

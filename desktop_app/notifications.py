@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.config import UserConfig
+from agent.runs.states import RunState
 
-FINISHED_STATES = ("succeeded",)
-FAILED_STATES = ("failed", "lost", "interrupted")
+FINISHED_STATES = (RunState.SUCCEEDED,)
+FAILED_STATES = (RunState.FAILED, RunState.LOST, RunState.INTERRUPTED)
 
 
 @dataclass(frozen=True)

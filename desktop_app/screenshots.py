@@ -3,26 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 from PySide6.QtCore import QCoreApplication
 from PySide6.QtGui import QColor, QPainter, QPixmap
 from PySide6.QtWidgets import QApplication
 
-from desktop_app.app import WatchkeeperApp
-from desktop_app.main_window import PAGES
+from desktop_app.main_window import PAGES, MainWindow
 from desktop_app.tray import TRAY_STATES, state_icon
+from desktop_app.workers import LedgerWorkers
 
 SCREENSHOT_SIZE = (1280, 800)
 
 
-def _settle(app: WatchkeeperApp) -> None:
+class ShownApp(Protocol):
+    """What rendering needs of the app: its window and its ledger workers."""
+
+    window: MainWindow
+    workers: LedgerWorkers
+
+
+def _settle(app: ShownApp) -> None:
     for _ in range(3):  # results may trigger follow-up queries (a window of rows, a diff)
         app.workers.wait_idle(20.0)
         for _ in range(5):
             QCoreApplication.processEvents()
 
 
-def render_all(app: WatchkeeperApp, folder: Path) -> list[Path]:
+def render_all(app: ShownApp, folder: Path) -> list[Path]:
     """Show each page with its data loaded and save it as NN-title.png; return the files."""
     folder.mkdir(parents=True, exist_ok=True)
     window = app.window

@@ -134,6 +134,12 @@ def app(tray_only: bool, screenshot_dir: Path | None) -> None:
     problem = display_problem()
     if problem is not None:
         raise WatchkeeperError(problem)
-    from desktop_app.app import run
-
-    raise SystemExit(run(tray_only=tray_only, screenshot_dir=screenshot_dir))
+    # The app is the layer above the agent: start it as its own program rather than import it.
+    argv = [sys.executable, "-m", "desktop_app"]
+    if tray_only:
+        argv.append("--tray")
+    if screenshot_dir is not None:
+        argv += ["--screenshot", str(screenshot_dir)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 from sqlite_utils import Database
@@ -340,7 +341,7 @@ def _print_status(report: dict[str, Any]) -> None:
     for repo in report["repos"]:
         console.print(f"[bold]{repo['path']}[/]")
         if repo["error"]:
-            console.print(f"  [red]error[/]: {repo['error']}", markup=True)
+            console.print(f"  [red]error[/]: {escape(repo['error'])}")
         if not repo["models"] and not repo["error"]:
             console.print(f"  no models declared in {SPEC_FILE}")
         for entry in repo["models"]:

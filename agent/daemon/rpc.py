@@ -120,16 +120,16 @@ class AgentMethods:
         params: dict[str, Any] | None = None,
         remote: str | None = None,
     ) -> dict[str, Any]:
-        from agent.daemon import training
+        from agent.daemon import run_supervisor
 
         return self.agent.start_training(
-            training.resolve_repo(self.agent, model, repo), model, params or {}, remote
+            run_supervisor.resolve_repo(self.agent, model, repo), model, params or {}, remote
         )
 
     def cancel(self, run: str) -> dict[str, Any]:
-        from agent.daemon import training
+        from agent.daemon import run_supervisor
 
-        return training.cancel(self.agent, run)
+        return run_supervisor.cancel(self.agent, run)
 
     def watch_add(self, path: str, data: bool = False) -> dict[str, Any]:
         entry = watchlist.add_watch(path, data=bool(data), config=self.agent.config)
@@ -147,11 +147,11 @@ class AgentMethods:
         return self.agent.watches.describe()
 
     def coding_time(self, refit: bool = False, days: int = 30) -> dict[str, Any]:
-        from agent.daemon import codingtime
+        from agent.daemon import coding_time_refit
 
         if refit:
             self.agent.refit_coding_time()
-        return codingtime.summary(self.agent.db(), days=int(days))
+        return coding_time_refit.summary(self.agent.db(), days=int(days))
 
     def rescan(self) -> dict[str, Any]:
         if self.agent.paused:

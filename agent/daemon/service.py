@@ -240,7 +240,7 @@ class AgentService:
 
     def poll_runs(self) -> None:
         """Follow unsupervised runs; a new version anywhere rechecks the models and watches."""
-        from agent.daemon import training
+        from agent.daemon import run_supervisor
 
         newest = self.db().execute("SELECT COALESCE(MAX(id), 0) FROM model_versions").fetchone()
         if newest[0] != self._newest_version_id:
@@ -249,12 +249,12 @@ class AgentService:
             self.apply_watch_scope()
             if not first_poll:
                 self.worker.request("staleness", self.check_staleness, delay=0.0)
-        training.poll_active_runs(self)
+        run_supervisor.poll_active_runs(self)
 
     def refit_coding_time(self) -> dict[str, Any]:
-        from agent.daemon import codingtime
+        from agent.daemon import coding_time_refit
 
-        result = codingtime.refit(self)
+        result = coding_time_refit.refit(self)
         self.publish("coding_time", result)
         return result
 
@@ -294,6 +294,6 @@ class AgentService:
         self, repo: Path, model: str, params: dict[str, Any], remote: str | None
     ) -> dict[str, Any]:
         """Start a training run in the background and report its id."""
-        from agent.daemon import training
+        from agent.daemon import run_supervisor
 
-        return training.start(self, repo, model, params, remote)
+        return run_supervisor.start(self, repo, model, params, remote)

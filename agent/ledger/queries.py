@@ -12,10 +12,9 @@ from typing import Any
 from sqlite_utils import Database
 
 from agent.errors import WatchkeeperError
+from agent.runs.states import ACTIVE_RUN_STATES
 
 JSON_COLUMNS = ("params", "metrics", "data", "code", "artifacts", "detail")
-TERMINAL_RUN_STATES = ("succeeded", "failed", "cancelled", "interrupted", "lost")
-ACTIVE_RUN_STATES = ("queued", "starting", "running")
 BUILTIN_REPO_PREFIX = "builtin:"
 """`repos.path` of rows that own built-in models (such as `coding-time`); not a folder."""
 

@@ -5,21 +5,12 @@ from __future__ import annotations
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from agent.runs.states import RUN_STATES, VERSION_STATUSES
+
 MIGRATION_SET = "watchkeeper-ledger"
 
 migrations = Migrations(MIGRATION_SET)
 
-RUN_STATES = (
-    "queued",
-    "starting",
-    "running",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "interrupted",
-    "lost",
-)
-VERSION_STATUSES = ("running", "succeeded", "failed", "cancelled", "interrupted", "lost")
 ALERT_KINDS = ("stale", "drift", "run_failed", "watch")
 
 

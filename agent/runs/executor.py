@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import enum
 import importlib
 import importlib.util
 import os
@@ -19,28 +18,12 @@ from typing import Any, Protocol
 
 from agent.config import UserConfig
 from agent.errors import WatchkeeperError
+from agent.runs.states import RunState
 
 CANCEL_GRACE_SECONDS = 5.0
 EXITCODE_FILE = "exitcode"
 CANCELLED_FILE = "cancelled"
 LOG_FILE = "log"
-
-
-class RunState(enum.StrEnum):
-    """Where a run is; the last five are final."""
-
-    QUEUED = "queued"
-    STARTING = "starting"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    INTERRUPTED = "interrupted"
-    LOST = "lost"
-
-    @property
-    def is_final(self) -> bool:
-        return self not in (RunState.QUEUED, RunState.STARTING, RunState.RUNNING)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from agent.data.deps import snapshot_data_dep
 from agent.errors import WatchkeeperError
 from agent.ledger import write_transaction
 from agent.ledger.artifacts import ArtifactStore
@@ -30,7 +31,6 @@ from agent.ledger.queries import (
 from agent.paths import WatchkeeperPaths
 from agent.project.git import is_ignored, working_hashes, working_tree
 from agent.project.spec import ModelSpec, ProjectSpec, load_project
-from agent.runs.data_deps import snapshot_data_dep
 from agent.runs.executor import (
     Executor,
     LocalExecutor,

@@ -8,7 +8,7 @@ from PySide6.QtCore import QDate, QEvent
 from PySide6.QtWidgets import QDateEdit, QGridLayout, QHBoxLayout, QLabel
 
 from desktop_app.charts import DailyCodingChart, HeatmapChart, SessionTimeline, follow_palette
-from desktop_app.coding_time_data import CodingTimeView, coding_time_view, latest_day
+from desktop_app.coding_time_queries import CodingTimeView, coding_time_view, latest_day
 from desktop_app.context import AppContext
 from desktop_app.ledger_queries import format_minutes
 from desktop_app.pages import Page, heading

@@ -29,13 +29,14 @@ from PySide6.QtWidgets import (
 )
 
 from agent.errors import WatchkeeperError
+from agent.runs.states import TERMINAL_RUN_STATES, VERSION_STATUSES
 from desktop_app import ledger_queries
 from desktop_app.context import AppContext
 from desktop_app.ledger_queries import VersionDetail
 from desktop_app.models_table import ModelVersionsTableModel
 from desktop_app.pages import Page
 
-STATUSES = ("", "succeeded", "failed", "running", "cancelled", "interrupted", "lost")
+STATUSES = ("", *VERSION_STATUSES)
 
 
 def detail_html(detail: VersionDetail) -> str:
@@ -214,7 +215,7 @@ class ModelsPage(Page):
         if (
             kind == "run_state"
             and isinstance(data, dict)
-            and data.get("state") in ("succeeded", "failed", "cancelled")
+            and data.get("state") in TERMINAL_RUN_STATES
         ) or (kind == "verdicts" and isinstance(data, dict) and self._verdicts_changed(data)):
             self.table_model.reload()
 

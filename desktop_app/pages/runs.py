@@ -20,9 +20,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from agent.runs.states import ACTIVE_RUN_STATES
 from desktop_app import ledger_queries
 from desktop_app.context import AppContext
-from desktop_app.ledger_queries import RUNNING_STATES, RunRow
+from desktop_app.ledger_queries import RunRow
 from desktop_app.pages import Page
 
 COLUMNS = ("Run", "Model", "State", "Executor", "Host", "Started", "Elapsed", "Exit")
@@ -107,7 +108,7 @@ class RunsPage(Page):
         if reselect >= 0:
             self.table.selectRow(reselect)
             self.selected_run = runs[reselect]
-            self.cancel_button.setEnabled(runs[reselect].state in RUNNING_STATES)
+            self.cancel_button.setEnabled(runs[reselect].state in ACTIVE_RUN_STATES)
         elif runs and selected_id is None:
             self.table.selectRow(0)
 
@@ -119,7 +120,7 @@ class RunsPage(Page):
         if self.selected_run is not None and run.id == self.selected_run.id:
             return
         self.selected_run = run
-        self.cancel_button.setEnabled(run.state in RUNNING_STATES)
+        self.cancel_button.setEnabled(run.state in ACTIVE_RUN_STATES)
         self.log_title.setText(f"Log of {run.id} ({run.model}, {run.state})")
         self.log_view.setPlainText("")
         log_path = run.log_path

@@ -128,15 +128,93 @@ def test_params_command_and_deps_changes_are_each_a_reason(
     assert reasons["deps"]["paths"] == ["README.md"]
 
 
-def test_a_declared_but_untrained_model_is_stale(
+def test_a_declared_but_untrained_model_is_never_trained(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = make_repo(tmp_path, spec=SPEC + '\n[models.fraud]\ntrain = "true"\n')
     cli(root, monkeypatch, "init")
     code, report = status_json(root, monkeypatch)
     assert code == 1
+    assert model_entry(report, "fraud")["state"] == "never trained"
     assert model_entry(report, "fraud")["reasons"][0]["kind"] == "untrained"
     assert model_entry(report, "churn")["version"] is None
+    assert report["never_trained"] == 2 and report["stale"] == 0
+
+
+def test_status_in_an_unregistered_clone_with_an_empty_ledger_checks_its_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ci").mkdir()
+    root = make_repo(tmp_path / "ci")  # a fresh CI clone: never `init`, nothing trained
+    code, report = status_json(root, monkeypatch)
+    assert code == 1 and model_entry(report)["state"] == "never trained"
+    text = cli(root, monkeypatch, "status")
+    assert text.exit_code == 1 and "never trained churn" in text.stdout
+
+
+def test_status_of_named_models_and_of_one_repo(
+    trained_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (trained_repo / "watchkeeper.toml").write_text(SPEC + '\n[models.fraud]\ntrain = "true"\n')
+    result = cli(trained_repo, monkeypatch, "status", "churn", "--json")
+    [repo] = json.loads(result.stdout)["repos"]
+    assert [m["model"] for m in repo["models"]] == ["churn"]
+    unknown = cli(trained_repo, monkeypatch, "status", "chrun")
+    assert unknown.exit_code == 2
+    assert "no model named chrun is declared; models: churn, fraud" in unknown.stderr
+    (tmp_path / "other").mkdir()
+    elsewhere = make_repo(tmp_path / "other", spec=SPEC.replace("churn", "ads"))
+    result = cli(trained_repo, monkeypatch, "status", "--repo", str(elsewhere), "--json")
+    [repo] = json.loads(result.stdout)["repos"]
+    assert result.exit_code == 1 and [m["model"] for m in repo["models"]] == ["ads"]
+    assert repo["path"] == str(elsewhere.resolve())
+
+
+def test_a_deleted_spec_in_a_registered_repo_is_an_error_naming_it(
+    trained_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (trained_repo / "watchkeeper.toml").unlink()
+    result = cli(trained_repo, monkeypatch, "status")
+    assert result.exit_code == 2
+    assert f"{trained_repo / 'watchkeeper.toml'} is missing" in result.stdout
+
+
+def test_a_misspelled_key_is_named_with_its_section_and_line(
+    trained_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = (trained_repo / "watchkeeper.toml").read_text().replace("outs =", "ouds =")
+    (trained_repo / "watchkeeper.toml").write_text(spec)
+    result = cli(trained_repo, monkeypatch, "status")
+    assert result.exit_code == 2
+    assert "watchkeeper.toml:4: [models.churn] ouds is not a known key" in result.stdout
+    assert "did you mean 'outs'?" in result.stdout
+
+
+def test_a_dep_that_does_not_exist_is_an_error_beside_the_other_verdicts(
+    trained_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = SPEC + '\n[models.fraud]\ntrain = "true"\ndeps = ["data/trian.csv"]\n'
+    (trained_repo / "watchkeeper.toml").write_text(spec)
+    code, report = status_json(trained_repo, monkeypatch)
+    assert code == 2
+    fraud = model_entry(report, "fraud")
+    assert fraud["state"] == "error" and "data/trian.csv does not exist" in fraud["error"]
+    assert fraud["reasons"] == []
+    assert model_entry(report, "churn")["state"] == "fresh"
+
+
+def test_a_failed_newest_version_is_failed_in_models_list_and_never_trained_in_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_repo(tmp_path)
+    (root / "train.py").write_text("raise SystemExit(3)\n")
+    commit_all(root, "broken")
+    assert cli(root, monkeypatch, "train", "churn").exit_code == 3
+    [row] = json.loads(cli(root, monkeypatch, "models", "list", "--json").stdout)
+    assert (row["state"], row["stale"], row["model_state"]) == ("failed", False, "never trained")
+    code, report = status_json(root, monkeypatch)
+    entry = model_entry(report)
+    assert code == 1 and entry["state"] == "never trained" and entry["latest_status"] == "failed"
 
 
 def test_a_failed_version_leaves_the_last_good_one_in_charge(
@@ -278,7 +356,7 @@ def refitted_coding_time() -> int:
     """The built-in `coding-time` model, fitted by the agent's refit to saves in the ledger."""
     import time
 
-    from agent.daemon import codingtime
+    from agent.daemon import coding_time_refit
     from agent.daemon.service import AgentService
     from agent.paths import WatchkeeperPaths
 
@@ -290,7 +368,7 @@ def refitted_coding_time() -> int:
         [(day + (n // 8) * 86400 + 9 * 3600 + (n % 8) * 600,) for n in range(40)],
     )
     db.conn.commit()
-    result = codingtime.refit(service)
+    result = coding_time_refit.refit(service)
     assert result["version"] == 1
     return int(result["model_version_id"])
 

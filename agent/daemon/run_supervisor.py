@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlite_utils import Database
 
 from agent.errors import WatchkeeperError
+from agent.runs.states import ACTIVE_RUN_STATES
 
 if TYPE_CHECKING:
     from agent.daemon.ports import AgentCore
@@ -154,7 +155,7 @@ def cancel(service: AgentCore, run_id: str) -> dict[str, Any]:
     from agent.runs.executor import Run, executor_for
 
     row = find_run(service.db(), run_id)
-    if row["state"] not in ("queued", "starting", "running"):
+    if row["state"] not in ACTIVE_RUN_STATES:
         raise WatchkeeperError(f"run {run_id} has already ended ({row['state']}).")
     run = Run.from_row(row)
     executor_for(run.remote).cancel(run)
