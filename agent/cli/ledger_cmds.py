@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import signal
@@ -173,7 +174,23 @@ def train(
             ctx.exit(EXIT_CANCELLED)
         finally:
             stop_progress()
+    _tell_the_agent(root)
     _report_training(ctx, console, result)
+
+
+def _tell_the_agent(root: Path) -> None:
+    """Ask a running agent to judge the repo's models now (a new version may resolve alerts)."""
+    from agent.client import AgentClient
+    from agent.daemon.lifecycle import running_pid
+
+    paths = WatchkeeperPaths.from_environment()
+    if running_pid(paths) is None:
+        return
+    client = AgentClient.connect_or_none(paths.socket)
+    if client is None:
+        return
+    with client, contextlib.suppress(Exception):  # the agent's rescan catches up anyway
+        client.call("check", repo=str(root))
 
 
 def _training_repo(db: Database, model: str, given: Path | None, console: Console) -> Path:

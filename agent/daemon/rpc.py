@@ -32,6 +32,7 @@ def handlers(agent: ServedAgent) -> dict[str, Callable[..., Any]]:
         "watch_list": methods.watch_list,
         "coding_time": methods.coding_time,
         "rescan": methods.rescan,
+        "check": methods.check,
         "pause_watching": methods.pause_watching,
         "resume_watching": methods.resume_watching,
         "stop": methods.stop,
@@ -158,6 +159,18 @@ class AgentMethods:
             return {"queued": False, "paused": True}
         self.agent.worker.request("rescan", self.agent.full_rescan)
         return {"queued": True}
+
+    def check(self, repo: str | None = None) -> dict[str, Any]:
+        """Queue a staleness check of one repo's models (or all) on the agent's worker."""
+        from pathlib import Path
+
+        if repo is not None and not isinstance(repo, str):
+            raise MethodParamsError('check: "repo" must be a path string')
+        root = Path(repo).resolve() if repo else None
+        self.agent.worker.request(
+            ("staleness", root), lambda: self.agent.check_staleness(repo_filter=root), delay=0.0
+        )
+        return {"queued": True, "repo": str(root) if root else None}
 
     def pause_watching(self) -> dict[str, Any]:
         return self.agent.pause_watching()

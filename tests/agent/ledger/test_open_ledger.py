@@ -301,6 +301,8 @@ def test_commands_wait_for_a_locked_ledger_then_say_so_while_readers_go_on(
     result = CliRunner().invoke(main, ["init", str(repo)])
     assert result.exit_code == 2
     assert f"the ledger {path} is locked by another writer (waited 0.3 s)" in result.output
-    assert CliRunner().invoke(main, ["status", "--json"]).exit_code == 0
+    reader = CliRunner().invoke(main, ["status", "--json"])
+    assert reader.exit_code == 2 and "no repo declares models" in reader.stderr  # not "locked"
+    assert json.loads(reader.stdout)["repos"] == []
     holder.execute("ROLLBACK")
     assert CliRunner().invoke(main, ["init", str(repo)]).exit_code == 0
