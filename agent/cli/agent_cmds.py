@@ -104,6 +104,12 @@ def agent_status(as_json: bool) -> None:
             note = (note + " " if note else "") + f"{len(watch['unreadable'])} unreadable folders"
         table.add_row(watch["path"], watch["kind"], watch["mode"], note)
     console.print(table)
+    for retry in status.get("retrying", []):
+        console.print(
+            f"retrying {retry['job']} (attempt {retry['attempts'] + 1} at "
+            f"{_when(retry['next_at'])}): {retry['error']}",
+            markup=False,
+        )
     for job in status.get("schedule", []):
         console.print(f"next {job['name']}: {job['next_run']}")
 

@@ -66,6 +66,7 @@ class AgentMethods:
             "watches": agent.watches.describe(),
             "inotify_watches": agent.watches.inotify_watches,
             "busy": not agent.worker.is_idle(),
+            "retrying": agent.worker.describe_retries(),
             "paused": agent.paused,
             "paused_at": agent.paused_at,
             "open_alerts": int(open_alerts),

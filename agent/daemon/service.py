@@ -14,6 +14,7 @@ from sqlite_utils import Database
 from agent import __version__
 from agent.config import UserConfig
 from agent.daemon import rpc, watchlist
+from agent.daemon.faults import is_transient
 from agent.daemon.ingest import DataTracker, SaveCoalescer
 from agent.daemon.scheduler import AgentScheduler
 from agent.daemon.server import ControlServer
@@ -46,7 +47,7 @@ class AgentService:
         self._state_lock = threading.Lock()
         self._ledger_opened = False
         self._newest_version_id = -1
-        self.worker = DebouncedWorker()
+        self.worker = DebouncedWorker(is_transient=is_transient)
         self.saves = SaveCoalescer(self.settings.save_coalesce_seconds)
         self.data = DataTracker(self._open_stat_cache())
         self.checks = StaleChecks(self, on_stale=self._on_stale)
@@ -216,6 +217,7 @@ class AgentService:
         started = time.monotonic()
         self.events.flush_saves()
         self.apply_watch_scope(baseline=False)
+        passing_fault: Exception | None = None
         for root in list(self.watches.roots.values()):
             if root.mode == "missing":
                 continue
@@ -224,9 +226,13 @@ class AgentService:
                     self.events.ingest_repo(root.path, incremental=False)
                 else:
                     self.events.snapshot_source(root.path)
-            except Exception:
-                log.exception("rescan of %s failed", root.path)
+            except Exception as error:
+                if not is_transient(error):
+                    log.exception("rescan of %s failed", root.path)
+                passing_fault = passing_fault or error
         self.check_staleness()
+        if passing_fault is not None:
+            raise passing_fault  # the worker runs the whole rescan again, with backoff
         self.last_rescan = time.time()
         log.info("full rescan done in %.1f s", time.monotonic() - started)
 
@@ -234,7 +240,9 @@ class AgentService:
         """Judge the models (of one repo, or all), update verdicts and alerts; alerts raised."""
         try:
             return self.checks.check_repos(repo_filter)
-        except Exception:
+        except Exception as error:
+            if is_transient(error):
+                raise  # retried by the worker with backoff: the change is alerted on later
             log.exception("the staleness check failed")
             return 0
 

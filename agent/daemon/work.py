@@ -11,11 +11,27 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 
+MAX_RETRY_DELAY_SECONDS = 60.0
+
+
 @dataclass
 class _Pending:
     job: Callable[[], object]
     due: float
     deadline: float
+
+
+@dataclass
+class Retry:
+    """A job that met a passing fault (a locked ledger, a full disk) and will run again."""
+
+    attempts: int
+    error: str
+    next_at: float  # wall-clock time of the next attempt
+
+
+def never_transient(error: Exception) -> bool:
+    return False
 
 
 class DebouncedWorker:
@@ -30,9 +46,19 @@ class DebouncedWorker:
     >>> done.wait(2)
     True
     >>> worker.stop()
+
+    A job that raises an error `is_transient` accepts is run again after 1, 2, 4… seconds (at
+    most a minute apart) until it succeeds, so work is never dropped; `retries` says which.
     """
 
-    def __init__(self, name: str = "wk-worker") -> None:
+    def __init__(
+        self,
+        name: str = "wk-worker",
+        *,
+        is_transient: Callable[[Exception], bool] = never_transient,
+    ) -> None:
+        self.is_transient = is_transient
+        self.retries: dict[Hashable, Retry] = {}
         self._pending: dict[Hashable, _Pending] = {}
         self._condition = threading.Condition()
         self._stopping = False
@@ -70,6 +96,27 @@ class DebouncedWorker:
                 pending.due = min(now + delay, pending.deadline)
             self._condition.notify()
 
+    def _retry_later(self, key: Hashable, job: Callable[[], object], error: Exception) -> None:
+        previous = self.retries.get(key)
+        attempts = 1 if previous is None else previous.attempts + 1
+        delay = min(2.0 ** (attempts - 1), MAX_RETRY_DELAY_SECONDS)
+        self.retries[key] = Retry(attempts, str(error), time.time() + delay)
+        log.warning("background job %r: %s; retrying in %.0f s (attempt %d)", key, error,
+                    delay, attempts + 1)
+        with self._condition:
+            if key not in self._pending:  # a newer request for the key stands as it is
+                now = time.monotonic()
+                self._pending[key] = _Pending(job, now + delay, now + delay)
+            self._condition.notify()
+
+    def describe_retries(self) -> list[dict[str, object]]:
+        """The jobs waiting to be retried: key, attempts so far, the error, the next attempt."""
+        return [
+            {"job": repr(key), "attempts": retry.attempts, "error": retry.error,
+             "next_at": retry.next_at}
+            for key, retry in list(self.retries.items())
+        ]
+
     def is_idle(self) -> bool:
         with self._condition:
             return not self._pending and self.running_key is None
@@ -101,8 +148,15 @@ class DebouncedWorker:
                     return
             try:
                 pending.job()
-            except Exception:
-                log.exception("background job %r failed", key)
+            except Exception as error:
+                if self.is_transient(error):
+                    self._retry_later(key, pending.job, error)
+                else:
+                    self.retries.pop(key, None)
+                    log.exception("background job %r failed", key)
+            else:
+                if self.retries.pop(key, None) is not None:
+                    log.info("background job %r succeeded after retrying", key)
             finally:
                 self.jobs_run += 1
                 with self._condition:
