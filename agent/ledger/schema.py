@@ -176,6 +176,12 @@ def m001_initial_schema(db: Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m002_data_snapshot_skipped(db: Database) -> None:
+    """Data snapshots list the entries left out of their fingerprint (JSON: path and reason)."""
+    db.execute("ALTER TABLE data_snapshots ADD COLUMN skipped TEXT")
+
+
 TABLES = (
     "repos",
     "commits",
