@@ -1,10 +1,15 @@
-"""Helpers for tests that need a real part (sshd, Slurm, a display): fail in CI, skip elsewhere."""
+"""Test helpers: require a real part (sshd, Slurm, a display); wait for a condition."""
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 
 def require(available: bool, part: str, how_to_enable: str) -> None:
@@ -14,3 +19,26 @@ def require(available: bool, part: str, how_to_enable: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{part} is required in CI but missing: {how_to_enable}")
     pytest.skip(f"{part} is missing; to run this test: {how_to_enable}")
+
+
+def wait_for(
+    predicate: Callable[[], T], timeout: float = 10.0, what: str = "", interval: float = 0.05
+) -> T:
+    """Call `predicate` until it returns something truthy, and return that.
+
+    Fails the test, naming `what` (or the predicate), when `timeout` seconds pass first. The
+    predicate is always called once more at the deadline, so a slow machine cannot fail a wait
+    whose condition came true during the last sleep.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+    value = predicate()
+    if value:
+        return value
+    pytest.fail(f"timed out after {timeout:g} s waiting for {what or predicate}", pytrace=False)
