@@ -445,3 +445,31 @@ def test_param_values_are_read_as_toml_else_as_text() -> None:
     assert parse_param_overrides(model, ['name="quoted"'])["name"] == "quoted"
     with pytest.raises(WatchkeeperError, match="write it as key=value"):
         parse_param_overrides(model, ["lr"])
+
+
+def test_an_overlong_model_name_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    name = "m" * 240
+    root = make_repo(tmp_path, spec=SPEC.replace("[models.churn]", f"[models.{name}]"))
+    result = run_cli(root, "train", name)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"{root / 'watchkeeper.toml'}:1: [models.{name}] is 240 characters long" in result.stderr
+    home = Path(os.environ["WATCHKEEPER_HOME"])
+    assert not (home / "runs").exists() or list((home / "runs").iterdir()) == []
+    listing = run_cli(root, "runs", "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    assert json.loads(listing.stdout) == []
+
+
+@pytest.mark.parametrize(
+    "nesting", ["[" * 100_000 + "]" * 100_000, "{a=" * 100_000 + "1" + "}" * 100_000]
+)
+def test_a_deeply_nested_project_file_is_a_one_line_error(tmp_path: Path, nesting: str) -> None:
+    root = make_repo(tmp_path)
+    (root / "watchkeeper.toml").write_text(f"x = {nesting}\n")
+    result = run_cli(root, "train", "churn")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert (
+        f"{root / 'watchkeeper.toml'}: " in result.stderr and "nested too deeply" in result.stderr
+    )
