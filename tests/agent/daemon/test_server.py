@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import stat
 import threading
 import time
@@ -41,6 +42,14 @@ def _handlers() -> dict[str, Any]:
         time.sleep(seconds)
         return "done"
 
+    def first_rows(limit: int = 2) -> list[int]:
+        ledger = sqlite3.connect(":memory:")
+        try:
+            query = "SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 LIMIT ?"
+            return [row[0] for row in ledger.execute(query, [limit])]
+        finally:
+            ledger.close()
+
     return {
         "status": lambda: {"pid": os.getpid()},
         "echo": echo,
@@ -48,6 +57,7 @@ def _handlers() -> dict[str, Any]:
         "user_error": user_error,
         "needs_int": needs_int,
         "slow": slow,
+        "first_rows": first_rows,
     }
 
 
@@ -129,6 +139,46 @@ def test_errors_get_replies_and_the_connection_survives(server: ControlServer) -
     }
     sock.sendall(b'{"id": 9, "method": "status"}\n')
     assert _read_line(sock) == {"id": 9, "result": {"pid": os.getpid()}}
+    sock.close()
+
+
+def test_json_nested_too_deeply_gets_a_parse_error_reply(server: ControlServer) -> None:
+    sock = _raw(server.path)
+    for nested in (b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 100_000 + b"1" + b"}" * 100_000):
+        sock.sendall(nested + b"\n")
+        reply = _read_line(sock)
+        assert reply == {
+            "id": None,
+            "error": {"code": protocol.PARSE_ERROR, "message": "malformed JSON: nested too deeply"},
+        }
+    sock.sendall(b'{"id": 1, "method": "first_rows", "params": {"limit": 99999' + b"9" * 5000)
+    sock.sendall(b"}}\n")
+    assert _read_line(sock)["error"]["code"] == protocol.PARSE_ERROR
+    sock.sendall(b'{"id": 2, "method": "status"}\n')
+    assert _read_line(sock) == {"id": 2, "result": {"pid": os.getpid()}}
+    sock.close()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (b"18446744073709551616", '"limit" is out of range'),
+        (b'"2"', '"limit" must be an integer, not a string'),
+        (b"NaN", '"limit" must be an integer, not nan'),
+        (b"1.5", '"limit" must be an integer, not a number'),
+        (b"true", '"limit" must be an integer, not a boolean'),
+    ],
+)
+def test_a_param_of_the_wrong_type_is_invalid_params_naming_the_field(
+    server: ControlServer, value: bytes, message: str
+) -> None:
+    sock = _raw(server.path)
+    sock.sendall(b'{"id": 1, "method": "first_rows", "params": {"limit": ' + value + b"}}\n")
+    reply = _read_line(sock)
+    assert reply["error"]["code"] == protocol.INVALID_PARAMS, reply
+    assert reply["error"]["message"].startswith(f"first_rows: {message}")
+    sock.sendall(b'{"id": 2, "method": "first_rows", "params": {"limit": 2}}\n')
+    assert _read_line(sock) == {"id": 2, "result": [1, 2]}
     sock.close()
 
 
