@@ -22,11 +22,15 @@ def require(available: bool, part: str, how_to_enable: str) -> None:
 
 
 def wait_for(
-    predicate: Callable[[], T], timeout: float = 10.0, what: str = "", interval: float = 0.05
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    what: str | Callable[[], str] = "",
+    interval: float = 0.05,
 ) -> T:
     """Call `predicate` until it returns something truthy, and return that.
 
-    Fails the test, naming `what` (or the predicate), when `timeout` seconds pass first. The
+    Fails the test, naming `what` (or the predicate), when `timeout` seconds pass first; `what`
+    may be a function, called then, to describe the state that was reached instead. The
     predicate is always called once more at the deadline, so a slow machine cannot fail a wait
     whose condition came true during the last sleep.
     """
@@ -41,4 +45,7 @@ def wait_for(
     value = predicate()
     if value:
         return value
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what or predicate}", pytrace=False)
+    described = what() if callable(what) else what
+    pytest.fail(
+        f"timed out after {timeout:g} s waiting for {described or predicate}", pytrace=False
+    )

@@ -20,7 +20,7 @@ from agent.daemon import protocol
 from agent.daemon.server import ControlServer, MethodParamsError
 from agent.errors import WatchkeeperError
 from tests.agent.daemon.conftest import can_switch_user, run_as_nobody
-from tests.support import require
+from tests.support import require, wait_for
 
 
 def _handlers() -> dict[str, Any]:
@@ -244,7 +244,7 @@ def test_subscribers_get_events_of_their_kinds(server: ControlServer) -> None:
     reader_alerts = threading.Thread(target=drain, args=(stream_alerts, received_alerts, 1))
     reader_all.start()
     reader_alerts.start()
-    assert wait_until(lambda: server.subscriber_count == 2)
+    wait_for(lambda: server.subscriber_count == 2, 5, "both subscribers")
     server.publish("snapshot", {"source": "/data", "snapshot_id": 3})
     server.publish("alert", {"id": 1, "message": "stale"})
     reader_all.join(5)
@@ -280,15 +280,6 @@ def test_a_second_server_refuses_a_live_socket_and_replaces_a_stale_one(
     finally:
         replacement.stop()
     assert not stale_path.exists()
-
-
-def wait_until(condition: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 CONNECT_AS_OTHER_USER = """

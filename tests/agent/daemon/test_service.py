@@ -25,7 +25,8 @@ from agent.daemon.scheduler import ScheduleSettings
 from agent.daemon.service import AgentService, AgentSettings
 from agent.ledger import open_ledger
 from agent.paths import WatchkeeperPaths
-from tests.agent.daemon.conftest import REPO_ROOT, git, make_repo, wait_for
+from tests.agent.daemon.conftest import REPO_ROOT, git, make_repo
+from tests.support import wait_for
 
 PYTHON = shlex.quote(sys.executable)
 
