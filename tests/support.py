@@ -1,11 +1,12 @@
-"""Test helpers: require a real part (sshd, Slurm, a display); wait for a condition."""
+"""Test helpers: require a real part (sshd, Slurm, a display), wait, run a call on a thread."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 import pytest
 
@@ -49,3 +50,43 @@ def wait_for(
     pytest.fail(
         f"timed out after {timeout:g} s waiting for {described or predicate}", pytrace=False
     )
+
+
+class BackgroundCall(Generic[T]):
+    """`target(*args)` run on a daemon thread; `result()` gives back its value or its exception.
+
+    A helper thread that fails must fail the test with its own error, not leave the test to
+    time out waiting for something the thread will never do.
+
+    >>> BackgroundCall(int, "12").result(5)
+    12
+    >>> BackgroundCall(int, "twelve").result(5)
+    Traceback (most recent call last):
+    ...
+    ValueError: invalid literal for int() with base 10: 'twelve'
+    """
+
+    def __init__(self, target: Callable[..., T], *args: Any, name: str = "") -> None:
+        self.name = name or getattr(target, "__name__", "a background call")
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(target, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, target: Callable[..., T], args: tuple[Any, ...]) -> None:
+        try:
+            self._value = target(*args)
+        except BaseException as error:
+            self._error = error
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self, timeout: float) -> T:
+        """Wait up to `timeout` seconds; re-raise what the call raised; fail if it still runs."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            pytest.fail(f"{self.name} still running after {timeout:g} s", pytrace=False)
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]

@@ -7,7 +7,6 @@ import os
 import socket
 import sqlite3
 import stat
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from agent.daemon import protocol
 from agent.daemon.server import ControlServer, MethodParamsError
 from agent.errors import WatchkeeperError
 from tests.agent.daemon.conftest import can_switch_user, run_as_nobody
-from tests.support import require, wait_for
+from tests.support import BackgroundCall, require, wait_for
 
 
 def _handlers() -> dict[str, Any]:
@@ -195,10 +194,9 @@ def test_oversized_message_is_refused_and_the_connection_keeps_working(
 ) -> None:
     sock = _raw(server.path)
     big = b'{"id": 1, "method": "echo", "params": {"blob": "' + b"x" * (3 * 1024 * 1024)
-    sender = threading.Thread(target=lambda: sock.sendall(big + b'"}}\n'))
-    sender.start()
+    sender = BackgroundCall(sock.sendall, big + b'"}}\n', name="the sender")
     reply = _read_line(sock)
-    sender.join(10)
+    sender.result(10)
     assert reply["error"]["code"] == protocol.MESSAGE_TOO_LARGE
     sock.sendall(b'{"id": 2, "method": "status"}\n')
     assert _read_line(sock) == {"id": 2, "result": {"pid": os.getpid()}}
@@ -210,16 +208,15 @@ def test_silent_and_half_line_clients_block_nobody(server: ControlServer) -> Non
     half = _raw(server.path)
     half.sendall(b'{"id": 1, "method": "sta')
     slow_caller = AgentClient.connect(server.path)
-    slow_thread = threading.Thread(target=lambda: slow_caller.call("slow", seconds=2.0))
-    slow_thread.start()
+    slow_call = BackgroundCall(lambda: slow_caller.call("slow", seconds=2.0), name="slow")
     try:
         for _ in range(20):
             started = time.perf_counter()
             with AgentClient.connect(server.path, timeout=2) as client:
                 assert client.call("status")["pid"] == os.getpid()
             assert time.perf_counter() - started < 0.2
+        assert slow_call.result(5) == "done"
     finally:
-        slow_thread.join(5)
         slow_caller.close()
         for sock in [*silent, half]:
             sock.close()
@@ -240,15 +237,13 @@ def test_subscribers_get_events_of_their_kinds(server: ControlServer) -> None:
             if len(into) == n:
                 return
 
-    reader_all = threading.Thread(target=drain, args=(stream_all, received_all, 2))
-    reader_alerts = threading.Thread(target=drain, args=(stream_alerts, received_alerts, 1))
-    reader_all.start()
-    reader_alerts.start()
+    reader_all = BackgroundCall(drain, stream_all, received_all, 2, name="reader of all")
+    reader_alerts = BackgroundCall(drain, stream_alerts, received_alerts, 1, name="alert reader")
     wait_for(lambda: server.subscriber_count == 2, 5, "both subscribers")
     server.publish("snapshot", {"source": "/data", "snapshot_id": 3})
     server.publish("alert", {"id": 1, "message": "stale"})
-    reader_all.join(5)
-    reader_alerts.join(5)
+    reader_all.result(5)
+    reader_alerts.result(5)
     assert [m["event"] for m in received_all] == ["snapshot", "alert"]
     assert received_alerts == [{"event": "alert", "data": {"id": 1, "message": "stale"}}]
     everything.close()
