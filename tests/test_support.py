@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.agent.daemon.conftest import REPO_ROOT
 from tests.agent.daemon.test_service import EventStream
 from tests.support import BackgroundCall, wait_for
 
@@ -21,7 +25,7 @@ def test_wait_for_returns_the_value_that_came_true() -> None:
 
 def test_wait_for_fails_naming_what_it_waited_for() -> None:
     started = time.monotonic()
-    with pytest.raises(pytest.fail.Exception, match=r"timed out after 0.2 s waiting for the moon"):
+    with pytest.raises(pytest.fail.Exception, match=r"timed out after 0\.2 s waiting for the moon"):
         wait_for(lambda: False, 0.2, "the moon")
     assert time.monotonic() - started < 5
 
@@ -38,7 +42,7 @@ def test_a_background_call_passes_on_its_exception_and_its_value() -> None:
 def test_a_background_call_still_running_fails_the_wait() -> None:
     release = threading.Event()
     call = BackgroundCall(release.wait, 30, name="the waiter")
-    with pytest.raises(pytest.fail.Exception, match="the waiter still running after 0.1 s"):
+    with pytest.raises(pytest.fail.Exception, match=r"the waiter still running after 0\.1 s"):
         call.result(0.1)
     release.set()
     assert call.result(5) is True
@@ -71,3 +75,25 @@ def test_the_event_stream_reports_a_broken_stream_instead_of_timing_out(tmp_path
         stream.close()
         server.result(10)
         listener.close()
+
+
+def test_doctests_of_the_packages_run_with_a_private_home(tmp_path: Path) -> None:
+    module = tmp_path / "home_doctest.py"
+    module.write_text(
+        '"""A doctest that reads its home.\n\n'
+        ">>> import os\n"
+        ">>> home = os.environ['WATCHKEEPER_HOME']\n"
+        ">>> 'wk-home-doctest' in home and home != os.environ.get('OUTER_HOME')\n"
+        "True\n"
+        '"""\n'
+    )
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest", "-c", str(REPO_ROOT / "pyproject.toml"), str(module)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OUTER_HOME": os.environ["WATCHKEEPER_HOME"]},
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "1 passed" in completed.stdout
