@@ -29,6 +29,8 @@ from agent.paths import WatchkeeperPaths
 # Show a progress bar when at least this much has to be read.
 PROGRESS_BYTES = 64 << 20
 EXIT_DIFFERENT = 1
+# At most this many skipped entries are named one per line; the rest are counted.
+SKIPPED_SHOWN = 10
 
 
 def _count(n: int, noun: str) -> str:
@@ -105,6 +107,7 @@ def snapshot_command(path: Path, as_json: bool) -> None:
         "total_bytes": fp.total_bytes,
         "new": existed is None,
         "profile_errors": problems,
+        "skipped": [entry.to_json() for entry in fp.skipped],
         "files_read": cache.stats.files_hashed,
         "bytes_read": cache.stats.bytes_hashed,
     }
@@ -127,6 +130,22 @@ def snapshot_command(path: Path, as_json: bool) -> None:
     )
     for problem in problems:
         console.print(f"  warning: no column profile: {problem}", markup=False)
+    for line in skipped_warnings(fp):
+        console.print(f"  {line}", markup=False)
+
+
+def skipped_warnings(fp: DataFingerprint) -> list[str]:
+    """One warning per entry left out of the fingerprint, the first SKIPPED_SHOWN of them."""
+    lines = [
+        f"warning: skipped {fp.root / entry.path}: {entry.reason}"
+        for entry in fp.skipped[:SKIPPED_SHOWN]
+    ]
+    if len(fp.skipped) > SKIPPED_SHOWN:
+        lines.append(
+            f"warning: and {len(fp.skipped) - SKIPPED_SHOWN} more skipped entries "
+            "(`watchkeeper data snapshot --json` lists them all)"
+        )
+    return lines
 
 
 def _existing_snapshot(db: Database, fp: DataFingerprint) -> int | None:

@@ -595,11 +595,20 @@ def runs_logs(run_id: str, follow: bool) -> None:
                 out.flush()
             if not follow:
                 return
-            state = RunState(find_run(db, row["id"])["state"])
-            if state.is_final:
-                out.write(executor.read_log(run, offset))
-                out.flush()
-                return
-            if run.executor == "local" and executor.poll(run).is_final:
-                reconcile_runs(db)
+            recorded = RunState(find_run(db, row["id"])["state"])
+            ended = recorded if recorded.is_final else executor.poll(run)
+            if ended.is_final:
+                break
             time.sleep(0.2)
+        if not recorded.is_final and run.executor == "local":
+            reconcile_runs(db)
+        while chunk := executor.read_log(run, offset):
+            offset += len(chunk)
+            out.write(chunk)
+        out.flush()
+        if not RunState(find_run(db, row["id"])["state"]).is_final:
+            common.console(err=True).print(
+                f"run {run.id} has ended ({ended.value}); the agent records its outs and "
+                "metrics (start it with `watchkeeper agent start`).",
+                markup=False,
+            )

@@ -167,6 +167,11 @@ class SnapshotOutcome:
     event: dict[str, Any]
     current: Any = None
 
+    @property
+    def skipped(self) -> tuple[Any, ...]:
+        """The entries left out of this snapshot (agent.data.fingerprint.SkippedEntry)."""
+        return tuple(getattr(self.current, "skipped", ()))
+
 
 class DataTracker:
     """Fingerprints data sources incrementally and records a snapshot when one changed."""
@@ -203,6 +208,7 @@ class DataTracker:
             "added": [],
             "removed": [],
             "modified": [],
+            "skipped": [entry.to_json() for entry in current.skipped[:100]],
         }
         changed = previous is None or previous[1].digest != current.digest
         if previous is not None and changed:

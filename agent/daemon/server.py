@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import inspect
 import logging
 import os
 import selectors
@@ -354,12 +353,9 @@ class ControlServer:
         self, conn: _Connection, request_id: Any, method: str, handler: Handler, params: Any
     ) -> None:
         try:
-            inspect.signature(handler).bind(**params)
-        except TypeError as error:
-            payload = protocol.error_reply(
-                request_id, protocol.INVALID_PARAMS, f"{method}: invalid params: {error}"
-            )
-            self._post(conn, payload, None)
+            protocol.check_params(method, handler, params)
+        except protocol.ProtocolError as error:
+            self._post(conn, protocol.error_reply(request_id, error.code, error.message), None)
             return
         try:
             result = handler(**params)

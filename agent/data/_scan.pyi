@@ -5,6 +5,7 @@ import numpy as np
 KIND_FILE: int
 KIND_SYMLINK: int
 KIND_OTHER: int
+KIND_UNREADABLE: int
 ENTRY_FIELDS: list[tuple[str, str]]
 
 def scan_folder(

@@ -4,7 +4,7 @@
 from libc.errno cimport ENOENT, errno
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport free, malloc, qsort, realloc
-from libc.string cimport memcpy, strcmp, strlen
+from libc.string cimport memcpy, memset, strcmp, strlen
 from posix.fcntl cimport AT_SYMLINK_NOFOLLOW, O_DIRECTORY, O_RDONLY, openat
 from posix.stat cimport S_ISDIR, S_ISLNK, S_ISREG, fstatat, struct_stat
 from posix.unistd cimport close
@@ -30,6 +30,9 @@ cdef extern from "<dirent.h>" nogil:
 KIND_FILE = 0
 KIND_SYMLINK = 1
 KIND_OTHER = 2
+# An entry that could not be stat'ed, or a folder that could not be opened: its stat fields are
+# zero and `size` holds the errno.
+KIND_UNREADABLE = 3
 
 # One row per entry; the same layout as ENTRY_DTYPE in agent.data.fingerprint (56 bytes).
 cdef struct Entry:
@@ -107,6 +110,13 @@ cdef int append_entry(Scan *scan, size_t path_length, struct_stat *st, int32_t k
     return 0
 
 
+cdef int append_unreadable(Scan *scan, size_t path_length, int error_number) noexcept nogil:
+    cdef struct_stat st
+    memset(&st, 0, sizeof(st))
+    st.st_size = error_number
+    return append_entry(scan, path_length, &st, 3)
+
+
 cdef int visit(Scan *scan, int folder_fd, const char *name, size_t prefix_length) noexcept nogil:
     """Record `name` (in the folder open as `folder_fd`), walking into it when it is a folder."""
     cdef struct_stat st
@@ -122,15 +132,20 @@ cdef int visit(Scan *scan, int folder_fd, const char *name, size_t prefix_length
     if fstatat(folder_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0:
         if errno == ENOENT:  # removed since it was listed: it is simply not there any more
             return 0
-        record_error(scan, path_length, errno)
-        return -1
+        if append_unreadable(scan, path_length, errno):
+            scan.out_of_memory = 1
+            return -1
+        return 0
     if S_ISDIR(st.st_mode):
         child_fd = openat(folder_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         if child_fd < 0:
             if errno == ENOENT:
                 return 0
-            record_error(scan, path_length, errno)
-            return -1
+            # An unreadable folder is reported as one entry; the rest of the walk goes on.
+            if append_unreadable(scan, path_length, errno):
+                scan.out_of_memory = 1
+                return -1
+            return 0
         scan.path[path_length] = c'/'
         return walk(scan, child_fd, path_length + 1, NULL)
     kind = 0 if S_ISREG(st.st_mode) else 1 if S_ISLNK(st.st_mode) else 2
@@ -264,12 +279,13 @@ def scan_folder(bytes root, bytes prefix=b"", skip_name=None):
         Relative paths, each NUL-terminated, in walk order (names sorted byte-wise per folder).
     entries : numpy.ndarray
         Structured array with the fields of ``ENTRY_FIELDS``; ``kind`` is 0 for a regular file,
-        1 for a symbolic link (not followed) and 2 for anything else.
+        1 for a symbolic link (not followed), 2 for anything else and 3 for an entry that could
+        not be stat'ed or a folder that could not be opened (its ``size`` is the errno).
 
     Raises
     ------
     OSError
-        With the errno and the relative path of the first entry that could not be read.
+        With the errno and the path when `root` itself cannot be opened.
     """
     cdef Scan scan
     cdef int root_fd

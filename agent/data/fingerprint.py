@@ -15,7 +15,14 @@ from pathlib import Path
 import blake3
 import numpy as np
 
-from agent.data.scan import KIND_FILE, KIND_OTHER, FolderScan, scan_folder
+from agent.data.scan import (
+    KIND_FILE,
+    KIND_OTHER,
+    KIND_SYMLINK,
+    KIND_UNREADABLE,
+    FolderScan,
+    scan_folder,
+)
 from agent.data.scan import single_file_scan as _single_file_scan
 from agent.data.stat_cache import DIGEST_SIZE, CachedTree, StatCache, now_ns
 from agent.errors import WatchkeeperError
@@ -25,6 +32,7 @@ __all__ = [
     "DataFingerprint",
     "FileEntry",
     "Manifest",
+    "SkippedEntry",
     "StatCache",
     "fingerprint",
     "hash_file",
@@ -52,6 +60,32 @@ class FileEntry:
     size: int
     mtime_ns: int
     digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedEntry:
+    """An entry of a data folder left out of its fingerprint, and why (a pipe, a bad link...).
+
+    >>> SkippedEntry("raw/pipe", "named pipe (FIFO)").describe()
+    'raw/pipe: named pipe (FIFO)'
+    """
+
+    path: str
+    reason: str
+
+    def describe(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": self.path, "reason": self.reason}
+
+
+class SkippedEntryError(WatchkeeperError):
+    """A data file that cannot be part of a fingerprint: not a regular file, or unreadable."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}; fix it or remove it from the data")
+        self.reason = reason
 
 
 class Manifest(Mapping[str, FileEntry]):
@@ -102,13 +136,16 @@ class DataFingerprint:
     `digest` is the file's BLAKE3 digest for a single file, and for a folder the BLAKE3 digest of
     its manifest: for every file in sorted path order, the UTF-8 relative path, a NUL byte and the
     file's 32-byte digest. `files` maps relative paths (the file name for a single file) to
-    entries.
+    entries. `skipped` lists the entries of a folder that are not part of the fingerprint (pipes,
+    sockets, devices, dangling links, links leading outside, unreadable entries), in path order;
+    they do not change `digest`.
     """
 
     root: Path
     digest: str
     files: Mapping[str, FileEntry]
     kind: str = "folder"
+    skipped: tuple[SkippedEntry, ...] = ()
 
     @property
     def n_files(self) -> int:
@@ -138,7 +175,9 @@ def fingerprint(
     """Fingerprint a data file or folder, reading only files whose stat changed since last time.
 
     `cache` defaults to the stat cache in the Watchkeeper data folder. `on_progress` is called
-    with (bytes hashed so far, bytes to hash) while files are read.
+    with (bytes hashed so far, bytes to hash) while files are read. Entries of a folder that are
+    not data (pipes, sockets, devices, dangling links, links leading outside the folder) or that
+    cannot be read are left out and listed in `skipped`; a pipe is never opened.
 
     >>> fp = fingerprint(Path("data"))  # doctest: +SKIP
     >>> fp.digest[:12], fp.n_files  # doctest: +SKIP
@@ -162,6 +201,8 @@ def fingerprint(
         scan = _single_file_scan(root.name, root_stat)
     else:
         raise WatchkeeperError(f"{root}: not a regular file or folder; point to the data itself")
+    skipped = _entries_to_skip(root, kind, scan)
+    scan = _without(scan, skipped)
     link_digests = _resolve_links(root, kind, scan)
     record = cache.load(root)
     digests, known = _reuse_cached_digests(scan, record, cache)
@@ -179,14 +220,23 @@ def fingerprint(
     ):
         root_digest = record.root_digest
     else:
-        _hash_entries(root, kind, scan, to_hash, digests, cache, on_progress)
+        unreadable = _hash_entries(root, kind, scan, to_hash, digests, cache, on_progress)
+        if unreadable:
+            skipped.update(unreadable)
+            keep = np.ones(len(scan.entries), dtype=bool)
+            keep[list(unreadable)] = False
+            scan, digests = scan.select(keep), digests[keep]
         root_digest = _root_digest(kind, scan, digests)
         try:
             cache.save(root, CachedTree(scan.blob, scan.entries, digests, root_digest, now_ns()))
         except OSError as error:
             log.warning("could not write the stat cache for %s: %s", root, error)
     return DataFingerprint(
-        root=root, digest=root_digest.hex(), files=Manifest(scan, digests), kind=kind
+        root=root,
+        digest=root_digest.hex(),
+        files=Manifest(scan, digests),
+        kind=kind,
+        skipped=tuple(sorted(skipped.values(), key=lambda entry: entry.path.split("/"))),
     )
 
 
@@ -202,14 +252,89 @@ def resolve_data_path(path: Path) -> Path:
         raise WatchkeeperError(f"{path}: cannot open: {error.strerror}") from error
 
 
+def _entries_to_skip(root: Path, kind: str, scan: FolderScan) -> dict[int, SkippedEntry]:
+    """The rows of a folder scan that are not data, by row, each with the reason.
+
+    Unreadable entries, pipes, sockets and devices, and links that dangle, loop, lead outside the
+    root or lead to something that is neither a file nor a folder. Nothing here opens a file.
+    """
+    if kind != "folder":
+        return {}
+    entries = scan.entries
+    special = np.flatnonzero(entries["kind"] != KIND_FILE)
+    if len(special) == 0:
+        return {}
+    paths = scan.paths()
+    skipped: dict[int, SkippedEntry] = {}
+    for row in special:
+        relative = paths[row]
+        entry_kind = entries["kind"][row]
+        if entry_kind == KIND_UNREADABLE:
+            reason = f"unreadable ({os.strerror(int(entries['size'][row]))})"
+        elif entry_kind == KIND_SYMLINK:
+            reason = _bad_link_reason(root, root / relative) or ""
+        else:
+            reason = _special_file_reason(root / relative)
+        if reason:
+            skipped[int(row)] = SkippedEntry(relative, reason)
+    return skipped
+
+
+def _special_file_reason(path: Path) -> str:
+    """Why an entry that is neither a file, a folder nor a link is not data (lstat only)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as error:
+        return f"unreadable ({error.strerror})"
+    return _file_type_name(mode)
+
+
+def _file_type_name(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "not a regular file"
+
+
+def _bad_link_reason(root: Path, link: Path) -> str | None:
+    """Why a link is not data, or None when it leads to a file or folder inside the root."""
+    try:
+        target = Path(os.path.realpath(link, strict=True))
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symlink loop"
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "dangling symlink (its target is missing)"
+        return f"unreadable symlink ({error.strerror})"
+    if not target.is_relative_to(root):
+        return f"symlink leading outside the data folder (to {target})"
+    try:
+        mode = os.stat(target).st_mode
+    except OSError as error:
+        return f"unreadable symlink target ({error.strerror})"
+    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+        return None
+    return f"symlink to a {_file_type_name(mode)}"
+
+
+def _without(scan: FolderScan, skipped: dict[int, SkippedEntry]) -> FolderScan:
+    if not skipped:
+        return scan
+    keep = np.ones(len(scan.entries), dtype=bool)
+    keep[list(skipped)] = False
+    return scan.select(keep)
+
+
 def _resolve_links(root: Path, kind: str, scan: FolderScan) -> dict[int, bytes]:
-    """Check the links and special files of a scan.
+    """Give the links of a scan (all leading to a file or folder inside the root) their stat.
 
     A link to a file inside the root is hashed as that file (its row takes the target's stat).
     A link to a folder inside the root is recorded by its target path, not followed (its files
-    are already in the manifest under their own paths). Links that dangle, loop or lead outside
-    the root are refused, as are sockets, pipes and devices. Returns {row: digest} for the
-    folder links.
+    are already in the manifest under their own paths). Returns {row: digest} for the folder
+    links. A link changed since it was checked gives a clear error.
     """
     entries = scan.entries
     special = np.flatnonzero(entries["kind"] != KIND_FILE)
@@ -248,20 +373,10 @@ def _resolve_links(root: Path, kind: str, scan: FolderScan) -> dict[int, bytes]:
 
 
 def _link_target(root: Path, link: Path) -> Path:
-    try:
-        target = Path(os.path.realpath(link, strict=True))
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise WatchkeeperError(f"{link}: symlink loop; fix or remove the link") from error
-        raise WatchkeeperError(
-            f"{link}: broken symlink (its target is missing); fix or remove the link"
-        ) from error
-    if not target.is_relative_to(root):
-        raise WatchkeeperError(
-            f"{link}: symlink points outside the data folder ({target}); "
-            "a data folder must contain its data: copy the file in or fingerprint its folder"
-        )
-    return target
+    reason = _bad_link_reason(root, link)
+    if reason is not None:
+        raise WatchkeeperError(f"{link}: {reason} (it changed while being read); try again")
+    return Path(os.path.realpath(link))
 
 
 def _reuse_cached_digests(
@@ -305,27 +420,42 @@ def _hash_entries(
     digests: np.ndarray,
     cache: StatCache,
     on_progress: ProgressCallback | None,
-) -> None:
-    """Hash the given rows in parallel; store digests and the stat seen while reading."""
+) -> dict[int, SkippedEntry]:
+    """Hash the given rows in parallel; store digests and the stat seen while reading.
+
+    Returns the rows that turned out unreadable (or no longer regular files), with the reason.
+    """
     if len(rows) == 0:
-        return
+        return {}
     paths = scan.paths()
     sizes = scan.entries["size"]
     total = int(sizes[rows].sum())
     done = 0
     seen_stats: list[tuple[int, int, int, int, int]] = []
+    hashed_rows: list[int] = []
+    unreadable: dict[int, SkippedEntry] = {}
 
-    def hash_row(row: int) -> tuple[bytes, os.stat_result]:
-        return hash_file(os.path.join(root, paths[row]) if kind == "folder" else root)
+    def hash_row(row: int) -> tuple[bytes, os.stat_result] | SkippedEntryError:
+        try:
+            return hash_file(os.path.join(root, paths[row]) if kind == "folder" else root)
+        except SkippedEntryError as error:
+            if kind != "folder":
+                raise
+            return error
 
     # Many small files are faster on one thread (the per-file cost is Python's); big ones are
     # read and hashed with the GIL released, one thread per core.
     workers = max(1, min(_HASH_WORKERS, len(rows), total // PARALLEL_BYTES_PER_WORKER))
-    results: Iterator[tuple[bytes, os.stat_result]]
+    results: Iterator[tuple[bytes, os.stat_result] | SkippedEntryError]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         row_list = [int(row) for row in rows]
         results = pool.map(hash_row, row_list) if workers > 1 else map(hash_row, row_list)
-        for row, (digest, seen) in zip(row_list, results, strict=True):
+        for row, result in zip(row_list, results, strict=True):
+            if isinstance(result, SkippedEntryError):
+                unreadable[row] = SkippedEntry(paths[row], result.reason)
+                continue
+            digest, seen = result
+            hashed_rows.append(row)
             digests[row] = np.frombuffer(digest, dtype=np.uint8)
             seen_stats.append(
                 (seen.st_dev, seen.st_ino, seen.st_size, seen.st_mtime_ns, seen.st_ctime_ns)
@@ -335,9 +465,10 @@ def _hash_entries(
                 on_progress(done, max(total, done))
     observed = np.array(seen_stats, dtype=np.int64).reshape(-1, 5)
     for column, name in enumerate(("dev", "ino", "size", "mtime_ns", "ctime_ns")):
-        scan.entries[name][rows] = observed[:, column]
-    cache.stats.files_hashed += len(rows)
+        scan.entries[name][hashed_rows] = observed[:, column]
+    cache.stats.files_hashed += len(hashed_rows)
     cache.stats.bytes_hashed += int(observed[:, 2].sum())
+    return unreadable
 
 
 def _root_digest(kind: str, scan: FolderScan, digests: np.ndarray) -> bytes:
@@ -370,17 +501,22 @@ def hash_file(path: str | Path) -> tuple[bytes, os.stat_result]:
 
     The file is stat'ed before and after reading (by descriptor and by path); when anything
     differs, it changed while being read and is read again, up to MAX_READ_ATTEMPTS times.
+    It is opened without blocking, so a pipe put in its place cannot hang the read. Raises
+    SkippedEntryError when the file cannot be opened for lack of permission or is not a regular
+    file, WatchkeeperError for other failures.
     """
     buffer = _read_buffer()
     for _attempt in range(MAX_READ_ATTEMPTS):
         try:
-            descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as error:
+            if error.errno in (errno.EACCES, errno.EPERM):
+                raise SkippedEntryError(path, f"unreadable ({error.strerror})") from error
             raise _read_error(path, error) from error
         try:
             before = os.fstat(descriptor)
             if not stat.S_ISREG(before.st_mode):
-                raise WatchkeeperError(f"{path}: not a regular file; remove it from the data")
+                raise SkippedEntryError(path, _file_type_name(before.st_mode))
             threads = blake3.blake3.AUTO if before.st_size >= LARGE_FILE else 1
             hasher = blake3.blake3(max_threads=threads)
             size_read = 0

@@ -17,6 +17,8 @@ except ImportError:  # pragma: no cover - exercised when the extension is not bu
 KIND_FILE = 0
 KIND_SYMLINK = 1
 KIND_OTHER = 2
+# An entry that could not be stat'ed, or a folder that could not be opened; `size` holds the errno.
+KIND_UNREADABLE = 3
 
 ENTRY_DTYPE = np.dtype(
     [
@@ -58,6 +60,22 @@ class FolderScan:
             return []
         return self.blob[:-1].split(b"\0")
 
+    def select(self, keep: np.ndarray) -> FolderScan:
+        """The scan of the rows where the boolean mask `keep` is true, in the same order.
+
+        >>> scan = FolderScan(b"a\\0b\\0", np.array([(0, 0, 1, 0, 0, 0, 1, 0),
+        ...     (0, 0, 2, 0, 0, 2, 1, 0)], dtype=ENTRY_DTYPE))
+        >>> scan.select(np.array([False, True])).paths()
+        ['b']
+        """
+        if keep.all():
+            return self
+        kept_paths = [path for path, wanted in zip(self.raw_paths(), keep, strict=True) if wanted]
+        entries = self.entries[keep].copy()
+        lengths = np.array([len(path) for path in kept_paths], dtype=np.int64)
+        entries["path_offset"] = np.cumsum(lengths + 1) - (lengths + 1)
+        return FolderScan(b"".join(path + b"\0" for path in kept_paths), entries)
+
 
 def is_native() -> bool:
     """True when the compiled walker is in use."""
@@ -68,7 +86,9 @@ def scan_folder(root: bytes) -> FolderScan:
     """Walk `root` (a folder path as bytes) and return every entry below it.
 
     Symbolic links are reported as links (kind 1) and never followed; the caller decides.
-    Raises OSError naming the first entry that could not be listed or stat'ed.
+    An entry that cannot be stat'ed and a folder that cannot be opened are reported as one entry
+    of kind KIND_UNREADABLE (its `size` is the errno) and the walk goes on. Raises OSError only
+    when `root` itself cannot be listed.
 
     >>> scan = scan_folder(b"/etc/ssl")  # doctest: +SKIP
     >>> scan.paths()[:1]  # doctest: +SKIP
@@ -95,11 +115,19 @@ def _python_walk(folder: bytes, prefix: bytes, skip_name: bytes | None = None) -
     rows: list[tuple[int, int, int, int, int, int, int, int]] = []
     blob = bytearray()
 
+    def add_unreadable(relative: bytes, error_number: int) -> None:
+        rows.append((0, 0, error_number, 0, 0, len(blob), len(relative), KIND_UNREADABLE))
+        blob.extend(relative + b"\0")
+
     def visit(current: bytes, current_prefix: bytes) -> None:
         try:
             names = sorted(os.listdir(current))
         except OSError as error:
-            raise OSError(error.errno, "cannot read", os.fsdecode(current_prefix)) from error
+            if current == folder:
+                raise OSError(error.errno, "cannot read", os.fsdecode(current_prefix)) from error
+            if not isinstance(error, FileNotFoundError):
+                add_unreadable(current_prefix[:-1], error.errno or 0)
+            return
         for name in names:
             if skip_name is not None and current == folder and name == skip_name:
                 continue
@@ -109,7 +137,8 @@ def _python_walk(folder: bytes, prefix: bytes, skip_name: bytes | None = None) -
             except FileNotFoundError:
                 continue
             except OSError as error:
-                raise OSError(error.errno, "cannot read", os.fsdecode(relative)) from error
+                add_unreadable(relative, error.errno or 0)
+                continue
             if stat.S_ISDIR(info.st_mode):
                 visit(os.path.join(current, name), relative + b"/")
                 continue

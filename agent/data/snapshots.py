@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 
 from sqlite_utils import Database
 
-from agent.data.fingerprint import DataFingerprint, FileEntry
+from agent.data.fingerprint import DataFingerprint, FileEntry, SkippedEntry
 from agent.data.tabular import is_tabular, profile_csv
 from agent.errors import WatchkeeperError
 
@@ -43,6 +43,7 @@ class SnapshotInfo:
     n_files: int
     total_bytes: int
     taken_at: float
+    skipped: tuple[SkippedEntry, ...] = ()
 
 
 def diff_fingerprints(old: DataFingerprint, new: DataFingerprint) -> FingerprintDiff:
@@ -80,9 +81,10 @@ def _writing(db: Database) -> Iterator[None]:
 def record_snapshot(db: Database, fp: DataFingerprint) -> int:
     """Store a fingerprint as a snapshot of its source and return the snapshot id.
 
-    Recording the same fingerprint of the same source again returns the existing id. The column
-    profile of every CSV/TSV file whose content is not profiled yet is stored too (keyed by the
-    file's digest); a file that cannot be parsed gets its error stored instead, with a warning.
+    Recording the same fingerprint of the same source again returns the existing id (its list of
+    skipped entries stays the one recorded first). The column profile of every CSV/TSV file
+    whose content is not profiled yet is stored too (keyed by the file's digest); a file that
+    cannot be parsed gets its error stored instead, with a warning.
 
     >>> record_snapshot(db, fingerprint(Path("data")))  # doctest: +SKIP
     3
@@ -112,9 +114,17 @@ def record_snapshot(db: Database, fp: DataFingerprint) -> int:
         if existing is not None:
             return int(existing[0])
         cursor = db.execute(
-            "INSERT INTO data_snapshots (source_id, fingerprint, n_files, total_bytes, taken_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            [source_id, fp.digest, fp.n_files, fp.total_bytes, time.time()],
+            "INSERT INTO data_snapshots"
+            " (source_id, fingerprint, n_files, total_bytes, taken_at, skipped)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                source_id,
+                fp.digest,
+                fp.n_files,
+                fp.total_bytes,
+                time.time(),
+                _skipped_json(fp.skipped),
+            ],
         )
         snapshot_id = int(cursor.lastrowid or 0)
         db.conn.executemany(
@@ -126,6 +136,17 @@ def record_snapshot(db: Database, fp: DataFingerprint) -> int:
             ),
         )
     return snapshot_id
+
+
+def _skipped_json(skipped: tuple[SkippedEntry, ...]) -> str:
+    return json.dumps([entry.to_json() for entry in skipped], separators=(",", ":"))
+
+
+def _skipped_from_json(text: str | None) -> tuple[SkippedEntry, ...]:
+    """The skipped entries stored with a snapshot (none for a snapshot recorded before the list)."""
+    if not text:
+        return ()
+    return tuple(SkippedEntry(str(item["path"]), str(item["reason"])) for item in json.loads(text))
 
 
 def _new_profiles(db: Database, fp: DataFingerprint) -> dict[str, str]:
@@ -157,7 +178,7 @@ def _new_profiles(db: Database, fp: DataFingerprint) -> dict[str, str]:
 def load_snapshot(db: Database, snapshot_id: int) -> DataFingerprint:
     """The fingerprint stored as snapshot `snapshot_id`, with its source as root."""
     row = db.execute(
-        "SELECT s.fingerprint, d.path, d.kind FROM data_snapshots s"
+        "SELECT s.fingerprint, d.path, d.kind, s.skipped FROM data_snapshots s"
         " JOIN data_sources d ON d.id = s.source_id WHERE s.id = ?",
         [snapshot_id],
     ).fetchone()
@@ -165,7 +186,7 @@ def load_snapshot(db: Database, snapshot_id: int) -> DataFingerprint:
         raise WatchkeeperError(
             f"there is no data snapshot {snapshot_id}; `watchkeeper data snapshot PATH` records one"
         )
-    digest, source, kind = row
+    digest, source, kind, skipped = row
     files: dict[str, FileEntry] = {}
     for path, size, mtime_ns, file_digest in db.execute(
         "SELECT path, size, mtime_ns, digest FROM data_snapshot_files WHERE snapshot_id = ?",
@@ -174,7 +195,13 @@ def load_snapshot(db: Database, snapshot_id: int) -> DataFingerprint:
         _check_relative(path, snapshot_id)
         files[path] = FileEntry(path, int(size), int(mtime_ns), str(file_digest))
     ordered = dict(sorted(files.items(), key=lambda item: item[0].split("/")))
-    return DataFingerprint(root=Path(source), digest=str(digest), files=ordered, kind=str(kind))
+    return DataFingerprint(
+        root=Path(source),
+        digest=str(digest),
+        files=ordered,
+        kind=str(kind),
+        skipped=_skipped_from_json(skipped),
+    )
 
 
 def _check_relative(path: str, snapshot_id: int) -> None:
@@ -189,8 +216,8 @@ def _check_relative(path: str, snapshot_id: int) -> None:
 def snapshot_info(db: Database, snapshot_id: int) -> SnapshotInfo:
     """The snapshot row and its source; a clear error when there is no such snapshot."""
     row = db.execute(
-        "SELECT s.id, d.path, d.kind, s.fingerprint, s.n_files, s.total_bytes, s.taken_at"
-        " FROM data_snapshots s JOIN data_sources d ON d.id = s.source_id WHERE s.id = ?",
+        "SELECT s.id, d.path, d.kind, s.fingerprint, s.n_files, s.total_bytes, s.taken_at,"
+        " s.skipped FROM data_snapshots s JOIN data_sources d ON d.id = s.source_id WHERE s.id = ?",
         [snapshot_id],
     ).fetchone()
     if row is None:
@@ -198,5 +225,12 @@ def snapshot_info(db: Database, snapshot_id: int) -> SnapshotInfo:
             f"there is no data snapshot {snapshot_id}; `watchkeeper data snapshot PATH` records one"
         )
     return SnapshotInfo(
-        int(row[0]), row[1], row[2], row[3], int(row[4] or 0), int(row[5] or 0), row[6] or 0.0
+        int(row[0]),
+        row[1],
+        row[2],
+        row[3],
+        int(row[4] or 0),
+        int(row[5] or 0),
+        row[6] or 0.0,
+        _skipped_from_json(row[7]),
     )

@@ -212,6 +212,12 @@ def m002_alert_lifecycle(db: Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m003_data_snapshot_skipped(db: Database) -> None:
+    """Data snapshots list the entries left out of their fingerprint (JSON: path and reason)."""
+    db.execute("ALTER TABLE data_snapshots ADD COLUMN skipped TEXT")
+
+
 TABLES = (
     "repos",
     "commits",

@@ -18,6 +18,8 @@ MODEL_KEYS = ("train", "deps", "outs", "metrics", "params", "remote", "on_stale"
 ON_STALE_CHOICES = ("notify", "retrain")
 RESOURCE_KEYS = ("cpus", "gpus", "memory", "time", "partition")
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# A model name is part of run ids, run folders and file names: keep it well under NAME_MAX (255).
+MAX_MODEL_NAME_LENGTH = 100
 MEMORY_SIZE = re.compile(r"^[0-9]+[KMGT]?$")
 SLURM_TIME = re.compile(r"^([0-9]+-)?[0-9]+(:[0-9]{1,2}){0,2}$")
 
@@ -113,6 +115,11 @@ def parse_project(root: Path, path: Path, text: str) -> ProjectSpec:
     """Validate the TOML text of a project file (see `load_project`)."""
     try:
         document = tomllib.loads(text)
+    except RecursionError as error:
+        raise WatchkeeperError(
+            f"{path}: arrays or tables nested too deeply for a project file; "
+            "declare models as [models.NAME] tables with flat values."
+        ) from error
     except tomllib.TOMLDecodeError as error:
         raise WatchkeeperError(toml_syntax_message(path, text, error)) from error
     checker = _Checker(path, text)
@@ -152,6 +159,13 @@ class _Checker:
                 None,
                 "is not a valid model name: use letters, digits, '_', '.' and '-' and start "
                 "with a letter or digit",
+            )
+        if len(name) > MAX_MODEL_NAME_LENGTH:
+            self.fail(
+                where,
+                None,
+                f"is {len(name)} characters long; a model name may have at most "
+                f"{MAX_MODEL_NAME_LENGTH}: choose a shorter one",
             )
         if not isinstance(table, dict):
             self.fail(["models"], name, "must be a table such as [models.NAME]")

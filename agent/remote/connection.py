@@ -42,8 +42,8 @@ class LoginFailedError(WatchkeeperError):
 def quote_command(argv: Sequence[str]) -> str:
     """Join argv into one shell command where every word reaches the program unchanged.
 
-    >>> quote_command(["echo", "a b", "$HOME", "it's"])
-    "echo 'a b' '$HOME' 'it'\"'\"'s'"
+    >>> print(quote_command(["echo", "a b", "$HOME", "it's"]))
+    echo 'a b' '$HOME' 'it'"'"'s'
     """
     return " ".join(shlex.quote(str(word)) for word in argv)
 

@@ -6,9 +6,12 @@ import difflib
 import json
 import math
 import os
+import signal
+import threading
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,8 @@ from agent.runs.layout import new_run_id, prepare_run_dir
 
 LOG_TAIL_LINES = 20
 POLL_SECONDS = 0.1
+# The signals that cancel a run followed by `watchkeeper train` (see agent/cli/ledger_cmds.py).
+CANCEL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 STATUS_FOR_STATE = {
     RunState.SUCCEEDED: "succeeded",
     RunState.FAILED: "failed",
@@ -187,7 +192,8 @@ def train(
 
     The code snapshot, data fingerprints and params are fixed before the run starts. The log
     goes to `on_log` as it grows; hashing progress of each data dep to `on_data_progress`.
-    KeyboardInterrupt cancels the run, records it as cancelled and is raised again.
+    KeyboardInterrupt cancels the run, records it as cancelled and is raised again; once the job
+    has ended, it no longer cancels anything: the run is recorded with its true end.
     """
     paths = paths or WatchkeeperPaths.from_environment()
     project = load_project(root)
@@ -316,7 +322,26 @@ def train(
     except KeyboardInterrupt:
         finish_run(db, run, RunState.CANCELLED, executor, paths)
         raise
-    return finish_run(db, run, state, executor, paths)
+    with _cancel_signals_ignored():
+        return finish_run(db, run, state, executor, paths)
+
+
+@contextmanager
+def _cancel_signals_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C, SIGTERM and SIGHUP while a job that has ended is recorded.
+
+    There is nothing left to cancel, and stopping half-way would leave the run `running` in the
+    ledger. Signal handlers belong to the main thread: elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in CANCEL_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _progress_for(
@@ -340,6 +365,11 @@ def _follow(executor: Executor, run: Run, on_log: Callable[[bytes], None]) -> Ru
                 return state
             time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
+        ended = executor.poll(run)
+        if ended in (RunState.SUCCEEDED, RunState.FAILED):
+            # The job wrote its exit code before the signal came: there is nothing to cancel.
+            on_log(executor.read_log(run, offset))
+            return ended
         executor.cancel(run)
         chunk = executor.read_log(run, offset)
         if chunk:

@@ -15,7 +15,8 @@ import pytest
 from agent.client import AgentClient
 from agent.daemon.lifecycle import process_gone, running_pid
 from agent.paths import WatchkeeperPaths
-from tests.agent.daemon.conftest import REPO_ROOT, git, wait_for
+from tests.agent.daemon.conftest import REPO_ROOT, git
+from tests.support import wait_for
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import stat
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +19,7 @@ from agent.daemon import protocol
 from agent.daemon.server import ControlServer, MethodParamsError
 from agent.errors import WatchkeeperError
 from tests.agent.daemon.conftest import can_switch_user, run_as_nobody
-from tests.support import require
+from tests.support import BackgroundCall, require, wait_for
 
 
 def _handlers() -> dict[str, Any]:
@@ -41,6 +41,14 @@ def _handlers() -> dict[str, Any]:
         time.sleep(seconds)
         return "done"
 
+    def first_rows(limit: int = 2) -> list[int]:
+        ledger = sqlite3.connect(":memory:")
+        try:
+            query = "SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3 LIMIT ?"
+            return [row[0] for row in ledger.execute(query, [limit])]
+        finally:
+            ledger.close()
+
     return {
         "status": lambda: {"pid": os.getpid()},
         "echo": echo,
@@ -48,6 +56,7 @@ def _handlers() -> dict[str, Any]:
         "user_error": user_error,
         "needs_int": needs_int,
         "slow": slow,
+        "first_rows": first_rows,
     }
 
 
@@ -132,6 +141,46 @@ def test_errors_get_replies_and_the_connection_survives(server: ControlServer) -
     sock.close()
 
 
+def test_json_nested_too_deeply_gets_a_parse_error_reply(server: ControlServer) -> None:
+    sock = _raw(server.path)
+    for nested in (b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 100_000 + b"1" + b"}" * 100_000):
+        sock.sendall(nested + b"\n")
+        reply = _read_line(sock)
+        assert reply == {
+            "id": None,
+            "error": {"code": protocol.PARSE_ERROR, "message": "malformed JSON: nested too deeply"},
+        }
+    sock.sendall(b'{"id": 1, "method": "first_rows", "params": {"limit": 99999' + b"9" * 5000)
+    sock.sendall(b"}}\n")
+    assert _read_line(sock)["error"]["code"] == protocol.PARSE_ERROR
+    sock.sendall(b'{"id": 2, "method": "status"}\n')
+    assert _read_line(sock) == {"id": 2, "result": {"pid": os.getpid()}}
+    sock.close()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (b"18446744073709551616", '"limit" is out of range'),
+        (b'"2"', '"limit" must be an integer, not a string'),
+        (b"NaN", '"limit" must be an integer, not nan'),
+        (b"1.5", '"limit" must be an integer, not a number'),
+        (b"true", '"limit" must be an integer, not a boolean'),
+    ],
+)
+def test_a_param_of_the_wrong_type_is_invalid_params_naming_the_field(
+    server: ControlServer, value: bytes, message: str
+) -> None:
+    sock = _raw(server.path)
+    sock.sendall(b'{"id": 1, "method": "first_rows", "params": {"limit": ' + value + b"}}\n")
+    reply = _read_line(sock)
+    assert reply["error"]["code"] == protocol.INVALID_PARAMS, reply
+    assert reply["error"]["message"].startswith(f"first_rows: {message}")
+    sock.sendall(b'{"id": 2, "method": "first_rows", "params": {"limit": 2}}\n')
+    assert _read_line(sock) == {"id": 2, "result": [1, 2]}
+    sock.close()
+
+
 def test_client_raises_on_error_replies(server: ControlServer) -> None:
     with AgentClient.connect(server.path) as client:
         with pytest.raises(AgentCallError) as raised:
@@ -145,10 +194,9 @@ def test_oversized_message_is_refused_and_the_connection_keeps_working(
 ) -> None:
     sock = _raw(server.path)
     big = b'{"id": 1, "method": "echo", "params": {"blob": "' + b"x" * (3 * 1024 * 1024)
-    sender = threading.Thread(target=lambda: sock.sendall(big + b'"}}\n'))
-    sender.start()
+    sender = BackgroundCall(sock.sendall, big + b'"}}\n', name="the sender")
     reply = _read_line(sock)
-    sender.join(10)
+    sender.result(10)
     assert reply["error"]["code"] == protocol.MESSAGE_TOO_LARGE
     sock.sendall(b'{"id": 2, "method": "status"}\n')
     assert _read_line(sock) == {"id": 2, "result": {"pid": os.getpid()}}
@@ -160,16 +208,15 @@ def test_silent_and_half_line_clients_block_nobody(server: ControlServer) -> Non
     half = _raw(server.path)
     half.sendall(b'{"id": 1, "method": "sta')
     slow_caller = AgentClient.connect(server.path)
-    slow_thread = threading.Thread(target=lambda: slow_caller.call("slow", seconds=2.0))
-    slow_thread.start()
+    slow_call = BackgroundCall(lambda: slow_caller.call("slow", seconds=2.0), name="slow")
     try:
         for _ in range(20):
             started = time.perf_counter()
             with AgentClient.connect(server.path, timeout=2) as client:
                 assert client.call("status")["pid"] == os.getpid()
             assert time.perf_counter() - started < 0.2
+        assert slow_call.result(5) == "done"
     finally:
-        slow_thread.join(5)
         slow_caller.close()
         for sock in [*silent, half]:
             sock.close()
@@ -190,15 +237,13 @@ def test_subscribers_get_events_of_their_kinds(server: ControlServer) -> None:
             if len(into) == n:
                 return
 
-    reader_all = threading.Thread(target=drain, args=(stream_all, received_all, 2))
-    reader_alerts = threading.Thread(target=drain, args=(stream_alerts, received_alerts, 1))
-    reader_all.start()
-    reader_alerts.start()
-    assert wait_until(lambda: server.subscriber_count == 2)
+    reader_all = BackgroundCall(drain, stream_all, received_all, 2, name="reader of all")
+    reader_alerts = BackgroundCall(drain, stream_alerts, received_alerts, 1, name="alert reader")
+    wait_for(lambda: server.subscriber_count == 2, 5, "both subscribers")
     server.publish("snapshot", {"source": "/data", "snapshot_id": 3})
     server.publish("alert", {"id": 1, "message": "stale"})
-    reader_all.join(5)
-    reader_alerts.join(5)
+    reader_all.result(5)
+    reader_alerts.result(5)
     assert [m["event"] for m in received_all] == ["snapshot", "alert"]
     assert received_alerts == [{"event": "alert", "data": {"id": 1, "message": "stale"}}]
     everything.close()
@@ -230,15 +275,6 @@ def test_a_second_server_refuses_a_live_socket_and_replaces_a_stale_one(
     finally:
         replacement.stop()
     assert not stale_path.exists()
-
-
-def wait_until(condition: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 CONNECT_AS_OTHER_USER = """

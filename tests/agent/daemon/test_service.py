@@ -26,7 +26,8 @@ from agent.daemon.service import AgentService
 from agent.daemon.settings import AgentSettings
 from agent.ledger import open_ledger
 from agent.paths import WatchkeeperPaths
-from tests.agent.daemon.conftest import REPO_ROOT, git, make_repo, wait_for
+from tests.agent.daemon.conftest import REPO_ROOT, git, make_repo
+from tests.support import BackgroundCall, wait_for
 
 PYTHON = shlex.quote(sys.executable)
 
@@ -81,6 +82,7 @@ class EventStream:
         self.queue: queue.Queue[dict[str, Any]] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
         self._stream = self.client.subscribe(events)
+        self._closed = False
         first = threading.Event()
 
         def read() -> None:
@@ -88,8 +90,9 @@ class EventStream:
                 first.set()
                 for message in self._stream:
                     self.queue.put(message)
-            except Exception:
-                pass
+            except Exception as error:
+                if not self._closed:  # a failure, not the end of the test closing the stream
+                    self.queue.put({"reader_error": error})
 
         self._thread = threading.Thread(target=read, daemon=True)
         self._thread.start()
@@ -107,12 +110,17 @@ class EventStream:
                 message = self.queue.get(timeout=remaining)
             except queue.Empty:
                 continue
+            if "reader_error" in message:
+                raise AssertionError(
+                    f"the event stream failed while waiting for {event_kind}"
+                ) from message["reader_error"]
             data = message["data"]
             self.seen.append(message)
             if message["event"] == event_kind and all(data.get(k) == v for k, v in match.items()):
                 return data
 
     def close(self) -> None:
+        self._closed = True
         self.client.close()
 
 
@@ -513,11 +521,9 @@ def test_every_ledger_connection_is_opened_by_open_ledger_and_keeps_the_locks(
         )
         db.close()
 
-    threads = [threading.Thread(target=open_and_close) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
+    openers = [BackgroundCall(open_and_close) for _ in range(4)]
+    for opener in openers:
+        opener.result(10)
     assert opened == [(1, 1500, "wal")] * 4
     write = (
         "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=0); "

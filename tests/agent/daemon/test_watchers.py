@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from agent.daemon.watchers import GitIgnoreRules, WatchManager, filesystem_type
-from tests.agent.daemon.conftest import REPO_ROOT, can_switch_user, git, make_repo, wait_for
-from tests.support import require
+from tests.agent.daemon.conftest import REPO_ROOT, can_switch_user, git, make_repo
+from tests.support import require, wait_for
 
 
 class RecordingSink:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -96,12 +97,39 @@ def test_snapshot_of_a_missing_path_is_an_error(tmp_path: Path) -> None:
     assert "error: " in result.output and "nowhere: no such file or folder" in result.output
 
 
-def test_snapshot_refuses_a_link_leaving_the_folder(tmp_path: Path) -> None:
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "passwd").symlink_to("/etc/passwd")
-    result = wk("data", "snapshot", str(tmp_path / "data"))
-    assert result.exit_code == 2
-    assert "passwd: symlink points outside the data folder" in result.output
+def test_snapshot_skips_a_link_leaving_the_folder_and_says_so(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.csv").write_text("x\n1\n")
+    (data / "passwd").symlink_to("/etc/passwd")
+    result = wk("data", "snapshot", str(data))
+    assert result.exit_code == 0, result.output
+    assert "(folder, 1 file, 4 B)" in result.output
+    warnings = [line.strip() for line in result.output.splitlines() if "skipped" in line]
+    assert warnings == [
+        f"warning: skipped {data / 'passwd'}: symlink leading outside the data folder "
+        "(to /etc/passwd)"
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_snapshot_warns_once_per_skipped_entry_up_to_a_cap(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.csv").write_text("x\n1\n")
+    for index in range(13):
+        os.mkfifo(data / f"pipe{index:02d}")
+    result = wk("data", "snapshot", str(data))
+    assert result.exit_code == 0, result.output
+    warnings = [line.strip() for line in result.output.splitlines() if "warning:" in line]
+    assert warnings[:10] == [
+        f"warning: skipped {data / f'pipe{index:02d}'}: named pipe (FIFO)" for index in range(10)
+    ]
+    assert warnings[10:] == [
+        "warning: and 3 more skipped entries (`watchkeeper data snapshot --json` lists them all)"
+    ]
+    report = json.loads(wk("data", "snapshot", str(data), "--json").output)
+    assert len(report["skipped"]) == 13 and report["new"] is False
 
 
 def test_diff_of_paths_and_snapshots(tmp_path: Path) -> None:

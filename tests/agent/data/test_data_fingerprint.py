@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +23,7 @@ from agent.data import scan as scan_module
 from agent.data.fingerprint import DataFingerprint, StatCache, fingerprint, manifest_digest
 from agent.errors import WatchkeeperError
 from agent.paths import WatchkeeperPaths
+from tests.support import require
 
 # Short racy window for tests: files older than this when the cache is written are trusted.
 TEST_RACY_WINDOW_NS = 50_000_000
@@ -297,33 +300,35 @@ def test_a_file_that_never_stops_changing_gives_a_clear_error(
         fingerprint(data, cache=cache)
 
 
-def _fingerprint_error_as_unprivileged_user(path: Path) -> str:
-    """The error message of fingerprinting `path` as a user without root's override of modes."""
-    if os.geteuid() != 0:
-        with pytest.raises(WatchkeeperError) as caught:
-            fingerprint(path, cache=StatCache.in_memory())
-        return str(caught.value)
+def _fingerprint_as_unprivileged_user(path: Path) -> dict[str, object]:
+    """Fingerprint `path` in a child running as uid nobody, where modes 000 really deny access.
+
+    Returns the digest, the files and the skipped entries, or the error message.
+    """
     read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked child
-        message = "no error"
+        result: dict[str, object] = {}
         try:
             os.close(read_end)
             os.setgid(65534)
             os.setuid(65534)
-            fingerprint(path, cache=StatCache.in_memory())
-        except WatchkeeperError as error:
-            message = str(error)
+            fp = fingerprint(path, cache=StatCache.in_memory())
+            result = {
+                "digest": fp.digest,
+                "files": sorted(fp.files),
+                "skipped": [entry.to_json() for entry in fp.skipped],
+            }
         except BaseException as error:
-            message = f"unexpected {type(error).__name__}: {error}"
+            result = {"error": f"{type(error).__name__}: {error}"}
         finally:
-            os.write(write_end, message.encode())
+            os.write(write_end, json.dumps(result).encode())
             os._exit(0)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as reader:
-        message = reader.read().decode()
+        output = reader.read().decode()
     os.waitpid(child, 0)
-    return message
+    return dict(json.loads(output))
 
 
 @pytest.fixture
@@ -336,7 +341,22 @@ def world_readable_folder() -> Iterator[Path]:
     subprocess.run(["rm", "-rf", str(folder)], check=False)
 
 
-def test_an_unreadable_data_file_is_named(world_readable_folder: Path) -> None:
+def _readable_digest(data: Path, *unreadable: str) -> str:
+    """The fingerprint of `data` with the named entries moved away for a moment."""
+    aside = data.parent / "aside"
+    aside.mkdir()
+    for name in unreadable:
+        (data / name).rename(aside / name.replace("/", "_"))
+    try:
+        return fingerprint(data, cache=StatCache.in_memory()).digest
+    finally:
+        for name in unreadable:
+            (aside / name.replace("/", "_")).rename(data / name)
+        aside.rmdir()
+
+
+def test_an_unreadable_data_file_is_skipped_and_named(world_readable_folder: Path) -> None:
+    require(os.geteuid() == 0, "root", "run the tests as root (they switch to uid nobody)")
     data = world_readable_folder / "data"
     data.mkdir(mode=0o755)
     (data / "ok.csv").write_text("a\n")
@@ -344,27 +364,47 @@ def test_an_unreadable_data_file_is_named(world_readable_folder: Path) -> None:
     secret.write_text("b\n")
     secret.chmod(0o000)
     (data / "ok.csv").chmod(0o644)
-    message = _fingerprint_error_as_unprivileged_user(data)
-    assert f"{secret}: cannot read data file" in message
-    assert "permissions" in message
+    result = _fingerprint_as_unprivileged_user(data)
+    assert result.get("files") == ["ok.csv"], result
+    assert result["skipped"] == [{"path": "secret.csv", "reason": "unreadable (Permission denied)"}]
+    assert result["digest"] == _readable_digest(data, "secret.csv")
 
 
-def test_an_unreadable_subfolder_is_named(world_readable_folder: Path) -> None:
+@pytest.mark.parametrize("walker", ["compiled", "python"])
+def test_an_unreadable_subfolder_is_skipped_and_the_rest_is_read(
+    world_readable_folder: Path, walker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require(os.geteuid() == 0, "root", "run the tests as root (they switch to uid nobody)")
+    if walker == "python":
+        monkeypatch.setattr(scan_module, "_native", None)
+    elif not scan_module.is_native():
+        pytest.skip("the compiled walker is not built (python setup.py build_ext --inplace)")
     data = world_readable_folder / "data"
-    (data / "private").mkdir(parents=True)
+    for name in ("a", "private", "z"):
+        (data / name).mkdir(parents=True)
+        (data / name / "x.csv").write_text(f"{name}\n")
     data.chmod(0o755)
-    (data / "private" / "x.csv").write_text("1\n")
+    for name in ("a", "z"):
+        (data / name).chmod(0o755)
+        (data / name / "x.csv").chmod(0o644)
     (data / "private").chmod(0o000)
-    message = _fingerprint_error_as_unprivileged_user(data)
-    assert f"{data / 'private'}: cannot read data" in message
+    result = _fingerprint_as_unprivileged_user(data)
+    assert result.get("files") == ["a/x.csv", "z/x.csv"], result
+    assert result["skipped"] == [{"path": "private", "reason": "unreadable (Permission denied)"}]
+    assert result["digest"] == _readable_digest(data, "private")
 
 
 @pytest.mark.timeout(20)
-def test_a_symlink_loop_is_a_clear_error_not_a_hang(data_folder: Path, cache: StatCache) -> None:
+def test_a_symlink_loop_is_skipped_not_a_hang(data_folder: Path, cache: StatCache) -> None:
+    before = fingerprint(data_folder, cache=cache).digest
     (data_folder / "loop1").symlink_to("loop2")
     (data_folder / "loop2").symlink_to("loop1")
-    with pytest.raises(WatchkeeperError, match=r"loop1: symlink loop"):
-        fingerprint(data_folder, cache=cache)
+    fp = fingerprint(data_folder, cache=cache)
+    assert [(e.path, e.reason) for e in fp.skipped] == [
+        ("loop1", "symlink loop"),
+        ("loop2", "symlink loop"),
+    ]
+    assert fp.digest == before
 
 
 @pytest.mark.timeout(20)
@@ -394,29 +434,69 @@ def test_a_link_to_a_file_inside_is_hashed_as_that_file(
     assert cache.stats.files_hashed == hashed + 2
 
 
-def test_a_link_leading_outside_the_folder_is_refused(
+def test_a_link_leading_outside_the_folder_is_skipped_and_not_read(
     data_folder: Path, tmp_path: Path, cache: StatCache
 ) -> None:
+    before = fingerprint(data_folder, cache=cache).digest
     outside = tmp_path / "outside.csv"
     outside.write_text("secret\n")
     (data_folder / "raw" / "escape.csv").symlink_to(outside)
-    with pytest.raises(WatchkeeperError, match=r"escape\.csv: symlink points outside"):
-        fingerprint(data_folder, cache=cache)
+    fp = fingerprint(data_folder, cache=cache)
+    assert [(e.path, e.reason) for e in fp.skipped] == [
+        ("raw/escape.csv", f"symlink leading outside the data folder (to {outside})")
+    ]
+    assert "raw/escape.csv" not in fp.files
+    assert fp.digest == before
 
 
-def test_a_broken_link_is_named(data_folder: Path, cache: StatCache) -> None:
+def test_a_dangling_link_is_skipped(data_folder: Path, cache: StatCache) -> None:
+    before = fingerprint(data_folder, cache=cache)
     (data_folder / "gone.csv").symlink_to("missing.csv")
-    with pytest.raises(WatchkeeperError, match=r"gone\.csv: broken symlink"):
-        fingerprint(data_folder, cache=cache)
+    fp = fingerprint(data_folder, cache=cache)
+    assert [(e.path, e.reason) for e in fp.skipped] == [
+        ("gone.csv", "dangling symlink (its target is missing)")
+    ]
+    assert fp.digest == before.digest and sorted(fp.files) == sorted(before.files)
 
 
 @pytest.mark.timeout(20)
-def test_a_pipe_in_a_data_folder_is_refused_without_blocking(
+def test_pipes_and_sockets_are_skipped_never_opened_and_do_not_change_the_digest(
     data_folder: Path, cache: StatCache
 ) -> None:
-    os.mkfifo(data_folder / "pipe")
-    with pytest.raises(WatchkeeperError, match=r"pipe: not a regular file"):
-        fingerprint(data_folder, cache=cache)
+    before = fingerprint(data_folder, cache=cache).digest
+    os.mkfifo(data_folder / "raw" / "pipe")
+    (data_folder / "to-pipe").symlink_to("raw/pipe")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(data_folder / "a" / "sock"))
+    try:
+        first = fingerprint(data_folder, cache=cache)
+        second = fingerprint(data_folder, cache=cache)
+    finally:
+        listener.close()
+    assert [(e.path, e.reason) for e in first.skipped] == [
+        ("a/sock", "socket"),
+        ("raw/pipe", "named pipe (FIFO)"),
+        ("to-pipe", "symlink to a named pipe (FIFO)"),
+    ]
+    assert first.digest == second.digest == before
+    assert first.skipped == second.skipped
+
+
+@pytest.mark.timeout(20)
+def test_a_file_replaced_by_a_pipe_before_reading_is_skipped_without_blocking(
+    data_folder: Path, cache: StatCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = fingerprint_module._resolve_links
+
+    def list_then_replace(root: Path, kind: str, scan: scan_module.FolderScan) -> dict:
+        (data_folder / "a.txt").unlink()  # a writer swaps a file for a pipe after the walk
+        os.mkfifo(data_folder / "a.txt")
+        return original(root, kind, scan)
+
+    monkeypatch.setattr(fingerprint_module, "_resolve_links", list_then_replace)
+    fp = fingerprint(data_folder, cache=cache)
+    assert [(e.path, e.reason) for e in fp.skipped] == [("a.txt", "named pipe (FIFO)")]
+    assert "a.txt" not in fp.files and "train.csv" in fp.files
 
 
 def test_a_missing_path_is_a_clear_error(tmp_path: Path, cache: StatCache) -> None:
@@ -439,6 +519,8 @@ def test_compiled_and_python_walks_agree(
     for index in range(30):
         (data_folder / "raw" / f"f{index:02d}").write_bytes(b"x" * index)
     (data_folder / "raw" / "ünïcode.txt").write_text("u\n")
+    os.mkfifo(data_folder / "raw" / "pipe")
+    (data_folder / "gone").symlink_to("missing")
     native = scan_module.scan_folder(os.fsencode(data_folder))
     monkeypatch.setattr(scan_module, "_native", None)
     python = scan_module.scan_folder(os.fsencode(data_folder))

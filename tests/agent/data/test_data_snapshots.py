@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
 
 from agent.data.fingerprint import StatCache, fingerprint
-from agent.data.snapshots import diff_fingerprints, load_snapshot, record_snapshot
+from agent.data.snapshots import (
+    diff_fingerprints,
+    load_snapshot,
+    record_snapshot,
+    snapshot_info,
+)
 from agent.errors import WatchkeeperError
 from agent.ledger import open_ledger
 
@@ -126,3 +132,25 @@ def test_a_snapshot_path_escaping_its_folder_is_refused(data: Path) -> None:
     db.conn.commit()
     with pytest.raises(WatchkeeperError, match="a path outside its folder"):
         load_snapshot(db, snapshot_id)
+
+
+def test_skipped_entries_are_stored_with_the_snapshot_and_loaded_back(data: Path) -> None:
+    db = open_ledger()
+    clean = record_snapshot(db, fp_of(data))
+    os.mkfifo(data / "raw" / "feed")
+    (data / "latest.csv").symlink_to("missing.csv")
+    with_pipe = fp_of(data)
+    assert record_snapshot(db, with_pipe) == clean  # the readable data did not change
+    (data / "train.csv").write_text("age,city\n99,rome\n")
+    changed = record_snapshot(db, fp_of(data))
+    assert changed != clean
+    stored = json.loads(
+        db.execute("SELECT skipped FROM data_snapshots WHERE id = ?", [changed]).fetchone()[0]
+    )
+    assert stored == [
+        {"path": "latest.csv", "reason": "dangling symlink (its target is missing)"},
+        {"path": "raw/feed", "reason": "named pipe (FIFO)"},
+    ]
+    assert load_snapshot(db, changed).skipped == fp_of(data).skipped
+    assert snapshot_info(db, changed).skipped == fp_of(data).skipped
+    assert load_snapshot(db, clean).skipped == ()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ import pytest
 from agent.errors import WatchkeeperError
 from agent.ledger.artifacts import ArtifactStore, file_digest
 from tests.agent.runs.gitrepo import REPO_ROOT
+from tests.support import wait_for
 
 
 def test_put_stores_by_content_digest(tmp_path: Path) -> None:
@@ -74,3 +78,63 @@ def test_file_size_limit_during_copy_registers_nothing(tmp_path: Path) -> None:
     assert completed.returncode == 3, completed.stderr
     assert "no space left" in completed.stdout and "nothing was registered" in completed.stdout
     assert [p for p in root.rglob("*") if p.is_file()] == []
+
+
+def test_an_incoming_file_left_by_a_killed_writer_is_removed_by_the_next_store(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "large.bin"
+    with source.open("wb") as handle:
+        for index in range(256):
+            handle.write(bytes([index]) * (1 << 20))
+    root = tmp_path / "artifacts"
+    digest = file_digest(source).removeprefix("blake3:")
+    folder = root / digest[:2]
+    script = (
+        "import sys; from pathlib import Path; from agent.ledger.artifacts import ArtifactStore; "
+    )
+    script += "ArtifactStore(Path(sys.argv[2])).put(Path(sys.argv[1]))"
+    writer = subprocess.Popen([sys.executable, "-c", script, str(source), str(root)], cwd=REPO_ROOT)
+    try:
+        incoming = wait_for(
+            lambda: [path for path in folder.glob(".incoming-*")] if folder.is_dir() else [],
+            60,
+            "the writer to start copying into the store",
+            0.001,
+        )
+        os.kill(writer.pid, signal.SIGKILL)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert writer.returncode == -signal.SIGKILL
+    assert [path.exists() for path in incoming] == [True]  # what a kill -9 leaves behind
+    other = tmp_path / "small.bin"
+    other.write_bytes(b"small")
+    ArtifactStore(root).put(other)
+    assert list(root.rglob(".incoming-*")) == []
+    assert not ArtifactStore(root).has("blake3:" + digest)
+
+
+def test_only_stale_incoming_files_are_removed(tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    (root / "ab").mkdir(parents=True)
+    live_and_fresh = root / "ab" / f".incoming-{os.getpid()}-0123456789abcdef"
+    live_but_old = root / "ab" / f".incoming-{os.getpid()}-fedcba9876543210"
+    not_ours = root / "ab" / ".incoming-notes"
+    for path in (live_and_fresh, live_but_old, not_ours):
+        path.write_bytes(b"partial")
+    an_hour_ago = time.time() - 3600
+    os.utime(live_but_old, (an_hour_ago, an_hour_ago))
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_writer = root / "ab" / f".incoming-{int(dead.stdout)}-0123456789abcdef"
+    dead_writer.write_bytes(b"partial")
+    source = tmp_path / "model.pkl"
+    source.write_bytes(b"weights")
+    ArtifactStore(root).put(source)
+    assert live_and_fresh.exists() and not_ours.exists()
+    assert not live_but_old.exists() and not dead_writer.exists()

@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
 
 from agent.cli import main
 from agent.errors import WatchkeeperError
 from agent.ledger import LedgerLockedError, open_ledger, write_transaction
+from agent.ledger import schema as schema_module
 from agent.ledger.queries import ensure_model, register_repo
 from agent.ledger.schema import MIGRATION_SET
 from tests.support import require
@@ -134,7 +137,28 @@ def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
     applied = list(
         db.query("SELECT name FROM _sqlite_migrations WHERE migration_set = ?", [MIGRATION_SET])
     )
-    assert [row["name"] for row in applied] == ["m001_initial_schema", "m002_alert_lifecycle"]
+    assert [row["name"] for row in applied] == [
+        "m001_initial_schema",
+        "m002_alert_lifecycle",
+        "m003_data_snapshot_skipped",
+    ]
+
+
+def test_a_ledger_of_the_first_schema_gains_the_skipped_column_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ledger.db"
+    old = Database(path)
+    first_only = Migrations(MIGRATION_SET)
+    first_only(name="m001_initial_schema")(schema_module.m001_initial_schema)
+    first_only.apply(old)
+    old.execute("INSERT INTO data_sources (path, kind) VALUES ('/data', 'folder')")
+    old.execute("INSERT INTO data_snapshots (source_id, fingerprint, n_files) VALUES (1, 'abc', 3)")
+    old.conn.commit()
+    old.close()
+    db = open_ledger(path)
+    rows = list(db.query("SELECT fingerprint, n_files, skipped FROM data_snapshots"))
+    assert rows == [{"fingerprint": "abc", "n_files": 3, "skipped": None}]
 
 
 def test_unique_constraints_keep_rows_single(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import WatchkeeperError
-from agent.project.spec import TEMPLATE, load_project, normalize_repo_path
+from agent.project.spec import MAX_MODEL_NAME_LENGTH, TEMPLATE, load_project, normalize_repo_path
 
 
 def write_spec(root: Path, text: str) -> Path:
@@ -162,3 +162,29 @@ def test_repo_paths_are_normalised_and_escapes_refused() -> None:
     assert normalize_repo_path(".") == "."
     assert normalize_repo_path("../x") is None
     assert normalize_repo_path("/abs") is None
+
+
+def test_a_model_name_over_the_limit_is_refused_with_its_line(tmp_path: Path) -> None:
+    long_name = "m" * (MAX_MODEL_NAME_LENGTH + 1)
+    message = load_error(tmp_path, f'# models\n\n[models.{long_name}]\ntrain = "x"\n')
+    assert message.startswith(f"{tmp_path / 'watchkeeper.toml'}:3:"), message
+    assert f"is {MAX_MODEL_NAME_LENGTH + 1} characters long" in message
+    assert f"at most {MAX_MODEL_NAME_LENGTH}" in message
+    assert "\n" not in message
+
+
+def test_a_model_name_at_the_limit_is_accepted(tmp_path: Path) -> None:
+    name = "m" * MAX_MODEL_NAME_LENGTH
+    write_spec(tmp_path, f'[models.{name}]\ntrain = "x"\n')
+    assert list(load_project(tmp_path).models) == [name]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["[" * 100_000 + "]" * 100_000, "{a=" * 100_000 + "1" + "}" * 100_000],
+    ids=["arrays", "inline-tables"],
+)
+def test_a_file_nested_too_deeply_is_a_one_line_error(tmp_path: Path, value: str) -> None:
+    message = load_error(tmp_path, f"x = {value}\n")
+    assert message.startswith(f"{tmp_path / 'watchkeeper.toml'}: "), message
+    assert "nested too deeply" in message and "\n" not in message

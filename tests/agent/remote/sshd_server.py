@@ -8,9 +8,10 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support import wait_for
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -105,16 +106,15 @@ class LoopbackSshd:
         with contextlib.suppress(FileNotFoundError):
             self.pid_path.unlink()
         subprocess.run([SSHD, "-f", str(self.config_path), "-E", str(self.log_path)], check=True)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
-            ):
-                if self.pid_path.exists():
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"sshd did not start; see {self.log_path}")
+        wait_for(self._accepting, 10, f"sshd to start (its log: {self.log_path})")
+
+    def _accepting(self) -> bool:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+        ):
+            return self.pid_path.exists()
+        return False
 
     def stop(self) -> None:
         """Stop the listening sshd and drop its established sessions (jobs they started live on)."""
@@ -127,9 +127,7 @@ class LoopbackSshd:
         for child in session_servers:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(child, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.05)
+        wait_for(lambda: not _alive(pid), 5, f"sshd (pid {pid}) to exit")
         with contextlib.suppress(FileNotFoundError):
             self.pid_path.unlink()
 

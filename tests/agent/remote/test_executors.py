@@ -25,6 +25,7 @@ from agent.runs.training import TrainResult, finish_run, train
 from tests.agent.remote.conftest import RemoteFactory
 from tests.agent.remote.sshd_server import LoopbackSshd
 from tests.agent.runs.gitrepo import cli_command, cli_env, git, make_repo
+from tests.support import wait_for
 
 pytestmark = pytest.mark.ssh
 
@@ -116,15 +117,6 @@ def test_train_on_an_ssh_remote_end_to_end(
     assert (remote_run / "code" / "train.py").read_text() == REMOTE_TRAIN
 
 
-def wait_for(predicate: Any, timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_run_survives_sshd_being_killed_and_restarted(
     private_sshd: LoopbackSshd, make_remote: RemoteFactory, tmp_path: Path
 ) -> None:
@@ -141,13 +133,13 @@ def test_run_survives_sshd_being_killed_and_restarted(
 
     worker = threading.Thread(target=go, daemon=True)
     worker.start()
-    wait_for(lambda: "run" in started, what="the run to start")
+    wait_for(lambda: "run" in started, timeout=30, what="the run to start")
     remote_run = Path(remote.workdir) / "runs" / started["run"].id
-    wait_for(lambda: b"waiting" in (remote_run / "log").read_bytes(), what="the script")
+    wait_for(lambda: b"waiting" in (remote_run / "log").read_bytes(), timeout=30, what="the script")
     private_sshd.stop()
     time.sleep(1.0)
     (remote_run / "release").write_text("go")  # the job goes on while sshd is down
-    wait_for(lambda: (remote_run / "exitcode").exists(), what="the job to finish")
+    wait_for(lambda: (remote_run / "exitcode").exists(), timeout=30, what="the job to finish")
     private_sshd.start()
     worker.join(timeout=90)
     assert "error" not in outcome, outcome.get("error")
@@ -194,7 +186,7 @@ def test_a_restarted_poller_reattaches_from_the_persisted_run(
     run = start_direct_run(
         first, tmp_path, "echo one; while [ ! -f ../release ]; do sleep 0.05; done; echo two\n"
     )
-    wait_for(lambda: first.read_log(run, 0).startswith(b"one"), what="first line")
+    wait_for(lambda: first.read_log(run, 0).startswith(b"one"), timeout=30, what="first line")
     offset = len(first.read_log(run, 0))
     row = json.loads(
         json.dumps(
@@ -216,7 +208,7 @@ def test_a_restarted_poller_reattaches_from_the_persisted_run(
     reattached = Run.from_row(row)
     assert again.poll(reattached) is RunState.RUNNING
     Path(reattached.detail["remote_run_dir"], "release").write_text("")
-    wait_for(lambda: again.poll(reattached) is RunState.SUCCEEDED, what="success")
+    wait_for(lambda: again.poll(reattached) is RunState.SUCCEEDED, timeout=30, what="success")
     assert again.read_log(reattached, offset) == b"two\n"
     again.collect(reattached, reattached.run_dir)
     assert (reattached.run_dir / "exitcode").read_text().strip() == "0"
@@ -226,7 +218,7 @@ def test_a_restarted_poller_reattaches_from_the_persisted_run(
 def test_cancel_kills_the_whole_process_group(box: RemoteConfig, tmp_path: Path) -> None:
     executor = executor_for("box")
     run = start_direct_run(executor, tmp_path, "sleep 300 & sleep 301 & echo started; wait\n")
-    wait_for(lambda: b"started" in executor.read_log(run, 0), what="start")
+    wait_for(lambda: b"started" in executor.read_log(run, 0), timeout=30, what="start")
     assert run.pid is not None and group_alive(run.pid)
     executor.cancel(run)
     wait_for(lambda: not group_alive(run.pid or 0), timeout=10, what="the group to end")
@@ -236,10 +228,10 @@ def test_cancel_kills_the_whole_process_group(box: RemoteConfig, tmp_path: Path)
 def test_a_vanished_process_is_lost_with_its_log_tail(box: RemoteConfig, tmp_path: Path) -> None:
     executor = executor_for("box")
     run = start_direct_run(executor, tmp_path, "echo last words; sleep 300\n")
-    wait_for(lambda: b"last words" in executor.read_log(run, 0), what="output")
+    wait_for(lambda: b"last words" in executor.read_log(run, 0), timeout=30, what="output")
     assert run.pid is not None
     os.killpg(run.pid, signal.SIGKILL)  # as if the machine had rebooted under it
-    wait_for(lambda: not group_alive(run.pid or 0), what="kill")
+    wait_for(lambda: not group_alive(run.pid or 0), timeout=30, what="kill")
     time.sleep(1.1)
     assert executor.poll(run) is RunState.LOST
     assert "last words" in run.detail["problem"]
@@ -258,7 +250,7 @@ def test_hostile_outs_are_refused_and_nothing_lands_outside(
         'echo fine > "$WK_RUN_DIR/outs/ok.txt"\n'
     )
     run = start_direct_run(executor, tmp_path, script)
-    wait_for(lambda: executor.poll(run) is RunState.SUCCEEDED, what="the run")
+    wait_for(lambda: executor.poll(run) is RunState.SUCCEEDED, timeout=30, what="the run")
     dest = tmp_path / "collected"
     executor.collect(run, dest)
     assert (dest / "outs" / "ok.txt").read_text() == "fine\n"
@@ -351,7 +343,7 @@ def test_killed_train_command_is_reattached_from_the_ledger(
     executor = executor_for(row["remote"])
     assert executor.poll(run) is RunState.RUNNING
     Path(run.detail["remote_run_dir"], "release").write_text("")
-    wait_for(lambda: executor.poll(run) is RunState.SUCCEEDED, what="success")
+    wait_for(lambda: executor.poll(run) is RunState.SUCCEEDED, timeout=30, what="success")
     db = open_ledger(paths.ledger)
     try:
         result = finish_run(db, run, RunState.SUCCEEDED, executor, paths)
@@ -359,6 +351,50 @@ def test_killed_train_command_is_reattached_from_the_ledger(
         db.close()
     assert result.status == "succeeded", result.problem
     assert "model.pkl" in result.artifacts and result.metrics == {"auc": 0.75}
+
+
+@pytest.mark.timeout(180)
+def test_runs_logs_follow_stops_for_a_finished_remote_run_without_an_agent(
+    box: RemoteConfig, tmp_path: Path
+) -> None:
+    root = make_project(tmp_path, wait=True)
+    command = subprocess.Popen(
+        cli_command("train", "churn", "--remote", "box"),
+        cwd=root,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    paths = WatchkeeperPaths.from_environment()
+
+    def running_row() -> dict[str, Any] | None:
+        if not paths.ledger.exists():
+            return None
+        db = open_ledger(paths.ledger)
+        try:
+            rows = list(db.query("SELECT * FROM runs WHERE state = 'running'"))
+        finally:
+            db.close()
+        return rows[0] if rows else None
+
+    row = wait_for(running_row, 60, "the run row")
+    command.kill()  # nobody is left to record the run: no train command, no agent
+    command.wait()
+    row["detail"] = json.loads(row["detail"])
+    run = Run.from_row(row)
+    executor = executor_for(row["remote"])
+    Path(run.detail["remote_run_dir"], "release").write_text("")
+    wait_for(lambda: executor.poll(run) is RunState.SUCCEEDED, 30, "the remote job to end")
+    follower = subprocess.run(
+        cli_command("runs", "logs", run.id, "--follow"),
+        cwd=root,
+        env=cli_env(),
+        capture_output=True,
+        timeout=60,
+    )
+    assert follower.returncode == 0, follower.stderr
+    assert b"waiting\n" in follower.stdout and follower.stdout.endswith(b"waiting\n")
+    assert b"has ended (succeeded)" in follower.stderr
 
 
 def test_missing_python_stops_training_before_upload(

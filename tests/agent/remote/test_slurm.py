@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from agent.runs.training import train
 from tests.agent.remote.conftest import RemoteFactory
 from tests.agent.remote.sshd_server import LoopbackSshd
 from tests.agent.runs.gitrepo import make_repo
-from tests.support import require
+from tests.support import require, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 START_SCRIPT = REPO_ROOT / "scripts" / "start-test-slurm.sh"
@@ -54,14 +53,18 @@ def cluster(
 def wait_for_state(
     executor: SlurmExecutor, run: Run, wanted: RunState, timeout: float = 60
 ) -> None:
-    deadline = time.monotonic() + timeout
-    state = None
-    while time.monotonic() < deadline:
-        state = executor.poll(run)
-        if state is wanted:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"still {state} ({executor.describe(run)}), wanted {wanted}")
+    seen: list[RunState] = []
+
+    def reached() -> bool:
+        seen.append(executor.poll(run))
+        return seen[-1] is wanted
+
+    wait_for(
+        reached,
+        timeout,
+        lambda: f"{wanted}, still {seen[-1] if seen else None} ({executor.describe(run)})",
+        0.2,
+    )
 
 
 def direct_run(tmp_path: Path, script: str, name: str) -> Run:
@@ -142,9 +145,7 @@ def test_a_running_job_reports_running(cluster: RemoteConfig, tmp_path: Path) ->
     run = direct_run(tmp_path, "touch started; while [ ! -f go ]; do sleep 0.1; done", "live")
     executor.start(run)
     remote_dir = Path(run.detail["remote_run_dir"])
-    deadline = time.monotonic() + 60
-    while not (remote_dir / "started").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: (remote_dir / "started").exists(), 60, "the job to start", 0.1)
     assert executor.poll(run) is RunState.RUNNING
     assert executor.describe(run) == "RUNNING"
     (remote_dir / "go").write_text("")

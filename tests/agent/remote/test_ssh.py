@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import paramiko
@@ -20,6 +19,7 @@ from agent.remote.connection import LoginFailedError, RemoteSession, quote_comma
 from agent.remote.hostkeys import ChangedHostKeyError, UnknownHostKeyError, fingerprint
 from tests.agent.remote.conftest import RemoteFactory
 from tests.agent.remote.sshd_server import LoopbackSshd
+from tests.support import wait_for
 
 pytestmark = pytest.mark.ssh
 
@@ -189,9 +189,7 @@ def test_login_through_a_running_ssh_agent(
     socket_path = tmp_path / "agent.sock"
     agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(socket_path)], stdout=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while not socket_path.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(socket_path.exists, 10, "ssh-agent to create its socket")
         env = {**os.environ, "SSH_AUTH_SOCK": str(socket_path)}
         subprocess.run(["ssh-add", "-q", str(shared_sshd.user_key)], env=env, check=True)
         monkeypatch.setenv("SSH_AUTH_SOCK", str(socket_path))

@@ -27,6 +27,7 @@ from agent.remote.sync import (
 )
 from tests.agent.remote.conftest import RemoteFactory
 from tests.agent.remote.sshd_server import LoopbackSshd
+from tests.support import wait_for
 
 pytestmark = pytest.mark.ssh
 
@@ -185,9 +186,12 @@ def test_upload_broken_by_a_dropped_connection_resumes_after_reconnect(
     worker = threading.Thread(target=upload, daemon=True)
     worker.start()
     staging = Path(remote.workdir) / "cache" / "tmp"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (staging.is_dir() and any(staging.glob("*/*"))):
-        time.sleep(0.005)
+    wait_for(
+        lambda: staging.is_dir() and any(staging.glob("*/*")),
+        30,
+        "the upload to stage a file",
+        0.005,
+    )
     private_sshd.stop()  # drops the connection in the middle of the upload
     time.sleep(0.5)
     private_sshd.start()

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
-import time
+
+from tests.support import wait_for
 
 
 def group_gone(pgid: int, timeout: float = 10) -> bool:
-    """Wait until no process of group `pgid` is left; False when one still runs at `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Wait until no process of group `pgid` is left; fail the test when one still runs."""
+
+    def gone() -> bool:
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
             return True
-        time.sleep(0.05)
-    return False
+        return False
+
+    return wait_for(gone, timeout, f"every process of group {pgid} to end")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from agent.runs.executor import (
 )
 from agent.runs.layout import write_run_script
 from tests.agent.runs.processes import group_gone
+from tests.support import wait_for
 
 
 def make_run(tmp_path: Path, command: str) -> Run:
@@ -33,13 +33,11 @@ def make_run(tmp_path: Path, command: str) -> Run:
 
 
 def wait_final(executor: LocalExecutor, run: Run, timeout: float = 20) -> RunState:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def final_state() -> RunState | None:
         state = executor.poll(run)
-        if state.is_final:
-            return state
-        time.sleep(0.05)
-    raise AssertionError("the run did not finish")
+        return state if state.is_final else None
+
+    return wait_for(final_state, timeout, "the run to finish")
 
 
 def test_a_run_starts_detached_streams_its_log_and_collects(tmp_path: Path) -> None:
@@ -68,8 +66,7 @@ def test_cancel_from_another_executor_object_is_seen_by_the_first(tmp_path: Path
     run = make_run(tmp_path, "echo started; sleep 60")
     follower = LocalExecutor()
     follower.start(run)
-    while b"started" not in follower.read_log(run, 0):
-        time.sleep(0.02)
+    wait_for(lambda: b"started" in follower.read_log(run, 0), 20, "the run to start", 0.02)
     other = Run(
         id=run.id, run_dir=run.run_dir, executor="local", pid=run.pid, detail=dict(run.detail)
     )
@@ -82,8 +79,7 @@ def test_a_killed_group_without_exitcode_is_interrupted(tmp_path: Path) -> None:
     run = make_run(tmp_path, "echo started; sleep 60")
     executor = LocalExecutor()
     executor.start(run)
-    while b"started" not in executor.read_log(run, 0):
-        time.sleep(0.02)
+    wait_for(lambda: b"started" in executor.read_log(run, 0), 20, "the run to start", 0.02)
     os.killpg(run.pid or 0, signal.SIGKILL)
     assert wait_final(executor, run) is RunState.INTERRUPTED
     restarted = Run(

@@ -27,6 +27,7 @@ from tests.agent.runs.gitrepo import (
     run_cli,
 )
 from tests.agent.runs.processes import group_gone
+from tests.support import wait_for
 
 WAITING_SCRIPT = textwrap.dedent(
     """\
@@ -296,6 +297,51 @@ def test_ctrl_c_cancels_the_run_and_records_it_cancelled(
     assert run_row(run["id"])["state"] == "cancelled"
 
 
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_after_the_job_ended_does_not_claim_a_cancel(
+    tmp_path: Path, signal_number: signal.Signals
+) -> None:
+    """The signal lands while the finished run is being recorded (the ledger is held busy)."""
+    _, process, run = start_waiting_training(tmp_path)
+    ledger = sqlite3.connect(Path(os.environ["WATCHKEEPER_HOME"]) / "ledger.db", timeout=30)
+    ledger.execute("BEGIN IMMEDIATE")  # the train command cannot record the end until we let go
+    try:
+        (tmp_path / "release").touch()
+        run_dir = Path(run["run_dir"])
+        wait_for(lambda: (run_dir / "exitcode").exists(), 30, "the job to write its exitcode")
+        artifacts = Path(os.environ["WATCHKEEPER_HOME"]) / "artifacts"
+        wait_for(
+            lambda: any(path.is_file() for path in artifacts.rglob("*")),
+            30,
+            "the train command to store the artifacts of the ended job",
+        )
+        process.send_signal(signal_number)
+    finally:
+        ledger.rollback()
+        ledger.close()
+    _, errors = process.communicate(timeout=60)
+    assert b"recorded as cancelled" not in errors
+    assert process.returncode == 0, errors
+    assert only_version()["status"] == "succeeded"
+    assert run_row(run["id"])["state"] == "succeeded"
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_right_as_the_job_ends_records_its_true_end(
+    tmp_path: Path, signal_number: signal.Signals
+) -> None:
+    _, process, run = start_waiting_training(tmp_path)
+    (tmp_path / "release").touch()
+    run_dir = Path(run["run_dir"])
+    wait_for(lambda: (run_dir / "exitcode").exists(), 30, "the job to write its exitcode", 0.002)
+    process.send_signal(signal_number)
+    _, errors = process.communicate(timeout=60)
+    assert b"recorded as cancelled" not in errors
+    assert process.returncode == 0, errors
+    assert only_version()["status"] == "succeeded"
+    assert run_row(run["id"])["state"] == "succeeded"
+
+
 def test_kill_9_of_everything_is_marked_interrupted_by_the_next_command(
     tmp_path: Path,
 ) -> None:
@@ -399,3 +445,31 @@ def test_param_values_are_read_as_toml_else_as_text() -> None:
     assert parse_param_overrides(model, ['name="quoted"'])["name"] == "quoted"
     with pytest.raises(WatchkeeperError, match="write it as key=value"):
         parse_param_overrides(model, ["lr"])
+
+
+def test_an_overlong_model_name_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    name = "m" * 240
+    root = make_repo(tmp_path, spec=SPEC.replace("[models.churn]", f"[models.{name}]"))
+    result = run_cli(root, "train", name)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"{root / 'watchkeeper.toml'}:1: [models.{name}] is 240 characters long" in result.stderr
+    home = Path(os.environ["WATCHKEEPER_HOME"])
+    assert not (home / "runs").exists() or list((home / "runs").iterdir()) == []
+    listing = run_cli(root, "runs", "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    assert json.loads(listing.stdout) == []
+
+
+@pytest.mark.parametrize(
+    "nesting", ["[" * 100_000 + "]" * 100_000, "{a=" * 100_000 + "1" + "}" * 100_000]
+)
+def test_a_deeply_nested_project_file_is_a_one_line_error(tmp_path: Path, nesting: str) -> None:
+    root = make_repo(tmp_path)
+    (root / "watchkeeper.toml").write_text(f"x = {nesting}\n")
+    result = run_cli(root, "train", "churn")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert (
+        f"{root / 'watchkeeper.toml'}: " in result.stderr and "nested too deeply" in result.stderr
+    )
