@@ -11,6 +11,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,10 @@ from agent.paths import WatchkeeperPaths
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_SECONDS = 5.0
+SHUTDOWN_DEADLINE_SECONDS = 4.0
+"""From SIGTERM to `os._exit` at the latest: a second less than `agent stop` waits."""
+KERNEL_BACKSTOP_SECONDS = 0.5
+"""How long after the deadline SIGALRM ends a process whose Python threads cannot run."""
 START_TIMEOUT_SECONDS = 20.0
 LOG_FILE_NAME = "agent.log"
 UNIT_NAME = "watchkeeper-agent.service"
@@ -102,13 +107,66 @@ class PidLock:
                 self.stale_pid,
             )
 
-    def release(self) -> None:
+    def mark_stopped(self) -> None:
+        """Empty the pid file (a clean stop) but keep the lock: only the process's exit frees it.
+
+        Unlinking or closing the file here would let a second agent lock a new pid file while
+        this process still runs its last threads.
+        """
         if self._fd is None:
             return
         with contextlib.suppress(OSError):
-            self.pid_file.unlink()
-        os.close(self._fd)
-        self._fd = None
+            os.ftruncate(self._fd, 0)
+
+
+class ShutdownWatchdog:
+    """Ends the process a fixed time after shutdown begins, however its threads are stuck.
+
+    `arm()` (called on SIGTERM, SIGINT or a `stop` request) starts the clock. A daemon thread
+    calls `os._exit` when time is up, and a kernel timer (SIGALRM, whose default action ends
+    the process) backs it up in case no Python thread can run any more. The clock keeps running
+    through the interpreter's own exit, which waits for every non-daemon thread.
+    """
+
+    def __init__(self, seconds: float = SHUTDOWN_DEADLINE_SECONDS) -> None:
+        self.seconds = seconds
+        self.exit_status = 0
+        self._armed_at: float | None = None
+        self._armed = threading.Event()
+        self._thread = threading.Thread(
+            target=self._end_when_late, name="wk-shutdown-watchdog", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def arm(self) -> None:
+        """Start the clock (once; later calls keep the first deadline)."""
+        if self._armed_at is not None:
+            return
+        self._armed_at = time.monotonic()
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.setitimer(signal.ITIMER_REAL, self.seconds + KERNEL_BACKSTOP_SECONDS)
+        self._armed.set()
+
+    def _end_when_late(self) -> None:
+        self._armed.wait()
+        assert self._armed_at is not None
+        time.sleep(max(0.0, self._armed_at + self.seconds - time.monotonic()))
+        stuck = sorted(
+            thread.name
+            for thread in threading.enumerate()
+            if thread.is_alive() and thread is not threading.current_thread()
+        )
+        log.error(
+            "shutdown took longer than %.1f s; ending the process now (threads still running: %s)",
+            self.seconds,
+            ", ".join(stuck) or "none",
+        )
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        os._exit(self.exit_status)
 
 
 def configure_logging(
@@ -147,7 +205,7 @@ def start_background(paths: WatchkeeperPaths) -> int:
     """Start the agent detached from the terminal and wait until its socket answers."""
     pid = running_pid(paths)
     if pid:
-        raise AlreadyRunning(pid, paths.pid_file)
+        raise AlreadyRunning(pid if pid > 0 else None, paths.pid_file)
     paths.ensure()
     paths.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
     stderr_path = paths.logs / "agent.stderr"
@@ -185,11 +243,20 @@ def start_background(paths: WatchkeeperPaths) -> int:
 def stop_agent(paths: WatchkeeperPaths, timeout: float = STOP_TIMEOUT_SECONDS) -> int | None:
     """Send SIGTERM to the running agent and wait until it has released its lock."""
     pid = running_pid(paths)
-    if not pid or pid < 0:
+    if not pid:
+        return None
+    deadline = time.monotonic() + timeout
+    if pid < 0:  # the lock is held but the pid file is empty: an agent finishing its stop
+        while running_pid(paths) is not None:
+            if time.monotonic() >= deadline:
+                raise WatchkeeperError(
+                    f"an agent still holds the lock on {paths.pid_file} after {timeout:.0f} s; "
+                    f"find it with `fuser {paths.pid_file}` and end it with `kill -9`."
+                )
+            time.sleep(0.05)
         return None
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if running_pid(paths) is None and process_gone(pid):
             return pid

@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import threading
 from types import FrameType
 
-from agent.daemon.lifecycle import PidLock, configure_logging
+from agent.daemon.lifecycle import PidLock, ShutdownWatchdog, configure_logging
 from agent.paths import WatchkeeperPaths
 
 log = logging.getLogger(__name__)
 
 
 def run_foreground(paths: WatchkeeperPaths, *, to_stderr: bool = True) -> int:
-    """Run the agent in this process until SIGTERM or SIGINT; returns the exit status."""
+    """Run the agent in this process until SIGTERM or SIGINT; returns the exit status.
+
+    From the moment a stop begins, the process ends within `SHUTDOWN_DEADLINE_SECONDS`, even
+    when a thread is stuck. The pid lock is never released by hand: it goes with the process.
+    """
     paths.ensure()
     log_file = configure_logging(paths, to_stderr=to_stderr)
     lock = PidLock(paths.pid_file)
     lock.acquire()
     stop = threading.Event()
+    watchdog = ShutdownWatchdog()
+    watchdog.start()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
+        watchdog.arm()
         log.info("received %s", signal.Signals(signum).name)
         stop.set()
 
@@ -35,6 +41,7 @@ def run_foreground(paths: WatchkeeperPaths, *, to_stderr: bool = True) -> int:
     from agent.daemon.service import AgentService
 
     service = None
+    status = 1
     try:
         service = AgentService(paths)
         service.stop_requested = stop
@@ -42,22 +49,13 @@ def run_foreground(paths: WatchkeeperPaths, *, to_stderr: bool = True) -> int:
         log.info("logging to %s; pid file %s", log_file, paths.pid_file)
         while not stop.wait(3600):
             pass
-        return 0
+        status = 0
     except Exception:
         log.exception("the agent failed")
-        return 1
     finally:
+        watchdog.exit_status = status
+        watchdog.arm()
         if service is not None:
-            timer = threading.Timer(4.5, _exit_now)
-            timer.daemon = True
-            timer.start()
             service.stop()
-            timer.cancel()
-        lock.release()
-
-
-def _exit_now() -> None:
-    """Last resort when a part hangs during shutdown: `agent stop` promises 5 seconds."""
-    log.error("shutdown took too long; exiting now")
-    logging.shutdown()
-    os._exit(0)
+        lock.mark_stopped()
+    return status
