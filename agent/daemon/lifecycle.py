@@ -169,10 +169,76 @@ class ShutdownWatchdog:
         os._exit(self.exit_status)
 
 
+@dataclass
+class _Repeats:
+    last_emitted: float
+    last_seen: float
+    suppressed: int = 0
+
+
+class RepeatedMessageFilter(logging.Filter):
+    """Lets the first of identical log lines through, then one summary per `interval` seconds.
+
+    A repeat seen more than `interval` seconds after the last line written for it is written
+    as `last message repeated N times: MESSAGE` (without its traceback). A message quiet for
+    `interval` seconds starts afresh. One instance serves every handler, so each record is
+    judged once.
+
+    >>> logger = logging.getLogger("doctest.repeats"); logger.propagate = False
+    >>> handler = logging.StreamHandler(sys.stdout); handler.addFilter(RepeatedMessageFilter(60))
+    >>> logger.addHandler(handler)
+    >>> for _ in range(3): logger.warning("disk full")
+    disk full
+    """
+
+    def __init__(self, interval: float = 5.0, max_tracked: int = 256) -> None:
+        super().__init__()
+        self.interval = interval
+        self.max_tracked = max_tracked
+        self._repeats: dict[tuple[str, int, str], _Repeats] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        verdict = getattr(record, "_watchkeeper_repeat_verdict", None)
+        if verdict is not None:
+            return bool(verdict)
+        verdict = self._judge(record)
+        record._watchkeeper_repeat_verdict = verdict
+        return verdict
+
+    def _judge(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        message = record.getMessage()
+        key = (record.name, record.levelno, message)
+        with self._lock:
+            seen = self._repeats.get(key)
+            if seen is None or now - seen.last_seen > self.interval:
+                if seen is None and len(self._repeats) >= self.max_tracked:
+                    oldest = min(self._repeats, key=lambda k: self._repeats[k].last_seen)
+                    del self._repeats[oldest]
+                self._repeats[key] = _Repeats(last_emitted=now, last_seen=now)
+                return True
+            seen.last_seen = now
+            seen.suppressed += 1
+            if now - seen.last_emitted < self.interval:
+                return False
+            count, seen.suppressed, seen.last_emitted = seen.suppressed, 0, now
+        record.msg = "last message repeated %d times: %s"
+        record.args = (count, message)
+        record.exc_info = None
+        record.exc_text = None
+        record.stack_info = None
+        return True
+
+
 def configure_logging(
     paths: WatchkeeperPaths, *, to_stderr: bool, level: int = logging.INFO
 ) -> Path:
-    """Log to stderr (foreground) and to a rotating file under the logs folder."""
+    """Log to stderr (foreground) and to a rotating file under the logs folder.
+
+    Identical lines in a burst are written once, then summarised (RepeatedMessageFilter), so
+    that a fault repeating many times a second cannot rotate the log's history away.
+    """
     paths.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
     log_file = paths.logs / LOG_FILE_NAME
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -187,8 +253,10 @@ def configure_logging(
     handlers: list[logging.Handler] = [file_handler]
     if to_stderr:
         handlers.append(logging.StreamHandler(sys.stderr))
+    repeats = RepeatedMessageFilter()
     for handler in handlers:
         handler.setFormatter(formatter)
+        handler.addFilter(repeats)
         handler._watchkeeper = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     logging.getLogger("watchdog").setLevel(logging.WARNING)
