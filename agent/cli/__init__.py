@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import click
 
 from agent import __version__
+from agent.disk import disk_full_error, is_disk_full
 from agent.errors import WatchkeeperError
 
 # name -> "module:attribute". Modules are imported only when their command runs or --help lists it.
@@ -53,10 +57,25 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except (OSError, sqlite3.Error) as error:
+                if not is_disk_full(error):
+                    raise
+                raise disk_full_error(_path_of(error)) from error
         except WatchkeeperError as error:
             click.echo(f"error: {error}", err=True)
             ctx.exit(error.exit_code)
+
+
+def _path_of(error: OSError | sqlite3.Error) -> Path:
+    """The file a disk-full error is about: the one the OS names, else the ledger."""
+    filename = getattr(error, "filename", None)
+    if filename:
+        return Path(os.fsdecode(filename))
+    from agent.paths import WatchkeeperPaths
+
+    return WatchkeeperPaths.from_environment().ledger
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
