@@ -14,6 +14,7 @@ import click
 from agent import __version__
 from agent.disk import disk_full_error, is_disk_full
 from agent.errors import WatchkeeperError
+from agent.paths import PRIVATE_UMASK
 
 # name -> "module:attribute". Modules are imported only when their command runs or --help lists it.
 SUBCOMMANDS: dict[str, str] = {
@@ -56,6 +57,8 @@ class LazyGroup(click.Group):
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
+        # Runs, artifacts and the ledger a command creates are the user's alone.
+        previous_umask = os.umask(PRIVATE_UMASK)
         try:
             try:
                 return super().invoke(ctx)
@@ -66,6 +69,8 @@ class LazyGroup(click.Group):
         except WatchkeeperError as error:
             click.echo(f"error: {error}", err=True)
             ctx.exit(error.exit_code)
+        finally:
+            os.umask(previous_umask)
 
 
 def _path_of(error: OSError | sqlite3.Error) -> Path:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
 from types import FrameType
 
 from agent.daemon.lifecycle import PidLock, ShutdownWatchdog, configure_logging
-from agent.paths import WatchkeeperPaths
+from agent.paths import PRIVATE_UMASK, WatchkeeperPaths
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,7 @@ def run_foreground(paths: WatchkeeperPaths, *, to_stderr: bool = True) -> int:
     From the moment a stop begins, the process ends within `SHUTDOWN_DEADLINE_SECONDS`, even
     when a thread is stuck. The pid lock is never released by hand: it goes with the process.
     """
+    os.umask(PRIVATE_UMASK)  # every file the agent creates is the user's alone
     paths.ensure()
     log_file = configure_logging(paths, to_stderr=to_stderr)
     lock = PidLock(paths.pid_file)

@@ -14,7 +14,7 @@ from sqlite_utils import Database
 from agent.disk import disk_full_error, is_disk_full, is_nearly_full
 from agent.errors import WatchkeeperError
 from agent.ledger.schema import migrations
-from agent.paths import WatchkeeperPaths
+from agent.paths import PRIVATE_FOLDER_MODE, WatchkeeperPaths, make_private
 
 DEFAULT_BUSY_TIMEOUT_MS = 10_000
 BUSY_TIMEOUT_ENV = "WATCHKEEPER_BUSY_TIMEOUT_MS"
@@ -159,7 +159,8 @@ def open_ledger(path: Path | None = None, *, readonly: bool = False) -> Database
     # is not a database, and ledger_errors() turns that into a message naming the file.
     if not path.exists() and readonly:
         raise WatchkeeperError(f"there is no ledger at {path} yet; run `watchkeeper init` first.")
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not readonly:
+        _make_ledger_folder_private(path)
     with ledger_errors(path):
         if readonly:
             connection = sqlite3.connect(
@@ -174,6 +175,8 @@ def open_ledger(path: Path | None = None, *, readonly: bool = False) -> Database
             )
         db = Database(connection)
         try:
+            if not readonly:
+                _make_ledger_files_private(path)
             db.execute(f"PRAGMA busy_timeout = {timeout_ms}")
             db.execute("PRAGMA foreign_keys = ON")
             db.execute("PRAGMA schema_version").fetchone()
@@ -187,6 +190,22 @@ def open_ledger(path: Path | None = None, *, readonly: bool = False) -> Database
             connection.close()
             raise
     return db
+
+
+def _make_ledger_folder_private(path: Path) -> None:
+    """Create the ledger's folder 0700; in the Watchkeeper home, make the whole home private."""
+    paths = WatchkeeperPaths.from_environment()
+    if path.parent.resolve() == paths.data_dir:
+        paths.ensure()
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER_MODE)
+
+
+def _make_ledger_files_private(path: Path) -> None:
+    """ledger.db, its WAL and its index 0600 (SQLite gives the WAL the database file's mode)."""
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+        with contextlib.suppress(OSError):
+            make_private(path.with_name(name))
 
 
 @contextmanager
