@@ -82,10 +82,12 @@ class ArtifactStore:
             os.replace(temporary, destination)
             _fsync_directory(destination.parent)
         except OSError as error:
+            # Measured before the partial copy is removed: the free space the copy ran out of.
+            disk_full = disk_full_error(self.root) if is_disk_full(error) else None
             with contextlib.suppress(FileNotFoundError):
                 temporary.unlink()
-            if is_disk_full(error):
-                raise disk_full_error(self.root) from error
+            if disk_full is not None:
+                raise disk_full from error
             if error.errno == errno.EFBIG:
                 raise WatchkeeperError(
                     f"{source} is too large to store in {self.root} ({error.strerror}); "
