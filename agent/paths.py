@@ -10,6 +10,8 @@ from pathlib import Path
 
 import platformdirs
 
+from agent.errors import WatchkeeperError
+
 APP_NAME = "watchkeeper"
 
 
@@ -79,6 +81,7 @@ class WatchkeeperPaths:
         """
         for folder in (self.config_dir, self.data_dir, self.runtime_dir):
             folder.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER_MODE)
+        not_ours = {Path("/"), Path.home()}
         for folder in (
             self.config_dir,
             self.data_dir,
@@ -87,9 +90,16 @@ class WatchkeeperPaths:
             self.runs,
             self.logs,
         ):
-            if folder in _NEVER_TIGHTENED:
+            if folder in not_ours:
                 continue  # WATCHKEEPER_HOME pointed at a folder that is not Watchkeeper's own
-            if make_private(folder):
+            try:
+                loose = make_private(folder)
+            except OSError as error:
+                raise WatchkeeperError(
+                    f"{folder}: cannot make it private (mode 0700): {error.strerror}; use a "
+                    "folder you own (set WATCHKEEPER_HOME to one)."
+                ) from error
+            if loose:
                 make_tree_private(folder)
         return self
 
@@ -98,7 +108,6 @@ PRIVATE_FOLDER_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
 PRIVATE_UMASK = 0o077
 """The umask of every Watchkeeper process that writes files: what it creates is the user's."""
-_NEVER_TIGHTENED = frozenset({Path("/"), Path.home()})
 
 
 def private_mode(mode: int) -> int:
