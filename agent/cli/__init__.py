@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import click
 
 from agent import __version__
+from agent.disk import disk_full_error, is_disk_full
 from agent.errors import WatchkeeperError
+from agent.paths import PRIVATE_UMASK
 
 # name -> "module:attribute". Modules are imported only when their command runs or --help lists it.
 SUBCOMMANDS: dict[str, str] = {
@@ -53,11 +58,30 @@ class LazyGroup(click.Group):
         return command
 
     def invoke(self, ctx: click.Context) -> Any:
+        # Runs, artifacts and the ledger a command creates are the user's alone.
+        previous_umask = os.umask(PRIVATE_UMASK)
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except (OSError, sqlite3.Error) as error:
+                if not is_disk_full(error):
+                    raise
+                raise disk_full_error(_path_of(error)) from error
         except WatchkeeperError as error:
             click.echo(f"error: {error}", err=True)
             ctx.exit(error.exit_code)
+        finally:
+            os.umask(previous_umask)
+
+
+def _path_of(error: OSError | sqlite3.Error) -> Path:
+    """The file a disk-full error is about: the one the OS names, else the ledger."""
+    filename = getattr(error, "filename", None)
+    if filename:
+        return Path(os.fsdecode(filename))
+    from agent.paths import WatchkeeperPaths
+
+    return WatchkeeperPaths.from_environment().ledger
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

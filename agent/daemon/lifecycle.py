@@ -11,6 +11,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,10 @@ from agent.paths import WatchkeeperPaths
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_SECONDS = 5.0
+SHUTDOWN_DEADLINE_SECONDS = 4.0
+"""From SIGTERM to `os._exit` at the latest: a second less than `agent stop` waits."""
+KERNEL_BACKSTOP_SECONDS = 0.5
+"""How long after the deadline SIGALRM ends a process whose Python threads cannot run."""
 START_TIMEOUT_SECONDS = 20.0
 LOG_FILE_NAME = "agent.log"
 UNIT_NAME = "watchkeeper-agent.service"
@@ -102,19 +107,138 @@ class PidLock:
                 self.stale_pid,
             )
 
-    def release(self) -> None:
+    def mark_stopped(self) -> None:
+        """Empty the pid file (a clean stop) but keep the lock: only the process's exit frees it.
+
+        Unlinking or closing the file here would let a second agent lock a new pid file while
+        this process still runs its last threads.
+        """
         if self._fd is None:
             return
         with contextlib.suppress(OSError):
-            self.pid_file.unlink()
-        os.close(self._fd)
-        self._fd = None
+            os.ftruncate(self._fd, 0)
+
+
+class ShutdownWatchdog:
+    """Ends the process a fixed time after shutdown begins, however its threads are stuck.
+
+    `arm()` (called on SIGTERM, SIGINT or a `stop` request) starts the clock. A daemon thread
+    calls `os._exit` when time is up, and a kernel timer (SIGALRM, whose default action ends
+    the process) backs it up in case no Python thread can run any more. The clock keeps running
+    through the interpreter's own exit, which waits for every non-daemon thread.
+    """
+
+    def __init__(self, seconds: float = SHUTDOWN_DEADLINE_SECONDS) -> None:
+        self.seconds = seconds
+        self.exit_status = 0
+        self._armed_at: float | None = None
+        self._armed = threading.Event()
+        self._thread = threading.Thread(
+            target=self._end_when_late, name="wk-shutdown-watchdog", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def arm(self) -> None:
+        """Start the clock (once; later calls keep the first deadline)."""
+        if self._armed_at is not None:
+            return
+        self._armed_at = time.monotonic()
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.setitimer(signal.ITIMER_REAL, self.seconds + KERNEL_BACKSTOP_SECONDS)
+        self._armed.set()
+
+    def _end_when_late(self) -> None:
+        self._armed.wait()
+        assert self._armed_at is not None
+        time.sleep(max(0.0, self._armed_at + self.seconds - time.monotonic()))
+        stuck = sorted(
+            thread.name
+            for thread in threading.enumerate()
+            if thread.is_alive() and thread is not threading.current_thread()
+        )
+        log.error(
+            "shutdown took longer than %.1f s; ending the process now (threads still running: %s)",
+            self.seconds,
+            ", ".join(stuck) or "none",
+        )
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        os._exit(self.exit_status)
+
+
+@dataclass
+class _Repeats:
+    last_emitted: float
+    last_seen: float
+    suppressed: int = 0
+
+
+class RepeatedMessageFilter(logging.Filter):
+    """Lets the first of identical log lines through, then one summary per `interval` seconds.
+
+    A repeat seen more than `interval` seconds after the last line written for it is written
+    as `last message repeated N times: MESSAGE` (without its traceback). A message quiet for
+    `interval` seconds starts afresh. One instance serves every handler, so each record is
+    judged once.
+
+    >>> logger = logging.getLogger("doctest.repeats"); logger.propagate = False
+    >>> handler = logging.StreamHandler(sys.stdout); handler.addFilter(RepeatedMessageFilter(60))
+    >>> logger.addHandler(handler)
+    >>> for _ in range(3): logger.warning("disk full")
+    disk full
+    """
+
+    def __init__(self, interval: float = 5.0, max_tracked: int = 256) -> None:
+        super().__init__()
+        self.interval = interval
+        self.max_tracked = max_tracked
+        self._repeats: dict[tuple[str, int, str], _Repeats] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        verdict = getattr(record, "_watchkeeper_repeat_verdict", None)
+        if verdict is not None:
+            return bool(verdict)
+        verdict = self._judge(record)
+        record._watchkeeper_repeat_verdict = verdict
+        return verdict
+
+    def _judge(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        message = record.getMessage()
+        key = (record.name, record.levelno, message)
+        with self._lock:
+            seen = self._repeats.get(key)
+            if seen is None or now - seen.last_seen > self.interval:
+                if seen is None and len(self._repeats) >= self.max_tracked:
+                    oldest = min(self._repeats, key=lambda k: self._repeats[k].last_seen)
+                    del self._repeats[oldest]
+                self._repeats[key] = _Repeats(last_emitted=now, last_seen=now)
+                return True
+            seen.last_seen = now
+            seen.suppressed += 1
+            if now - seen.last_emitted < self.interval:
+                return False
+            count, seen.suppressed, seen.last_emitted = seen.suppressed, 0, now
+        record.msg = "last message repeated %d times: %s"
+        record.args = (count, message)
+        record.exc_info = None
+        record.exc_text = None
+        record.stack_info = None
+        return True
 
 
 def configure_logging(
     paths: WatchkeeperPaths, *, to_stderr: bool, level: int = logging.INFO
 ) -> Path:
-    """Log to stderr (foreground) and to a rotating file under the logs folder."""
+    """Log to stderr (foreground) and to a rotating file under the logs folder.
+
+    Identical lines in a burst are written once, then summarised (RepeatedMessageFilter), so
+    that a fault repeating many times a second cannot rotate the log's history away.
+    """
     paths.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
     log_file = paths.logs / LOG_FILE_NAME
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -129,8 +253,10 @@ def configure_logging(
     handlers: list[logging.Handler] = [file_handler]
     if to_stderr:
         handlers.append(logging.StreamHandler(sys.stderr))
+    repeats = RepeatedMessageFilter()
     for handler in handlers:
         handler.setFormatter(formatter)
+        handler.addFilter(repeats)
         handler._watchkeeper = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     logging.getLogger("watchdog").setLevel(logging.WARNING)
@@ -147,7 +273,7 @@ def start_background(paths: WatchkeeperPaths) -> int:
     """Start the agent detached from the terminal and wait until its socket answers."""
     pid = running_pid(paths)
     if pid:
-        raise AlreadyRunning(pid, paths.pid_file)
+        raise AlreadyRunning(pid if pid > 0 else None, paths.pid_file)
     paths.ensure()
     paths.logs.mkdir(parents=True, exist_ok=True, mode=0o700)
     stderr_path = paths.logs / "agent.stderr"
@@ -187,11 +313,20 @@ def start_background(paths: WatchkeeperPaths) -> int:
 def stop_agent(paths: WatchkeeperPaths, timeout: float = STOP_TIMEOUT_SECONDS) -> int | None:
     """Send SIGTERM to the running agent and wait until it has released its lock."""
     pid = running_pid(paths)
-    if not pid or pid < 0:
+    if not pid:
+        return None
+    deadline = time.monotonic() + timeout
+    if pid < 0:  # the lock is held but the pid file is empty: an agent finishing its stop
+        while running_pid(paths) is not None:
+            if time.monotonic() >= deadline:
+                raise WatchkeeperError(
+                    f"an agent still holds the lock on {paths.pid_file} after {timeout:.0f} s; "
+                    f"find it with `fuser {paths.pid_file}` and end it with `kill -9`."
+                )
+            time.sleep(0.05)
         return None
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if running_pid(paths) is None and process_gone(pid):
             return pid

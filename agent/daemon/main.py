@@ -10,9 +10,9 @@ import threading
 from types import FrameType
 
 from agent.config import UserConfig
-from agent.daemon.lifecycle import PidLock, configure_logging
+from agent.daemon.lifecycle import PidLock, ShutdownWatchdog, configure_logging
 from agent.errors import WatchkeeperError
-from agent.paths import WatchkeeperPaths
+from agent.paths import PRIVATE_UMASK, WatchkeeperPaths
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +24,22 @@ def run_foreground(paths: WatchkeeperPaths, *, to_stderr: bool = True) -> int:
     a config.toml that does not parse) is raised as WatchkeeperError, so that the command line
     prints it as one line; one found while the parts start is logged as one line and also
     written to stderr (which `agent start` reads), and the status is 2.
+
+    From the moment a stop begins, the process ends within `SHUTDOWN_DEADLINE_SECONDS`, even
+    when a thread is stuck. The pid lock is never released by hand: it goes with the process.
     """
+    os.umask(PRIVATE_UMASK)  # every file the agent creates is the user's alone
     paths.ensure()
     UserConfig.load(paths.config)
     log_file = configure_logging(paths, to_stderr=to_stderr)
     lock = PidLock(paths.pid_file)
     lock.acquire()
     stop = threading.Event()
+    watchdog = ShutdownWatchdog()
+    watchdog.start()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
+        watchdog.arm()
         log.info("received %s", signal.Signals(signum).name)
         stop.set()
 
@@ -44,6 +51,7 @@ def run_foreground(paths: WatchkeeperPaths, *, to_stderr: bool = True) -> int:
     from agent.daemon.service import AgentService
 
     service = None
+    status = 1
     try:
         service = AgentService(paths)
         service.stop_requested = stop
@@ -51,27 +59,18 @@ def run_foreground(paths: WatchkeeperPaths, *, to_stderr: bool = True) -> int:
         log.info("logging to %s; pid file %s", log_file, paths.pid_file)
         while not stop.wait(3600):
             pass
-        return 0
+        status = 0
     except WatchkeeperError as error:
         log.error("the agent cannot start: %s", error)
         if not to_stderr:
             print(f"error: {error}", file=sys.stderr, flush=True)
-        return error.exit_code
+        status = error.exit_code
     except Exception:
         log.exception("the agent failed")
-        return 1
     finally:
+        watchdog.exit_status = status
+        watchdog.arm()
         if service is not None:
-            timer = threading.Timer(4.5, _exit_now)
-            timer.daemon = True
-            timer.start()
             service.stop()
-            timer.cancel()
-        lock.release()
-
-
-def _exit_now() -> None:
-    """Last resort when a part hangs during shutdown: `agent stop` promises 5 seconds."""
-    log.error("shutdown took too long; exiting now")
-    logging.shutdown()
-    os._exit(0)
+        lock.mark_stopped()
+    return status

@@ -10,6 +10,7 @@ import selectors
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,6 +29,15 @@ MAX_PENDING_OUTPUT_BYTES = 16 * 1024 * 1024
 
 _PEERCRED = struct.Struct("3i")
 
+_REPLY = "reply"
+"""The event kind under which a request's reply is posted back to the loop."""
+_OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+FIRST_ACCEPT_PAUSE_SECONDS = 0.05
+LONGEST_ACCEPT_PAUSE_SECONDS = 1.0
+"""While accept() fails for lack of descriptors, new connections wait this long at most."""
+SHEDDABLE_AFTER_IDLE_SECONDS = 2.0
+"""Out of descriptors, a request connection quiet this long may be closed to make room."""
+
 
 class MethodParamsError(Exception):
     """Raised by a handler when its params are wrong; becomes an INVALID_PARAMS reply."""
@@ -42,6 +52,22 @@ class _Connection:
     discarding_oversized: bool = False
     subscribed_to: frozenset[str] | None = None
     closing: bool = False
+    requests_in_flight: int = 0
+    last_active: float = field(default_factory=time.monotonic)
+
+    def is_idle(self, now: float) -> bool:
+        """True for a request connection quiet for a while with nothing in flight.
+
+        A subscriber never is; nor is a connection just accepted, whose first line may not
+        have been read yet.
+        """
+        return (
+            now - self.last_active >= SHEDDABLE_AFTER_IDLE_SECONDS
+            and self.subscribed_to is None
+            and self.requests_in_flight == 0
+            and not self.outbox
+            and not self.inbox
+        )
 
 
 def peer_uid(sock: socket.socket) -> tuple[int, int]:
@@ -129,7 +155,10 @@ class ControlServer:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wk-request")
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._accept_paused_until: float | None = None
+        self._accept_pause = FIRST_ACCEPT_PAUSE_SECONDS
         self.requests_served = 0
+        self.connections_shed = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -175,10 +204,11 @@ class ControlServer:
     def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                ready = self._selector.select(timeout=5.0)
+                ready = self._selector.select(timeout=self._select_timeout())
             except OSError as error:  # pragma: no cover - only on a closed selector
                 log.error("control socket loop stopped: %s", error)
                 break
+            self._resume_accepting_when_due()
             for key, mask in ready:
                 try:
                     self._dispatch_ready(key, mask)
@@ -189,7 +219,8 @@ class ControlServer:
         for conn in list(self._connections):
             self._close(conn)
         if self._listener is not None:
-            self._selector.unregister(self._listener)
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(self._listener)
             self._listener.close()
         self._selector.close()
 
@@ -212,6 +243,12 @@ class ControlServer:
                 sock, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
+            except OSError as error:
+                if error.errno not in _OUT_OF_DESCRIPTORS:
+                    raise
+                self._pause_accepting(error)
+                return
+            self._accept_pause = FIRST_ACCEPT_PAUSE_SECONDS
             pid, uid = peer_uid(sock)
             if uid != self.allowed_uid:
                 log.warning(
@@ -232,6 +269,54 @@ class ControlServer:
             self._connections.add(conn)
             self._selector.register(sock, selectors.EVENT_READ, conn)
 
+    def _pause_accepting(self, error: OSError) -> None:
+        """Out of descriptors: shed idle connections and stop accepting for a while.
+
+        The pending connection stays in the listen backlog, so the listener keeps polling as
+        readable; taking it out of the selector for the pause is what keeps the loop from
+        spinning. Each pause in a row is twice as long, up to LONGEST_ACCEPT_PAUSE_SECONDS.
+        """
+        assert self._listener is not None
+        shed = self._shed_idle_connections()
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(self._listener)
+        self._accept_paused_until = time.monotonic() + self._accept_pause
+        self._accept_pause = min(2 * self._accept_pause, LONGEST_ACCEPT_PAUSE_SECONDS)
+        log.warning(
+            "control socket: cannot accept connections (%s: %s); closing idle connections and "
+            "pausing new ones for up to %.0f s",
+            errno.errorcode.get(error.errno or 0, "?"),
+            (error.strerror or str(error)).lower(),
+            LONGEST_ACCEPT_PAUSE_SECONDS,
+        )
+        if shed:
+            log.debug("control socket: closed %d idle connections", shed)
+
+    def _shed_idle_connections(self) -> int:
+        """Close the longest-idle quarter (at least one) of the idle request connections."""
+        now = time.monotonic()
+        idle = sorted(
+            (conn for conn in self._connections if conn.is_idle(now)),
+            key=lambda conn: conn.last_active,
+        )
+        victims = idle[: max(1, len(idle) // 4)] if idle else []
+        for conn in victims:
+            self._close(conn)
+        self.connections_shed += len(victims)
+        return len(victims)
+
+    def _select_timeout(self) -> float:
+        if self._accept_paused_until is None:
+            return 5.0
+        return max(0.0, min(5.0, self._accept_paused_until - time.monotonic()))
+
+    def _resume_accepting_when_due(self) -> None:
+        if self._accept_paused_until is None or time.monotonic() < self._accept_paused_until:
+            return
+        self._accept_paused_until = None
+        if self._listener is not None:
+            self._selector.register(self._listener, selectors.EVENT_READ, "accept")
+
     def _drain_posted(self) -> None:
         with contextlib.suppress(BlockingIOError):
             while self._wake_reader.recv(4096):
@@ -240,6 +325,9 @@ class ControlServer:
             posted, self._posted = self._posted, []
         touched: set[_Connection] = set()
         for conn, payload, event_kind in posted:
+            if conn is not None and event_kind is _REPLY:
+                conn.requests_in_flight -= 1
+                conn.last_active = time.monotonic()
             if conn is None:
                 for subscriber in self._connections:
                     wanted = subscriber.subscribed_to
@@ -266,6 +354,7 @@ class ControlServer:
         if not chunk:
             self._close(conn)
             return
+        conn.last_active = time.monotonic()
         conn.inbox += chunk
         while True:
             newline = conn.inbox.find(b"\n")
@@ -325,6 +414,7 @@ class ControlServer:
                 ),
             )
             return
+        conn.requests_in_flight += 1
         self._pool.submit(self._run_handler, conn, request_id, method, handler, params)
 
     def _subscribe(self, conn: _Connection, request_id: Any, params: dict[str, Any]) -> None:
@@ -355,7 +445,7 @@ class ControlServer:
         try:
             protocol.check_params(method, handler, params)
         except protocol.ProtocolError as error:
-            self._post(conn, protocol.error_reply(request_id, error.code, error.message), None)
+            self._post(conn, protocol.error_reply(request_id, error.code, error.message), _REPLY)
             return
         try:
             result = handler(**params)
@@ -370,7 +460,7 @@ class ControlServer:
                 request_id, protocol.INTERNAL_ERROR, f"{method} failed: {error}"
             )
         self.requests_served += 1
-        self._post(conn, payload, None)
+        self._post(conn, payload, _REPLY)
 
     def _queue(self, conn: _Connection, payload: bytes) -> None:
         conn.outbox += payload

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import blake3
 
+from agent.disk import disk_full_error, is_disk_full
 from agent.errors import WatchkeeperError
+from agent.paths import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE, make_private
 
 CHUNK_BYTES = 1 << 20
 DIGEST_PREFIX = "blake3:"
@@ -42,7 +44,9 @@ class ArtifactStore:
     A file is copied to a temporary file inside the store, flushed to disk, hashed again from
     the copy and only then renamed into place, so a crash or a full disk never leaves a partial
     artifact under a digest name. Temporary files abandoned by a writer that was killed are
-    removed by the next `put` (see `remove_abandoned_copies`).
+    removed by the next `put` (see `remove_abandoned_copies`). Artifacts keep at most their
+    owner's permissions: 0600, or 0700 when the source is executable; the store's folders are
+    0700.
 
     >>> store = ArtifactStore(Path("/tmp/example-artifacts"))
     >>> digest = store.put(Path("/etc/hostname"))
@@ -74,11 +78,14 @@ class ArtifactStore:
         expected = file_digest(source)
         destination = self.path(expected)
         if destination.is_file():
+            make_private(destination)
             return expected
-        destination.parent.mkdir(parents=True, exist_ok=True)
+        for folder in (self.root, destination.parent):
+            folder.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER_MODE)
+            make_private(folder)
         temporary = destination.parent / f"{INCOMING_PREFIX}{os.getpid()}-{destination.name[:16]}"
         try:
-            self._copy_durably(source, temporary)
+            self._copy_durably(source, temporary, artifact_mode(source.stat().st_mode))
             actual = file_digest(temporary)
             if actual != expected:
                 raise WatchkeeperError(
@@ -88,12 +95,16 @@ class ArtifactStore:
             os.replace(temporary, destination)
             _fsync_directory(destination.parent)
         except OSError as error:
+            # Measured before the partial copy is removed: the free space the copy ran out of.
+            disk_full = disk_full_error(self.root) if is_disk_full(error) else None
             with contextlib.suppress(FileNotFoundError):
                 temporary.unlink()
-            if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            if disk_full is not None:
+                raise disk_full from error
+            if error.errno == errno.EFBIG:
                 raise WatchkeeperError(
-                    f"no space left to store {source} in {self.root} ({error.strerror}); "
-                    "nothing was registered. Free some space and train again."
+                    f"{source} is too large to store in {self.root} ({error.strerror}); "
+                    "nothing was registered."
                 ) from error
             raise WatchkeeperError(f"cannot store {source} in {self.root}: {error}") from error
         except BaseException:
@@ -125,11 +136,24 @@ class ArtifactStore:
         return removed
 
     @staticmethod
-    def _copy_durably(source: Path, destination: Path) -> None:
-        with source.open("rb") as reader, destination.open("wb") as writer:
-            shutil.copyfileobj(reader, writer, CHUNK_BYTES)
-            writer.flush()
-            os.fsync(writer.fileno())
+    def _copy_durably(source: Path, destination: Path, mode: int) -> None:
+        """Copy into a new file of exactly `mode` (whatever the umask), flushed to disk."""
+        with source.open("rb") as reader:
+            descriptor = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            with os.fdopen(descriptor, "wb") as writer:
+                os.fchmod(descriptor, mode)
+                shutil.copyfileobj(reader, writer, CHUNK_BYTES)
+                writer.flush()
+                os.fsync(descriptor)
+
+
+def artifact_mode(source_mode: int) -> int:
+    """An artifact's mode: 0700 when its source is executable by anyone, else 0600.
+
+    >>> oct(artifact_mode(0o100600)), oct(artifact_mode(0o100644)), oct(artifact_mode(0o100755))
+    ('0o600', '0o600', '0o700')
+    """
+    return PRIVATE_FOLDER_MODE if source_mode & 0o111 else PRIVATE_FILE_MODE
 
 
 def _process_exists(pid: int) -> bool:

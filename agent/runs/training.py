@@ -19,6 +19,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from agent.data.deps import snapshot_data_dep
+from agent.disk import disk_full_error, is_disk_full, is_nearly_full
 from agent.errors import WatchkeeperError
 from agent.ledger import write_transaction
 from agent.ledger.artifacts import ArtifactStore
@@ -35,6 +36,7 @@ from agent.paths import WatchkeeperPaths
 from agent.project.git import is_ignored, working_hashes, working_tree
 from agent.project.spec import ModelSpec, ProjectSpec, load_project
 from agent.runs.executor import (
+    EXITCODE_FILE,
     Executor,
     LocalExecutor,
     Run,
@@ -407,9 +409,15 @@ def finish_run(
             declared_metrics = run.detail.get("metrics")
             if declared_metrics:
                 metrics = read_metrics(outs_dir / declared_metrics, declared_metrics)
-        except WatchkeeperError as error:
-            problem = str(error)
+        except (WatchkeeperError, OSError) as error:
+            if isinstance(error, OSError) and not is_disk_full(error):
+                raise
+            problem = str(disk_full_error(paths.artifacts) if is_disk_full(error) else error)
             artifacts, metrics = {}, {}
+            state = RunState.FAILED
+    if problem is None and state in (RunState.INTERRUPTED, RunState.FAILED):
+        problem = _disk_full_problem(run)
+        if problem is not None:
             state = RunState.FAILED
     if problem is not None:
         state = RunState.FAILED if state is RunState.SUCCEEDED else state
@@ -455,6 +463,29 @@ def finish_run(
         log_tail=log_tail(run.log_path),
         metrics=json.loads(recorded_metrics or "{}"),
         artifacts=json.loads(recorded_artifacts or "{}"),
+    )
+
+
+def _disk_full_problem(run: Run) -> str | None:
+    """The disk-full reason of a run that ended badly because its disk filled up, else None.
+
+    Signs: the log says "No space left on device", or run.sh left `exitcode` empty (it always
+    writes one, so an empty file means the write failed) on a disk that is nearly full.
+    """
+    exitcode = run.run_dir / EXITCODE_FILE
+    if "No space left on device" in log_tail(run.log_path, lines=200):
+        return str(disk_full_error(run.run_dir))
+    try:
+        status_lost = exitcode.stat().st_size == 0
+    except OSError:
+        return None
+    if not status_lost:
+        return None
+    if is_nearly_full(run.run_dir):
+        return str(disk_full_error(run.run_dir))
+    return (
+        f"the disk holding {run.run_dir} was full: the run could not write its exit status to "
+        f"{exitcode}; free space and retry."
     )
 
 

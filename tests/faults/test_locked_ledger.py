@@ -10,12 +10,13 @@ import pytest
 
 from agent.client import AgentClient
 from agent.paths import WatchkeeperPaths
-from tests.agent.daemon.conftest import paths, wait_for  # noqa: F401 (paths is a fixture)
+from tests.agent.daemon.conftest import paths  # noqa: F401 (a fixture)
 from tests.agent.daemon.test_service import (  # noqa: F401 (agent_factory is a fixture)
     EventStream,
     agent_factory,
     trained_repo,
 )
+from tests.support import wait_for
 
 
 def test_a_held_write_lock_delays_the_alert_but_never_drops_it(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.client import AgentClient
-from agent.daemon.lifecycle import process_gone, running_pid
+from agent.daemon.lifecycle import process_gone, read_pid, running_pid
 from agent.paths import WatchkeeperPaths
 from tests.agent.daemon.conftest import REPO_ROOT, git
 from tests.support import wait_for
@@ -60,7 +60,7 @@ def test_start_status_second_start_and_stop(paths: WatchkeeperPaths) -> None:
         assert stopped.returncode == 0
         assert time.monotonic() - begun < 5.0
         assert f"agent stopped (pid {pid})" in stopped.stdout
-        assert not paths.pid_file.exists()
+        assert read_pid(paths.pid_file) is None  # the file stays; its lock went with the process
         assert not paths.socket.exists()
         assert process_gone(pid)
         assert cli("agent", "status").returncode == 3

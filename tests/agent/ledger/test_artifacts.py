@@ -76,7 +76,8 @@ def test_file_size_limit_during_copy_registers_nothing(tmp_path: Path) -> None:
         check=False,
     )
     assert completed.returncode == 3, completed.stderr
-    assert "no space left" in completed.stdout and "nothing was registered" in completed.stdout
+    assert "too large to store" in completed.stdout
+    assert "nothing was registered" in completed.stdout
     assert [p for p in root.rglob("*") if p.is_file()] == []
 
 

@@ -407,7 +407,8 @@ def test_a_full_disk_during_the_artifact_copy_registers_no_artifact(
         root = make_repo(tmp_path, files={"train.py": script})
         result = train(root, monkeypatch, "churn")
         assert result.exit_code == 2
-        assert "no space left" in result.output and "nothing was registered" in result.output
+        assert f"the disk holding {artifacts} is full (0 bytes free)" in result.output
+        assert "free space and retry" in result.output
         version = only_version()
         assert version["status"] == "failed" and version["artifacts"] == {}
         assert [p for p in artifacts.rglob("*") if p.is_file()] == []
