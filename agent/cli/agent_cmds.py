@@ -102,6 +102,8 @@ def agent_status(as_json: bool) -> None:
         note = watch["reason"] or ""
         if watch["unreadable"]:
             note = (note + " " if note else "") + f"{len(watch['unreadable'])} unreadable folders"
+        if watch.get("skipped"):
+            note = (note + " " if note else "") + f"{len(watch['skipped'])} entries skipped"
         table.add_row(watch["path"], watch["kind"], watch["mode"], note)
     console.print(table)
     for retry in status.get("retrying", []):
@@ -183,13 +185,10 @@ def watch_list(as_json: bool) -> None:
         return
     table = Table("path", "kind", "why", "how", "note")
     for row in rows:
-        table.add_row(
-            row["path"],
-            row["kind"],
-            str(row.get("why") or ""),
-            row["mode"],
-            str(row.get("reason") or ""),
-        )
+        note = str(row.get("reason") or "")
+        for problem in row.get("skipped") or []:
+            note += ("\n" if note else "") + f"skipped {problem}"
+        table.add_row(row["path"], row["kind"], str(row.get("why") or ""), row["mode"], note)
     Console().print(table)
 
 

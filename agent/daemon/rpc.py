@@ -63,7 +63,7 @@ class AgentMethods:
             "uptime_seconds": round(time.time() - agent.started_at, 1),
             "socket": str(agent.paths.socket),
             "ledger": str(agent.paths.ledger),
-            "watches": agent.watches.describe(),
+            "watches": agent.watch_report(),
             "inotify_watches": agent.watches.inotify_watches,
             "busy": not agent.worker.is_idle(),
             "retrying": agent.worker.describe_retries(),
@@ -146,7 +146,7 @@ class AgentMethods:
         return [{"path": str(e.path), "kind": e.kind, "why": e.why} for e in removed]
 
     def watch_list(self) -> list[dict[str, object]]:
-        return self.agent.watches.describe()
+        return self.agent.watch_report()
 
     def coding_time(self, refit: bool = False, days: int = 30) -> dict[str, Any]:
         from agent.daemon import coding_time_refit

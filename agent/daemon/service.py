@@ -171,6 +171,13 @@ class AgentService:
             else:
                 self.events.data_changed(entry.path)
 
+    def watch_report(self) -> list[dict[str, object]]:
+        """Every watched root and how it is watched, with the entries its snapshot left out."""
+        report = self.watches.describe()
+        for entry in report:
+            entry["skipped"] = list(self.events.skipped.get(Path(str(entry["path"])), []))
+        return report
+
     def _queue_ingest(self, repo: Path) -> None:
         self.worker.request(
             ("commits", repo), lambda: self.events.ingest_repo(repo, incremental=False)

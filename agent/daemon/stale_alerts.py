@@ -196,3 +196,48 @@ def watch_back(sink: AlertSink, root: Path) -> None:
             db.execute("UPDATE alerts SET dedupe_key = NULL WHERE id = ?", [alert_id])
         if resolved is not None:
             sink.publish("alert", resolved)
+
+
+def watch_skipped(sink: AlertSink, source: Path, skipped: list[str]) -> dict[str, Any] | None:
+    """One `watch` alert while entries of a data source are left out of its fingerprint.
+
+    The list may change (new entries are dated updates); the alert is resolved once nothing
+    is skipped any more.
+    """
+    db = sink.db()
+    key = f"skipped:{source}:open"
+    row = db.execute(
+        "SELECT id FROM alerts WHERE dedupe_key = ? AND resolved_at IS NULL", [key]
+    ).fetchone()
+    if not skipped:
+        if row is not None:
+            resolved = alert_store.resolve(db, int(row[0]), "nothing is skipped any more")
+            with write_transaction(db):
+                db.execute("UPDATE alerts SET dedupe_key = NULL WHERE id = ?", [row[0]])
+            if resolved is not None:
+                sink.publish("alert", resolved)
+        return None
+    if row is not None:
+        alert = alert_store.get_alert(db, int(row[0]))
+        known = set(alert["reasons"] or [])
+        for update in alert["updates"]:
+            known.update(update["reasons"])
+        new = [entry for entry in skipped if entry not in known]
+        if new:
+            updated = alert_store.add_update(
+                db, int(row[0]), f"{len(new)} more skipped: " + "; ".join(new[:8]), reasons=new
+            )
+            sink.publish("alert", {**updated, "updated": True})
+        return None
+    shown = "; ".join(skipped[:8]) + (f" and {len(skipped) - 8} more" if len(skipped) > 8 else "")
+    raised = alert_store.insert_alert(
+        db,
+        kind="watch",
+        message=f"{len(skipped)} entries of {source} are left out of its fingerprint: {shown}",
+        dedupe_key=key,
+        cause=f"skipped:{source}",
+        reasons=skipped,
+    )
+    if raised is not None:
+        sink.publish("alert", raised)
+    return raised

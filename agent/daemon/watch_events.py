@@ -22,6 +22,7 @@ class WatchEvents:
     def __init__(self, core: WatchingCore, checks: StaleChecks) -> None:
         self.core = core
         self.checks = checks
+        self.skipped: dict[Path, list[str]] = {}  # entries each data source leaves out
 
     # -- WatchSink (watchdog's threads) ---------------------------------------------------
     def git_changed(self, repo: Path) -> None:
@@ -102,6 +103,11 @@ class WatchEvents:
             return
         outcome = self.core.data.snapshot(self.core.db(), source)
         self.core.counters["snapshots"] += 1
+        skipped = [entry.describe() for entry in outcome.skipped]
+        if skipped != self.skipped.get(source, []):
+            self.skipped[source] = skipped
+            if stale_alerts.watch_skipped(self.core, source, skipped) is not None:
+                self.core.counters["alerts"] += 1
         if not outcome.changed:
             return
         log.info("data changed: %s (snapshot %d)", source, outcome.snapshot_id)

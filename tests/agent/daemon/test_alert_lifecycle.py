@@ -194,3 +194,32 @@ def test_ack_all_acknowledges_every_open_alert(
     assert count(paths, "SELECT COUNT(*) FROM alerts WHERE acknowledged_at IS NULL") == 0
     with pytest.raises(SystemExit):
         main(["alerts", "ack"], standalone_mode=True)
+
+
+def test_a_fifo_in_a_data_folder_is_one_watch_alert_and_the_rest_is_still_judged(
+    tmp_path: Path, paths: WatchkeeperPaths, agent_factory: Any  # noqa: F811
+) -> None:
+    repo = trained_repo(tmp_path, paths)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.csv").write_text("x\n1\n")
+    watch(paths, data, data=True)
+    agent_factory()
+    events = EventStream(paths.socket, ["alert"])
+    try:
+        os.mkfifo(data / "pipe")
+        (data / "link").symlink_to("/etc/passwd")
+        alert = events.next("alert", kind="watch")
+        assert "pipe" in alert["message"] and alert["cause"] == f"skipped:{data}"
+        with AgentClient.connect(paths.socket) as client:
+            [row] = [w for w in client.call("watch_list") if w["path"] == str(data)]
+        assert any("pipe" in entry for entry in row["skipped"])
+        # The folder is not blinded: a real change beside the pipe is still seen.
+        append(repo / "data" / "train.csv", "55,Rome\n")
+        assert events.next("alert", cause="data")["model"] == "churn"
+        (data / "pipe").unlink()
+        (data / "link").unlink()
+        resolved = events.next("alert", id=alert["id"], state="resolved")
+        assert resolved["resolution"] == "nothing is skipped any more"
+    finally:
+        events.close()
