@@ -119,6 +119,7 @@ class AgentService:
     def start(self) -> None:
         self.paths.ensure()
         self.db()  # migrate the ledger before anything else touches it
+        self._remove_abandoned_artifact_copies()
         self.server.start()
         self.worker.start()
         self.watches.start()
@@ -137,6 +138,18 @@ class AgentService:
         self.worker.stop(timeout=1.5)
         self.server.stop()
         log.info("agent stopped")
+
+    def _remove_abandoned_artifact_copies(self) -> None:
+        """Half-written artifact copies of writers killed meanwhile (the next store would too)."""
+        from agent.ledger.artifacts import ArtifactStore
+
+        try:
+            removed = ArtifactStore(self.paths.artifacts).remove_abandoned_copies()
+        except OSError as error:
+            log.warning("cannot clean %s: %s", self.paths.artifacts, error)
+            return
+        if removed:
+            log.info("removed %d abandoned artifact copies", len(removed))
 
     def _load_identities(self) -> None:
         try:
