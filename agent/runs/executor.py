@@ -26,6 +26,10 @@ CANCELLED_FILE = "cancelled"
 LOG_FILE = "log"
 
 
+class TargetUnreachableError(WatchkeeperError):
+    """The run's target could not be reached for now; the run may still go on there."""
+
+
 class RunState(enum.StrEnum):
     """Where a run is; the last five are final."""
 

@@ -36,6 +36,7 @@ from agent.runs.executor import (
     LocalExecutor,
     Run,
     RunState,
+    TargetUnreachableError,
     executor_for,
     process_alive,
     process_start_ticks,
@@ -44,6 +45,7 @@ from agent.runs.executor import (
 from agent.runs.layout import new_run_id, prepare_run_dir
 
 LOG_TAIL_LINES = 20
+LOG_NOTE_PREFIX = "watchkeeper: "  # lines that run.sh and the fetch add to a run's log
 POLL_SECONDS = 0.1
 STATUS_FOR_STATE = {
     RunState.SUCCEEDED: "succeeded",
@@ -156,6 +158,15 @@ def store_outs(store: ArtifactStore, outs_dir: Path, outs: tuple[str, ...]) -> d
         else:
             artifacts[out] = store.put(path)
     return artifacts
+
+
+def refusals_in_log(log_path: Path) -> list[str]:
+    """The outs that run.sh or the fetch refused, as noted in the log's last lines."""
+    return [
+        line.removeprefix(LOG_NOTE_PREFIX)
+        for line in log_tail(log_path, 200).splitlines()
+        if line.startswith(LOG_NOTE_PREFIX + "refusing")
+    ][:5]
 
 
 def log_tail(log_path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -316,7 +327,23 @@ def train(
     except KeyboardInterrupt:
         finish_run(db, run, RunState.CANCELLED, executor, paths)
         raise
+    except TargetUnreachableError:
+        raise  # the run goes on there; a later poll (the agent's) settles it
+    except WatchkeeperError as error:
+        return fail_run(db, run, executor, paths, str(error))
     return finish_run(db, run, state, executor, paths)
+
+
+def fail_run(
+    db: Database, run: Run, executor: Executor, paths: WatchkeeperPaths, problem: str
+) -> TrainResult:
+    """Record a run that can no longer be followed (its target answers nonsense, say) as failed
+    with `problem`, after asking its executor to stop it."""
+    try:
+        executor.cancel(run)
+    except (WatchkeeperError, OSError) as error:
+        run.detail["cancel_problem"] = str(error)
+    return finish_run(db, run, RunState.FAILED, executor, paths, problem=problem)
 
 
 def _progress_for(
@@ -365,8 +392,12 @@ def finish_run(
     exit_code: int | None = None
     metrics: dict[str, float] = {}
     artifacts: dict[str, str] = {}
-    if state in (RunState.SUCCEEDED, RunState.FAILED):
-        executor.collect(run, run.run_dir)
+    if state in (RunState.SUCCEEDED, RunState.FAILED) and problem is None:
+        try:
+            executor.collect(run, run.run_dir)
+        except WatchkeeperError as error:  # nothing fetched is trusted; the run failed
+            problem = str(error)
+            state = RunState.FAILED
         exit_code = read_exit_code(run.run_dir)
     if state is RunState.SUCCEEDED and problem is None:
         outs_dir = run.run_dir / "outs"
@@ -378,7 +409,7 @@ def finish_run(
             if declared_metrics:
                 metrics = read_metrics(outs_dir / declared_metrics, declared_metrics)
         except WatchkeeperError as error:
-            problem = str(error)
+            problem = " ".join([str(error), *refusals_in_log(run.log_path)])
             artifacts, metrics = {}, {}
             state = RunState.FAILED
     if problem is not None:
