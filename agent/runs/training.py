@@ -152,8 +152,10 @@ def store_outs(store: ArtifactStore, outs_dir: Path, outs: tuple[str, ...]) -> d
     artifacts: dict[str, str] = {}
     for out in outs:
         path = outs_dir / out
+        if path.is_symlink():  # run.sh replaces links; one made after it is not followed
+            raise WatchkeeperError(f"out {out!r} is a symlink in outs/; outs must be files.")
         if path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()):
                 artifacts[file.relative_to(outs_dir).as_posix()] = store.put(file)
         else:
             artifacts[out] = store.put(path)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+import agent.remote.executors  # noqa: F401 - registers ssh and slurm before a test patches the registry
 from agent.paths import WatchkeeperPaths
 from agent.remote.config import RemoteConfig
 from tests.agent.remote import conftest as remote_fixtures
