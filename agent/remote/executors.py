@@ -339,7 +339,7 @@ class RemoteExecutor:
             except FileNotFoundError:
                 return b""
 
-        chunk = self.session.call(read)
+        chunk = self.session.call(read, what="reading the log")
         if chunk:
             self._mirror_log(run, offset, chunk)
         return chunk
