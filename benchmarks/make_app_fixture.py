@@ -98,7 +98,8 @@ def _insert_data(connection, rng: random.Random, now: float) -> None:  # type: i
             }
             fingerprint = _sha(json.dumps(sorted(files.items())))
             connection.execute(
-                "INSERT INTO data_snapshots VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO data_snapshots (id, source_id, fingerprint, n_files, total_bytes,"
+                " taken_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     snapshot_id,
                     source_id,

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 _run_threads: dict[str, threading.Thread] = {}
 _run_threads_lock = threading.Lock()
 _last_states: dict[str, str] = {}
+_remote_pollers: dict[str, threading.Thread] = {}  # remote name -> its poller of the last round
 
 
 def resolve_repo(service: AgentCore, model: str, repo: str | None) -> Path:
@@ -163,30 +164,76 @@ def cancel(service: AgentCore, run_id: str) -> dict[str, Any]:
 
 
 def poll_active_runs(service: AgentCore) -> None:
-    """Follow runs nobody supervises (after a restart, or remote ones): logs, state, the end."""
-    from agent.ledger import write_transaction
-    from agent.ledger.queries import active_runs, update_row
-    from agent.runs.executor import Run, executor_for
-    from agent.runs.training import _supervised, finish_run
+    """Follow runs nobody supervises (after a restart, or remote ones): logs, state, the end.
+
+    Local runs are polled here; each remote's runs on a worker thread of that remote, so that
+    a remote that is slow, silent or hostile delays only its own runs. A remote whose worker
+    is still busy from an earlier round is skipped this round.
+    """
+    from agent.ledger.queries import active_runs
+    from agent.runs.training import _supervised
 
     db = service.db()
+    by_remote: dict[str, list[dict[str, Any]]] = {}
     for row in list(active_runs(db)):
-        run_id = row["id"]
         with _run_threads_lock:
-            thread = _run_threads.get(run_id)
+            thread = _run_threads.get(row["id"])
         if thread is not None and thread.is_alive():
             continue
-        detail = row.get("detail") or {}
-        if _supervised(detail):
+        if _supervised(row.get("detail") or {}):
             continue
+        by_remote.setdefault(row.get("remote") or "", []).append(row)
+    for remote, rows in by_remote.items():
+        if remote:
+            _poll_on_remote_worker(service, remote, rows)
+        else:
+            _poll_rows(service, db, rows)
+
+
+def _poll_on_remote_worker(service: AgentCore, remote: str, rows: list[dict[str, Any]]) -> None:
+    def work() -> None:
+        db = service.new_connection()
+        try:
+            _poll_rows(service, db, rows)
+        except Exception:
+            log.exception("polling the runs on remote %s failed", remote)
+        finally:
+            db.close()
+
+    with _run_threads_lock:
+        busy = _remote_pollers.get(remote)
+        if busy is not None and busy.is_alive():
+            return
+        worker = threading.Thread(target=work, name=f"wk-poll-{remote}", daemon=True)
+        _remote_pollers[remote] = worker
+    worker.start()
+
+
+def _poll_rows(service: AgentCore, db: Database, rows: list[dict[str, Any]]) -> None:
+    from agent.ledger import write_transaction
+    from agent.ledger.queries import update_row
+    from agent.runs.executor import Run, RunState, TargetUnreachableError, executor_for
+    from agent.runs.training import fail_run, finish_run
+
+    for row in rows:
+        run_id = row["id"]
+        detail = row.get("detail") or {}
+        model = str(detail.get("model", ""))
         run = Run.from_row(row)
         try:
             executor = executor_for(run.remote)
+        except WatchkeeperError as error:
+            log.warning("cannot poll run %s: %s", run_id, error)
+            continue
+        try:
             state = executor.poll(run) if run.pid or run.remote_job_id else None
             offset = int(row.get("log_offset") or 0)
             chunk = executor.read_log(run, offset)
-        except WatchkeeperError as error:
-            log.warning("cannot poll run %s: %s", run_id, error)
+        except TargetUnreachableError as error:
+            log.warning("cannot poll run %s for now: %s", run_id, error)
+            continue
+        except WatchkeeperError as error:  # the target answers nonsense: the run has failed
+            _settled(service, db, fail_run(db, run, executor, service.paths, str(error)))
             continue
         if chunk:
             service.publish(
@@ -195,14 +242,14 @@ def poll_active_runs(service: AgentCore) -> None:
             with write_transaction(db):
                 update_row(db, "runs", "id", run_id, {"log_offset": offset + len(chunk)})
         if state is None:
-            from agent.runs.executor import RunState
-
             state = RunState.INTERRUPTED
-        model = str(detail.get("model", ""))
         if state.is_final:
-            result = finish_run(db, run, state, executor, service.paths)
-            _publish_state(service, run_id, model, result.status, result.exit_code)
-            if result.status == "failed":
-                _alert_failed(service, db, result)
+            _settled(service, db, finish_run(db, run, state, executor, service.paths))
         elif _last_states.get(run_id) != state.value:
             _publish_state(service, run_id, model, state.value, None)
+
+
+def _settled(service: AgentCore, db: Database, result: Any) -> None:
+    _publish_state(service, result.run_id, result.model, result.status, result.exit_code)
+    if result.status == "failed":
+        _alert_failed(service, db, result)

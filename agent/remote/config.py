@@ -27,7 +27,9 @@ REMOTE_FIELDS = (
     "python",
     "partition",
     "sbatch_args",
+    "read_timeout_seconds",
 )
+DEFAULT_READ_TIMEOUT_SECONDS = 180.0
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -49,6 +51,7 @@ class RemoteConfig:
     python: str = "python3"
     partition: str | None = None
     sbatch_args: tuple[str, ...] = ()
+    read_timeout_seconds: float = DEFAULT_READ_TIMEOUT_SECONDS
 
     def to_table(self) -> dict[str, Any]:
         """The TOML table stored under [remotes.NAME] (unset fields left out)."""
@@ -63,6 +66,8 @@ class RemoteConfig:
             table["python"] = self.python
         if self.sbatch_args:
             table["sbatch_args"] = list(self.sbatch_args)
+        if self.read_timeout_seconds != DEFAULT_READ_TIMEOUT_SECONDS:
+            table["read_timeout_seconds"] = self.read_timeout_seconds
         return table
 
     @classmethod
@@ -85,6 +90,16 @@ class RemoteConfig:
         sbatch_args = table.get("sbatch_args", [])
         if not isinstance(sbatch_args, list) or not all(isinstance(a, str) for a in sbatch_args):
             raise WatchkeeperError(f"{where}: sbatch_args must be a list of strings.")
+        read_timeout = table.get("read_timeout_seconds", DEFAULT_READ_TIMEOUT_SECONDS)
+        if (
+            not isinstance(read_timeout, int | float)
+            or isinstance(read_timeout, bool)
+            or not 0 < read_timeout <= 86400
+        ):
+            raise WatchkeeperError(
+                f"{where}: read_timeout_seconds must be a number of seconds from 0 to 86400 "
+                f"(how long a remote may stay silent), not {read_timeout!r}."
+            )
         for key in ("user", "key", "workdir", "python", "partition"):
             if key in table and not isinstance(table[key], str):
                 raise WatchkeeperError(f"{where}: {key} must be a string.")
@@ -99,6 +114,7 @@ class RemoteConfig:
             python=table.get("python", "python3"),
             partition=table.get("partition"),
             sbatch_args=tuple(sbatch_args),
+            read_timeout_seconds=float(read_timeout),
         )
 
 

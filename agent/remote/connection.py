@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import shlex
@@ -18,8 +17,15 @@ from typing import Any, TypeVar
 import paramiko
 
 from agent.errors import WatchkeeperError
-from agent.remote.config import RemoteConfig, SshTarget, target_for
+from agent.remote.config import (
+    DEFAULT_READ_TIMEOUT_SECONDS,
+    RemoteConfig,
+    SshTarget,
+    target_for,
+)
 from agent.remote.hostkeys import HostKeyStore
+from agent.remote.replies import MAX_PROBE_BYTES, MAX_REPLY_BYTES, HelperReplyError, helper_reply
+from agent.runs.executor import TargetUnreachableError
 
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 WINDOW_SIZE = 64 << 20
@@ -27,12 +33,56 @@ MAX_PACKET_SIZE = 256 << 10
 KEEPALIVE_SECONDS = 30  # keeps idle connections through NAT and firewalls while a run goes
 DEFAULT_KEY_FILES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 HELPER_SOURCE = (Path(__file__).with_name("remote_helper.py")).read_text(encoding="utf-8")
+MAX_COMMAND_OUTPUT = 16 << 20  # what one shell command (git, squeue, sbatch…) may print
+STDERR_KEPT = 64 << 10  # the tail of stderr kept for error messages
+STALL_RETRIES = 1  # a stalled transfer is tried once more on a new connection, then fails
+EXIT_STATUS_WAIT = 10.0  # how long to wait for an exit status once output has ended
 
 T = TypeVar("T")
 
 
-class RemoteUnreachableError(WatchkeeperError):
+class RemoteUnreachableError(TargetUnreachableError):
     """The network path to the host failed; worth trying again later."""
+
+
+class RemoteStalledError(WatchkeeperError):
+    """The remote sent nothing for longer than its read timeout, on every try."""
+
+
+class OutputTooLongError(WatchkeeperError):
+    """A remote command printed more than the caller allows; the channel was closed."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"printed more than {limit} bytes")
+        self.limit = limit
+
+
+def describe_bytes(count: int) -> str:
+    """A byte count as the largest whole binary unit.
+
+    >>> describe_bytes(1 << 20), describe_bytes(65536), describe_bytes(100)
+    ('1 MiB', '64 KiB', '100 bytes')
+    """
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if count >= 1 << shift and count % (1 << shift) == 0:
+            return f"{count >> shift} {unit}"
+    return f"{count} bytes"
+
+
+def exit_status(channel: paramiko.Channel, wait: float = EXIT_STATUS_WAIT) -> int | None:
+    """The channel's exit status, waiting at most `wait` seconds for it (None if none came)."""
+    if channel.status_event.wait(wait):
+        return int(channel.exit_status)
+    return None
+
+
+def read_stderr_tail(channel: paramiko.Channel) -> bytes:
+    """What the channel has on stderr right now, keeping only its last STDERR_KEPT bytes."""
+    errors = bytearray()
+    while channel.recv_stderr_ready():
+        errors += channel.recv_stderr(65536)
+        del errors[:-STDERR_KEPT]
+    return bytes(errors)
 
 
 class LoginFailedError(WatchkeeperError):
@@ -118,11 +168,19 @@ def _candidate_keys(target: SshTarget) -> tuple[list[tuple[str, paramiko.PKey]],
 class SshConnection:
     """One logged-in SSH transport (plus its jump hosts) to run commands and open channels."""
 
-    def __init__(self, target: SshTarget, transport: paramiko.Transport, via: list[Any]) -> None:
+    def __init__(
+        self,
+        target: SshTarget,
+        transport: paramiko.Transport,
+        via: list[Any],
+        *,
+        read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS,
+    ) -> None:
         self.target = target
         self.transport = transport
         self._via = via
         self._sftp: paramiko.SFTPClient | None = None
+        self.read_timeout = read_timeout  # longest silence of a channel before reads fail
 
     @classmethod
     def open(
@@ -132,6 +190,7 @@ class SshConnection:
         store: HostKeyStore | None = None,
         remote_name: str | None = None,
         timeout: float = 15.0,
+        read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS,
     ) -> SshConnection:
         """Connect, check the host key, log in with the agent or key files."""
         store = store or HostKeyStore.default()
@@ -152,7 +211,7 @@ class SshConnection:
             for hop_connection in via:
                 hop_connection.close()
             raise
-        return cls(target, transport, via)
+        return cls(target, transport, via, read_timeout=read_timeout)
 
     @property
     def alive(self) -> bool:
@@ -168,8 +227,12 @@ class SshConnection:
             hop.close()
 
     def channel(self, command: str) -> paramiko.Channel:
-        """Start `command` (already quoted) on a fresh session channel."""
+        """Start `command` (already quoted) on a fresh session channel.
+
+        Its reads and writes raise TimeoutError after `read_timeout` seconds without progress.
+        """
         channel = self.transport.open_session(window_size=WINDOW_SIZE)
+        channel.settimeout(self.read_timeout)
         channel.exec_command(command)
         return channel
 
@@ -179,8 +242,14 @@ class SshConnection:
         *,
         stdin: bytes | None = None,
         timeout: float | None = 120.0,
+        max_output: int = MAX_COMMAND_OUTPUT,
+        silence: float | None = None,
     ) -> CommandResult:
-        """Run a command (argv is quoted word by word) and collect its output."""
+        """Run a command (argv is quoted word by word) and collect its output.
+
+        It fails after `timeout` seconds in all, after `silence` seconds without output (a
+        TimeoutError), or once stdout grows past `max_output` bytes (an OutputTooLongError).
+        """
         text = command if isinstance(command, str) else quote_command(command)
         channel = self.channel(text)
         writer = None
@@ -189,10 +258,13 @@ class SshConnection:
             writer.start()
         else:
             channel.shutdown_write()
-        stdout, stderr = _drain(channel, timeout, text)
-        if writer is not None:
-            writer.join(timeout=5)
-        exit_code = channel.recv_exit_status()
+        try:
+            stdout, stderr = _drain(channel, timeout, text, max_output, silence)
+        finally:
+            if writer is not None:
+                writer.join(timeout=5)
+        status = exit_status(channel)
+        exit_code = -1 if status is None else status
         channel.close()
         if exit_code == -1 and self._dropped():
             raise RemoteUnreachableError(f"connection lost while running: {text[:80]}")
@@ -214,6 +286,7 @@ class SshConnection:
             )
             if self._sftp is None:
                 raise RemoteUnreachableError(f"{self.target.describe()}: no SFTP subsystem")
+            self._sftp.get_channel().settimeout(self.read_timeout)
         return self._sftp
 
 
@@ -223,16 +296,30 @@ def _send_and_close(channel: paramiko.Channel, data: bytes) -> None:
         channel.shutdown_write()
 
 
-def _drain(channel: paramiko.Channel, timeout: float | None, command: str) -> tuple[bytes, bytes]:
-    """Read stdout and stderr of a channel until both end."""
+def _drain(
+    channel: paramiko.Channel,
+    timeout: float | None,
+    command: str,
+    max_output: int = MAX_COMMAND_OUTPUT,
+    silence: float | None = None,
+) -> tuple[bytes, bytes]:
+    """Read stdout and stderr of a channel until both end (stdout at most `max_output` bytes,
+    the last STDERR_KEPT bytes of stderr)."""
     stdout, stderr = bytearray(), bytearray()
-    deadline = None if timeout is None else time.monotonic() + timeout
+    heard = time.monotonic()
+    deadline = None if timeout is None else heard + timeout
     while True:
         if channel.recv_ready():
             stdout += channel.recv(1 << 20)
+            heard = time.monotonic()
+            if len(stdout) > max_output:
+                channel.close()
+                raise OutputTooLongError(max_output)
             continue
         if channel.recv_stderr_ready():
             stderr += channel.recv_stderr(1 << 20)
+            del stderr[:-STDERR_KEPT]
+            heard = time.monotonic()
             continue
         if channel.exit_status_ready() and channel.eof_received:
             break
@@ -240,13 +327,16 @@ def _drain(channel: paramiko.Channel, timeout: float | None, command: str) -> tu
             if not channel.exit_status_ready():
                 raise RemoteUnreachableError(f"connection lost while running: {command[:80]}")
             break
-        if deadline is not None and time.monotonic() > deadline:
+        now = time.monotonic()
+        if deadline is not None and now > deadline:
             channel.close()
             raise WatchkeeperError(f"remote command timed out after {timeout:.0f}s: {command[:80]}")
+        if silence is not None and now - heard > silence:
+            channel.close()
+            raise TimeoutError(f"no output for {silence:g} s")
         select.select([channel], [], [], 0.2)
-    while channel.recv_stderr_ready():
-        stderr += channel.recv_stderr(1 << 20)
-    return bytes(stdout), bytes(stderr)
+    stderr += read_stderr_tail(channel)
+    return bytes(stdout), bytes(stderr[-STDERR_KEPT:])
 
 
 def handshake(
@@ -334,7 +424,10 @@ class RemoteSession:
                 if self._connection is not None:
                     self._connection.close()
                 self._connection = SshConnection.open(
-                    self.target, store=self.store, remote_name=self.remote.name
+                    self.target,
+                    store=self.store,
+                    remote_name=self.remote.name,
+                    read_timeout=self.remote.read_timeout_seconds,
                 )
             return self._connection
 
@@ -346,14 +439,35 @@ class RemoteSession:
 
     close = drop
 
-    def call(self, action: Callable[[SshConnection], T], *, retry_for: float | None = None) -> T:
-        """Run action(connection), reconnecting with exponential backoff on network errors."""
+    def call(
+        self,
+        action: Callable[[SshConnection], T],
+        *,
+        retry_for: float | None = None,
+        what: str = "waiting for the remote",
+    ) -> T:
+        """Run action(connection), reconnecting with exponential backoff on network errors.
+
+        A read that waits longer than the remote's read timeout (a stall) is tried once more on
+        a new connection, then fails with RemoteStalledError; `what` names the action in it.
+        """
         budget = self.retry_for if retry_for is None else retry_for
         deadline = time.monotonic() + budget
         delay = 0.25
+        stalls = 0
         while True:
             try:
                 return action(self.connection())
+            except TimeoutError as error:
+                self.drop()
+                stalls += 1
+                if stalls > STALL_RETRIES:
+                    seconds = f"{self.remote.read_timeout_seconds:g}"
+                    raise RemoteStalledError(
+                        f"remote {self.remote.name}: no data for {seconds} s while {what} "
+                        f"(tried {stalls} times); check the remote, or give it longer with "
+                        f"read_timeout_seconds in [remotes.{self.remote.name}] of config.toml."
+                    ) from error
             except (RemoteUnreachableError, OSError, EOFError, paramiko.SSHException) as error:
                 if isinstance(error, paramiko.AuthenticationException):
                     raise
@@ -371,7 +485,16 @@ class RemoteSession:
         self, argv: Sequence[str] | str, *, stdin: bytes | None = None, timeout: float = 120.0
     ) -> CommandResult:
         """Run a command, reconnecting when the connection drops (the command may rerun)."""
-        return self.call(lambda c: c.run(argv, stdin=stdin, timeout=timeout))
+        try:
+            return self.call(
+                lambda c: c.run(argv, stdin=stdin, timeout=timeout),
+                what="running a command",
+            )
+        except OutputTooLongError as error:
+            text = argv if isinstance(argv, str) else quote_command(argv)
+            raise WatchkeeperError(
+                f"remote {self.remote.name}: `{text[:60]}` {error}; it was stopped."
+            ) from None
 
     @property
     def python_argv(self) -> list[str]:
@@ -381,12 +504,39 @@ class RemoteSession:
         """The quoted command that runs the helper program in `mode` with the remote python."""
         return quote_command([*self.python_argv, "-c", HELPER_SOURCE, mode, *args])
 
-    def helper_json(self, mode: str, *args: str, stdin: bytes | None = None) -> Any:
-        """Run a helper mode that answers with one JSON line."""
-        result = self.call(lambda c: c.run(self.helper_command(mode, *args), stdin=stdin))
+    def helper_json(self, mode: str, *args: str, stdin: bytes | None = None) -> dict[str, Any]:
+        """Run a helper mode that answers with one JSON line, and check that reply.
+
+        The reply is read for at most the remote's read timeout of silence and MAX_REPLY_BYTES
+        (MAX_PROBE_BYTES for `probe`); anything else than the reply the mode promises is a
+        HelperReplyError naming the remote.
+        """
+        limit = MAX_PROBE_BYTES if mode == "probe" else MAX_REPLY_BYTES
+        command = self.helper_command(mode, *args)
+        try:
+            result = self.call(
+                lambda c: c.run(
+                    command,
+                    stdin=stdin,
+                    max_output=limit,
+                    silence=self.remote.read_timeout_seconds,
+                ),
+                what=f"waiting for the helper's {mode} reply",
+            )
+        except OutputTooLongError:
+            raise HelperReplyError(
+                f"remote {self.remote.name}: the helper's {mode} reply is longer than "
+                f"{describe_bytes(limit)}; expected one JSON line. Check what prints on login "
+                f"there and the python {self.remote.python!r}."
+            ) from None
         self._check_python(result)
-        result.check(f"watchkeeper helper '{mode}' on {self.remote.name}")
-        return json.loads(result.stdout.decode().splitlines()[-1])
+        if result.exit_code != 0:
+            detail = result.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise WatchkeeperError(
+                f"remote {self.remote.name}: the helper's {mode} failed (exit "
+                f"{result.exit_code}): {detail[-1][-300:] if detail else 'no message'}"
+            )
+        return helper_reply(self.remote.name, mode, result.stdout)
 
     def _check_python(self, result: CommandResult) -> None:
         if result.exit_code == 127:

@@ -6,9 +6,9 @@ Importing this module registers both kinds with `agent.runs.executor`.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
+import shutil
 import struct
 import threading
 import time
@@ -23,8 +23,11 @@ from agent.remote.connection import (
     RemoteSession,
     RemoteUnreachableError,
     SshConnection,
+    exit_status,
     quote_command,
+    read_stderr_tail,
 )
+from agent.remote.replies import MAX_HEADER_BYTES, HelperReplyError, one_line, pack_header
 from agent.remote.sync import DigestCache, SyncReport, sync_tree
 from agent.runs.executor import Run, RunState, register_executor
 
@@ -70,34 +73,37 @@ def _safe_parts(relative: str) -> list[str]:
     path = PurePosixPath(relative)
     if path.is_absolute() or not relative or any(p in ("", ".", "..") for p in relative.split("/")):
         raise ValueError(f"refusing {relative!r}: absolute or leaving the run folder")
+    if "\0" in relative:
+        raise ValueError(f"refusing {relative!r}: a NUL byte in the name")
     return list(path.parts)
 
 
 def unpack_stream(
-    channel: Any, dest: Path, allowed_roots: tuple[str, ...]
+    channel: Any, dest: Path, allowed_roots: tuple[str, ...], *, remote_name: str = "(unnamed)"
 ) -> tuple[list[str], list[str]]:
     """Write the files of a `pack` stream into dest; return (written, refused).
 
-    Every name is checked here again (a hostile server could send anything): absolute names,
-    `..`, names outside `allowed_roots` and names whose folders are symlinks are refused.
+    Every header is checked before use (a hostile server could send anything): a header that
+    is not a JSON object, a size that is not an integer from 0 to 1 TiB or more than the local
+    disk holds, or a path that is not a string ends the fetch with a HelperReplyError. Absolute
+    names, `..`, NUL bytes, names outside `allowed_roots` and names whose folders are symlinks
+    are refused, noted and skipped.
     """
-    reader = _ChannelReader(channel)
+    reader = _ChannelReader(channel, remote_name)
     dest = dest.resolve()
     written: list[str] = []
     refused: list[str] = []
     while True:
-        line = reader.readline()
-        if not line:
-            raise reader.ended_early()
-        header = json.loads(line)
+        header = pack_header(remote_name, reader.readline())
         if header.get("end"):
             return written, refused
         if "error" in header:
-            refused.append(str(header["error"]))
+            refused.append(one_line(header["error"]))
             continue
         if "missing" in header:
             continue
-        relative, size = str(header["path"]), int(header["size"])
+        relative, size = header["path"], header["size"]
+        _check_room(remote_name, dest, relative, size)
         try:
             parts = _safe_parts(relative)
             if parts[0] not in allowed_roots:
@@ -127,7 +133,7 @@ def _receive_file(reader: _ChannelReader, target: Path, size: int) -> bool:
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         crc, remaining = 0, size
         with os.fdopen(fd, "wb") as handle:
-            while remaining:
+            while remaining > 0:
                 chunk = reader.read_some(min(remaining, 1 << 20))
                 crc = zlib.crc32(chunk, crc)
                 handle.write(chunk)
@@ -135,16 +141,32 @@ def _receive_file(reader: _ChannelReader, target: Path, size: int) -> bool:
         (expected,) = CRC.unpack(reader.read_exact(CRC.size))
         if crc != expected:
             partial.unlink()
-            raise RemoteUnreachableError(f"{target.name}: damaged in transfer")
+            raise RemoteUnreachableError(
+                f"remote {reader.remote_name}: {target.name} was damaged in transfer"
+            )
         if target.is_symlink() or target.is_dir():
             partial.unlink()
             return False
         os.replace(partial, target)
         return True
+    except TimeoutError:  # a stall: the caller retries on a new connection
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise
     except OSError as error:
         with contextlib.suppress(OSError):
             partial.unlink()
         raise WatchkeeperError(f"{target}: cannot be written ({error.strerror}).") from error
+
+
+def _check_room(remote_name: str, dest: Path, relative: str, size: int) -> None:
+    """Refuse a file larger than the free space where it would be written."""
+    free = shutil.disk_usage(dest).free
+    if size > free:
+        raise HelperReplyError(
+            f"remote {remote_name}: the helper announced {relative!r} with {size} bytes, more "
+            f"than the {free} bytes free in {dest}; free some space and fetch again."
+        )
 
 
 def _check_inside(root: Path, target: Path) -> None:
@@ -158,10 +180,14 @@ def _check_inside(root: Path, target: Path) -> None:
 
 
 class _ChannelReader:
-    """Buffered reads of exact sizes and lines from a paramiko channel."""
+    """Buffered reads of exact sizes and bounded lines from a paramiko channel.
 
-    def __init__(self, channel: Any) -> None:
+    A read that waits longer than the channel's timeout raises TimeoutError (a stall).
+    """
+
+    def __init__(self, channel: Any, remote_name: str = "(unnamed)") -> None:
         self.channel = channel
+        self.remote_name = remote_name
         self.buffer = bytearray()
 
     def _fill(self) -> bool:
@@ -173,30 +199,45 @@ class _ChannelReader:
 
     def ended_early(self) -> Exception:
         """The error for a stream that stopped: lost connection, or the remote program failed."""
+        name = self.remote_name
         transport = getattr(self.channel, "get_transport", lambda: None)()
         if transport is None or not transport.is_active():
-            return RemoteUnreachableError("the file stream from the remote ended early")
-        status = self.channel.recv_exit_status()
-        errors = b""
-        while self.channel.recv_stderr_ready():
-            errors += self.channel.recv_stderr(65536)
+            return RemoteUnreachableError(f"remote {name}: the file stream ended early")
+        status = exit_status(self.channel)
         if status == 127:
-            return WatchkeeperError("fetching results: the remote python was not found (exit 127)")
-        return WatchkeeperError(
-            f"fetching results failed on the remote (exit {status}): "
-            f"{errors.decode(errors='replace').strip()[-800:]}"
+            return WatchkeeperError(
+                f"remote {name}: fetching results: the remote python was not found (exit 127)"
+            )
+        errors = read_stderr_tail(self.channel).decode(errors="replace").strip().splitlines()
+        return HelperReplyError(
+            f"remote {name}: the helper ended the pack stream before its end marker (exit "
+            f"{'unknown' if status is None else status})"
+            + (f": {errors[-1][-300:]}" if errors else "")
         )
 
     def readline(self) -> bytes:
+        """One line without its newline; at most MAX_HEADER_BYTES, else a HelperReplyError."""
         while b"\n" not in self.buffer:
+            if len(self.buffer) > MAX_HEADER_BYTES:
+                raise HelperReplyError(
+                    f"remote {self.remote_name}: the helper sent a pack header longer than "
+                    f"{MAX_HEADER_BYTES >> 10} KiB; expected one short JSON line"
+                )
             if not self._fill():
-                return b""
+                raise self.ended_early()
         line, _, rest = bytes(self.buffer).partition(b"\n")
+        if len(line) > MAX_HEADER_BYTES:
+            raise HelperReplyError(
+                f"remote {self.remote_name}: the helper sent a pack header longer than "
+                f"{MAX_HEADER_BYTES >> 10} KiB; expected one short JSON line"
+            )
         self.buffer = bytearray(rest)
         return line
 
     def read_some(self, limit: int) -> bytes:
-        """Up to limit bytes (at least one); the stream ending here is an error."""
+        """Up to limit bytes (at least one, limit > 0); the stream ending here is an error."""
+        if limit <= 0:
+            raise ValueError(f"read_some needs a positive limit, not {limit}")
         if not self.buffer and not self._fill():
             raise self.ended_early()
         data = bytes(self.buffer[:limit])
@@ -204,7 +245,7 @@ class _ChannelReader:
         return data
 
     def skip(self, size: int) -> None:
-        while size:
+        while size > 0:
             size -= len(self.read_some(min(size, 1 << 20)))
 
     def read_exact(self, size: int) -> bytes:
@@ -298,7 +339,7 @@ class RemoteExecutor:
             except FileNotFoundError:
                 return b""
 
-        chunk = self.session.call(read)
+        chunk = self.session.call(read, what="reading the log")
         if chunk:
             self._mirror_log(run, offset, chunk)
         return chunk
@@ -323,12 +364,12 @@ class RemoteExecutor:
             channel = connection.channel(command)
             channel.shutdown_write()
             try:
-                return unpack_stream(channel, dest, COLLECTED)
+                return unpack_stream(channel, dest, COLLECTED, remote_name=self.remote.name)
             finally:
                 channel.close()
 
         dest.mkdir(parents=True, exist_ok=True)
-        written, refused = self.session.call(fetch)
+        written, refused = self.session.call(fetch, what="fetching the results")
         run.detail["collected"] = len(written)
         if refused:
             run.detail["refused_outs"] = refused

@@ -6,7 +6,6 @@ several channels at once; the remote checks each blob before it enters the cache
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import posixpath
@@ -28,7 +27,14 @@ import paramiko
 
 from agent.errors import WatchkeeperError
 from agent.paths import WatchkeeperPaths
-from agent.remote.connection import RemoteSession, RemoteUnreachableError, SshConnection
+from agent.remote.connection import (
+    RemoteSession,
+    RemoteUnreachableError,
+    SshConnection,
+    exit_status,
+    read_stderr_tail,
+)
+from agent.remote.replies import MAX_REPLY_BYTES, HelperReplyError, check_fields, decode_object
 
 FRAME_HEADER = struct.Struct(">32sQI")  # digest, size, length of the links JSON that follows
 CRC_TRAILER = struct.Struct(">I")
@@ -365,8 +371,9 @@ class _Lane:
     there as soon as it is stored.
     """
 
-    def __init__(self, channel: paramiko.Channel) -> None:
+    def __init__(self, channel: paramiko.Channel, remote_name: str) -> None:
         self.channel = channel
+        self.remote_name = remote_name
         self.pending: queue.SimpleQueue[list[tuple[LocalFile, list[LocalFile]]] | None] = (
             queue.SimpleQueue()
         )
@@ -469,60 +476,84 @@ class _Lane:
         self.sent.append(blob)
 
     def _read_reply(self) -> dict[str, Any]:
+        """The receiver's one JSON line (at most MAX_REPLY_BYTES), checked."""
         output = bytearray()
         while True:
             data = self.channel.recv(65536)
             if not data:
                 break
             output += data
-        status = self.channel.recv_exit_status()
-        if status != 0 or not output.strip():
-            errors = b""
-            while self.channel.recv_stderr_ready():
-                errors += self.channel.recv_stderr(65536)
+            if len(output) > MAX_REPLY_BYTES:
+                raise HelperReplyError(
+                    f"remote {self.remote_name}: the helper's receive reply is longer than "
+                    f"{MAX_REPLY_BYTES >> 20} MiB; expected one JSON line"
+                )
+        status = exit_status(self.channel)
+        if status != 0:
+            errors = read_stderr_tail(self.channel).decode(errors="replace").strip()
             transport = self.channel.get_transport()
             if transport is None or not transport.is_active():
-                raise RemoteUnreachableError("connection lost during upload")
+                raise RemoteUnreachableError(f"remote {self.remote_name}: connection lost")
+            last = errors.splitlines()[-1][-300:] if errors else "no message"
             raise WatchkeeperError(
-                f"remote receiver failed (exit {status}): {errors.decode(errors='replace')[-800:]}"
+                f"remote {self.remote_name}: the helper's receive failed (exit "
+                f"{'unknown' if status is None else status}): {last}"
             )
-        reply: dict[str, Any] = json.loads(output.decode().splitlines()[-1])
-        return reply
+        lines = bytes(output).strip().splitlines()
+        reply = decode_object(
+            self.remote_name, "the helper's receive reply", lines[-1] if lines else b""
+        )
+        return check_fields(self.remote_name, "receive", reply)
 
 
 class _JsonLines:
-    """Reads one JSON reply per line from a channel (several may arrive in one packet)."""
+    """Reads one JSON reply per line from a channel (several may arrive in one packet).
 
-    def __init__(self, channel: paramiko.Channel) -> None:
+    Each line is at most MAX_REPLY_BYTES and must be a JSON object with the fields its mode
+    promises (see `agent.remote.replies`).
+    """
+
+    def __init__(self, channel: paramiko.Channel, remote_name: str) -> None:
         self.channel = channel
+        self.remote_name = remote_name
         self.buffer = bytearray()
 
-    def next(self, what: str) -> dict[str, Any]:
+    def next(self, mode: str) -> dict[str, Any]:
         while b"\n" not in self.buffer:
+            if len(self.buffer) > MAX_REPLY_BYTES:
+                raise HelperReplyError(
+                    f"remote {self.remote_name}: the helper's {mode} reply is longer than "
+                    f"{MAX_REPLY_BYTES >> 20} MiB; expected one JSON line"
+                )
             chunk = self.channel.recv(1 << 20)
             if not chunk:
-                raise self._ended(what)
+                raise self._ended(mode)
             self.buffer += chunk
         line, _, rest = bytes(self.buffer).partition(b"\n")
         self.buffer = bytearray(rest)
-        reply: dict[str, Any] = json.loads(line.decode())
+        reply = decode_object(self.remote_name, f"the helper's {mode} reply", line)
         if "error" in reply:
-            raise WatchkeeperError(f"{what} failed on the remote: {reply['error']}")
-        return reply
+            raise WatchkeeperError(
+                f"remote {self.remote_name}: the helper's {mode} failed: {reply['error']!s}"
+            )
+        return check_fields(self.remote_name, mode, reply)
 
-    def _ended(self, what: str) -> Exception:
+    def _ended(self, mode: str) -> Exception:
         channel = self.channel
-        errors = b""
-        while channel.recv_stderr_ready():
-            errors += channel.recv_stderr(65536)
+        name = self.remote_name
         transport = channel.get_transport()
         if transport is None or not transport.is_active():
-            return RemoteUnreachableError(f"connection lost during {what}")
-        status = channel.recv_exit_status()
+            return RemoteUnreachableError(f"remote {name}: connection lost during the {mode}")
+        status = exit_status(channel)
         if status == 127:
-            return WatchkeeperError(f"{what}: the remote python was not found (exit 127).")
-        return WatchkeeperError(
-            f"{what} failed on the remote (exit {status}): {errors.decode(errors='replace')}"
+            return WatchkeeperError(
+                f"remote {name}: {mode}: the remote python was not found (exit 127)."
+            )
+        errors = read_stderr_tail(channel).decode(errors="replace").strip().splitlines()
+        return HelperReplyError(
+            f"remote {name}: the helper's {mode} ended without a reply (exit "
+            f"{'unknown' if status is None else status})"
+            + (f": {errors[-1][-300:]}" if errors else "")
         )
 
 
@@ -546,8 +577,9 @@ class _Upload:
         self.remote_dest = remote_dest
         cache = session.cache_dir
         self.receive_command = session.helper_command("receive", cache, remote_dest)
+        self.remote_name = session.remote.name
         self.plan = connection.channel(session.helper_command("plan", cache))
-        self.replies = _JsonLines(self.plan)
+        self.replies = _JsonLines(self.plan, self.remote_name)
         self.max_lanes = max(1, lanes)
         self.lanes: list[_Lane] = []
         self._add_lane()  # one starts now; more when there is much to send
@@ -584,7 +616,7 @@ class _Upload:
                 lane.put(share)
 
     def _add_lane(self) -> None:
-        lane = _Lane(self.connection.channel(self.receive_command))
+        lane = _Lane(self.connection.channel(self.receive_command), self.remote_name)
         lane.thread.start()
         self.lanes.append(lane)
 
@@ -643,7 +675,7 @@ class _Upload:
                 "Sync (or train) again once it is written."
             )
         if rejected:
-            retry = _Lane(self.connection.channel(self.receive_command))
+            retry = _Lane(self.connection.channel(self.receive_command), self.remote_name)
             retry.thread.start()
             retry.put([(self.dispatched[digest], []) for digest in sorted(rejected)])
             retry.close()
@@ -669,11 +701,10 @@ class _Upload:
                 }
             }
         )
-        linked = int(self.replies.next("building the remote folder")["built"])
+        linked = int(self.replies.next("build")["built"])
         self.phases["build"] = time.perf_counter() - started
         self.plan.shutdown_write()
-        with contextlib.suppress(Exception):
-            self.plan.recv_exit_status()
+        exit_status(self.plan)
         self.plan.close()
         return SyncReport(
             files=len(files),
@@ -727,7 +758,8 @@ def sync_tree(
     started = time.perf_counter()
     hasher = TreeHasher(local_root, digest_cache, exclude, chunk_files=chunk_files)
     report = session.call(
-        lambda connection: _upload(connection, session, hasher, remote_dest, lanes)
+        lambda connection: _upload(connection, session, hasher, remote_dest, lanes),
+        what="uploading the run",
     )
     hasher.remember()
     report.seconds = time.perf_counter() - started

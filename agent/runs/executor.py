@@ -26,6 +26,10 @@ CANCELLED_FILE = "cancelled"
 LOG_FILE = "log"
 
 
+class TargetUnreachableError(WatchkeeperError):
+    """The run's target could not be reached for now; the run may still go on there."""
+
+
 @dataclass
 class Run:
     """One run as an executor sees it. `run_dir` is the local copy of the run layout.

@@ -14,26 +14,64 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import WatchkeeperError
+from agent.paths import make_tree_private
 from agent.project.git import WorkingTree
 
 RUN_SCRIPT = """\
 #!/bin/sh
-# Watchkeeper run {run_id} of model {model}: runs the train command in code/, copies the
-# declared outs and metrics into outs/, then writes the exit status to exitcode.
+# Watchkeeper run {run_id} of model {model}: runs the train command in code/, places the
+# declared outs and metrics in outs/, then writes the exit status to exitcode.
 RUN_DIR="${{WK_RUN_DIR:-$(cd "$(dirname "$0")" && pwd -P)}}"
 export WK_RUN_DIR="$RUN_DIR"
 export WK_PARAMS="$RUN_DIR/params.json"
 exec >>"$RUN_DIR/log" 2>&1 </dev/null
+mkdir -p "$RUN_DIR/outs"
 cd "$RUN_DIR/code" || exit 127
 /bin/sh -c {command}
 status=$?
-mkdir -p "$RUN_DIR/outs"
+CODE_DIR=$(pwd -P)
+OUTS_DIR=$(cd "$RUN_DIR/outs" && pwd -P)
+
+# place SOURCE DEST: hard links where the file system allows them, else copies. Symlinks are
+# copied as symlinks, never followed (settle decides about them).
+place() {{
+    cp -RPl -- "$1" "$2" 2>/dev/null || {{ rm -rf -- "$2"; cp -RP -- "$1" "$2"; }}
+}}
+
+# settle COPY ORIGINAL: each symlink below COPY is replaced by what the same path below
+# ORIGINAL leads to, when that lies inside code/ or outs/; any other link is removed, unread,
+# and noted in the log.
+settle() {{
+    round=0
+    while [ "$round" -lt 20 ] && links=$(find "$1" -type l) && [ -n "$links" ]; do
+        round=$((round + 1))
+        printf '%s\\n' "$links" | while IFS= read -r link; do
+            real=$(realpath -- "$2${{link#"$1"}}" 2>/dev/null) || real=""
+            rm -f -- "$link"
+            case "$real" in
+            "$CODE_DIR"/* | "$OUTS_DIR"/*) place "$real" "$link" ;;
+            *)
+                echo "watchkeeper: refusing out ${{link#"$OUTS_DIR"/}}:" \\
+                    "a symlink leading out of code/ (to ${{real:-nowhere}})"
+                ;;
+            esac
+        done
+    done
+    if [ -n "$(find "$1" -type l)" ]; then
+        echo "watchkeeper: refusing out ${{1#"$OUTS_DIR"/}}: symlinks nested too deep"
+        find "$1" -type l -exec rm -f -- {{}} +
+    fi
+}}
+
 for out in {outs}; do
-    if [ -e "$out" ]; then
-        mkdir -p "$RUN_DIR/outs/$(dirname "$out")"
-        cp -RL "$out" "$RUN_DIR/outs/$out"
+    if [ -e "$out" ] || [ -L "$out" ]; then
+        mkdir -p "$OUTS_DIR/$(dirname "$out")"
+        rm -rf -- "$OUTS_DIR/$out"
+        place "$out" "$OUTS_DIR/$out"
+        settle "$OUTS_DIR/$out" "$CODE_DIR/$out"
     fi
 done
+settle "$OUTS_DIR" "$OUTS_DIR"
 printf '%s\\n' "$status" > "$RUN_DIR/exitcode.tmp"
 mv "$RUN_DIR/exitcode.tmp" "$RUN_DIR/exitcode"
 exit "$status"
@@ -118,7 +156,7 @@ def write_run_script(
     script.write_text(
         RUN_SCRIPT.format(run_id=run_id, model=model, command=shlex.quote(command), outs=outs)
     )
-    script.chmod(0o755)
+    script.chmod(0o700)
     return script
 
 
@@ -142,4 +180,5 @@ def prepare_run_dir(
     (run_dir / "outs").mkdir()
     (run_dir / "log").touch()
     write_run_script(run_dir, run_id, model, command, collected)
+    make_tree_private(run_dir)  # the code and params are the user's alone, as the ledger is
     return sources

@@ -41,6 +41,7 @@ from agent.runs.executor import (
     LocalExecutor,
     Run,
     RunState,
+    TargetUnreachableError,
     executor_for,
     process_alive,
     process_start_ticks,
@@ -49,6 +50,7 @@ from agent.runs.executor import (
 from agent.runs.layout import new_run_id, prepare_run_dir
 
 LOG_TAIL_LINES = 20
+LOG_NOTE_PREFIX = "watchkeeper: "  # lines that run.sh and the fetch add to a run's log
 POLL_SECONDS = 0.1
 # The signals that cancel a run followed by `watchkeeper train` (see agent/cli/ledger_cmds.py).
 CANCEL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -157,12 +159,23 @@ def store_outs(store: ArtifactStore, outs_dir: Path, outs: tuple[str, ...]) -> d
     artifacts: dict[str, str] = {}
     for out in outs:
         path = outs_dir / out
+        if path.is_symlink():  # run.sh replaces links; one made after it is not followed
+            raise WatchkeeperError(f"out {out!r} is a symlink in outs/; outs must be files.")
         if path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            for file in sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()):
                 artifacts[file.relative_to(outs_dir).as_posix()] = store.put(file)
         else:
             artifacts[out] = store.put(path)
     return artifacts
+
+
+def refusals_in_log(log_path: Path) -> list[str]:
+    """The outs that run.sh or the fetch refused, as noted in the log's last lines."""
+    return [
+        line.removeprefix(LOG_NOTE_PREFIX)
+        for line in log_tail(log_path, 200).splitlines()
+        if line.startswith(LOG_NOTE_PREFIX + "refusing")
+    ][:5]
 
 
 def log_tail(log_path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -324,6 +337,10 @@ def train(
     except KeyboardInterrupt:
         finish_run(db, run, RunState.CANCELLED, executor, paths)
         raise
+    except TargetUnreachableError:
+        raise  # the run goes on there; a later poll (the agent's) settles it
+    except WatchkeeperError as error:
+        return fail_run(db, run, executor, paths, str(error))
     with _cancel_signals_ignored():
         return finish_run(db, run, state, executor, paths)
 
@@ -344,6 +361,18 @@ def _cancel_signals_ignored() -> Iterator[None]:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def fail_run(
+    db: Database, run: Run, executor: Executor, paths: WatchkeeperPaths, problem: str
+) -> TrainResult:
+    """Record a run that can no longer be followed (its target answers nonsense, say) as failed
+    with `problem`, after asking its executor to stop it."""
+    try:
+        executor.cancel(run)
+    except (WatchkeeperError, OSError) as error:
+        run.detail["cancel_problem"] = str(error)
+    return finish_run(db, run, RunState.FAILED, executor, paths, problem=problem)
 
 
 def _progress_for(
@@ -397,8 +426,12 @@ def finish_run(
     exit_code: int | None = None
     metrics: dict[str, float] = {}
     artifacts: dict[str, str] = {}
-    if state in (RunState.SUCCEEDED, RunState.FAILED):
-        executor.collect(run, run.run_dir)
+    if state in (RunState.SUCCEEDED, RunState.FAILED) and problem is None:
+        try:
+            executor.collect(run, run.run_dir)
+        except WatchkeeperError as error:  # nothing fetched is trusted; the run failed
+            problem = str(error)
+            state = RunState.FAILED
         exit_code = read_exit_code(run.run_dir)
     if state is RunState.SUCCEEDED and problem is None:
         outs_dir = run.run_dir / "outs"
@@ -412,7 +445,10 @@ def finish_run(
         except (WatchkeeperError, OSError) as error:
             if isinstance(error, OSError) and not is_disk_full(error):
                 raise
-            problem = str(disk_full_error(paths.artifacts) if is_disk_full(error) else error)
+            if is_disk_full(error):
+                problem = str(disk_full_error(paths.artifacts))
+            else:
+                problem = " ".join([str(error), *refusals_in_log(run.log_path)])
             artifacts, metrics = {}, {}
             state = RunState.FAILED
     if problem is None and state in (RunState.INTERRUPTED, RunState.FAILED):

@@ -70,6 +70,25 @@ def test_bad_field_in_config_toml_is_named(watchkeeper_home: Path) -> None:
         load_remote("gpu")
 
 
+@pytest.mark.parametrize("value", ["-1", "0", '"fast"', "true", "100000"])
+def test_a_bad_read_timeout_is_named(watchkeeper_home: Path, value: str) -> None:
+    config = watchkeeper_home / "config.toml"
+    config.write_text(f'[remotes.gpu]\nhost = "h"\nread_timeout_seconds = {value}\n')
+    with pytest.raises(WatchkeeperError, match=r"\[remotes.gpu\]: read_timeout_seconds must be"):
+        load_remote("gpu")
+
+
+def test_the_read_timeout_is_kept_in_config_toml(watchkeeper_home: Path) -> None:
+    (watchkeeper_home / "config.toml").write_text(
+        '[remotes.gpu]\nhost = "h"\nread_timeout_seconds = 2.5\n'
+    )
+    remote = load_remote("gpu")
+    assert remote.read_timeout_seconds == 2.5
+    assert remote.to_table()["read_timeout_seconds"] == 2.5
+    assert RemoteConfig("other", "h").read_timeout_seconds == 180.0
+    assert "read_timeout_seconds" not in RemoteConfig("other", "h").to_table()
+
+
 def test_ssh_config_alias_with_proxy_jump(tmp_path: Path) -> None:
     config = paramiko.SSHConfig.from_text(
         "Host gpu\n  HostName 10.0.0.7\n  Port 2200\n  User ana\n  IdentityFile /keys/gpu\n"
