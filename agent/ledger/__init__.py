@@ -146,7 +146,7 @@ def open_ledger(path: Path | None = None, *, readonly: bool = False) -> Database
     writer. A file that is not a readable SQLite database raises WatchkeeperError and is left
     untouched. With `readonly=True` the file is opened with `mode=ro` and nothing is applied.
 
-    >>> db = open_ledger(Path("/tmp/example-ledger.db"))
+    >>> db = open_ledger()  # $WATCHKEEPER_HOME/ledger.db
     >>> "model_versions" in db.table_names()
     True
     """

@@ -48,7 +48,8 @@ class ArtifactStore:
     owner's permissions: 0600, or 0700 when the source is executable; the store's folders are
     0700.
 
-    >>> store = ArtifactStore(Path("/tmp/example-artifacts"))
+    >>> from agent.paths import WatchkeeperPaths
+    >>> store = ArtifactStore(WatchkeeperPaths.from_environment().artifacts)
     >>> digest = store.put(Path("/etc/hostname"))
     >>> store.path(digest).read_bytes() == Path("/etc/hostname").read_bytes()
     True

@@ -215,7 +215,8 @@ def m002_alert_lifecycle(db: Database) -> None:
 @migrations()
 def m003_data_snapshot_skipped(db: Database) -> None:
     """Data snapshots list the entries left out of their fingerprint (JSON: path and reason)."""
-    db.execute("ALTER TABLE data_snapshots ADD COLUMN skipped TEXT")
+    if "skipped" not in db["data_snapshots"].columns_dict:  # added once under another name
+        db.execute("ALTER TABLE data_snapshots ADD COLUMN skipped TEXT")
 
 
 TABLES = (

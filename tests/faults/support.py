@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from agent.ledger import open_ledger
 from agent.runs.training import TrainResult, train
 from tests.agent.runs.gitrepo import cli_command, cli_env, make_repo
+from tests.support import wait_for  # noqa: F401 (the fault tests import it from here)
 
 TRAIN_SCRIPT = (
     "import json, pathlib\n"
@@ -20,17 +22,14 @@ TRAIN_SCRIPT = (
     'json.dump({"auc": 0.5}, open("metrics.json", "w"))\n'
     'print("trained", flush=True)\n'
 )
+PEAK_RSS_WRAPPER = (
+    "import pathlib, resource, subprocess, sys\n"
+    "code = subprocess.call(sys.argv[2:])\n"
+    "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+    "pathlib.Path(sys.argv[1]).write_text(str(peak))\n"
+    "sys.exit(code)\n"
+)
 BOUND_SECONDS = 90  # far above what any fault may take with a 2 s read timeout
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
-    """Wait until `condition()` is true; fail the test naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def make_project(folder: Path, remote: str = "gpu1", train_script: str = TRAIN_SCRIPT) -> Path:
@@ -71,10 +70,15 @@ def cli_bounded(
 ) -> tuple[subprocess.CompletedProcess[str], int]:
     """Run `watchkeeper ARGS` as a real process; returns it and its peak RSS in KiB.
 
-    The process is killed, and the test fails, when it has not exited within `seconds`.
+    The process is killed, and the test fails, when it has not exited within `seconds`. The
+    command runs under a small Python that reports its child's peak RSS: on Linux a process
+    started by fork and exec carries the forking process's peak as its own, and the test
+    process itself may be far larger than the command measured.
     """
+    rss_file = root.parent / f".peak-rss-{os.getpid()}-{time.monotonic_ns()}"
     child = subprocess.Popen(
-        cli_command(*args),
+        [sys.executable, "-c", PEAK_RSS_WRAPPER, str(rss_file), *cli_command(*args)],
+        start_new_session=True,
         cwd=root,
         env=cli_env(),
         stdout=subprocess.PIPE,
@@ -92,17 +96,19 @@ def cli_bounded(
         thread.start()
     waiter.join(seconds)
     if waiter.is_alive():
-        child.kill()
+        os.killpg(child.pid, signal.SIGKILL)
         waiter.join()
         raise AssertionError(f"`watchkeeper {' '.join(args)}` still ran after {seconds} s")
-    _, status, usage = ended[0]
+    _, status, _usage = ended[0]
     child.returncode = os.waitstatus_to_exitcode(status)
+    peak_kib = int(rss_file.read_text())
+    rss_file.unlink()
     for thread in readers:
         thread.join()
     completed = subprocess.CompletedProcess(
         child.args, child.returncode, output["stdout"], output["stderr"]
     )
-    return completed, usage.ru_maxrss
+    return completed, peak_kib
 
 
 def error_lines(stderr: str) -> list[str]:
