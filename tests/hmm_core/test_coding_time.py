@@ -185,3 +185,38 @@ def test_team_estimates_each_member() -> None:
     assert full.git_hours_minutes == pytest.approx(
         git_hours_minutes_per_day(busy, MONDAY, 21).sum()
     )
+
+
+def test_estimates_on_a_seeded_history_stay_pinned() -> None:
+    """Figures of the current model on a fixed history: a change in the math shows up here."""
+    times, kinds, _ = working_weeks(2, seed=3, with_saves=True)
+    estimate = estimate_coding_time(times, kinds, first_day=MONDAY, last_day=MONDAY + 13)
+    assert estimate.coding_minutes[:5].tolist() == pytest.approx(
+        [289.653676, 289.875169, 294.714622, 299.080692, 298.15257], rel=1e-6
+    )
+    assert estimate.coding_minutes.sum() == pytest.approx(2928.3890462180743, rel=1e-6)
+    assert estimate.git_hours_minutes.sum() == pytest.approx(4013.9838113586106, rel=1e-9)
+    assert estimate.timeout_minutes.sum() == pytest.approx(2810.5133097132048, rel=1e-9)
+    assert estimate.fit is not None
+    assert (estimate.fit.n_iter, estimate.fit.converged) == (26, True)
+    assert estimate.fit.log_likelihood == pytest.approx(-1308.4899784568192, rel=1e-6)
+    assert estimate.fit.parameters.lambdas[CODING].tolist() == pytest.approx(
+        [0.12385064593676003, 1.6943517902629943], rel=1e-6
+    )
+    assert estimate.sessions.shape == (20, 2)
+    assert estimate.sessions[0].tolist() == [1704101400, 1704110100]
+    assert estimate.peak_hours == [10, 14, 11]
+    assert len(estimate.review_windows) == 14
+    assert estimate.heatmap[0, 10] == pytest.approx(59.88553486189116, rel=1e-6)
+    assert estimate.presence.sum() == pytest.approx(1568.5393398142946, rel=1e-6)
+
+    commits, commit_kinds, _ = working_weeks(2, seed=3, with_saves=False)
+    team = estimate_team(
+        [(times, kinds), (commits, commit_kinds), (commits[::5], commit_kinds[::5])]
+    )
+    assert team.team_fit is not None and team.team_fit.n_iter == 25
+    assert team.team_fit.log_likelihood == pytest.approx(-1793.7428475701606, rel=1e-6)
+    assert [m.coding_minutes for m in team.members] == pytest.approx(
+        [2932.5714388409533, 0.7257821760209934, 0.8900052648066019], rel=1e-6
+    )
+    assert [m.refined for m in team.members] == [True, True, False]
