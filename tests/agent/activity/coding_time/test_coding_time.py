@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hmm_core.coding_time import (
+from agent.activity.coding_time import (
     AWAY,
     CODING,
     HOURS_PER_WEEK,
