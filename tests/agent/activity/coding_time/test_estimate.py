@@ -1,4 +1,4 @@
-"""The coding-time estimator: binning, baselines, the hour-of-week HMM and its outputs."""
+"""The coding-time estimate: accuracy, sessions, review windows, edge cases, the team view."""
 
 from __future__ import annotations
 
@@ -8,98 +8,12 @@ import pytest
 from agent.activity.coding_time import (
     AWAY,
     CODING,
-    HOURS_PER_WEEK,
-    BinnedActivity,
-    bin_events,
     estimate_coding_time,
     estimate_team,
     git_hours_minutes_per_day,
-    hour_of_week,
-    review_windows_of,
-    subsample_sequences,
-    timeout_minutes_per_day,
 )
-
-MONDAY = 19723  # 2024-01-01 as a day number
-DAY = 86400
-HOUR = 3600
-
-
-def working_weeks(weeks: int, seed: int, with_saves: bool) -> tuple[np.ndarray, np.ndarray, float]:
-    """Weekdays with a 09:30-12:00 and a 13:30-16:00 coding block; returns events and the
-    true mean coding minutes per day over all days."""
-    rng = np.random.default_rng(seed)
-    times: list[float] = []
-    kinds: list[int] = []
-    for day in range(weeks * 7):
-        if day % 7 >= 5:
-            continue
-        for start, end in ((9.5, 12.0), (13.5, 16.0)):
-            begin = (MONDAY + day) * DAY + start * HOUR
-            finish = (MONDAY + day) * DAY + end * HOUR
-            moment = begin + rng.exponential(1800)
-            while moment < finish:
-                times.append(moment)
-                kinds.append(0)
-                moment += rng.exponential(1800)
-            if with_saves:
-                moment = begin + rng.exponential(180)
-                while moment < finish:
-                    times.append(moment)
-                    kinds.append(1)
-                    moment += rng.exponential(180)
-    order = np.argsort(times)
-    truth = 5 * 300 / 7  # 300 minutes on five days out of seven
-    return np.asarray(times)[order], np.asarray(kinds)[order], truth
-
-
-def test_git_hours_exact_rules() -> None:
-    minute = 60.0
-    commits = np.array([0, 30, 149, 300, 300 + 119.9]) * minute  # gaps 30, 119, 151, 119.9
-    assert git_hours_minutes_per_day(commits, 0, 1).tolist() == pytest.approx(
-        [120 + 30 + 119 + 120 + 119.9]
-    )
-    # unsorted input, and credit goes to each commit's own day
-    commits = np.array([DAY + 10 * minute, 23.5 * HOUR, DAY + 0.5 * HOUR])
-    assert git_hours_minutes_per_day(commits, 0, 2).tolist() == pytest.approx([120, 40 + 20])
-
-
-def test_timeout_joins_events_closer_than_fifteen_minutes() -> None:
-    minute = 60.0
-    events = np.array([0, 10, 24, 40, 41, 200]) * minute  # gaps 10, 14, 16, 1, 159
-    assert timeout_minutes_per_day(events, 0, 1).tolist() == pytest.approx([10 + 14 + 1])
-    assert timeout_minutes_per_day(np.array([5.0]), 0, 1).tolist() == [0.0]
-
-
-def test_hour_of_week_starts_monday_midnight() -> None:
-    monday = MONDAY * DAY
-    assert hour_of_week(np.array([monday, monday + 3599, monday + 25 * HOUR])).tolist() == [
-        0,
-        0,
-        25,
-    ]
-    assert hour_of_week(np.array([monday - 1])).tolist() == [HOURS_PER_WEEK - 1]
-
-
-def test_binning_keeps_padded_stretches_around_events() -> None:
-    times = MONDAY * DAY + np.array([10 * HOUR, 10 * HOUR + 60, 11 * HOUR, 20 * HOUR])
-    activity = bin_events(times, np.array([0, 1, 0, 0]), bin_minutes=5, pad_hours=1.0)
-    assert activity.n_days == 1 and activity.first_day == MONDAY
-    assert activity.counts.sum(axis=0).tolist() == [3, 1]
-    assert activity.starts.tolist() == [0, 37]  # 9:00-12:05 and 19:00-21:05 in 5-minute bins
-    assert activity.lengths.tolist() == [37, 25]
-    row = int(np.searchsorted(activity.bins, (MONDAY * DAY + 10 * HOUR) // 300))
-    assert activity.counts[row].tolist() == [1, 1]
-    assert set(activity.classes.tolist()) == {9, 10, 11, 12, 19, 20, 21}
-
-
-def test_binning_validates_arguments() -> None:
-    with pytest.raises(ValueError, match="bin_minutes must divide a day"):
-        bin_events(np.array([0.0]), np.array([0]), bin_minutes=7)
-    with pytest.raises(ValueError, match="NaN"):
-        bin_events(np.array([np.nan]), np.array([0]))
-    with pytest.raises(ValueError, match="last_day"):
-        bin_events(np.array([0.0]), np.array([0]), first_day=5, last_day=4)
+from agent.activity.coding_time.estimate import review_windows_of
+from tests.agent.activity.coding_time.history import DAY, HOUR, MONDAY, working_weeks
 
 
 @pytest.mark.parametrize("with_saves", [False, True])
@@ -158,16 +72,6 @@ def test_single_event_and_no_event() -> None:
         np.zeros(0), np.zeros(0, dtype=int), first_day=MONDAY, last_day=MONDAY + 2
     )
     assert none.coding_minutes.tolist() == [0.0, 0.0, 0.0] and none.fit is None
-
-
-def test_subsample_keeps_whole_sequences() -> None:
-    times, kinds, _ = working_weeks(4, seed=4, with_saves=False)
-    activity = bin_events(times, kinds)
-    sample = subsample_sequences(activity, activity.counts.shape[0] // 3)
-    assert isinstance(sample, BinnedActivity)
-    assert sample.counts.shape[0] <= activity.counts.shape[0] // 3 + activity.lengths.max()
-    assert sample.starts[0] == 0 and sample.ends[-1] == sample.counts.shape[0]
-    assert set(sample.bins.tolist()) <= set(activity.bins.tolist())
 
 
 def test_team_estimates_each_member() -> None:
