@@ -30,7 +30,7 @@ from simulate_developer import (
     random_profile,
 )
 
-from hmm_core.coding_time import estimate_coding_time
+from agent.activity.coding_time import estimate_coding_time
 
 METHODS = ("hmm", "git_hours", "timeout")
 

@@ -26,8 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from agent.activity.coding_time import estimate_coding_time, estimate_team  # noqa: E402
 from agent.activity.git_log import _git_log_command, read_commits  # noqa: E402
-from hmm_core.coding_time import estimate_coding_time, estimate_team  # noqa: E402
 
 START = 1609459200  # 2021-01-01T00:00:00Z
 YEARS = 5

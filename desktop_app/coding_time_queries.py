@@ -9,9 +9,9 @@ from datetime import UTC, date, datetime
 
 import numpy as np
 
+from agent.activity.coding_time import ReviewWindow, estimate_coding_time
 from desktop_app import ledger_queries
 from desktop_app.ledger_queries import CodingTimeDays
-from hmm_core.coding_time import ReviewWindow, estimate_coding_time
 
 HISTORY_DAYS = 365
 WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")

@@ -11,10 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from agent.activity.events import EventTable, plausible_mask, read_events
-from agent.activity.git_log import CommitTable, read_commits
-from agent.errors import WatchkeeperError
-from hmm_core.coding_time import (
+from agent.activity.coding_time import (
     COMMIT,
     SECONDS_PER_DAY,
     CodingTimeEstimate,
@@ -22,6 +19,9 @@ from hmm_core.coding_time import (
     estimate_coding_time,
     estimate_team,
 )
+from agent.activity.events import EventTable, plausible_mask, read_events
+from agent.activity.git_log import CommitTable, read_commits
+from agent.errors import WatchkeeperError
 
 EPOCH_DATE = date(1970, 1, 1)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.activity.coding_time import SECONDS_PER_DAY
 from agent.activity.estimates import PersonalReport
-from hmm_core.coding_time import SECONDS_PER_DAY
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 SERIES = (

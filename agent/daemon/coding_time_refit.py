@@ -98,7 +98,7 @@ def event_set_fingerprint(times: np.ndarray, kinds: np.ndarray) -> str:
 
 def refit(service: AgentCore) -> dict[str, Any]:
     """Fit the coding-time model to the last 90 days and record a version plus per-day rows."""
-    from hmm_core.coding_time import estimate_coding_time
+    from agent.activity.coding_time import estimate_coding_time
 
     db = service.db()
     started = time.time()

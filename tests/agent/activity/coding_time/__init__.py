@@ -1,0 +1,1 @@
+"""Tests of agent.activity.coding_time: binning, baselines, the model and its estimates."""

@@ -1,0 +1,126 @@
+"""The coding-time estimate: accuracy, sessions, review windows, edge cases, the team view."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.activity.coding_time import (
+    AWAY,
+    CODING,
+    estimate_coding_time,
+    estimate_team,
+    git_hours_minutes_per_day,
+)
+from agent.activity.coding_time.estimate import review_windows_of
+from tests.agent.activity.coding_time.history import DAY, HOUR, MONDAY, working_weeks
+
+
+@pytest.mark.parametrize("with_saves", [False, True])
+def test_estimate_is_close_to_truth_and_beats_baselines(with_saves: bool) -> None:
+    times, kinds, truth = working_weeks(6, seed=1, with_saves=with_saves)
+    estimate = estimate_coding_time(times, kinds, first_day=MONDAY, last_day=MONDAY + 41)
+    true_daily = np.array([300.0 if d % 7 < 5 else 0.0 for d in range(42)])
+    hmm_error = np.abs(estimate.coding_minutes - true_daily).mean()
+    git_error = np.abs(estimate.git_hours_minutes - true_daily).mean()
+    timeout_error = np.abs(estimate.timeout_minutes - true_daily).mean()
+    assert estimate.coding_minutes.mean() == pytest.approx(truth, rel=0.25)
+    assert hmm_error < git_error
+    if with_saves:
+        assert hmm_error < timeout_error
+        assert hmm_error < 25
+    assert estimate.coding_minutes[5] < 1 and estimate.coding_minutes[6] < 1  # the weekend
+    assert estimate.fit is not None and estimate.fit.n_iter == len(estimate.fit.history)
+    # coding state: the highest rate
+    lambdas = estimate.fit.parameters.lambdas
+    assert estimate.coding_state == CODING and lambdas[CODING].sum() > lambdas[AWAY].sum()
+    # heatmap and peak hours fall in the blocks
+    assert set(estimate.peak_hours) <= {9, 10, 11, 13, 14, 15}
+    assert estimate.heatmap[5:].sum() < 1
+    assert estimate.heatmap[0, 10] > 40  # Monday 10:00 is nearly always coding
+
+
+def test_sessions_are_viterbi_coding_segments() -> None:
+    times, kinds, _ = working_weeks(2, seed=2, with_saves=True)
+    estimate = estimate_coding_time(times, kinds)
+    sessions = estimate.sessions
+    assert sessions.shape[1] == 2 and np.all(sessions[:, 1] > sessions[:, 0])
+    assert 16 <= sessions.shape[0] <= 30  # two blocks on each of ten weekdays, a few splits
+    lengths = (sessions[:, 1] - sessions[:, 0]) / 60
+    assert np.median(lengths) == pytest.approx(150, rel=0.3)
+    assert np.all(np.diff(sessions[:, 0]) > 0)
+
+
+def test_review_windows_rule() -> None:
+    presence = np.zeros((7, 24))
+    heatmap = np.zeros((7, 24))
+    presence[0, 9:17] = 55.0
+    heatmap[0, 9:12] = 50.0  # deep work in the morning
+    heatmap[0, 12:17] = 10.0
+    presence[2, 10] = 10.0  # rarely present: not at work
+    windows = review_windows_of(heatmap, presence)
+    assert [(w.weekday, w.start_hour, w.end_hour) for w in windows] == [(0, 12, 17)]
+    assert review_windows_of(np.zeros((7, 24)), np.zeros((7, 24))) == []
+
+
+def test_single_event_and_no_event() -> None:
+    one = estimate_coding_time(np.array([MONDAY * DAY + 10 * HOUR]), np.array([0]))
+    assert one.n_days == 1
+    assert 0 < one.coding_minutes[0] < 240
+    assert one.git_hours_minutes.tolist() == [120.0]
+    none = estimate_coding_time(
+        np.zeros(0), np.zeros(0, dtype=int), first_day=MONDAY, last_day=MONDAY + 2
+    )
+    assert none.coding_minutes.tolist() == [0.0, 0.0, 0.0] and none.fit is None
+
+
+def test_team_estimates_each_member() -> None:
+    busy, busy_kinds, _ = working_weeks(3, seed=5, with_saves=False)
+    light = busy[::6]
+    team = estimate_team(
+        [(busy, busy_kinds), (light, np.zeros(light.size, dtype=int)), (busy[:1], busy_kinds[:1])],
+        n_jobs=2,
+    )
+    assert len(team.members) == 3 and team.team_fit is not None
+    full, sparse, single = team.members
+    assert full.refined and not single.refined
+    assert full.coding_minutes > sparse.coding_minutes > single.coding_minutes > 0
+    assert full.active_days == 15 and single.active_days == 1
+    assert full.git_hours_minutes == pytest.approx(
+        git_hours_minutes_per_day(busy, MONDAY, 21).sum()
+    )
+
+
+def test_estimates_on_a_seeded_history_stay_pinned() -> None:
+    """Figures of the current model on a fixed history: a change in the math shows up here."""
+    times, kinds, _ = working_weeks(2, seed=3, with_saves=True)
+    estimate = estimate_coding_time(times, kinds, first_day=MONDAY, last_day=MONDAY + 13)
+    assert estimate.coding_minutes[:5].tolist() == pytest.approx(
+        [289.653676, 289.875169, 294.714622, 299.080692, 298.15257], rel=1e-6
+    )
+    assert estimate.coding_minutes.sum() == pytest.approx(2928.3890462180743, rel=1e-6)
+    assert estimate.git_hours_minutes.sum() == pytest.approx(4013.9838113586106, rel=1e-9)
+    assert estimate.timeout_minutes.sum() == pytest.approx(2810.5133097132048, rel=1e-9)
+    assert estimate.fit is not None
+    assert (estimate.fit.n_iter, estimate.fit.converged) == (26, True)
+    assert estimate.fit.log_likelihood == pytest.approx(-1308.4899784568192, rel=1e-6)
+    assert estimate.fit.parameters.lambdas[CODING].tolist() == pytest.approx(
+        [0.12385064593676003, 1.6943517902629943], rel=1e-6
+    )
+    assert estimate.sessions.shape == (20, 2)
+    assert estimate.sessions[0].tolist() == [1704101400, 1704110100]
+    assert estimate.peak_hours == [10, 14, 11]
+    assert len(estimate.review_windows) == 14
+    assert estimate.heatmap[0, 10] == pytest.approx(59.88553486189116, rel=1e-6)
+    assert estimate.presence.sum() == pytest.approx(1568.5393398142946, rel=1e-6)
+
+    commits, commit_kinds, _ = working_weeks(2, seed=3, with_saves=False)
+    team = estimate_team(
+        [(times, kinds), (commits, commit_kinds), (commits[::5], commit_kinds[::5])]
+    )
+    assert team.team_fit is not None and team.team_fit.n_iter == 25
+    assert team.team_fit.log_likelihood == pytest.approx(-1793.7428475701606, rel=1e-6)
+    assert [m.coding_minutes for m in team.members] == pytest.approx(
+        [2932.5714388409533, 0.7257821760209934, 0.8900052648066019], rel=1e-6
+    )
+    assert [m.refined for m in team.members] == [True, True, False]
