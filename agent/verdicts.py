@@ -18,7 +18,9 @@ def record_scans(db: Database, scans: list[RepoScan], *, complete: bool) -> None
     some models only updates theirs. Repos that are not registered (a CI clone) and repos
     whose spec could not be read are left as they were.
 
-    >>> record_scans(db, scan_repos(db, registered_roots(db)), complete=True)  # doctest: +SKIP
+    Example::
+
+        record_scans(db, scan_repos(db, registered_roots(db)), complete=True)
     """
     with write_transaction(db):
         for scan in scans:

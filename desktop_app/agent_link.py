@@ -102,8 +102,10 @@ class AgentLink(QObject):
     with `subscribe`. Everything is asynchronous: `call` returns at once and the callbacks run
     later on the Qt thread.
 
-    >>> link = AgentLink(paths.socket); link.start()                    # doctest: +SKIP
-    >>> link.call("train", {"model": "churn"}, on_result=print)          # doctest: +SKIP
+    Example::
+
+        link = AgentLink(paths.socket); link.start()
+        link.call("train", {"model": "churn"}, on_result=print)
     """
 
     connection_changed = Signal(bool)

@@ -37,8 +37,10 @@ NO_TRAY_MESSAGE = "No system tray is available here: Watchkeeper runs as a windo
 class WatchkeeperApp(QObject):
     """Owns the window, the tray and the connection to the agent, and routes events between them.
 
-    >>> app = WatchkeeperApp(WatchkeeperPaths.from_environment())  # doctest: +SKIP
-    >>> app.start()                                                # doctest: +SKIP
+    Example::
+
+        app = WatchkeeperApp(WatchkeeperPaths.from_environment())
+        app.start()
     """
 
     def __init__(

@@ -77,8 +77,10 @@ class _LedgerTask(QRunnable):
 class LedgerWorkers(QObject):
     """Runs ledger queries in a thread pool and calls back on the Qt thread.
 
-    >>> workers = LedgerWorkers(paths.ledger)                      # doctest: +SKIP
-    >>> workers.submit(ledger_queries.overview, page.show_overview)  # doctest: +SKIP
+    Example::
+
+        workers = LedgerWorkers(paths.ledger)
+        workers.submit(ledger_queries.overview, page.show_overview)
     """
 
     task_done = Signal(int, object)

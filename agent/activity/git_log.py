@@ -333,9 +333,10 @@ def read_commits(
     `since`/`until` are epoch seconds bounding the author time (inclusive, exclusive).
     `progress` is called with the number of commits parsed since its last call.
 
-    >>> table = read_commits([Path(".")])  # doctest: +SKIP
-    >>> table.emails[table.author_code[0]]  # doctest: +SKIP
-    'dev@example.com'
+    Example::
+
+        table = read_commits([Path(".")])
+        table.emails[table.author_code[0]]  # 'dev@example.com'
     """
     tables = []
     for index, repo in enumerate(repos):

@@ -75,7 +75,9 @@ def insert_alert(
 
     Returns the new alert, or None when one already stood for that cause.
 
-    >>> insert_alert(db, kind="watch", message="gone", cause="missing:/x")  # doctest: +SKIP
+    Example::
+
+        insert_alert(db, kind="watch", message="gone", cause="missing:/x")
     """
     now = time.time()
     with write_transaction(db):

@@ -49,8 +49,10 @@ def removed_paths(config: UserConfig) -> set[Path]:
 def watch_scope(config: UserConfig, db: Database | None) -> list[WatchEntry]:
     """Everything the agent should watch, each path once, with why it is watched.
 
-    >>> [e.why for e in watch_scope(config, db)]  # doctest: +SKIP
-    ['added by hand', 'registered repo', 'data dep of churn']
+    Example::
+
+        [e.why for e in watch_scope(config, db)]
+        # ['added by hand', 'registered repo', 'data dep of churn']
     """
     entries = {(entry.path, entry.kind): entry for entry in watched(config)}
     if db is not None and config.section("watch").get("registered", True) is not False:

@@ -112,9 +112,10 @@ def drift_between_profiles(
 ) -> DriftReport:
     """Compare two profiles column by column; `method='psi'` uses PSI for every column.
 
-    >>> report = drift_between_profiles(old_profile, new_profile, "train.csv")  # doctest: +SKIP
-    >>> report.summary()  # doctest: +SKIP
-    '1/3 columns drifted: age (KS p=0.0004)'
+    Example::
+
+        report = drift_between_profiles(old_profile, new_profile, "train.csv")
+        report.summary()  # '1/3 columns drifted: age (KS p=0.0004)'
     """
     if method not in (None, "psi"):
         raise WatchkeeperError(f"unknown drift method {method!r}; use 'psi' or leave it out")

@@ -179,9 +179,10 @@ def fingerprint(
     not data (pipes, sockets, devices, dangling links, links leading outside the folder) or that
     cannot be read are left out and listed in `skipped`; a pipe is never opened.
 
-    >>> fp = fingerprint(Path("data"))  # doctest: +SKIP
-    >>> fp.digest[:12], fp.n_files  # doctest: +SKIP
-    ('5f1c0e2a9b7d', 2000)
+    Example::
+
+        fp = fingerprint(Path("data"))
+        fp.digest[:12], fp.n_files  # ('5f1c0e2a9b7d', 2000)
     """
     root = resolve_data_path(path)
     if cache is None:

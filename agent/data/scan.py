@@ -90,9 +90,10 @@ def scan_folder(root: bytes) -> FolderScan:
     of kind KIND_UNREADABLE (its `size` is the errno) and the walk goes on. Raises OSError only
     when `root` itself cannot be listed.
 
-    >>> scan = scan_folder(b"/etc/ssl")  # doctest: +SKIP
-    >>> scan.paths()[:1]  # doctest: +SKIP
-    ['certs/ca-certificates.crt']
+    Example::
+
+        scan = scan_folder(b"/etc/ssl")
+        scan.paths()[:1]  # ['certs/ca-certificates.crt']
     """
     if _native is None:
         return _python_walk(root, b"", SKIPPED_TOP_LEVEL_NAME)

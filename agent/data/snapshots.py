@@ -49,8 +49,10 @@ class SnapshotInfo:
 def diff_fingerprints(old: DataFingerprint, new: DataFingerprint) -> FingerprintDiff:
     """Which files were added, removed or changed in content from `old` to `new`.
 
-    >>> diff_fingerprints(load_snapshot(db, 1), fingerprint(Path("data")))  # doctest: +SKIP
-    FingerprintDiff(added=['new.csv'], removed=[], modified=['train.csv'])
+    Example::
+
+        diff_fingerprints(load_snapshot(db, 1), fingerprint(Path("data")))
+        # FingerprintDiff(added=['new.csv'], removed=[], modified=['train.csv'])
     """
     old_files, new_files = old.files, new.files
     if old.digest == new.digest and old.kind == new.kind:
@@ -86,8 +88,9 @@ def record_snapshot(db: Database, fp: DataFingerprint) -> int:
     whose content is not profiled yet is stored too (keyed by the file's digest); a file that
     cannot be parsed gets its error stored instead, with a warning.
 
-    >>> record_snapshot(db, fingerprint(Path("data")))  # doctest: +SKIP
-    3
+    Example::
+
+        record_snapshot(db, fingerprint(Path("data")))  # 3
     """
     profiles = _new_profiles(db, fp)
     source_path = str(fp.root)

@@ -112,8 +112,10 @@ class StatCache:
     `directory=None` keeps records in memory only. `trust_ctime=False` ignores ctime, as git's
     core.trustctime does, for file systems whose ctime changes without the content changing.
 
-    >>> cache = StatCache.open(WatchkeeperPaths.from_environment())  # doctest: +SKIP
-    >>> fingerprint(Path("data"), cache=cache).digest  # doctest: +SKIP
+    Example::
+
+        cache = StatCache.open(WatchkeeperPaths.from_environment())
+        fingerprint(Path("data"), cache=cache).digest
     """
 
     directory: Path | None

@@ -126,8 +126,9 @@ def profile_csv(path: Path, *, expected_digest: str | None = None) -> TableProfi
     text that is not UTF-8 or a quoting error; and when `expected_digest` is given and the bytes
     read do not have that BLAKE3 digest (the file changed since it was fingerprinted).
 
-    >>> profile_csv(Path("data/train.csv")).n_rows  # doctest: +SKIP
-    1200
+    Example::
+
+        profile_csv(Path("data/train.csv")).n_rows  # 1200
     """
     delimiter = TABULAR_SUFFIXES.get(path.suffix.lower(), ",")
     hasher = blake3.blake3()

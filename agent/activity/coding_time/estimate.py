@@ -246,11 +246,12 @@ def estimate_coding_time(
     the generic habits in `priors`; `initial` warm-starts EM. A history longer than
     `max_fit_rows` kept bins is fitted on an even sample of its sequences.
 
-    >>> day = 19000 * 86400  # a Monday
-    >>> times = day + 3600 * np.array([9.0, 9.5, 10.0, 10.4, 11.0])
-    >>> estimate = estimate_coding_time(times, np.zeros(5, dtype=int))  # doctest: +SKIP
-    >>> estimate.git_hours_minutes.tolist()  # doctest: +SKIP
-    [240.0]
+    Example::
+
+        day = 19000 * 86400  # a Monday
+        times = day + 3600 * np.array([9.0, 9.5, 10.0, 10.4, 11.0])
+        estimate = estimate_coding_time(times, np.zeros(5, dtype=int))
+        estimate.git_hours_minutes.tolist()  # [240.0]
     """
     priors = priors or CodingTimePriors()
     times = np.asarray(local_times, dtype=np.float64)
