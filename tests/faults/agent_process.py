@@ -6,12 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from agent.daemon.lifecycle import process_gone, running_pid
 from agent.paths import WatchkeeperPaths
+from tests.support import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,19 +27,6 @@ def cli(
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})},
     )
-
-
-def wait_for(
-    condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.05
-) -> object:
-    """Poll `condition` until it returns something truthy; fail the test on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s: {condition}")
 
 
 def kill_agent(paths: WatchkeeperPaths, pid: int | None = None) -> None:

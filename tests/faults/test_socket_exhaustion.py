@@ -16,7 +16,8 @@ import pytest
 from agent.client import AgentClient
 from agent.daemon.lifecycle import read_pid
 from agent.paths import WatchkeeperPaths
-from tests.faults.agent_process import REPO_ROOT, cli, kill_agent, wait_for
+from tests.faults.agent_process import REPO_ROOT, cli, kill_agent
+from tests.support import wait_for
 
 AGENT_FD_LIMIT = 96
 CONNECTIONS = 300
