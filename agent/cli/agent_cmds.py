@@ -80,6 +80,8 @@ def agent_status(as_json: bool) -> None:
         state = {"running": False, "pid": pid if pid and pid > 0 else None}
         if as_json:
             click.echo(json.dumps(state))
+        elif pid == -1:
+            click.echo("the agent is stopping (it still holds its lock); try again in a moment")
         elif pid:
             click.echo(
                 f"the agent (pid {pid}) holds its lock but does not answer on {paths.socket}"
