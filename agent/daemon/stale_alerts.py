@@ -191,11 +191,7 @@ def watch_back(sink: AlertSink, root: Path) -> None:
         "SELECT id FROM alerts WHERE kind = 'watch' AND dedupe_key = ? AND resolved_at IS NULL",
         [f"missing:{root}:open"],
     ).fetchall():
-        resolved = alert_store.resolve(db, int(alert_id), f"{root} is back")
-        with write_transaction(db):
-            db.execute("UPDATE alerts SET dedupe_key = NULL WHERE id = ?", [alert_id])
-        if resolved is not None:
-            sink.publish("alert", resolved)
+        _resolve_watch_alert(sink, int(alert_id), f"{root} is back")
 
 
 def watch_skipped(sink: AlertSink, source: Path, skipped: list[str]) -> dict[str, Any] | None:
@@ -211,11 +207,7 @@ def watch_skipped(sink: AlertSink, source: Path, skipped: list[str]) -> dict[str
     ).fetchone()
     if not skipped:
         if row is not None:
-            resolved = alert_store.resolve(db, int(row[0]), "nothing is skipped any more")
-            with write_transaction(db):
-                db.execute("UPDATE alerts SET dedupe_key = NULL WHERE id = ?", [row[0]])
-            if resolved is not None:
-                sink.publish("alert", resolved)
+            _resolve_watch_alert(sink, int(row[0]), "nothing is skipped any more")
         return None
     if row is not None:
         alert = alert_store.get_alert(db, int(row[0]))
@@ -241,3 +233,13 @@ def watch_skipped(sink: AlertSink, source: Path, skipped: list[str]) -> dict[str
     if raised is not None:
         sink.publish("alert", raised)
     return raised
+
+
+def _resolve_watch_alert(sink: AlertSink, alert_id: int, resolution: str) -> None:
+    """Resolve a watch alert and free its dedupe key, so the same fault can alert again."""
+    db = sink.db()
+    resolved = alert_store.resolve(db, alert_id, resolution)
+    with write_transaction(db):
+        db.execute("UPDATE alerts SET dedupe_key = NULL WHERE id = ?", [alert_id])
+    if resolved is not None:
+        sink.publish("alert", {**resolved, "dedupe_key": None})

@@ -8,7 +8,6 @@ drift to the standing alerts as dated updates.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from sqlite_utils import Database
 from agent.daemon import stale_alerts
 from agent.daemon.ports import AgentCore
 from agent.errors import WatchkeeperError
+from agent.ledger.queries import recorded_data_deps
 from agent.staleness import Finding, RepoScan, registered_roots, scan_repos
 from agent.verdicts import record_findings, record_scans
 
@@ -92,19 +92,7 @@ def _findings(scans: list[RepoScan]) -> list[Finding]:
 
 
 def _dependents(db: Database, source: Path) -> list[tuple[Path, int | None, str]]:
-    """(repo, repo id, model) of every version whose data dep resolves to `source`."""
-    found = []
-    for repo_id, repo_path, model, data in db.execute(
-        "SELECT r.id, r.path, m.name, v.data FROM model_versions v"
-        " JOIN models m ON m.id = v.model_id JOIN repos r ON r.id = m.repo_id"
-        " WHERE v.data IS NOT NULL AND v.data != '{}' AND r.path NOT LIKE 'builtin:%'"
-    ).fetchall():
-        try:
-            deps = json.loads(data)
-        except (TypeError, json.JSONDecodeError):
-            continue
-        for dep in deps:
-            path = Path(dep) if Path(dep).is_absolute() else Path(repo_path) / dep
-            if path == source:
-                found.append((Path(repo_path), int(repo_id), str(model)))
-    return sorted(set(found))
+    """(repo, repo id, model) of every model with a version whose data dep is `source`."""
+    return sorted(
+        {(dep.repo, dep.repo_id, dep.model) for dep in recorded_data_deps(db) if dep.path == source}
+    )

@@ -8,7 +8,6 @@ is watched too, unless `watch remove` took it out (remembered in `[watch] remove
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from sqlite_utils import Database
 
 from agent.config import UserConfig
 from agent.errors import WatchkeeperError
+from agent.ledger.queries import recorded_data_deps
 
 BY_HAND = "added by hand"
 REGISTERED = "registered repo"
@@ -70,19 +70,8 @@ def _ledger_entries(db: Database) -> list[WatchEntry]:
     ).fetchall():
         if (Path(path) / ".git").exists():
             found.append(WatchEntry(Path(path), "repo", REGISTERED))
-    rows = db.execute(
-        "SELECT r.path, m.name, v.data FROM model_versions v JOIN models m ON m.id = v.model_id"
-        " JOIN repos r ON r.id = m.repo_id WHERE v.data IS NOT NULL AND v.data != '{}'"
-        " AND r.path NOT LIKE 'builtin:%' ORDER BY m.name"
-    ).fetchall()
-    for repo, model, data in rows:
-        try:
-            deps = json.loads(data)
-        except (TypeError, json.JSONDecodeError):
-            continue
-        for dep in deps:
-            path = _normalise(dep if Path(dep).is_absolute() else Path(repo) / dep)
-            found.append(WatchEntry(path, "data", f"data dep of {model}"))
+    for dep in recorded_data_deps(db):
+        found.append(WatchEntry(dep.path, "data", f"data dep of {dep.model}"))
     return found
 
 

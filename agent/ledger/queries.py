@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -221,6 +222,35 @@ def find_version(db: Database, ref: ModelRef, repo_id: int | None) -> dict[str, 
     raise WatchkeeperError(
         f"model {ref.name!r} has no version {ref.version}; its versions are {existing}"
     )
+
+
+@dataclass(frozen=True)
+class RecordedDataDep:
+    """A data dep recorded on some version of a model, as an absolute path."""
+
+    repo: Path
+    repo_id: int
+    model: str
+    path: Path
+
+
+def recorded_data_deps(db: Database) -> list[RecordedDataDep]:
+    """Every data dep recorded on a model version (built-in models have none), each once."""
+    found: set[RecordedDataDep] = set()
+    for repo_id, repo_path, model, data in db.execute(
+        "SELECT r.id, r.path, m.name, v.data FROM model_versions v"
+        " JOIN models m ON m.id = v.model_id JOIN repos r ON r.id = m.repo_id"
+        " WHERE v.data IS NOT NULL AND v.data != '{}' AND r.path NOT LIKE ?",
+        [BUILTIN_REPO_PREFIX + "%"],
+    ).fetchall():
+        try:
+            deps = json.loads(data)
+        except (TypeError, json.JSONDecodeError):
+            continue
+        for dep in deps:
+            path = Path(os.path.abspath(Path(repo_path) / dep))  # an absolute dep stays itself
+            found.add(RecordedDataDep(Path(repo_path), int(repo_id), str(model), path))
+    return sorted(found, key=lambda dep: (dep.model, str(dep.path)))
 
 
 RUN_SELECT = """
