@@ -266,10 +266,20 @@ def test_the_log_streams_to_the_terminal_while_training_runs(tmp_path: Path) -> 
     assert rest == b"released\n"
 
 
+def interruptible() -> None:
+    """Give the child Ctrl-C's default, as a terminal's foreground job has it.
+
+    A test runner started as `cmd &` by a shell without job control ignores SIGINT, and its
+    children inherit that: `train` would then rightly ignore Ctrl-C too.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_waiting_training(tmp_path: Path) -> tuple[Path, subprocess.Popen[bytes], dict]:
     root = make_repo(tmp_path, files={"wait.py": WAITING_SCRIPT}, spec=waiting_spec())
     process = subprocess.Popen(
         cli_command("train", "churn"),
+        preexec_fn=interruptible,
         cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
