@@ -69,15 +69,15 @@ class StaleChecks:
         for problem in problems:
             log.warning("cannot check staleness: %s", problem)
         record_findings(self.core.db(), findings)
-        raised = stale_alerts.reconcile(self.core, findings, on_raised=self.on_stale)
-        self.core.counters["alerts"] += raised
-        return raised
+        return self._reconcile(findings, drift_follows=False)
 
-    def _reconcile(self, findings: list[Finding]) -> int:
+    def _reconcile(self, findings: list[Finding], *, drift_follows: bool = True) -> int:
+        """Alerts and the `verdicts` event from findings; a data reason queues the drift check."""
         raised = stale_alerts.reconcile(self.core, findings, on_raised=self.on_stale)
         self.core.counters["alerts"] += raised
         self.core.publish("verdicts", {"models": [finding.as_json() for finding in findings]})
-        if any(reason.kind == "data" for f in findings if f.stale for reason in f.reasons):
+        stale_data = any(r.kind == "data" for f in findings if f.stale for r in f.reasons)
+        if drift_follows and stale_data:
             self.core.worker.request(
                 "drift",
                 self.check_drift,
