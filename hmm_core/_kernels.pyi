@@ -20,6 +20,9 @@ class EmissionModel:
         rate: npt.ArrayLike,
         log_rate: npt.ArrayLike,
         state_constant: npt.ArrayLike,
+        cholesky: npt.ArrayLike | None = None,
+        inverse_diagonal: npt.ArrayLike | None = None,
+        n_squared_columns: int = 0,
     ) -> None: ...
 
 def forward_backward(
@@ -34,6 +37,7 @@ def forward_backward(
     scale: _Float,
     stats: _Float,
     logliks: _Float,
+    lowest_log_factors: _Float,
     status: _Int,
     backward: bool,
     n_threads: int,

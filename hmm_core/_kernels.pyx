@@ -12,7 +12,9 @@ import numpy as np
 cdef enum:
     POISSON = 0
     CATEGORICAL = 1
-    GAUSSIAN = 2
+    GAUSSIAN = 2          # diagonal covariances (spherical ones are expanded to diagonal)
+    GAUSSIAN_FULL = 3     # one full covariance per state, through its Cholesky factor
+    GAUSSIAN_TIED = 4     # one full covariance shared by every state
 
 # Below this largest per-state emission probability an observation is recomputed in log space
 # and rescaled, so a very unlikely observation never underflows to zero.
@@ -41,9 +43,15 @@ cdef struct Emissions:
     Py_ssize_t table_size          # Poisson counts below this are looked up in the tables
     const double* prob_table       # Poisson (D, table_size, K) pmf; categorical (n_symbols, K)
     const double* log_table        # log of prob_table
-    const double* rate             # Poisson (D, K) lambdas; Gaussian (D, K) means
-    const double* log_rate         # Poisson (D, K) log lambdas; Gaussian (D, K) inverse variances
+    const double* rate             # Poisson (D, K) lambdas; diagonal Gaussian (D, K) means;
+                                   # full Gaussian (K, D) means; tied (K, D) L^-1 means
+    const double* log_rate         # Poisson (D, K) log lambdas; diagonal Gaussian (D, K) inverse
+                                   # variances
     const double* state_constant   # Gaussian (K,) log normalising constant of each state
+    const double* cholesky         # full (K, D, D) / tied (D, D) lower Cholesky factors
+    const double* inverse_diagonal # full (K, D) / tied (D,) reciprocals of their diagonals
+    Py_ssize_t n_squared_columns   # Gaussian second-moment statistics per state: D (diagonal),
+                                   # D (D + 1) / 2 (full and tied: upper triangle, row by row)
 
 
 cdef class EmissionModel:
@@ -52,17 +60,23 @@ cdef class EmissionModel:
     Parameters
     ----------
     kind : int
-        0 Poisson, 1 categorical, 2 Gaussian with diagonal covariance.
+        0 Poisson, 1 categorical, 2 Gaussian with diagonal covariance, 3 full, 4 tied.
     counts : ndarray of int64, shape (T, D)
         Poisson counts or category symbols (D = 1); empty for Gaussian.
     values : ndarray of float64, shape (T, D)
         Gaussian observations; empty otherwise.
     prob_table, log_table : ndarray of float64
         Poisson: (D, table_size, K) pmf and log pmf per count; categorical: (n_symbols, K).
-    rate, log_rate : ndarray of float64, shape (D, K)
-        Poisson: lambdas and their logs; Gaussian: means and inverse variances.
+    rate, log_rate : ndarray of float64
+        Poisson (D, K): lambdas and their logs; diagonal Gaussian (D, K): means and inverse
+        variances; full Gaussian: (K, D) means; tied: (K, D) means multiplied by L^-1.
     state_constant : ndarray of float64, shape (K,)
         Gaussian log normalising constants; empty otherwise.
+    cholesky, inverse_diagonal : ndarray of float64
+        Full: (K, D, D) lower Cholesky factors and (K, D) reciprocals of their diagonals;
+        tied: (D, D) and (D,). Empty otherwise.
+    n_squared_columns : int
+        Second-moment statistics per state (see the Emissions struct).
     """
 
     cdef Emissions c
@@ -70,7 +84,8 @@ cdef class EmissionModel:
 
     def __init__(self, int kind, Py_ssize_t n_states, Py_ssize_t n_features,
                  Py_ssize_t n_obs_columns, counts, values, prob_table, log_table, rate,
-                 log_rate, state_constant):
+                 log_rate, state_constant, cholesky=None, inverse_diagonal=None,
+                 Py_ssize_t n_squared_columns=0):
         self._arrays = []
         self.c.kind = kind
         self.c.n_states = n_states
@@ -83,6 +98,10 @@ cdef class EmissionModel:
         self.c.rate = self._double_pointer(rate)
         self.c.log_rate = self._double_pointer(log_rate)
         self.c.state_constant = self._double_pointer(state_constant)
+        self.c.cholesky = self._double_pointer(np.zeros(0) if cholesky is None else cholesky)
+        self.c.inverse_diagonal = self._double_pointer(
+            np.zeros(0) if inverse_diagonal is None else inverse_diagonal)
+        self.c.n_squared_columns = n_squared_columns
         self.c.table_size = prob_table.shape[1] if kind == POISSON else 0
 
     cdef const double* _double_pointer(self, array) except? NULL:
@@ -163,9 +182,58 @@ cdef inline void gaussian_log_probs(Py_ssize_t K, const Emissions* em, Py_ssize_
         out[k] = em.state_constant[k] - 0.5 * out[k]
 
 
+cdef inline void full_gaussian_log_probs(Py_ssize_t K, const Emissions* em, Py_ssize_t t,
+                                         double* out, double* solved) noexcept nogil:
+    """Full-covariance Gaussian log density of row t under each state: forward substitution
+    L y = x - mean with each state's Cholesky factor L, then -0.5 |y|^2 plus the constant.
+    solved is scratch of D doubles."""
+    cdef Py_ssize_t D = em.n_features, DD = D * D, d, j, k
+    cdef const double* x = em.values + t * D
+    cdef const double* factor
+    cdef const double* inverse
+    cdef const double* mean
+    cdef double s, q
+    for k in range(K):
+        factor = em.cholesky + k * DD
+        inverse = em.inverse_diagonal + k * D
+        mean = em.rate + k * D
+        q = 0.0
+        for d in range(D):
+            s = x[d] - mean[d]
+            for j in range(d):
+                s -= factor[d * D + j] * solved[j]
+            s *= inverse[d]
+            solved[d] = s
+            q += s * s
+        out[k] = em.state_constant[k] - 0.5 * q
+
+
+cdef inline void tied_gaussian_log_probs(Py_ssize_t K, const Emissions* em, Py_ssize_t t,
+                                         double* out, double* solved) noexcept nogil:
+    """Tied-covariance Gaussian log density of row t under each state: one forward
+    substitution z = L^-1 x shared by all states, then -0.5 |z - L^-1 mean_k|^2 per state."""
+    cdef Py_ssize_t D = em.n_features, d, j, k
+    cdef const double* x = em.values + t * D
+    cdef const double* shifted
+    cdef double s, q
+    for d in range(D):
+        s = x[d]
+        for j in range(d):
+            s -= em.cholesky[d * D + j] * solved[j]
+        solved[d] = s * em.inverse_diagonal[d]
+    for k in range(K):
+        shifted = em.rate + k * D
+        q = 0.0
+        for d in range(D):
+            s = solved[d] - shifted[d]
+            q += s * s
+        out[k] = em.state_constant[k] - 0.5 * q
+
+
 cdef inline void emission_log_probs(Py_ssize_t K, const Emissions* em, Py_ssize_t t,
-                                    double* out) noexcept nogil:
-    """Log emission probability of row t under each state (-inf where impossible)."""
+                                    double* out, double* scratch) noexcept nogil:
+    """Log emission probability of row t under each state (-inf where impossible).
+    scratch holds D doubles for the full and tied Gaussian kinds."""
     cdef Py_ssize_t k
     cdef const double* row
     if em.kind == POISSON:
@@ -174,8 +242,12 @@ cdef inline void emission_log_probs(Py_ssize_t K, const Emissions* em, Py_ssize_
         row = em.log_table + em.counts[t] * K
         for k in range(K):
             out[k] = row[k]
-    else:
+    elif em.kind == GAUSSIAN:
         gaussian_log_probs(K, em, t, out)
+    elif em.kind == GAUSSIAN_FULL:
+        full_gaussian_log_probs(K, em, t, out, scratch)
+    else:
+        tied_gaussian_log_probs(K, em, t, out, scratch)
 
 
 cdef inline bint rescale_from_logs(Py_ssize_t K, double* out,
@@ -229,13 +301,14 @@ cdef inline bint table_emission_probs(Py_ssize_t K, const Emissions* em, Py_ssiz
 
 
 cdef inline bint log_space_emission_probs(Py_ssize_t K, const Emissions* em, Py_ssize_t t,
-                                          double* out, double* log_factor) noexcept nogil:
+                                          double* out, double* log_factor,
+                                          double* scratch) noexcept nogil:
     """Emission probabilities of row t divided by the largest, computed in log space.
 
     The log of the divisor goes to log_factor. Returns False when row t is impossible under
     every state.
     """
-    emission_log_probs(K, em, t, out)
+    emission_log_probs(K, em, t, out, scratch)
     return rescale_from_logs(K, out, log_factor)
 
 
@@ -243,9 +316,10 @@ cdef inline void accumulate_emission_stats(Py_ssize_t K, const Emissions* em, Py
                                            const double* gamma, double* post,
                                            double* obs, double* obs_squared) noexcept nogil:
     """Add the posterior-weighted sufficient statistics of row t."""
-    cdef Py_ssize_t D = em.n_features, d, k
+    cdef Py_ssize_t D = em.n_features, d, e, k
     cdef double value, g
     cdef double* out
+    cdef const double* x
     for k in range(K):
         post[k] += gamma[k]
     if em.kind == POISSON:
@@ -258,22 +332,35 @@ cdef inline void accumulate_emission_stats(Py_ssize_t K, const Emissions* em, Py
         out = obs + em.counts[t] * K
         for k in range(K):
             out[k] += gamma[k]
-    else:
+    elif em.kind == GAUSSIAN:
         for d in range(D):
             value = em.values[t * D + d]
             for k in range(K):
                 g = gamma[k] * value
                 obs[d * K + k] += g
                 obs_squared[d * K + k] += g * value
+    else:
+        x = em.values + t * D
+        for d in range(D):
+            value = x[d]
+            for k in range(K):
+                obs[d * K + k] += gamma[k] * value
+        if em.n_squared_columns > 0:
+            # Full and tied: upper triangle of x x^T, row by row, weighted by each state's
+            # posterior.
+            out = obs_squared
+            for d in range(D):
+                for e in range(d, D):
+                    value = x[d] * x[e]
+                    for k in range(K):
+                        out[k] += gamma[k] * value
+                    out += K
 
 
 cdef Py_ssize_t stats_size(const Emissions* em, Py_ssize_t n_classes) noexcept nogil:
     """Length of the flat statistics vector: start, transitions, post, obs, obs squared."""
     cdef Py_ssize_t K = em.n_states
-    cdef Py_ssize_t size = K + n_classes * K * K + K + em.n_obs_columns * K
-    if em.kind == GAUSSIAN:
-        size += em.n_features * K
-    return size
+    return K + n_classes * K * K + K + em.n_obs_columns * K + em.n_squared_columns * K
 
 
 cdef inline double predict_and_weigh(Py_ssize_t K, const double* startprob,
@@ -316,28 +403,61 @@ cdef inline double predict_and_weigh(Py_ssize_t K, const double* startprob,
     return total
 
 
-cdef int64_t forward_backward_sequence(
-        const StateCount* tag,          # IN selects the specialisation (may be NULL)
-        const Emissions* em,            # IN emission parameters and observations
-        Py_ssize_t t0,                  # IN first row of the sequence
-        Py_ssize_t t1,                  # IN one past its last row
-        const int64_t* classes,         # IN (T,) transition class of the step into t, or NULL
-        const double* startprob,        # IN (K,)
-        const double* transmat,         # IN (C, K, K) [class, from, to]
-        const double* transmat_t,       # IN (C, K, K) transposed: [class, to, from]
-        Py_ssize_t n_classes,           # IN C
-        double* alpha,                  # OUT (T, K) scaled alphas, then posteriors
-        double* scale,                  # OUT (T,) scale factors, negated where log space was used
-        double* stats,                  # OUT flat statistics of this sequence, or NULL
-        bint backward,                  # IN run the backward pass
-        double* work,                   # scratch of 5 K doubles
-        double* loglik,                 # OUT log-likelihood of the sequence
-) noexcept nogil:
+cdef struct ForwardBackwardJob:
+    const Emissions* em             # IN emission parameters and observations
+    Py_ssize_t t0                   # IN first row of the sequence
+    Py_ssize_t t1                   # IN one past its last row
+    const int64_t* classes          # IN (T,) transition class of the step into t, or NULL
+    const double* startprob         # IN (K,)
+    const double* transmat          # IN (C, K, K) [class, from, to]
+    const double* transmat_t        # IN (C, K, K) transposed: [class, to, from]
+    Py_ssize_t n_classes            # IN C
+    double* alpha                   # OUT (T, K) scaled alphas, then posteriors
+    double* scale                   # OUT (T,) scale factors, negated where log space was used
+    double* stats                   # OUT flat statistics of this sequence, or NULL
+    bint backward                   # IN run the backward pass
+    double* work                    # scratch of 5 K + D doubles
+    double* loglik                  # OUT log-likelihood of the sequence
+    double* lowest_log_factor       # OUT smallest log divisor of a row redone in log space
+
+
+cdef struct ViterbiJob:
+    const Emissions* em             # IN emission parameters and observations
+    Py_ssize_t t0                   # IN first row
+    Py_ssize_t t1                   # IN one past the last row
+    const int64_t* classes          # IN (T,) or NULL
+    const double* log_startprob     # IN (K,)
+    const double* log_transmat_t    # IN (C, K, K) transposed: [c, to, from]
+    int32_t* backpointers           # OUT (T, K)
+    int64_t* path                   # OUT (T,)
+    double* work                    # scratch of 3 K + D doubles
+    double* logprob                 # OUT log probability of the best path
+
+
+ctypedef fused SequenceJob:
+    ForwardBackwardJob
+    ViterbiJob
+
+
+cdef int64_t forward_backward_sequence(const StateCount* tag,
+                                       const ForwardBackwardJob* job) noexcept nogil:
     """Scaled forward-backward over one sequence with the statistics accumulated on the way back.
 
-    Returns -1 on success, t when row t is impossible under every state, and -(t + 2) when
-    row t is impossible given the states the transitions allow.
+    tag only selects the specialisation (it is NULL). Returns -1 on success, t when row t is
+    impossible under every state, and -(t + 2) when row t is impossible given the states the
+    transitions allow.
     """
+    cdef const Emissions* em = job.em
+    cdef Py_ssize_t t0 = job.t0, t1 = job.t1, n_classes = job.n_classes
+    cdef const int64_t* classes = job.classes
+    cdef const double* startprob = job.startprob
+    cdef const double* transmat = job.transmat
+    cdef const double* transmat_t = job.transmat_t
+    cdef double* alpha = job.alpha
+    cdef double* scale = job.scale
+    cdef double* stats = job.stats
+    cdef double* work = job.work
+    cdef double* scratch = job.work + 5 * em.n_states
     cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
     cdef Py_ssize_t KK = K * K, t, i, j, cls = 0
     # The specialised kernels keep their K-vectors in local arrays, which nothing else can
@@ -361,6 +481,7 @@ cdef int64_t forward_backward_sequence(
     cdef double* obs = NULL
     cdef double* obs_squared = NULL
     cdef double log_factor, total, inverse = 1.0, running = 1.0, ll = 0.0, a_i, s
+    cdef double lowest = 0.0
     cdef bint in_log_space
 
     # Forward pass: alpha_t = (alpha_{t-1} A) * b_t / c_t. The unnormalised vector is carried
@@ -378,9 +499,10 @@ cdef int64_t forward_backward_sequence(
                                       trans, trans_t, predicted, current)
             in_log_space = not total > TINY_PROBABILITY
         if in_log_space:
-            if not log_space_emission_probs(K, em, t, current, &log_factor):
+            if not log_space_emission_probs(K, em, t, current, &log_factor, scratch):
                 return t
             ll += log_factor
+            lowest = log_factor if log_factor < lowest else lowest
             total = predict_and_weigh(K, startprob, previous if t > t0 else NULL, inverse,
                                       trans, trans_t, predicted, current)
             if not total > 0.0:
@@ -401,8 +523,9 @@ cdef int64_t forward_backward_sequence(
         previous = current
         current = swap
     ll += log(running)
-    loglik[0] = ll
-    if not backward:
+    job.loglik[0] = ll
+    job.lowest_log_factor[0] = lowest
+    if not job.backward:
         return -1
 
     if stats != NULL:
@@ -426,7 +549,7 @@ cdef int64_t forward_backward_sequence(
             table_emission_probs(K, em, t + 1, weighted)
             inverse = 1.0 / total
         else:
-            log_space_emission_probs(K, em, t + 1, weighted, &log_factor)
+            log_space_emission_probs(K, em, t + 1, weighted, &log_factor, scratch)
             inverse = -1.0 / total
         for j in range(K):
             weighted[j] *= inverse * beta[j]
@@ -457,33 +580,6 @@ cdef int64_t forward_backward_sequence(
     return -1
 
 
-cdef int64_t forward_backward_dispatch(
-        Py_ssize_t K, const Emissions* em, Py_ssize_t t0, Py_ssize_t t1,
-        const int64_t* classes, const double* startprob, const double* transmat,
-        const double* transmat_t, Py_ssize_t n_classes, double* alpha, double* scale,
-        double* stats, bint backward, double* work, double* loglik) noexcept nogil:
-    """forward_backward_sequence specialised for K when K is small."""
-    if K == 2:
-        return forward_backward_sequence(<States2*> NULL, em, t0, t1, classes, startprob,
-                                         transmat, transmat_t, n_classes, alpha, scale, stats,
-                                         backward, work, loglik)
-    if K == 3:
-        return forward_backward_sequence(<States3*> NULL, em, t0, t1, classes, startprob,
-                                         transmat, transmat_t, n_classes, alpha, scale, stats,
-                                         backward, work, loglik)
-    if K == 4:
-        return forward_backward_sequence(<States4*> NULL, em, t0, t1, classes, startprob,
-                                         transmat, transmat_t, n_classes, alpha, scale, stats,
-                                         backward, work, loglik)
-    if K == 8:
-        return forward_backward_sequence(<States8*> NULL, em, t0, t1, classes, startprob,
-                                         transmat, transmat_t, n_classes, alpha, scale, stats,
-                                         backward, work, loglik)
-    return forward_backward_sequence(<StatesAny*> NULL, em, t0, t1, classes, startprob,
-                                     transmat, transmat_t, n_classes, alpha, scale, stats,
-                                     backward, work, loglik)
-
-
 def forward_backward(
         EmissionModel model,
         const int64_t[::1] starts,          # IN (S,) first row of each sequence
@@ -496,6 +592,8 @@ def forward_backward(
         double[::1] scale,                  # OUT (T,) scale factors
         double[::1] stats,                  # OUT flat summed statistics, or empty
         double[::1] logliks,                # OUT (S,) log-likelihood per sequence
+        double[::1] lowest_log_factors,     # OUT (S,) smallest log divisor of a row redone
+                                            #     in log space (0 when none was)
         int64_t[::1] status,                # OUT (S,) -1, or the failing row (see above)
         bint backward,                      # IN run the backward pass
         int n_threads,                      # IN threads over sequences
@@ -504,7 +602,7 @@ def forward_backward(
 
     With a non-empty ``stats`` the sufficient statistics are accumulated: start (K), per-class
     transition products (C*K*K, still to be multiplied by transmat), post (K), obs
-    (n_obs_columns*K, feature-major) and, for Gaussian, obs squared (D*K).
+    (n_obs_columns*K, feature-major) and, for Gaussian, second moments (n_squared_columns*K).
     """
     cdef const Emissions* em = &model.c
     cdef Py_ssize_t K = em.n_states, n_sequences = starts.shape[0]
@@ -518,6 +616,8 @@ def forward_backward(
     cdef double* group_stats = NULL
     cdef double* my_stats
     cdef double* work = NULL
+    # Each thread fills its own job (a pointer assigned in the parallel block is private).
+    cdef ForwardBackwardJob* job = NULL
     if want_stats and stats.shape[0] != size:
         raise ValueError(f"stats has length {stats.shape[0]}, expected {size}")
     # group_first[g] is the first sequence of group g; a sequence belongs to the group its first
@@ -537,14 +637,27 @@ def forward_backward(
             raise MemoryError()
     try:
         with nogil, parallel(num_threads=max(1, min(n_threads, n_groups))):
-            work = <double*> malloc(5 * K * sizeof(double))
+            work = <double*> malloc((5 * K + em.n_features) * sizeof(double))
+            job = <ForwardBackwardJob*> malloc(sizeof(ForwardBackwardJob))
+            job.em = em
+            job.classes = class_ptr
+            job.startprob = &startprob[0]
+            job.transmat = &transmat[0, 0, 0]
+            job.transmat_t = &transmat_t[0, 0, 0]
+            job.n_classes = n_classes
+            job.alpha = &alpha[0, 0]
+            job.scale = &scale[0]
+            job.backward = backward
+            job.work = work
             for g in prange(n_groups, schedule="dynamic"):
-                my_stats = group_stats + g * size if want_stats else NULL
+                job.stats = group_stats + g * size if want_stats else NULL
                 for s in range(group_first[g], group_first[g + 1]):
-                    status[s] = forward_backward_dispatch(
-                        K, em, starts[s], ends[s], class_ptr, &startprob[0],
-                        &transmat[0, 0, 0], &transmat_t[0, 0, 0], n_classes, &alpha[0, 0],
-                        &scale[0], my_stats, backward, work, &logliks[s])
+                    job.t0 = starts[s]
+                    job.t1 = ends[s]
+                    job.loglik = &logliks[s]
+                    job.lowest_log_factor = &lowest_log_factors[s]
+                    status[s] = run_specialised(job)
+            free(job)
             free(work)
         if want_stats:
             for g in range(n_groups):
@@ -555,20 +668,18 @@ def forward_backward(
         free(group_stats)
 
 
-cdef int64_t viterbi_sequence(
-        const StateCount* tag,              # IN selects the specialisation (may be NULL)
-        const Emissions* em,                # IN emission parameters and observations
-        Py_ssize_t t0,                      # IN first row
-        Py_ssize_t t1,                      # IN one past the last row
-        const int64_t* classes,             # IN (T,) or NULL
-        const double* log_startprob,        # IN (K,)
-        const double* log_transmat_t,       # IN (C, K, K) transposed: [c, to, from]
-        int32_t* backpointers,              # OUT (T, K)
-        int64_t* path,                      # OUT (T,)
-        double* work,                       # scratch of 3 K doubles
-        double* logprob,                    # OUT log probability of the best path
-) noexcept nogil:
+cdef int64_t viterbi_sequence(const StateCount* tag, const ViterbiJob* job) noexcept nogil:
     """Viterbi in log space over one sequence; returns -1 or the failing row as above."""
+    cdef const Emissions* em = job.em
+    cdef Py_ssize_t t0 = job.t0, t1 = job.t1
+    cdef const int64_t* classes = job.classes
+    cdef const double* log_startprob = job.log_startprob
+    cdef const double* log_transmat_t = job.log_transmat_t
+    cdef int32_t* backpointers = job.backpointers
+    cdef int64_t* path = job.path
+    cdef double* work = job.work
+    cdef double* scratch = job.work + 3 * em.n_states
+    cdef double* logprob = job.logprob
     cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
     cdef Py_ssize_t KK = K * K, t, i, j, best_state
     cdef double* delta = work
@@ -579,7 +690,7 @@ cdef int64_t viterbi_sequence(
     cdef double best, value, peak
     cdef bint better
     cdef int32_t* pointers
-    emission_log_probs(K, em, t0, log_emission)
+    emission_log_probs(K, em, t0, log_emission, scratch)
     peak = -INFINITY
     for j in range(K):
         delta[j] = log_startprob[j] + log_emission[j]
@@ -590,7 +701,7 @@ cdef int64_t viterbi_sequence(
                 return -(t0 + 2)
         return t0
     for t in range(t0 + 1, t1):
-        emission_log_probs(K, em, t, log_emission)
+        emission_log_probs(K, em, t, log_emission, scratch)
         column = log_transmat_t + (classes[t] if classes != NULL else 0) * KK
         pointers = backpointers + t * K
         peak = -INFINITY
@@ -627,25 +738,27 @@ cdef int64_t viterbi_sequence(
     return -1
 
 
-cdef int64_t viterbi_dispatch(
-        Py_ssize_t K, const Emissions* em, Py_ssize_t t0, Py_ssize_t t1,
-        const int64_t* classes, const double* log_startprob, const double* log_transmat_t,
-        int32_t* backpointers, int64_t* path, double* work, double* logprob) noexcept nogil:
-    """viterbi_sequence specialised for K when K is small."""
+cdef int64_t run_for_states(const StateCount* tag, const SequenceJob* job) noexcept nogil:
+    """The kernel of the job's kind for the state count tag stands for."""
+    if SequenceJob is ForwardBackwardJob:
+        return forward_backward_sequence(tag, job)
+    else:
+        return viterbi_sequence(tag, job)
+
+
+cdef int64_t run_specialised(const SequenceJob* job) noexcept nogil:
+    """Run one sequence job with the kernel specialised for its number of states: a constant
+    K of 2, 3, 4 or 8 lets the compiler unroll the loops over states; other K run generic."""
+    cdef Py_ssize_t K = job.em.n_states
     if K == 2:
-        return viterbi_sequence(<States2*> NULL, em, t0, t1, classes, log_startprob,
-                                log_transmat_t, backpointers, path, work, logprob)
+        return run_for_states(<States2*> NULL, job)
     if K == 3:
-        return viterbi_sequence(<States3*> NULL, em, t0, t1, classes, log_startprob,
-                                log_transmat_t, backpointers, path, work, logprob)
+        return run_for_states(<States3*> NULL, job)
     if K == 4:
-        return viterbi_sequence(<States4*> NULL, em, t0, t1, classes, log_startprob,
-                                log_transmat_t, backpointers, path, work, logprob)
+        return run_for_states(<States4*> NULL, job)
     if K == 8:
-        return viterbi_sequence(<States8*> NULL, em, t0, t1, classes, log_startprob,
-                                log_transmat_t, backpointers, path, work, logprob)
-    return viterbi_sequence(<StatesAny*> NULL, em, t0, t1, classes, log_startprob,
-                            log_transmat_t, backpointers, path, work, logprob)
+        return run_for_states(<States8*> NULL, job)
+    return run_for_states(<StatesAny*> NULL, job)
 
 
 def viterbi(
@@ -666,12 +779,23 @@ def viterbi(
     cdef Py_ssize_t K = em.n_states, n_sequences = starts.shape[0], s
     cdef const int64_t* class_ptr = &classes[0] if classes.shape[0] > 0 else NULL
     cdef double* work = NULL
+    cdef ViterbiJob* job = NULL
     with nogil, parallel(num_threads=max(1, min(n_threads, n_sequences))):
-        work = <double*> malloc(3 * K * sizeof(double))
+        work = <double*> malloc((3 * K + em.n_features) * sizeof(double))
+        job = <ViterbiJob*> malloc(sizeof(ViterbiJob))
+        job.em = em
+        job.classes = class_ptr
+        job.log_startprob = &log_startprob[0]
+        job.log_transmat_t = &log_transmat_t[0, 0, 0]
+        job.backpointers = &backpointers[0, 0]
+        job.path = &path[0]
+        job.work = work
         for s in prange(n_sequences, schedule="guided"):
-            status[s] = viterbi_dispatch(
-                K, em, starts[s], ends[s], class_ptr, &log_startprob[0],
-                &log_transmat_t[0, 0, 0], &backpointers[0, 0], &path[0], work, &logprobs[s])
+            job.t0 = starts[s]
+            job.t1 = ends[s]
+            job.logprob = &logprobs[s]
+            status[s] = run_specialised(job)
+        free(job)
         free(work)
 
 
@@ -679,9 +803,13 @@ def log_emission_matrix(EmissionModel model, double[:, ::1] out):
     """Fill out (T, K) with the log emission probability of every row under every state."""
     cdef const Emissions* em = &model.c
     cdef Py_ssize_t t
+    cdef double* scratch = <double*> malloc((em.n_features + 1) * sizeof(double))
+    if scratch == NULL:
+        raise MemoryError()
     with nogil:
         for t in range(out.shape[0]):
-            emission_log_probs(em.n_states, em, t, &out[t, 0])
+            emission_log_probs(em.n_states, em, t, &out[t, 0], scratch)
+    free(scratch)
 
 
 def sample_states(
