@@ -41,6 +41,7 @@ def forward_backward(
     status: _Int,
     backward: bool,
     n_threads: int,
+    beta: _Float | None = None,
 ) -> None: ...
 def viterbi(
     model: EmissionModel,
@@ -55,6 +56,10 @@ def viterbi(
     status: _Int,
     n_threads: int,
 ) -> None: ...
+def cache_log_emissions(
+    model: EmissionModel, out: _Float, log_factors: _Float, n_threads: int
+) -> None: ...
+def use_cached_emissions(model: EmissionModel, probs: _Float, log_factors: _Float) -> None: ...
 def log_emission_matrix(model: EmissionModel, out: _Float) -> None: ...
 def sample_states(
     cum_startprob: _Float,

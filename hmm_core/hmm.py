@@ -25,6 +25,10 @@ COVARIANCE_TYPES = ("spherical", "diag", "full", "tied")
 IMPLEMENTATIONS = ("log", "scaling")
 DECODER_ALGORITHMS = ("viterbi", "map")
 MAX_POISSON_TABLE = 1024
+# With n_jobs > 1, a single sequence at least this long is split across two threads by the
+# kernels (forward and backward passes at the same time, statistics over chunks of rows). The
+# result then differs from one thread's only by rounding (about 1e-15 relative).
+SPLIT_MIN_ROWS = 20_000
 KMEANS_SAMPLE = 20_000
 KMEANS_INITS = 10
 KMEANS_MAX_ITER = 300
@@ -112,6 +116,17 @@ class _Observations:
     def as_float(self) -> FloatArray:
         """Observations as float64, for initialisation."""
         return self.values if self.values.size else self.counts.astype(np.float64)
+
+
+@dataclass(frozen=True)
+class _Workspace:
+    """Buffers of the forward-backward kernels for one set of observations."""
+
+    alpha: FloatArray  # (T, K) scaled forward vectors, then posteriors
+    scale: FloatArray  # (T,) scale factors
+    beta: FloatArray | None  # (T, K) backward vectors when one sequence is split across threads
+    cached_probs: FloatArray  # Gaussian (T, K) emission probabilities / row maximum
+    cached_log_factors: FloatArray  # Gaussian (T,) log of each row's maximum
 
 
 def _check_random_state(seed: Any) -> np.random.RandomState:
@@ -599,7 +614,7 @@ class _BaseHMM:
                 non_negative=False,
             )
             start = np.maximum(prior - 1.0 + stats["start"], 0.0)
-            start = np.where(np.asarray(self.startprob_) == 0, 0.0, start)
+            start = np.where(self._parameter("startprob_", "s") == 0, 0.0, start)
             total = start.sum()
             if total > 0:
                 self.startprob_ = start / total
@@ -750,18 +765,25 @@ class _BaseHMM:
         *,
         backward: bool,
         stats: FloatArray | None = None,
-        workspace: tuple[FloatArray, FloatArray] | None = None,
+        workspace: _Workspace | None = None,
     ) -> tuple[float, FloatArray]:
         n_sequences = observations.starts.shape[0]
         if workspace is None:
             workspace = self._workspace(observations)
-        alpha, scale = workspace
+        alpha, scale, beta = workspace.alpha, workspace.scale, workspace.beta
         logliks = np.zeros(n_sequences, dtype=np.float64)
         lowest_log_factors = np.zeros(n_sequences, dtype=np.float64)
         status = np.empty(n_sequences, dtype=np.int64)
         transmat = self._transmat3()
+        emissions = self._emission_model(observations)
+        if self._emission_kind == GAUSSIAN:
+            # Densities once per call, in parallel over rows, instead of in every pass.
+            cached, log_factors = workspace.cached_probs, workspace.cached_log_factors
+            _kernels.cache_log_emissions(emissions, cached, log_factors, self._n_threads())
+            np.exp(cached, out=cached)
+            _kernels.use_cached_emissions(emissions, cached, log_factors)
         _kernels.forward_backward(
-            self._emission_model(observations),
+            emissions,
             observations.starts,
             observations.ends,
             observations.classes,
@@ -776,6 +798,7 @@ class _BaseHMM:
             status,
             backward,
             self._n_threads(),
+            beta if backward else None,
         )
         self._raise_on_failure(status)
         if self.implementation == "scaling" and np.exp(lowest_log_factors.min()) == 0.0:
@@ -792,15 +815,27 @@ class _BaseHMM:
             )
         return log_likelihood, alpha
 
-    def _workspace(self, observations: _Observations) -> tuple[FloatArray, FloatArray]:
-        """Buffers of the forward-backward kernel: alphas (T, K) and scale factors (T,)."""
-        alpha = np.empty((observations.n_samples, int(self.n_components)), dtype=np.float64)
-        return alpha, np.empty(observations.n_samples, dtype=np.float64)
+    def _workspace(self, observations: _Observations) -> _Workspace:
+        """Buffers of the kernels, allocated once per fit (fresh pages are slow to touch)."""
+        shape = (observations.n_samples, int(self.n_components))
+        split = (
+            observations.starts.shape[0] == 1
+            and observations.n_samples >= SPLIT_MIN_ROWS
+            and self._n_threads() > 1
+        )
+        cached = self._emission_kind == GAUSSIAN
+        return _Workspace(
+            alpha=np.empty(shape),
+            scale=np.empty(observations.n_samples),
+            beta=np.empty(shape) if split else None,
+            cached_probs=np.empty(shape) if cached else _EMPTY_FLOAT,
+            cached_log_factors=np.empty(observations.n_samples) if cached else np.zeros(0),
+        )
 
     def _expectation(
         self,
         observations: _Observations,
-        workspace: tuple[FloatArray, FloatArray] | None = None,
+        workspace: _Workspace | None = None,
     ) -> tuple[dict[str, Any], float]:
         K, C = int(self.n_components), int(self.n_classes)
         columns = self._n_obs_columns()
@@ -1533,12 +1568,13 @@ class GaussianHMM(_BaseHMM):
         self._n_features = D
         _prior_array("means_prior", self.means_prior, [(K, D)], non_negative=False)
         _prior_array("means_weight", self.means_weight, [(K,), (K, D)])
-        prior_shapes = {
+        shapes_by_type: dict[str, list[tuple[int, ...]]] = {
             "spherical": [(K,)],
             "diag": [(K, D)],
             "full": [(K, D, D), (D, D)],
             "tied": [(D, D)],
-        }[self.covariance_type]
+        }
+        prior_shapes = shapes_by_type[self.covariance_type]
         _prior_array("covars_prior", self.covars_prior, prior_shapes, non_negative=False)
         _prior_array(
             "covars_weight",
@@ -1600,10 +1636,12 @@ class GaussianHMM(_BaseHMM):
         constant = np.broadcast_to(-0.5 * (log_2pi + log_det), (K,))
         pairs = D * (D + 1) // 2
         if self.covariance_type == "full":
-            kind, rate = GAUSSIAN_FULL, means
+            # Kernel layout: states innermost, [row, column, state] and [row, state].
+            kind, rate = GAUSSIAN_FULL, means.T
+            factors, diagonals = factors.transpose(1, 2, 0), diagonals.T
         else:
             kind = GAUSSIAN_TIED
-            rate = linalg.solve_triangular(factors, means.T, lower=True).T
+            rate = linalg.solve_triangular(factors, means.T, lower=True)
         return _kernels.EmissionModel(
             kind,
             K,
