@@ -266,3 +266,35 @@ def test_positional_arguments_follow_hmmlearn() -> None:
     assert (model.params, model.init_params, model.implementation) == ("st", "mc", "scaling")
     poisson = PoissonHMM(2, 1.0, 1.0, 0.5, 2.0)
     assert (poisson.lambdas_prior, poisson.lambdas_weight) == (0.5, 2.0)
+
+
+@pytest.mark.parametrize("kind", ["poisson", "spherical", "diag", "full", "tied"])
+def test_one_long_sequence_split_across_threads_matches_one_thread(kind: str) -> None:
+    rng = np.random.default_rng(6)
+    T = 30_000  # above the length from which n_jobs=2 splits one sequence
+    classes = rng.integers(0, 3, size=T)
+    fitted = []
+    for n_jobs in (1, 2):
+        if kind == "poisson":
+            model: Any = PoissonHMM(
+                3, n_classes=3, n_iter=4, tol=-np.inf, random_state=0, n_jobs=n_jobs
+            )
+            X: np.ndarray = np.random.default_rng(7).poisson(
+                np.repeat([[1.0, 4.0], [6.0, 0.5]], T // 2, axis=0)
+            )
+        else:
+            model = GaussianHMM(
+                3, kind, n_classes=3, n_iter=4, tol=-np.inf, random_state=0, n_jobs=n_jobs
+            )
+            X = np.random.default_rng(7).normal(size=(T, 3))
+            X[T // 2 :] += [2.0, -1.0, 0.5]
+        model.fit(X, classes=classes)
+        log_likelihood, posteriors = model.score_samples(X, classes=classes)
+        fitted.append((model, log_likelihood, posteriors))
+    (one, ll_one, post_one), (two, ll_two, post_two) = fitted
+    np.testing.assert_allclose(one.monitor_.history, two.monitor_.history, rtol=1e-12)
+    np.testing.assert_allclose(one.transmat_, two.transmat_, rtol=0, atol=1e-12)
+    emission = "lambdas_" if kind == "poisson" else "_covars_"
+    np.testing.assert_allclose(getattr(one, emission), getattr(two, emission), rtol=1e-11)
+    assert ll_one == pytest.approx(ll_two, rel=1e-12)
+    np.testing.assert_allclose(post_one, post_two, rtol=0, atol=1e-12)
