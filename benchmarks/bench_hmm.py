@@ -282,7 +282,7 @@ def main() -> None:
     parser.add_argument("--states", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2, help="fits per case; the best counts")
-    parser.add_argument("--gaussian-iterations", type=int, default=3)
+    parser.add_argument("--gaussian-iterations", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=JOBS, help="hmm_core n_jobs (default 2)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory children")
     parser.add_argument("--no-gaussian", action="store_true", help="skip the Gaussian cases")

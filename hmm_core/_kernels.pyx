@@ -847,7 +847,7 @@ cdef int split_forward_backward(
             statistics_job.beta = beta
             statistics_job.scale = scale
             statistics_job.work = work
-            for c in prange(n_chunks, schedule="static"):
+            for c in prange(n_chunks, schedule="dynamic"):
                 statistics_job.first = t0 + c * n_rows // n_chunks
                 statistics_job.last = t0 + (c + 1) * n_rows // n_chunks
                 statistics_job.stats = chunk_stats + c * size
@@ -1150,7 +1150,7 @@ def cache_log_emissions(
         job.out = &out[0, 0]
         job.log_factors = &log_factors[0]
         job.work = <double*> malloc((em.n_features * K + 1) * sizeof(double))
-        for c in prange(n_chunks, schedule="static"):
+        for c in prange(n_chunks, schedule="dynamic"):
             job.first = c * n_rows // n_chunks
             job.last = (c + 1) * n_rows // n_chunks
             run_specialised(job)
