@@ -298,8 +298,9 @@ def main() -> None:
 
     import hmmlearn
 
-    # hmmlearn logs a warning whenever round-off lowers the log-likelihood near convergence.
+    # Both log a warning whenever round-off lowers the log-likelihood near convergence.
     logging.getLogger("hmmlearn").setLevel(logging.ERROR)
+    logging.getLogger("hmm_core").setLevel(logging.ERROR)
     print(
         f"PoissonHMM, T={args.samples:,}, D={N_FEATURES}, fit {args.iterations} iterations "
         f"(tol=-inf), hmmlearn {hmmlearn.__version__} implementation='scaling', "
