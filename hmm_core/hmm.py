@@ -1641,7 +1641,7 @@ class GaussianHMM(_BaseHMM):
             factors, diagonals = factors.transpose(1, 2, 0), diagonals.T
         else:
             kind = GAUSSIAN_TIED
-            rate = linalg.solve_triangular(factors, means.T, lower=True)
+            rate = _forward_substitution(factors, means.T)
         return _kernels.EmissionModel(
             kind,
             K,
@@ -1755,6 +1755,17 @@ class GaussianHMM(_BaseHMM):
             rows = states == k
             result[rows] = means[k] + noise[rows] @ factors[k].T
         return result
+
+
+def _forward_substitution(lower: FloatArray, right: FloatArray) -> FloatArray:
+    """Solve lower @ result = right for a small lower-triangular matrix, in plain NumPy: a
+    BLAS triangular solve here wakes BLAS's thread pool, whose spinning then slows the
+    kernels that run next on a machine with few cores."""
+    result = np.empty_like(right)
+    for row in range(lower.shape[0]):
+        known = (lower[row, :row, None] * result[:row]).sum(axis=0)
+        result[row] = (right[row] - known) / lower[row, row]
+    return result
 
 
 def _symmetric_positive_definite(matrix: FloatArray) -> bool:
