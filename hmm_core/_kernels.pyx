@@ -353,6 +353,13 @@ cdef inline void accumulate_emission_stats(Py_ssize_t K, const Emissions* em, Py
     cdef double value, g
     cdef double* out
     cdef const double* x
+    # A private copy of the posteriors for small K: the stores into the statistics cannot
+    # alias it, so the compiler keeps it in registers instead of reloading it after each.
+    cdef double local_gamma[SMALL_K]
+    if K <= SMALL_K:
+        for k in range(K):
+            local_gamma[k] = gamma[k]
+        gamma = &local_gamma[0]
     for k in range(K):
         post[k] += gamma[k]
     if em.kind == POISSON:
