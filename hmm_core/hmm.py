@@ -1512,7 +1512,7 @@ class GaussianHMM(_BaseHMM):
         K, D = int(self.n_components), data.shape[1]
         if self._needs_init("m", "means_"):
             self.means_ = _kmeans_centers(data, K, rng)
-        if self._needs_init("c", "_covars_"):
+        if self._needs_init("c", "covars_"):
             if self.covariance_type not in COVARIANCE_TYPES:
                 self._validated_covars(np.ones(K))
             covariance = np.atleast_2d(np.cov(data.T)) if data.shape[0] > 1 else np.zeros((D, D))
