@@ -1,11 +1,13 @@
-"""Benchmark hmm_core against hmmlearn (scaling): PoissonHMM fit, Viterbi decode and peak memory.
+"""Benchmark hmm_core against hmmlearn (scaling): Poisson and Gaussian fits, Viterbi, peak memory.
 
 Run with ``.venv/bin/python benchmarks/bench_hmm.py`` (``--quick`` for a smaller run).
 
 Both libraries get the same data and the same initial parameters (``init_params=""``) in this
 process. Fit runs a fixed number of EM iterations (``tol=-inf``) and reports wall-clock and
 process CPU time per iteration (best of ``--repeats`` fits); decode runs Viterbi over the
-whole sequence (best of three). CPU time is the steadier figure on a shared machine.
+whole sequence (best of three). hmm_core runs with ``n_jobs=--jobs`` (both cores by default:
+one long sequence is split across them); hmmlearn uses one thread. The Gaussian cases fit
+T x D=4 observations with K=4 for each covariance type.
 Peak memory is measured the same way for both: each case runs in a fresh child process that
 loads the data from a ``.npy`` file, imports only its own library, builds the model and warms
 it up on a small slice. The child resets the kernel's peak-RSS mark (``/proc/self/clear_refs``;
@@ -34,6 +36,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 N_FEATURES = 2
+GAUSSIAN_FEATURES = 4
+GAUSSIAN_STATES = 4
+COVARIANCE_TYPES = ("spherical", "diag", "full", "tied")
+JOBS = 2
 
 
 def initial_parameters(n_states: int) -> dict[str, np.ndarray]:
@@ -61,12 +67,75 @@ def make_data(n_states: int, n_samples: int) -> np.ndarray:
     return np.ascontiguousarray(X, dtype=np.int64)
 
 
-def build_model(library: str, n_states: int, n_iter: int) -> Any:
+def gaussian_parameters(covariance_type: str) -> dict[str, np.ndarray]:
+    """Shared starting point of the Gaussian cases: sticky transitions, spread-out means."""
+    K, D = GAUSSIAN_STATES, GAUSSIAN_FEATURES
+    transmat = np.full((K, K), 0.1 / (K - 1))
+    np.fill_diagonal(transmat, 0.9)
+    rng = np.random.default_rng(0)
+    mixing = np.eye(D) + 0.3 * rng.normal(size=(D, D))
+    full = np.stack([mixing @ mixing.T * (0.5 + k / K) for k in range(K)])
+    covars = {
+        "spherical": np.linspace(0.5, 1.5, K),
+        "diag": np.stack([np.diag(matrix) for matrix in full]),
+        "full": full,
+        "tied": full[0],
+    }[covariance_type]
+    return {
+        "startprob_": np.full(K, 1.0 / K),
+        "transmat_": transmat,
+        "means_": 3.0 * rng.normal(size=(K, D)),
+        "covars_": covars,
+    }
+
+
+def make_gaussian_data(n_samples: int) -> np.ndarray:
+    """Observations sampled from a K=4, D=4 full-covariance Gaussian HMM."""
+    from hmm_core import GaussianHMM
+
+    truth = GaussianHMM(GAUSSIAN_STATES, "full")
+    for name, value in gaussian_parameters("full").items():
+        setattr(truth, name, value)
+    truth.means_ = truth.means_ * 1.2
+    X, _ = truth.sample(n_samples, random_state=3)
+    return np.ascontiguousarray(X, dtype=np.float64)
+
+
+def build_gaussian(library: str, covariance_type: str, n_iter: int, jobs: int) -> Any:
+    """A GaussianHMM of either library with the shared initial parameters."""
+    if library == "hmm_core":
+        from hmm_core import GaussianHMM
+
+        model: Any = GaussianHMM(
+            GAUSSIAN_STATES,
+            covariance_type,
+            n_iter=n_iter,
+            tol=-np.inf,
+            init_params="",
+            n_jobs=jobs,
+        )
+    else:
+        from hmmlearn.hmm import GaussianHMM as HmmlearnGaussianHMM
+
+        model = HmmlearnGaussianHMM(
+            GAUSSIAN_STATES,
+            covariance_type,
+            n_iter=n_iter,
+            tol=-np.inf,
+            init_params="",
+            implementation="scaling",
+        )
+    for name, value in gaussian_parameters(covariance_type).items():
+        setattr(model, name, value.copy())
+    return model
+
+
+def build_model(library: str, n_states: int, n_iter: int, jobs: int = JOBS) -> Any:
     """A PoissonHMM of either library with the shared initial parameters."""
     if library == "hmm_core":
         from hmm_core import PoissonHMM
 
-        model: Any = PoissonHMM(n_states, n_iter=n_iter, tol=-np.inf, init_params="")
+        model: Any = PoissonHMM(n_states, n_iter=n_iter, tol=-np.inf, init_params="", n_jobs=jobs)
     else:
         from hmmlearn.hmm import PoissonHMM as HmmlearnPoissonHMM
 
@@ -79,12 +148,22 @@ def build_model(library: str, n_states: int, n_iter: int) -> Any:
 
 
 def time_fit(
-    library: str, X: np.ndarray, n_states: int, n_iter: int, repeats: int
+    library: str,
+    X: np.ndarray,
+    n_states: int,
+    n_iter: int,
+    repeats: int,
+    jobs: int = JOBS,
+    covariance_type: str | None = None,
 ) -> dict[str, float]:
     """Per-iteration time of a full fit, best of `repeats` fits from the same start."""
     best_wall, best_cpu = np.inf, np.inf
     for _ in range(repeats):
-        model = build_model(library, n_states, n_iter)
+        model = (
+            build_model(library, n_states, n_iter, jobs)
+            if covariance_type is None
+            else build_gaussian(library, covariance_type, n_iter, jobs)
+        )
         wall, cpu = time.perf_counter(), time.process_time()
         model.fit(X)
         best_wall = min(best_wall, time.perf_counter() - wall)
@@ -97,8 +176,10 @@ def time_fit(
     }
 
 
-def time_decode(library: str, X: np.ndarray, n_states: int, repeats: int) -> dict[str, Any]:
-    model = build_model(library, n_states, 1)
+def time_decode(
+    library: str, X: np.ndarray, n_states: int, repeats: int, jobs: int = JOBS
+) -> dict[str, Any]:
+    model = build_model(library, n_states, 1, jobs)
     best_wall, best_cpu = np.inf, np.inf
     for _ in range(repeats):
         wall, cpu = time.perf_counter(), time.process_time()
@@ -133,12 +214,21 @@ def _reset_peak_rss() -> bool:
     return True
 
 
-def memory_child(library: str, task: str, n_states: int, data_path: str) -> None:
-    """Entry point of a child process: print the peak memory of one call as JSON."""
+def memory_child(library: str, task: str, n_states: int, data_path: str, jobs: int) -> None:
+    """Entry point of a child process: print the peak memory of one call as JSON.
+
+    A task of the form ``fit-<covariance type>`` fits the Gaussian model."""
     X = np.load(data_path)
-    model = build_model(library, n_states, 2)
-    model.fit(X[:1000])  # warm imports and code paths on a tiny slice
-    for name, value in initial_parameters(n_states).items():
+    if task.startswith("fit-"):
+        covariance_type = task.split("-", 1)[1]
+        model = build_gaussian(library, covariance_type, 2, jobs)
+        model.fit(X[:1000])
+        parameters = gaussian_parameters(covariance_type)
+    else:
+        model = build_model(library, n_states, 2, jobs)
+        model.fit(X[:1000])  # warm imports and code paths on a tiny slice
+        parameters = initial_parameters(n_states)
+    for name, value in parameters.items():
         setattr(model, name, value.copy())
     if _reset_peak_rss():
         method = "VmHWM after resetting it"
@@ -147,7 +237,7 @@ def memory_child(library: str, task: str, n_states: int, data_path: str) -> None
         method = "ru_maxrss"
         baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tracemalloc.start()
-    if task == "fit":
+    if task.startswith("fit"):
         model.fit(X)
     else:
         model.decode(X)
@@ -165,7 +255,9 @@ def memory_child(library: str, task: str, n_states: int, data_path: str) -> None
     print(json.dumps(result))
 
 
-def measure_memory(library: str, task: str, n_states: int, data_path: Path) -> dict[str, float]:
+def measure_memory(
+    library: str, task: str, n_states: int, data_path: Path, jobs: int = JOBS
+) -> dict[str, float]:
     command = [
         sys.executable,
         __file__,
@@ -174,6 +266,7 @@ def measure_memory(library: str, task: str, n_states: int, data_path: Path) -> d
         task,
         str(n_states),
         str(data_path),
+        str(jobs),
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -189,37 +282,42 @@ def main() -> None:
     parser.add_argument("--states", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2, help="fits per case; the best counts")
+    parser.add_argument("--gaussian-iterations", type=int, default=10)
+    parser.add_argument("--jobs", type=int, default=JOBS, help="hmm_core n_jobs (default 2)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory children")
+    parser.add_argument("--no-gaussian", action="store_true", help="skip the Gaussian cases")
     parser.add_argument("--quick", action="store_true", help="100,000 samples, 3 iterations")
-    parser.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
-        library, task, n_states, data_path = args.memory_child
-        memory_child(library, task, int(n_states), data_path)
+        library, task, n_states, data_path, jobs = args.memory_child
+        memory_child(library, task, int(n_states), data_path, int(jobs))
         return
     if args.quick:
-        args.samples, args.iterations = 100_000, 3
+        args.samples, args.iterations, args.gaussian_iterations = 100_000, 3, 2
 
     import hmmlearn
 
-    # hmmlearn logs a warning whenever round-off lowers the log-likelihood near convergence.
+    # Both log a warning whenever round-off lowers the log-likelihood near convergence.
     logging.getLogger("hmmlearn").setLevel(logging.ERROR)
+    logging.getLogger("hmm_core").setLevel(logging.ERROR)
     print(
         f"PoissonHMM, T={args.samples:,}, D={N_FEATURES}, fit {args.iterations} iterations "
-        f"(tol=-inf), hmmlearn {hmmlearn.__version__} implementation='scaling'"
+        f"(tol=-inf), hmmlearn {hmmlearn.__version__} implementation='scaling', "
+        f"hmm_core n_jobs={args.jobs}"
     )
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     fit_rows, decode_rows, memory_rows = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for n_states in args.states:
             X = make_data(n_states, args.samples)
-            ours = time_fit("hmm_core", X, n_states, args.iterations, args.repeats)
+            ours = time_fit("hmm_core", X, n_states, args.iterations, args.repeats, args.jobs)
             peer = time_fit("hmmlearn", X, n_states, args.iterations, args.repeats)
             relative = abs(ours["log_likelihood"] - peer["log_likelihood"]) / abs(
                 peer["log_likelihood"]
             )
             fit_rows.append((n_states, ours, peer, relative))
-            ours_decode = time_decode("hmm_core", X, n_states, 3)
+            ours_decode = time_decode("hmm_core", X, n_states, 3, args.jobs)
             peer_decode = time_decode("hmmlearn", X, n_states, 3)
             same_path = bool(np.array_equal(ours_decode["path"], peer_decode["path"]))
             decode_rows.append((n_states, ours_decode, peer_decode, same_path))
@@ -231,10 +329,49 @@ def main() -> None:
                         (
                             n_states,
                             task,
-                            measure_memory("hmm_core", task, n_states, data_path),
+                            measure_memory("hmm_core", task, n_states, data_path, args.jobs),
                             measure_memory("hmmlearn", task, n_states, data_path),
                         )
                     )
+        gaussian_rows = []
+        if not args.no_gaussian:
+            X = make_gaussian_data(args.samples)
+            data_path = Path(tmp) / "gaussian.npy"
+            np.save(data_path, X)
+            for covariance_type in COVARIANCE_TYPES:
+                timings = [
+                    time_fit(
+                        library,
+                        X,
+                        GAUSSIAN_STATES,
+                        args.gaussian_iterations,
+                        args.repeats,
+                        args.jobs,
+                        covariance_type,
+                    )
+                    for library in ("hmm_core", "hmmlearn")
+                ]
+                ours, peer = timings
+                relative = abs(ours["log_likelihood"] - peer["log_likelihood"]) / abs(
+                    peer["log_likelihood"]
+                )
+                memory = (
+                    (
+                        measure_memory(
+                            "hmm_core",
+                            f"fit-{covariance_type}",
+                            GAUSSIAN_STATES,
+                            data_path,
+                            args.jobs,
+                        ),
+                        measure_memory(
+                            "hmmlearn", f"fit-{covariance_type}", GAUSSIAN_STATES, data_path
+                        ),
+                    )
+                    if not args.no_memory
+                    else None
+                )
+                gaussian_rows.append((covariance_type, ours, peer, relative, memory))
 
     print(f"\nFit, per EM iteration (ms, best of {args.repeats} fits)")
     print("   K | hmm_core wall   cpu | hmmlearn wall    cpu | ratio wall   cpu | loglik rel. diff")
@@ -263,6 +400,23 @@ def main() -> None:
                 f"{n_states:4d} | {task:6s} | {ours['rss_mib']:12.1f} {ours['traced_mib']:6.1f} | "
                 f"{peer['rss_mib']:12.1f} {peer['traced_mib']:6.1f} | "
                 f"{ratio(peer['rss_mib'], ours['rss_mib'])}"
+            )
+    if gaussian_rows:
+        print(
+            f"\nGaussianHMM fit, T={args.samples:,}, D={GAUSSIAN_FEATURES}, K={GAUSSIAN_STATES}, "
+            f"per EM iteration (ms, best of {args.repeats} fits of {args.gaussian_iterations})"
+        )
+        print(
+            "covariance | hmm_core wall   cpu | hmmlearn wall    cpu | ratio wall   cpu | "
+            "loglik rel. diff | peak MiB ours / hmmlearn"
+        )
+        for covariance_type, ours, peer, relative, memory in gaussian_rows:
+            peak = f"{memory[0]['rss_mib']:.1f} / {memory[1]['rss_mib']:.1f}" if memory else "-"
+            print(
+                f"{covariance_type:>10s} | {ours['wall_ms']:13.1f} {ours['cpu_ms']:5.1f} | "
+                f"{peer['wall_ms']:13.1f} {peer['cpu_ms']:6.1f} | "
+                f"{ratio(peer['wall_ms'], ours['wall_ms'])} "
+                f"{ratio(peer['cpu_ms'], ours['cpu_ms'])} | {relative:.1e}          | {peak}"
             )
     print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

@@ -20,6 +20,9 @@ class EmissionModel:
         rate: npt.ArrayLike,
         log_rate: npt.ArrayLike,
         state_constant: npt.ArrayLike,
+        cholesky: npt.ArrayLike | None = None,
+        inverse_diagonal: npt.ArrayLike | None = None,
+        n_squared_columns: int = 0,
     ) -> None: ...
 
 def forward_backward(
@@ -34,9 +37,11 @@ def forward_backward(
     scale: _Float,
     stats: _Float,
     logliks: _Float,
+    lowest_log_factors: _Float,
     status: _Int,
     backward: bool,
     n_threads: int,
+    beta: _Float | None = None,
 ) -> None: ...
 def viterbi(
     model: EmissionModel,
@@ -51,6 +56,10 @@ def viterbi(
     status: _Int,
     n_threads: int,
 ) -> None: ...
+def cache_log_emissions(
+    model: EmissionModel, out: _Float, log_factors: _Float, n_threads: int
+) -> None: ...
+def use_cached_emissions(model: EmissionModel, probs: _Float, log_factors: _Float) -> None: ...
 def log_emission_matrix(model: EmissionModel, out: _Float) -> None: ...
 def sample_states(
     cum_startprob: _Float,

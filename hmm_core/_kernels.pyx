@@ -12,7 +12,9 @@ import numpy as np
 cdef enum:
     POISSON = 0
     CATEGORICAL = 1
-    GAUSSIAN = 2
+    GAUSSIAN = 2          # diagonal covariances (spherical ones are expanded to diagonal)
+    GAUSSIAN_FULL = 3     # one full covariance per state, through its Cholesky factor
+    GAUSSIAN_TIED = 4     # one full covariance shared by every state
 
 # Below this largest per-state emission probability an observation is recomputed in log space
 # and rescaled, so a very unlikely observation never underflows to zero.
@@ -21,11 +23,16 @@ cdef double TINY_PROBABILITY = 1e-200
 # once it falls below this value; a smaller factor goes to the log-likelihood directly. Both
 # bounds keep the product above 1e-300, clear of underflow.
 cdef double TINY_PRODUCT = 1e-150
+# Cached emission probabilities below this fraction of their row's largest are set to zero.
+cdef double TINY_RELATIVE = 1e-280
 # Sequences are split into at most this many groups of consecutive sequences with about the
 # same number of rows. Threads take whole groups; each group sums its statistics in sequence
 # order and the groups are summed in group order, so the result does not depend on the number
 # of threads.
 cdef Py_ssize_t MAX_GROUPS = 64
+# A sequence processed by the split kernels is cut into this many chunks of rows for the
+# statistics (fewer when it is shorter).
+cdef Py_ssize_t SPLIT_CHUNKS = 64
 # The largest state count with a specialised kernel.
 cdef enum:
     SMALL_K = 8
@@ -41,9 +48,19 @@ cdef struct Emissions:
     Py_ssize_t table_size          # Poisson counts below this are looked up in the tables
     const double* prob_table       # Poisson (D, table_size, K) pmf; categorical (n_symbols, K)
     const double* log_table        # log of prob_table
-    const double* rate             # Poisson (D, K) lambdas; Gaussian (D, K) means
-    const double* log_rate         # Poisson (D, K) log lambdas; Gaussian (D, K) inverse variances
+    const double* rate             # Poisson (D, K) lambdas; diagonal and full Gaussian (D, K)
+                                   # means; tied (D, K) means multiplied by L^-1
+    const double* log_rate         # Poisson (D, K) log lambdas; diagonal Gaussian (D, K) inverse
+                                   # variances
     const double* state_constant   # Gaussian (K,) log normalising constant of each state
+    const double* cholesky         # full (D, D, K) [row, column, state] / tied (D, D) lower
+                                   # Cholesky factors
+    const double* inverse_diagonal # full (D, K) / tied (D,) reciprocals of their diagonals
+    Py_ssize_t n_squared_columns   # Gaussian second-moment statistics per state: D (diagonal),
+                                   # D (D + 1) / 2 (full and tied: upper triangle, row by row)
+    const double* cached_probs     # Gaussian (T, K) emission probabilities divided by the
+                                   # largest of their row, or NULL (see cache_emissions)
+    const double* cached_log_factor  # (T,) log of that divisor (-inf for an impossible row)
 
 
 cdef class EmissionModel:
@@ -52,17 +69,23 @@ cdef class EmissionModel:
     Parameters
     ----------
     kind : int
-        0 Poisson, 1 categorical, 2 Gaussian with diagonal covariance.
+        0 Poisson, 1 categorical, 2 Gaussian with diagonal covariance, 3 full, 4 tied.
     counts : ndarray of int64, shape (T, D)
         Poisson counts or category symbols (D = 1); empty for Gaussian.
     values : ndarray of float64, shape (T, D)
         Gaussian observations; empty otherwise.
     prob_table, log_table : ndarray of float64
         Poisson: (D, table_size, K) pmf and log pmf per count; categorical: (n_symbols, K).
-    rate, log_rate : ndarray of float64, shape (D, K)
-        Poisson: lambdas and their logs; Gaussian: means and inverse variances.
+    rate, log_rate : ndarray of float64
+        Poisson (D, K): lambdas and their logs; diagonal Gaussian (D, K): means and inverse
+        variances; full Gaussian: (D, K) means; tied: (D, K) means multiplied by L^-1.
     state_constant : ndarray of float64, shape (K,)
         Gaussian log normalising constants; empty otherwise.
+    cholesky, inverse_diagonal : ndarray of float64
+        Full: (D, D, K) lower Cholesky factors [row, column, state] and (D, K) reciprocals of
+        their diagonals; tied: (D, D) and (D,). Empty otherwise.
+    n_squared_columns : int
+        Second-moment statistics per state (see the Emissions struct).
     """
 
     cdef Emissions c
@@ -70,7 +93,8 @@ cdef class EmissionModel:
 
     def __init__(self, int kind, Py_ssize_t n_states, Py_ssize_t n_features,
                  Py_ssize_t n_obs_columns, counts, values, prob_table, log_table, rate,
-                 log_rate, state_constant):
+                 log_rate, state_constant, cholesky=None, inverse_diagonal=None,
+                 Py_ssize_t n_squared_columns=0):
         self._arrays = []
         self.c.kind = kind
         self.c.n_states = n_states
@@ -83,6 +107,12 @@ cdef class EmissionModel:
         self.c.rate = self._double_pointer(rate)
         self.c.log_rate = self._double_pointer(log_rate)
         self.c.state_constant = self._double_pointer(state_constant)
+        self.c.cholesky = self._double_pointer(np.zeros(0) if cholesky is None else cholesky)
+        self.c.inverse_diagonal = self._double_pointer(
+            np.zeros(0) if inverse_diagonal is None else inverse_diagonal)
+        self.c.n_squared_columns = n_squared_columns
+        self.c.cached_probs = NULL
+        self.c.cached_log_factor = NULL
         self.c.table_size = prob_table.shape[1] if kind == POISSON else 0
 
     cdef const double* _double_pointer(self, array) except? NULL:
@@ -163,9 +193,72 @@ cdef inline void gaussian_log_probs(Py_ssize_t K, const Emissions* em, Py_ssize_
         out[k] = em.state_constant[k] - 0.5 * out[k]
 
 
+cdef inline void full_gaussian_log_probs(Py_ssize_t K, const Emissions* em, Py_ssize_t t,
+                                         double* out, double* solved) noexcept nogil:
+    """Full-covariance Gaussian log density of row t under each state: forward substitution
+    L y = x - mean with each state's Cholesky factor L, then -0.5 |y|^2 plus the constant.
+    All states advance together (the innermost loops run over states, so they vectorise).
+    solved is scratch of D K doubles."""
+    cdef Py_ssize_t D = em.n_features, d, j, k
+    cdef const double* x = em.values + t * D
+    cdef const double* factor_row
+    cdef const double* factor
+    cdef const double* inverse
+    cdef const double* mean
+    cdef const double* previous
+    cdef double* current
+    cdef double value
+    for k in range(K):
+        out[k] = 0.0
+    for d in range(D):
+        current = solved + d * K
+        mean = em.rate + d * K
+        value = x[d]
+        for k in range(K):
+            current[k] = value - mean[k]
+        factor_row = em.cholesky + d * D * K
+        for j in range(d):
+            factor = factor_row + j * K
+            previous = solved + j * K
+            for k in range(K):
+                current[k] -= factor[k] * previous[k]
+        inverse = em.inverse_diagonal + d * K
+        for k in range(K):
+            current[k] *= inverse[k]
+            out[k] += current[k] * current[k]
+    for k in range(K):
+        out[k] = em.state_constant[k] - 0.5 * out[k]
+
+
+cdef inline void tied_gaussian_log_probs(Py_ssize_t K, const Emissions* em, Py_ssize_t t,
+                                         double* out, double* solved) noexcept nogil:
+    """Tied-covariance Gaussian log density of row t under each state: one forward
+    substitution z = L^-1 x shared by all states, then -0.5 |z - L^-1 mean_k|^2 per state."""
+    cdef Py_ssize_t D = em.n_features, d, j, k
+    cdef const double* x = em.values + t * D
+    cdef const double* shifted
+    cdef double s, value
+    for d in range(D):
+        s = x[d]
+        for j in range(d):
+            s -= em.cholesky[d * D + j] * solved[j]
+        solved[d] = s * em.inverse_diagonal[d]
+    for k in range(K):
+        out[k] = 0.0
+    for d in range(D):
+        shifted = em.rate + d * K
+        value = solved[d]
+        for k in range(K):
+            s = value - shifted[k]
+            out[k] += s * s
+    for k in range(K):
+        out[k] = em.state_constant[k] - 0.5 * out[k]
+
+
 cdef inline void emission_log_probs(Py_ssize_t K, const Emissions* em, Py_ssize_t t,
-                                    double* out) noexcept nogil:
-    """Log emission probability of row t under each state (-inf where impossible)."""
+                                    double* out, double* scratch) noexcept nogil:
+    """Log emission probability of row t under each state (-inf where impossible).
+    scratch holds D K doubles for the full and tied Gaussian kinds."""
     cdef Py_ssize_t k
     cdef const double* row
     if em.kind == POISSON:
@@ -174,8 +267,12 @@ cdef inline void emission_log_probs(Py_ssize_t K, const Emissions* em, Py_ssize_
         row = em.log_table + em.counts[t] * K
         for k in range(K):
             out[k] = row[k]
-    else:
+    elif em.kind == GAUSSIAN:
         gaussian_log_probs(K, em, t, out)
+    elif em.kind == GAUSSIAN_FULL:
+        full_gaussian_log_probs(K, em, t, out, scratch)
+    else:
+        tied_gaussian_log_probs(K, em, t, out, scratch)
 
 
 cdef inline bint rescale_from_logs(Py_ssize_t K, double* out,
@@ -229,13 +326,22 @@ cdef inline bint table_emission_probs(Py_ssize_t K, const Emissions* em, Py_ssiz
 
 
 cdef inline bint log_space_emission_probs(Py_ssize_t K, const Emissions* em, Py_ssize_t t,
-                                          double* out, double* log_factor) noexcept nogil:
+                                          double* out, double* log_factor,
+                                          double* scratch) noexcept nogil:
     """Emission probabilities of row t divided by the largest, computed in log space.
 
     The log of the divisor goes to log_factor. Returns False when row t is impossible under
     every state.
     """
-    emission_log_probs(K, em, t, out)
+    cdef Py_ssize_t k
+    cdef const double* row
+    if em.cached_probs != NULL:
+        row = em.cached_probs + t * K
+        for k in range(K):
+            out[k] = row[k]
+        log_factor[0] = em.cached_log_factor[t]
+        return em.cached_log_factor[t] > -INFINITY
+    emission_log_probs(K, em, t, out, scratch)
     return rescale_from_logs(K, out, log_factor)
 
 
@@ -243,9 +349,17 @@ cdef inline void accumulate_emission_stats(Py_ssize_t K, const Emissions* em, Py
                                            const double* gamma, double* post,
                                            double* obs, double* obs_squared) noexcept nogil:
     """Add the posterior-weighted sufficient statistics of row t."""
-    cdef Py_ssize_t D = em.n_features, d, k
+    cdef Py_ssize_t D = em.n_features, d, e, k
     cdef double value, g
     cdef double* out
+    cdef const double* x
+    # A private copy of the posteriors for small K: the stores into the statistics cannot
+    # alias it, so the compiler keeps it in registers instead of reloading it after each.
+    cdef double local_gamma[SMALL_K]
+    if K <= SMALL_K:
+        for k in range(K):
+            local_gamma[k] = gamma[k]
+        gamma = &local_gamma[0]
     for k in range(K):
         post[k] += gamma[k]
     if em.kind == POISSON:
@@ -258,22 +372,35 @@ cdef inline void accumulate_emission_stats(Py_ssize_t K, const Emissions* em, Py
         out = obs + em.counts[t] * K
         for k in range(K):
             out[k] += gamma[k]
-    else:
+    elif em.kind == GAUSSIAN:
         for d in range(D):
             value = em.values[t * D + d]
             for k in range(K):
                 g = gamma[k] * value
                 obs[d * K + k] += g
                 obs_squared[d * K + k] += g * value
+    else:
+        x = em.values + t * D
+        for d in range(D):
+            value = x[d]
+            for k in range(K):
+                obs[d * K + k] += gamma[k] * value
+        if em.n_squared_columns > 0:
+            # Full and tied: upper triangle of x x^T, row by row, weighted by each state's
+            # posterior.
+            out = obs_squared
+            for d in range(D):
+                for e in range(d, D):
+                    value = x[d] * x[e]
+                    for k in range(K):
+                        out[k] += gamma[k] * value
+                    out += K
 
 
 cdef Py_ssize_t stats_size(const Emissions* em, Py_ssize_t n_classes) noexcept nogil:
     """Length of the flat statistics vector: start, transitions, post, obs, obs squared."""
     cdef Py_ssize_t K = em.n_states
-    cdef Py_ssize_t size = K + n_classes * K * K + K + em.n_obs_columns * K
-    if em.kind == GAUSSIAN:
-        size += em.n_features * K
-    return size
+    return K + n_classes * K * K + K + em.n_obs_columns * K + em.n_squared_columns * K
 
 
 cdef inline double predict_and_weigh(Py_ssize_t K, const double* startprob,
@@ -316,28 +443,98 @@ cdef inline double predict_and_weigh(Py_ssize_t K, const double* startprob,
     return total
 
 
-cdef int64_t forward_backward_sequence(
-        const StateCount* tag,          # IN selects the specialisation (may be NULL)
-        const Emissions* em,            # IN emission parameters and observations
-        Py_ssize_t t0,                  # IN first row of the sequence
-        Py_ssize_t t1,                  # IN one past its last row
-        const int64_t* classes,         # IN (T,) transition class of the step into t, or NULL
-        const double* startprob,        # IN (K,)
-        const double* transmat,         # IN (C, K, K) [class, from, to]
-        const double* transmat_t,       # IN (C, K, K) transposed: [class, to, from]
-        Py_ssize_t n_classes,           # IN C
-        double* alpha,                  # OUT (T, K) scaled alphas, then posteriors
-        double* scale,                  # OUT (T,) scale factors, negated where log space was used
-        double* stats,                  # OUT flat statistics of this sequence, or NULL
-        bint backward,                  # IN run the backward pass
-        double* work,                   # scratch of 5 K doubles
-        double* loglik,                 # OUT log-likelihood of the sequence
-) noexcept nogil:
+cdef struct ForwardBackwardJob:
+    const Emissions* em             # IN emission parameters and observations
+    Py_ssize_t t0                   # IN first row of the sequence
+    Py_ssize_t t1                   # IN one past its last row
+    const int64_t* classes          # IN (T,) transition class of the step into t, or NULL
+    const double* startprob         # IN (K,)
+    const double* transmat          # IN (C, K, K) [class, from, to]
+    const double* transmat_t        # IN (C, K, K) transposed: [class, to, from]
+    Py_ssize_t n_classes            # IN C
+    double* alpha                   # OUT (T, K) scaled alphas, then posteriors
+    double* scale                   # OUT (T,) scale factors, negated where log space was used
+    double* stats                   # OUT flat statistics of this sequence, or NULL
+    bint backward                   # IN run the backward pass
+    double* work                    # scratch of 5 K + D K doubles
+    double* loglik                  # OUT log-likelihood of the sequence
+    double* lowest_log_factor       # OUT smallest log divisor of a row redone in log space
+
+
+cdef struct ViterbiJob:
+    const Emissions* em             # IN emission parameters and observations
+    Py_ssize_t t0                   # IN first row
+    Py_ssize_t t1                   # IN one past the last row
+    const int64_t* classes          # IN (T,) or NULL
+    const double* log_startprob     # IN (K,)
+    const double* log_transmat_t    # IN (C, K, K) transposed: [c, to, from]
+    int32_t* backpointers           # OUT (T, K)
+    int64_t* path                   # OUT (T,)
+    double* work                    # scratch of 3 K + D K doubles
+    double* logprob                 # OUT log probability of the best path
+
+
+cdef struct BackwardJob:
+    const Emissions* em             # IN emission parameters and observations
+    Py_ssize_t t0                   # IN first row of the sequence
+    Py_ssize_t t1                   # IN one past its last row
+    const int64_t* classes          # IN (T,) or NULL
+    const double* transmat_t        # IN (C, K, K) transposed: [class, to, from]
+    double* beta                    # OUT (T, K) backward vectors, each scaled to sum to 1
+    double* work                    # scratch of 2 K + D K doubles
+
+
+cdef struct StatisticsJob:
+    const Emissions* em             # IN emission parameters and observations
+    Py_ssize_t t0                   # IN first row of the sequence
+    Py_ssize_t t1                   # IN one past its last row
+    Py_ssize_t first                # IN first row of this chunk
+    Py_ssize_t last                 # IN one past the last row of this chunk
+    const int64_t* classes          # IN (T,) or NULL
+    Py_ssize_t n_classes            # IN C
+    const double* alpha             # IN (T, K) scaled forward vectors
+    const double* beta              # IN (T, K) backward vectors of BackwardJob
+    const double* scale             # IN (T,) scale factors of the forward pass
+    double* stats                   # OUT flat statistics of this chunk
+    double* work                    # scratch of 3 K + D K doubles
+
+
+cdef struct CacheJob:
+    const Emissions* em             # IN emission parameters and observations
+    Py_ssize_t first                # IN first row
+    Py_ssize_t last                 # IN one past the last row
+    double* out                     # OUT (T, K) log emissions minus the row's largest
+    double* log_factors             # OUT (T,) the row's largest
+    double* work                    # scratch of D K doubles
+
+
+ctypedef fused SequenceJob:
+    ForwardBackwardJob
+    ViterbiJob
+    BackwardJob
+    StatisticsJob
+    CacheJob
+
+
+cdef int64_t forward_backward_sequence(const StateCount* tag,
+                                       const ForwardBackwardJob* job) noexcept nogil:
     """Scaled forward-backward over one sequence with the statistics accumulated on the way back.
 
-    Returns -1 on success, t when row t is impossible under every state, and -(t + 2) when
-    row t is impossible given the states the transitions allow.
+    tag only selects the specialisation (it is NULL). Returns -1 on success, t when row t is
+    impossible under every state, and -(t + 2) when row t is impossible given the states the
+    transitions allow.
     """
+    cdef const Emissions* em = job.em
+    cdef Py_ssize_t t0 = job.t0, t1 = job.t1, n_classes = job.n_classes
+    cdef const int64_t* classes = job.classes
+    cdef const double* startprob = job.startprob
+    cdef const double* transmat = job.transmat
+    cdef const double* transmat_t = job.transmat_t
+    cdef double* alpha = job.alpha
+    cdef double* scale = job.scale
+    cdef double* stats = job.stats
+    cdef double* work = job.work
+    cdef double* scratch = job.work + 5 * em.n_states
     cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
     cdef Py_ssize_t KK = K * K, t, i, j, cls = 0
     # The specialised kernels keep their K-vectors in local arrays, which nothing else can
@@ -361,6 +558,7 @@ cdef int64_t forward_backward_sequence(
     cdef double* obs = NULL
     cdef double* obs_squared = NULL
     cdef double log_factor, total, inverse = 1.0, running = 1.0, ll = 0.0, a_i, s
+    cdef double lowest = 0.0
     cdef bint in_log_space
 
     # Forward pass: alpha_t = (alpha_{t-1} A) * b_t / c_t. The unnormalised vector is carried
@@ -378,9 +576,10 @@ cdef int64_t forward_backward_sequence(
                                       trans, trans_t, predicted, current)
             in_log_space = not total > TINY_PROBABILITY
         if in_log_space:
-            if not log_space_emission_probs(K, em, t, current, &log_factor):
+            if not log_space_emission_probs(K, em, t, current, &log_factor, scratch):
                 return t
             ll += log_factor
+            lowest = log_factor if log_factor < lowest else lowest
             total = predict_and_weigh(K, startprob, previous if t > t0 else NULL, inverse,
                                       trans, trans_t, predicted, current)
             if not total > 0.0:
@@ -401,8 +600,9 @@ cdef int64_t forward_backward_sequence(
         previous = current
         current = swap
     ll += log(running)
-    loglik[0] = ll
-    if not backward:
+    job.loglik[0] = ll
+    job.lowest_log_factor[0] = lowest
+    if not job.backward:
         return -1
 
     if stats != NULL:
@@ -426,7 +626,7 @@ cdef int64_t forward_backward_sequence(
             table_emission_probs(K, em, t + 1, weighted)
             inverse = 1.0 / total
         else:
-            log_space_emission_probs(K, em, t + 1, weighted, &log_factor)
+            log_space_emission_probs(K, em, t + 1, weighted, &log_factor, scratch)
             inverse = -1.0 / total
         for j in range(K):
             weighted[j] *= inverse * beta[j]
@@ -457,31 +657,217 @@ cdef int64_t forward_backward_sequence(
     return -1
 
 
-cdef int64_t forward_backward_dispatch(
-        Py_ssize_t K, const Emissions* em, Py_ssize_t t0, Py_ssize_t t1,
-        const int64_t* classes, const double* startprob, const double* transmat,
-        const double* transmat_t, Py_ssize_t n_classes, double* alpha, double* scale,
-        double* stats, bint backward, double* work, double* loglik) noexcept nogil:
-    """forward_backward_sequence specialised for K when K is small."""
-    if K == 2:
-        return forward_backward_sequence(<States2*> NULL, em, t0, t1, classes, startprob,
-                                         transmat, transmat_t, n_classes, alpha, scale, stats,
-                                         backward, work, loglik)
-    if K == 3:
-        return forward_backward_sequence(<States3*> NULL, em, t0, t1, classes, startprob,
-                                         transmat, transmat_t, n_classes, alpha, scale, stats,
-                                         backward, work, loglik)
-    if K == 4:
-        return forward_backward_sequence(<States4*> NULL, em, t0, t1, classes, startprob,
-                                         transmat, transmat_t, n_classes, alpha, scale, stats,
-                                         backward, work, loglik)
-    if K == 8:
-        return forward_backward_sequence(<States8*> NULL, em, t0, t1, classes, startprob,
-                                         transmat, transmat_t, n_classes, alpha, scale, stats,
-                                         backward, work, loglik)
-    return forward_backward_sequence(<StatesAny*> NULL, em, t0, t1, classes, startprob,
-                                     transmat, transmat_t, n_classes, alpha, scale, stats,
-                                     backward, work, loglik)
+# A long single sequence is split across threads: the forward pass and a backward pass that
+# normalises each beta_t to sum to 1 run at the same time, then the rows are cut into chunks
+# whose statistics are summed in chunk order, so the result does not depend on the number of
+# threads. With alpha_t scaled to sum to 1 and any positive multiple beta_t of the backward
+# vector, gamma_t = alpha_t beta_t / s_t and xi_t(i, j) = alpha_t(i) A_ij b_{t+1}(j)
+# beta_{t+1}(j) / (c_{t+1} s_{t+1}), where s_t = sum_k alpha_t(k) beta_t(k).
+
+cdef int64_t normalised_backward(const StateCount* tag, const BackwardJob* job) noexcept nogil:
+    """beta_t = A (b_{t+1} * beta_{t+1}) scaled to sum to 1, from t1 - 1 down to t0."""
+    cdef const Emissions* em = job.em
+    cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
+    cdef Py_ssize_t KK = K * K, t, i, j
+    cdef double local_vectors[2 * SMALL_K]
+    cdef double* weighted = job.work if StateCount is StatesAny else &local_vectors[0]
+    cdef double* row = weighted + K
+    cdef double* scratch = job.work + 2 * em.n_states
+    cdef double* beta
+    cdef double* following
+    cdef const double* trans_row
+    cdef const double* trans
+    cdef double total, peak, log_factor, w
+    following = job.beta + (job.t1 - 1) * K
+    for i in range(K):
+        following[i] = 1.0 / K
+    for t in range(job.t1 - 2, job.t0 - 1, -1):
+        beta = job.beta + t * K
+        following = beta + K
+        peak = 0.0
+        if table_emission_probs(K, em, t + 1, weighted):
+            for j in range(K):
+                peak = weighted[j] if weighted[j] > peak else peak
+        if not peak > TINY_PROBABILITY:
+            log_space_emission_probs(K, em, t + 1, weighted, &log_factor, scratch)
+        for j in range(K):
+            weighted[j] *= following[j]
+        # Column by column of A (rows of its transpose), which the compiler vectorises.
+        trans = job.transmat_t + (job.classes[t + 1] if job.classes != NULL else 0) * KK
+        for i in range(K):
+            row[i] = 0.0
+        for j in range(K):
+            w = weighted[j]
+            trans_row = trans + j * K
+            for i in range(K):
+                row[i] += trans_row[i] * w
+        total = 0.0
+        for i in range(K):
+            total += row[i]
+        if total > 0.0:
+            total = 1.0 / total
+        for i in range(K):
+            beta[i] = row[i] * total
+    return -1
+
+
+cdef int64_t chunk_statistics(const StateCount* tag, const StatisticsJob* job) noexcept nogil:
+    """Posterior-weighted statistics of rows first..last - 1 from alpha, beta and the scales."""
+    cdef const Emissions* em = job.em
+    cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
+    cdef Py_ssize_t KK = K * K, t, i, j
+    cdef double local_vectors[3 * SMALL_K]
+    cdef double* vectors = job.work if StateCount is StatesAny else &local_vectors[0]
+    cdef double* gamma = vectors
+    cdef double* weighted = vectors + K
+    cdef double* scratch = job.work + 3 * em.n_states
+    cdef double* start_stats = job.stats
+    cdef double* trans_stats = job.stats + K
+    cdef double* post = trans_stats + job.n_classes * KK
+    cdef double* obs = post + K
+    cdef double* obs_squared = obs + em.n_obs_columns * K
+    cdef double* acc
+    cdef const double* row_alpha
+    cdef const double* row_beta
+    cdef const double* next_alpha
+    cdef const double* next_beta
+    cdef double s_t = 0.0, s_next, total, factor, a_i, log_factor
+    row_alpha = job.alpha + job.first * K
+    row_beta = job.beta + job.first * K
+    for i in range(K):
+        s_t += row_alpha[i] * row_beta[i]
+    for t in range(job.first, job.last):
+        row_alpha = job.alpha + t * K
+        row_beta = job.beta + t * K
+        factor = 1.0 / s_t
+        for i in range(K):
+            gamma[i] = row_alpha[i] * row_beta[i] * factor
+        accumulate_emission_stats(K, em, t, gamma, post, obs, obs_squared)
+        if t == job.t0:
+            for i in range(K):
+                start_stats[i] += gamma[i]
+        if t + 1 >= job.t1:
+            continue
+        next_alpha = row_alpha + K
+        next_beta = row_beta + K
+        s_next = 0.0
+        for j in range(K):
+            s_next += next_alpha[j] * next_beta[j]
+        total = job.scale[t + 1]
+        if total > 0.0:
+            table_emission_probs(K, em, t + 1, weighted)
+        else:
+            log_space_emission_probs(K, em, t + 1, weighted, &log_factor, scratch)
+            total = -total
+        factor = 1.0 / (total * s_next)
+        for j in range(K):
+            weighted[j] *= next_beta[j] * factor
+        acc = trans_stats + (job.classes[t + 1] if job.classes != NULL else 0) * KK
+        for i in range(K):
+            a_i = row_alpha[i]
+            for j in range(K):
+                acc[i * K + j] += a_i * weighted[j]
+        s_t = s_next
+    return -1
+
+
+
+cdef int split_forward_backward(
+        const Emissions* em, Py_ssize_t t0, Py_ssize_t t1, const int64_t* classes,
+        const double* startprob, const double* transmat, const double* transmat_t,
+        Py_ssize_t n_classes, double* alpha, double* beta, double* scale, double* stats,
+        Py_ssize_t size, double* loglik, double* lowest_log_factor, int64_t* status,
+        bint backward, int n_threads) except -1:
+    """forward_backward for one sequence split across threads (see above)."""
+    cdef Py_ssize_t K = em.n_states, D = em.n_features
+    cdef Py_ssize_t n_rows = t1 - t0
+    cdef Py_ssize_t n_chunks = max(1, min(SPLIT_CHUNKS, n_rows))
+    cdef Py_ssize_t part, c, i, t, k
+    cdef double* work = NULL
+    cdef double* chunk_stats = NULL
+    cdef double* row
+    cdef double total
+    cdef ForwardBackwardJob* forward_job = NULL
+    cdef BackwardJob* backward_job = NULL
+    cdef StatisticsJob* statistics_job = NULL
+    with nogil, parallel(num_threads=max(1, min(n_threads, 2))):
+        work = <double*> malloc((5 * K + D * K) * sizeof(double))
+        forward_job = <ForwardBackwardJob*> calloc(1, sizeof(ForwardBackwardJob))
+        backward_job = <BackwardJob*> calloc(1, sizeof(BackwardJob))
+        for part in prange(2, schedule="static", chunksize=1):
+            if part == 0:
+                forward_job.em = em
+                forward_job.t0 = t0
+                forward_job.t1 = t1
+                forward_job.classes = classes
+                forward_job.startprob = startprob
+                forward_job.transmat = transmat
+                forward_job.transmat_t = transmat_t
+                forward_job.n_classes = n_classes
+                forward_job.alpha = alpha
+                forward_job.scale = scale
+                forward_job.stats = NULL
+                forward_job.backward = False
+                forward_job.work = work
+                forward_job.loglik = loglik
+                forward_job.lowest_log_factor = lowest_log_factor
+                status[0] = run_specialised(forward_job)
+            elif backward:
+                backward_job.em = em
+                backward_job.t0 = t0
+                backward_job.t1 = t1
+                backward_job.classes = classes
+                backward_job.transmat_t = transmat_t
+                backward_job.beta = beta
+                backward_job.work = work
+                run_specialised(backward_job)
+        free(backward_job)
+        free(forward_job)
+        free(work)
+    if status[0] != -1 or not backward:
+        return 0
+    if stats == NULL:
+        # Posteriors only: gamma_t = alpha_t beta_t / s_t, row by row, into alpha.
+        with nogil:
+            for t in prange(t0, t1, schedule="static", num_threads=max(1, n_threads)):
+                row = alpha + t * K
+                total = 0.0
+                for k in range(K):
+                    row[k] = row[k] * beta[t * K + k]
+                    total = total + row[k]
+                for k in range(K):
+                    row[k] = row[k] / total
+        return 0
+    chunk_stats = <double*> calloc(n_chunks * size, sizeof(double))
+    if chunk_stats == NULL:
+        raise MemoryError()
+    try:
+        with nogil, parallel(num_threads=max(1, min(n_threads, n_chunks))):
+            work = <double*> malloc((3 * K + D * K) * sizeof(double))
+            statistics_job = <StatisticsJob*> calloc(1, sizeof(StatisticsJob))
+            statistics_job.em = em
+            statistics_job.t0 = t0
+            statistics_job.t1 = t1
+            statistics_job.classes = classes
+            statistics_job.n_classes = n_classes
+            statistics_job.alpha = alpha
+            statistics_job.beta = beta
+            statistics_job.scale = scale
+            statistics_job.work = work
+            for c in prange(n_chunks, schedule="dynamic"):
+                statistics_job.first = t0 + c * n_rows // n_chunks
+                statistics_job.last = t0 + (c + 1) * n_rows // n_chunks
+                statistics_job.stats = chunk_stats + c * size
+                run_specialised(statistics_job)
+            free(statistics_job)
+            free(work)
+        for c in range(n_chunks):
+            for i in range(size):
+                stats[i] += chunk_stats[c * size + i]
+    finally:
+        free(chunk_stats)
+    return 0
+
 
 
 def forward_backward(
@@ -496,15 +882,23 @@ def forward_backward(
         double[::1] scale,                  # OUT (T,) scale factors
         double[::1] stats,                  # OUT flat summed statistics, or empty
         double[::1] logliks,                # OUT (S,) log-likelihood per sequence
+        double[::1] lowest_log_factors,     # OUT (S,) smallest log divisor of a row redone
+                                            #     in log space (0 when none was)
         int64_t[::1] status,                # OUT (S,) -1, or the failing row (see above)
         bint backward,                      # IN run the backward pass
         int n_threads,                      # IN threads over sequences
+        double[:, ::1] beta=None,           # IN scratch (T, K) to split one sequence across
+                                            #    threads, or None
 ):
     """Run the fused forward-backward over every sequence.
 
+    With ``beta`` (one sequence only) the forward and backward passes run at the same time and
+    the statistics are summed over chunks of rows in parallel; for a fit (``stats`` given) the
+    posteriors are then not written to ``alpha``.
+
     With a non-empty ``stats`` the sufficient statistics are accumulated: start (K), per-class
     transition products (C*K*K, still to be multiplied by transmat), post (K), obs
-    (n_obs_columns*K, feature-major) and, for Gaussian, obs squared (D*K).
+    (n_obs_columns*K, feature-major) and, for Gaussian, second moments (n_squared_columns*K).
     """
     cdef const Emissions* em = &model.c
     cdef Py_ssize_t K = em.n_states, n_sequences = starts.shape[0]
@@ -518,8 +912,19 @@ def forward_backward(
     cdef double* group_stats = NULL
     cdef double* my_stats
     cdef double* work = NULL
+    # Each thread fills its own job (a pointer assigned in the parallel block is private).
+    cdef ForwardBackwardJob* job = NULL
     if want_stats and stats.shape[0] != size:
         raise ValueError(f"stats has length {stats.shape[0]}, expected {size}")
+    if beta is not None and beta.shape[0] > 0:
+        if n_sequences != 1 or beta.shape[0] != n_rows or beta.shape[1] != K:
+            raise ValueError("beta must be (T, K) and is only for a single sequence")
+        split_forward_backward(em, starts[0], ends[0], class_ptr, &startprob[0],
+                               &transmat[0, 0, 0], &transmat_t[0, 0, 0], n_classes,
+                               &alpha[0, 0], &beta[0, 0], &scale[0],
+                               &stats[0] if want_stats else NULL, size, &logliks[0],
+                               &lowest_log_factors[0], &status[0], backward, n_threads)
+        return
     # group_first[g] is the first sequence of group g; a sequence belongs to the group its first
     # row falls in when the rows are cut into n_groups equal parts.
     cdef Py_ssize_t[::1] group_first = np.empty(n_groups + 1, dtype=np.intp)
@@ -537,14 +942,27 @@ def forward_backward(
             raise MemoryError()
     try:
         with nogil, parallel(num_threads=max(1, min(n_threads, n_groups))):
-            work = <double*> malloc(5 * K * sizeof(double))
+            work = <double*> malloc((5 * K + em.n_features * K) * sizeof(double))
+            job = <ForwardBackwardJob*> malloc(sizeof(ForwardBackwardJob))
+            job.em = em
+            job.classes = class_ptr
+            job.startprob = &startprob[0]
+            job.transmat = &transmat[0, 0, 0]
+            job.transmat_t = &transmat_t[0, 0, 0]
+            job.n_classes = n_classes
+            job.alpha = &alpha[0, 0]
+            job.scale = &scale[0]
+            job.backward = backward
+            job.work = work
             for g in prange(n_groups, schedule="dynamic"):
-                my_stats = group_stats + g * size if want_stats else NULL
+                job.stats = group_stats + g * size if want_stats else NULL
                 for s in range(group_first[g], group_first[g + 1]):
-                    status[s] = forward_backward_dispatch(
-                        K, em, starts[s], ends[s], class_ptr, &startprob[0],
-                        &transmat[0, 0, 0], &transmat_t[0, 0, 0], n_classes, &alpha[0, 0],
-                        &scale[0], my_stats, backward, work, &logliks[s])
+                    job.t0 = starts[s]
+                    job.t1 = ends[s]
+                    job.loglik = &logliks[s]
+                    job.lowest_log_factor = &lowest_log_factors[s]
+                    status[s] = run_specialised(job)
+            free(job)
             free(work)
         if want_stats:
             for g in range(n_groups):
@@ -555,20 +973,18 @@ def forward_backward(
         free(group_stats)
 
 
-cdef int64_t viterbi_sequence(
-        const StateCount* tag,              # IN selects the specialisation (may be NULL)
-        const Emissions* em,                # IN emission parameters and observations
-        Py_ssize_t t0,                      # IN first row
-        Py_ssize_t t1,                      # IN one past the last row
-        const int64_t* classes,             # IN (T,) or NULL
-        const double* log_startprob,        # IN (K,)
-        const double* log_transmat_t,       # IN (C, K, K) transposed: [c, to, from]
-        int32_t* backpointers,              # OUT (T, K)
-        int64_t* path,                      # OUT (T,)
-        double* work,                       # scratch of 3 K doubles
-        double* logprob,                    # OUT log probability of the best path
-) noexcept nogil:
+cdef int64_t viterbi_sequence(const StateCount* tag, const ViterbiJob* job) noexcept nogil:
     """Viterbi in log space over one sequence; returns -1 or the failing row as above."""
+    cdef const Emissions* em = job.em
+    cdef Py_ssize_t t0 = job.t0, t1 = job.t1
+    cdef const int64_t* classes = job.classes
+    cdef const double* log_startprob = job.log_startprob
+    cdef const double* log_transmat_t = job.log_transmat_t
+    cdef int32_t* backpointers = job.backpointers
+    cdef int64_t* path = job.path
+    cdef double* work = job.work
+    cdef double* scratch = job.work + 3 * em.n_states
+    cdef double* logprob = job.logprob
     cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
     cdef Py_ssize_t KK = K * K, t, i, j, best_state
     cdef double* delta = work
@@ -579,7 +995,7 @@ cdef int64_t viterbi_sequence(
     cdef double best, value, peak
     cdef bint better
     cdef int32_t* pointers
-    emission_log_probs(K, em, t0, log_emission)
+    emission_log_probs(K, em, t0, log_emission, scratch)
     peak = -INFINITY
     for j in range(K):
         delta[j] = log_startprob[j] + log_emission[j]
@@ -590,7 +1006,7 @@ cdef int64_t viterbi_sequence(
                 return -(t0 + 2)
         return t0
     for t in range(t0 + 1, t1):
-        emission_log_probs(K, em, t, log_emission)
+        emission_log_probs(K, em, t, log_emission, scratch)
         column = log_transmat_t + (classes[t] if classes != NULL else 0) * KK
         pointers = backpointers + t * K
         peak = -INFINITY
@@ -627,25 +1043,33 @@ cdef int64_t viterbi_sequence(
     return -1
 
 
-cdef int64_t viterbi_dispatch(
-        Py_ssize_t K, const Emissions* em, Py_ssize_t t0, Py_ssize_t t1,
-        const int64_t* classes, const double* log_startprob, const double* log_transmat_t,
-        int32_t* backpointers, int64_t* path, double* work, double* logprob) noexcept nogil:
-    """viterbi_sequence specialised for K when K is small."""
+cdef int64_t run_for_states(const StateCount* tag, const SequenceJob* job) noexcept nogil:
+    """The kernel of the job's kind for the state count tag stands for."""
+    if SequenceJob is ForwardBackwardJob:
+        return forward_backward_sequence(tag, job)
+    elif SequenceJob is ViterbiJob:
+        return viterbi_sequence(tag, job)
+    elif SequenceJob is BackwardJob:
+        return normalised_backward(tag, job)
+    elif SequenceJob is StatisticsJob:
+        return chunk_statistics(tag, job)
+    else:
+        return cache_rows(tag, job)
+
+
+cdef int64_t run_specialised(const SequenceJob* job) noexcept nogil:
+    """Run one sequence job with the kernel specialised for its number of states: a constant
+    K of 2, 3, 4 or 8 lets the compiler unroll the loops over states; other K run generic."""
+    cdef Py_ssize_t K = job.em.n_states
     if K == 2:
-        return viterbi_sequence(<States2*> NULL, em, t0, t1, classes, log_startprob,
-                                log_transmat_t, backpointers, path, work, logprob)
+        return run_for_states(<States2*> NULL, job)
     if K == 3:
-        return viterbi_sequence(<States3*> NULL, em, t0, t1, classes, log_startprob,
-                                log_transmat_t, backpointers, path, work, logprob)
+        return run_for_states(<States3*> NULL, job)
     if K == 4:
-        return viterbi_sequence(<States4*> NULL, em, t0, t1, classes, log_startprob,
-                                log_transmat_t, backpointers, path, work, logprob)
+        return run_for_states(<States4*> NULL, job)
     if K == 8:
-        return viterbi_sequence(<States8*> NULL, em, t0, t1, classes, log_startprob,
-                                log_transmat_t, backpointers, path, work, logprob)
-    return viterbi_sequence(<StatesAny*> NULL, em, t0, t1, classes, log_startprob,
-                            log_transmat_t, backpointers, path, work, logprob)
+        return run_for_states(<States8*> NULL, job)
+    return run_for_states(<StatesAny*> NULL, job)
 
 
 def viterbi(
@@ -666,22 +1090,105 @@ def viterbi(
     cdef Py_ssize_t K = em.n_states, n_sequences = starts.shape[0], s
     cdef const int64_t* class_ptr = &classes[0] if classes.shape[0] > 0 else NULL
     cdef double* work = NULL
+    cdef ViterbiJob* job = NULL
     with nogil, parallel(num_threads=max(1, min(n_threads, n_sequences))):
-        work = <double*> malloc(3 * K * sizeof(double))
+        work = <double*> malloc((3 * K + em.n_features * K) * sizeof(double))
+        job = <ViterbiJob*> malloc(sizeof(ViterbiJob))
+        job.em = em
+        job.classes = class_ptr
+        job.log_startprob = &log_startprob[0]
+        job.log_transmat_t = &log_transmat_t[0, 0, 0]
+        job.backpointers = &backpointers[0, 0]
+        job.path = &path[0]
+        job.work = work
         for s in prange(n_sequences, schedule="guided"):
-            status[s] = viterbi_dispatch(
-                K, em, starts[s], ends[s], class_ptr, &log_startprob[0],
-                &log_transmat_t[0, 0, 0], &backpointers[0, 0], &path[0], work, &logprobs[s])
+            job.t0 = starts[s]
+            job.t1 = ends[s]
+            job.logprob = &logprobs[s]
+            status[s] = run_specialised(job)
+        free(job)
         free(work)
+
+
+cdef int64_t cache_rows(const StateCount* tag, const CacheJob* job) noexcept nogil:
+    """Log emissions of rows first..last - 1 relative to each row's largest."""
+    cdef const Emissions* em = job.em
+    cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
+    cdef Py_ssize_t t, k
+    cdef double* row
+    cdef double peak, value
+    cdef double floor = log(TINY_RELATIVE)
+    for t in range(job.first, job.last):
+        row = job.out + t * K
+        emission_log_probs(K, em, t, row, job.work)
+        peak = -INFINITY
+        for k in range(K):
+            peak = row[k] if row[k] > peak else peak
+        job.log_factors[t] = peak
+        for k in range(K):
+            # Relative to the row's largest these add nothing a double can hold to any sum;
+            # as zeros (after exp) they keep slow subnormal numbers out of the passes.
+            value = row[k] - peak
+            row[k] = value if value > floor else -INFINITY
+    return -1
+
+
+def cache_log_emissions(
+        EmissionModel model,
+        double[:, ::1] out,                 # OUT (T, K) log emission probabilities minus the
+                                            #     row's largest (-inf below TINY_RELATIVE)
+        double[::1] log_factors,            # OUT (T,) the row's largest (-inf if impossible)
+        int n_threads,                      # IN threads over rows
+):
+    """First half of caching the emissions: every row's log densities relative to the row's
+    largest, in parallel over chunks of rows. The caller exponentiates ``out`` in place
+    (NumPy's exp is vectorised) and hands both arrays to use_cached_emissions."""
+    cdef Emissions* em = &model.c
+    cdef Py_ssize_t K = em.n_states, n_rows = out.shape[0], c
+    cdef Py_ssize_t n_chunks = max(1, min(SPLIT_CHUNKS, n_rows))
+    cdef CacheJob* job = NULL
+    if out.shape[1] != K or log_factors.shape[0] != n_rows:
+        raise ValueError("out must be (T, K) and log_factors (T,)")
+    em.cached_probs = NULL
+    em.cached_log_factor = NULL
+    with nogil, parallel(num_threads=max(1, min(n_threads, n_chunks))):
+        job = <CacheJob*> calloc(1, sizeof(CacheJob))
+        job.em = em
+        job.out = &out[0, 0]
+        job.log_factors = &log_factors[0]
+        job.work = <double*> malloc((em.n_features * K + 1) * sizeof(double))
+        for c in prange(n_chunks, schedule="dynamic"):
+            job.first = c * n_rows // n_chunks
+            job.last = (c + 1) * n_rows // n_chunks
+            run_specialised(job)
+        free(job.work)
+        free(job)
+
+
+def use_cached_emissions(EmissionModel model, double[:, ::1] probs, double[::1] log_factors):
+    """Let the forward-backward kernels of this model read the emission probabilities (divided
+    by their row's largest) and the log divisors from probs and log_factors instead of
+    recomputing the densities in every pass. Impossible rows have log factor -inf."""
+    cdef Emissions* em = &model.c
+    if probs.shape[1] != em.n_states or log_factors.shape[0] != probs.shape[0]:
+        raise ValueError("probs must be (T, K) and log_factors (T,)")
+    model._arrays.append(probs.base)
+    model._arrays.append(log_factors.base)
+    em.cached_probs = &probs[0, 0]
+    em.cached_log_factor = &log_factors[0]
 
 
 def log_emission_matrix(EmissionModel model, double[:, ::1] out):
     """Fill out (T, K) with the log emission probability of every row under every state."""
     cdef const Emissions* em = &model.c
     cdef Py_ssize_t t
+    cdef double* scratch = <double*> malloc((em.n_features * em.n_states + 1) * sizeof(double))
+    if scratch == NULL:
+        raise MemoryError()
     with nogil:
         for t in range(out.shape[0]):
-            emission_log_probs(em.n_states, em, t, &out[t, 0])
+            emission_log_probs(em.n_states, em, t, &out[t, 0], scratch)
+    free(scratch)
 
 
 def sample_states(

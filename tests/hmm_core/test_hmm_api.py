@@ -37,14 +37,16 @@ def test_fit_keeps_parameters_left_out_of_init_params_and_params() -> None:
     np.testing.assert_array_equal(model.lambdas_, start_lambdas)
     assert model.monitor_.history[0] == pytest.approx(first, rel=1e-12)
 
-    # init_params without 'l' keeps hand-set lambdas as the starting point of EM.
-    seeded = two_state_poisson(init_params="st", n_iter=1)
+    # init_params without 'l' keeps hand-set lambdas as the starting point of EM; start and
+    # transitions are drawn from Dirichlet(1/K) with the model's random_state, as in hmmlearn.
+    seeded = two_state_poisson(init_params="st", n_iter=1, random_state=7)
     seeded.lambdas_ = np.array([[0.5, 3.0], [4.0, 0.5]])
     seeded.fit(X)
-    uniform = two_state_poisson(init_params="")
-    uniform.startprob_ = np.full(2, 0.5)
-    uniform.transmat_ = np.full((2, 2), 0.5)
-    assert seeded.monitor_.history[0] == pytest.approx(uniform.score(X), rel=1e-12)
+    rng = np.random.RandomState(7)
+    drawn = two_state_poisson(init_params="")
+    drawn.startprob_ = rng.dirichlet([0.5, 0.5])
+    drawn.transmat_ = rng.dirichlet([0.5, 0.5], size=2)
+    assert seeded.monitor_.history[0] == pytest.approx(drawn.score(X), rel=1e-12)
 
 
 def test_tol_minus_infinity_runs_exactly_n_iter() -> None:
@@ -71,7 +73,15 @@ def test_convergence_monitor() -> None:
 
 def test_defaults_follow_hmmlearn_names() -> None:
     model = PoissonHMM()
-    assert (model.n_components, model.n_iter, model.tol) == (1, 100, 1e-4)
+    assert (model.n_components, model.n_iter, model.tol) == (1, 10, 1e-2)
+    assert (model.implementation, model.algorithm, model.verbose) == ("log", "viterbi", False)
+    assert (model.startprob_prior, model.transmat_prior) == (1.0, 1.0)
+    assert (model.lambdas_prior, model.lambdas_weight) == (0.0, 0.0)
+    gaussian = GaussianHMM()
+    assert (gaussian.covariance_type, gaussian.min_covar) == ("diag", 1e-3)
+    assert (gaussian.covars_prior, gaussian.covars_weight) == (1e-2, 1)
+    assert (gaussian.means_prior, gaussian.means_weight) == (0, 0)
+    assert CategoricalHMM().emissionprob_prior == 1.0
     assert (model.params, model.init_params, model.n_classes, model.n_jobs) == ("stl", "stl", 1, 1)
     assert CategoricalHMM().params == "ste"
     assert GaussianHMM().init_params == "stmc"
@@ -133,7 +143,7 @@ def test_n_jobs_two_gives_the_same_result_as_one() -> None:
                 model.transmat_,
                 model.lambdas_,
                 model.predict_proba(X, lengths, classes),
-                model.decode(X, lengths, classes),
+                model.decode(X, lengths, classes=classes),
             )
         )
     serial, parallel = results

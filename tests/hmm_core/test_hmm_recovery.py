@@ -68,7 +68,9 @@ def test_categorical_recovery() -> None:
     truth.emissionprob_ = np.array([[0.7, 0.2, 0.1], [0.1, 0.2, 0.7]])
     X, _ = truth.sample(N_STEPS, random_state=2)
 
-    model = CategoricalHMM(2, n_iter=300, tol=1e-8, random_state=0).fit(X)
+    # Random emission probabilities start EM (as in hmmlearn); from random_state=0 both
+    # libraries stop in the same flat local optimum, so the test starts from another draw.
+    model = CategoricalHMM(2, n_iter=300, tol=1e-8, random_state=1).fit(X)
 
     order = order_by(-model.emissionprob_[:, 0])
     np.testing.assert_allclose(model.emissionprob_[order], truth.emissionprob_, atol=0.02)

@@ -59,7 +59,7 @@ def make_problem(kind: str, K: int, C: int, seed: int) -> tuple[Any, np.ndarray,
         model.means_ = rng.normal(0.0, 2.0, size=(K, 2))
         model.covars_ = rng.uniform(0.5, 3.0, size=(K, 2))
         X = rng.normal(0.0, 2.0, size=(T, 2))
-        log_emissions = gaussian_log_emissions(X, model.means_, model.covars_)
+        log_emissions = gaussian_log_emissions(X, model.means_, model._covars_)
     set_chain(model, startprob, transmat)
     return model, X, log_emissions
 
@@ -89,12 +89,12 @@ def test_inference_matches_reference(kind: str, K: int, C: int, lengths: list[in
     np.testing.assert_allclose(posteriors, ref.posteriors, atol=1e-10)
     np.testing.assert_allclose(model.predict_proba(X, lengths, classes), ref.posteriors, atol=1e-10)
 
-    viterbi_log_prob, path = model.decode(X, lengths, classes)
+    viterbi_log_prob, path = model.decode(X, lengths, classes=classes)
     assert viterbi_log_prob == pytest.approx(ref.viterbi_log_prob, rel=1e-10)
     np.testing.assert_array_equal(path, ref.viterbi_path)
     np.testing.assert_array_equal(model.predict(X, lengths, classes), ref.viterbi_path)
 
-    map_log_prob, map_states = model.decode(X, lengths, classes, algorithm="map")
+    map_log_prob, map_states = model.decode(X, lengths, algorithm="map", classes=classes)
     np.testing.assert_array_equal(map_states, ref.posteriors.argmax(axis=1))
     assert map_log_prob == pytest.approx(np.log(ref.posteriors.max(axis=1)).sum(), rel=1e-9)
 
@@ -137,7 +137,7 @@ def test_one_em_step_matches_reference(
         spread = np.stack(
             [(weights[:, k : k + 1] * (X - means[k]) ** 2).sum(axis=0) for k in range(K)]
         )
-        np.testing.assert_allclose(model.covars_, (1e-2 + spread) / occupancy, rtol=1e-8)
+        np.testing.assert_allclose(model._covars_, (1e-2 + spread) / occupancy, rtol=1e-8)
 
 
 def test_class_dependent_transitions_change_the_likelihood() -> None:

@@ -37,7 +37,7 @@ METHODS: dict[str, Callable[[Any, Any, Any, Any], Any]] = {
     "score_samples": lambda m, X, lengths, classes: m.score_samples(X, lengths, classes),
     "predict": lambda m, X, lengths, classes: m.predict(X, lengths, classes),
     "predict_proba": lambda m, X, lengths, classes: m.predict_proba(X, lengths, classes),
-    "decode": lambda m, X, lengths, classes: m.decode(X, lengths, classes),
+    "decode": lambda m, X, lengths, classes: m.decode(X, lengths, classes=classes),
 }
 
 BAD_POISSON_INPUTS = [
@@ -167,11 +167,22 @@ def test_bad_hand_set_parameters(attribute: str, value: np.ndarray, message: str
 
 
 def test_unset_parameters_are_named() -> None:
-    model = PoissonHMM(2, init_params="st")
-    with pytest.raises(ValueError, match=r"lambdas_ is not set.*include 'l' in init_params"):
-        model.fit(GOOD)
     with pytest.raises(ValueError, match="startprob_ is not set"):
         PoissonHMM(2).score(GOOD)
+    model = PoissonHMM(2)
+    model.startprob_ = np.array([0.5, 0.5])
+    model.transmat_ = np.full((2, 2), 0.5)
+    with pytest.raises(ValueError, match=r"lambdas_ is not set.*include 'l' in init_params"):
+        model.score(GOOD)
+
+
+def test_fit_fills_in_parameters_that_are_not_set() -> None:
+    # As in hmmlearn: init_params only says what to overwrite; missing parameters are
+    # initialised from the data whatever it says.
+    model = PoissonHMM(2, init_params="st", n_iter=2, random_state=0).fit(GOOD)
+    assert model.lambdas_.shape == (2, 2)
+    bare = GaussianHMM(2, init_params="", n_iter=2, random_state=0).fit(GOOD.astype(float))
+    assert bare.means_.shape == (2, 2) and bare.covars_.shape == (2, 2, 2)
 
 
 def test_bad_settings() -> None:
