@@ -5,25 +5,38 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.activity.coding_time.model import HMMParameters, ModelPrior, Statistics, maximize
+from agent.activity.coding_time.model import HMMParameters, ModelPrior, poisson_hmm
 from hmm_core import CategoricalHMM, GaussianHMM, PoissonHMM
 
+HOURS = 168
+# One M-step on random_case(0) as coding time computed it before hmm_core took the step over.
+PINNED_STARTPROB = np.array([0.4153753529243244, 0.5111452844228667, 0.07347936265280892])
+PINNED_TRANSMAT_0 = np.array(
+    [
+        [0.044476413333538044, 0.45284303284570804, 0.5026805538207539],
+        [0.3235679718464247, 0.38315123922679967, 0.2932807889267757],
+        [0.5136909799667657, 0.4515024948985278, 0.034806525134706605],
+    ]
+)
+PINNED_LAMBDAS = np.array(
+    [
+        [0.3865119643194872, 0.7630114076009925],
+        [0.32106317289126474, 0.37341612864715223],
+        [2.407610380359831, 1.1515982961108804],
+    ]
+)
 
-def random_statistics(rng: np.random.Generator, K: int, C: int, D: int) -> Statistics:
-    return Statistics(
-        log_likelihood=0.0,
-        start=rng.uniform(0.0, 3.0, size=K),
-        transitions=rng.uniform(0.0, 50.0, size=(C, K, K)),
-        occupancy=rng.uniform(1.0, 500.0, size=K),
-        emitted=rng.uniform(0.0, 300.0, size=(K, D)),
-    )
 
-
-@pytest.mark.parametrize("seed", range(5))
-def test_one_poisson_m_step_matches_coding_time_maximize(seed: int) -> None:
+def random_case(seed: int) -> tuple[dict[str, np.ndarray], ModelPrior, HMMParameters]:
+    """E-step statistics, a coding-time prior and current parameters, all random."""
     rng = np.random.default_rng(seed)
-    K, C, D = 3, 7, 2
-    statistics = random_statistics(rng, K, C, D)
+    K, C, D = 3, HOURS, 2
+    statistics = {
+        "start": rng.uniform(0.0, 3.0, size=K),
+        "trans": rng.uniform(0.0, 50.0, size=(C, K, K)),
+        "post": rng.uniform(1.0, 500.0, size=K),
+        "obs": rng.uniform(0.0, 300.0, size=(K, D)),
+    }
     prior = ModelPrior(
         transition_counts=rng.uniform(0.5, 40.0, size=(K, K)),
         hour_strength=float(rng.uniform(1.0, 30.0)),
@@ -37,34 +50,47 @@ def test_one_poisson_m_step_matches_coding_time_maximize(seed: int) -> None:
         transmat=rng.dirichlet(np.ones(K), size=(C, K)),
         lambdas=rng.uniform(1e-4, 3.0, size=(K, D)),
     )
-    expected = maximize(statistics, prior, current)
+    return statistics, prior, current
 
-    model = PoissonHMM(
-        K,
-        startprob_prior=1.0 + prior.start_counts,
-        transmat_prior=1.0 + prior.transition_counts,
-        lambdas_prior=prior.rate_shape - 1.0,
-        lambdas_weight=prior.rate_rate,
-        n_classes=C,
-        class_transmat_strength=prior.hour_strength,
-        fixed_lambdas=prior.fixed_rates,
-        min_lambda=1e-9,
+
+def closed_form_map_step(
+    statistics: dict[str, np.ndarray], prior: ModelPrior, current: HMMParameters
+) -> HMMParameters:
+    """The coding-time MAP M-step written out: pseudo-counts added, class rows shrunk towards
+    the overall matrix, gamma-posterior modes of the rates, fixed rates kept, rates floored."""
+    start = statistics["start"] + prior.start_counts
+    overall = statistics["trans"].sum(axis=0) + prior.transition_counts
+    overall /= overall.sum(axis=1, keepdims=True)
+    hourly = statistics["trans"] + prior.hour_strength * overall[None, :, :]
+    hourly /= hourly.sum(axis=2, keepdims=True)
+    rates = (prior.rate_shape - 1.0 + statistics["obs"]) / (
+        prior.rate_rate + statistics["post"][:, None]
     )
-    model.startprob_ = current.startprob.copy()
-    model.transmat_ = current.transmat.copy()
-    model.lambdas_ = current.lambdas.copy()
-    model._do_mstep(
-        {
-            "start": statistics.start,
-            "trans": statistics.transitions,
-            "post": statistics.occupancy,
-            "obs": statistics.emitted,
-        }
-    )
+    rates[prior.fixed_rates] = current.lambdas[prior.fixed_rates]
+    rates = np.maximum(rates, 1e-9)
+    return HMMParameters(startprob=start / start.sum(), transmat=hourly, lambdas=rates)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_coding_time_poisson_m_step_is_the_closed_form_map_step(seed: int) -> None:
+    statistics, prior, current = random_case(seed)
+    expected = closed_form_map_step(statistics, prior, current)
+
+    model = poisson_hmm(current, n_jobs=1, prior=prior)
+    model._do_mstep(statistics)
     np.testing.assert_allclose(model.startprob_, expected.startprob, rtol=0, atol=1e-10)
     np.testing.assert_allclose(model.transmat_, expected.transmat, rtol=0, atol=1e-10)
     np.testing.assert_allclose(model.lambdas_, expected.lambdas, rtol=0, atol=1e-10)
     np.testing.assert_array_equal(model.lambdas_[2], current.lambdas[2])
+
+
+def test_coding_time_poisson_m_step_matches_figures_pinned_before_it_moved_to_hmm_core() -> None:
+    statistics, prior, current = random_case(0)
+    model = poisson_hmm(current, n_jobs=1, prior=prior)
+    model._do_mstep(statistics)
+    np.testing.assert_allclose(model.startprob_, PINNED_STARTPROB, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(model.transmat_[0], PINNED_TRANSMAT_0, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(model.lambdas_, PINNED_LAMBDAS, rtol=0, atol=1e-12)
 
 
 def test_fixed_lambdas_stay_put_through_fit() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from agent.activity.coding_time.bins import COMMIT, HOURS_PER_WEEK, SAVE, Binned
 AWAY, DESK, CODING = 0, 1, 2
 STATE_NAMES = ("away", "desk", "coding")
 N_STATES = 3
+MIN_RATE = 1e-9  # floor on every rate after an M-step, in events per bin
 
 if TYPE_CHECKING:
     from hmm_core import PoissonHMM
@@ -215,23 +216,33 @@ def scale_dwell_prior(
     return replace(prior, transition_counts=rows * per_state)
 
 
-@dataclass
-class Statistics:
-    """Expected sufficient statistics of one E-step."""
-
-    log_likelihood: float
-    start: np.ndarray  # (K,)
-    transitions: np.ndarray  # (C, K, K)
-    occupancy: np.ndarray  # (K,)
-    emitted: np.ndarray  # (K, D)
-
-
 def poisson_hmm(
-    parameters: HMMParameters, n_jobs: int, n_iter: int = 1, params: str = "stl"
+    parameters: HMMParameters,
+    n_jobs: int,
+    n_iter: int = 1,
+    params: str = "stl",
+    prior: ModelPrior | None = None,
 ) -> PoissonHMM:
-    """An hmm_core PoissonHMM over the hour-of-week classes holding copies of `parameters`."""
+    """An hmm_core PoissonHMM over the hour-of-week classes holding copies of `parameters`.
+
+    With `prior` its M-step (`_do_mstep` on the statistics of `expected_statistics`) is the
+    MAP step under it: Dirichlet pseudo-counts on the start and the overall transition matrix,
+    each hour-of-week row shrunk towards the overall matrix with `hour_strength`
+    pseudo-transitions, gamma priors on the rates, and the rates of `fixed_rates` left as set.
+    """
     from hmm_core import PoissonHMM
 
+    map_options: dict[str, Any] = {}
+    if prior is not None:
+        map_options = {
+            "startprob_prior": 1.0 + prior.start_counts,
+            "transmat_prior": 1.0 + prior.transition_counts,
+            "lambdas_prior": prior.rate_shape - 1.0,
+            "lambdas_weight": prior.rate_rate,
+            "class_transmat_strength": prior.hour_strength,
+            "fixed_lambdas": prior.fixed_rates,
+            "min_lambda": MIN_RATE,
+        }
     model = PoissonHMM(
         n_components=N_STATES,
         n_iter=n_iter,
@@ -240,6 +251,7 @@ def poisson_hmm(
         init_params="",
         n_classes=HOURS_PER_WEEK,
         n_jobs=n_jobs,
+        **map_options,
     )
     model.startprob_ = parameters.startprob.copy()
     model.transmat_ = parameters.transmat.copy()
@@ -259,40 +271,17 @@ def posteriors_of(
     return result
 
 
-def expectation_step(
-    activity: BinnedActivity, parameters: HMMParameters, n_jobs: int = 1
-) -> Statistics:
-    """One E-step on the binned activity: the sufficient statistics a MAP M-step needs."""
-    model = poisson_hmm(parameters, n_jobs)
-    log_likelihood, stats = model.expected_statistics(
-        activity.counts, activity.lengths, activity.classes
+def parameters_of(model: PoissonHMM) -> HMMParameters:
+    """Copies of the parameters a PoissonHMM over the hour-of-week classes holds."""
+    return HMMParameters(
+        startprob=np.array(model.startprob_, dtype=np.float64),
+        transmat=np.array(model.transmat_, dtype=np.float64),
+        lambdas=np.array(model.lambdas_, dtype=np.float64),
     )
-    return Statistics(
-        log_likelihood=float(log_likelihood),
-        start=stats["start"],
-        transitions=stats["trans"].reshape(HOURS_PER_WEEK, N_STATES, N_STATES),
-        occupancy=stats["post"],
-        emitted=stats["obs"],
-    )
-
-
-def maximize(statistics: Statistics, prior: ModelPrior, current: HMMParameters) -> HMMParameters:
-    """The MAP M-step: Dirichlet priors on transitions (hour-of-week rows shrunk towards the
-    overall matrix), gamma priors on rates, fixed rates where the prior says so."""
-    start = statistics.start + prior.start_counts
-    overall_counts = statistics.transitions.sum(axis=0) + prior.transition_counts
-    overall = overall_counts / overall_counts.sum(axis=1, keepdims=True)
-    hourly = statistics.transitions + prior.hour_strength * overall[None, :, :]
-    hourly /= hourly.sum(axis=2, keepdims=True)
-    rates = (prior.rate_shape - 1.0 + statistics.emitted) / (
-        prior.rate_rate + statistics.occupancy[:, None]
-    )
-    rates[prior.fixed_rates] = current.lambdas[prior.fixed_rates]
-    rates = np.maximum(rates, 1e-9)
-    return HMMParameters(startprob=start / start.sum(), transmat=hourly, lambdas=rates)
 
 
 def _log_prior(parameters: HMMParameters, prior: ModelPrior) -> float:
+    """Log density of the prior at `parameters` (up to a constant): the objective's prior term."""
     overall = parameters.overall_transmat
     value = float(np.sum(prior.transition_counts * np.log(np.maximum(overall, 1e-300))))
     value += float(
@@ -319,6 +308,7 @@ def fit_parameters(
 ) -> ModelFit:
     """MAP EM from `initial` until the gain in log posterior per bin falls below `tol` or after
     `n_iter` E-steps. The returned parameters are the ones the last E-step used."""
+    model = poisson_hmm(initial, n_jobs, prior=prior)
     parameters = initial.copy()
     history: list[float] = []
     converged = False
@@ -326,14 +316,17 @@ def fit_parameters(
     iteration = 0
     log_likelihood = 0.0
     for iteration in range(1, n_iter + 1):
-        statistics = expectation_step(activity, parameters, n_jobs)
-        log_likelihood = statistics.log_likelihood
+        total, statistics = model.expected_statistics(
+            activity.counts, activity.lengths, activity.classes
+        )
+        log_likelihood = float(total)
         objective = log_likelihood + _log_prior(parameters, prior)
         converged = bool(history) and abs(objective - history[-1]) < tol * rows
         history.append(objective)
         if converged or iteration == n_iter:
             break
-        parameters = maximize(statistics, prior, parameters)
+        model._do_mstep(statistics)
+        parameters = parameters_of(model)
     return ModelFit(
         parameters=parameters,
         log_likelihood=log_likelihood,
