@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import pytest
@@ -90,3 +91,23 @@ class BackgroundCall(Generic[T]):
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[return-value]
+
+
+def ledger_with_clobbered_pages(path: Path, first_page: int, pages: int) -> bytes:
+    """A real ledger of 200 repos at `path`, with `pages` pages from `first_page` (counted
+    from 0, the header's page) overwritten by 0xff; returns the file's bytes."""
+    from agent.ledger import open_ledger, write_transaction
+    from agent.ledger.queries import register_repo
+
+    db = open_ledger(path)
+    with write_transaction(db):
+        for number in range(200):
+            register_repo(db, path.parent / f"repo-{number}")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    data = bytearray(path.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big")
+    start = page_size * first_page
+    data[start : start + page_size * pages] = b"\xff" * (page_size * pages)
+    path.write_bytes(bytes(data))
+    return bytes(data)

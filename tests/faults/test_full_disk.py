@@ -16,6 +16,7 @@ from agent.ledger.artifacts import ArtifactStore
 from agent.ledger.queries import register_repo
 from tests.agent.runs.gitrepo import PYTHON, SPEC, make_repo, run_cli
 from tests.faults.tmpfs import mounted_tmpfs
+from tests.support import ledger_with_clobbered_pages
 
 BIG_MODEL = f"""
 [models.big]
@@ -98,17 +99,7 @@ def test_a_full_disk_says_so_and_the_run_fails_with_that_reason(
 
 def test_a_ledger_is_called_damaged_only_when_its_integrity_check_fails(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
-    db = open_ledger(path)
-    with write_transaction(db):
-        for number in range(200):
-            register_repo(db, tmp_path / f"repo-{number}")
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.close()
-    assert integrity_problem(path) is None
-    data = bytearray(path.read_bytes())
-    page_size = int.from_bytes(data[16:18], "big")
-    data[page_size * 2 : page_size * 3] = b"\xff" * page_size  # clobber one table page
-    path.write_bytes(bytes(data))
+    ledger_with_clobbered_pages(path, first_page=2, pages=1)  # one table page
     finding = integrity_problem(path)
     assert finding is not None
     with pytest.raises(WatchkeeperError) as raised:

@@ -21,7 +21,7 @@ from agent.ledger import LedgerLockedError, open_ledger, write_transaction
 from agent.ledger import schema as schema_module
 from agent.ledger.queries import ensure_model, register_repo
 from agent.ledger.schema import MIGRATION_SET
-from tests.support import require
+from tests.support import ledger_with_clobbered_pages, require
 
 CONTRACT_COLUMNS = {
     "repos": {"id", "path", "name", "added_at"},
@@ -199,20 +199,11 @@ def test_a_file_that_is_not_sqlite_is_reported_and_left_untouched(tmp_path: Path
 
 def test_a_damaged_sqlite_file_is_reported_and_left_untouched(tmp_path: Path) -> None:
     path = tmp_path / "ledger.db"
-    db = open_ledger(path)
-    with write_transaction(db):
-        for number in range(200):
-            register_repo(db, tmp_path / f"repo-{number}")
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.close()
-    data = bytearray(path.read_bytes())
-    page_size = int.from_bytes(data[16:18], "big")
-    data[page_size : page_size * 3] = b"\xff" * (page_size * 2)  # clobber the schema's pages
-    path.write_bytes(bytes(data))
+    data = ledger_with_clobbered_pages(path, first_page=1, pages=2)  # the schema's pages
     with pytest.raises(WatchkeeperError) as raised:
         open_ledger(path)
     assert str(path) in str(raised.value)
-    assert path.read_bytes() == bytes(data)
+    assert path.read_bytes() == data
 
 
 def test_a_locked_ledger_waits_the_busy_timeout_then_says_so(
