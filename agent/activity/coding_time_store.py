@@ -333,3 +333,73 @@ def day_number(day: date) -> int:
 def day_of(local_seconds: float) -> date:
     """The calendar day of local seconds (epoch seconds shifted by the UTC offset)."""
     return date.fromordinal(date(1970, 1, 1).toordinal() + int(local_seconds // SECONDS_PER_DAY))
+
+
+TRIGGER_WORDS = {
+    "commit": "a commit",
+    "saves": "saves settled",
+    "start": "the agent started",
+    "nightly": "the nightly refit",
+}
+
+
+def counted(number: int, noun: str) -> str:
+    """'1 save', '2 saves', '0 commits'."""
+    return f"{number:,} {noun}" + ("" if number == 1 else "s")
+
+
+def freshness_note(stored: StoredEstimate | None, newer_events: int) -> str:
+    """One line on how current the stored estimate is, shown beside its numbers.
+
+    Example: 'estimated at 14:05 after a commit' or 'provisional: 3 events recorded since
+    14:05 are not counted yet (the agent re-estimates once activity settles)'.
+    """
+    if stored is None:
+        return (
+            "not estimated yet: the agent stores an estimate shortly after a commit, or a few "
+            "minutes after saves settle"
+        )
+    at = datetime.fromtimestamp(stored.computed_at, ZoneInfo(stored.zone)).strftime("%H:%M")
+    if newer_events:
+        return (
+            f"provisional: {counted(newer_events, 'event')} recorded since {at} "
+            f"{'is' if newer_events == 1 else 'are'} not counted yet (the agent re-estimates "
+            "once activity settles)"
+        )
+    when = TRIGGER_WORDS.get(stored.trigger, stored.trigger)
+    return f"estimated at {at} after {when}"
+
+
+@dataclass
+class TodayCoding:
+    """Today's and this week's coding minutes from the stored estimate, and how current."""
+
+    minutes: float | None  # None: nothing stored yet
+    week_minutes: float
+    newer_events: int  # events recorded since the estimate (not counted in it yet)
+    note: str
+
+    @property
+    def provisional(self) -> bool:
+        """True while the estimate misses events (or there is none yet)."""
+        return self.minutes is None or self.newer_events > 0
+
+
+def today_coding(db: Connection | None, now: float | None = None) -> TodayCoding:
+    """What the Overview, the tray and the daily notice say about today."""
+    stored = read_stored(db)
+    newer = events_recorded_since(db, stored) if stored is not None else 0
+    note = freshness_note(stored, newer)
+    if stored is None:
+        return TodayCoding(None, 0.0, 0, note)
+    now = time.time() if now is None else now
+    today = local_day(now, stored.zone)
+    monday = day_number(today) - today.weekday()
+    first = stored.estimate.first_day
+    week = stored.estimate.coding_minutes[max(0, monday - first) : day_number(today) - first + 1]
+    return TodayCoding(
+        minutes=stored.minutes_on(today) or 0.0,
+        week_minutes=float(week.sum()),
+        newer_events=newer,
+        note=note,
+    )
