@@ -33,8 +33,8 @@ from agent.activity.coding_time.by_repo import NO_REPO, RepoDays, attribute_to_r
 from agent.activity.estimates import resolve_zone, to_local_seconds
 
 WINDOW_DAYS = 90
-PEAK_MIN_MINUTES_PER_WEEK = 0.5
-"""An hour is a peak hour only if it holds at least this much coding a week (what shows as 1m)."""
+PEAK_MIN_MINUTES = 0.5
+"""An hour is a peak hour only if the days hold at least this much coding in it (shown as 1m)."""
 
 Connection = Database | sqlite3.Connection
 
@@ -90,12 +90,17 @@ def load_user_events(db: Connection, identities: list[str], since: float) -> Use
     )
 
 
-def shown_peak_hours(heatmap: np.ndarray, count: int = 3) -> list[int]:
-    """The hours of the day with the most coding over the week, best first, leaving out hours
-    whose coding rounds to no minutes (so a day shown as 0 minutes lends no peak hour)."""
-    by_hour = np.asarray(heatmap, dtype=np.float64).sum(axis=0)
+def shown_peak_hours(estimate: CodingTimeEstimate, count: int = 3) -> list[int]:
+    """The hours of the day with the most coding, best first, from the minutes the days show.
+
+    An hour counts only when the days hold at least `PEAK_MIN_MINUTES` of coding in it in all,
+    so a day shown with 0 minutes lends no peak hour (the heatmap's means per week would).
+    """
+    weekdays = (np.arange(estimate.first_day, estimate.first_day + estimate.n_days) + 3) % 7
+    weeks = np.bincount(weekdays, minlength=7).astype(np.float64)
+    by_hour = (np.asarray(estimate.heatmap, dtype=np.float64) * weeks[:, None]).sum(axis=0)
     order = np.argsort(-by_hour, kind="stable")
-    return [int(hour) for hour in order[:count] if by_hour[hour] >= PEAK_MIN_MINUTES_PER_WEEK]
+    return [int(hour) for hour in order[:count] if by_hour[hour] >= PEAK_MIN_MINUTES]
 
 
 @dataclass
@@ -144,7 +149,7 @@ def compute_estimate(
     first_day = today - WINDOW_DAYS + 1
     local = to_local_seconds(events.times, zone)
     estimate = estimate_coding_time(local, events.kinds, first_day=first_day, last_day=today)
-    estimate.peak_hours = shown_peak_hours(estimate.heatmap)
+    estimate.peak_hours = shown_peak_hours(estimate)
     by_repo = attribute_to_repos(
         estimate.bin_numbers,
         estimate.bin_coding_minutes,

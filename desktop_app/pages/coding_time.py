@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QDate, QEvent
@@ -138,7 +139,7 @@ class CodingTimePage(Page):
         order = view.by_repo.order()
         self.by_repo.set_days(
             view.days.dates,
-            [view.by_repo.repos[r] for r in order],
+            [Path(view.by_repo.repos[r]).name or view.by_repo.repos[r] for r in order],
             view.by_repo.minutes[:, order],
         )
 
