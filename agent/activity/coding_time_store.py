@@ -219,9 +219,7 @@ def write_stored(db: Database, stored: StoredEstimate) -> None:
         "heatmap": estimate.heatmap.round(4).tolist(),
         "presence": estimate.presence.round(4).tolist(),
         "peak_hours": estimate.peak_hours,
-        "review_windows": [
-            [w.weekday, w.start_hour, w.end_hour] for w in estimate.review_windows
-        ],
+        "review_windows": [[w.weekday, w.start_hour, w.end_hour] for w in estimate.review_windows],
         "event_counts": estimate.event_counts,
         "repos": {repo: int(n) for repo, n in zip(by_repo.repos, by_repo.events, strict=True)},
         "identities": stored.identities,

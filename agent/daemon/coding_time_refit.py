@@ -118,9 +118,7 @@ class RefreshAfterActivity:
     def _wait(self) -> None:
         while True:
             with self._condition:
-                while not self._stopping and (
-                    self._due is None or self._due > time.monotonic()
-                ):
+                while not self._stopping and (self._due is None or self._due > time.monotonic()):
                     timeout = None if self._due is None else self._due - time.monotonic()
                     self._condition.wait(timeout)
                 if self._stopping:

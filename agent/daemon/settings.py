@@ -46,9 +46,7 @@ class AgentSettings:
             save_coalesce_seconds=number(schedule, "save_coalesce_seconds", 30.0, where),
             data_debounce_seconds=number(schedule, "data_debounce_seconds", 0.3, where),
             retrain_quiet_seconds=number(schedule, "retrain_quiet_seconds", 60.0, where),
-            coding_time_settle_seconds=number(
-                schedule, "coding_time_settle_seconds", 180.0, where
-            ),
+            coding_time_settle_seconds=number(schedule, "coding_time_settle_seconds", 180.0, where),
             poll_interval_seconds=number(
                 watch, "poll_interval_seconds", 5.0, f"{config.path} [watch]"
             ),

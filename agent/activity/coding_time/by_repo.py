@@ -88,9 +88,7 @@ def attribute_to_repos(
     first_bin_of_stretch = bins[stretch_start]
     earlier = np.searchsorted(occupied, bins, side="right") - 1
     later = np.minimum(np.searchsorted(occupied, bins, side="left"), occupied.size - 1)
-    earlier_in_stretch = (earlier >= 0) & (
-        occupied[np.maximum(earlier, 0)] >= first_bin_of_stretch
-    )
+    earlier_in_stretch = (earlier >= 0) & (occupied[np.maximum(earlier, 0)] >= first_bin_of_stretch)
     source = np.where(earlier_in_stretch, earlier, later)
     per_bin = minutes[:, None] * shares[source]
     day_index = (bins * bin_seconds) // SECONDS_PER_DAY - first_day
