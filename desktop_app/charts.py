@@ -81,6 +81,7 @@ class DailyCodingChart:
             self.curves, (days.coding, days.git_hours, days.timeout), strict=True
         ):
             curve.setData(x, np.asarray(values, dtype=float))
+            curve.setSymbol("o" if len(x) == 1 else None)  # one day is a point, not a line
         if len(x):
             self.widget.getPlotItem().enableAutoRange()
 
@@ -180,3 +181,48 @@ class SnapshotHistoryChart:
         self.megabytes.setData(times, np.array([s[3] / 1e6 for s in snapshots], dtype=float))
         if len(times):
             self.widget.getPlotItem().enableAutoRange()
+
+
+REPO_COLORS = ("#3b82f6", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#ec4899", "#14b8a6")
+
+
+class RepoStackChart:
+    """Coding minutes per day stacked by repo (the largest repos in colour, the rest grey)."""
+
+    def __init__(self, max_repos: int = len(REPO_COLORS)) -> None:
+        self.widget = _plot_widget(
+            "Coding minutes per day, by repo", {"bottom": pg.DateAxisItem(orientation="bottom")}
+        )
+        self.max_repos = max_repos
+        self.legend = self.widget.getPlotItem().addLegend(offset=(10, 10))
+        self.bars: list[pg.BarGraphItem] = []
+        self.names: list[str] = []
+
+    def set_days(self, dates: Sequence[str], repos: Sequence[str], minutes: np.ndarray) -> None:
+        """minutes has shape (days, repos), repos already in the order to stack them."""
+        item = self.widget.getPlotItem()
+        for bar in self.bars:
+            item.removeItem(bar)
+        self.legend.clear()
+        self.bars = []
+        x = np.array(
+            [datetime.fromisoformat(day).timestamp() + 43_200 for day in dates], dtype=float
+        )
+        values = np.asarray(minutes, dtype=float).reshape(len(dates), len(repos))
+        shown = list(repos[: self.max_repos])
+        layers = [values[:, i] for i in range(len(shown))]
+        if len(repos) > len(shown):
+            shown.append(f"{len(repos) - len(shown)} more")
+            layers.append(values[:, len(layers) :].sum(axis=1))
+        bottom = np.zeros(len(dates))
+        for index, (name, layer) in enumerate(zip(shown, layers, strict=True)):
+            color = REPO_COLORS[index] if index < len(REPO_COLORS) else "#9ca3af"
+            bar = pg.BarGraphItem(x=x, height=layer, y0=bottom, width=86_400 * 0.8, brush=color)
+            item.addItem(bar)
+            self.legend.addItem(bar, name)
+            self.bars.append(bar)
+            bottom = bottom + layer
+        self.names = shown
+        if len(x):
+            item.setXRange(float(x.min()) - 86_400, float(x.max()) + 86_400)
+            item.setYRange(0, max(float(bottom.max()), 1.0) * 1.1)

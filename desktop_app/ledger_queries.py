@@ -378,6 +378,8 @@ class Overview:
     model_count: int
     version_count: int
     last_failed_run: RunRow | None
+    today_text: str = ""  # e.g. "today 0h 09m so far", from the stored coding-time estimate
+    today_note: str = ""  # how current that estimate is
 
     @property
     def stale(self) -> list[VerdictRow]:
@@ -410,7 +412,7 @@ class Overview:
             parts.append(f"{len(self.running)} running")
         if self.last_failed_run is not None:
             parts.append(f"run {self.last_failed_run.id} failed")
-        parts.append(f"today {format_minutes(self.today_minutes)}")
+        parts.append(self.today_text or f"today {format_minutes(self.today_minutes)}")
         return " · ".join(parts)
 
 

@@ -91,7 +91,7 @@ def test_terminal_report_and_html(repo: Path, tmp_path: Path) -> None:
         assert part in result.stdout
     assert "2024-01-05" not in result.stdout
     page = html_file.read_text(encoding="utf-8")
-    assert page.count("<svg") == 3
+    assert page.count("<svg") == 4  # days, days by repo, heatmap, sessions
     assert "<script" not in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
     assert "polyline" in page and "git-hours" in page
 
@@ -306,4 +306,4 @@ def test_saves_recorded_by_the_agent_are_read_from_the_ledger_by_default(tmp_pat
     assert watched["events"] == {"commits": 2, "saves": 50, "ledger_saves": 50}
     text = run("--author", "me@example.com", "--tz", "UTC")
     assert text.exit_code == 0, text.output
-    assert "2 commits, 50 saves (50 recorded by the agent)" in text.stdout
+    assert "2 commits, 50 saves, all recorded by the agent" in text.stdout

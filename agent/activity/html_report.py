@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from agent.activity.coding_time import SECONDS_PER_DAY
+from agent.activity.coding_time.by_repo import RepoDays
+from agent.activity.coding_time_store import counted
 from agent.activity.estimates import PersonalReport
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -53,8 +55,21 @@ def _daily_chart(report: PersonalReport) -> str:
         parts.append(
             f'<text x="{x(i):.1f}" y="{height - 8}" text-anchor="middle">{dates[i]}</text>'
         )
-    for label, key, color, dash in SERIES:
-        points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(series[key]))
+    slot = plot_w / max(n, 1)
+    for index, (label, key, color, dash) in enumerate(SERIES):
+        values = series[key]
+        if n == 1:  # one day: a bar per series with a point on top
+            bar_w = slot / 8
+            bx = x(0) + (index - 1) * bar_w * 1.5 - bar_w / 2
+            parts.append(
+                f'<rect x="{bx:.1f}" y="{y(values[0]):.1f}" width="{bar_w:.1f}" '
+                f'height="{y(0) - y(values[0]):.1f}" fill="{color}" fill-opacity="0.35">'
+                f"<title>{html.escape(label)}: {values[0]:.0f} min</title></rect>"
+                f'<circle cx="{bx + bar_w / 2:.1f}" cy="{y(values[0]):.1f}" r="4" '
+                f'fill="{color}"/>'
+            )
+            continue
+        points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
         parts.append(
             f'<polyline fill="none" stroke="{color}" stroke-width="1.6"{dash_attr} '
@@ -70,6 +85,80 @@ def _daily_chart(report: PersonalReport) -> str:
         )
     parts.append(f'<text x="4" y="{top + 10}">min</text></svg>')
     return "".join(parts)
+
+
+REPO_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+
+
+def _repo_chart(report: PersonalReport, by_repo: RepoDays) -> str:
+    """Coding minutes per day stacked by repo (the largest repos in colour, the rest grey)."""
+    dates = report.estimate.dates
+    n = min(len(dates), by_repo.minutes.shape[0])
+    order = by_repo.order()
+    shown = order[: len(REPO_COLORS)]
+    layers = [
+        (by_repo.repos[r], by_repo.minutes[:n, r], REPO_COLORS[i]) for i, r in enumerate(shown)
+    ]
+    if len(order) > len(shown):
+        rest = by_repo.minutes[:n, order[len(shown) :]].sum(axis=1)
+        layers.append((f"{len(order) - len(shown)} more repos", rest, "#999"))
+    width, height, left, bottom, top = 1000, 240, 50, 30, 10
+    plot_w, plot_h = width - left - 10, height - bottom - top
+    peak = max(60.0, float(by_repo.minutes[:n].sum(axis=1).max()) if n else 0.0)
+    slot = plot_w / max(n, 1)
+    bar_w = max(1.0, min(slot * 0.8, 60.0))
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 20}">']
+    for tick in np.linspace(0, peak, 5):
+        ty = top + plot_h - tick / peak * plot_h
+        parts.append(
+            f'<line x1="{left}" x2="{width - 10}" y1="{ty:.1f}" y2="{ty:.1f}" stroke="#eee"/>'
+            f'<text x="{left - 6}" y="{ty + 4:.1f}" text-anchor="end">{tick:.0f}</text>'
+        )
+    for i in range(0, n, max(1, n // 8)):
+        parts.append(
+            f'<text x="{left + (i + 0.5) * slot:.1f}" y="{height - 8}" '
+            f'text-anchor="middle">{dates[i]}</text>'
+        )
+    base = np.zeros(n)
+    for name, values, color in layers:
+        for i in range(n):
+            if values[i] <= 0:
+                continue
+            bar_h = values[i] / peak * plot_h
+            y0 = top + plot_h - base[i] / peak * plot_h - bar_h
+            parts.append(
+                f'<rect x="{left + (i + 0.5) * slot - bar_w / 2:.1f}" y="{y0:.1f}" '
+                f'width="{bar_w:.1f}" height="{bar_h:.1f}" fill="{color}">'
+                f"<title>{html.escape(name)} {dates[i]}: {values[i]:.0f} min</title></rect>"
+            )
+        base = base + values
+    for index, (name, _, color) in enumerate(layers):
+        lx = left + 10 + index * 140
+        parts.append(
+            f'<rect x="{lx}" y="{height + 4}" width="12" height="12" fill="{color}"/>'
+            f'<text x="{lx + 16}" y="{height + 14}">{html.escape(_short(name))}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _short(repo: str) -> str:
+    return Path(repo).name or repo if repo.startswith("/") else repo
+
+
+def _repo_table(report: PersonalReport, by_repo: RepoDays) -> str:
+    totals = by_repo.totals
+    whole = max(float(totals.sum()), 1e-12)
+    rows = "".join(
+        f'<tr><td style="text-align:left">{html.escape(by_repo.repos[r])}</td>'
+        f"<td>{totals[r] / 60:.1f}</td><td>{totals[r] / whole:.0%}</td>"
+        f"<td>{int(by_repo.events[r]):,}</td></tr>"
+        for r in by_repo.order()
+    )
+    return (
+        '<table><tr><th style="text-align:left">repo</th><th>HMM hours</th><th>share</th>'
+        f"<th>events</th></tr>{rows}</table>"
+    )
 
 
 def _heatmap(values: np.ndarray) -> str:
@@ -138,8 +227,8 @@ def _sessions_chart(report: PersonalReport, max_days: int = 28) -> str:
     return "".join(parts)
 
 
-def render_html(report: PersonalReport) -> str:
-    """The report as one HTML document."""
+def render_html(report: PersonalReport, by_repo: RepoDays | None = None, note: str = "") -> str:
+    """The report as one HTML document (with where the time went when `by_repo` is given)."""
     estimate = report.estimate
     totals = (
         estimate.coding_minutes.sum() / 60,
@@ -163,13 +252,15 @@ def render_html(report: PersonalReport) -> str:
 <style>{STYLE}</style></head><body>
 <h1>Coding time: {who}</h1>
 <p>{html.escape(dates[0])} to {html.escape(dates[-1])} in {html.escape(str(report.zone))},
-{estimate.bin_minutes}-minute bins, {estimate.event_counts.get("commit", 0)} commits and
-{estimate.event_counts.get("save", 0)} saves.</p>
+{estimate.bin_minutes}-minute bins, {counted(estimate.event_counts.get("commit", 0), "commit")}
+and {counted(estimate.event_counts.get("save", 0), "save")}.</p>
+{f'<p class="note">{html.escape(note)}</p>' if note else ""}
 {f'<ul class="note">{warnings}</ul>' if warnings else ""}
 <table><tr><th></th><th>HMM</th><th>git-hours</th><th>15-min timeout</th></tr>
 <tr><td>total hours</td><td>{totals[0]:.1f}</td><td>{totals[1]:.1f}</td>
 <td>{totals[2]:.1f}</td></tr></table>
 <h2>Minutes per day</h2>{_daily_chart(report)}
+{_repo_section(report, by_repo)}
 <h2>When you code (mean minutes per week in each hour)</h2>{_heatmap(estimate.heatmap)}
 <p>Peak hours: {peaks}</p>
 <h2>Good hours to ask for a review</h2><ul>{windows}</ul>
@@ -182,9 +273,23 @@ hours (the top quarter by share of time spent coding).</p>
 """
 
 
-def write_html(report: PersonalReport, path: Path) -> None:
+def _repo_section(report: PersonalReport, by_repo: RepoDays | None) -> str:
+    if by_repo is None or not by_repo.repos:
+        return ""
+    return (
+        "<h2>Where the time went (coding minutes per day, by repo)</h2>"
+        f"{_repo_chart(report, by_repo)}{_repo_table(report, by_repo)}"
+        f'<p class="note">Each {report.estimate.bin_minutes}-minute bin\'s coding minutes are '
+        "shared among the repos of its events; a bin without events goes to the repo worked on "
+        "just before.</p>"
+    )
+
+
+def write_html(
+    report: PersonalReport, path: Path, *, by_repo: RepoDays | None = None, note: str = ""
+) -> None:
     """Write the report atomically to `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(render_html(report), encoding="utf-8")
+    temporary.write_text(render_html(report, by_repo, note), encoding="utf-8")
     os.replace(temporary, path)

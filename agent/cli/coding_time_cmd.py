@@ -5,13 +5,26 @@ from __future__ import annotations
 import json
 import os
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
+import numpy as np
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from agent.activity.coding_time.by_repo import RepoDays, attribute_to_repos
+from agent.activity.coding_time_store import (
+    StoredEstimate,
+    counted,
+    events_recorded_since,
+    freshness_note,
+    read_stored,
+    shown_peak_hours,
+)
 from agent.activity.estimates import (
     ActivityRequest,
     PersonalReport,
@@ -19,18 +32,22 @@ from agent.activity.estimates import (
     load_commits,
     personal_report,
     team_report,
+    to_local_seconds,
 )
+from agent.activity.events import read_events
 from agent.activity.git_log import CommitTable
 from agent.activity.html_report import WEEKDAYS, write_html
 from agent.activity.identities import default_identities
 from agent.activity.ledger_events import read_ledger_saves
 from agent.config import UserConfig
 from agent.errors import WatchkeeperError
+from agent.ledger import open_ledger
 from agent.paths import WatchkeeperPaths
 
 SHADES = " ░▒▓█"
 MAX_DAY_ROWS = 31
 MAX_TEAM_ROWS = 50
+EVENTS_FILE_REPO = "(events file)"
 
 
 class _ReadingProgress:
@@ -75,29 +92,73 @@ def _minutes(value: float) -> str:
     return f"{value:,.0f}"
 
 
-def _print_personal(report: PersonalReport, console: Console) -> None:
+def saves_phrase(report: PersonalReport) -> str:
+    """'40 saves' and, when the agent's record was read, how many saves it held.
+
+    Saves from the agent's record and an --events file are merged (one save per second), and
+    only the days shown count, so the record may hold more saves than are counted.
+    """
+    saves = report.estimate.event_counts.get("save", 0)
+    phrase = counted(saves, "save")
+    recorded = report.ledger_saves
+    if recorded == 0:
+        return phrase
+    if recorded == saves:
+        return f"{phrase}, all recorded by the agent"
+    return (
+        f"{phrase} counted (the agent recorded {recorded:,} for these repos; saves in the same "
+        "second count once and saves outside the days shown are left out)"
+    )
+
+
+def _print_by_repo(report: PersonalReport, by_repo: RepoDays, console: Console) -> None:
+    table = Table(title="Coding time per repo", title_justify="left")
+    for column, justify in (
+        ("repo", "left"),
+        ("HMM min", "right"),
+        ("share", "right"),
+        ("events", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    totals = by_repo.totals
+    whole = max(float(totals.sum()), 1e-12)
+    for r in by_repo.order():
+        table.add_row(
+            by_repo.repos[r],
+            _minutes(totals[r]),
+            f"{totals[r] / whole:.0%}",
+            f"{int(by_repo.events[r]):,}",
+        )
+    table.add_section()
+    table.add_row("total", _minutes(report.estimate.coding_minutes.sum()), "", "")
+    console.print(table)
+
+
+def _print_personal(report: PersonalReport, console: Console, source_note: str = "") -> None:
     estimate = report.estimate
     dates = estimate.dates
     who = ", ".join(report.authors) or "events file"
     console.print(
         f"[bold]Coding time[/bold] for {who}, {dates[0]} to {dates[-1]} ({report.zone}), "
-        f"{estimate.event_counts.get('commit', 0)} commits, "
-        f"{estimate.event_counts.get('save', 0)} saves"
-        + (f" ({report.ledger_saves} recorded by the agent)" if report.ledger_saves else "")
+        f"{counted(estimate.event_counts.get('commit', 0), 'commit')}, {saves_phrase(report)}"
     )
+    if source_note:
+        console.print(source_note)
     table = Table(title="Minutes per day", title_justify="left")
     for column in ("date", "HMM", "git-hours", "15-min timeout"):
         table.add_column(column, justify="right")
+    today = datetime.now(report.zone).date().isoformat()
     rows = [
         i
         for i in range(estimate.n_days)
         if estimate.coding_minutes[i] >= 0.5
         or estimate.git_hours_minutes[i] > 0
         or estimate.timeout_minutes[i] > 0
+        or dates[i] == today
     ]
     for i in rows[-MAX_DAY_ROWS:]:
         table.add_row(
-            dates[i],
+            f"{dates[i]} (today, so far)" if dates[i] == today else dates[i],
             _minutes(estimate.coding_minutes[i]),
             _minutes(estimate.git_hours_minutes[i]),
             _minutes(estimate.timeout_minutes[i]),
@@ -223,6 +284,17 @@ def _repos(given: tuple[Path, ...], events: Path | None, config: UserConfig) -> 
     help="Bin length in minutes (must divide a day).",
 )
 @click.option("--include-merges", is_flag=True, help="Count merge commits too.")
+@click.option(
+    "--by-repo",
+    is_flag=True,
+    help="Also show where the time went: coding minutes per repo (and per day and repo in "
+    "--json), each bin's minutes shared among the repos of its events.",
+)
+@click.option(
+    "--recompute",
+    is_flag=True,
+    help="Fit the model to git now instead of reading the estimate the agent stored.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the report.")
 @click.option(
     "--html",
@@ -241,6 +313,8 @@ def coding_time(
     zone_name: str | None,
     bin_minutes: int,
     include_merges: bool,
+    by_repo: bool,
+    recompute: bool,
     as_json: bool,
     html_file: Path | None,
 ) -> None:
@@ -251,6 +325,9 @@ def coding_time(
     desk / coding) is fitted to your events; the report shows its minutes per day beside the
     git-hours heuristic and a 15-minute timeout, a weekday-by-hour heatmap, peak hours and
     good hours to ask for a review. See docs/coding-time.md.
+
+    Without options that change what is read, the report is the estimate the agent stored
+    (the one the app and the tray show); --recompute fits to git instead.
     """
     console = Console(highlight=False, soft_wrap=True)
     if not console.is_terminal:
@@ -261,6 +338,22 @@ def coding_time(
             f"--bin-minutes {bin_minutes}: must divide a day evenly (e.g. 1, 5, 10, 15, 30)."
         )
     config = UserConfig.load()
+    scoped = bool(
+        repos
+        or authors
+        or all_authors
+        or events_file
+        or no_ledger
+        or since
+        or until
+        or zone_name
+        or include_merges
+        or bin_minutes != 5
+    )
+    stored = None if scoped or recompute else _stored_estimate()
+    if stored is not None:
+        _show_stored(stored, by_repo=by_repo, as_json=as_json, html_file=html_file, console=console)
+        return
     repo_paths = _repos(repos, events_file, config)
     if all_authors and not repo_paths:
         raise WatchkeeperError("--all-authors needs at least one --repo.")
@@ -298,16 +391,172 @@ def coding_time(
         return
     ledger_saves = None
     if not no_ledger:
-        ledger = WatchkeeperPaths.from_environment().ledger
-        ledger_saves = read_ledger_saves(ledger, repo_paths or None)
+        ledger_saves = read_ledger_saves(ledger_path(), repo_paths or None)
     report = personal_report(request, table, ledger_saves=ledger_saves, n_jobs=n_jobs)
+    report.estimate.peak_hours = shown_peak_hours(report.estimate)
     for warning in report.warnings:
         errors.print(f"[yellow]warning:[/yellow] {warning}")
+    repo_days = (
+        _repo_days(report, request, table, None if no_ledger else ledger_path())
+        if by_repo or html_file is not None
+        else None
+    )
+    _show(
+        report,
+        repo_days if by_repo else None,
+        repo_days,
+        as_json=as_json,
+        html_file=html_file,
+        console=console,
+        extra={},
+    )
+
+
+def ledger_path() -> Path:
+    return WatchkeeperPaths.from_environment().ledger
+
+
+def _stored_estimate() -> StoredEstimate | None:
+    """The agent's stored estimate, when there is a ledger holding one."""
+    path = ledger_path()
+    if not path.exists():
+        return None
+    db = open_ledger(path, readonly=True)
+    try:
+        stored = read_stored(db)
+        if stored is None:
+            return None
+        stored.model["newer_events"] = events_recorded_since(db, stored)
+        return stored
+    finally:
+        db.close()
+
+
+def _show_stored(
+    stored: StoredEstimate,
+    *,
+    by_repo: bool,
+    as_json: bool,
+    html_file: Path | None,
+    console: Console,
+) -> None:
+    newer = int(stored.model.pop("newer_events", 0))
+    note = freshness_note(stored, newer)
+    report = PersonalReport(stored.estimate, ZoneInfo(stored.zone), stored.identities)
+    source = {
+        "stored": True,
+        "computed_at": stored.computed_at,
+        "trigger": stored.trigger,
+        "provisional": newer > 0,
+        "newer_events": newer,
+        "note": note,
+        "today": str(stored.today()),
+    }
+    _show(
+        report,
+        stored.by_repo if by_repo else None,
+        stored.by_repo,
+        as_json=as_json,
+        html_file=html_file,
+        console=console,
+        extra={"model": stored.model, "source": source},
+        source_note=f"The agent's stored estimate ({note}); --recompute fits to git now.",
+    )
+
+
+def _show(
+    report: PersonalReport,
+    by_repo: RepoDays | None,
+    html_repos: RepoDays | None,
+    *,
+    as_json: bool,
+    html_file: Path | None,
+    console: Console,
+    extra: dict[str, Any],
+    source_note: str = "",
+) -> None:
     if html_file is not None:
-        write_html(report, html_file)
+        write_html(report, html_file, by_repo=html_repos, note=source_note)
     if as_json:
-        click.echo(json.dumps(report.to_json()))
-    else:
-        _print_personal(report, console)
-        if html_file is not None:
-            console.print(f"HTML report written to {html_file}")
+        document = {**report.to_json(), **extra}
+        if by_repo is not None:
+            document["by_repo"] = repo_days_json(report, by_repo)
+        click.echo(json.dumps(document))
+        return
+    _print_personal(report, console, source_note)
+    if by_repo is not None:
+        _print_by_repo(report, by_repo, console)
+    if html_file is not None:
+        console.print(f"HTML report written to {html_file}")
+
+
+def repo_days_json(report: PersonalReport, by_repo: RepoDays) -> dict[str, object]:
+    """`{"repos": [{"repo", "coding_minutes", "events"}...], "days": [{"date", "repos"}...]}`."""
+    dates = report.estimate.dates
+    order = by_repo.order()
+    return {
+        "repos": [
+            {
+                "repo": by_repo.repos[r],
+                "coding_minutes": round(float(by_repo.totals[r]), 1),
+                "events": int(by_repo.events[r]),
+            }
+            for r in order
+        ],
+        "days": [
+            {
+                "date": dates[d],
+                "repos": {
+                    by_repo.repos[r]: round(float(by_repo.minutes[d, r]), 1)
+                    for r in order
+                    if by_repo.minutes[d, r] >= 0.05
+                },
+            }
+            for d in range(min(len(dates), by_repo.minutes.shape[0]))
+            if by_repo.minutes[d].sum() >= 0.05
+        ],
+    }
+
+
+def _repo_days(
+    report: PersonalReport,
+    request: ActivityRequest,
+    table: CommitTable | None,
+    ledger: Path | None,
+) -> RepoDays:
+    """The report's coding minutes shared among the repos of its events."""
+    times: list[np.ndarray] = []
+    repos: list[str] = []
+    if table is not None and len(table):
+        mine = np.isin(table.author_code, table.codes_for(request.authors))
+        names = [str(path.resolve()) for path in request.repos]
+        times.append(table.author_time[mine].astype(np.float64))
+        repos.extend(names[int(i)] for i in table.repo_index[mine])
+    if ledger is not None and ledger.exists() and request.repos:
+        db = open_ledger(ledger, readonly=True)
+        try:
+            marks = ", ".join("?" for _ in request.repos)
+            rows = db.execute(
+                "SELECT e.ts, r.path FROM activity_events e JOIN repos r ON r.id = e.repo_id "
+                f"WHERE e.kind = 'save' AND r.path IN ({marks})",
+                [str(path.resolve()) for path in request.repos],
+            ).fetchall()
+        finally:
+            db.close()
+        times.append(np.array([float(row[0]) for row in rows], dtype=np.float64))
+        repos.extend(str(row[1]) for row in rows)
+    if request.events_file is not None:
+        events = read_events(request.events_file)
+        times.append(events.times.astype(np.float64))
+        repos.extend([EVENTS_FILE_REPO] * len(events))
+    utc = np.concatenate(times) if times else np.zeros(0)
+    estimate = report.estimate
+    return attribute_to_repos(
+        estimate.bin_numbers,
+        estimate.bin_coding_minutes,
+        estimate.bin_minutes * 60,
+        estimate.first_day,
+        estimate.n_days,
+        to_local_seconds(utc, report.zone),
+        repos,
+    )

@@ -18,6 +18,12 @@ from agent.daemon.work import DebouncedWorker
 from agent.paths import WatchkeeperPaths
 
 
+class ActivityListener(Protocol):
+    """Told of the user's activity (a commit, saves) so it can act once activity settles."""
+
+    def note(self, after: str) -> None: ...
+
+
 class AgentCore(Protocol):
     """The ledger, the event stream, the work queue and the counters of one running agent."""
 
@@ -29,6 +35,9 @@ class AgentCore(Protocol):
 
     @property
     def paused(self) -> bool: ...
+
+    @property
+    def coding_time(self) -> ActivityListener: ...
 
     def db(self) -> Database: ...
 

@@ -13,7 +13,7 @@ from sqlite_utils import Database
 
 from agent import __version__
 from agent.config import UserConfig
-from agent.daemon import rpc, watchlist
+from agent.daemon import coding_time_refit, rpc, watchlist
 from agent.daemon.faults import is_transient
 from agent.daemon.ingest import DataTracker, SaveCoalescer
 from agent.daemon.scheduler import AgentScheduler
@@ -61,6 +61,7 @@ class AgentService:
         self.server = ControlServer(paths.socket, rpc.handlers(self))
         self.scheduler = AgentScheduler(self, self.settings.schedule)
         self.identities: list[str] = []
+        self.coding_time = coding_time_refit.RefreshAfterActivity(self)
         self.last_rescan: float | None = None
         self.counters: dict[str, int] = {
             "commits_added": 0,
@@ -127,10 +128,12 @@ class AgentService:
         self.apply_watch_scope(baseline=False)
         self.scheduler.start()
         self.worker.request("rescan", self.full_rescan, delay=0.0)
+        self.coding_time.note("start")
         log.info("agent %s started (pid %d)", __version__, os.getpid())
 
     def stop(self) -> None:
         log.info("agent stopping")
+        self.coding_time.stop()
         self.scheduler.stop()
         self.watches.stop()
         self.worker.request("saves", self.events.flush_saves, delay=0.0)

@@ -22,6 +22,7 @@ class AgentSettings:
     git_debounce_seconds: float = 0.5
     staleness_debounce_seconds: float = 2.0
     retrain_quiet_seconds: float = 60.0
+    coding_time_settle_seconds: float = 180.0
     poll_interval_seconds: float = 5.0
     health_interval_seconds: float = 2.0
     poll_paths: tuple[str, ...] = ()
@@ -45,6 +46,7 @@ class AgentSettings:
             save_coalesce_seconds=number(schedule, "save_coalesce_seconds", 30.0, where),
             data_debounce_seconds=number(schedule, "data_debounce_seconds", 0.3, where),
             retrain_quiet_seconds=number(schedule, "retrain_quiet_seconds", 60.0, where),
+            coding_time_settle_seconds=number(schedule, "coding_time_settle_seconds", 180.0, where),
             poll_interval_seconds=number(
                 watch, "poll_interval_seconds", 5.0, f"{config.path} [watch]"
             ),

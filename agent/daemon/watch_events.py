@@ -92,10 +92,14 @@ class WatchEvents:
         if result.added:
             log.info("%s: %d new commits", repo, result.added)
             self._queue_repo_check(repo)
+            self.core.coding_time.note("commit")
         return result.added
 
     def flush_saves(self) -> None:
-        self.core.counters["saves_recorded"] += self.core.saves.flush(self.core.db())
+        recorded = self.core.saves.flush(self.core.db())
+        self.core.counters["saves_recorded"] += recorded
+        if recorded:
+            self.core.coding_time.note("saves")
 
     def snapshot_source(self, source: Path) -> None:
         """Re-fingerprint a data source; on change publish `snapshot` and judge its models."""

@@ -219,6 +219,34 @@ def m003_data_snapshot_skipped(db: Database) -> None:
         db.execute("ALTER TABLE data_snapshots ADD COLUMN skipped TEXT")
 
 
+@migrations()
+def m004_coding_time_views(db: Database) -> None:
+    """The stored coding-time estimate every view reads: its report and its minutes per repo."""
+    db.execute(
+        """
+        CREATE TABLE coding_time_repo_days (
+            date TEXT NOT NULL,
+            identity TEXT NOT NULL,
+            repo TEXT NOT NULL,
+            coding_minutes REAL,
+            PRIMARY KEY (date, identity, repo)
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE coding_time_estimate (
+            identity TEXT PRIMARY KEY,
+            computed_at REAL NOT NULL,
+            trigger TEXT,
+            events_through_id INTEGER,
+            fingerprint TEXT,
+            zone TEXT,
+            model_version_id INTEGER,
+            report TEXT
+        )"""
+    )
+
+
 TABLES = (
     "repos",
     "commits",
@@ -234,4 +262,6 @@ TABLES = (
     "alert_updates",
     "model_verdicts",
     "coding_time_days",
+    "coding_time_repo_days",
+    "coding_time_estimate",
 )

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app import ledger_queries
+from desktop_app.coding_time_queries import overview_with_coding
 from desktop_app.context import AppContext
 from desktop_app.ledger_queries import Overview
 from desktop_app.pages import Page, heading
@@ -32,6 +33,9 @@ class OverviewPage(Page):
         self.today_label = QLabel("Today: —")
         self.week_label = QLabel("This week: —")
         self.models_label = QLabel("Models: —")
+        self.coding_note = QLabel("")
+        self.coding_note.setWordWrap(True)
+        self.coding_note.setEnabled(False)  # drawn in the palette's quieter text colour
         for label in (self.today_label, self.week_label, self.models_label):
             font = label.font()
             font.setPointSizeF(font.pointSizeF() * 1.3)
@@ -77,6 +81,7 @@ class OverviewPage(Page):
         grid.setRowStretch(3, 3)
         layout = QVBoxLayout(self)
         layout.addLayout(numbers)
+        layout.addWidget(self.coding_note)
         layout.addLayout(grid)
 
         self.elapsed_timer = QTimer(self)
@@ -85,7 +90,7 @@ class OverviewPage(Page):
         self.elapsed_timer.start()
 
     def refresh(self) -> None:
-        self.context.workers.submit(ledger_queries.overview, self.show_overview)
+        self.context.workers.submit(overview_with_coding, self.show_overview)
 
     def handle_event(self, kind: str, data: object) -> None:
         if kind in ("alert", "verdicts", "run_state", "coding_time"):
@@ -94,10 +99,7 @@ class OverviewPage(Page):
     def show_overview(self, overview: Overview) -> None:
         """Fill the page from one overview query."""
         self.overview = overview
-        self.today_label.setText(f"Today: {ledger_queries.format_minutes(overview.today_minutes)}")
-        self.week_label.setText(
-            f"This week: {ledger_queries.format_minutes(overview.week_minutes)}"
-        )
+        self.show_coding_time(overview)
         self.models_label.setText(
             f"Models: {overview.model_count} ({overview.version_count:,} versions)"
         )
@@ -145,6 +147,25 @@ class OverviewPage(Page):
         for tree in (self.alerts, self.stale, self.running):
             tree.resizeColumnToContents(0)
         self.overview_loaded.emit(overview)
+
+    def show_coding_time(self, overview: Overview) -> None:
+        """Today's and this week's coding time as stored by the agent, and how current it is."""
+        if overview.today_text == "today: not estimated yet":
+            self.today_label.setText("Today: not estimated yet")
+            self.week_label.setText("This week: —")
+        else:
+            provisional = " (provisional)" if overview.today_text.endswith("(provisional)") else ""
+            self.today_label.setText(
+                f"Today so far: {ledger_queries.format_minutes(overview.today_minutes)}"
+                f"{provisional}"
+            )
+            self.week_label.setText(
+                f"This week: {ledger_queries.format_minutes(overview.week_minutes)}"
+            )
+        note = f"Coding time: {overview.today_note}" if overview.today_note else ""
+        self.coding_note.setText(note)
+        for label in (self.today_label, self.week_label):
+            label.setToolTip(note)
 
     def _tick_elapsed(self) -> None:
         if self.overview is None or not self.isVisible():

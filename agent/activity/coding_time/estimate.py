@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -67,6 +67,8 @@ class CodingTimeEstimate:
     event_counts: dict[str, int]
     fit: ModelFit | None
     coding_state: int = CODING
+    bin_numbers: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # kept bins
+    bin_coding_minutes: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per kept bin
 
     @property
     def dates(self) -> list[str]:
@@ -331,6 +333,8 @@ def estimate_coding_time(
         event_counts=counts,
         fit=fit,
         coding_state=coding_state,
+        bin_numbers=activity.bins,
+        bin_coding_minutes=per_bin,
     )
 
 
