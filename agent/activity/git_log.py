@@ -252,16 +252,6 @@ def check_repository(repo: Path) -> Path:
     return inspect_repository(repo).path
 
 
-def has_commits(repo: Path) -> bool:
-    """Whether any ref of `repo` leads to a commit."""
-    result = subprocess.run(
-        ["git", "-C", str(repo), "rev-list", "--all", "--max-count=1"],
-        capture_output=True,
-        check=False,
-    )
-    return result.returncode == 0 and bool(result.stdout.strip())
-
-
 def _shallow_boundary(info: RepositoryInfo, shown: Path) -> ShallowBoundary | None:
     """The author times of a shallow clone's boundary commits (listed in .git/shallow)."""
     try:

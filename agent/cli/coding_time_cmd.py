@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -20,9 +21,9 @@ from agent.activity.estimates import (
     personal_report,
     team_report,
 )
-from agent.activity.git_log import CommitTable
+from agent.activity.git_log import CommitTable, InputChecks
 from agent.activity.html_report import WEEKDAYS, write_html
-from agent.activity.identities import default_identities
+from agent.activity.identities import canonical_identities, default_identities
 from agent.activity.ledger_events import read_ledger_saves
 from agent.config import UserConfig
 from agent.errors import WatchkeeperError
@@ -169,7 +170,9 @@ def _print_team(report: TeamReport, console: Console) -> None:
         console.print(f"(top {MAX_TEAM_ROWS} of {len(report.rows)} authors; --json for all)")
 
 
-def _repos(given: tuple[Path, ...], events: Path | None, config: UserConfig) -> list[Path]:
+def _repos(
+    given: tuple[Path, ...], events: Path | None, config: UserConfig, errors: Console
+) -> list[Path]:
     if given:
         for path in given:
             if not path.is_dir():
@@ -179,9 +182,27 @@ def _repos(given: tuple[Path, ...], events: Path | None, config: UserConfig) -> 
                 )
         return list(given)
     watched = [Path(p).expanduser() for p in config.watched_repos]
-    if watched:
-        return watched
+    present = [path for path in watched if path.is_dir()]
+    for path in watched:
+        if not path.is_dir():
+            what = "is not a folder" if path.exists() else "does not exist"
+            errors.print(
+                f"[yellow]warning:[/yellow] watched repo {path} {what}; skipped "
+                f"(`watchkeeper watch remove {path}` forgets it)."
+            )
+    if watched and not present:
+        raise WatchkeeperError(
+            f"none of the watched repos in {config.path} exists ({', '.join(map(str, watched))}); "
+            "pass --repo with the folder of a git repository."
+        )
+    if present:
+        return present
     return [] if events is not None else [Path(".")]
+
+
+def _print_input_checks(checks: InputChecks, errors: Console) -> None:
+    for warning in checks.warnings():
+        errors.print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
 @click.command("coding-time")
@@ -261,12 +282,12 @@ def coding_time(
             f"--bin-minutes {bin_minutes}: must divide a day evenly (e.g. 1, 5, 10, 15, 30)."
         )
     config = UserConfig.load()
-    repo_paths = _repos(repos, events_file, config)
+    repo_paths = _repos(repos, events_file, config, errors)
     if all_authors and not repo_paths:
         raise WatchkeeperError("--all-authors needs at least one --repo.")
     if all_authors and html_file is not None:
         raise WatchkeeperError("--html draws one person's report; drop --all-authors.")
-    identities = list(authors) if authors else []
+    identities = canonical_identities(repo_paths, [(None, a) for a in authors]) if authors else []
     if not identities and not all_authors and repo_paths:
         identities = default_identities(repo_paths, config)
         if not identities:
@@ -289,10 +310,12 @@ def coding_time(
     if all_authors:
         assert table is not None
         team = team_report(request, table, n_jobs=n_jobs)
+        checks = table.input_checks()
+        _print_input_checks(checks, errors)
         for warning in team.warnings:
             errors.print(f"[yellow]warning:[/yellow] {warning}")
         if as_json:
-            click.echo(json.dumps(team.to_json()))
+            click.echo(json.dumps({**team.to_json(), "input": checks.to_json()}))
         else:
             _print_team(team, console)
         return
@@ -301,12 +324,14 @@ def coding_time(
         ledger = WatchkeeperPaths.from_environment().ledger
         ledger_saves = read_ledger_saves(ledger, repo_paths or None)
     report = personal_report(request, table, ledger_saves=ledger_saves, n_jobs=n_jobs)
+    checks = InputChecks() if table is None else table.input_checks(table.codes_for(identities))
+    _print_input_checks(checks, errors)
     for warning in report.warnings:
         errors.print(f"[yellow]warning:[/yellow] {warning}")
     if html_file is not None:
         write_html(report, html_file)
     if as_json:
-        click.echo(json.dumps(report.to_json()))
+        click.echo(json.dumps({**report.to_json(), "input": checks.to_json()}))
     else:
         _print_personal(report, console)
         if html_file is not None:
