@@ -181,3 +181,20 @@ def test_bad_events_line_is_named_by_number(tmp_path: Path) -> None:
     assert result.stderr.strip() == (
         f'error: {events}:3: unknown kind \'typing\'; use "commit" or "save".'
     )
+
+
+def test_folder_that_is_no_repo_is_named_not_no_identity(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    result = run("--repo", str(plain))
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {plain}: not a git repository")
+
+
+def test_mailmap_warning_comes_before_no_commits_by(mapped_repo: Path) -> None:
+    (mapped_repo / ".mailmap").write_text("Alice Liddell alice@example.com old@laptop.local\n")
+    result = run("--repo", str(mapped_repo), "--author", "ghost@example.com")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith(f"warning: {mapped_repo}/.mailmap:1: no <email>")
+    assert lines[-1].startswith("error: no commits by ghost@example.com")

@@ -21,7 +21,7 @@ from agent.activity.estimates import (
     personal_report,
     team_report,
 )
-from agent.activity.git_log import CommitTable, InputChecks
+from agent.activity.git_log import CommitTable, InputChecks, check_repository
 from agent.activity.html_report import WEEKDAYS, write_html
 from agent.activity.identities import canonical_identities, default_identities
 from agent.activity.ledger_events import read_ledger_saves
@@ -287,6 +287,8 @@ def coding_time(
         raise WatchkeeperError("--all-authors needs at least one --repo.")
     if all_authors and html_file is not None:
         raise WatchkeeperError("--html draws one person's report; drop --all-authors.")
+    for path in repo_paths:
+        check_repository(path)  # a folder that is no repo is named before any identity is sought
     identities = canonical_identities(repo_paths, [(None, a) for a in authors]) if authors else []
     if not identities and not all_authors and repo_paths:
         identities = default_identities(repo_paths, config)
@@ -307,11 +309,13 @@ def coding_time(
     )
     n_jobs = os.cpu_count() or 1
     table = _read_commits(request, errors) if repo_paths else None
+    checks = InputChecks()
+    if table is not None:
+        checks = table.input_checks(None if all_authors else table.codes_for(identities))
+    _print_input_checks(checks, errors)
     if all_authors:
         assert table is not None
         team = team_report(request, table, n_jobs=n_jobs)
-        checks = table.input_checks()
-        _print_input_checks(checks, errors)
         for warning in team.warnings:
             errors.print(f"[yellow]warning:[/yellow] {warning}")
         if as_json:
@@ -324,8 +328,6 @@ def coding_time(
         ledger = WatchkeeperPaths.from_environment().ledger
         ledger_saves = read_ledger_saves(ledger, repo_paths or None)
     report = personal_report(request, table, ledger_saves=ledger_saves, n_jobs=n_jobs)
-    checks = InputChecks() if table is None else table.input_checks(table.codes_for(identities))
-    _print_input_checks(checks, errors)
     for warning in report.warnings:
         errors.print(f"[yellow]warning:[/yellow] {warning}")
     if html_file is not None:
