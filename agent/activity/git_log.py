@@ -14,15 +14,17 @@ from agent.activity.mailmap import MailmapProblem, check_mailmap, mailmap_source
 from agent.errors import WatchkeeperError
 
 FIELDS_PER_COMMIT = 3
-# One fixed-width field (sha, then author time, author UTC offset and commit time padded to
-# 11, 6 and 11 characters) parsed with numpy in bulk, then author email and name (.mailmap
-# applied) as NUL-separated fields. git prints an offset as the number stored in the commit
-# (`%+05d`), so a malformed one such as +51800 or +1234567 is wider than +HHMM.
-TIMES_WIDTH = 28
-OFFSET_WIDTH = 6
-OFFSET_START = 11  # after the sha
+# One fixed-width field (sha, then the raw author date `<epoch> <offset>` right-aligned in 17
+# characters, then the commit time right-aligned in 11) parsed with numpy in bulk, then
+# author email and name (.mailmap applied) as NUL-separated fields. git prints the offset as
+# the number stored in the commit (`%+05d`), so a malformed one such as +51800 or +1234567
+# is wider than +HHMM and shifts or widens the field; such records are parsed one by one.
+# (The raw date, unlike `--date=format:%z`, never makes git log fail on a huge offset.)
+DATE_WIDTH = 17
+OFFSET_WIDTH = 6  # " +HHMM", the last characters of the date
+TIMES_WIDTH = DATE_WIDTH + 11
 LATEST_OFFSET_HOURS = 14  # UTC+14:00 (Kiribati) and UTC-12:00 are the extremes in use
-LOG_FORMAT = "%H%>(11)%at%>(6)%ad%>(11)%ct%x00%aE%x00%aN"
+LOG_FORMAT = "%H%>(17)%ad%>(11)%ct%x00%aE%x00%aN"
 LOG_FORMAT_WITH_PARENTS = LOG_FORMAT + "%x00%P"
 READ_CHUNK_BYTES = 8 << 20
 
@@ -291,7 +293,7 @@ def _git_log_command(repo: Path, include_merges: bool) -> list[str]:
         "log",
         "--all",
         "-z",
-        "--date=format:%z",
+        "--date=raw",
         f"--format={LOG_FORMAT_WITH_PARENTS if include_merges else LOG_FORMAT}",
     ]
     if not include_merges:
@@ -339,18 +341,21 @@ def _right_aligned_integers(characters: np.ndarray) -> np.ndarray:
 
 
 def _regular_width(fixed: list[bytes]) -> tuple[list[bytes], int, dict[int, bytes]]:
-    """The records with any wide (malformed) offset cut to the common width, that width, and
-    the original offset text of each record cut."""
+    """The records whose date is wider than DATE_WIDTH (a malformed offset) with their date
+    replaced by a placeholder, the common width, and the original date of each."""
     lengths = np.fromiter(map(len, fixed), dtype=np.int64, count=len(fixed))
-    width = int(lengths.min())
+    shortest = int(lengths.min())
+    # a SHA-1 is 40 hex digits, a SHA-256 64; a SHA-1 record never reaches 64 + TIMES_WIDTH
+    sha_width = 64 if shortest >= 64 + TIMES_WIDTH else 40
+    width = sha_width + TIMES_WIDTH
     wide: dict[int, bytes] = {}
-    if int(lengths.max()) != width:
-        fixed = list(fixed)
-        end = width - 11  # the commit time is the last 11 characters
-        for row in np.flatnonzero(lengths != width).tolist():
-            record = fixed[row]
-            wide[row] = record[end - OFFSET_WIDTH : len(record) - 11].strip()
-            fixed[row] = record[: end - OFFSET_WIDTH] + b"!" * OFFSET_WIDTH + record[-11:]
+    if shortest < width:
+        return fixed, shortest, wide
+    fixed = list(fixed)
+    for row in np.flatnonzero(lengths != width).tolist():
+        record = fixed[row]
+        wide[row] = record[sha_width : len(record) - 11]
+        fixed[row] = record[:sha_width] + b"!" * DATE_WIDTH + record[-11:]
     return fixed, width, wide
 
 
@@ -363,25 +368,28 @@ def _parse_fixed_fields(
     width = len(fixed[0])
     joined = b"".join(fixed)
     wide: dict[int, bytes] = {}
-    if len(joined) != width * n:
+    if len(joined) != width * n or width - TIMES_WIDTH not in (40, 64):
         fixed, width, wide = _regular_width(fixed)
         joined = b"".join(fixed)
-    if width - TIMES_WIDTH not in (40, 64):
+    if width - TIMES_WIDTH not in (40, 64) or len(joined) != width * n:
         raise WatchkeeperError(
             "git log printed a commit line of unexpected width; is this a git from 2.0 on?"
         )
     table = np.frombuffer(joined, dtype=np.uint8).reshape(n, width)
     sha_width = width - TIMES_WIDTH
     sha = np.ascontiguousarray(table[:, :sha_width]).view(f"S{sha_width}").reshape(n)
-    author_time = _right_aligned_integers(table[:, sha_width : sha_width + 11])
-    offset_end = sha_width + OFFSET_START + OFFSET_WIDTH
-    offset_text = np.ascontiguousarray(table[:, sha_width + OFFSET_START : offset_end])
+    date = table[:, sha_width : sha_width + DATE_WIDTH]
+    author_time = _right_aligned_integers(date[:, : DATE_WIDTH - OFFSET_WIDTH])
+    offset_text = np.ascontiguousarray(date[:, DATE_WIDTH - OFFSET_WIDTH :])
     minutes, valid = _parse_offsets(offset_text.view(f"S{OFFSET_WIDTH}").reshape(n))
-    commit_time = _right_aligned_integers(table[:, offset_end:])
-    bad = [
-        (row, wide.get(row) or bytes(offset_text[row]).strip())
-        for row in np.flatnonzero(~valid).tolist()
-    ]
+    commit_time = _right_aligned_integers(table[:, sha_width + DATE_WIDTH :])
+    bad = []
+    for row in np.flatnonzero(~valid).tolist():
+        text = wide[row] if row in wide else bytes(date[row])
+        parts = text.split()
+        if len(parts) == 2 and parts[0].lstrip(b"-").isdigit():
+            author_time[row] = int(parts[0])
+        bad.append((row, parts[-1] if parts else b"?"))
     return sha, author_time, minutes, commit_time, bad
 
 

@@ -183,3 +183,13 @@ def test_well_formed_history_has_no_input_warnings(tmp_path: Path) -> None:
     table = read_commits([repo])
     assert table.bad_offset is None and table.input_checks().warnings() == []
     assert np.unique(table.author_tz_minutes).tolist() == [-570]
+
+
+def test_history_of_only_wide_offsets_is_read(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    add_raw_commit(repo, "a@example.com", MONDAY, "+1234567")
+    add_raw_commit(repo, "a@example.com", MONDAY + 60, "-99999999")
+    table = read_commits([repo])
+    assert sorted(table.author_time.tolist()) == [MONDAY, MONDAY + 60]
+    assert table.malformed_offsets() == {"+1234567": 1, "-99999999": 1}
