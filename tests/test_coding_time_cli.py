@@ -22,6 +22,7 @@ EXPECTED_KEYS = {
     "peak_hours",
     "review_windows",
     "model",
+    "input",
 }
 
 

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import click
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -35,9 +36,9 @@ from agent.activity.estimates import (
     to_local_seconds,
 )
 from agent.activity.events import read_events
-from agent.activity.git_log import CommitTable
+from agent.activity.git_log import CommitTable, InputChecks, check_repository
 from agent.activity.html_report import WEEKDAYS, write_html
-from agent.activity.identities import default_identities
+from agent.activity.identities import canonical_identities, default_identities
 from agent.activity.ledger_events import read_ledger_saves
 from agent.config import UserConfig
 from agent.errors import WatchkeeperError
@@ -230,7 +231,9 @@ def _print_team(report: TeamReport, console: Console) -> None:
         console.print(f"(top {MAX_TEAM_ROWS} of {len(report.rows)} authors; --json for all)")
 
 
-def _repos(given: tuple[Path, ...], events: Path | None, config: UserConfig) -> list[Path]:
+def _repos(
+    given: tuple[Path, ...], events: Path | None, config: UserConfig, errors: Console
+) -> list[Path]:
     if given:
         for path in given:
             if not path.is_dir():
@@ -240,9 +243,27 @@ def _repos(given: tuple[Path, ...], events: Path | None, config: UserConfig) -> 
                 )
         return list(given)
     watched = [Path(p).expanduser() for p in config.watched_repos]
-    if watched:
-        return watched
+    present = [path for path in watched if path.is_dir()]
+    for path in watched:
+        if not path.is_dir():
+            what = "is not a folder" if path.exists() else "does not exist"
+            errors.print(
+                f"[yellow]warning:[/yellow] watched repo {path} {what}; skipped "
+                f"(`watchkeeper watch remove {path}` forgets it)."
+            )
+    if watched and not present:
+        raise WatchkeeperError(
+            f"none of the watched repos in {config.path} exists ({', '.join(map(str, watched))}); "
+            "pass --repo with the folder of a git repository."
+        )
+    if present:
+        return present
     return [] if events is not None else [Path(".")]
+
+
+def _print_input_checks(checks: InputChecks, errors: Console) -> None:
+    for warning in checks.warnings():
+        errors.print(f"[yellow]warning:[/yellow] {escape(warning)}")
 
 
 @click.command("coding-time")
@@ -354,12 +375,14 @@ def coding_time(
     if stored is not None:
         _show_stored(stored, by_repo=by_repo, as_json=as_json, html_file=html_file, console=console)
         return
-    repo_paths = _repos(repos, events_file, config)
+    repo_paths = _repos(repos, events_file, config, errors)
     if all_authors and not repo_paths:
         raise WatchkeeperError("--all-authors needs at least one --repo.")
     if all_authors and html_file is not None:
         raise WatchkeeperError("--html draws one person's report; drop --all-authors.")
-    identities = list(authors) if authors else []
+    for path in repo_paths:
+        check_repository(path)  # a folder that is no repo is named before any identity is sought
+    identities = canonical_identities(repo_paths, [(None, a) for a in authors]) if authors else []
     if not identities and not all_authors and repo_paths:
         identities = default_identities(repo_paths, config)
         if not identities:
@@ -379,13 +402,17 @@ def coding_time(
     )
     n_jobs = os.cpu_count() or 1
     table = _read_commits(request, errors) if repo_paths else None
+    checks = InputChecks()
+    if table is not None:
+        checks = table.input_checks(None if all_authors else table.codes_for(identities))
+    _print_input_checks(checks, errors)
     if all_authors:
         assert table is not None
         team = team_report(request, table, n_jobs=n_jobs)
         for warning in team.warnings:
             errors.print(f"[yellow]warning:[/yellow] {warning}")
         if as_json:
-            click.echo(json.dumps(team.to_json()))
+            click.echo(json.dumps({**team.to_json(), "input": checks.to_json()}))
         else:
             _print_team(team, console)
         return
@@ -408,7 +435,7 @@ def coding_time(
         as_json=as_json,
         html_file=html_file,
         console=console,
-        extra={},
+        extra={"input": checks.to_json()},
     )
 
 

@@ -58,3 +58,33 @@ def workday_commits(
         for index in range(per_day):
             commits.append(FakeCommit(email, start + 9 * 3600 + index * 2400, tz))
     return commits
+
+
+def add_raw_commit(
+    repo: Path, email: str, time: int, tz: str, *, branch: str = "main", name: str = "Dev"
+) -> str:
+    """Append a commit to `branch` written byte for byte with `git hash-object --literally`,
+    for headers `git fast-import` refuses (such as a malformed UTC offset like +51800)."""
+
+    def git(*arguments: str, stdin: bytes | None = None) -> str:
+        result = subprocess.run(
+            ["git", "-C", str(repo), *arguments], input=stdin, capture_output=True, check=True
+        )
+        return result.stdout.decode().strip()
+
+    tree = git("mktree", stdin=b"")
+    parent = (
+        subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--verify", "-q", f"refs/heads/{branch}"],
+            capture_output=True,
+            check=False,
+        )
+        .stdout.decode()
+        .strip()
+    )
+    header = f"tree {tree}\n" + (f"parent {parent}\n" if parent else "")
+    ident = f"{name} <{email}> {time} {tz}"
+    body = f"{header}author {ident}\ncommitter {ident}\n\nraw commit\n"
+    sha = git("hash-object", "-t", "commit", "-w", "--literally", "--stdin", stdin=body.encode())
+    git("update-ref", f"refs/heads/{branch}", sha)
+    return sha
