@@ -21,6 +21,7 @@ from rich.table import Table
 from sqlite_utils import Database
 
 from agent.cli import common
+from agent.cli.models_cmds import MODEL_COMMANDS
 from agent.errors import WatchkeeperError
 from agent.ledger import write_transaction
 from agent.ledger.queries import (
@@ -113,6 +114,11 @@ def init(path: Path | None) -> None:
     help="The repo declaring MODEL. Default: the current repo, else the registered repo that "
     "declares MODEL.",
 )
+@click.option(
+    "--allow-concurrent",
+    is_flag=True,
+    help="Train even while another run of MODEL is active.",
+)
 @click.pass_context
 def train(
     ctx: click.Context,
@@ -120,6 +126,7 @@ def train(
     params: tuple[str, ...],
     remote: str | None,
     repo: Path | None,
+    allow_concurrent: bool,
 ) -> None:
     """Train MODEL of this repo and record a model version; the log streams here."""
     out = sys.stdout.buffer
@@ -152,7 +159,10 @@ def train(
 
     def on_start(run: Run, version: int) -> None:
         stop_progress()
-        console.print(f"[bold]training {model} v{version}[/] run {run.id} ({run.executor})")
+        kind = " (experiment)" if params else ""
+        console.print(
+            f"[bold]training {model} v{version}[/]{kind} run {run.id} ({run.executor})"
+        )
 
     with common.ledger_session() as db, _signals_cancel():
         root = _training_repo(db, model, repo, console)
@@ -162,6 +172,7 @@ def train(
                 model,
                 param_pairs=list(params),
                 remote=remote,
+                allow_concurrent=allow_concurrent,
                 db=db,
                 on_log=on_log,
                 on_start=on_start,
@@ -385,7 +396,15 @@ def _print_status(report: dict[str, Any]) -> None:
 
 @click.group()
 def models() -> None:
-    """Model versions recorded in the ledger."""
+    """Model versions recorded in the ledger.
+
+    A version is named MODEL (the newest), MODEL@N, MODEL@ALIAS, MODEL@latest, MODEL@current,
+    or by its run id (or a unique start or end of it).
+    """
+
+
+for _command in MODEL_COMMANDS:
+    models.add_command(_command)
 
 
 @models.command("list")
@@ -408,7 +427,7 @@ def models_list(as_json: bool, all_versions: bool) -> None:
         metrics = ", ".join(f"{k}={v:g}" for k, v in row["metrics"].items()) or "-"
         table.add_row(
             row["model"],
-            str(row["version"]),
+            str(row["version"]) + (" (experiment)" if row["experiment"] else ""),
             row["state"],
             commit,
             metrics,
@@ -419,7 +438,7 @@ def models_list(as_json: bool, all_versions: bool) -> None:
 
 
 @models.command("show")
-@click.argument("model_ref", metavar="MODEL[@VERSION]")
+@click.argument("model_ref", metavar="REF")
 @click.option("--json", "as_json", is_flag=True)
 def models_show(model_ref: str, as_json: bool) -> None:
     """Show one version: commit, params, metrics, data, artifacts and why it is stale."""
@@ -430,7 +449,15 @@ def models_show(model_ref: str, as_json: bool) -> None:
         _echo_json(version)
         return
     console = common.console()
-    console.print(f"[bold]{version['model']} v{version['version']}[/] {version['status']}")
+    marks = " ".join(
+        [*(["current"] if version["current"] else []),
+         *(["experiment"] if version["experiment"] else []),
+         *(f"@{alias}" for alias in version["aliases"])]
+    )
+    console.print(
+        f"[bold]{version['model']} v{version['version']}[/] {version['status']}"
+        + (f" ({escape(marks)})" if marks else "")
+    )
     fields = [
         ("repo", version["repo"]),
         ("commit", (version["commit"] or "-") + (" (dirty)" if version["dirty"] else "")),
@@ -448,26 +475,35 @@ def models_show(model_ref: str, as_json: bool) -> None:
         ("code", version["code"]),
         ("data", version["data"]),
         ("artifacts", version["artifacts"]),
+        ("tags", version["tags"]),
     ):
         if mapping:
             console.print(f"  [bold]{title}[/]")
             for key, value in mapping.items():
                 console.print(f"    {key} = {json.dumps(value)}", markup=False)
+    for note in version["notes"]:
+        console.print(f"  note {_when(note['at'])}: {note['text']}", markup=False)
     console.print(f"  [bold]{version['state']}[/]")
     for reason in version["stale_reasons"]:
         console.print(f"    - {reason}", markup=False)
 
 
 def list_versions_one(db: Database, row: dict[str, Any]) -> dict[str, Any]:
+    from agent.ledger.queries import current_version
+    from agent.ledger.versions import labels_for
     from agent.reports import version_json
 
     staleness = StalenessChecker(db).check(row) if row["status"] == "succeeded" else None
-    return version_json(row, staleness)
+    shown = version_json(row, staleness)
+    current = current_version(db, int(row["model_id"]))
+    shown["current"] = current is not None and int(current["id"]) == int(row["id"])
+    shown.update(labels_for(db, [int(row["id"])])[int(row["id"])])
+    return shown
 
 
 @models.command("diff")
-@click.argument("first", metavar="MODEL@A")
-@click.argument("second", metavar="MODEL@B")
+@click.argument("first", metavar="REF_A")
+@click.argument("second", metavar="REF_B")
 @click.option("--json", "as_json", is_flag=True)
 def models_diff(first: str, second: str, as_json: bool) -> None:
     """Compare two versions: params, metrics, code diff stat and data files."""
@@ -538,6 +574,20 @@ def runs_list(as_json: bool, limit: int) -> None:
     common.console().print(table)
 
 
+def _run_or_version_run(db: Database, text: str) -> dict[str, Any]:
+    """The run `text` names: a run id (prefix or suffix), else the run of a version reference."""
+    try:
+        return find_run(db, text)
+    except WatchkeeperError as run_error:
+        try:
+            version = find_version(db, ModelRef.parse(text), _current_repo_id(db))
+        except WatchkeeperError:
+            raise run_error from None
+    if not version["run_id"]:
+        raise WatchkeeperError(f"{version['model']} v{version['version']} has no run recorded")
+    return find_run(db, version["run_id"])
+
+
 @runs.command("show")
 @click.argument("run_id", metavar="RUN")
 @click.option("--json", "as_json", is_flag=True)
@@ -580,10 +630,13 @@ def runs_cancel(run_id: str) -> None:
 @click.argument("run_id", metavar="RUN")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the run ends.")
 def runs_logs(run_id: str, follow: bool) -> None:
-    """Print a run's log; with --follow, keep streaming it until the run ends."""
+    """Print a run's log; with --follow, keep streaming it until the run ends.
+
+    RUN is a run id (or a unique start or end of one) or a version such as churn@champion.
+    """
     out = sys.stdout.buffer
     with common.ledger_session() as db:
-        row = find_run(db, run_id)
+        row = _run_or_version_run(db, run_id)
         run = Run.from_row(row)
         executor = LocalExecutor() if run.executor == "local" else executor_for(run.remote)
         offset = 0
