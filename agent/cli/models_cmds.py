@@ -253,7 +253,7 @@ def _marks(entry: dict[str, Any]) -> str:
 
 def _print_comparison(report: dict[str, Any]) -> None:
     differing = set(report["differing_params"])
-    table = Table(show_lines=False)
+    table = Table(header_style="")
     table.add_column("version")
     table.add_column("status")
     table.add_column("")
