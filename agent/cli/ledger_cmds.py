@@ -1,4 +1,4 @@
-"""The `init`, `train`, `status`, `models` and `runs` commands: a thin layer over the ledger."""
+"""The `init`, `train`, `status`, `models list/show/diff` and `runs` commands, over the ledger."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from rich.table import Table
 from sqlite_utils import Database
 
 from agent.cli import common
-from agent.cli.models_cmds import MODEL_COMMANDS
 from agent.errors import WatchkeeperError
 from agent.ledger import write_transaction
 from agent.ledger.queries import (
@@ -394,20 +393,7 @@ def _print_status(report: dict[str, Any]) -> None:
         console.print(f"  built-in {entry['model']} {version}{refit}", markup=False)
 
 
-@click.group()
-def models() -> None:
-    """Model versions recorded in the ledger.
-
-    A version is named MODEL (the newest), MODEL@N, MODEL@ALIAS, MODEL@latest, MODEL@current,
-    or by its run id (or a unique start or end of it).
-    """
-
-
-for _command in MODEL_COMMANDS:
-    models.add_command(_command)
-
-
-@models.command("list")
+@click.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the stable JSON list.")
 @click.option("--all", "all_versions", is_flag=True, help="Every version, not just the newest.")
 def models_list(as_json: bool, all_versions: bool) -> None:
@@ -437,7 +423,7 @@ def models_list(as_json: bool, all_versions: bool) -> None:
     common.console().print(table)
 
 
-@models.command("show")
+@click.command("show")
 @click.argument("model_ref", metavar="REF")
 @click.option("--json", "as_json", is_flag=True)
 def models_show(model_ref: str, as_json: bool) -> None:
@@ -501,7 +487,7 @@ def list_versions_one(db: Database, row: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-@models.command("diff")
+@click.command("diff")
 @click.argument("first", metavar="REF_A")
 @click.argument("second", metavar="REF_B")
 @click.option("--json", "as_json", is_flag=True)
