@@ -158,10 +158,7 @@ def train(
 
     def on_start(run: Run, version: int) -> None:
         stop_progress()
-        kind = " (experiment)" if params else ""
-        console.print(
-            f"[bold]training {model} v{version}[/]{kind} run {run.id} ({run.executor})"
-        )
+        console.print(f"[bold]training {model} v{version}[/] run {run.id} ({run.executor})")
 
     with common.ledger_session() as db, _signals_cancel():
         root = _training_repo(db, model, repo, console)
