@@ -8,7 +8,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from agent.errors import WatchkeeperError
-from agent.ledger.queries import is_builtin_repo, latest_succeeded, versions
+from agent.ledger.queries import current_version_of, is_builtin_repo, versions
 from agent.project.git import diff_stat
 from agent.staleness import (
     Finding,
@@ -45,6 +45,7 @@ def version_json(row: dict[str, Any], staleness: Staleness | None) -> dict[str, 
         "executor": row["executor"],
         "host": row["host"],
         "run_id": row["run_id"],
+        "experiment": bool(row.get("experiment")),
         "started_at": row["started_at"],
         "ended_at": row["ended_at"],
         "exit_code": row["exit_code"],
@@ -76,13 +77,13 @@ def list_versions(
 
 
 def _model_state(db: Database, checker: StalenessChecker, row: dict[str, Any]) -> str:
-    """The model's verdict, judged (like `status`) on its newest succeeded version."""
+    """The model's verdict, judged (like `status`) on its current version."""
     if is_builtin_repo(row["repo_path"]):
         return Verdict.BUILTIN.value
-    newest = latest_succeeded(db, int(row["repo_id"]), row["model"])
-    if newest is None:
+    current = current_version_of(db, int(row["repo_id"]), row["model"])
+    if current is None:
         return Verdict.NEVER_TRAINED.value
-    return Verdict.STALE.value if checker.check(newest).stale else Verdict.FRESH.value
+    return Verdict.STALE.value if checker.check(current).stale else Verdict.FRESH.value
 
 
 def run_json(row: dict[str, Any]) -> dict[str, Any]:

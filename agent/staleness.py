@@ -15,7 +15,13 @@ from sqlite_utils import Database
 
 from agent.data.deps import DataDepChange, data_dep_change
 from agent.errors import WatchkeeperError
-from agent.ledger.queries import is_builtin_repo, latest_succeeded, list_repos
+from agent.ledger.queries import (
+    current_version,
+    current_version_of,
+    is_builtin_repo,
+    latest_succeeded,
+    list_repos,
+)
 from agent.paths import WatchkeeperPaths
 from agent.project.git import changed_files, head_hashes, object_type, working_hashes
 from agent.project.spec import SPEC_FILE, ModelSpec, ProjectSpec, load_project
@@ -64,7 +70,7 @@ class Staleness:
 
 
 class Verdict(StrEnum):
-    """What a model is, judged on its newest succeeded version."""
+    """What a model is, judged on its current version (see `current_version`)."""
 
     FRESH = "fresh"
     STALE = "stale"
@@ -77,7 +83,8 @@ class Verdict(StrEnum):
 class Finding:
     """The one verdict on one model: what every view (CLI, agent, app, tray) shows.
 
-    `version` is the newest succeeded version the verdict is about (None when there is none);
+    `version` is the model's current version, the one the verdict is about (None when there is
+    none): the newest succeeded version trained with the declared params, or a promoted one;
     `latest_status` is the status of the model's newest version of any status, so a view can
     say that the last attempt failed. `error` says why no verdict could be reached.
     """
@@ -225,6 +232,7 @@ class StalenessChecker:
         self._working: dict[tuple[Path, str], str | None] = {}
         self._head: dict[tuple[Path, str], str | None] = {}
         self._data: dict[tuple[int, Path], DataDepChange | None] = {}
+        self._current: dict[int, int | None] = {}
 
     def project(self, root: Path) -> ProjectSpec:
         """The repo's current watchkeeper.toml (read once)."""
@@ -262,7 +270,10 @@ class StalenessChecker:
         return RepoScan(root, repo_id, findings)
 
     def finding(self, project: ProjectSpec, model: ModelSpec, repo_id: int | None) -> Finding:
-        """The verdict on one declared model, judged on its newest succeeded version."""
+        """The verdict on one declared model, judged on its current version.
+
+        Experiment versions (trained with other params) are not judged unless promoted.
+        """
         root = project.root
         common: dict[str, Any] = {
             "repo": str(root),
@@ -282,13 +293,21 @@ class StalenessChecker:
                 "or restore the file",
                 **common,
             )
-        version = latest_succeeded(self.db, repo_id, model.name) if repo_id is not None else None
+        version = current_version_of(self.db, repo_id, model.name) if repo_id is not None else None
         if version is None:
-            reason = StaleReason(
-                "untrained",
-                f"{model.name} has no successful version yet; "
-                f"train it with `watchkeeper train {model.name}`",
+            experiments = (
+                latest_succeeded(self.db, repo_id, model.name) if repo_id is not None else None
             )
+            message = (
+                f"{model.name} has only experiment versions (v{experiments['version']} is the "
+                f"newest); train it with its declared params (`watchkeeper train {model.name}`) "
+                f"or promote one (`watchkeeper models promote {model.name}@"
+                f"{experiments['version']}`)"
+                if experiments is not None
+                else f"{model.name} has no successful version yet; "
+                f"train it with `watchkeeper train {model.name}`"
+            )
+            reason = StaleReason("untrained", message)
             return Finding(verdict=Verdict.NEVER_TRAINED, reasons=(reason,), **common)
         staleness = self.check(version)
         return Finding(
@@ -331,7 +350,7 @@ class StalenessChecker:
                 )
             )
         params = params_reason(version.get("params") or {}, model.params)
-        if params:
+        if params and self._judged_on_params(version):
             reasons.append(params)
         code: dict[str, str | None] = version.get("code") or {}
         data: dict[str, dict[str, Any]] = version.get("data") or {}
@@ -350,6 +369,16 @@ class StalenessChecker:
                 if reason:
                     reasons.append(reason)
         return Staleness(tuple(reasons))
+
+    def _judged_on_params(self, version: dict[str, Any]) -> bool:
+        """An experiment's params differ on purpose: they count only once it is current."""
+        if not version.get("experiment"):
+            return True
+        model_id = int(version["model_id"])
+        if model_id not in self._current:
+            current = current_version(self.db, model_id)
+            self._current[model_id] = int(current["id"]) if current else None
+        return self._current[model_id] == int(version["id"])
 
     def _hashes(self, root: Path, deps: list[str]) -> None:
         missing = [dep for dep in deps if (root, dep) not in self._working]

@@ -118,6 +118,13 @@ def _insert_data(connection, rng: random.Random, now: float) -> None:  # type: i
             )
 
 
+VERSION_COLUMNS = (
+    "id", "model_id", "version", "status", "commit_sha", "dirty", "diff_hash", "train_command",
+    "params", "metrics", "data", "code", "artifacts", "executor", "host", "remote_job_id",
+    "run_id", "started_at", "ended_at", "exit_code",
+)
+
+
 def _insert_versions(  # type: ignore[no-untyped-def]
     connection, rng: random.Random, models, versions: int, now: float, runs_dir: Path | None
 ) -> None:
@@ -199,7 +206,9 @@ def _insert_versions(  # type: ignore[no-untyped-def]
         )
     connection.executemany(f"INSERT INTO runs VALUES ({','.join('?' * 16)})", run_rows)
     connection.executemany(
-        f"INSERT INTO model_versions VALUES ({','.join('?' * 20)})", version_rows
+        f"INSERT INTO model_versions ({', '.join(VERSION_COLUMNS)}) "
+        f"VALUES ({','.join('?' * len(VERSION_COLUMNS))})",
+        version_rows,
     )
 
 

@@ -1,4 +1,4 @@
-"""The `init`, `train`, `status`, `models` and `runs` commands: a thin layer over the ledger."""
+"""The `init`, `train`, `status`, `models list/show/diff` and `runs` commands, over the ledger."""
 
 from __future__ import annotations
 
@@ -113,6 +113,11 @@ def init(path: Path | None) -> None:
     help="The repo declaring MODEL. Default: the current repo, else the registered repo that "
     "declares MODEL.",
 )
+@click.option(
+    "--allow-concurrent",
+    is_flag=True,
+    help="Train even while another run of MODEL is active.",
+)
 @click.pass_context
 def train(
     ctx: click.Context,
@@ -120,6 +125,7 @@ def train(
     params: tuple[str, ...],
     remote: str | None,
     repo: Path | None,
+    allow_concurrent: bool,
 ) -> None:
     """Train MODEL of this repo and record a model version; the log streams here."""
     out = sys.stdout.buffer
@@ -162,6 +168,7 @@ def train(
                 model,
                 param_pairs=list(params),
                 remote=remote,
+                allow_concurrent=allow_concurrent,
                 db=db,
                 on_log=on_log,
                 on_start=on_start,
@@ -383,12 +390,7 @@ def _print_status(report: dict[str, Any]) -> None:
         console.print(f"  built-in {entry['model']} {version}{refit}", markup=False)
 
 
-@click.group()
-def models() -> None:
-    """Model versions recorded in the ledger."""
-
-
-@models.command("list")
+@click.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the stable JSON list.")
 @click.option("--all", "all_versions", is_flag=True, help="Every version, not just the newest.")
 def models_list(as_json: bool, all_versions: bool) -> None:
@@ -408,7 +410,7 @@ def models_list(as_json: bool, all_versions: bool) -> None:
         metrics = ", ".join(f"{k}={v:g}" for k, v in row["metrics"].items()) or "-"
         table.add_row(
             row["model"],
-            str(row["version"]),
+            str(row["version"]) + (" (experiment)" if row["experiment"] else ""),
             row["state"],
             commit,
             metrics,
@@ -418,8 +420,8 @@ def models_list(as_json: bool, all_versions: bool) -> None:
     common.console().print(table)
 
 
-@models.command("show")
-@click.argument("model_ref", metavar="MODEL[@VERSION]")
+@click.command("show")
+@click.argument("model_ref", metavar="REF")
 @click.option("--json", "as_json", is_flag=True)
 def models_show(model_ref: str, as_json: bool) -> None:
     """Show one version: commit, params, metrics, data, artifacts and why it is stale."""
@@ -430,7 +432,15 @@ def models_show(model_ref: str, as_json: bool) -> None:
         _echo_json(version)
         return
     console = common.console()
-    console.print(f"[bold]{version['model']} v{version['version']}[/] {version['status']}")
+    marks = " ".join(
+        [*(["current"] if version["current"] else []),
+         *(["experiment"] if version["experiment"] else []),
+         *(f"@{alias}" for alias in version["aliases"])]
+    )
+    console.print(
+        f"[bold]{version['model']} v{version['version']}[/] {version['status']}"
+        + (f" ({escape(marks)})" if marks else "")
+    )
     fields = [
         ("repo", version["repo"]),
         ("commit", (version["commit"] or "-") + (" (dirty)" if version["dirty"] else "")),
@@ -448,26 +458,35 @@ def models_show(model_ref: str, as_json: bool) -> None:
         ("code", version["code"]),
         ("data", version["data"]),
         ("artifacts", version["artifacts"]),
+        ("tags", version["tags"]),
     ):
         if mapping:
             console.print(f"  [bold]{title}[/]")
             for key, value in mapping.items():
                 console.print(f"    {key} = {json.dumps(value)}", markup=False)
+    for note in version["notes"]:
+        console.print(f"  note {_when(note['at'])}: {note['text']}", markup=False)
     console.print(f"  [bold]{version['state']}[/]")
     for reason in version["stale_reasons"]:
         console.print(f"    - {reason}", markup=False)
 
 
 def list_versions_one(db: Database, row: dict[str, Any]) -> dict[str, Any]:
+    from agent.ledger.queries import current_version
+    from agent.ledger.versions import labels_for
     from agent.reports import version_json
 
     staleness = StalenessChecker(db).check(row) if row["status"] == "succeeded" else None
-    return version_json(row, staleness)
+    shown = version_json(row, staleness)
+    current = current_version(db, int(row["model_id"]))
+    shown["current"] = current is not None and int(current["id"]) == int(row["id"])
+    shown.update(labels_for(db, [int(row["id"])])[int(row["id"])])
+    return shown
 
 
-@models.command("diff")
-@click.argument("first", metavar="MODEL@A")
-@click.argument("second", metavar="MODEL@B")
+@click.command("diff")
+@click.argument("first", metavar="REF_A")
+@click.argument("second", metavar="REF_B")
 @click.option("--json", "as_json", is_flag=True)
 def models_diff(first: str, second: str, as_json: bool) -> None:
     """Compare two versions: params, metrics, code diff stat and data files."""
@@ -538,6 +557,20 @@ def runs_list(as_json: bool, limit: int) -> None:
     common.console().print(table)
 
 
+def _run_or_version_run(db: Database, text: str) -> dict[str, Any]:
+    """The run `text` names: a run id (prefix or suffix), else the run of a version reference."""
+    try:
+        return find_run(db, text)
+    except WatchkeeperError as run_error:
+        try:
+            version = find_version(db, ModelRef.parse(text), _current_repo_id(db))
+        except WatchkeeperError:
+            raise run_error from None
+    if not version["run_id"]:
+        raise WatchkeeperError(f"{version['model']} v{version['version']} has no run recorded")
+    return find_run(db, version["run_id"])
+
+
 @runs.command("show")
 @click.argument("run_id", metavar="RUN")
 @click.option("--json", "as_json", is_flag=True)
@@ -580,10 +613,13 @@ def runs_cancel(run_id: str) -> None:
 @click.argument("run_id", metavar="RUN")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the run ends.")
 def runs_logs(run_id: str, follow: bool) -> None:
-    """Print a run's log; with --follow, keep streaming it until the run ends."""
+    """Print a run's log; with --follow, keep streaming it until the run ends.
+
+    RUN is a run id (or a unique start or end of one) or a version such as churn@champion.
+    """
     out = sys.stdout.buffer
     with common.ledger_session() as db:
-        row = find_run(db, run_id)
+        row = _run_or_version_run(db, run_id)
         run = Run.from_row(row)
         executor = LocalExecutor() if run.executor == "local" else executor_for(run.remote)
         offset = 0

@@ -173,3 +173,91 @@ def _fsync_directory(folder: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def select_artifacts(artifacts: dict[str, str], wanted: list[str], label: str) -> dict[str, str]:
+    """The artifacts named by `wanted` (paths, or folders holding them); all when none named.
+
+    >>> select_artifacts({"model.pkl": "d1", "plots/a.png": "d2"}, ["plots"], "m v1")
+    {'plots/a.png': 'd2'}
+    """
+    if not wanted:
+        return dict(artifacts)
+    chosen: dict[str, str] = {}
+    for name in wanted:
+        prefix = name.strip("/")
+        matched = {
+            path: digest
+            for path, digest in artifacts.items()
+            if path == prefix or path.startswith(prefix + "/")
+        }
+        if not matched:
+            listing = ", ".join(sorted(artifacts)) or "none"
+            raise WatchkeeperError(f"{label} has no artifact {name!r}; its artifacts: {listing}")
+        chosen.update(matched)
+    return chosen
+
+
+def export_artifacts(
+    store: ArtifactStore, artifacts: dict[str, str], out_dir: Path, *, force: bool = False
+) -> list[Path]:
+    """Copy artifacts (path -> digest) out of the store into `out_dir`, each checked against
+    its digest; a file that exists there is overwritten only with `force`.
+
+    Every target is checked before anything is written, so a refusal leaves `out_dir` as it
+    was. Returns the files written.
+    """
+    targets = {path: out_dir / path for path in artifacts}
+    real_out = out_dir.resolve() if out_dir.exists() else None
+    for path, target in targets.items():
+        if not store.has(artifacts[path]):
+            raise WatchkeeperError(
+                f"artifact {path} ({artifacts[path]}) is missing from the store {store.root}; "
+                "it cannot be copied out (train the version again to restore it)"
+            )
+        if (target.exists() or target.is_symlink()) and not force:
+            raise WatchkeeperError(
+                f"{target} already exists; pass --force to overwrite it, or -o DIR to copy "
+                "elsewhere"
+            )
+        escapes = target.parent.exists() and not target.parent.resolve().is_relative_to(
+            real_out or out_dir.resolve()
+        )
+        if real_out is not None and escapes:
+            raise WatchkeeperError(
+                f"{target.parent} leads out of {out_dir} (a symlink); remove it or choose "
+                "another -o DIR"
+            )
+    written = []
+    for path, target in targets.items():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _copy_checked(store.path(artifacts[path]), target, artifacts[path], path)
+        written.append(target)
+    return written
+
+
+def _copy_checked(source: Path, target: Path, digest: str, name: str) -> None:
+    """Copy through a temporary file, hashing as it goes; rename only when the digest matches."""
+    temporary = target.with_name(f".{target.name}.wk-incoming-{os.getpid()}")
+    hasher = blake3.blake3()
+    try:
+        with source.open("rb") as reader, temporary.open("wb") as writer:
+            while chunk := reader.read(CHUNK_BYTES):
+                hasher.update(chunk)
+                writer.write(chunk)
+        actual = DIGEST_PREFIX + hasher.hexdigest()
+        if actual != digest:
+            raise WatchkeeperError(
+                f"artifact {name} is damaged in the store ({source} hashes to {actual}, the "
+                f"ledger recorded {digest}); nothing was written for it"
+            )
+        if target.is_symlink():
+            target.unlink()
+        os.replace(temporary, target)
+    except OSError as error:
+        if is_disk_full(error):
+            raise disk_full_error(target.parent) from error
+        raise WatchkeeperError(f"cannot write {target}: {error.strerror or error}") from error
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -173,55 +174,218 @@ def latest_succeeded(db: Database, repo_id: int, model: str) -> dict[str, Any] |
     return decode_row(row) if row else None
 
 
+LATEST = "latest"
+CURRENT = "current"
+RESERVED_LABELS = (LATEST, CURRENT)
+ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+MAX_LISTED_VERSIONS = 20
+
+
 @dataclass(frozen=True)
 class ModelRef:
-    """`MODEL` or `MODEL@VERSION` as typed on the command line."""
+    """`MODEL`, `MODEL@VERSION`, `MODEL@ALIAS`, `MODEL@latest` or `MODEL@current` as typed.
+
+    A reference without `@` that names no model is tried as a run id (or a unique prefix or
+    suffix of one) by `find_version`.
+    """
 
     name: str
-    version: int | None
+    version: int | None = None
+    label: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> ModelRef:
-        """Parse `churn` or `churn@3`.
+        """Parse `churn`, `churn@3`, `churn@champion` or `churn@latest`.
 
         >>> ModelRef.parse("churn@3")
-        ModelRef(name='churn', version=3)
+        ModelRef(name='churn', version=3, label=None)
+        >>> ModelRef.parse("churn@champion").label
+        'champion'
         """
-        name, at, version = text.partition("@")
+        name, at, after = text.partition("@")
         if not name:
-            raise WatchkeeperError(f"{text!r} names no model; write MODEL or MODEL@VERSION")
-        if not at:
-            return cls(name, None)
-        if not version.isdigit():
             raise WatchkeeperError(
-                f"{text!r}: the version after '@' must be a number such as {name}@3"
+                f"{text!r} names no model; write MODEL, MODEL@VERSION or MODEL@ALIAS"
             )
-        return cls(name, int(version))
+        if not at:
+            return cls(name)
+        if after.isdigit():
+            return cls(name, int(after))
+        if not ALIAS_NAME.match(after):
+            raise WatchkeeperError(
+                f"{text!r}: after '@' write a version number, an alias or 'latest', such as "
+                f"{name}@3 or {name}@champion"
+            )
+        return cls(name, None, after)
+
+    def __str__(self) -> str:
+        after = self.version if self.version is not None else self.label
+        return self.name if after is None else f"{self.name}@{after}"
 
 
 def find_version(db: Database, ref: ModelRef, repo_id: int | None) -> dict[str, Any]:
-    """The version a reference names (latest when no version), searched in one repo or all."""
-    rows = [row for row in versions(db, repo_id=repo_id, model=ref.name)]
-    if not rows:
-        known = sorted({row["model"] for row in versions(db, repo_id=repo_id)})
-        scope = "in this repo" if repo_id is not None else "in the ledger"
+    """The version a reference names, searched in one repo or all.
+
+    `MODEL` and `MODEL@latest` name the newest version, `MODEL@current` the model's current
+    one; a bare reference that names no model is tried as a run id, a unique prefix or suffix.
+    """
+    model_rows = _models_named(db, ref.name, repo_id)
+    if not model_rows:
+        if ref.version is None and ref.label is None:
+            by_run = _version_of_run(db, ref.name)
+            if by_run is not None:
+                return by_run
+        known = sorted({str(row[0]) for row in db.execute(_MODELS_WITH_VERSIONS).fetchall()})
         listing = ", ".join(known) if known else "none yet (train one with `watchkeeper train`)"
-        raise WatchkeeperError(f"no model named {ref.name!r} {scope}; models: {listing}")
-    repos = {row["repo_path"] for row in rows}
+        scope = "in this repo" if repo_id is not None else "in the ledger"
+        raise WatchkeeperError(
+            f"no model named {ref.name!r} {scope}, nor a run; models: {listing} (a run id, "
+            "or a unique start or end of one, also names a version)"
+        )
+    repos = {row["repo_path"] for row in model_rows}
     if len(repos) > 1:
         raise WatchkeeperError(
             f"several repos have a model named {ref.name!r} ({', '.join(sorted(repos))}); "
             "run the command inside the repo you mean"
         )
-    if ref.version is None:
-        return rows[0]
-    for row in rows:
-        if row["version"] == ref.version:
-            return row
-    existing = ", ".join(str(row["version"]) for row in reversed(rows))
-    raise WatchkeeperError(
-        f"model {ref.name!r} has no version {ref.version}; its versions are {existing}"
+    model_id = int(model_rows[0]["id"])
+    if ref.version is not None:
+        row = _one_version(db, "v.model_id = ? AND v.version = ?", [model_id, ref.version])
+        if row is None:
+            raise WatchkeeperError(
+                f"model {ref.name!r} has no version {ref.version}; its versions are "
+                f"{_version_listing(db, model_id)}"
+            )
+        return row
+    if ref.label in (None, LATEST):
+        row = _one_version(db, "v.model_id = ? ORDER BY v.version DESC LIMIT 1", [model_id])
+    elif ref.label == CURRENT:
+        row = current_version(db, model_id)
+        if row is None:
+            raise WatchkeeperError(
+                f"model {ref.name!r} has no current version yet: none succeeded with its "
+                f"declared params; promote one with `watchkeeper models promote {ref.name}@N`"
+            )
+        return row
+    else:
+        row = _one_version(
+            db,
+            "v.id = (SELECT version_id FROM version_aliases WHERE model_id = ? AND alias = ?"
+            " AND moved_at IS NULL)",
+            [model_id, ref.label],
+        )
+        if row is None:
+            aliases = ", ".join(current_aliases(db, model_id)) or "none"
+            raise WatchkeeperError(
+                f"model {ref.name!r} has no alias {ref.label!r} (its aliases: {aliases}); set "
+                f"one with `watchkeeper models alias {ref.name}@N {ref.label}`"
+            )
+        return row
+    if row is None:
+        raise WatchkeeperError(f"model {ref.name!r} has no versions yet")
+    return row
+
+
+_MODELS_WITH_VERSIONS = (
+    "SELECT DISTINCT m.name FROM models m WHERE EXISTS "
+    "(SELECT 1 FROM model_versions v WHERE v.model_id = m.id)"
+)
+
+
+def _models_named(db: Database, name: str, repo_id: int | None) -> list[dict[str, Any]]:
+    sql = (
+        "SELECT m.id, r.path AS repo_path FROM models m JOIN repos r ON r.id = m.repo_id "
+        "WHERE m.name = ? AND EXISTS (SELECT 1 FROM model_versions v WHERE v.model_id = m.id)"
     )
+    parameters: list[Any] = [name]
+    if repo_id is not None:
+        sql += " AND r.id = ?"
+        parameters.append(repo_id)
+    return list(db.query(sql, parameters))
+
+
+def _one_version(db: Database, where: str, parameters: list[Any]) -> dict[str, Any] | None:
+    row = next(iter(db.query(VERSION_SELECT + " WHERE " + where, parameters)), None)
+    return decode_row(row) if row else None
+
+
+def _version_listing(db: Database, model_id: int) -> str:
+    numbers = [
+        int(row[0])
+        for row in db.execute(
+            "SELECT version FROM model_versions WHERE model_id = ? ORDER BY version LIMIT ?",
+            [model_id, MAX_LISTED_VERSIONS + 1],
+        ).fetchall()
+    ]
+    if len(numbers) <= MAX_LISTED_VERSIONS:
+        return ", ".join(map(str, numbers))
+    newest = db.execute(
+        "SELECT MAX(version) FROM model_versions WHERE model_id = ?", [model_id]
+    ).fetchone()[0]
+    return f"{numbers[0]} to {newest}"
+
+
+def _version_of_run(db: Database, text: str) -> dict[str, Any] | None:
+    """The version recorded by the run `text` names (its id, a unique prefix or suffix)."""
+    for where, parameters in (
+        ("v.run_id = ?", [text]),
+        ("substr(v.run_id, 1, ?) = ? OR substr(v.run_id, -?) = ?",
+         [len(text), text, len(text), text]),
+    ):
+        rows = list(db.query(VERSION_SELECT + " WHERE " + where + " LIMIT 6", parameters))
+        if len(rows) == 1:
+            return decode_row(rows[0])
+        if rows:
+            raise WatchkeeperError(
+                f"{text!r} matches the runs of several versions "
+                f"({', '.join(str(row['run_id']) for row in rows[:5])}); give more of the run id"
+            )
+    return None
+
+
+def current_aliases(db: Database, model_id: int) -> list[str]:
+    """A model's aliases as `alias=vN`, in name order."""
+    return [
+        f"{alias}=v{version}"
+        for alias, version in db.execute(
+            "SELECT a.alias, v.version FROM version_aliases a JOIN model_versions v "
+            "ON v.id = a.version_id WHERE a.model_id = ? AND a.moved_at IS NULL ORDER BY a.alias",
+            [model_id],
+        ).fetchall()
+    ]
+
+
+def current_version(db: Database, model_id: int) -> dict[str, Any] | None:
+    """The model's current version: what its staleness is judged against.
+
+    It is the newest succeeded version trained with the declared params (not an experiment),
+    unless a version was promoted after that one ended: then it is the promoted version.
+    """
+    trained = _one_version(
+        db,
+        "v.model_id = ? AND v.status = 'succeeded' AND v.experiment = 0 "
+        "ORDER BY v.version DESC LIMIT 1",
+        [model_id],
+    )
+    promoted = db.execute(
+        "SELECT p.version_id, p.at FROM model_promotions p JOIN model_versions v "
+        "ON v.id = p.version_id WHERE p.model_id = ? AND v.status = 'succeeded' "
+        "ORDER BY p.at DESC, p.id DESC LIMIT 1",
+        [model_id],
+    ).fetchone()
+    if promoted is None:
+        return trained
+    if trained is not None and (trained["ended_at"] or 0) > promoted[1]:
+        return trained
+    return _one_version(db, "v.id = ?", [promoted[0]])
+
+
+def current_version_of(db: Database, repo_id: int, model: str) -> dict[str, Any] | None:
+    """`current_version` of the named model of a repo (None when it has none)."""
+    row = db.execute(
+        "SELECT id FROM models WHERE repo_id = ? AND name = ?", [repo_id, model]
+    ).fetchone()
+    return current_version(db, int(row[0])) if row else None
 
 
 @dataclass(frozen=True)
@@ -270,13 +434,14 @@ def runs(db: Database, *, limit: int | None = None) -> list[dict[str, Any]]:
 
 
 def find_run(db: Database, run_id: str) -> dict[str, Any]:
-    """One run by id or unique id prefix."""
+    """One run by id, or by a unique start or end of one."""
     rows = list(db.query(RUN_SELECT + " WHERE runs.id = ?", [run_id]))
-    if not rows:
+    if not rows and run_id:
         rows = list(
             db.query(
-                RUN_SELECT + " WHERE substr(runs.id, 1, ?) = ? ORDER BY runs.created_at DESC",
-                [len(run_id), run_id],
+                RUN_SELECT + " WHERE substr(runs.id, 1, ?) = ? OR substr(runs.id, -?) = ?"
+                " ORDER BY runs.created_at DESC",
+                [len(run_id), run_id, len(run_id), run_id],
             )
         )
     if len(rows) == 1:

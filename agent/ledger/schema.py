@@ -247,6 +247,58 @@ def m004_coding_time_views(db: Database) -> None:
     )
 
 
+def m005_experiments_and_version_names(db: Database) -> None:
+    """Experiment versions, promotions (the model's current version), aliases with their
+    history, tags and notes.
+
+    An experiment is a version trained with params that differ from the declared ones; it does
+    not replace the model's current version. The current version is the one promoted last,
+    unless a non-experiment version succeeded after that promotion.
+    """
+    statements = [
+        "ALTER TABLE model_versions ADD COLUMN experiment INTEGER NOT NULL DEFAULT 0",
+        """
+        CREATE TABLE model_promotions (
+            id INTEGER PRIMARY KEY,
+            model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+            version_id INTEGER NOT NULL REFERENCES model_versions(id) ON DELETE CASCADE,
+            at REAL NOT NULL,
+            params_written INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX idx_model_promotions_model ON model_promotions(model_id, at)",
+        """
+        CREATE TABLE version_aliases (
+            id INTEGER PRIMARY KEY,
+            model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+            alias TEXT NOT NULL,
+            version_id INTEGER NOT NULL REFERENCES model_versions(id) ON DELETE CASCADE,
+            set_at REAL NOT NULL,
+            moved_at REAL
+        )""",
+        "CREATE UNIQUE INDEX idx_version_aliases_current ON version_aliases(model_id, alias)"
+        " WHERE moved_at IS NULL",
+        "CREATE INDEX idx_version_aliases_version ON version_aliases(version_id)",
+        """
+        CREATE TABLE version_tags (
+            version_id INTEGER NOT NULL REFERENCES model_versions(id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            set_at REAL NOT NULL,
+            PRIMARY KEY (version_id, key)
+        )""",
+        """
+        CREATE TABLE version_notes (
+            id INTEGER PRIMARY KEY,
+            version_id INTEGER NOT NULL REFERENCES model_versions(id) ON DELETE CASCADE,
+            at REAL NOT NULL,
+            text TEXT NOT NULL
+        )""",
+        "CREATE INDEX idx_version_notes_version ON version_notes(version_id)",
+    ]
+    for statement in statements:
+        db.execute(statement)
+
+
 TABLES = (
     "repos",
     "commits",
@@ -264,4 +316,8 @@ TABLES = (
     "coding_time_days",
     "coding_time_repo_days",
     "coding_time_estimate",
+    "model_promotions",
+    "version_aliases",
+    "version_tags",
+    "version_notes",
 )

@@ -14,7 +14,22 @@ from agent.errors import WatchkeeperError, toml_syntax_message
 
 SPEC_FILE = "watchkeeper.toml"
 TOP_LEVEL_KEYS = ("models",)
-MODEL_KEYS = ("train", "deps", "outs", "metrics", "params", "remote", "on_stale", "resources")
+MODEL_KEYS = (
+    "train",
+    "deps",
+    "outs",
+    "metrics",
+    "params",
+    "params_file",
+    "params_env",
+    "remote",
+    "on_stale",
+    "resources",
+)
+PARAMS_FILE_SUFFIXES = (".json", ".yaml", ".yml", ".toml")
+# `{name}` in a train command is a param placeholder; `{{` and `}}` are literal braces and
+# `${NAME}` is left to the shell.
+PLACEHOLDER = re.compile(r"\{\{|\}\}|(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 ON_STALE_CHOICES = ("notify", "retrain")
 RESOURCE_KEYS = ("cpus", "gpus", "memory", "time", "partition")
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -29,11 +44,14 @@ TEMPLATE = """\
 # a model version; `watchkeeper status` says whether that version is stale and why.
 #
 # [models.churn]
-# train = "python train.py --data data/train.csv --out model.pkl"  # run in a snapshot of the repo
+# train = "python train.py --data data/train.csv --lr {lr}"  # run in a snapshot of the repo
 # deps = ["train.py", "src/", "data/train.csv"]  # code deps (git) and data deps (git-ignored)
 # outs = ["model.pkl"]            # files collected into the artifact store after training
 # metrics = "metrics.json"        # flat JSON object of numbers, read after training
-# params = { lr = 0.01, epochs = 5 }  # written to params.json; $WK_PARAMS holds its path
+# params = { lr = 0.01, epochs = 5 }  # typed by these defaults; --param lr=0.1 overrides
+#                                 # ({lr} is replaced by the param's value, shell-quoted)
+# params_file = "params.yaml"     # written into the working copy (.json, .yaml or .toml)
+# params_env = true               # the code reads $WK_PARAM_LR (always set) or $WK_PARAMS
 # remote = "local"                # or the name of a remote from `watchkeeper remote add`
 # on_stale = "notify"             # or "retrain"
 # resources = { cpus = 2, gpus = 0, memory = "4G", time = "01:00:00" }  # used by Slurm
@@ -50,6 +68,8 @@ class ModelSpec:
     outs: tuple[str, ...] = ()
     metrics: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    params_file: str | None = None
+    params_env: bool = False
     remote: str = "local"
     on_stale: str = "notify"
     resources: dict[str, Any] = field(default_factory=dict)
@@ -180,13 +200,17 @@ class _Checker:
                 "needs a `train` command (a non-empty string)",
             )
         assert isinstance(train, str)
+        params = self.params(where, table.get("params", {}))
+        self.placeholders(where, train, params)
         return ModelSpec(
             name=name,
             train=train,
             deps=self.paths(where, "deps", table.get("deps", [])),
             outs=self.paths(where, "outs", table.get("outs", [])),
             metrics=self.optional_path(where, "metrics", table.get("metrics")),
-            params=self.params(where, table.get("params", {})),
+            params=params,
+            params_file=self.params_file(where, table.get("params_file")),
+            params_env=self.boolean(where, "params_env", table.get("params_env", False)),
             remote=self.string(where, "remote", table.get("remote", "local")),
             on_stale=self.choice(where, "on_stale", table.get("on_stale", "notify")),
             resources=self.resources(where, table.get("resources", {})),
@@ -196,6 +220,34 @@ class _Checker:
         if not isinstance(value, str) or not value:
             self.fail(table, key, f"must be a non-empty string, not {value!r}")
         return str(value)
+
+    def boolean(self, table: list[str], key: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            self.fail(table, key, f"must be true or false, not {value!r}")
+        return bool(value)
+
+    def placeholders(self, table: list[str], train: str, params: dict[str, Any]) -> None:
+        for name in train_placeholders(train):
+            if name not in params:
+                hint = _did_you_mean(name, list(params))
+                self.fail(
+                    table,
+                    "train",
+                    f"has the placeholder {{{name}}} but declares no param {name!r}; add "
+                    f"{name} to params (or write {{{{{name}}}}} for literal braces){hint}",
+                )
+
+    def params_file(self, table: list[str], value: Any) -> str | None:
+        path = self.optional_path(table, "params_file", value)
+        if path is not None and not path.endswith(PARAMS_FILE_SUFFIXES):
+            self.fail(
+                table,
+                "params_file",
+                f"is {path!r}; name a .json, .yaml or .toml file such as \"params.yaml\"",
+            )
+        if path == ".":
+            self.fail(table, "params_file", "must name a file, such as \"params.json\"")
+        return path
 
     def choice(self, table: list[str], key: str, value: Any) -> str:
         text = self.string(table, key, value)
@@ -269,6 +321,16 @@ class _Checker:
             elif not isinstance(item, str) or not item:
                 self.fail(where, key, f"must be a non-empty string, not {item!r}")
         return dict(value)
+
+
+def train_placeholders(train: str) -> list[str]:
+    """The param names a train command has as `{name}` placeholders, in order, each once.
+
+    >>> train_placeholders("python t.py --lr {lr} --tag '{{x}}' --home ${HOME} --lr2 {lr}")
+    ['lr']
+    """
+    names = [match.group(1) for match in PLACEHOLDER.finditer(train) if match.group(1)]
+    return list(dict.fromkeys(names))
 
 
 def normalize_repo_path(value: str) -> str | None:
@@ -357,3 +419,36 @@ def _line_of(text: str, table: list[str], key: str | None) -> int | None:
     if key is None and table:
         return _line_of(text, table[:-1], table[-1])
     return fallback or header_line
+
+
+def with_declared_params(project: ProjectSpec, model: str, params: dict[str, Any]) -> str:
+    """The project file's text with `model`'s declared params set to `params`.
+
+    Comments, layout and the other keys are kept (tomlkit edits the document in place); the
+    result is validated like any project file before it is returned.
+
+    >>> text = '[models.m]\\ntrain = "t"  # how\\nparams = { lr = 0.5 }  # tuned\\n'
+    >>> project = parse_project(Path("."), Path("watchkeeper.toml"), text)
+    >>> print(with_declared_params(project, "m", {"lr": 0.1}), end="")
+    [models.m]
+    train = "t"  # how
+    params = { lr = 0.1 }  # tuned
+    """
+    import tomlkit
+
+    document = tomlkit.parse(project.text)
+    table = document["models"][model]
+    if "params" in table:
+        declared = table["params"]
+        for name in list(declared):
+            if name not in params:
+                del declared[name]
+        for name, value in params.items():
+            declared[name] = value
+    else:
+        inline = tomlkit.inline_table()
+        inline.update(params)
+        table["params"] = inline
+    text = tomlkit.dumps(document)
+    parse_project(project.root, project.path, text)
+    return text

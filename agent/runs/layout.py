@@ -26,7 +26,7 @@ export WK_RUN_DIR="$RUN_DIR"
 export WK_PARAMS="$RUN_DIR/params.json"
 exec >>"$RUN_DIR/log" 2>&1 </dev/null
 mkdir -p "$RUN_DIR/outs"
-cd "$RUN_DIR/code" || exit 127
+{exports}cd "$RUN_DIR/code" || exit 127
 /bin/sh -c {command}
 status=$?
 CODE_DIR=$(pwd -P)
@@ -126,6 +126,22 @@ def write_code_snapshot(root: Path, tree: WorkingTree, code_dir: Path) -> None:
             shutil.copy2(source, target)
 
 
+def write_code_files(code_dir: Path, files: dict[str, bytes]) -> None:
+    """Write files into the working copy, replacing what is there; never through a symlink."""
+    real_code_dir = code_dir.resolve()
+    for name, content in files.items():
+        target = code_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.parent.resolve().is_relative_to(real_code_dir):
+            raise WatchkeeperError(
+                f"cannot write {name} into the run's working copy: a folder on its path is a "
+                "symlink leading out of the repo; remove the link or choose another params_file."
+            )
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        target.write_bytes(content)
+
+
 def link_data_deps(root: Path, run_dir: Path, data_deps: list[str]) -> dict[str, str]:
     """Link each data dep into `data/` and make `code/DEP` point there; returns dep -> source."""
     data_dir = run_dir / "data"
@@ -148,13 +164,23 @@ def link_data_deps(root: Path, run_dir: Path, data_deps: list[str]) -> dict[str,
 
 
 def write_run_script(
-    run_dir: Path, run_id: str, model: str, command: str, collected: list[str]
+    run_dir: Path,
+    run_id: str,
+    model: str,
+    command: str,
+    collected: list[str],
+    env: dict[str, str] | None = None,
 ) -> Path:
-    """Write run.sh (see RUN_SCRIPT) for the train command and the paths to collect."""
+    """Write run.sh (see RUN_SCRIPT) for the train command, its env and the paths to collect."""
     script = run_dir / "run.sh"
     outs = " ".join(shlex.quote(path) for path in collected) or "''"
+    exports = "".join(
+        f"export {name}={shlex.quote(value)}\n" for name, value in (env or {}).items()
+    )
     script.write_text(
-        RUN_SCRIPT.format(run_id=run_id, model=model, command=shlex.quote(command), outs=outs)
+        RUN_SCRIPT.format(
+            run_id=run_id, model=model, command=shlex.quote(command), outs=outs, exports=exports
+        )
     )
     script.chmod(0o700)
     return script
@@ -171,14 +197,21 @@ def prepare_run_dir(
     tree: WorkingTree,
     data_deps: list[str],
     collected: list[str],
+    env: dict[str, str] | None = None,
+    files: dict[str, bytes] | None = None,
 ) -> dict[str, str]:
-    """Create the full run layout; returns the data dep sources (dep -> absolute path)."""
+    """Create the full run layout; returns the data dep sources (dep -> absolute path).
+
+    `env` is exported by run.sh; `files` (repo-relative path -> bytes, such as the params
+    file) are written into the working copy `code/` before the command starts.
+    """
     run_dir.mkdir(parents=True)
     write_code_snapshot(root, tree, run_dir / "code")
+    write_code_files(run_dir / "code", files or {})
     sources = link_data_deps(root, run_dir, data_deps)
     (run_dir / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
     (run_dir / "outs").mkdir()
     (run_dir / "log").touch()
-    write_run_script(run_dir, run_id, model, command, collected)
+    write_run_script(run_dir, run_id, model, command, collected, env)
     make_tree_private(run_dir)  # the code and params are the user's alone, as the ledger is
     return sources

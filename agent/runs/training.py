@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import os
 import signal
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,6 +46,7 @@ from agent.runs.executor import (
     read_exit_code,
 )
 from agent.runs.layout import new_run_id, prepare_run_dir
+from agent.runs.params import deliver_params, parse_param_overrides
 
 LOG_TAIL_LINES = 20
 LOG_NOTE_PREFIX = "watchkeeper: "  # lines that run.sh and the fetch add to a run's log
@@ -76,29 +75,6 @@ class TrainResult:
     log_tail: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
-
-
-def parse_param_overrides(model: ModelSpec, pairs: list[str]) -> dict[str, Any]:
-    """`key=value` pairs into params; values are read as TOML (`0.1`, `true`, `"a b"`) else text."""
-    overrides: dict[str, Any] = {}
-    for pair in pairs:
-        key, equals, raw = pair.partition("=")
-        key = key.strip()
-        if not equals or not key:
-            raise WatchkeeperError(f"--param {pair!r}: write it as key=value, e.g. --param lr=0.1")
-        if key not in model.params:
-            matches = difflib.get_close_matches(key, list(model.params), n=1)
-            hint = f"; did you mean {matches[0]!r}?" if matches else ""
-            declared = ", ".join(model.params) or "none"
-            raise WatchkeeperError(
-                f"--param {key}: model {model.name!r} declares no param {key!r} (declared: "
-                f"{declared}); add it to its params in watchkeeper.toml first{hint}"
-            )
-        try:
-            overrides[key] = tomllib.loads(f"value = {raw}")["value"]
-        except tomllib.TOMLDecodeError:
-            overrides[key] = raw
-    return {**model.params, **overrides}
 
 
 def classify_deps(project: ProjectSpec, model: ModelSpec) -> tuple[list[str], list[str]]:
@@ -197,6 +173,7 @@ def train(
     *,
     param_pairs: list[str] | None = None,
     remote: str | None = None,
+    allow_concurrent: bool = False,
     db: Database,
     paths: WatchkeeperPaths | None = None,
     on_log: Callable[[bytes], None] = lambda chunk: None,
@@ -209,11 +186,17 @@ def train(
     goes to `on_log` as it grows; hashing progress of each data dep to `on_data_progress`.
     KeyboardInterrupt cancels the run, records it as cancelled and is raised again; once the job
     has ended, it no longer cancels anything: the run is recorded with its true end.
+
+    Params reach the command as `deliver_params` says; a version whose params differ from the
+    declared ones is recorded as an experiment. While another run of the same model is active
+    the run is refused, unless `allow_concurrent`.
     """
     paths = paths or WatchkeeperPaths.from_environment()
     project = load_project(root)
     model = project.model(model_name)
-    params = parse_param_overrides(model, param_pairs or [])
+    params = parse_param_overrides(model, param_pairs or [], project.where(model.name, "params"))
+    experiment = _differs(params, model.params)
+    delivery = deliver_params(model, params)
     code_deps, data_deps = classify_deps(project, model)
     remote_name = remote or model.remote
     executor = executor_for(remote_name)
@@ -238,6 +221,7 @@ def train(
             "model": model.name,
             "outs": list(model.outs),
             "metrics": model.metrics,
+            "command": delivery.command,
             "supervisor": _supervisor(),
         },
     )
@@ -245,6 +229,8 @@ def train(
     with write_transaction(db):
         repo_id = register_repo(db, root)
         model_id = ensure_model(db, repo_id, model.name)
+        if not allow_concurrent:
+            _refuse_concurrent_run(db, model_id, model.name)
         version = next_version(db, model_id)
         insert_row(
             db,
@@ -274,6 +260,7 @@ def train(
                 "diff_hash": tree.diff_hash,
                 "train_command": model.train,
                 "params": params,
+                "experiment": int(experiment),
                 "metrics": {},
                 "data": {
                     dep: {"snapshot_id": record.snapshot_id, "fingerprint": record.fingerprint}
@@ -295,11 +282,13 @@ def train(
             run_dir=run_dir,
             run_id=run_id,
             model=model.name,
-            command=model.train,
+            command=delivery.command,
             params=params,
             tree=tree,
             data_deps=data_deps,
             collected=collected,
+            env=delivery.env,
+            files=delivery.files,
         )
         executor.start(run)
     except KeyboardInterrupt:
@@ -343,6 +332,29 @@ def train(
         return fail_run(db, run, executor, paths, str(error))
     with _cancel_signals_ignored():
         return finish_run(db, run, state, executor, paths)
+
+
+def _differs(params: dict[str, Any], declared: dict[str, Any]) -> bool:
+    return json.dumps(params, sort_keys=True) != json.dumps(declared, sort_keys=True)
+
+
+def _refuse_concurrent_run(db: Database, model_id: int, model: str) -> None:
+    """Refuse to start a second run of a model while one is active (in this transaction)."""
+    marks = ", ".join("?" for _ in ACTIVE_RUN_STATES)
+    row = db.execute(
+        f"SELECT id, state, executor, remote FROM runs WHERE model_id = ? AND state IN ({marks}) "
+        "ORDER BY created_at DESC LIMIT 1",
+        [model_id, *ACTIVE_RUN_STATES],
+    ).fetchone()
+    if row is None:
+        return
+    run_id, state, executor, remote = row
+    where = f" on {remote}" if remote else f" ({executor})"
+    raise WatchkeeperError(
+        f"{model} is already training: run {run_id} is {state}{where}. Wait for it "
+        f"(`watchkeeper runs logs -f {run_id}`), cancel it (`watchkeeper runs cancel {run_id}`), "
+        "or pass --allow-concurrent to train it twice at once."
+    )
 
 
 @contextmanager

@@ -298,8 +298,10 @@ def test_models_show_errors_name_what_exists(
     assert "churn" in unknown.output
     missing = cli(trained_repo, monkeypatch, "models", "show", "churn@9")
     assert missing.exit_code == 2 and "its versions are 1" in missing.output
-    bad = cli(trained_repo, monkeypatch, "models", "show", "churn@latest")
-    assert bad.exit_code == 2 and "must be a number" in bad.output
+    no_alias = cli(trained_repo, monkeypatch, "models", "show", "churn@best")
+    assert no_alias.exit_code == 2 and "has no alias 'best'" in no_alias.output
+    bad = cli(trained_repo, monkeypatch, "models", "show", "churn@1.5")
+    assert bad.exit_code == 2 and "after '@' write a version number" in bad.output
 
 
 def test_runs_list_show_and_logs(trained_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:

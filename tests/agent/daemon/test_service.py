@@ -53,6 +53,7 @@ def model_spec(on_stale: str = "notify") -> str:
         outs = ["model.txt"]
         metrics = "metrics.json"
         params = {{ sleep = 0 }}
+        params_env = true
         on_stale = "{on_stale}"
         """
     )

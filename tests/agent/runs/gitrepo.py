@@ -33,6 +33,7 @@ SPEC = textwrap.dedent(
     outs = ["model.pkl"]
     metrics = "metrics.json"
     params = {{ lr = 0.01, epochs = 5 }}
+    params_env = true
     """
 )
 

@@ -450,7 +450,9 @@ def test_param_values_are_read_as_toml_else_as_text() -> None:
     from agent.project.spec import ModelSpec
     from agent.runs.training import parse_param_overrides
 
-    model = ModelSpec(name="m", train="x", params={"lr": 0.1, "name": "a", "fast": False})
+    model = ModelSpec(
+        name="m", train="x", params={"lr": 0.1, "name": "a", "fast": False}, params_env=True
+    )
     params = parse_param_overrides(model, ["lr=1e-3", "name=resnet 50", "fast=true"])
     assert params == {"lr": 0.001, "name": "resnet 50", "fast": True}
     assert parse_param_overrides(model, ['name="quoted"'])["name"] == "quoted"
