@@ -247,6 +247,7 @@ def m004_coding_time_views(db: Database) -> None:
     )
 
 
+@migrations()
 def m005_experiments_and_version_names(db: Database) -> None:
     """Experiment versions, promotions (the model's current version), aliases with their
     history, tags and notes.
