@@ -286,7 +286,7 @@ def estimate_coding_time(
     priors: CodingTimePriors | None = None,
     prior_model: HMMParameters | None = None,
     initial: HMMParameters | None = None,
-    n_iter: int = 60,
+    n_iter: int = 100,
     tol: float = 1e-5,
     n_jobs: int = 1,
     with_sessions: bool = True,
@@ -411,16 +411,24 @@ def estimate_coding_time(
         fit.parameters, activity, coding_state, n_jobs
     )
     if extra_used:
+        # presence-only events are a kind of their own, as likely at the desk as coding
+        presence_kind = np.where(extra, n_kinds, kinds)[keep_all]
         with_extra = bin_events(
             times[keep_all],
-            kinds[keep_all],
+            presence_kind,
             bin_minutes=bin_minutes,
             first_day=first_day,
             last_day=last_day,
-            n_kinds=n_kinds,
+            n_kinds=n_kinds + 1,
+        )
+        rates = fit.parameters.lambdas
+        presence_rates = np.full((rates.shape[0], 1), rates[:, COMMIT].max())
+        presence_rates[rates[:, COMMIT].argmin()] = rates[:, COMMIT].min()
+        extended = HMMParameters(
+            fit.parameters.startprob, fit.parameters.transmat, np.hstack([rates, presence_rates])
         )
         minutes_extra, per_bin_extra, posteriors_extra = _daily_minutes(
-            fit.parameters, with_extra, coding_state, n_jobs
+            extended, with_extra, coding_state, n_jobs
         )
         if minutes_extra.sum() >= coding_minutes.sum():
             activity, per_bin, posteriors = with_extra, per_bin_extra, posteriors_extra

@@ -44,12 +44,12 @@ class CodingTimePriors:
     away_exit_to_coding: float = 0.5
     dwell_strength: float = 200.0
     dwell_share: float = 1.0
-    hour_strength: float = 24.0
+    hour_strength: float = 100.0
     away_rate_per_hour: float = 0.002  # fixed: away means no activity
     desk_commit_rate_per_hour: float = 0.15
     desk_save_rate_per_hour: float = 0.5
     rate_strength_hours: float = 50.0
-    rate_share: float = 0.0
+    rate_share: float = 1.0
     start_strength: float = 10.0
 
 

@@ -36,9 +36,7 @@ def test_git_hours_exact_rules() -> None:
     assert git_hours_total_minutes(np.array([0.0, 90 * minute])) == 120.0
     assert git_hours_total_minutes(np.array([0.0, 89 * minute])) == 60.0
     # the old variant (author time, first-commit credit) keeps its own name
-    assert author_time_sessions_minutes_per_day(np.array([0.0, 1800.0]), 0, 1).tolist() == [
-        150.0
-    ]
+    assert author_time_sessions_minutes_per_day(np.array([0.0, 1800.0]), 0, 1).tolist() == [150.0]
 
 
 def test_git_hours_gaps_do_not_depend_on_time_zones() -> None:
@@ -82,9 +80,7 @@ def test_git_hours_on_a_real_repository(tmp_path: Path) -> None:
         _git(repo, "commit", "-q", "-m", message, author=(*who, author), committer=committer)
 
     commit(ann, f"@{day1 + 3600} +0000", f"@{day1 + 3600} +0000", "one")  # 09:00Z
-    _git(
-        repo, "checkout", "-q", "-b", "side", author=(*ann, f"@{day1}"), committer=f"@{day1}"
-    )
+    _git(repo, "checkout", "-q", "-b", "side", author=(*ann, f"@{day1}"), committer=f"@{day1}")
     commit(ann, f"@{day1 + 6000} +0200", f"@{day1 + 6000} +0200", "two")  # 09:40Z, +0200
     _git(repo, "checkout", "-q", "main", author=(*ann, f"@{day1}"), committer=f"@{day1}")
     commit(("Bob", "bob@example.com"), f"@{day1 + 7200} +0000", f"@{day1 + 7200} +0000", "bob")
