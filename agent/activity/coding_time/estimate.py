@@ -290,7 +290,7 @@ def estimate_coding_time(
     tol: float = 1e-5,
     n_jobs: int = 1,
     with_sessions: bool = True,
-    max_fit_rows: int = 100_000,
+    max_fit_rows: int = 20_000,
     presence_only: np.ndarray | None = None,
     git_hours_times: tuple[np.ndarray, np.ndarray] | None = None,
     min_commit_day_minutes: float = MIN_COMMIT_DAY_MINUTES,
