@@ -50,6 +50,7 @@ class CodingTimePriors:
     desk_save_rate_per_hour: float = 0.5
     rate_strength_hours: float = 50.0
     rate_share: float = 1.0
+    session_share: float = 0.7
     start_strength: float = 10.0
 
 
@@ -175,6 +176,8 @@ def default_prior(
             else typical_gap_minutes(of_kind, cutoffs.get(kind, 60.0))
         )
         gap = gap if gap is not None else defaults.get(kind, 30.0)
+        if kind == COMMIT:
+            gap *= priors.session_share
         rates[CODING, kind] = bin_minutes / max(gap, 0.5)
         rates[DESK, kind] = min(desk.get(kind, 0.2) / bins_per_hour, 0.5 * rates[CODING, kind])
         rates[AWAY, kind] = priors.away_rate_per_hour / bins_per_hour
