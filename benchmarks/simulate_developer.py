@@ -11,6 +11,14 @@ set of coding intervals. Times are UTC epoch seconds; the developer lives at a f
 work alternating back to back, Poisson commits with fix-ups, no session-end commits), so that
 an estimator is not judged on one generator's assumptions only.
 
+`WorkflowProfile` takes a developer of either generator and rewrites how their commits reach
+the history, as real workflows do: squashing each session's commits with `rebase -i` (the
+first commit's author date survives, the commit date is the rebase), sending a day's work as
+a patch series (author dates seconds apart at the end of the day, applied days later with
+`git am`), or merging a lot (a merge after most commits and bursts of merges). `BotProfile`
+is an automated account: bursts of commits seconds apart at scheduled times, no coding at all.
+Each developer has author times, committer times and merge flags for its commits.
+
 Run it to print a summary of each profile:  .venv/bin/python benchmarks/simulate_developer.py
 """
 
@@ -96,9 +104,23 @@ class SimulatedDeveloper:
 
     profile: DeveloperProfile | AlternatingProfile
     days: int
-    event_times: np.ndarray  # UTC epoch seconds, sorted
+    event_times: np.ndarray  # UTC epoch seconds (author times for commits), sorted
     event_kinds: np.ndarray  # 0 = commit, 1 = save
     coding_intervals: list[tuple[float, float]] = field(default_factory=list)
+    commit_times: np.ndarray | None = None  # committer time of every event (saves: own time)
+    merge_flags: np.ndarray | None = None  # True for merge commits
+
+    @property
+    def committed_at(self) -> np.ndarray:
+        """Committer time of every event (the event's own time unless a workflow moved it)."""
+        return self.event_times if self.commit_times is None else self.commit_times
+
+    @property
+    def is_merge(self) -> np.ndarray:
+        """Merge flag of every event."""
+        if self.merge_flags is None:
+            return np.zeros(self.event_times.shape, dtype=bool)
+        return self.merge_flags
 
     @property
     def local_start(self) -> int:
@@ -347,10 +369,135 @@ def simulate_alternating(profile: AlternatingProfile, days: int, seed: int) -> S
     )
 
 
+@dataclass(frozen=True)
+class WorkflowProfile:
+    """A developer of `base` whose commits reach the history through `workflow`: "squash"
+    (rebase -i: each session's commits become one, with the first's author date and a commit
+    date a few minutes after the session), "patch_series" (each day's commits re-dated to the
+    end of the day, seconds apart, and applied one to five days later) or "merges" (a merge
+    commit after most commits, and one or two bursts of several merges a day)."""
+
+    name: str
+    base: DeveloperProfile | AlternatingProfile
+    workflow: str
+
+    @property
+    def utc_offset_minutes(self) -> int:
+        return self.base.utc_offset_minutes
+
+
+@dataclass(frozen=True)
+class BotProfile:
+    """An automated account: bursts of commits seconds apart at scheduled times (a nightly
+    run and a few runs over the day), every day. It never codes."""
+
+    name: str = "bot"
+    utc_offset_minutes: int = 0
+    runs_per_day: float = 3.0
+    commits_per_run: float = 3.0
+
+
+WORKFLOW_PROFILES: dict[str, WorkflowProfile | BotProfile] = {
+    "squasher": WorkflowProfile("squasher", PROFILES["office"], "squash"),
+    "patch_series": WorkflowProfile(
+        "patch_series",
+        dataclasses.replace(PROFILES["office"], utc_offset_minutes=-300),
+        "patch_series",
+    ),
+    "merger": WorkflowProfile("merger", ALTERNATING_PROFILES["alternating"], "merges"),
+    "bot": BotProfile(),
+}
+
+
+def _apply_workflow(
+    developer: SimulatedDeveloper, profile: WorkflowProfile, rng: np.random.Generator
+) -> SimulatedDeveloper:
+    times = developer.event_times.astype(np.float64)
+    kinds = developer.event_kinds.astype(np.int8)
+    commits = np.flatnonzero(kinds == 0)
+    committed = times.copy()
+    merges = np.zeros(times.size, dtype=bool)
+    keep = np.ones(times.size, dtype=bool)
+    offset = profile.utc_offset_minutes * MINUTE
+    if profile.workflow == "squash":
+        starts = np.array([a for a, _ in developer.coding_intervals])
+        ends = np.array([b for _, b in developer.coding_intervals])
+        session = np.searchsorted(starts, times[commits], side="right") - 1
+        inside = (session >= 0) & (times[commits] < ends[np.maximum(session, 0)])
+        for index in np.unique(session[inside]):
+            members = commits[inside & (session == index)]
+            keep[members[1:]] = False  # squashed into the first, which keeps its author date
+            committed[members[0]] = ends[index] + rng.uniform(1.0, 10.0) * MINUTE
+    elif profile.workflow == "patch_series":
+        day = np.floor_divide(times[commits] + offset, DAY)
+        for value in np.unique(day):
+            members = commits[day == value]
+            sent = times[members].max() + rng.uniform(5.0, 30.0) * MINUTE
+            times[members] = sent + 2.0 * np.arange(members.size)
+            committed[members] = times[members] + rng.uniform(1.0, 5.0) * DAY
+    elif profile.workflow == "merges":
+        extra: list[float] = []
+        for moment in times[commits]:
+            if rng.random() < 0.8:
+                extra.append(moment + rng.uniform(0.5, 20.0) * MINUTE)
+        work_days = np.unique(np.floor_divide(times[commits] + offset, DAY))
+        for value in work_days:
+            for _ in range(int(rng.integers(1, 3))):
+                start = value * DAY - offset + rng.uniform(9.0, 17.0) * 3600
+                extra.extend(start + 5.0 * np.arange(int(rng.integers(3, 9))))
+        added = np.asarray(extra, dtype=np.float64)
+        times = np.r_[times, added]
+        committed = np.r_[committed, added]
+        kinds = np.r_[kinds, np.zeros(added.size, dtype=np.int8)]
+        merges = np.r_[merges, np.ones(added.size, dtype=bool)]
+        keep = np.r_[keep, np.ones(added.size, dtype=bool)]
+    else:
+        raise ValueError(f"unknown workflow {profile.workflow!r}")
+    times, committed, kinds, merges = times[keep], committed[keep], kinds[keep], merges[keep]
+    order = np.argsort(times, kind="stable")
+    return SimulatedDeveloper(
+        profile=profile,  # type: ignore[arg-type]
+        days=developer.days,
+        event_times=times[order],
+        event_kinds=kinds[order],
+        coding_intervals=developer.coding_intervals,
+        commit_times=committed[order],
+        merge_flags=merges[order],
+    )
+
+
+def simulate_bot(profile: BotProfile, days: int, seed: int) -> SimulatedDeveloper:
+    """Draw `days` days of a bot (see BotProfile): commits only, no coding."""
+    rng = np.random.default_rng(seed)
+    times: list[float] = []
+    for day in range(days):
+        base = START_EPOCH + day * DAY - profile.utc_offset_minutes * MINUTE
+        runs = [3.0, *rng.uniform(0.0, 24.0, rng.poisson(profile.runs_per_day - 1))]
+        for hour in runs:
+            start = base + hour * 3600 + rng.uniform(0.0, 600.0)
+            count = 1 + rng.poisson(profile.commits_per_run - 1)
+            times.extend(start + rng.uniform(1.0, 20.0, count).cumsum())
+    event_times = np.sort(np.asarray(times, dtype=np.float64))
+    return SimulatedDeveloper(
+        profile=profile,  # type: ignore[arg-type]
+        days=days,
+        event_times=event_times,
+        event_kinds=np.zeros(event_times.size, dtype=np.int8),
+        coding_intervals=[],
+    )
+
+
 def draw(
-    profile: DeveloperProfile | AlternatingProfile, days: int, seed: int
+    profile: DeveloperProfile | AlternatingProfile | WorkflowProfile | BotProfile,
+    days: int,
+    seed: int,
 ) -> SimulatedDeveloper:
     """Simulate with whichever generator the profile belongs to."""
+    if isinstance(profile, BotProfile):
+        return simulate_bot(profile, days, seed)
+    if isinstance(profile, WorkflowProfile):
+        developer = draw(profile.base, days, seed)
+        return _apply_workflow(developer, profile, np.random.default_rng(seed + 7919))
     if isinstance(profile, AlternatingProfile):
         return simulate_alternating(profile, days, seed)
     return simulate(profile, days, seed)
@@ -379,9 +526,10 @@ def random_profile(seed: int) -> DeveloperProfile:
 
 
 if __name__ == "__main__":
-    everyone: dict[str, DeveloperProfile | AlternatingProfile] = {
+    everyone: dict[str, DeveloperProfile | AlternatingProfile | WorkflowProfile | BotProfile] = {
         **PROFILES,
         **ALTERNATING_PROFILES,
+        **WORKFLOW_PROFILES,
     }
     for kind, profile in everyone.items():
         developer = draw(profile, days=90, seed=1)

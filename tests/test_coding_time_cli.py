@@ -51,7 +51,7 @@ def test_json_has_exactly_the_documented_shape(repo: Path) -> None:
         "timeout_minutes",
     }
     monday = report["days"][0]
-    assert monday["git_hours_minutes"] == pytest.approx(120 + 4 * 40)
+    assert monday["git_hours_minutes"] == pytest.approx(4 * 40)  # the very first adds nothing
     assert monday["timeout_minutes"] == 0
     assert 60 < monday["coding_minutes"] < 400
     saturday = report["days"][5]
@@ -59,7 +59,14 @@ def test_json_has_exactly_the_documented_shape(repo: Path) -> None:
     assert len(report["heatmap"]) == 7 and all(len(row) == 24 for row in report["heatmap"])
     assert report["heatmap"][0][10] > report["heatmap"][0][3]  # 10:00 Berlin, not 03:00
     assert all(0 <= hour < 24 for hour in report["peak_hours"])
-    assert set(report["model"]) == {"parameters", "log_likelihood", "n_iter", "converged"}
+    assert set(report["model"]) == {
+        "parameters",
+        "log_likelihood",
+        "n_iter",
+        "converged",
+        "change_per_bin",
+        "tolerance",
+    }
     assert report["model"]["parameters"]["states"] == ["away", "desk", "coding"]
     for session in report["sessions"]:
         assert session["start"] < session["end"] and session["start"].endswith("+01:00")
@@ -108,7 +115,7 @@ def test_events_file_adds_saves(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     day = json.loads(result.stdout)["days"][0]
     assert day["timeout_minutes"] == pytest.approx(120)  # saves 09:00-10:57, commit 11:00
-    assert day["git_hours_minutes"] == 120
+    assert day["git_hours_minutes"] == 0  # a single commit scores 0
     assert 100 < day["coding_minutes"] < 150
 
 
@@ -124,7 +131,7 @@ def test_all_authors_table_and_json(tmp_path: Path) -> None:
     report = json.loads(run("--repo", str(repo), "--all-authors", "--json").stdout)
     rows = {row["email"]: row for row in report["authors"]}
     assert rows["me@example.com"]["commits"] == 20 and rows["latin@example.com"]["commits"] == 3
-    assert rows["latin@example.com"]["git_hours_minutes"] == 240
+    assert rows["latin@example.com"]["git_hours_minutes"] == 120
     assert rows["me@example.com"]["coding_minutes"] > rows["latin@example.com"]["coding_minutes"]
 
 
@@ -193,7 +200,7 @@ def test_single_commit(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "only one event" in result.stderr
     day = json.loads(result.stdout)["days"][0]
-    assert day["git_hours_minutes"] == 120 and 0 < day["coding_minutes"] < 240
+    assert day["git_hours_minutes"] == 0 and 5 <= day["coding_minutes"] < 240
 
 
 def test_since_after_until(repo: Path) -> None:
@@ -219,8 +226,11 @@ def test_merges_only_with_include_merges(tmp_path: Path) -> None:
     merged = json.loads(
         run("--repo", str(repo), "--tz", "UTC", "--json", "--include-merges").stdout
     )
-    assert plain["days"][0]["git_hours_minutes"] == 120 + 60
-    assert merged["days"][0]["git_hours_minutes"] == 120 + 60 + 120  # the merge starts a session
+    # git-hours counts every commit, merges included, as the tool does: 60 + a new session
+    assert plain["days"][0]["git_hours_minutes"] == 60 + 120
+    assert merged["days"][0]["git_hours_minutes"] == 60 + 120
+    assert plain["events"]["commits"] == 2 and merged["events"]["commits"] == 3
+    assert merged["days"][0]["coding_minutes"] >= plain["days"][0]["coding_minutes"]
 
 
 def test_progress_display_appears_only_after_a_second() -> None:
@@ -284,7 +294,7 @@ def test_saves_recorded_by_the_agent_are_read_from_the_ledger_by_default(tmp_pat
     assert mine["events"] == {"commits": 1, "saves": 40, "ledger_saves": 40}
     day = mine["days"][0]
     assert day["timeout_minutes"] == pytest.approx(120)  # saves 09:00-10:57, commit 11:00
-    assert day["git_hours_minutes"] == 120
+    assert day["git_hours_minutes"] == 0  # a single commit scores 0
     assert 100 < day["coding_minutes"] < 150
 
     without = report("--repo", str(repo), "--no-ledger")

@@ -16,6 +16,7 @@ from agent.activity.coding_time import (
     SECONDS_PER_DAY,
     CodingTimeEstimate,
     TeamEstimate,
+    TeamMember,
     estimate_coding_time,
     estimate_team,
 )
@@ -188,7 +189,8 @@ class TeamReport:
             "model": {
                 "log_likelihood": None if fit is None else round(fit.log_likelihood, 4),
                 "n_iter": 0 if fit is None else fit.n_iter,
-                "converged": False if fit is None else fit.converged,
+                "converged": not self.team.unconverged,
+                "unconverged_authors": len(self.team.unconverged),
                 "bin_minutes": self.team.bin_minutes,
             },
         }
@@ -217,7 +219,8 @@ def load_commits(
     """All commits of the requested repos (raises when a repo has none)."""
     since, until = _day_bounds(request)
     low, high = _utc_bounds(since, until)
-    table = read_commits(request.repos, include_merges=request.include_merges, progress=progress)
+    # merges are always read: git-hours counts them; the HMM reads them only with --include-merges
+    table = read_commits(request.repos, include_merges=True, progress=progress)
     if len(table) == 0:
         names = ", ".join(str(r) for r in request.repos)
         raise WatchkeeperError(f"{names}: no commits yet; commit something first.")
@@ -261,6 +264,8 @@ def personal_report(
     warnings: list[str] = []
     utc_parts: list[np.ndarray] = []
     kind_parts: list[np.ndarray] = []
+    merge_flags = np.zeros(0, dtype=bool)
+    git_hours_utc = git_hours_local = None
     if table is not None:
         codes = table.codes_for(request.authors)
         mine = np.isin(table.author_code, codes)
@@ -272,10 +277,19 @@ def personal_report(
                 f"Most active authors found: {active}. Pass --author EMAIL or set "
                 "[identity] emails in config.toml."
             )
+        keep = _drop_implausible(
+            table.author_time[mine].astype(np.float64), request.now, "commits", warnings
+        )
+        mine[np.flatnonzero(mine)[~keep]] = False
+        merges = table.is_merge & mine
+        git_hours_utc = table.commit_time[mine].astype(np.float64)
+        git_hours_local = to_local_seconds(table.commit_time[mine], zone)
+        if not request.include_merges:
+            mine &= ~table.is_merge
         commit_times = table.author_time[mine].astype(np.float64)
-        keep = _drop_implausible(commit_times, request.now, "commits", warnings)
-        utc_parts.append(commit_times[keep])
-        kind_parts.append(np.full(int(keep.sum()), COMMIT, dtype=np.int64))
+        merge_flags = merges[mine]
+        utc_parts.append(commit_times)
+        kind_parts.append(np.full(commit_times.size, COMMIT, dtype=np.int64))
     if request.events_file is not None:
         events: EventTable = read_events(request.events_file)
         keep = _drop_implausible(events.times, request.now, "events", warnings)
@@ -289,10 +303,16 @@ def personal_report(
         kind_parts.append(ledger_saves.kinds[keep].astype(np.int64))
     utc = np.concatenate(utc_parts) if utc_parts else np.zeros(0)
     kinds = np.concatenate(kind_parts) if kind_parts else np.zeros(0, dtype=np.int64)
+    merge = np.zeros(utc.shape, dtype=bool)
+    merge[: merge_flags.size] = merge_flags
     if utc.size:
-        # an event present in two sources (git, the events file, the ledger) counts once
-        pairs = np.unique(np.stack([np.round(utc), kinds.astype(np.float64)], axis=1), axis=0)
-        utc, kinds = pairs[:, 0], pairs[:, 1].astype(np.int64)
+        # an event present in two sources (git, the events file, the ledger) counts once; a
+        # commit that is also a merge keeps the merge flag only when no plain commit shares it
+        keys = np.stack([np.round(utc), kinds.astype(np.float64)], axis=1)
+        order = np.lexsort((merge, keys[:, 1], keys[:, 0]))
+        keys, merge = keys[order], merge[order]
+        first = np.r_[True, np.any(keys[1:] != keys[:-1], axis=1)]
+        utc, kinds, merge = keys[first, 0], keys[first, 1].astype(np.int64), merge[first]
     local = to_local_seconds(utc, zone)
     if since is not None or until is not None:
         days = np.floor_divide(local, SECONDS_PER_DAY)
@@ -301,7 +321,7 @@ def personal_report(
             inside &= days >= since
         if until is not None:
             inside &= days <= until
-        local, kinds = local[inside], kinds[inside]
+        local, kinds, merge = local[inside], kinds[inside], merge[inside]
     if local.size == 0:
         raise WatchkeeperError(
             "no activity in the requested range; widen --since/--until or check --author."
@@ -315,7 +335,18 @@ def personal_report(
         first_day=since,
         last_day=until,
         n_jobs=n_jobs,
+        presence_only=merge if merge.any() else None,
+        git_hours_times=None
+        if git_hours_utc is None or git_hours_local is None
+        else (git_hours_utc, git_hours_local),
     )
+    fit = estimate.fit
+    if fit is not None and not fit.converged:
+        warnings.append(
+            f"the fit stopped after {fit.n_iter} iterations before converging (last change "
+            f"{fit.change_per_bin:.2g} per bin, tolerance {fit.tolerance:g}); the estimate may "
+            "still move a little"
+        )
     return PersonalReport(estimate, zone, list(request.authors), warnings, from_ledger)
 
 
@@ -328,41 +359,68 @@ def team_report(request: ActivityRequest, table: CommitTable, *, n_jobs: int = 1
     keep = _drop_implausible(times, request.now, "commits", warnings)
     table = table.select(keep)
     if request.zone_name:
-        local = to_local_seconds(table.author_time, resolve_zone(request.zone_name))
+        zone = resolve_zone(request.zone_name)
+        local = to_local_seconds(table.author_time, zone)
+        commit_local = to_local_seconds(table.commit_time, zone)
     else:
-        local = (table.author_time + table.author_tz_minutes.astype(np.int64) * 60).astype(
-            np.float64
-        )
+        shift = table.author_tz_minutes.astype(np.int64) * 60
+        local = (table.author_time + shift).astype(np.float64)
+        commit_local = (table.commit_time + shift).astype(np.float64)
     days = np.floor_divide(local, SECONDS_PER_DAY)
     inside = np.ones(local.shape, dtype=bool)
     if since is not None:
         inside &= days >= since
     if until is not None:
         inside &= days <= until
-    codes, local = table.author_code[inside], local[inside]
+    codes = table.author_code[inside]
+    local, commit_local = local[inside], commit_local[inside]
+    commit_utc = table.commit_time[inside].astype(np.float64)
+    is_merge = table.is_merge[inside]
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(len(table.emails) + 1))
-    present = [i for i in range(len(table.emails)) if bounds[i + 1] > bounds[i]]
-    members = [
-        (local[order[bounds[i] : bounds[i + 1]]], np.zeros(bounds[i + 1] - bounds[i], np.int64))
-        for i in present
-    ]
+    members: list[TeamMember] = []
+    counted: list[int] = []
+    present: list[int] = []
+    for i in range(len(table.emails)):
+        rows_of = order[bounds[i] : bounds[i + 1]]
+        if rows_of.size == 0:
+            continue
+        merges = is_merge[rows_of]
+        fitted = rows_of if request.include_merges else rows_of[~merges]
+        present.append(i)
+        counted.append(int(fitted.size))
+        members.append(
+            TeamMember(
+                local_times=local[fitted],
+                kinds=np.zeros(fitted.size, np.int64),
+                presence_only=is_merge[fitted] if is_merge[fitted].any() else None,
+                git_hours_times=(commit_utc[rows_of], commit_local[rows_of]),
+            )
+        )
     if not members:
         raise WatchkeeperError("no commits in the requested range; widen --since/--until.")
     team = estimate_team(
         members, bin_minutes=request.bin_minutes, first_day=since, last_day=until, n_jobs=n_jobs
     )
+    unconverged = team.unconverged
+    if unconverged:
+        worst = max(team.members[i].change_per_bin for i in unconverged)
+        warnings.append(
+            f"{len(unconverged)} of {len(team.members)} authors' fits stopped at the iteration "
+            f"limit before converging (largest last change {worst:.2g} per bin, "
+            f"tolerance 1e-05)"
+        )
     rows = [
         TeamRow(
             email=table.emails[i],
             name=table.names[i],
-            commits=member.n_events,
+            commits=commits,
             active_days=member.active_days,
             coding_minutes=member.coding_minutes,
             git_hours_minutes=member.git_hours_minutes,
             timeout_minutes=member.timeout_minutes,
         )
-        for i, member in zip(present, team.members, strict=True)
+        for i, commits, member in zip(present, counted, team.members, strict=True)
     ]
     rows.sort(key=lambda row: -row.coding_minutes)
     return TeamReport(rows, team, warnings)

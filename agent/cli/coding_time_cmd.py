@@ -168,7 +168,7 @@ def _print_personal(report: PersonalReport, console: Console, source_note: str =
     table.add_row(
         "total",
         _minutes(estimate.coding_minutes.sum()),
-        _minutes(estimate.git_hours_minutes.sum()),
+        _minutes(estimate.git_hours_total_minutes),  # git-hours' own total: whole hours
         _minutes(estimate.timeout_minutes.sum()),
     )
     console.print(table)

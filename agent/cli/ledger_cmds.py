@@ -284,8 +284,10 @@ def _status_roots(db: Database, repo_option: Path | None) -> list[tuple[Path, in
     if repo_option is not None:
         root = repo_root(repo_option)
         if not (root / SPEC_FILE).exists():
-            raise WatchkeeperError(f"{root / SPEC_FILE} does not exist; --repo needs a repo that "
-                                   "declares models (`watchkeeper init` writes one).")
+            raise WatchkeeperError(
+                f"{root / SPEC_FILE} does not exist; --repo needs a repo that "
+                "declares models (`watchkeeper init` writes one)."
+            )
         return [(root, repo_id_for(db, root))]
     roots = registered_roots(db)
     try:
@@ -328,9 +330,7 @@ def status(
             found = {finding.model for scan in scans for finding in scan.findings}
             unknown = [name for name in model_names if name not in found]
             if unknown:
-                known = sorted(
-                    {name for scan in scan_repos(db, roots) for name in _declared(scan)}
-                )
+                known = sorted({name for scan in scan_repos(db, roots) for name in _declared(scan)})
                 raise WatchkeeperError(
                     f"no model named {', '.join(unknown)} is declared; models: "
                     f"{', '.join(known) or 'none'} ({_where_looked(roots)})"
@@ -373,9 +373,7 @@ def _print_status(report: dict[str, Any]) -> None:
             colour = STATE_COLOURS.get(entry["state"], "white")
             latest = entry["latest_status"]
             attempt = f" (newest run {latest})" if latest not in (None, "succeeded") else ""
-            console.print(
-                f"  [{colour}]{entry['state']}[/] {entry['model']} {version}{attempt}"
-            )
+            console.print(f"  [{colour}]{entry['state']}[/] {entry['model']} {version}{attempt}")
             if entry["error"]:
                 console.print(f"        - {entry['error']}", markup=False)
             for reason in entry["reasons"]:

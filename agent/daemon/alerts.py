@@ -159,7 +159,8 @@ def list_alerts(
 ) -> list[dict[str, Any]]:
     """Alerts, newest first: the open ones, or every alert (acknowledged, resolved) if asked."""
     where = (
-        "" if include_acknowledged
+        ""
+        if include_acknowledged
         else "WHERE alerts.acknowledged_at IS NULL AND alerts.resolved_at IS NULL"
     )
     sql = f"{ALERT_SELECT} {where} ORDER BY alerts.created_at DESC, alerts.id DESC"

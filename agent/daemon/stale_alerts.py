@@ -173,8 +173,7 @@ def watch_missing(sink: AlertSink, root: Path, kind: str) -> dict[str, Any] | No
     alert = alert_store.insert_alert(
         sink.db(),
         kind="watch",
-        message=f"watched {what} {root} was deleted or renamed; "
-        "watching resumes when it reappears",
+        message=f"watched {what} {root} was deleted or renamed; watching resumes when it reappears",
         dedupe_key=f"missing:{root}:open",
         cause=f"missing:{root}",
         reasons=[f"{root} is missing"],

@@ -101,8 +101,13 @@ class DebouncedWorker:
         attempts = 1 if previous is None else previous.attempts + 1
         delay = min(2.0 ** (attempts - 1), MAX_RETRY_DELAY_SECONDS)
         self.retries[key] = Retry(attempts, str(error), time.time() + delay)
-        log.warning("background job %r: %s; retrying in %.0f s (attempt %d)", key, error,
-                    delay, attempts + 1)
+        log.warning(
+            "background job %r: %s; retrying in %.0f s (attempt %d)",
+            key,
+            error,
+            delay,
+            attempts + 1,
+        )
         with self._condition:
             if key not in self._pending:  # a newer request for the key stands as it is
                 now = time.monotonic()
@@ -112,8 +117,12 @@ class DebouncedWorker:
     def describe_retries(self) -> list[dict[str, object]]:
         """The jobs waiting to be retried: key, attempts so far, the error, the next attempt."""
         return [
-            {"job": repr(key), "attempts": retry.attempts, "error": retry.error,
-             "next_at": retry.next_at}
+            {
+                "job": repr(key),
+                "attempts": retry.attempts,
+                "error": retry.error,
+                "next_at": retry.next_at,
+            }
             for key, retry in list(self.retries.items())
         ]
 

@@ -21,8 +21,11 @@ into the report (minutes per day, sessions, heatmap, review windows, the team vi
 from agent.activity.coding_time.baselines import (
     GIT_HOURS_FIRST_COMMIT_MINUTES,
     GIT_HOURS_MAX_GAP_MINUTES,
+    GIT_HOURS_SESSION_START_MINUTES,
     TIMEOUT_MINUTES,
+    author_time_sessions_minutes_per_day,
     git_hours_minutes_per_day,
+    git_hours_total_minutes,
     timeout_minutes_per_day,
 )
 from agent.activity.coding_time.bins import (
@@ -40,6 +43,7 @@ from agent.activity.coding_time.estimate import (
     MemberEstimate,
     ReviewWindow,
     TeamEstimate,
+    TeamMember,
     estimate_coding_time,
     estimate_team,
 )
@@ -60,6 +64,7 @@ __all__ = [
     "DESK",
     "GIT_HOURS_FIRST_COMMIT_MINUTES",
     "GIT_HOURS_MAX_GAP_MINUTES",
+    "GIT_HOURS_SESSION_START_MINUTES",
     "HOURS_PER_WEEK",
     "KIND_NAMES",
     "SAVE",
@@ -74,10 +79,13 @@ __all__ = [
     "ModelFit",
     "ReviewWindow",
     "TeamEstimate",
+    "TeamMember",
+    "author_time_sessions_minutes_per_day",
     "bin_events",
     "estimate_coding_time",
     "estimate_team",
     "git_hours_minutes_per_day",
+    "git_hours_total_minutes",
     "hour_of_week",
     "timeout_minutes_per_day",
 ]

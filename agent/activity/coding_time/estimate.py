@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent.activity.coding_time.baselines import (
-    TIMEOUT_MINUTES,
     git_hours_minutes_per_day,
+    git_hours_total_minutes,
     timeout_minutes_per_day,
 )
 from agent.activity.coding_time.bins import (
@@ -17,7 +17,6 @@ from agent.activity.coding_time.bins import (
     EPOCH_WEEKDAY,
     HOURS_PER_WEEK,
     KIND_NAMES,
-    SAVE,
     BinnedActivity,
     bin_events,
     day_numbers,
@@ -35,9 +34,10 @@ from agent.activity.coding_time.model import (
     posteriors_of,
     prior_from_model,
     scale_dwell_prior,
-    session_minutes_per_commit,
-    typical_gap_minutes,
 )
+
+REPEAT_COMMIT_SECONDS = 120.0
+MIN_COMMIT_DAY_MINUTES = 5.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ class CodingTimeEstimate:
     coding_state: int = CODING
     bin_numbers: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # kept bins
     bin_coding_minutes: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per kept bin
+    git_hours_total_minutes: float = 0.0  # git-hours' own total: whole hours, per author
 
     @property
     def dates(self) -> list[str]:
@@ -79,7 +80,14 @@ class CodingTimeEstimate:
     def model_summary(self) -> dict[str, object]:
         """The fitted model in plain JSON-ready values."""
         if self.fit is None:
-            return {"parameters": None, "log_likelihood": None, "n_iter": 0, "converged": False}
+            return {
+                "parameters": None,
+                "log_likelihood": None,
+                "n_iter": 0,
+                "converged": False,
+                "change_per_bin": None,
+                "tolerance": None,
+            }
         parameters = self.fit.parameters
         overall = parameters.overall_transmat
         bins_per_hour = 60.0 / self.bin_minutes
@@ -104,6 +112,8 @@ class CodingTimeEstimate:
             "log_likelihood": round(self.fit.log_likelihood, 4),
             "n_iter": self.fit.n_iter,
             "converged": self.fit.converged,
+            "change_per_bin": float(f"{self.fit.change_per_bin:.3g}"),
+            "tolerance": self.fit.tolerance,
         }
 
 
@@ -225,6 +235,49 @@ def viterbi_sessions(
     return sessions
 
 
+def thin_repeats(times: np.ndarray, within_seconds: float = REPEAT_COMMIT_SECONDS) -> np.ndarray:
+    """Mask of the events to keep: an event less than `within_seconds` after the last kept one
+    adds nothing. A patch series applied with `git am`, a rebase that refreshed dates, a
+    cherry-picked batch or a bot's burst then counts as one act of work, not as dozens of
+    commits in one bin (which would teach the model that coding means a commit a minute).
+
+    >>> thin_repeats(np.array([0.0, 30.0, 90.0, 150.0, 400.0])).tolist()
+    [True, False, False, True, True]
+    """
+    times = np.asarray(times, dtype=np.float64)
+    keep = np.ones(times.size, dtype=bool)
+    if times.size < 2:
+        return keep
+    order = np.argsort(times, kind="stable")
+    ordered = times[order]
+    close = np.flatnonzero(np.diff(ordered) < within_seconds) + 1
+    if close.size == 0:
+        return keep
+    sorted_keep = np.ones(times.size, dtype=bool)
+    close_set = np.zeros(times.size, dtype=bool)
+    close_set[close] = True
+    last_kept = ordered[0]
+    for index in range(1, times.size):  # only runs of close events need the sequential rule
+        if close_set[index] and ordered[index] - last_kept < within_seconds:
+            sorted_keep[index] = False
+        else:
+            last_kept = ordered[index]
+    keep[order] = sorted_keep
+    return keep
+
+
+def _daily_minutes(
+    parameters: HMMParameters, activity: BinnedActivity, coding_state: int, n_jobs: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(coding minutes per day, per-bin coding minutes, posteriors) of `activity`."""
+    posteriors = posteriors_of(parameters, activity, n_jobs)
+    per_bin = coding_minutes_per_bin(posteriors[:, coding_state], activity)
+    per_day = np.bincount(activity.day_index, weights=per_bin, minlength=activity.n_days)[
+        : activity.n_days
+    ]
+    return per_day, per_bin, posteriors
+
+
 def estimate_coding_time(
     local_times: np.ndarray,
     kinds: np.ndarray,
@@ -235,11 +288,14 @@ def estimate_coding_time(
     priors: CodingTimePriors | None = None,
     prior_model: HMMParameters | None = None,
     initial: HMMParameters | None = None,
-    n_iter: int = 40,
+    n_iter: int = 100,
     tol: float = 1e-5,
     n_jobs: int = 1,
     with_sessions: bool = True,
-    max_fit_rows: int = 100_000,
+    max_fit_rows: int = 20_000,
+    presence_only: np.ndarray | None = None,
+    git_hours_times: tuple[np.ndarray, np.ndarray] | None = None,
+    min_commit_day_minutes: float = MIN_COMMIT_DAY_MINUTES,
 ) -> CodingTimeEstimate:
     """Fit the hour-of-week HMM to one person's events and report coding time and baselines.
 
@@ -248,44 +304,92 @@ def estimate_coding_time(
     the generic habits in `priors`; `initial` warm-starts EM. A history longer than
     `max_fit_rows` kept bins is fitted on an even sample of its sequences.
 
+    How a commit is read: a commit less than two minutes after the person's previous counted
+    commit adds nothing (`thin_repeats`). `presence_only` marks events (merge commits) that
+    say the person was at work but not how fast they commit: the parameters are fitted
+    without them, and each day's estimate is the larger of the posteriors without and with
+    them, so adding them never lowers a day. A day with a commit gets at least
+    `min_commit_day_minutes`. `git_hours_times` are (UTC committer times, their local times)
+    of the commits git-hours counts; by default the commit events' own local times.
+
     Example::
 
         day = 19000 * 86400  # a Monday
         times = day + 3600 * np.array([9.0, 9.5, 10.0, 10.4, 11.0])
         estimate = estimate_coding_time(times, np.zeros(5, dtype=int))
-        estimate.git_hours_minutes.tolist()  # [240.0]
+        estimate.git_hours_minutes.tolist()  # [120.0]
     """
     priors = priors or CodingTimePriors()
     times = np.asarray(local_times, dtype=np.float64)
     kinds = np.asarray(kinds, dtype=np.int64)
+    extra = (
+        np.zeros(times.shape, dtype=bool)
+        if presence_only is None
+        else np.asarray(presence_only, dtype=bool)
+    )
+    if extra.shape != times.shape:
+        raise ValueError("presence_only must have one flag per event")
     n_kinds = int(kinds.max()) + 1 if kinds.size else 1
     if prior_model is not None:
         n_kinds = max(n_kinds, prior_model.lambdas.shape[1])
+    all_days = day_numbers(times)
+    if first_day is None:
+        first_day = int(all_days.min()) if times.size else (last_day or 0)
+    if last_day is None:
+        last_day = int(all_days.max()) if times.size else first_day
+    if last_day < first_day:
+        raise ValueError(f"last_day {last_day} is before first_day {first_day}")
+    n_days = last_day - first_day + 1
+    event_days = day_numbers(times)
+    inside = (event_days >= first_day) & (event_days <= last_day)
+    times, kinds, extra = times[inside], kinds[inside], extra[inside]
+    is_commit = kinds == COMMIT
+    if git_hours_times is None:
+        git_hours = git_hours_minutes_per_day(times[is_commit], first_day, n_days)
+        git_hours_total = git_hours_total_minutes(times[is_commit])
+    else:
+        utc, local = (np.asarray(a, dtype=np.float64) for a in git_hours_times)
+        git_hours = git_hours_minutes_per_day(utc, first_day, n_days, local_times=local)
+        in_range = (day_numbers(local) >= first_day) & (day_numbers(local) <= last_day)
+        git_hours_total = git_hours_total_minutes(utc[in_range])
+    timeout = timeout_minutes_per_day(times, first_day, n_days)
+    counts = {KIND_NAMES[k]: int((kinds == k).sum()) for k in range(len(KIND_NAMES))}
+    commit_days = np.unique(event_days[inside][is_commit]) - first_day
+    # what the model reads: commits thinned (own and presence-only together, then apart)
+    keep_all = np.ones(times.shape, dtype=bool)
+    keep_all[is_commit] = thin_repeats(times[is_commit])
+    own = ~extra
+    keep_own = np.ones(times.shape, dtype=bool)
+    keep_own[is_commit & own] = thin_repeats(times[is_commit & own])
+    fit_times, fit_kinds = times[own & keep_own], kinds[own & keep_own]
     activity = bin_events(
-        times,
-        kinds,
+        fit_times,
+        fit_kinds,
         bin_minutes=bin_minutes,
         first_day=first_day,
         last_day=last_day,
         n_kinds=n_kinds,
     )
-    event_days = day_numbers(times)
-    inside = (event_days >= activity.first_day) & (
-        event_days < activity.first_day + activity.n_days
-    )
-    times, kinds = times[inside], kinds[inside]
-    git_hours = git_hours_minutes_per_day(
-        times[kinds == COMMIT], activity.first_day, activity.n_days
-    )
-    timeout = timeout_minutes_per_day(times, activity.first_day, activity.n_days)
-    counts = {KIND_NAMES[k]: int((kinds == k).sum()) for k in range(len(KIND_NAMES))}
+    if activity.counts.shape[0] == 0 and extra.any():
+        # only presence-only events: fit on them, there is nothing else
+        fit_times, fit_kinds, extra_used = times[keep_all], kinds[keep_all], False
+        activity = bin_events(
+            fit_times,
+            fit_kinds,
+            bin_minutes=bin_minutes,
+            first_day=first_day,
+            last_day=last_day,
+            n_kinds=n_kinds,
+        )
+    else:
+        extra_used = bool(extra.any())
     if activity.counts.shape[0] == 0:
         zeros = np.zeros((7, 24))
         return CodingTimeEstimate(
-            activity.first_day,
-            activity.n_days,
+            first_day,
+            n_days,
             bin_minutes,
-            np.zeros(activity.n_days),
+            np.zeros(n_days),
             git_hours,
             timeout,
             np.zeros((0, 2), dtype=np.int64),
@@ -295,22 +399,47 @@ def estimate_coding_time(
             [],
             counts,
             None,
+            git_hours_total_minutes=git_hours_total,
         )
-    prior, start = default_prior(times, kinds, n_kinds, bin_minutes, priors)
+    prior, start = default_prior(fit_times, fit_kinds, n_kinds, bin_minutes, priors)
     if prior_model is not None:
         prior = prior_from_model(prior_model, priors, bin_minutes)
         start = prior_model
     sample = subsample_sequences(activity, max_fit_rows)
     prior = scale_dwell_prior(prior, sample, priors)
     fit = fit_parameters(sample, prior, initial or start, n_iter=n_iter, tol=tol, n_jobs=n_jobs)
-    posteriors = posteriors_of(fit.parameters, activity, n_jobs)
     coding_state = coding_state_of(fit.parameters.lambdas)
+    coding_minutes, per_bin, posteriors = _daily_minutes(
+        fit.parameters, activity, coding_state, n_jobs
+    )
+    if extra_used:
+        # presence-only events are a kind of their own, as likely at the desk as coding
+        presence_kind = np.where(extra, n_kinds, kinds)[keep_all]
+        with_extra = bin_events(
+            times[keep_all],
+            presence_kind,
+            bin_minutes=bin_minutes,
+            first_day=first_day,
+            last_day=last_day,
+            n_kinds=n_kinds + 1,
+        )
+        rates = fit.parameters.lambdas
+        presence_rates = np.full((rates.shape[0], 1), rates[:, COMMIT].max())
+        presence_rates[rates[:, COMMIT].argmin()] = rates[:, COMMIT].min()
+        extended = HMMParameters(
+            fit.parameters.startprob, fit.parameters.transmat, np.hstack([rates, presence_rates])
+        )
+        minutes_extra, per_bin_extra, posteriors_extra = _daily_minutes(
+            extended, with_extra, coding_state, n_jobs
+        )
+        if minutes_extra.sum() >= coding_minutes.sum():
+            activity, per_bin, posteriors = with_extra, per_bin_extra, posteriors_extra
+        coding_minutes = np.maximum(coding_minutes, minutes_extra)
+    if commit_days.size and min_commit_day_minutes > 0:
+        coding_minutes[commit_days] = np.maximum(
+            coding_minutes[commit_days], min_commit_day_minutes
+        )
     away_state = int(np.argmin(fit.parameters.lambdas.sum(axis=1)))
-    coding = posteriors[:, coding_state]
-    per_bin = coding_minutes_per_bin(coding, activity)
-    coding_minutes = np.bincount(activity.day_index, weights=per_bin, minlength=activity.n_days)[
-        : activity.n_days
-    ]
     heatmap = _week_grid(activity, per_bin / bin_minutes)
     presence = _week_grid(activity, 1.0 - posteriors[:, away_state])
     sessions = (
@@ -319,8 +448,8 @@ def estimate_coding_time(
         else np.zeros((0, 2), dtype=np.int64)
     )
     return CodingTimeEstimate(
-        first_day=activity.first_day,
-        n_days=activity.n_days,
+        first_day=first_day,
+        n_days=n_days,
         bin_minutes=bin_minutes,
         coding_minutes=coding_minutes,
         git_hours_minutes=git_hours,
@@ -335,6 +464,7 @@ def estimate_coding_time(
         coding_state=coding_state,
         bin_numbers=activity.bins,
         bin_coding_minutes=per_bin,
+        git_hours_total_minutes=git_hours_total,
     )
 
 
@@ -343,139 +473,106 @@ class MemberEstimate:
     """Totals of one person over the reported days."""
 
     coding_minutes: float
-    git_hours_minutes: float
+    git_hours_minutes: float  # git-hours' own total (whole hours per author), in minutes
     timeout_minutes: float
     active_days: int
     n_events: int
-    refined: bool
+    refined: bool  # kept for readers of the old team view: true when the person's fit ran
+    converged: bool = True
+    change_per_bin: float = 0.0
 
 
 @dataclass
 class TeamEstimate:
-    """One MemberEstimate per person, in input order, and the shared team model."""
+    """One MemberEstimate per person, in input order."""
 
     members: list[MemberEstimate]
-    team_fit: ModelFit | None
+    team_fit: ModelFit | None  # kept for old readers: the fit of the busiest person
     bin_minutes: int
 
+    @property
+    def unconverged(self) -> list[int]:
+        """Indexes of the members whose fit stopped at the iteration limit."""
+        return [i for i, m in enumerate(self.members) if not m.converged]
 
-def _concatenate(activities: list[BinnedActivity]) -> BinnedActivity:
-    offsets = np.cumsum([0] + [a.counts.shape[0] for a in activities[:-1]])
-    return BinnedActivity(
-        bin_minutes=activities[0].bin_minutes,
-        first_day=activities[0].first_day,
-        n_days=activities[0].n_days,
-        bins=np.concatenate([a.bins for a in activities]),
-        counts=np.concatenate([a.counts for a in activities]),
-        classes=np.concatenate([a.classes for a in activities]),
-        starts=np.concatenate([a.starts + o for a, o in zip(activities, offsets, strict=True)]),
-        ends=np.concatenate([a.ends + o for a, o in zip(activities, offsets, strict=True)]),
-    )
+
+@dataclass
+class TeamMember:
+    """One person's events for the team view (see `estimate_coding_time` for the fields)."""
+
+    local_times: np.ndarray
+    kinds: np.ndarray
+    presence_only: np.ndarray | None = None
+    git_hours_times: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def estimate_team(
-    members: list[tuple[np.ndarray, np.ndarray]],
+    members: list[tuple[np.ndarray, np.ndarray]] | list[TeamMember],
     *,
     bin_minutes: int = 5,
     first_day: int | None = None,
     last_day: int | None = None,
     priors: CodingTimePriors | None = None,
-    n_iter: int = 30,
-    refine_iter: int = 2,
-    min_refine_events: int = 20,
     n_jobs: int = 1,
-    team_fit_rows: int = 300_000,
-    member_fit_rows: int = 20_000,
+    **_ignored: object,
 ) -> TeamEstimate:
-    """Coding time of many people: one team model, then a short personal refit for each.
+    """Coding time of many people: each person's row is exactly their own estimate
+    (`estimate_coding_time` on the same events with the same options), run `n_jobs` at a time.
 
-    The team model is fitted by MAP EM on an even sample (about `team_fit_rows` bins) of
-    everyone's sequences at once, run in parallel. Each person with at least
-    `min_refine_events` events then gets `refine_iter` EM iterations on up to
-    `member_fit_rows` of their bins, started from the team model and with it as their prior;
-    people with fewer events keep the team model. Posteriors cover every bin.
-    `members` holds (local_times, kinds) per person.
+    `members` holds a TeamMember, or (local_times, kinds), per person. Options of the earlier
+    team model (`n_iter`, `refine_iter`, ...) are accepted and ignored.
     """
-    priors = priors or CodingTimePriors()
     if not members:
         return TeamEstimate([], None, bin_minutes)
-    n_kinds = max((int(k.max()) + 1 for _, k in members if k.size), default=1)
+    people = [m if isinstance(m, TeamMember) else TeamMember(m[0], m[1]) for m in members]
     if first_day is None or last_day is None:
-        all_days = [day_numbers(np.asarray(t, dtype=np.float64)) for t, _ in members if t.size]
+        all_days = [
+            day_numbers(np.asarray(p.local_times, dtype=np.float64))
+            for p in people
+            if len(p.local_times)
+        ]
         if first_day is None:
             first_day = min((int(d.min()) for d in all_days), default=0)
         if last_day is None:
             last_day = max((int(d.max()) for d in all_days), default=first_day)
-    activities = [
-        bin_events(
-            t, k, bin_minutes=bin_minutes, first_day=first_day, last_day=last_day, n_kinds=n_kinds
-        )
-        for t, k in members
-    ]
-    occupied = [a for a in activities if a.counts.shape[0]]
-    team_fit: ModelFit | None = None
-    if occupied:
-        total_rows = sum(a.counts.shape[0] for a in occupied)
-        stride = max(1, total_rows // (2 * team_fit_rows))  # spread the sample over people
-        pooled = subsample_sequences(_concatenate(occupied[::stride]), team_fit_rows)
-        gaps = [
-            session_minutes_per_commit(np.asarray(t, np.float64)[k == COMMIT]) for t, k in members
-        ]
-        known = [g for g in gaps if g is not None]
-        typical = float(np.median(known)) if known else 45.0
-        synthetic = np.arange(3) * typical * 60.0
-        prior, initial = default_prior(
-            synthetic, np.zeros(3, dtype=np.int64), n_kinds, bin_minutes, priors
-        )
-        if n_kinds > SAVE:
-            save_gaps = [
-                typical_gap_minutes(np.asarray(t, np.float64)[k == SAVE], TIMEOUT_MINUTES)
-                for t, k in members
-            ]
-            known_saves = [g for g in save_gaps if g is not None]
-            if known_saves:
-                rate = bin_minutes / max(float(np.median(known_saves)), 0.5)
-                initial.lambdas[CODING, SAVE] = rate
-                prior.rate_shape[CODING, SAVE] = 1.0 + rate * prior.rate_rate[CODING, SAVE]
-        prior = scale_dwell_prior(prior, pooled, priors)
-        team_fit = fit_parameters(pooled, prior, initial, n_iter=n_iter, n_jobs=n_jobs)
 
-    def one(index: int) -> MemberEstimate:
-        times = np.asarray(members[index][0], dtype=np.float64)
-        kinds = np.asarray(members[index][1], dtype=np.int64)
-        activity = activities[index]
-        git_hours = git_hours_minutes_per_day(times[kinds == COMMIT], first_day, activity.n_days)
-        timeout = timeout_minutes_per_day(times, first_day, activity.n_days)
+    def one(index: int) -> tuple[MemberEstimate, ModelFit | None]:
+        person = people[index]
+        times = np.asarray(person.local_times, dtype=np.float64)
+        estimate = estimate_coding_time(
+            times,
+            np.asarray(person.kinds, dtype=np.int64),
+            bin_minutes=bin_minutes,
+            first_day=first_day,
+            last_day=last_day,
+            priors=priors,
+            with_sessions=False,
+            presence_only=person.presence_only,
+            git_hours_times=person.git_hours_times,
+        )
         days = day_numbers(times)
         active = int(np.unique(days[(days >= first_day) & (days <= last_day)]).size)
-        if team_fit is None or activity.counts.shape[0] == 0:
-            return MemberEstimate(
-                0.0, float(git_hours.sum()), float(timeout.sum()), active, int(times.size), False
-            )
-        parameters = team_fit.parameters
-        refined = int(activity.counts.sum()) >= min_refine_events and refine_iter > 0
-        if refined:
-            sample = subsample_sequences(activity, member_fit_rows)
-            member_prior = scale_dwell_prior(
-                prior_from_model(parameters, priors, bin_minutes), sample, priors
-            )
-            parameters = fit_parameters(
-                sample, member_prior, parameters, n_iter=refine_iter + 1
-            ).parameters
-        posteriors = posteriors_of(parameters, activity)
-        coding = posteriors[:, coding_state_of(parameters.lambdas)]
-        return MemberEstimate(
-            coding_minutes=float(coding_minutes_per_bin(coding, activity).sum()),
-            git_hours_minutes=float(git_hours.sum()),
-            timeout_minutes=float(timeout.sum()),
-            active_days=active,
-            n_events=int(times.size),
-            refined=refined,
+        fit = estimate.fit
+        return (
+            MemberEstimate(
+                coding_minutes=float(estimate.coding_minutes.sum()),
+                git_hours_minutes=estimate.git_hours_total_minutes,
+                timeout_minutes=float(estimate.timeout_minutes.sum()),
+                active_days=active,
+                n_events=int(times.size),
+                refined=fit is not None,
+                converged=True if fit is None else fit.converged,
+                change_per_bin=0.0 if fit is None else fit.change_per_bin,
+            ),
+            fit,
         )
 
-    if n_jobs > 1 and len(members) > 1:
+    # busiest first, so that two workers finish together
+    order = sorted(range(len(people)), key=lambda i: -len(people[i].local_times))
+    if n_jobs > 1 and len(people) > 1:
         with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-            results = list(pool.map(one, range(len(members))))
+            done = dict(zip(order, pool.map(one, order), strict=True))
     else:
-        results = [one(index) for index in range(len(members))]
-    return TeamEstimate(results, team_fit, bin_minutes)
+        done = {index: one(index) for index in order}
+    results = [done[index][0] for index in range(len(people))]
+    return TeamEstimate(results, done[order[0]][1], bin_minutes)

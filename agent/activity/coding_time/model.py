@@ -44,11 +44,13 @@ class CodingTimePriors:
     away_exit_to_coding: float = 0.5
     dwell_strength: float = 200.0
     dwell_share: float = 1.0
-    hour_strength: float = 24.0
+    hour_strength: float = 100.0
     away_rate_per_hour: float = 0.002  # fixed: away means no activity
     desk_commit_rate_per_hour: float = 0.15
     desk_save_rate_per_hour: float = 0.5
     rate_strength_hours: float = 50.0
+    rate_share: float = 1.0
+    session_share: float = 0.7
     start_strength: float = 10.0
 
 
@@ -78,6 +80,16 @@ class ModelFit:
     n_iter: int
     converged: bool
     history: list[float] = field(default_factory=list)
+    tolerance: float = 0.0  # the stopping rule: change in log posterior per bin
+
+    @property
+    def change_per_bin(self) -> float:
+        """The last change in log posterior per fitted bin (compare with `tolerance`)."""
+        if len(self.history) < 2:
+            return float("nan")
+        return abs(self.history[-1] - self.history[-2]) / max(1, self.n_rows)
+
+    n_rows: int = 1  # bins the fit saw
 
 
 def _transition_prior(priors: CodingTimePriors, bin_minutes: int) -> np.ndarray:
@@ -164,6 +176,8 @@ def default_prior(
             else typical_gap_minutes(of_kind, cutoffs.get(kind, 60.0))
         )
         gap = gap if gap is not None else defaults.get(kind, 30.0)
+        if kind == COMMIT:
+            gap *= priors.session_share
         rates[CODING, kind] = bin_minutes / max(gap, 0.5)
         rates[DESK, kind] = min(desk.get(kind, 0.2) / bins_per_hour, 0.5 * rates[CODING, kind])
         rates[AWAY, kind] = priors.away_rate_per_hour / bins_per_hour
@@ -213,7 +227,16 @@ def scale_dwell_prior(
     """Give the transition prior `dwell_share` of the data's weight (see CodingTimePriors)."""
     per_state = max(priors.dwell_strength, priors.dwell_share * activity.counts.shape[0] / N_STATES)
     rows = prior.transition_counts / prior.transition_counts.sum(axis=1, keepdims=True)
-    return replace(prior, transition_counts=rows * per_state)
+    rate_weight = np.maximum(
+        prior.rate_rate, priors.rate_share * activity.counts.shape[0] / N_STATES
+    )
+    mean_rates = (prior.rate_shape - 1.0) / prior.rate_rate
+    return replace(
+        prior,
+        transition_counts=rows * per_state,
+        rate_shape=1.0 + mean_rates * rate_weight,
+        rate_rate=rate_weight,
+    )
 
 
 def poisson_hmm(
@@ -333,4 +356,6 @@ def fit_parameters(
         n_iter=iteration,
         converged=converged,
         history=history,
+        tolerance=tol,
+        n_rows=rows,
     )

@@ -57,4 +57,4 @@ def test_commit_in_git_and_events_file_counts_once(tmp_path: Path) -> None:
     )
     report = personal_report(request, read_commits([repo]))
     assert report.estimate.event_counts == {"commit": 2, "save": 1}
-    assert report.estimate.git_hours_minutes.tolist() == [150.0]
+    assert report.estimate.git_hours_minutes.tolist() == [30.0]
