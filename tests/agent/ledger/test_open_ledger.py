@@ -141,6 +141,7 @@ def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
         "m001_initial_schema",
         "m002_alert_lifecycle",
         "m003_data_snapshot_skipped",
+        "m006_step_metrics",
     ]
 
 
