@@ -48,8 +48,8 @@ WAITING_STEPS_SCRIPT = textwrap.dedent(
     """\
     import json, os, pathlib, time
     steps = open(os.environ["WK_METRICS"], "a", buffering=1)
-    for step in range(3):
-        steps.write(json.dumps({"step": step, "loss": 1.0 - step / 10}) + "\\n")
+    lines = [json.dumps({"step": step, "loss": 1.0 - step / 10}) for step in range(3)]
+    steps.write("\\n".join(lines) + "\\n")  # one write: a reader sees all three
     print("waiting", flush=True)
     release = pathlib.Path(os.environ["WK_TEST_RELEASE"])
     deadline = time.time() + 60
@@ -211,7 +211,8 @@ def test_steps_stream_live_to_the_ledger_and_to_runs_logs_follow(tmp_path: Path)
             def stored_while_running() -> list[float]:
                 version_id = version_row(run_id)["id"]
                 series = load_step_metrics(db, version_id)
-                return series["loss"].values.tolist() if "loss" in series else []
+                loss = series["loss"].values.tolist() if "loss" in series else []
+                return loss if len(loss) >= 3 else []
 
             assert wait_for(stored_while_running, 30, "the first steps in the ledger") == [
                 1.0,
