@@ -281,3 +281,29 @@ def test_bad_lines_are_skipped_not_fatal(bad: bytes) -> None:
     batch = parse_step_lines(bad + b'{"step": 1, "loss": 2}\n', 1, 0)
     assert (batch.lines, batch.skipped) == (1, 1)
     assert batch.points == {"loss": ([1.0], [2.0])}
+
+
+def test_steplog_writes_lines_the_reader_takes(tmp_path: Path) -> None:
+    import numpy as np
+
+    from agent.steplog import StepLog
+
+    path = tmp_path / "steps.jsonl"
+    steps = StepLog(str(path), flush_seconds=0)
+    steps.log(0, loss=0.5, acc=1, big=1e300)
+    assert path.read_text() == '{"step": 0, "loss": 0.5, "acc": 1, "big": 1e+300}\n'  # live
+    steps.log(np.int64(1), loss=np.float64(0.25), nan=float("nan"), low=float("-inf"))
+    steps.log(2.5, **{'odd "name"': 3.0})
+    steps.close()
+    batch = parse_step_lines(path.read_bytes(), 1, 0)
+    assert (batch.lines, batch.skipped) == (3, 0)
+    assert batch.points["loss"] == ([0.0, 1.0], [0.5, 0.25])
+    assert batch.points['odd "name"'] == ([2.5], [3.0])
+    assert batch.points["low"][1] == [float("-inf")]
+
+
+def test_steplog_does_nothing_outside_a_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.steplog import StepLog
+
+    monkeypatch.delenv("WK_METRICS", raising=False)
+    StepLog().log(1, loss=0.5)  # no file, no error
