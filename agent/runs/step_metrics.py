@@ -22,6 +22,8 @@ from agent.runs.executor import STEP_METRICS_FILE, Executor, Run
 
 STEP_KEY = "step"
 SKIPPED_EXCERPT_CHARS = 80
+EVENT_POINTS = 2000  # the most points of one metric a `run_steps` event carries
+STEP_BATCH_BYTES = 1 << 20  # the most of $WK_METRICS parsed and stored in one transaction
 
 
 def encode_floats(values: Iterable[float]) -> bytes:
@@ -56,13 +58,34 @@ class StepBatch:
     last_values: dict[str, float] = field(default_factory=dict)
     last_step: float | None = None
 
+    def extend(self, later: StepBatch) -> None:
+        """Add the batch of the lines that followed this one."""
+        for name, (steps, values) in later.points.items():
+            mine = self.points.setdefault(name, ([], []))
+            mine[0].extend(steps)
+            mine[1].extend(values)
+        self.lines += later.lines
+        self.skipped += later.skipped
+        self.first_skipped = self.first_skipped or later.first_skipped
+        self.last_values.update(later.last_values)
+        if later.last_step is not None:
+            self.last_step = later.last_step
+
     def as_event(self) -> dict[str, Any]:
-        """The batch as a JSON-ready `run_steps` event payload (non-finite values as None)."""
+        """The batch as a JSON-ready `run_steps` event payload (non-finite values as None).
+
+        Each metric carries at most EVENT_POINTS of its newest points; `complete` is false
+        when some were left out (the ledger has them all).
+        """
         return {
             "lines": self.lines,
             "skipped": self.skipped,
+            "complete": all(len(v) <= EVENT_POINTS for _, v in self.points.values()),
             "points": {
-                name: {"steps": steps, "values": [_finite_or_none(v) for v in values]}
+                name: {
+                    "steps": steps[-EVENT_POINTS:],
+                    "values": [_finite_or_none(v) for v in values[-EVENT_POINTS:]],
+                }
                 for name, (steps, values) in self.points.items()
             },
         }
@@ -172,13 +195,15 @@ def record_steps(
     when another reader got there first, else the batch stored (possibly empty).
     """
     data = complete_part(chunk, final)
+    progress = step_progress(db, run_id)
+    if progress.byte_offset != offset:
+        return None
+    batch = parse_step_lines(data, progress.file_lines + 1, progress.lines)  # outside the lock
+    if not data:
+        return batch
     with write_transaction(db):
-        progress = step_progress(db, run_id)
-        if progress.byte_offset != offset:
+        if step_progress(db, run_id) != progress:
             return None
-        batch = parse_step_lines(data, progress.file_lines + 1, progress.lines)
-        if not data:
-            return batch
         for name, (steps, values) in batch.points.items():
             db.execute(
                 "INSERT INTO step_metrics (version_id, run_id, name, first_line, points, "
@@ -278,9 +303,33 @@ def pull_steps(
         return None
     offset = step_progress(db, run.id).byte_offset
     chunk = executor.read_steps(run, offset)
-    batch = None
-    if chunk:
-        batch = record_steps(db, run.id, int(version_id), offset, chunk, final=final)
+    stored = StepBatch()
+    start = 0
+    while start < len(chunk):
+        end = _piece_end(chunk, start)
+        last = end == len(chunk)
+        batch = record_steps(
+            db, run.id, int(version_id), offset + start, chunk[start:end], final=final and last
+        )
+        consumed = len(complete_part(chunk[start:end], final and last))
+        if batch is None or consumed == 0:
+            break
+        if final:  # the points are in the ledger; only the counts are wanted here
+            batch.points, batch.last_values = {}, {}
+        stored.extend(batch)
+        start += consumed
     if final:
         compact_steps(db, run.id)
-    return batch if batch is not None and (batch.lines or batch.skipped) else None
+    return stored if stored.lines or stored.skipped else None
+
+
+def _piece_end(chunk: bytes, start: int) -> int:
+    """Where the piece of `chunk` stored in one transaction ends: whole lines, about
+    STEP_BATCH_BYTES (so that a large file never holds the ledger's write lock for long)."""
+    limit = start + STEP_BATCH_BYTES
+    if limit >= len(chunk):
+        return len(chunk)
+    newline = chunk.rfind(b"\n", start, limit)
+    if newline < 0:
+        newline = chunk.find(b"\n", limit)
+    return len(chunk) if newline < 0 else newline + 1

@@ -307,3 +307,41 @@ def test_steplog_does_nothing_outside_a_run(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.delenv("WK_METRICS", raising=False)
     StepLog().log(1, loss=0.5)  # no file, no error
+
+
+def test_a_large_file_is_stored_in_pieces_with_the_right_line_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.runs import step_metrics
+    from agent.runs.training import train
+
+    monkeypatch.setattr(step_metrics, "STEP_BATCH_BYTES", 100)  # a few lines a transaction
+    root = make_repo(tmp_path, files={"train.py": STEPS_SCRIPT})
+    db = open_ledger()
+    try:
+        result = train(root, "churn", db=db)
+        version_id = version_row(result.run_id)["id"]
+        series = load_step_metrics(db, version_id)
+        progress = step_progress(db, result.run_id)
+    finally:
+        db.close()
+    assert result.status == "succeeded", result.problem
+    assert "first: line 52: loss went down" in (result.step_warning or "")
+    assert (progress.lines, progress.skipped, progress.file_lines) == (202, 2, 204)
+    assert series["loss"].steps.tolist() == [*map(float, range(200)), 200.0]
+    assert series["acc"].values.tolist() == [step / 200 for step in range(200)]
+
+
+def test_an_event_carries_the_newest_points_of_a_large_batch() -> None:
+    lines = b"".join(b'{"step": %d, "loss": %d}\n' % (n, n) for n in range(2500))
+    event = parse_step_lines(lines, 1, 0).as_event()
+    assert event["complete"] is False and event["lines"] == 2500
+    assert event["points"]["loss"]["steps"][0] == 500.0
+    assert len(event["points"]["loss"]["values"]) == 2000
+    small = parse_step_lines(b'{"loss": NaN}\n', 1, 0).as_event()
+    assert small == {
+        "lines": 1,
+        "skipped": 0,
+        "complete": True,
+        "points": {"loss": {"steps": [0.0], "values": [None]}},
+    }
