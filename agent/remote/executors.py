@@ -340,8 +340,8 @@ class RemoteExecutor:
 
     def _read_mirrored(self, run: Run, name: str, offset: int) -> bytes:
         local = run.run_dir / name
-        if "collected" in run.detail:  # finished and fetched: the local copy is complete
-            return read_from(local, offset)
+        if "collected" in run.detail or "remote_run_dir" not in run.detail:
+            return read_from(local, offset)  # fetched in full, or it never reached the remote
         path = f"{self.remote_run_dir(run)}/{name}"
 
         def read(connection: SshConnection) -> bytes:
