@@ -199,8 +199,18 @@ def _insert_versions(  # type: ignore[no-untyped-def]
         )
     connection.executemany(f"INSERT INTO runs VALUES ({','.join('?' * 16)})", run_rows)
     connection.executemany(
-        f"INSERT INTO model_versions VALUES ({','.join('?' * 20)})", version_rows
+        f"INSERT INTO model_versions ({', '.join(VERSION_COLUMNS)}) "
+        f"VALUES ({','.join('?' * len(VERSION_COLUMNS))})",
+        version_rows,
     )
+
+
+# The columns the fixture fills, in order (later migrations add columns it leaves NULL).
+VERSION_COLUMNS = (
+    "id", "model_id", "version", "status", "commit_sha", "dirty", "diff_hash", "train_command",
+    "params", "metrics", "data", "code", "artifacts", "executor", "host", "remote_job_id",
+    "run_id", "started_at", "ended_at", "exit_code",
+)
 
 
 def _write_log(run_dir: Path, rng: random.Random, accuracy: float, *, finished: bool) -> None:

@@ -73,7 +73,9 @@ def final_loss(paths: WatchkeeperPaths) -> float:
 
 
 def test_a_run_the_agent_starts_streams_its_steps(
-    tmp_path: Path, paths: WatchkeeperPaths, agent_factory: Any  # noqa: F811
+    tmp_path: Path,
+    paths: WatchkeeperPaths,
+    agent_factory: Any,  # noqa: F811
 ) -> None:
     repo = steps_repo(tmp_path)
     agent_factory()
@@ -94,7 +96,9 @@ def test_a_run_the_agent_starts_streams_its_steps(
 
 
 def test_a_polled_run_whose_supervisor_died_streams_its_steps(
-    tmp_path: Path, paths: WatchkeeperPaths, agent_factory: Any  # noqa: F811
+    tmp_path: Path,
+    paths: WatchkeeperPaths,
+    agent_factory: Any,  # noqa: F811
 ) -> None:
     repo = steps_repo(tmp_path)
     agent_factory()

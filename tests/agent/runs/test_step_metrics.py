@@ -178,7 +178,7 @@ def test_a_model_without_a_metrics_file_gets_its_last_step_values(tmp_path: Path
     script = (
         "import os\n"
         "with open(os.environ['WK_METRICS'], 'a') as f:\n"
-        "    f.write('{\"loss\": 0.5}\\n{\"loss\": 0.25, \"acc\": 0.75}\\n')\n"
+        '    f.write(\'{"loss": 0.5}\\n{"loss": 0.25, "acc": 0.75}\\n\')\n'
         "open('model.pkl', 'w').write('w')\n"
     )
     spec = SPEC.replace('metrics = "metrics.json"\n', "")
