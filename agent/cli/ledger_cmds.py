@@ -495,8 +495,7 @@ def _print_extra_and_steps(console: Console, version: dict[str, Any]) -> None:
         )
         if steps["skipped"]:
             console.print(
-                f"    skipped {steps['skipped']} lines that are not JSON objects "
-                f"(first: {steps['first_skipped']})",
+                f"    skipped lines: {steps['skipped']} (first: {steps['first_skipped']})",
                 markup=False,
             )
 
@@ -686,9 +685,10 @@ class StepFollower:
         self.file_lines += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
         self.accepted += batch.lines
         if batch.skipped:
-            plural = "line is" if batch.skipped == 1 else "lines are"
+            single = batch.skipped == 1
+            what = "line is not a JSON object" if single else "lines are not JSON objects"
             self.out.write(
-                f"[steps] warning: {batch.skipped} {plural} not JSON objects and skipped "
+                f"[steps] warning: {batch.skipped} {what} with a numeric step; skipped "
                 f"(first: {batch.first_skipped})\n".encode()
             )
         if batch.lines:

@@ -270,11 +270,12 @@ def skipped_warning(progress: StepProgress) -> str | None:
     """One line about the skipped lines of $WK_METRICS, or None when none was skipped."""
     if not progress.skipped:
         return None
-    plural = "line" if progress.skipped == 1 else "lines"
+    what = "line" if progress.skipped == 1 else "lines"
+    verb = "is not a JSON object" if progress.skipped == 1 else "are not JSON objects"
     return (
-        f"skipped {progress.skipped} {plural} of $WK_METRICS ({STEP_METRICS_FILE}) that are "
-        f"not JSON objects with a numeric step (first: {progress.first_skipped}); write one "
-        'JSON object per line, e.g. {"step": 10, "loss": 0.31}'
+        f"skipped {progress.skipped} {what} of $WK_METRICS ({STEP_METRICS_FILE}) that {verb} "
+        f"with a numeric step (first: {progress.first_skipped}); write one JSON object per "
+        'line, e.g. {"step": 10, "loss": 0.31}'
     )
 
 

@@ -148,7 +148,7 @@ def test_a_run_of_a_local_model_stores_steps_and_final_metrics(tmp_path: Path) -
     assert as_json["metrics_extra"]["label"] == "v2"
     assert as_json["step_metrics"]["last"]["loss"] == 0.001
     logs = run_cli(root, "runs", "logs", run_id)
-    assert "[steps] warning: 2 lines are not JSON objects" in logs.stdout
+    assert "[steps] warning: 2 lines are not JSON objects with a numeric step" in logs.stdout
     assert "[steps] step 200: loss=0.001" in logs.stdout
 
 
