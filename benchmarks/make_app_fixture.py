@@ -212,6 +212,14 @@ def _insert_versions(  # type: ignore[no-untyped-def]
     )
 
 
+# The columns the fixture fills, in order (later migrations add columns it leaves NULL).
+VERSION_COLUMNS = (
+    "id", "model_id", "version", "status", "commit_sha", "dirty", "diff_hash", "train_command",
+    "params", "metrics", "data", "code", "artifacts", "executor", "host", "remote_job_id",
+    "run_id", "started_at", "ended_at", "exit_code",
+)
+
+
 def _write_log(run_dir: Path, rng: random.Random, accuracy: float, *, finished: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     lines = ["loading data/train.csv: 48,210 rows, 14 columns"]

@@ -245,6 +245,8 @@ def _signals_cancel() -> Iterator[None]:
 
 def _report_training(ctx: click.Context, console: Console, result: TrainResult) -> None:
     label = f"{result.model} v{result.version}"
+    if result.step_warning:
+        console.print(f"[yellow]warning[/]: {escape(result.step_warning)}")
     if result.status == "succeeded":
         metrics = ", ".join(f"{key}={value:g}" for key, value in result.metrics.items())
         console.print(
@@ -426,6 +428,7 @@ def models_show(model_ref: str, as_json: bool) -> None:
     with common.ledger_session() as db:
         row = find_version(db, ModelRef.parse(model_ref), _current_repo_id(db))
         version = list_versions_one(db, row)
+        version["step_metrics"] = _step_metrics_json(db, row["id"])
     if as_json:
         _echo_json(version)
         return
@@ -464,9 +467,48 @@ def models_show(model_ref: str, as_json: bool) -> None:
                 console.print(f"    {key} = {json.dumps(value)}", markup=False)
     for note in version["notes"]:
         console.print(f"  note {_when(note['at'])}: {note['text']}", markup=False)
+    _print_extra_and_steps(console, version)
     console.print(f"  [bold]{version['state']}[/]")
     for reason in version["stale_reasons"]:
         console.print(f"    - {reason}", markup=False)
+
+
+def _step_metrics_json(db: Database, version_id: int) -> dict[str, Any] | None:
+    from agent.runs.step_queries import step_summary
+
+    summary = step_summary(db, version_id)
+    if summary is None:
+        return None
+    return {
+        "names": summary.names,
+        "points": summary.points,
+        "lines": summary.lines,
+        "skipped": summary.skipped,
+        "first_skipped": summary.first_skipped,
+        "last": {k: v if v == v else None for k, v in summary.last_values.items()},
+    }
+
+
+def _print_extra_and_steps(console: Console, version: dict[str, Any]) -> None:
+    """The non-numeric part of the metrics file, and the step metrics in one or two lines."""
+    extra = version.get("metrics_extra")
+    if extra is not None:
+        console.print("  [bold]metrics file, not numbers[/]")
+        entries = extra.items() if isinstance(extra, dict) else [("(whole file)", extra)]
+        for key, value in entries:
+            console.print(f"    {key} = {json.dumps(value)}", markup=False)
+    steps = version.get("step_metrics")
+    if steps:
+        names = ", ".join(steps["names"]) or "none"
+        console.print(
+            f"  [bold]step metrics[/] {steps['lines']} lines, {steps['points']} points: "
+            f"{escape(names)}"
+        )
+        if steps["skipped"]:
+            console.print(
+                f"    skipped lines: {steps['skipped']} (first: {steps['first_skipped']})",
+                markup=False,
+            )
 
 
 def list_versions_one(db: Database, row: dict[str, Any]) -> dict[str, Any]:
@@ -614,20 +656,28 @@ def runs_logs(run_id: str, follow: bool) -> None:
     """Print a run's log; with --follow, keep streaming it until the run ends.
 
     RUN is a run id (or a unique start or end of one) or a version such as churn@champion.
+
+    Step metrics the run appends to $WK_METRICS are shown between the log's lines, as
+    `[steps] step N: name=value ...` lines: with --follow, the newest point as they arrive;
+    otherwise one line with the newest point after the log.
     """
     out = sys.stdout.buffer
     with common.ledger_session() as db:
         row = _run_or_version_run(db, run_id)
         run = Run.from_row(row)
         executor = LocalExecutor() if run.executor == "local" else executor_for(run.remote)
+        steps = StepFollower(run, executor, out)
         offset = 0
         while True:
             chunk = executor.read_log(run, offset)
             if chunk:
                 offset += len(chunk)
                 out.write(chunk)
-                out.flush()
+            steps.show(final=False)
+            out.flush()
             if not follow:
+                steps.show(final=True)
+                out.flush()
                 return
             recorded = RunState(find_run(db, row["id"])["state"])
             ended = recorded if recorded.is_final else executor.poll(run)
@@ -639,6 +689,7 @@ def runs_logs(run_id: str, follow: bool) -> None:
         while chunk := executor.read_log(run, offset):
             offset += len(chunk)
             out.write(chunk)
+        steps.show(final=True)
         out.flush()
         if not RunState(find_run(db, row["id"])["state"]).is_final:
             common.console(err=True).print(
@@ -646,3 +697,32 @@ def runs_logs(run_id: str, follow: bool) -> None:
                 "metrics (start it with `watchkeeper agent start`).",
                 markup=False,
             )
+
+
+class StepFollower:
+    """Reads a run's $WK_METRICS by offset and writes `[steps]` lines: the newest point of
+    each batch, and a note for each line that is not JSON."""
+
+    def __init__(self, run: Run, executor: Any, out: Any) -> None:
+        self.run, self.executor, self.out = run, executor, out
+        self.offset = self.file_lines = self.accepted = 0
+
+    def show(self, *, final: bool) -> None:
+        from agent.runs.step_metrics import complete_part, describe_batch, parse_step_lines
+
+        data = complete_part(self.executor.read_steps(self.run, self.offset), final)
+        if not data:
+            return
+        batch = parse_step_lines(data, self.file_lines + 1, self.accepted)
+        self.offset += len(data)
+        self.file_lines += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+        self.accepted += batch.lines
+        if batch.skipped:
+            single = batch.skipped == 1
+            what = "line is not a JSON object" if single else "lines are not JSON objects"
+            self.out.write(
+                f"[steps] warning: {batch.skipped} {what} with a numeric step; skipped "
+                f"(first: {batch.first_skipped})\n".encode()
+            )
+        if batch.lines:
+            self.out.write(f"[steps] {describe_batch(batch)}\n".encode())

@@ -82,6 +82,11 @@ def start(
                 )
             offset += len(chunk)
 
+        def on_steps(batch: Any) -> None:
+            run_id = outcome.get("run")
+            if run_id:
+                _publish_steps(service, run_id, batch)
+
         try:
             result = train(
                 repo,
@@ -92,6 +97,7 @@ def start(
                 paths=service.paths,
                 on_log=on_log,
                 on_start=on_start,
+                on_steps=on_steps,
             )
             _publish_state(service, result.run_id, model, result.status, result.exit_code)
             if result.status == "failed":
@@ -139,6 +145,11 @@ def _alert_failed(service: AgentCore, db: Database, result: Any) -> None:
     )
     if alert is not None:
         service.publish("alert", alert)
+
+
+def _publish_steps(service: AgentCore, run_id: str, batch: Any) -> None:
+    """A `run_steps` event: the points of `$WK_METRICS` just stored for the run."""
+    service.publish("run_steps", {"run": run_id, **batch.as_event()})
 
 
 def _publish_state(
@@ -213,6 +224,7 @@ def _poll_rows(service: AgentCore, db: Database, rows: list[dict[str, Any]]) -> 
     from agent.ledger import write_transaction
     from agent.ledger.queries import update_row
     from agent.runs.executor import Run, RunState, TargetUnreachableError, executor_for
+    from agent.runs.step_metrics import pull_steps
     from agent.runs.training import fail_run, finish_run
 
     for row in rows:
@@ -241,6 +253,14 @@ def _poll_rows(service: AgentCore, db: Database, rows: list[dict[str, Any]]) -> 
             )
             with write_transaction(db):
                 update_row(db, "runs", "id", run_id, {"log_offset": offset + len(chunk)})
+        if state is not None and not state.is_final:
+            try:
+                batch = pull_steps(db, run, executor)
+            except TargetUnreachableError as error:
+                log.warning("cannot read the step metrics of run %s for now: %s", run_id, error)
+                batch = None
+            if batch is not None:
+                _publish_steps(service, run_id, batch)
         if state is None:
             state = RunState.INTERRUPTED
         if state.is_final:

@@ -16,7 +16,7 @@ from sqlite_utils import Database
 from agent.errors import WatchkeeperError
 from agent.runs.states import ACTIVE_RUN_STATES
 
-JSON_COLUMNS = ("params", "metrics", "data", "code", "artifacts", "detail")
+JSON_COLUMNS = ("params", "metrics", "metrics_extra", "data", "code", "artifacts", "detail")
 BUILTIN_REPO_PREFIX = "builtin:"
 """`repos.path` of rows that own built-in models (such as `coding-time`); not a folder."""
 

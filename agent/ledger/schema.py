@@ -300,6 +300,46 @@ def m005_experiments_and_version_names(db: Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m006_step_metrics(db: Database) -> None:
+    """Step metrics of each version in chunks of float64 arrays; extra final-metrics JSON.
+
+    `step_metrics` holds, per run and metric name, chunks of points: `steps_f8` and
+    `values_f8` are little-endian float64 arrays of `points` items each, in the order the
+    lines were written (from `first_line` on). `step_metric_reads` is how far each run's
+    `$WK_METRICS` file has been read, with its line counts.
+    """
+    statements = [
+        """
+        CREATE TABLE step_metrics (
+            id INTEGER PRIMARY KEY,
+            version_id INTEGER NOT NULL REFERENCES model_versions(id) ON DELETE CASCADE,
+            run_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            first_line INTEGER NOT NULL,
+            points INTEGER NOT NULL,
+            steps_f8 BLOB NOT NULL,
+            values_f8 BLOB NOT NULL
+        )""",
+        "CREATE INDEX idx_step_metrics_version ON step_metrics(version_id, name, first_line)",
+        "CREATE INDEX idx_step_metrics_run ON step_metrics(run_id)",
+        """
+        CREATE TABLE step_metric_reads (
+            run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+            version_id INTEGER REFERENCES model_versions(id) ON DELETE CASCADE,
+            byte_offset INTEGER NOT NULL DEFAULT 0,
+            lines INTEGER NOT NULL DEFAULT 0,
+            skipped INTEGER NOT NULL DEFAULT 0,
+            first_skipped TEXT,
+            last_values TEXT,
+            file_lines INTEGER NOT NULL DEFAULT 0
+        )""",
+        "ALTER TABLE model_versions ADD COLUMN metrics_extra TEXT",
+    ]
+    for statement in statements:
+        db.execute(statement)
+
+
 TABLES = (
     "repos",
     "commits",
@@ -321,4 +361,6 @@ TABLES = (
     "version_aliases",
     "version_tags",
     "version_notes",
+    "step_metrics",
+    "step_metric_reads",
 )

@@ -29,15 +29,23 @@ from agent.remote.connection import (
 )
 from agent.remote.replies import MAX_HEADER_BYTES, HelperReplyError, one_line, pack_header
 from agent.remote.sync import DigestCache, SyncReport, sync_tree
-from agent.runs.executor import Run, RunState, register_executor
+from agent.runs.executor import (
+    LOG_FILE,
+    STEP_METRICS_FILE,
+    Run,
+    RunState,
+    read_from,
+    register_executor,
+)
 
 STATUS_INTERVAL = 1.0  # seconds between two remote status checks of one run
 LOG_READ_LIMIT = 4 << 20
-COLLECTED = ("outs", "exitcode", "log", "slurm.out")
+COLLECTED = ("outs", "exitcode", "log", "slurm.out", STEP_METRICS_FILE)
 CRC = struct.Struct(">I")
 # Files a run writes: never uploaded (a hard link into the cache must not be written to).
 RUN_OUTPUTS = frozenset(
     {"log", "exitcode", "exitcode.tmp", "outs", "pid", "cancelled", "slurm.out"}
+    | {STEP_METRICS_FILE}
 )
 
 SLURM_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"}
@@ -316,19 +324,25 @@ class RemoteExecutor:
     def environment(self, remote_dir: str) -> str:
         quoted = quote_command([remote_dir])
         bin_dir = quote_command([remote_dir + "/.wk-bin"])
-        return f'WK_RUN_DIR={quoted} WK_PARAMS={quoted}/params.json PATH={bin_dir}:"$PATH"'
+        return (
+            f"WK_RUN_DIR={quoted} WK_PARAMS={quoted}/params.json "
+            f'WK_METRICS={quoted}/{STEP_METRICS_FILE} PATH={bin_dir}:"$PATH"'
+        )
 
     # -- log ----------------------------------------------------------------------------------
     def read_log(self, run: Run, offset: int) -> bytes:
         """Remote log bytes from offset (mirrored into the local log, so the tail is at hand)."""
-        if "collected" in run.detail:  # finished and fetched: the local copy is complete
-            try:
-                with run.log_path.open("rb") as handle:
-                    handle.seek(offset)
-                    return handle.read()
-            except FileNotFoundError:
-                return b""
-        path = self.remote_run_dir(run) + "/log"
+        return self._read_mirrored(run, LOG_FILE, offset)
+
+    def read_steps(self, run: Run, offset: int) -> bytes:
+        """Remote `$WK_METRICS` bytes from offset, mirrored into the local run folder."""
+        return self._read_mirrored(run, STEP_METRICS_FILE, offset)
+
+    def _read_mirrored(self, run: Run, name: str, offset: int) -> bytes:
+        local = run.run_dir / name
+        if "collected" in run.detail or "remote_run_dir" not in run.detail:
+            return read_from(local, offset)  # fetched in full, or it never reached the remote
+        path = f"{self.remote_run_dir(run)}/{name}"
 
         def read(connection: SshConnection) -> bytes:
             sftp = connection.sftp()
@@ -339,13 +353,13 @@ class RemoteExecutor:
             except FileNotFoundError:
                 return b""
 
-        chunk = self.session.call(read, what="reading the log")
+        what = "reading the log" if name == LOG_FILE else "reading the step metrics"
+        chunk = self.session.call(read, what=what)
         if chunk:
-            self._mirror_log(run, offset, chunk)
+            self._mirror(local, offset, chunk)
         return chunk
 
-    def _mirror_log(self, run: Run, offset: int, chunk: bytes) -> None:
-        local = run.log_path
+    def _mirror(self, local: Path, offset: int, chunk: bytes) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
         with open(local, "r+b" if local.exists() else "wb") as handle:
             handle.seek(offset)

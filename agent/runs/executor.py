@@ -24,6 +24,7 @@ CANCEL_GRACE_SECONDS = 5.0
 EXITCODE_FILE = "exitcode"
 CANCELLED_FILE = "cancelled"
 LOG_FILE = "log"
+STEP_METRICS_FILE = "steps.jsonl"  # $WK_METRICS: the JSON lines of step metrics a run appends
 
 
 class TargetUnreachableError(WatchkeeperError):
@@ -50,6 +51,10 @@ class Run:
     @property
     def log_path(self) -> Path:
         return self.run_dir / LOG_FILE
+
+    @property
+    def steps_path(self) -> Path:
+        return self.run_dir / STEP_METRICS_FILE
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Run:
@@ -80,6 +85,9 @@ class Executor(Protocol):
     def read_log(self, run: Run, offset: int) -> bytes:
         """The log's bytes from `offset` on (empty when nothing new)."""
 
+    def read_steps(self, run: Run, offset: int) -> bytes:
+        """The bytes of the run's `$WK_METRICS` file from `offset` on (empty when nothing new)."""
+
     def cancel(self, run: Run) -> None:
         """Stop the run and everything it started."""
 
@@ -97,6 +105,16 @@ def read_exit_code(run_dir: Path) -> int | None:
         return int(text)
     except ValueError:
         return None
+
+
+def read_from(path: Path, offset: int) -> bytes:
+    """A file's bytes from `offset` on; empty when it does not exist (yet)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read()
+    except FileNotFoundError:
+        return b""
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -132,6 +150,7 @@ class LocalExecutor:
             **os.environ,
             "WK_RUN_DIR": str(run.run_dir),
             "WK_PARAMS": str(run.run_dir / "params.json"),
+            "WK_METRICS": str(run.steps_path),
         }
         child = subprocess.Popen(
             ["/bin/sh", str(run.run_dir / "run.sh")],
@@ -166,12 +185,10 @@ class LocalExecutor:
         return RunState.SUCCEEDED if exit_code == 0 else RunState.FAILED
 
     def read_log(self, run: Run, offset: int) -> bytes:
-        try:
-            with run.log_path.open("rb") as handle:
-                handle.seek(offset)
-                return handle.read()
-        except FileNotFoundError:
-            return b""
+        return read_from(run.log_path, offset)
+
+    def read_steps(self, run: Run, offset: int) -> bytes:
+        return read_from(run.steps_path, offset)
 
     def cancel(self, run: Run) -> None:
         """Mark the run cancelled (a `cancelled` file, seen by any poller) and stop its group."""
@@ -195,7 +212,7 @@ class LocalExecutor:
         if dest.resolve() == run.run_dir.resolve():
             return
         dest.mkdir(parents=True, exist_ok=True)
-        for name in ("outs", EXITCODE_FILE, LOG_FILE):
+        for name in ("outs", EXITCODE_FILE, LOG_FILE, STEP_METRICS_FILE):
             source = run.run_dir / name
             if source.is_dir():
                 shutil.copytree(source, dest / name, dirs_exist_ok=True)

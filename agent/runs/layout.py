@@ -24,6 +24,7 @@ RUN_SCRIPT = """\
 RUN_DIR="${{WK_RUN_DIR:-$(cd "$(dirname "$0")" && pwd -P)}}"
 export WK_RUN_DIR="$RUN_DIR"
 export WK_PARAMS="$RUN_DIR/params.json"
+export WK_METRICS="$RUN_DIR/steps.jsonl"
 exec >>"$RUN_DIR/log" 2>&1 </dev/null
 mkdir -p "$RUN_DIR/outs"
 {exports}cd "$RUN_DIR/code" || exit 127

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -24,6 +25,7 @@ from agent.ledger.artifacts import ArtifactStore
 from agent.ledger.queries import (
     ACTIVE_RUN_STATES,
     active_runs,
+    encode,
     ensure_model,
     insert_row,
     next_version,
@@ -47,10 +49,12 @@ from agent.runs.executor import (
 )
 from agent.runs.layout import new_run_id, prepare_run_dir
 from agent.runs.params import deliver_params, parse_param_overrides
+from agent.runs.step_metrics import StepBatch, pull_steps, skipped_warning, step_progress
 
 LOG_TAIL_LINES = 20
 LOG_NOTE_PREFIX = "watchkeeper: "  # lines that run.sh and the fetch add to a run's log
 POLL_SECONDS = 0.1
+STEP_READ_SECONDS = 1.0  # how often a followed run's $WK_METRICS is read into the ledger
 # The signals that cancel a run followed by `watchkeeper train` (see agent/cli/ledger_cmds.py).
 CANCEL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 STATUS_FOR_STATE = {
@@ -75,6 +79,8 @@ class TrainResult:
     log_tail: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
+    metrics_extra: Any = None
+    step_warning: str | None = None
 
 
 def classify_deps(project: ProjectSpec, model: ModelSpec) -> tuple[list[str], list[str]]:
@@ -96,8 +102,14 @@ def classify_deps(project: ProjectSpec, model: ModelSpec) -> tuple[list[str], li
     return code, data
 
 
-def read_metrics(path: Path, declared: str) -> dict[str, float]:
-    """The metrics file as a flat dict of numbers, or an error naming what is wrong."""
+def read_metrics(path: Path, declared: str) -> tuple[dict[str, Any], Any]:
+    """The metrics file as (metrics, extra): its finite numbers, and everything else.
+
+    Only a missing file or one that is not JSON is an error. In a JSON object, each finite
+    number (not a boolean) is a metric; any other entry (a confusion matrix, a label, a null)
+    goes to `extra`, an object keyed like the file. A document that is not an object is kept
+    whole as `extra`.
+    """
     if not path.is_file():
         raise WatchkeeperError(
             f"the metrics file {declared!r} was not written by the train command (looked for it "
@@ -108,20 +120,30 @@ def read_metrics(path: Path, declared: str) -> dict[str, float]:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise WatchkeeperError(f"the metrics file {declared!r} is not JSON: {error}") from error
     if not isinstance(document, dict):
-        raise WatchkeeperError(
-            f"the metrics file {declared!r} must hold a JSON object of numbers such as "
-            f'{{"auc": 0.91}}, not {type(document).__name__}'
-        )
-    metrics: dict[str, float] = {}
+        return {}, document
+    metrics: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
     for key, value in document.items():
         is_number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not is_number or not math.isfinite(value):
-            raise WatchkeeperError(
-                f"the metrics file {declared!r} holds {key} = {json.dumps(value)}; every metric "
-                "must be a finite number"
-            )
-        metrics[key] = value
-    return metrics
+        if is_number and math.isfinite(value):
+            metrics[key] = value
+        else:
+            extra[key] = value if is_number is False else str(value)  # NaN, inf as text
+    return metrics, extra or None
+
+
+def final_metrics(
+    step_finals: dict[str, float], file_metrics: dict[str, Any], extra: Any
+) -> dict[str, Any]:
+    """The last value of each step metric, unless the metrics file names it (as a number,
+    which wins, or as anything else, which keeps the step value out).
+
+    >>> final_metrics({"loss": 0.3, "acc": 0.8}, {"acc": 0.9}, {"loss": None})
+    {'acc': 0.9}
+    """
+    named_otherwise = set(extra) if isinstance(extra, dict) else set()
+    kept = {k: v for k, v in step_finals.items() if k not in named_otherwise}
+    return {**kept, **file_metrics}
 
 
 def store_outs(store: ArtifactStore, outs_dir: Path, outs: tuple[str, ...]) -> dict[str, str]:
@@ -178,12 +200,14 @@ def train(
     paths: WatchkeeperPaths | None = None,
     on_log: Callable[[bytes], None] = lambda chunk: None,
     on_start: Callable[[Run, int], None] = lambda run, version: None,
+    on_steps: Callable[[StepBatch], None] = lambda batch: None,
     on_data_progress: Callable[[str, int, int], None] | None = None,
 ) -> TrainResult:
     """Train `model_name` of the repo at `root` and record a model version.
 
     The code snapshot, data fingerprints and params are fixed before the run starts. The log
-    goes to `on_log` as it grows; hashing progress of each data dep to `on_data_progress`.
+    goes to `on_log` as it grows, and each batch of step metrics stored to `on_steps` (about
+    once a second); hashing progress of each data dep to `on_data_progress`.
     KeyboardInterrupt cancels the run, records it as cancelled and is raised again; once the job
     has ended, it no longer cancels anything: the run is recorded with its true end.
 
@@ -322,7 +346,7 @@ def train(
         )
     on_start(run, version)
     try:
-        state = _follow(executor, run, on_log)
+        state = _follow(executor, run, on_log, on_steps, db)
     except KeyboardInterrupt:
         finish_run(db, run, RunState.CANCELLED, executor, paths)
         raise
@@ -395,8 +419,15 @@ def _progress_for(
     return lambda done, total: on_data_progress(dep, done, total)
 
 
-def _follow(executor: Executor, run: Run, on_log: Callable[[bytes], None]) -> RunState:
+def _follow(
+    executor: Executor,
+    run: Run,
+    on_log: Callable[[bytes], None],
+    on_steps: Callable[[StepBatch], None],
+    db: Database,
+) -> RunState:
     offset = 0
+    steps_read_at = 0.0
     try:
         while True:
             state = executor.poll(run)
@@ -406,6 +437,11 @@ def _follow(executor: Executor, run: Run, on_log: Callable[[bytes], None]) -> Ru
                 on_log(chunk)
             if state.is_final:
                 return state
+            if time.monotonic() - steps_read_at >= STEP_READ_SECONDS:
+                steps_read_at = time.monotonic()
+                batch = pull_steps(db, run, executor)
+                if batch is not None:
+                    on_steps(batch)
             time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
         ended = executor.poll(run)
@@ -436,7 +472,8 @@ def finish_run(
     from two processes.
     """
     exit_code: int | None = None
-    metrics: dict[str, float] = {}
+    metrics: dict[str, Any] = {}
+    extra: Any = None
     artifacts: dict[str, str] = {}
     if state in (RunState.SUCCEEDED, RunState.FAILED) and problem is None:
         try:
@@ -445,6 +482,7 @@ def finish_run(
             problem = str(error)
             state = RunState.FAILED
         exit_code = read_exit_code(run.run_dir)
+    step_warning = _settle_steps(db, run, executor)
     if state is RunState.SUCCEEDED and problem is None:
         outs_dir = run.run_dir / "outs"
         try:
@@ -452,8 +490,10 @@ def finish_run(
                 ArtifactStore(paths.artifacts), outs_dir, tuple(run.detail["outs"])
             )
             declared_metrics = run.detail.get("metrics")
+            file_metrics: dict[str, Any] = {}
             if declared_metrics:
-                metrics = read_metrics(outs_dir / declared_metrics, declared_metrics)
+                file_metrics, extra = read_metrics(outs_dir / declared_metrics, declared_metrics)
+            metrics = final_metrics(step_progress(db, run.id).final_metrics, file_metrics, extra)
         except (WatchkeeperError, OSError) as error:
             if isinstance(error, OSError) and not is_disk_full(error):
                 raise
@@ -461,7 +501,7 @@ def finish_run(
                 problem = str(disk_full_error(paths.artifacts))
             else:
                 problem = " ".join([str(error), *refusals_in_log(run.log_path)])
-            artifacts, metrics = {}, {}
+            artifacts, metrics, extra = {}, {}, None
             state = RunState.FAILED
     if problem is None and state in (RunState.INTERRUPTED, RunState.FAILED):
         problem = _disk_full_problem(run)
@@ -492,15 +532,17 @@ def finish_run(
                     "exit_code": exit_code,
                     "ended_at": ended,
                     "metrics": metrics,
+                    "metrics_extra": None if extra is None else encode(extra),
                     "artifacts": artifacts,
                 },
             )
     row = db.execute(
-        "SELECT m.name, v.version, v.status, v.exit_code, v.metrics, v.artifacts "
+        "SELECT m.name, v.version, v.status, v.exit_code, v.metrics, v.artifacts, "
+        "v.metrics_extra "
         "FROM model_versions v JOIN models m ON m.id = v.model_id WHERE v.run_id = ?",
         [run.id],
     ).fetchone()
-    name, version, recorded_status, recorded_exit, recorded_metrics, recorded_artifacts = row
+    name, version, recorded_status, recorded_exit, recorded_metrics, recorded_artifacts = row[:6]
     return TrainResult(
         model=name,
         version=version,
@@ -511,7 +553,26 @@ def finish_run(
         log_tail=log_tail(run.log_path),
         metrics=json.loads(recorded_metrics or "{}"),
         artifacts=json.loads(recorded_artifacts or "{}"),
+        metrics_extra=json.loads(row[6]) if row[6] else None,
+        step_warning=step_warning,
     )
+
+
+def _settle_steps(db: Database, run: Run, executor: Executor) -> str | None:
+    """Store the rest of a finished run's step metrics; the warning about skipped lines,
+    also noted once at the end of its log."""
+    try:
+        pull_steps(db, run, executor, final=True)
+    except (WatchkeeperError, OSError) as error:
+        if isinstance(error, OSError) and not is_disk_full(error):
+            raise
+        return f"its step metrics could not be read: {error}"
+    warning = skipped_warning(step_progress(db, run.id))
+    if warning is not None and not run.detail.get("step_warning_noted"):
+        run.detail["step_warning_noted"] = True
+        with contextlib.suppress(OSError), run.log_path.open("a", encoding="utf-8") as log:
+            log.write(f"{LOG_NOTE_PREFIX}{warning}\n")
+    return warning
 
 
 def _disk_full_problem(run: Run) -> str | None:

@@ -192,15 +192,9 @@ def test_missing_outs_fail_the_version_and_register_no_artifact(
 
 @pytest.mark.parametrize(
     ("metrics_text", "expected"),
-    [
-        ("auc: 0.9", "is not JSON"),
-        ('{"auc": "high"}', 'auc = "high"'),
-        ('{"auc": true}', "auc = true"),
-        ('{"scores": {"auc": 0.9}}', "scores = "),
-        ("[0.9]", "must hold a JSON object"),
-    ],
+    [("auc: 0.9", "is not JSON"), ("{'auc': 0.9}", "is not JSON")],
 )
-def test_a_bad_metrics_file_fails_the_version(
+def test_a_metrics_file_that_is_not_json_fails_the_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, metrics_text: str, expected: str
 ) -> None:
     script = (
