@@ -119,9 +119,26 @@ def _insert_data(connection, rng: random.Random, now: float) -> None:  # type: i
 
 
 VERSION_COLUMNS = (
-    "id", "model_id", "version", "status", "commit_sha", "dirty", "diff_hash", "train_command",
-    "params", "metrics", "data", "code", "artifacts", "executor", "host", "remote_job_id",
-    "run_id", "started_at", "ended_at", "exit_code",
+    "id",
+    "model_id",
+    "version",
+    "status",
+    "commit_sha",
+    "dirty",
+    "diff_hash",
+    "train_command",
+    "params",
+    "metrics",
+    "data",
+    "code",
+    "artifacts",
+    "executor",
+    "host",
+    "remote_job_id",
+    "run_id",
+    "started_at",
+    "ended_at",
+    "exit_code",
 )
 
 
@@ -214,9 +231,26 @@ def _insert_versions(  # type: ignore[no-untyped-def]
 
 # The columns the fixture fills, in order (later migrations add columns it leaves NULL).
 VERSION_COLUMNS = (
-    "id", "model_id", "version", "status", "commit_sha", "dirty", "diff_hash", "train_command",
-    "params", "metrics", "data", "code", "artifacts", "executor", "host", "remote_job_id",
-    "run_id", "started_at", "ended_at", "exit_code",
+    "id",
+    "model_id",
+    "version",
+    "status",
+    "commit_sha",
+    "dirty",
+    "diff_hash",
+    "train_command",
+    "params",
+    "metrics",
+    "data",
+    "code",
+    "artifacts",
+    "executor",
+    "host",
+    "remote_job_id",
+    "run_id",
+    "started_at",
+    "ended_at",
+    "exit_code",
 )
 
 
@@ -375,9 +409,7 @@ def _insert_alerts(connection, models, now: float) -> None:  # type: ignore[no-u
         "id, created_at, model_id, kind, message, reasons, versions, drift, dedupe_key,"
         " acknowledged_at"
     )
-    connection.executemany(
-        f"INSERT INTO alerts ({columns}) VALUES ({','.join('?' * 10)})", rows
-    )
+    connection.executemany(f"INSERT INTO alerts ({columns}) VALUES ({','.join('?' * 10)})", rows)
 
 
 def _insert_verdicts(connection, repos, models, now: float) -> None:  # type: ignore[no-untyped-def]
@@ -392,15 +424,30 @@ def _insert_verdicts(connection, repos, models, now: float) -> None:  # type: ig
         ).fetchone() or (None, None)
         stale = index < 2 and version_id is not None
         reasons = (
-            [{"kind": "data", "message": "data changed in data/churn: 1 modified (part-003.csv)",
-              "paths": ["data/churn/part-003.csv"], "drift": []}]
+            [
+                {
+                    "kind": "data",
+                    "message": "data changed in data/churn: 1 modified (part-003.csv)",
+                    "paths": ["data/churn/part-003.csv"],
+                    "drift": [],
+                }
+            ]
             if stale
             else []
         )
         verdict = "stale" if stale else "fresh" if version_id is not None else "never trained"
         rows.append(
-            (paths[repo_id], name, verdict, version, version_id, "succeeded",
-             json.dumps(reasons), None, now)
+            (
+                paths[repo_id],
+                name,
+                verdict,
+                version,
+                version_id,
+                "succeeded",
+                json.dumps(reasons),
+                None,
+                now,
+            )
         )
     connection.executemany(
         "INSERT INTO model_verdicts (repo, model, verdict, version, version_id, latest_status,"

@@ -434,9 +434,11 @@ def models_show(model_ref: str, as_json: bool) -> None:
         return
     console = common.console()
     marks = " ".join(
-        [*(["current"] if version["current"] else []),
-         *(["experiment"] if version["experiment"] else []),
-         *(f"@{alias}" for alias in version["aliases"])]
+        [
+            *(["current"] if version["current"] else []),
+            *(["experiment"] if version["experiment"] else []),
+            *(f"@{alias}" for alias in version["aliases"]),
+        ]
     )
     console.print(
         f"[bold]{version['model']} v{version['version']}[/] {version['status']}"

@@ -84,11 +84,15 @@ def models_promote(reference: str, write_params: bool) -> None:
             promote(db, version, params_written=new_text is not None)
         if new_text is not None:
             _replace_file(Path(version["repo_path"]) / "watchkeeper.toml", new_text)
-        console.print(f"{_label(version)} is now the current version of {version['model']}.",
-                      markup=False)
+        console.print(
+            f"{_label(version)} is now the current version of {version['model']}.", markup=False
+        )
         if new_text is not None:
-            console.print(f"wrote its params into {version['repo_path']}/watchkeeper.toml: "
-                          f"{json.dumps(params, sort_keys=True)}", markup=False)
+            console.print(
+                f"wrote its params into {version['repo_path']}/watchkeeper.toml: "
+                f"{json.dumps(params, sort_keys=True)}",
+                markup=False,
+            )
         elif version.get("experiment"):
             console.print(
                 f"note: {_label(version)} is an experiment; watchkeeper.toml still declares "
@@ -143,8 +147,10 @@ def models_aliases(model: str, as_json: bool) -> None:
         click.echo(json.dumps(history, indent=2))
         return
     if not history:
-        click.echo(f"{version['model']} has no aliases; set one with "
-                   f"`watchkeeper models alias {version['model']}@N NAME`")
+        click.echo(
+            f"{version['model']} has no aliases; set one with "
+            f"`watchkeeper models alias {version['model']}@N NAME`"
+        )
         return
     table = Table("alias", "version", "since", "until")
     for entry in history:
@@ -194,10 +200,16 @@ def models_note(reference: str, text: str) -> None:
 
 @click.command("compare")
 @click.argument("references", nargs=-1, metavar="REF...")
-@click.option("--last", "last", type=click.IntRange(1, MAX_COMPARED), metavar="N",
-              help="Compare the newest N versions of the model REF names.")
-@click.option("--sort", "sort_key", metavar="NAME",
-              help="Sort by a metric or param (-NAME for descending).")
+@click.option(
+    "--last",
+    "last",
+    type=click.IntRange(1, MAX_COMPARED),
+    metavar="N",
+    help="Compare the newest N versions of the model REF names.",
+)
+@click.option(
+    "--sort", "sort_key", metavar="NAME", help="Sort by a metric or param (-NAME for descending)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV (one row per version).")
 def models_compare(
@@ -212,14 +224,17 @@ def models_compare(
     REF is MODEL@VERSION, MODEL@ALIAS, a run id... With --last N, one REF names the model.
     """
     if not references:
-        raise WatchkeeperError("name versions to compare (churn@3 churn@champion) or a model "
-                               "with --last N (churn --last 10)")
+        raise WatchkeeperError(
+            "name versions to compare (churn@3 churn@champion) or a model "
+            "with --last N (churn --last 10)"
+        )
     with common.ledger_session(settle_runs=False) as db:
         if last is not None:
             if len(references) != 1:
                 raise WatchkeeperError("--last N compares one model's versions: give one MODEL")
-            newest = find_version(db, ModelRef(ModelRef.parse(references[0]).name),
-                                  current_repo_id(db))
+            newest = find_version(
+                db, ModelRef(ModelRef.parse(references[0]).name), current_repo_id(db)
+            )
             rows = last_versions(db, int(newest["model_id"]), last)
         else:
             rows = [resolve(db, reference) for reference in references]
@@ -337,8 +352,15 @@ def _csv_value(value: Any) -> str:
 @click.command("get")
 @click.argument("reference", metavar="REF")
 @click.argument("wanted", nargs=-1, metavar="[PATH]...")
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("."), show_default=True, help="The folder to copy into.")
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="The folder to copy into.",
+)
 @click.option("--force", is_flag=True, help="Overwrite files that exist in the folder.")
 def models_get(reference: str, wanted: tuple[str, ...], out_dir: Path, force: bool) -> None:
     """Copy a version's artifacts (all, or the PATHs named) out of the artifact store.

@@ -329,8 +329,10 @@ def _version_of_run(db: Database, text: str) -> dict[str, Any] | None:
     """The version recorded by the run `text` names (its id, a unique prefix or suffix)."""
     for where, parameters in (
         ("v.run_id = ?", [text]),
-        ("substr(v.run_id, 1, ?) = ? OR substr(v.run_id, -?) = ?",
-         [len(text), text, len(text), text]),
+        (
+            "substr(v.run_id, 1, ?) = ? OR substr(v.run_id, -?) = ?",
+            [len(text), text, len(text), text],
+        ),
     ):
         rows = list(db.query(VERSION_SELECT + " WHERE " + where + " LIMIT 6", parameters))
         if len(rows) == 1:

@@ -121,7 +121,7 @@ def remove_tag(db: Database, version_id: int, key: str) -> bool:
 
 def add_note(db: Database, version_id: int, text: str) -> None:
     if not text.strip():
-        raise WatchkeeperError("the note is empty; write some text, such as \"baseline for Q3\"")
+        raise WatchkeeperError('the note is empty; write some text, such as "baseline for Q3"')
     db.execute(
         "INSERT INTO version_notes (version_id, at, text) VALUES (?, ?, ?)",
         [version_id, time.time(), text],

@@ -243,10 +243,10 @@ class _Checker:
             self.fail(
                 table,
                 "params_file",
-                f"is {path!r}; name a .json, .yaml or .toml file such as \"params.yaml\"",
+                f'is {path!r}; name a .json, .yaml or .toml file such as "params.yaml"',
             )
         if path == ".":
-            self.fail(table, "params_file", "must name a file, such as \"params.json\"")
+            self.fail(table, "params_file", 'must name a file, such as "params.json"')
         return path
 
     def choice(self, table: list[str], key: str, value: Any) -> str:

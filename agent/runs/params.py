@@ -91,8 +91,10 @@ def render_params_file(path: str, params: dict[str, Any]) -> bytes:
         return tomlkit.dumps(params).encode()
     if path.endswith((".yaml", ".yml")):
         # JSON values are YAML flow values: one `key: value` line per param reads back exactly.
-        lines = [f"{json.dumps(name)[1:-1] if _plain(name) else json.dumps(name)}: "
-                 f"{json.dumps(value)}" for name, value in params.items()]
+        lines = [
+            f"{json.dumps(name)[1:-1] if _plain(name) else json.dumps(name)}: {json.dumps(value)}"
+            for name, value in params.items()
+        ]
         return ("\n".join(lines) + "\n").encode() if lines else b"{}\n"
     return (json.dumps(params, indent=2, sort_keys=True) + "\n").encode()
 
@@ -103,9 +105,7 @@ def _plain(name: str) -> bool:
 
 def reaches_command(model: ModelSpec, param: str) -> bool:
     """True when the train command receives `param` in a declared way."""
-    return bool(
-        model.params_env or model.params_file or param in train_placeholders(model.train)
-    )
+    return bool(model.params_env or model.params_file or param in train_placeholders(model.train))
 
 
 def parse_param_overrides(

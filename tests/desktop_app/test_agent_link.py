@@ -273,8 +273,9 @@ def test_a_new_user_flow_from_the_app_alone(
     # The retrained version is fresh: the tray, the Overview and the Models table say so.
     qtbot.waitUntil(lambda: app.tray.state == "fresh", timeout=15_000)
     assert overview.stale.topLevelItem(0).text(0) == "All models fresh"
-    qtbot.waitUntil(lambda: models.table_model.row_values(0)[:3] == ("churn", 2, "fresh"),
-                    timeout=10_000)
+    qtbot.waitUntil(
+        lambda: models.table_model.row_values(0)[:3] == ("churn", 2, "fresh"), timeout=10_000
+    )
     assert models.table_model.row_values(1)[:3] == ("churn", 1, "succeeded")
 
     runs = app.window.show_page("Runs")

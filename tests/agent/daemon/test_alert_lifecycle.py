@@ -42,7 +42,9 @@ def append(path: Path, text: str) -> None:
 
 
 def test_a_trained_repo_is_watched_without_watch_add(
-    tmp_path: Path, paths: WatchkeeperPaths, agent_factory: Any  # noqa: F811
+    tmp_path: Path,
+    paths: WatchkeeperPaths,
+    agent_factory: Any,  # noqa: F811
 ) -> None:
     repo = trained_repo(tmp_path, paths)  # `train` registered it; nothing was added by hand
     agent_factory()
@@ -67,7 +69,9 @@ def test_a_trained_repo_is_watched_without_watch_add(
 
 
 def test_watch_remove_of_a_registered_repo_is_remembered(
-    tmp_path: Path, paths: WatchkeeperPaths, agent_factory: Any  # noqa: F811
+    tmp_path: Path,
+    paths: WatchkeeperPaths,
+    agent_factory: Any,  # noqa: F811
 ) -> None:
     repo = trained_repo(tmp_path, paths)
     assert cli(repo, "watch", "remove", str(repo)).exit_code == 0
@@ -77,7 +81,9 @@ def test_watch_remove_of_a_registered_repo_is_remembered(
 
 
 def test_one_write_seen_by_three_watches_raises_exactly_one_alert(
-    tmp_path: Path, paths: WatchkeeperPaths, agent_factory: Any  # noqa: F811
+    tmp_path: Path,
+    paths: WatchkeeperPaths,
+    agent_factory: Any,  # noqa: F811
 ) -> None:
     repo = trained_repo(tmp_path, paths)
     watch(paths, repo)
@@ -96,7 +102,9 @@ def test_one_write_seen_by_three_watches_raises_exactly_one_alert(
 
 
 def test_a_restart_does_not_duplicate_an_open_alert(
-    tmp_path: Path, paths: WatchkeeperPaths, agent_factory: Any  # noqa: F811
+    tmp_path: Path,
+    paths: WatchkeeperPaths,
+    agent_factory: Any,  # noqa: F811
 ) -> None:
     repo = trained_repo(tmp_path, paths)
     first = agent_factory()
@@ -114,7 +122,9 @@ def test_a_restart_does_not_duplicate_an_open_alert(
 
 
 def test_acknowledging_hides_the_alert_but_the_model_stays_stale(
-    tmp_path: Path, paths: WatchkeeperPaths, agent_factory: Any  # noqa: F811
+    tmp_path: Path,
+    paths: WatchkeeperPaths,
+    agent_factory: Any,  # noqa: F811
 ) -> None:
     repo = trained_repo(tmp_path, paths)
     agent_factory()
@@ -135,7 +145,9 @@ def test_acknowledging_hides_the_alert_but_the_model_stays_stale(
 
 
 def test_reverting_the_change_resolves_the_alert(
-    tmp_path: Path, paths: WatchkeeperPaths, agent_factory: Any  # noqa: F811
+    tmp_path: Path,
+    paths: WatchkeeperPaths,
+    agent_factory: Any,  # noqa: F811
 ) -> None:
     repo = trained_repo(tmp_path, paths)
     agent_factory()
@@ -155,7 +167,9 @@ def test_reverting_the_change_resolves_the_alert(
 
 
 def test_a_new_version_resolves_the_alert_and_the_verdict_follows(
-    tmp_path: Path, paths: WatchkeeperPaths, agent_factory: Any  # noqa: F811
+    tmp_path: Path,
+    paths: WatchkeeperPaths,
+    agent_factory: Any,  # noqa: F811
 ) -> None:
     repo = trained_repo(tmp_path, paths)
     agent_factory()
@@ -177,7 +191,9 @@ def test_a_new_version_resolves_the_alert_and_the_verdict_follows(
 
 
 def test_ack_all_acknowledges_every_open_alert(
-    tmp_path: Path, paths: WatchkeeperPaths, agent_factory: Any  # noqa: F811
+    tmp_path: Path,
+    paths: WatchkeeperPaths,
+    agent_factory: Any,  # noqa: F811
 ) -> None:
     repo = trained_repo(tmp_path, paths)
     agent_factory()
@@ -197,7 +213,9 @@ def test_ack_all_acknowledges_every_open_alert(
 
 
 def test_a_fifo_in_a_data_folder_is_one_watch_alert_and_the_rest_is_still_judged(
-    tmp_path: Path, paths: WatchkeeperPaths, agent_factory: Any  # noqa: F811
+    tmp_path: Path,
+    paths: WatchkeeperPaths,
+    agent_factory: Any,  # noqa: F811
 ) -> None:
     repo = trained_repo(tmp_path, paths)
     data = tmp_path / "data"

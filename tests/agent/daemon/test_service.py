@@ -227,8 +227,8 @@ def test_watch_add_and_remove_over_the_socket(
         assert listed == {(str(repo), "repo"), (str(data), "data")}
         wait_for(lambda: count(paths, "SELECT COUNT(*) FROM commits") == 1)
         assert client.call("watch_remove", path=str(repo)) == [
-                {"path": str(repo), "kind": "repo", "why": "added by hand"}
-            ]
+            {"path": str(repo), "kind": "repo", "why": "added by hand"}
+        ]
         with pytest.raises(AgentCallError, match="is not watched"):
             client.call("watch_remove", path=str(repo))
     config = UserConfig.load(paths.config)

@@ -135,8 +135,10 @@ def test_aliases_move_and_keep_their_history_and_name_versions_everywhere(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ok(repo, monkeypatch, "train", "churn", "--param", "lr=0.2")  # v2
-    assert "churn@champion -> v1" in ok(repo, monkeypatch, "models", "alias", "churn@1",
-                                        "champion").output
+    assert (
+        "churn@champion -> v1"
+        in ok(repo, monkeypatch, "models", "alias", "churn@1", "champion").output
+    )
     moved = ok(repo, monkeypatch, "models", "alias", "churn@latest", "champion")
     assert "churn@champion -> v2 (moved from v1)" in moved.output
     assert as_json(repo, monkeypatch, "models", "show", "churn@champion")["version"] == 2
@@ -202,8 +204,9 @@ def test_compare_puts_params_and_metrics_side_by_side_in_text_json_and_csv(
     ok(repo, monkeypatch, "train", "churn", "--param", "lr=0.3")  # v2, loss 0.6
     ok(repo, monkeypatch, "train", "churn", "--param", "lr=0.2")  # v3, loss 0.4
     ok(repo, monkeypatch, "models", "alias", "churn@1", "champion")
-    report = as_json(repo, monkeypatch, "models", "compare", "churn", "--last", "3",
-                     "--sort", "loss")
+    report = as_json(
+        repo, monkeypatch, "models", "compare", "churn", "--last", "3", "--sort", "loss"
+    )
     assert report["params"] == ["epochs", "lr"] and report["metrics"] == ["auc", "loss"]
     assert report["differing_params"] == ["lr"]
     assert [entry["version"] for entry in report["versions"]] == [1, 3, 2]
@@ -211,9 +214,13 @@ def test_compare_puts_params_and_metrics_side_by_side_in_text_json_and_csv(
     assert first["current"] and not first["experiment"] and first["aliases"] == ["champion"]
     named = as_json(repo, monkeypatch, "models", "compare", "churn@champion", "churn@2")
     assert [entry["version"] for entry in named["versions"]] == [1, 2]
-    rows = list(csv.DictReader(io.StringIO(
-        ok(repo, monkeypatch, "models", "compare", "churn", "--last", "2", "--csv").stdout
-    )))
+    rows = list(
+        csv.DictReader(
+            io.StringIO(
+                ok(repo, monkeypatch, "models", "compare", "churn", "--last", "2", "--csv").stdout
+            )
+        )
+    )
     assert [(row["version"], row["param:lr"], row["metric:loss"]) for row in rows] == [
         ("3", "0.2", "0.4"),
         ("2", "0.3", "0.6"),
@@ -283,10 +290,14 @@ def test_training_a_model_twice_at_once_is_refused_naming_the_running_run(
     release = tmp_path / "release"
     monkeypatch.setenv("WK_TEST_RELEASE", str(release))
     first = subprocess.Popen(
-        cli_command("train", "churn"), cwd=root, env={**cli_env()},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cli_command("train", "churn"),
+        cwd=root,
+        env={**cli_env()},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
+
         def running_run() -> str | None:
             if not (Path(os.environ["WATCHKEEPER_HOME"]) / "ledger.db").exists():
                 return None
@@ -305,7 +316,10 @@ def test_training_a_model_twice_at_once_is_refused_naming_the_running_run(
         assert "--allow-concurrent" in second.output
         allowed = subprocess.Popen(
             cli_command("train", "churn", "--allow-concurrent", "--param", "lr=0.5"),
-            cwd=root, env={**cli_env()}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=root,
+            env={**cli_env()},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         wait_for(lambda: len(_run_states()) == 2, 30, "the concurrent run to be recorded")
         release.write_text("go")

@@ -47,9 +47,7 @@ def probe_spec(remote: str) -> str:
     )
 
 
-def train_and_get(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remote: str, kind: str
-) -> Path:
+def train_and_get(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remote: str, kind: str) -> Path:
     root = make_repo(tmp_path, files={"probe.py": PROBE}, spec=probe_spec(remote))
     db = open_ledger()
     log = bytearray()

@@ -69,9 +69,20 @@ def test_params_reach_the_command_in_all_three_ways_and_the_ledger_records_them(
         spec=PROBE_SPEC,
     )
     result = cli(
-        root, monkeypatch, "train", "churn",
-        "--param", "lr=5.0", "--param", "epochs=3", "--param", "name=it's a; b",
-        "--param", "fast=yes", "--param", "layers=4,8",
+        root,
+        monkeypatch,
+        "train",
+        "churn",
+        "--param",
+        "lr=5.0",
+        "--param",
+        "epochs=3",
+        "--param",
+        "name=it's a; b",
+        "--param",
+        "fast=yes",
+        "--param",
+        "layers=4,8",
     )
     assert result.exit_code == 0, result.output
     [version] = recorded()
@@ -88,7 +99,11 @@ def test_params_reach_the_command_in_all_three_ways_and_the_ledger_records_them(
         "WK_PARAM_LAYERS": "[4, 8]",
     }
     assert seen["file"].splitlines() == [
-        "lr: 5.0", "epochs: 3", 'name: "it\'s a; b"', "fast: true", "layers: [4, 8]"
+        "lr: 5.0",
+        "epochs: 3",
+        'name: "it\'s a; b"',
+        "fast: true",
+        "layers: [4, 8]",
     ]
     assert version["metrics"] == {"lr_seen": 5.0}
     # the repo's own working tree is untouched
@@ -122,7 +137,7 @@ def test_declared_params_are_delivered_too_and_make_no_experiment(
         ),
         ("epochs=2.5", "epochs is declared as an int (200 in {spec}:7); '2.5' is not an int"),
         ("fast=maybe", "fast is declared as a bool"),
-        ("layers=[1, \"x\"]", "layers is declared as a list"),
+        ('layers=[1, "x"]', "layers is declared as a list"),
         ("lrr=0.1", "declares no param 'lrr'"),
     ],
 )
