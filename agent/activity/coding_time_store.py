@@ -158,6 +158,7 @@ def compute_estimate(
         estimate.n_days,
         local,
         events.repos,
+        day_minutes=estimate.coding_minutes,
     )
     return StoredEstimate(
         estimate=estimate,

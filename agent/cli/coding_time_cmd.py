@@ -586,4 +586,5 @@ def _repo_days(
         estimate.n_days,
         to_local_seconds(utc, report.zone),
         repos,
+        day_minutes=estimate.coding_minutes,
     )

@@ -47,6 +47,8 @@ def attribute_to_repos(
     n_days: int,
     event_local_times: np.ndarray,
     event_repos: list[str],
+    *,
+    day_minutes: np.ndarray | None = None,
 ) -> RepoDays:
     """Share each bin's coding minutes among repos, as WakaTime's per-project view does.
 
@@ -55,6 +57,10 @@ def attribute_to_repos(
     the same stretch of consecutive bins, or, before a stretch's first event, of the next one.
     `bin_numbers` are absolute bin numbers (local seconds // bin_seconds) and `bin_minutes` the
     coding minutes of each, as the estimator computes them.
+
+    `day_minutes`, when given, are the day totals the views show (the estimator may raise a day
+    above the sum of its bins, e.g. to its floor for a day with a commit): each day's row is
+    scaled to its total, and a day whose bins hold nothing is shared by its events per repo.
 
     Example::
 
@@ -94,4 +100,26 @@ def attribute_to_repos(
     day_index = (bins * bin_seconds) // SECONDS_PER_DAY - first_day
     kept = (day_index >= 0) & (day_index < n_days)
     np.add.at(result, day_index[kept], per_bin[kept])
+    if day_minutes is not None:
+        result = _scaled_to_day_totals(result, day_minutes, event_days[inside], codes[inside])
     return RepoDays(first_day, repos, result, events)
+
+
+def _scaled_to_day_totals(
+    minutes: np.ndarray, day_totals: np.ndarray, event_days: np.ndarray, event_codes: np.ndarray
+) -> np.ndarray:
+    """`minutes` (days x repos) with each row scaled to `day_totals`; an empty row with a
+    total is shared by that day's events per repo (left empty when the day has no events)."""
+    totals = np.asarray(day_totals, dtype=np.float64)[: minutes.shape[0]]
+    row_sums = minutes.sum(axis=1)
+    scaled = minutes.copy()
+    filled = row_sums > 0
+    scaled[filled] *= (totals[filled] / row_sums[filled])[:, None]
+    empty = ~filled & (totals > 0)
+    if empty.any() and event_days.size:
+        day_events = np.zeros_like(minutes)
+        np.add.at(day_events, (event_days, event_codes), 1.0)
+        counts = day_events.sum(axis=1)
+        share = empty & (counts > 0)
+        scaled[share] = day_events[share] / counts[share, None] * totals[share, None]
+    return scaled

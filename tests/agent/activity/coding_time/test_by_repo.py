@@ -70,3 +70,55 @@ def test_no_events_or_no_bins_give_zero_minutes() -> None:
     assert days.minutes.shape == (3, 0) and days.repos == []
     with pytest.raises(ValueError, match="same length"):
         attribute_to_repos(np.zeros(0, np.int64), np.zeros(0), BIN, DAY, 1, np.zeros(2), ["a"])
+
+
+def test_day_totals_above_their_bins_are_shared_like_the_bins_or_by_the_days_events() -> None:
+    start = DAY * 86_400 + 9 * 3600
+    # day 0: one bin of 2 minutes in api, shown as 5 (a floor); day 1: no coding bins at all,
+    # shown as 5, with one web event and three api events
+    bins = np.array([start // BIN])
+    times = np.array([start + 5, start + 86_400, start + 86_400 + 60, start + 86_400 + 120, 0.0])
+    repos = ["api", "web", "api", "api", "api"]
+    times[-1] = start + 86_400 + 180
+    days = attribute_to_repos(
+        bins, np.array([2.0]), BIN, DAY, 2, times, repos, day_minutes=np.array([5.0, 5.0])
+    )
+    api, web = days.repos.index("api"), days.repos.index("web")
+    assert days.minutes[0].tolist() == pytest.approx([5.0, 0.0] if api == 0 else [0.0, 5.0])
+    assert days.minutes[1, api] == pytest.approx(3.75)
+    assert days.minutes[1, web] == pytest.approx(1.25)
+    unscaled = attribute_to_repos(bins, np.array([2.0]), BIN, DAY, 2, times, repos)
+    assert unscaled.minutes.sum(axis=1).tolist() == pytest.approx([2.0, 0.0])
+
+
+def test_per_repo_minutes_match_floored_commit_days_of_the_estimate() -> None:
+    rng = np.random.default_rng(3)
+    times, kinds, repos = [], [], []
+    for day in range(14):
+        base = (DAY + day) * 86_400 + 10 * 3600
+        stamps = base + np.sort(rng.uniform(0, 7200, size=30))
+        times.extend(stamps)
+        kinds.extend([1] * stamps.size)
+        repos.extend(["api"] * stamps.size)
+    lone_day = (DAY + 20) * 86_400 + 15 * 3600
+    times.extend([lone_day, lone_day + 35 * 60])
+    kinds.extend([0, 0])
+    repos.extend(["web", "web"])
+    local = np.array(times)
+    estimate = estimate_coding_time(local, np.array(kinds, dtype=np.int64))
+    days = attribute_to_repos(
+        estimate.bin_numbers,
+        estimate.bin_coding_minutes,
+        estimate.bin_minutes * 60,
+        estimate.first_day,
+        estimate.n_days,
+        local,
+        repos,
+        day_minutes=estimate.coding_minutes,
+    )
+    assert days.minutes.sum(axis=1) == pytest.approx(estimate.coding_minutes, abs=1e-6)
+    lone = DAY + 20 - estimate.first_day
+    assert estimate.coding_minutes[lone] >= 5.0
+    assert days.minutes[lone, days.repos.index("web")] == pytest.approx(
+        estimate.coding_minutes[lone]
+    )
