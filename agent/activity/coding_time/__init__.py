@@ -18,6 +18,7 @@ fall back on it instead of producing nonsense.
 into the report (minutes per day, sessions, heatmap, review windows, the team view).
 """
 
+from agent.activity.coding_time.automation import is_automated_identity
 from agent.activity.coding_time.baselines import (
     GIT_HOURS_FIRST_COMMIT_MINUTES,
     GIT_HOURS_MAX_GAP_MINUTES,
@@ -87,5 +88,6 @@ __all__ = [
     "git_hours_minutes_per_day",
     "git_hours_total_minutes",
     "hour_of_week",
+    "is_automated_identity",
     "timeout_minutes_per_day",
 ]
