@@ -14,8 +14,9 @@ hour-of-week matrix shrunk towards the person's own overall matrix, so hours wit
 fall back on it instead of producing nonsense.
 
 `bins` counts events per bin of local time, `baselines` holds git-hours and the timeout,
-`model` the priors and the MAP EM fit on `hmm_core.PoissonHMM`, and `estimate` turns a fit
-into the report (minutes per day, sessions, heatmap, review windows, the team view).
+`model` the priors and the MAP EM fit on `hmm_core.PoissonHMM`, `estimate` turns a fit
+into the report (minutes per day, sessions, heatmap, review windows, the team view), and
+`automation` tells a bot's identity (reported with no coding time) by its name and email.
 """
 
 from agent.activity.coding_time.automation import is_automated_identity
