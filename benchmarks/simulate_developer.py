@@ -395,6 +395,8 @@ class BotProfile:
     utc_offset_minutes: int = 0
     runs_per_day: float = 3.0
     commits_per_run: float = 3.0
+    author_name: str = "release-bot"  # named as real histories name their bots
+    author_email: str = "41898282+release-bot[bot]@users.noreply.github.com"
 
 
 WORKFLOW_PROFILES: dict[str, WorkflowProfile | BotProfile] = {
@@ -501,6 +503,15 @@ def draw(
     if isinstance(profile, AlternatingProfile):
         return simulate_alternating(profile, days, seed)
     return simulate(profile, days, seed)
+
+
+def identity_of(
+    profile: DeveloperProfile | AlternatingProfile | WorkflowProfile | BotProfile,
+) -> tuple[str, str]:
+    """(author name, email) the developer commits under: a bot's own, else one from the kind."""
+    if isinstance(profile, BotProfile):
+        return profile.author_name, profile.author_email
+    return profile.name.replace("_", " ").title(), f"{profile.name}@example.com"
 
 
 def random_profile(seed: int) -> DeveloperProfile:

@@ -318,3 +318,32 @@ def test_saves_recorded_by_the_agent_are_read_from_the_ledger_by_default(tmp_pat
     text = run("--author", "me@example.com", "--tz", "UTC")
     assert text.exit_code == 0, text.output
     assert "2 commits, 50 saves, all recorded by the agent" in text.stdout
+
+
+def test_a_bot_is_reported_as_automated_with_no_coding_time(tmp_path: Path) -> None:
+    commits = workday_commits("me@example.com", MONDAY, 14, per_day=4)
+    bot_email = "49699333+dependabot[bot]@users.noreply.github.com"
+    commits += [
+        FakeCommit(c.email, c.time + 600, name="dependabot[bot]")
+        for c in workday_commits(bot_email, MONDAY, 14, per_day=3)
+    ]
+    repo = build_repo(tmp_path / "repo", sorted(commits, key=lambda c: c.time))
+    report = json.loads(run("--repo", str(repo), "--all-authors", "--json").stdout)
+    rows = {row["email"]: row for row in report["authors"]}
+    assert rows[bot_email]["automated"] is True and rows[bot_email]["coding_minutes"] == 0.0
+    assert rows[bot_email]["git_hours_minutes"] > 0  # git-hours counts it as the tool does
+    assert rows["me@example.com"]["automated"] is False
+    assert rows["me@example.com"]["coding_minutes"] > 0
+    table = run("--repo", str(repo), "--all-authors")
+    assert "dependabot[bot] (bot)" in table.stdout and "automated identity" in table.stdout
+    as_person = json.loads(
+        run("--repo", str(repo), "--all-authors", "--json", "--bots-as-people").stdout
+    )
+    bot_row = next(row for row in as_person["authors"] if row["email"] == bot_email)
+    assert bot_row["automated"] is False and bot_row["coding_minutes"] > 0
+    alone = run("--repo", str(repo), "--author", bot_email, "--json")
+    assert alone.exit_code == 0, alone.output
+    single = json.loads(alone.stdout)
+    assert single["automated"] is True
+    assert all(day["coding_minutes"] == 0.0 for day in single["days"])
+    assert "automated identity" in alone.stderr

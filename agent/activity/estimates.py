@@ -19,6 +19,7 @@ from agent.activity.coding_time import (
     TeamMember,
     estimate_coding_time,
     estimate_team,
+    is_automated_identity,
 )
 from agent.activity.events import EventTable, plausible_mask, read_events
 from agent.activity.git_log import CommitTable, read_commits
@@ -103,6 +104,7 @@ class ActivityRequest:
     bin_minutes: int = 5
     include_merges: bool = False
     now: float | None = None
+    bots_as_people: bool = False  # estimate automated identities like anyone else
 
 
 @dataclass
@@ -114,11 +116,12 @@ class PersonalReport:
     authors: list[str]
     warnings: list[str] = field(default_factory=list)
     ledger_saves: int = 0
+    automated: bool = False  # the identity is a bot's: no coding time
 
     def to_json(self) -> dict[str, object]:
         """The documented JSON shape of `watchkeeper coding-time --json`."""
         estimate = self.estimate
-        return {
+        shape: dict[str, object] = {
             "events": {
                 "commits": int(estimate.event_counts.get("commit", 0)),
                 "saves": int(estimate.event_counts.get("save", 0)),
@@ -151,6 +154,9 @@ class PersonalReport:
             ],
             "model": estimate.model_summary(),
         }
+        if self.automated:
+            shape["automated"] = True  # a bot's identity: no coding time
+        return shape
 
 
 @dataclass
@@ -162,6 +168,7 @@ class TeamRow:
     coding_minutes: float
     git_hours_minutes: float
     timeout_minutes: float
+    automated: bool = False  # a bot's identity: reported with 0 coding minutes
 
 
 @dataclass
@@ -183,6 +190,7 @@ class TeamReport:
                     "coding_minutes": round(row.coding_minutes, 1),
                     "git_hours_minutes": round(row.git_hours_minutes, 1),
                     "timeout_minutes": round(row.timeout_minutes, 1),
+                    "automated": row.automated,
                 }
                 for row in self.rows
             ],
@@ -264,6 +272,7 @@ def personal_report(
     warnings: list[str] = []
     utc_parts: list[np.ndarray] = []
     kind_parts: list[np.ndarray] = []
+    automated = False
     merge_flags = np.zeros(0, dtype=bool)
     git_hours_utc = git_hours_local = None
     if table is not None:
@@ -276,6 +285,15 @@ def personal_report(
                 f"no commits by {authors} in {', '.join(str(r) for r in request.repos)}. "
                 f"Most active authors found: {active}. Pass --author EMAIL or set "
                 "[identity] emails in config.toml."
+            )
+        automated = not request.bots_as_people and all(
+            is_automated_identity(table.names[code], table.emails[code]) for code in codes
+        )
+        if automated:
+            warnings.append(
+                f"{', '.join(table.emails[code] for code in codes)} is an automated identity "
+                "(a bot, by its name or email): reported with 0 coding minutes; "
+                "--bots-as-people estimates it like a person"
             )
         keep = _drop_implausible(
             table.author_time[mine].astype(np.float64), request.now, "commits", warnings
@@ -339,6 +357,7 @@ def personal_report(
         git_hours_times=None
         if git_hours_utc is None or git_hours_local is None
         else (git_hours_utc, git_hours_local),
+        automated=automated,
     )
     fit = estimate.fit
     if fit is not None and not fit.converged:
@@ -347,7 +366,9 @@ def personal_report(
             f"{fit.change_per_bin:.2g} per bin, tolerance {fit.tolerance:g}); the estimate may "
             "still move a little"
         )
-    return PersonalReport(estimate, zone, list(request.authors), warnings, from_ledger)
+    return PersonalReport(
+        estimate, zone, list(request.authors), warnings, from_ledger, automated=automated
+    )
 
 
 def team_report(request: ActivityRequest, table: CommitTable, *, n_jobs: int = 1) -> TeamReport:
@@ -395,6 +416,8 @@ def team_report(request: ActivityRequest, table: CommitTable, *, n_jobs: int = 1
                 kinds=np.zeros(fitted.size, np.int64),
                 presence_only=is_merge[fitted] if is_merge[fitted].any() else None,
                 git_hours_times=(commit_utc[rows_of], commit_local[rows_of]),
+                automated=not request.bots_as_people
+                and is_automated_identity(table.names[i], table.emails[i]),
             )
         )
     if not members:
@@ -419,6 +442,7 @@ def team_report(request: ActivityRequest, table: CommitTable, *, n_jobs: int = 1
             coding_minutes=member.coding_minutes,
             git_hours_minutes=member.git_hours_minutes,
             timeout_minutes=member.timeout_minutes,
+            automated=member.automated,
         )
         for i, commits, member in zip(present, counted, team.members, strict=True)
     ]

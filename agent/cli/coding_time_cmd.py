@@ -217,9 +217,9 @@ def _print_team(report: TeamReport, console: Console) -> None:
     ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for row in report.rows[:MAX_TEAM_ROWS]:
-        table.add_row(
-            row.email,
-            row.name,
+        table.add_row(  # names such as dependabot[bot] are text, not markup
+            escape(row.email),
+            escape(f"{row.name} (bot)" if row.automated else row.name),
             f"{row.commits:,}",
             f"{row.active_days:,}",
             f"{row.coding_minutes / 60:,.1f}",
@@ -229,6 +229,11 @@ def _print_team(report: TeamReport, console: Console) -> None:
     console.print(table)
     if len(report.rows) > MAX_TEAM_ROWS:
         console.print(f"(top {MAX_TEAM_ROWS} of {len(report.rows)} authors; --json for all)")
+    if any(row.automated for row in report.rows):
+        console.print(
+            "(bot): an automated identity, by its name or email; 0 coding minutes "
+            "(--bots-as-people to estimate it like a person)"
+        )
 
 
 def _repos(
@@ -306,6 +311,12 @@ def _print_input_checks(checks: InputChecks, errors: Console) -> None:
 )
 @click.option("--include-merges", is_flag=True, help="Count merge commits too.")
 @click.option(
+    "--bots-as-people",
+    is_flag=True,
+    help="Estimate automated identities (dependabot[bot], *-bot, ...) like a person instead "
+    "of reporting them with 0 coding minutes.",
+)
+@click.option(
     "--by-repo",
     is_flag=True,
     help="Also show where the time went: coding minutes per repo (and per day and repo in "
@@ -334,6 +345,7 @@ def coding_time(
     zone_name: str | None,
     bin_minutes: int,
     include_merges: bool,
+    bots_as_people: bool,
     by_repo: bool,
     recompute: bool,
     as_json: bool,
@@ -369,6 +381,7 @@ def coding_time(
         or until
         or zone_name
         or include_merges
+        or bots_as_people
         or bin_minutes != 5
     )
     stored = None if scoped or recompute else _stored_estimate()
@@ -399,6 +412,7 @@ def coding_time(
         zone_name=zone_name,
         bin_minutes=bin_minutes,
         include_merges=include_merges,
+        bots_as_people=bots_as_people,
     )
     n_jobs = os.cpu_count() or 1
     table = _read_commits(request, errors) if repo_paths else None

@@ -14,10 +14,12 @@ hour-of-week matrix shrunk towards the person's own overall matrix, so hours wit
 fall back on it instead of producing nonsense.
 
 `bins` counts events per bin of local time, `baselines` holds git-hours and the timeout,
-`model` the priors and the MAP EM fit on `hmm_core.PoissonHMM`, and `estimate` turns a fit
-into the report (minutes per day, sessions, heatmap, review windows, the team view).
+`model` the priors and the MAP EM fit on `hmm_core.PoissonHMM`, `estimate` turns a fit
+into the report (minutes per day, sessions, heatmap, review windows, the team view), and
+`automation` tells a bot's identity (reported with no coding time) by its name and email.
 """
 
+from agent.activity.coding_time.automation import is_automated_identity
 from agent.activity.coding_time.baselines import (
     GIT_HOURS_FIRST_COMMIT_MINUTES,
     GIT_HOURS_MAX_GAP_MINUTES,
@@ -87,5 +89,6 @@ __all__ = [
     "git_hours_minutes_per_day",
     "git_hours_total_minutes",
     "hour_of_week",
+    "is_automated_identity",
     "timeout_minutes_per_day",
 ]

@@ -266,6 +266,57 @@ def thin_repeats(times: np.ndarray, within_seconds: float = REPEAT_COMMIT_SECOND
     return keep
 
 
+USUAL_WEEKDAY_SHARE = 0.5  # a weekday the person is active on at least this often
+MIN_SHRINK_DAYS = 5  # fewer active days of a kind than this are left as they are
+
+
+def shrink_active_days(
+    minutes: np.ndarray, event_counts: np.ndarray, active_days: np.ndarray, first_day: int
+) -> np.ndarray:
+    """Each active day's minutes pulled towards the mean of the person's similar active days,
+    by as much as the day's event count is noise (empirical Bayes).
+
+    A day's events are a Poisson sample of its work: if a day holds T minutes of coding and
+    the person commits at rate r, its count is Poisson(rT). Over the person's active days the
+    counts have mean m and variance v = m + r^2 Var(T), so the share of a day's deviation
+    that is real is w = 1 - m/v (the Poisson-gamma posterior's weight on the day). Each day
+    becomes w x its minutes + (1 - w) x the group's mean minutes, so the group's total is
+    unchanged. A person whose daily commit counts vary no more than chance (one commit per
+    session, say) gets their mean on every such day; one whose counts swing widely keeps
+    each day's own figure. Days are grouped by weekday habit: active days on the weekdays
+    the person is active on at least half the time, and the rest (weekend or odd days); a
+    group of fewer than five days is left as it is. Days without events are not touched.
+
+    Counts that vary less than chance (1, 3, 2, 2, 2): every active day gets the mean.
+
+    >>> minutes = np.array([100.0, 300.0, 200.0, 0.0, 0.0, 200.0, 200.0])
+    >>> active = np.array([0, 1, 2, 5, 6])
+    >>> shrink_active_days(minutes, np.array([1, 3, 2, 0, 0, 2, 2]), active, 0).tolist()
+    [200.0, 200.0, 200.0, 0.0, 0.0, 200.0, 200.0]
+
+    Counts that vary far more (1, 9, 5, 5, 5: mean 5, variance 8): w = 3/8.
+
+    >>> shrink_active_days(minutes, np.array([1, 9, 5, 0, 0, 5, 5]), active, 0).tolist()
+    [162.5, 237.5, 200.0, 0.0, 0.0, 200.0, 200.0]
+    """
+    n_days = minutes.size
+    weekday = (np.arange(first_day, first_day + n_days) + EPOCH_WEEKDAY) % 7
+    seen = np.bincount(weekday, minlength=7)
+    active = np.bincount(weekday[active_days], minlength=7)
+    usual = active >= USUAL_WEEKDAY_SHARE * np.maximum(seen, 1)
+    on_usual = usual[weekday[active_days]]
+    result = minutes.copy()
+    for group in (active_days[on_usual], active_days[~on_usual]):
+        if group.size < MIN_SHRINK_DAYS:
+            continue
+        counts = event_counts[group].astype(np.float64)
+        mean, variance = float(counts.mean()), float(counts.var(ddof=1))
+        weight = max(0.0, 1.0 - mean / variance) if variance > 0 else 0.0
+        typical = float(minutes[group].mean())
+        result[group] = weight * minutes[group] + (1.0 - weight) * typical
+    return result
+
+
 def _daily_minutes(
     parameters: HMMParameters, activity: BinnedActivity, coding_state: int, n_jobs: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -296,6 +347,8 @@ def estimate_coding_time(
     presence_only: np.ndarray | None = None,
     git_hours_times: tuple[np.ndarray, np.ndarray] | None = None,
     min_commit_day_minutes: float = MIN_COMMIT_DAY_MINUTES,
+    shrink_days: bool = True,
+    automated: bool = False,
 ) -> CodingTimeEstimate:
     """Fit the hour-of-week HMM to one person's events and report coding time and baselines.
 
@@ -311,6 +364,8 @@ def estimate_coding_time(
     them, so adding them never lowers a day. A day with a commit gets at least
     `min_commit_day_minutes`. `git_hours_times` are (UTC committer times, their local times)
     of the commits git-hours counts; by default the commit events' own local times.
+    `automated` (a bot's identity, see `automation.is_automated_identity`) gives no coding
+    time at all and no fit; git-hours and the timeout are computed as for anyone.
 
     Example::
 
@@ -383,7 +438,7 @@ def estimate_coding_time(
         )
     else:
         extra_used = bool(extra.any())
-    if activity.counts.shape[0] == 0:
+    if activity.counts.shape[0] == 0 or automated:
         zeros = np.zeros((7, 24))
         return CodingTimeEstimate(
             first_day,
@@ -435,10 +490,25 @@ def estimate_coding_time(
         if minutes_extra.sum() >= coding_minutes.sum():
             activity, per_bin, posteriors = with_extra, per_bin_extra, posteriors_extra
         coding_minutes = np.maximum(coding_minutes, minutes_extra)
+    if shrink_days and not (fit_kinds != COMMIT).any():
+        # commits only: a day's few commits are a thin sample of its work (saves are not)
+        fit_days = day_numbers(fit_times) - first_day
+        coding_minutes = shrink_active_days(
+            coding_minutes,
+            np.bincount(fit_days, minlength=n_days),
+            np.unique(fit_days),
+            first_day,
+        )
     if commit_days.size and min_commit_day_minutes > 0:
         coding_minutes[commit_days] = np.maximum(
             coding_minutes[commit_days], min_commit_day_minutes
         )
+    # the bins' minutes follow their day's total (raised to the floor, or shrunk), so that the
+    # heatmap, peak hours and the per-repo split add up to the days shown
+    day_of_bin = activity.day_index
+    bin_totals = np.bincount(day_of_bin, weights=per_bin, minlength=n_days)[:n_days]
+    scale = np.divide(coding_minutes, bin_totals, out=np.ones(n_days), where=bin_totals > 1e-9)
+    per_bin = per_bin * scale[day_of_bin]
     away_state = int(np.argmin(fit.parameters.lambdas.sum(axis=1)))
     heatmap = _week_grid(activity, per_bin / bin_minutes)
     presence = _week_grid(activity, 1.0 - posteriors[:, away_state])
@@ -480,6 +550,7 @@ class MemberEstimate:
     refined: bool  # kept for readers of the old team view: true when the person's fit ran
     converged: bool = True
     change_per_bin: float = 0.0
+    automated: bool = False
 
 
 @dataclass
@@ -504,6 +575,7 @@ class TeamMember:
     kinds: np.ndarray
     presence_only: np.ndarray | None = None
     git_hours_times: tuple[np.ndarray, np.ndarray] | None = None
+    automated: bool = False  # a bot's identity: no coding time (see automation.py)
 
 
 def estimate_team(
@@ -549,6 +621,7 @@ def estimate_team(
             with_sessions=False,
             presence_only=person.presence_only,
             git_hours_times=person.git_hours_times,
+            automated=person.automated,
         )
         days = day_numbers(times)
         active = int(np.unique(days[(days >= first_day) & (days <= last_day)]).size)
@@ -563,6 +636,7 @@ def estimate_team(
                 refined=fit is not None,
                 converged=True if fit is None else fit.converged,
                 change_per_bin=0.0 if fit is None else fit.change_per_bin,
+                automated=person.automated,
             ),
             fit,
         )

@@ -37,9 +37,9 @@ class CodingTimePriors:
     """
 
     coding_minutes: float = 90.0
-    desk_minutes: float = 30.0
+    desk_minutes: float = 45.0
     away_minutes: float = 180.0
-    coding_exit_to_desk: float = 0.6
+    coding_exit_to_desk: float = 0.8
     desk_exit_to_coding: float = 0.6
     away_exit_to_coding: float = 0.5
     dwell_strength: float = 200.0
@@ -47,10 +47,10 @@ class CodingTimePriors:
     hour_strength: float = 100.0
     away_rate_per_hour: float = 0.002  # fixed: away means no activity
     desk_commit_rate_per_hour: float = 0.15
-    desk_save_rate_per_hour: float = 0.5
+    desk_save_rate_per_hour: float = 1.0
     rate_strength_hours: float = 50.0
     rate_share: float = 1.0
-    session_share: float = 0.7
+    session_share: float = 0.9
     start_strength: float = 10.0
 
 
