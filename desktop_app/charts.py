@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication
 
-from desktop_app.ledger_queries import CodingTimeDays, ColumnDriftRow
+if TYPE_CHECKING:  # the chart modules' imports stay light: pyqtgraph only
+    from desktop_app.queries.coding_time import CodingTimeDays
+    from desktop_app.queries.data import ColumnDriftRow
 
 pg.setConfigOptions(exitCleanup=False)
 

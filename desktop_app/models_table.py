@@ -15,7 +15,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QBrush, QPalette
 from PySide6.QtWidgets import QApplication
 
-from desktop_app import ledger_queries
+from desktop_app.queries import models as model_queries
 from desktop_app.workers import LedgerWorkers
 
 AnyIndex = QModelIndex | QPersistentModelIndex
@@ -70,7 +70,7 @@ class ModelVersionsTableModel(QAbstractTableModel):
         column, descending = self.sort_column, self.descending
 
         def ordered(connection: Any, limit: int | None = None) -> list[int]:
-            return ledger_queries.ordered_version_ids(
+            return model_queries.ordered_version_ids(
                 connection,
                 text=text,
                 status=status,
@@ -81,7 +81,7 @@ class ModelVersionsTableModel(QAbstractTableModel):
 
         def first_window(connection: Any) -> tuple[list[int], dict[int, tuple]]:
             ids = ordered(connection, self.window_size)
-            return ids, ledger_queries.version_rows(connection, ids)
+            return ids, model_queries.version_rows(connection, ids)
 
         def read_all_ids(_result: object = None) -> None:
             if generation == self._generation:
@@ -146,7 +146,7 @@ class ModelVersionsTableModel(QAbstractTableModel):
         return 0 if parent.isValid() else self._shown
 
     def columnCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(ledger_queries.MODEL_VERSION_COLUMNS)
+        return 0 if parent.isValid() else len(model_queries.MODEL_VERSION_COLUMNS)
 
     def canFetchMore(self, parent: AnyIndex) -> bool:
         return not parent.isValid() and self._shown < len(self._ids)
@@ -167,7 +167,7 @@ class ModelVersionsTableModel(QAbstractTableModel):
         if role != Qt.ItemDataRole.DisplayRole:
             return None
         if orientation == Qt.Orientation.Horizontal:
-            return ledger_queries.MODEL_VERSION_COLUMNS[section][0]
+            return model_queries.MODEL_VERSION_COLUMNS[section][0]
         return section + 1
 
     def data(self, index: AnyIndex, role: int = DISPLAY_ROLE) -> Any:
@@ -216,7 +216,7 @@ class ModelVersionsTableModel(QAbstractTableModel):
         generation = self._generation
         ids = self._ids[start : start + self.window_size]
         self.workers.submit(
-            lambda connection: ledger_queries.version_rows(connection, ids),
+            lambda connection: model_queries.version_rows(connection, ids),
             lambda rows: self._window_arrived(generation, start, rows),
         )
 

@@ -30,11 +30,12 @@ from PySide6.QtWidgets import (
 
 from agent.errors import WatchkeeperError
 from agent.runs.states import TERMINAL_RUN_STATES, VERSION_STATUSES
-from desktop_app import ledger_queries
 from desktop_app.context import AppContext
-from desktop_app.ledger_queries import VersionDetail
 from desktop_app.models_table import ModelVersionsTableModel
 from desktop_app.pages import Page
+from desktop_app.queries import models as model_queries
+from desktop_app.queries.formatting import format_time
+from desktop_app.queries.models import VersionDetail
 
 STATUSES = ("", *VERSION_STATUSES)
 
@@ -61,8 +62,8 @@ def detail_html(detail: VersionDetail) -> str:
         ("command", detail.train_command),
         ("executor", f"{detail.executor} on {detail.host}" if detail.host else detail.executor),
         ("run", detail.run_id),
-        ("started", ledger_queries.format_time(detail.started_at)),
-        ("ended", ledger_queries.format_time(detail.ended_at)),
+        ("started", format_time(detail.started_at)),
+        ("ended", format_time(detail.ended_at)),
         ("exit code", "" if detail.exit_code is None else str(detail.exit_code)),
     ]
     data_rows = []
@@ -88,7 +89,7 @@ class CompareDialog(QDialog):
     def __init__(self, first: VersionDetail, second: VersionDetail, parent: QWidget) -> None:
         super().__init__(parent)
         self.setWindowTitle(f"Compare {first.label} and {second.label}")
-        rows = ledger_queries.compare_versions(first, second)
+        rows = model_queries.compare_versions(first, second)
         self.table = QTableWidget(len(rows), 3)
         self.table.setHorizontalHeaderLabels(["", first.label, second.label])
         self.table.verticalHeader().hide()
@@ -280,7 +281,7 @@ class ModelsPage(Page):
                 self.show_detail(detail)
 
         self.context.workers.submit(
-            lambda connection: ledger_queries.version_detail(connection, version_id), arrived
+            lambda connection: model_queries.version_detail(connection, version_id), arrived
         )
 
     def show_detail(self, detail: VersionDetail) -> None:
