@@ -175,13 +175,13 @@ class SnapshotHistoryChart:
             symbolSize=5,
         )
         self.megabytes = item.plot(
-            [], [], pen=pg.mkPen(SERIES_COLORS[1], width=2), name="MB", symbol="s", symbolSize=5
+            [], [], pen=pg.mkPen(SERIES_COLORS[1], width=2), name="MiB", symbol="s", symbolSize=5
         )
 
     def set_snapshots(self, snapshots: Sequence[tuple[int, float, int, int, str]]) -> None:
         times = np.array([snapshot[1] for snapshot in snapshots], dtype=float)
         self.files.setData(times, np.array([s[2] for s in snapshots], dtype=float))
-        self.megabytes.setData(times, np.array([s[3] / 1e6 for s in snapshots], dtype=float))
+        self.megabytes.setData(times, np.array([s[3] / 2**20 for s in snapshots], dtype=float))
         if len(times):
             self.widget.getPlotItem().enableAutoRange()
 

@@ -23,17 +23,7 @@ from desktop_app.context import AppContext
 from desktop_app.pages import Page, heading
 from desktop_app.queries import data as data_queries
 from desktop_app.queries.data import ColumnDriftRow, DataSourceRow, SnapshotChange
-from desktop_app.queries.formatting import format_time
-
-
-def format_bytes(count: int) -> str:
-    """'1.2 MB' style sizes."""
-    size = float(count)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} TB"
+from desktop_app.queries.formatting import format_size, format_time
 
 
 class DataPage(Page):
@@ -122,7 +112,7 @@ class DataPage(Page):
             values = (
                 format_time(taken),
                 str(files),
-                format_bytes(size),
+                format_size(size),
                 fingerprint[:16],
             )
             for column, value in enumerate(values):

@@ -1,9 +1,13 @@
-"""How the app writes times, durations, minutes and metrics."""
+"""How the app writes times, durations, minutes, metrics and sizes (sizes as the CLI does)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+
+from agent.formatting import format_size
+
+__all__ = ["format_duration", "format_metrics", "format_minutes", "format_size", "format_time"]
 
 
 def format_metrics(metrics: dict[str, Any], limit: int = 3) -> str:
