@@ -127,8 +127,9 @@ def test_compare_two_versions_side_by_side(
     )
     qtbot.waitUntil(lambda: page.compare_button.isEnabled(), timeout=5000)
     qtbot.waitUntil(lambda: len(page.details) >= 2, timeout=5000)
-    dialog = page.compare_selected()
-    assert dialog is not None
+    page.compare_selected()
+    qtbot.waitUntil(lambda: page.compare_dialog is not None, timeout=5000)
+    dialog = page.compare_dialog
     qtbot.addWidget(dialog)
     labels = [dialog.table.horizontalHeaderItem(c).text() for c in (1, 2)]
     ids = page.selected_version_ids()
