@@ -310,11 +310,15 @@ class LearningCurvesChart:
             item.enableAutoRange()
 
     def append(self, version_id: int, steps: np.ndarray, values: np.ndarray) -> None:
-        """Add the newest points of a running version (its curve must be shown)."""
+        """Add the newest points of a running version (its curve must be shown); points at or
+        before the last step drawn are already there (steps of a run only grow)."""
         curve = self.curves.get(version_id)
         if curve is None or not len(steps):
             return
         old_steps, old_values = self.points[version_id]
+        if len(old_steps):  # points the ledger already gave when the curve was read
+            newer = steps > old_steps[-1]
+            steps, values = steps[newer], values[newer]
         joined = np.concatenate([old_steps, steps]), np.concatenate([old_values, values])
         self.points[version_id] = joined
         curve.setData(*joined)

@@ -231,6 +231,14 @@ class ModelVersionsTableModel(QAbstractTableModel):
         """The ledger id of the version shown in `row`."""
         return self._ids[row] if 0 <= row < self._shown else None
 
+    def row_of(self, version_id: int) -> int | None:
+        """The row showing a version (None when it is not among the rows fetched)."""
+        try:
+            row = self._ids.index(version_id)
+        except ValueError:
+            return None
+        return row if row < self._shown else None
+
     def row_values(self, row: int) -> tuple | None:
         """The display values of a row, or None while its window is being read."""
         offset = row % self.window_size

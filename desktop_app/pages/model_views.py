@@ -392,6 +392,7 @@ class LearningCurvesPanel(QWidget):
 
     def show_versions(self, details: Sequence[VersionDetail]) -> None:
         self.details = list(details)[:MAX_CURVES]
+        self.runs = {detail.run_id: detail.id for detail in self.details if detail.run_id}
         ids = [detail.id for detail in self.details]
         self._generation += 1
         generation = self._generation
@@ -399,6 +400,9 @@ class LearningCurvesPanel(QWidget):
             lambda connection: model_queries.step_names(connection, ids),
             lambda names: self._names_arrived(generation, names),
         )
+
+    def metric_names(self) -> list[str]:
+        return [self.metric_box.itemText(i) for i in range(self.metric_box.count())]
 
     def _names_arrived(self, generation: int, names: list[str]) -> None:
         if generation != self._generation:
@@ -410,8 +414,9 @@ class LearningCurvesPanel(QWidget):
         if current in names:
             self.metric_box.setCurrentText(current)
         self.metric_box.blockSignals(False)
-        if not names:
-            self.note.setText("no step metrics recorded (runs write them to $WK_METRICS)")
+        self.note.setText(
+            "" if names else "no step metrics recorded (runs write them to $WK_METRICS)"
+        )
         self._load_curves()
 
     def _load_curves(self) -> None:
@@ -422,7 +427,7 @@ class LearningCurvesPanel(QWidget):
         generation = self._generation
         if not metric:
             self.chart.set_curves({})
-            self.runs, self.loaded_ids = {}, []
+            self.loaded_ids = []  # `runs` stays: a running version's first points may come
             return
         self.context.workers.submit(
             lambda connection: model_queries.learning_curves(connection, ids, metric),
@@ -441,7 +446,6 @@ class LearningCurvesPanel(QWidget):
                 if detail.id in curves
             }
         )
-        self.runs = {detail.run_id: detail.id for detail in details if detail.run_id}
         self.loaded_ids = [detail.id for detail in details if detail.id in curves]
         points = sum(len(curves[i]) for i in self.loaded_ids)
         self.note.setText(f"{len(self.loaded_ids)} curves, {points:,} points")
@@ -455,6 +459,9 @@ class LearningCurvesPanel(QWidget):
         metric = self.metric_box.currentText()
         points = (data.get("points") or {}).get(metric)
         if version_id is None:
+            return
+        if not metric or set(data.get("points") or {}) - set(self.metric_names()):
+            self.show_versions(self.details)  # the run wrote a metric not listed yet
             return
         if not data.get("complete", True) or version_id not in self.loaded_ids:
             self._load_curves()

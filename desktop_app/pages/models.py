@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import html
 import json
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +142,9 @@ class ModelsPage(Page):
         self.column_choices: dict[int, list[ExtraColumn]] = {}  # model id -> its shown columns
         self.compare_dialog: model_views.CompareDialog | None = None
         self._shown_verdicts: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._keep_selected: tuple[int | None, list[int]] = (None, [])
+        self._writes: deque[Callable[[], None]] = deque()  # ledger changes, applied in order
+        self._writing = False
 
         self.filter_box = QLineEdit()
         self.filter_box.setPlaceholderText("Filter by model, commit, executor or host (Ctrl+F)")
@@ -283,7 +288,7 @@ class ModelsPage(Page):
             and isinstance(data, dict)
             and data.get("state") in TERMINAL_RUN_STATES
         ) or (kind == "verdicts" and isinstance(data, dict) and self._verdicts_changed(data)):
-            self.table_model.reload()
+            self.reload_keeping_selection()
         if kind == "run_steps" and isinstance(data, dict) and self.curves is not None:
             self.curves.add_points(data)
 
@@ -312,8 +317,31 @@ class ModelsPage(Page):
             self.filter_box.text(), "" if status == "any status" else status
         )
 
+    def reload_keeping_selection(self) -> None:
+        """Re-read the table; the versions selected now stay selected where still shown."""
+        current = self.table.currentIndex()
+        current_id = self.table_model.version_id(current.row()) if current.isValid() else None
+        selected = self.selected_version_ids()
+        if selected:  # else an earlier reload, still on its way, holds the selection to keep
+            self._keep_selected = (current_id, selected)
+        self.table_model.reload()
+
     def _table_loaded(self) -> None:
         self.count_label.setText(f"{self.table_model.total:,} versions")
+        current_id, kept = self._keep_selected
+        self._keep_selected = (None, [])
+        rows = [row for row in map(self.table_model.row_of, kept) if row is not None]
+        if rows:
+            selection = self.table.selectionModel()
+            selection.clearSelection()
+            current_row = self.table_model.row_of(current_id) if current_id else None
+            self.table.setCurrentIndex(self.table_model.index(current_row or rows[0], 0))
+            for row in rows:
+                selection.select(
+                    self.table_model.index(row, 0),
+                    selection.SelectionFlag.Select | selection.SelectionFlag.Rows,
+                )
+            return
         if self.table_model.total and not self.table.selectionModel().hasSelection():
             self.table.setCurrentIndex(self.table_model.index(0, 0))
             self.table.selectRow(0)
@@ -606,9 +634,21 @@ class ModelsPage(Page):
             self.context.show_status(message)
             self.details.pop(detail.id, None)
             self._load_detail(detail.id)
-            self.table_model.reload()
+            self.reload_keeping_selection()
+            self._writing = False
+            self._next_write()
 
-        self.context.workers.submit(write, done, self.context.show_status, with_ledger=False)
+        def start() -> None:
+            self.context.workers.submit(write, done, done, with_ledger=False)
+
+        self._writes.append(start)
+        self._next_write()
+
+    def _next_write(self) -> None:
+        """Start the next queued change once the one before it is done (the user's order)."""
+        if self._writes and not self._writing:
+            self._writing = True
+            self._writes.popleft()()
 
     # ---------------------------------------------------------------- actions
 
