@@ -43,6 +43,7 @@ from desktop_app.queries.models import ExtraColumn, ModelChoice, VersionDetail
 STATUSES = ("", *VERSION_STATUSES)
 ALL_MODELS = "all models"
 DEFAULT_EXTRA_COLUMNS = 16  # params and metrics shown before the user picks
+ONE_MODEL_HIDDEN_COLUMNS = (0, 4, 5, 6, 7)  # Model, Dirty, Metrics, Executor, Host
 
 
 def names_html(detail: VersionDetail) -> str:
@@ -378,6 +379,9 @@ class ModelsPage(Page):
     def _model_chosen(self) -> None:
         model = self.chosen_model()
         self.columns_button.setEnabled(model is not None)
+        # One model: its name, and the columns its own params and metrics replace, step aside.
+        for column in ONE_MODEL_HIDDEN_COLUMNS:
+            self.table.setColumnHidden(column, model is not None)
         if model is None:
             self.table_model.set_model(None, [])
         else:

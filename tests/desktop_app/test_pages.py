@@ -173,6 +173,11 @@ def test_screenshot_command_renders_every_page(
     assert names == [
         "01-overview.png",
         "02-models.png",
+        "02a-models-columns.png",
+        "02b-models-artifacts.png",
+        "02c-models-metric-chart.png",
+        "02d-models-learning-curves.png",
+        "02e-models-compare.png",
         "03-runs.png",
         "04-data.png",
         "05-coding-time.png",
