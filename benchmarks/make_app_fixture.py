@@ -4,7 +4,9 @@ Usage: .venv/bin/python benchmarks/make_app_fixture.py LEDGER.db [--versions 100
 
 The rows go straight into the ledger's tables (schema from `open_ledger`): repos, models, one
 run per model version, activity events and coding-time days for a year of work, data sources
-with snapshot histories, and open alerts (stale, drift with per-column statistics, failed run).
+with snapshot histories, open alerts (stale, drift with per-column statistics, failed run),
+experiment versions, promotions, aliases with history, tags, notes, and step metrics (learning
+curves) for the newest versions; `--step-points N` gives one version a curve of N points.
 """
 
 from __future__ import annotations
@@ -38,10 +40,15 @@ def build_fixture(
     now: float | None = None,
     seed: int = 7,
     runs_dir: Path | None = None,
+    model_count: int | None = None,
+    step_points: int = 0,
 ) -> Path:
     """Fill `ledger` (created if needed) and return its path.
 
     With `runs_dir`, the newest runs get real log files there (for the Runs page's log view).
+    `model_count` models share the versions (by default one per ten versions, at most 40);
+    with `step_points`, the newest succeeded version of the first model has a learning curve
+    of that many points per metric, stored in chunks as the agent stores a long run.
     """
     rng = random.Random(seed)
     now = now or time.time()
@@ -61,7 +68,7 @@ def build_fixture(
                 if i >= len(MODEL_NAMES)
                 else MODEL_NAMES[i],
             )
-            for i in range(max(1, min(40, versions // 10 or 1)))
+            for i in range(model_count or max(1, min(40, versions // 10 or 1)))
         ]
         connection.executemany("INSERT INTO models VALUES (?, ?, ?)", models)
         _insert_data(connection, rng, now)
@@ -69,6 +76,8 @@ def build_fixture(
         _insert_activity(connection, rng, days, now)
         _insert_alerts(connection, models, now)
         _insert_verdicts(connection, repos, models, now)
+        _insert_names(connection, rng, models, now)
+        _insert_steps(connection, models, step_points)
     connection.close()
     return ledger
 
@@ -118,30 +127,6 @@ def _insert_data(connection, rng: random.Random, now: float) -> None:  # type: i
             )
 
 
-VERSION_COLUMNS = (
-    "id",
-    "model_id",
-    "version",
-    "status",
-    "commit_sha",
-    "dirty",
-    "diff_hash",
-    "train_command",
-    "params",
-    "metrics",
-    "data",
-    "code",
-    "artifacts",
-    "executor",
-    "host",
-    "remote_job_id",
-    "run_id",
-    "started_at",
-    "ended_at",
-    "exit_code",
-)
-
-
 def _insert_versions(  # type: ignore[no-untyped-def]
     connection, rng: random.Random, models, versions: int, now: float, runs_dir: Path | None
 ) -> None:
@@ -163,7 +148,11 @@ def _insert_versions(  # type: ignore[no-untyped-def]
         run_id = f"r{index:06d}"
         accuracy = 0.7 + 0.25 * (1 - math.exp(-index / 20000)) + rng.uniform(-0.02, 0.02)
         metrics = json.dumps({"accuracy": round(accuracy, 4), "loss": round(1 - accuracy, 4)})
-        params = json.dumps({"lr": rng.choice([0.1, 0.01, 0.001]), "epochs": rng.randint(3, 30)})
+        experiment = int(rng.random() < 0.2)  # trained with --param values of its own
+        learning_rate = rng.choice([0.1, 0.001]) if experiment else 0.01
+        params = json.dumps(
+            {"lr": learning_rate, "epochs": rng.randint(3, 30) if experiment else 10}
+        )
         commit = _sha(f"commit-{index // 7}")
         run_dir = (runs_dir or Path("/home/dev/.local/share/watchkeeper/runs")) / run_id
         if runs_dir is not None and index >= versions - 5:
@@ -219,6 +208,7 @@ def _insert_versions(  # type: ignore[no-untyped-def]
                 started,
                 ended,
                 None if ended is None else (0 if status == "succeeded" else 1),
+                experiment,
             )
         )
     connection.executemany(f"INSERT INTO runs VALUES ({','.join('?' * 16)})", run_rows)
@@ -251,6 +241,7 @@ VERSION_COLUMNS = (
     "started_at",
     "ended_at",
     "exit_code",
+    "experiment",
 )
 
 
@@ -456,16 +447,115 @@ def _insert_verdicts(connection, repos, models, now: float) -> None:  # type: ig
     )
 
 
+def _insert_names(connection, rng: random.Random, models, now: float) -> None:  # type: ignore[no-untyped-def]
+    """Per model: a promoted version, `champion` (moved once, so it has history) and
+    `candidate` aliases, tags on a few versions and a note."""
+    for model_id, _repo_id, _name in models:
+        succeeded = [
+            row[0]
+            for row in connection.execute(
+                "SELECT id FROM model_versions WHERE model_id = ? AND status = 'succeeded'"
+                " AND experiment = 0 ORDER BY version",
+                (model_id,),
+            )
+        ]
+        if len(succeeded) < 3:
+            continue
+        first, promoted, newest = succeeded[len(succeeded) // 3], succeeded[-2], succeeded[-1]
+        connection.execute(
+            "INSERT INTO model_promotions (model_id, version_id, at) VALUES (?, ?, ?)",
+            (model_id, promoted, now - 3600),
+        )
+        connection.executemany(
+            "INSERT INTO version_aliases (model_id, alias, version_id, set_at, moved_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [
+                (model_id, "champion", first, now - 30 * 86400, now - 3600),
+                (model_id, "champion", promoted, now - 3600, None),
+                (model_id, "candidate", newest, now - 600, None),
+            ],
+        )
+        for version_id in rng.sample(succeeded, min(5, len(succeeded))):
+            connection.execute(
+                "INSERT INTO version_tags (version_id, key, value, set_at) VALUES (?, ?, ?, ?)",
+                (version_id, "dataset", rng.choice(["v1", "v2"]), now - 7200),
+            )
+        connection.execute(
+            "INSERT INTO version_notes (version_id, at, text) VALUES (?, ?, ?)",
+            (promoted, now - 3500, "promoted after the Q3 review"),
+        )
+
+
+STEP_CHUNK_POINTS = 65_536  # points per stored chunk of a long run
+
+
+def _insert_steps(connection, models, big_points: int) -> None:  # type: ignore[no-untyped-def]
+    """Learning curves (loss and accuracy per step) for each model's newest versions; the
+    newest succeeded version of the first model gets `big_points` points when asked."""
+    import numpy as np
+
+    rows = []
+    given = False
+    for model_id, _repo_id, _name in models:
+        newest = connection.execute(
+            "SELECT id, run_id, status FROM model_versions WHERE model_id = ?"
+            " AND status IN ('succeeded', 'running') ORDER BY version DESC LIMIT 4",
+            (model_id,),
+        ).fetchall()
+        for rank, (version_id, run_id, status) in enumerate(newest):
+            big = big_points and model_id == models[0][0] and status == "succeeded" and not given
+            given = given or bool(big)
+            wanted = big_points if big else 300
+            if status == "running":
+                wanted = 120  # part of the way through
+            steps = np.arange(1, wanted + 1, dtype="<f8")
+            rate = 0.004 * (1 + rank) * 300 / max(wanted, 300)
+            noise = np.random.default_rng(version_id).normal(0, 0.01, wanted)
+            loss = 0.1 + 0.9 * np.exp(-rate * steps) + noise
+            for name, values in (("loss", loss), ("accuracy", 1 - loss * 0.8)):
+                for start in range(0, wanted, STEP_CHUNK_POINTS):
+                    end = min(start + STEP_CHUNK_POINTS, wanted)
+                    rows.append(
+                        (
+                            version_id,
+                            run_id,
+                            name,
+                            start + 1,
+                            end - start,
+                            steps[start:end].astype("<f8").tobytes(),
+                            np.asarray(values[start:end], dtype="<f8").tobytes(),
+                        )
+                    )
+            connection.execute(
+                "INSERT INTO step_metric_reads (run_id, version_id, lines, file_lines)"
+                " VALUES (?, ?, ?, ?)",
+                (run_id, version_id, wanted, wanted),
+            )
+    connection.executemany(
+        "INSERT INTO step_metrics (version_id, run_id, name, first_line, points, steps_f8,"
+        " values_f8) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("ledger", type=Path)
     parser.add_argument("--versions", type=int, default=100_000)
     parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--models", type=int, help="how many models share the versions")
+    parser.add_argument("--step-points", type=int, default=0, help="points of one long curve")
     arguments = parser.parse_args()
     if arguments.ledger.exists():
         sys.exit(f"{arguments.ledger} exists; choose a new file")
     started = time.perf_counter()
-    build_fixture(arguments.ledger, versions=arguments.versions, days=arguments.days)
+    build_fixture(
+        arguments.ledger,
+        versions=arguments.versions,
+        days=arguments.days,
+        model_count=arguments.models,
+        step_points=arguments.step_points,
+    )
     print(f"wrote {arguments.ledger} in {time.perf_counter() - started:.1f}s")
 
 

@@ -17,12 +17,13 @@ from PySide6.QtWidgets import QApplication
 
 from agent.errors import WatchkeeperError
 from agent.paths import WatchkeeperPaths
-from desktop_app import ledger_queries
 from desktop_app.agent_link import AgentLink
 from desktop_app.context import AppContext
-from desktop_app.ledger_queries import Overview
 from desktop_app.main_window import MainWindow
 from desktop_app.notifications import NotificationChoices, notification_for_event
+from desktop_app.queries.formatting import format_minutes
+from desktop_app.queries.overview import Overview, coding_minutes_since
+from desktop_app.queries.runs import run_outcome
 from desktop_app.tray import WatchkeeperTray
 from desktop_app.workers import LedgerWorkers
 
@@ -241,7 +242,7 @@ class WatchkeeperApp(QObject):
             self._notify("run_state", {**data, **outcome})
 
         self.workers.submit(
-            lambda connection: ledger_queries.run_outcome(connection, run_id),
+            lambda connection: run_outcome(connection, run_id),
             arrived,
             lambda _message: self._notify("run_state", data),
         )
@@ -279,14 +280,12 @@ class WatchkeeperApp(QObject):
         def show(minutes: float) -> None:
             self.tray.notify(
                 "Coding time today",
-                f"{ledger_queries.format_minutes(minutes)} of coding so far",
+                f"{format_minutes(minutes)} of coding so far",
                 "coding_time",
             )
 
         today = now.date()
-        self.workers.submit(
-            lambda connection: ledger_queries.coding_minutes_since(connection, today), show
-        )
+        self.workers.submit(lambda connection: coding_minutes_since(connection, today), show)
         return True
 
 

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication
 
-from desktop_app.ledger_queries import CodingTimeDays, ColumnDriftRow
+if TYPE_CHECKING:  # the chart modules' imports stay light: pyqtgraph only
+    from desktop_app.queries.coding_time import CodingTimeDays
+    from desktop_app.queries.data import ColumnDriftRow
+    from desktop_app.queries.models import MetricSeries
 
 pg.setConfigOptions(exitCleanup=False)
 
@@ -172,13 +176,13 @@ class SnapshotHistoryChart:
             symbolSize=5,
         )
         self.megabytes = item.plot(
-            [], [], pen=pg.mkPen(SERIES_COLORS[1], width=2), name="MB", symbol="s", symbolSize=5
+            [], [], pen=pg.mkPen(SERIES_COLORS[1], width=2), name="MiB", symbol="s", symbolSize=5
         )
 
     def set_snapshots(self, snapshots: Sequence[tuple[int, float, int, int, str]]) -> None:
         times = np.array([snapshot[1] for snapshot in snapshots], dtype=float)
         self.files.setData(times, np.array([s[2] for s in snapshots], dtype=float))
-        self.megabytes.setData(times, np.array([s[3] / 1e6 for s in snapshots], dtype=float))
+        self.megabytes.setData(times, np.array([s[3] / 2**20 for s in snapshots], dtype=float))
         if len(times):
             self.widget.getPlotItem().enableAutoRange()
 
@@ -226,3 +230,95 @@ class RepoStackChart:
         if len(x):
             item.setXRange(float(x.min()) - 86_400, float(x.max()) + 86_400)
             item.setYRange(0, max(float(bottom.max()), 1.0) * 1.1)
+
+
+EXPERIMENT_COLOR = "#f59e0b"
+PROMOTED_COLOR = "#10b981"
+CURRENT_COLOR = "#ef4444"
+
+
+class MetricAcrossVersionsChart:
+    """One metric over a model's versions: a line through every version, experiments and
+    promoted versions marked with their own symbols, the current version ringed."""
+
+    def __init__(self) -> None:
+        self.widget = _plot_widget("Metric across versions")
+        item = self.widget.getPlotItem()
+        item.setLabel("bottom", "version")
+        item.addLegend(offset=(10, 10))
+        item.setClipToView(True)
+        item.setDownsampling(auto=True, mode="peak")
+        self.line = item.plot([], [], pen=pg.mkPen(SERIES_COLORS[0], width=1), name="versions")
+        self.experiments = pg.ScatterPlotItem(
+            symbol="t", size=8, pen=None, brush=EXPERIMENT_COLOR, name="experiments"
+        )
+        self.promoted = pg.ScatterPlotItem(
+            symbol="s", size=9, pen=None, brush=PROMOTED_COLOR, name="promoted"
+        )
+        self.current = pg.ScatterPlotItem(
+            symbol="o", size=14, pen=pg.mkPen(CURRENT_COLOR, width=2), brush=None, name="current"
+        )
+        for scatter in (self.experiments, self.promoted, self.current):
+            item.addItem(scatter)
+        self.series: MetricSeries | None = None
+
+    def set_series(self, series: MetricSeries) -> None:
+        self.series = series
+        x, y = series.versions, series.values
+        self.line.setData(x, y)
+        self.line.setSymbol("o" if len(x) == 1 else None)
+        self.experiments.setData(x=x[series.experiment], y=y[series.experiment])
+        self.promoted.setData(x=x[series.promoted], y=y[series.promoted])
+        at_current = x == series.current if series.current is not None else np.zeros(len(x), bool)
+        self.current.setData(x=x[at_current], y=y[at_current])
+        self.widget.getPlotItem().setTitle(
+            f"{series.metric} across {len(x):,} versions of {series.model}",
+            color=_palette_colors()[1].name(),
+        )
+        if len(x):
+            self.widget.getPlotItem().enableAutoRange()
+
+
+class LearningCurvesChart:
+    """The step metric of several versions overlaid, one colour each; a running version's curve
+    grows as its points arrive."""
+
+    def __init__(self) -> None:
+        self.widget = _plot_widget("Learning curves")
+        item = self.widget.getPlotItem()
+        item.setLabel("bottom", "step")
+        self.legend = item.addLegend(offset=(10, 10))
+        # A million points draw as a few thousand: only the visible range, reduced to its peaks.
+        item.setClipToView(True)
+        item.setDownsampling(auto=True, mode="peak")
+        self.curves: dict[int, pg.PlotDataItem] = {}
+        self.points: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def set_curves(self, curves: dict[int, tuple[str, np.ndarray, np.ndarray]]) -> None:
+        """version id -> (label, steps, values); replaces what is drawn."""
+        item = self.widget.getPlotItem()
+        for curve in self.curves.values():
+            item.removeItem(curve)
+        self.legend.clear()
+        self.curves, self.points = {}, {}
+        for index, (version_id, (label, steps, values)) in enumerate(curves.items()):
+            color = REPO_COLORS[index % len(REPO_COLORS)]
+            curve = item.plot(steps, values, pen=pg.mkPen(color, width=2), name=label)
+            self.curves[version_id] = curve
+            self.points[version_id] = (steps, values)
+        if curves:
+            item.enableAutoRange()
+
+    def append(self, version_id: int, steps: np.ndarray, values: np.ndarray) -> None:
+        """Add the newest points of a running version (its curve must be shown); points at or
+        before the last step drawn are already there (steps of a run only grow)."""
+        curve = self.curves.get(version_id)
+        if curve is None or not len(steps):
+            return
+        old_steps, old_values = self.points[version_id]
+        if len(old_steps):  # points the ledger already gave when the curve was read
+            newer = steps > old_steps[-1]
+            steps, values = steps[newer], values[newer]
+        joined = np.concatenate([old_steps, steps]), np.concatenate([old_values, values])
+        self.points[version_id] = joined
+        curve.setData(*joined)

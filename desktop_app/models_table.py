@@ -15,7 +15,8 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QBrush, QPalette
 from PySide6.QtWidgets import QApplication
 
-from desktop_app import ledger_queries
+from desktop_app.queries import models as model_queries
+from desktop_app.queries.models import NAMES_COLUMN, ExtraColumn
 from desktop_app.workers import LedgerWorkers
 
 AnyIndex = QModelIndex | QPersistentModelIndex
@@ -23,6 +24,8 @@ DISPLAY_ROLE = Qt.ItemDataRole.DisplayRole
 FOREGROUND_ROLE = Qt.ItemDataRole.ForegroundRole
 USER_ROLE = Qt.ItemDataRole.UserRole
 STATUS_COLUMN = 2
+BASE_COLUMNS = len(model_queries.MODEL_VERSION_COLUMNS)
+TOOLTIP_ROLE = Qt.ItemDataRole.ToolTipRole
 STATUS_ROLES = {"failed": QPalette.ColorRole.Accent, "running": QPalette.ColorRole.Link}
 
 
@@ -46,6 +49,9 @@ class ModelVersionsTableModel(QAbstractTableModel):
         self.filter_text = ""
         self.filter_status = ""
         self.sort_column: int | None = None  # None: recording order, newest first
+        self.model_id: int | None = None  # None: every model
+        self.extra_columns: list[ExtraColumn] = []  # the chosen params and metrics of the model
+        self.current_ids: set[int] = set()  # each model's current version
         self.descending = True
         self._ids: list[int] = []
         self._shown = 0
@@ -68,24 +74,30 @@ class ModelVersionsTableModel(QAbstractTableModel):
         generation = self._generation
         text, status = self.filter_text, self.filter_status
         column, descending = self.sort_column, self.descending
+        model_id, extra = self.model_id, list(self.extra_columns)
 
         def ordered(connection: Any, limit: int | None = None) -> list[int]:
-            return ledger_queries.ordered_version_ids(
+            return model_queries.ordered_version_ids(
                 connection,
                 text=text,
                 status=status,
                 sort_column=column,
                 descending=descending,
                 limit=limit,
+                model_id=model_id,
+                extra_columns=extra,
             )
 
         def first_window(connection: Any) -> tuple[list[int], dict[int, tuple]]:
             ids = ordered(connection, self.window_size)
-            return ids, ledger_queries.version_rows(connection, ids)
+            return ids, model_queries.version_rows(connection, ids, extra)
+
+        def all_ids(connection: Any) -> tuple[list[int], set[int]]:
+            return ordered(connection), model_queries.current_version_ids(connection)
 
         def read_all_ids(_result: object = None) -> None:
             if generation == self._generation:
-                self.workers.submit(ordered, lambda ids: self._ids_arrived(generation, ids))
+                self.workers.submit(all_ids, lambda found: self._ids_arrived(generation, *found))
 
         def first_rows(result: tuple[list[int], dict[int, tuple]]) -> None:
             self._first_window_arrived(generation, *result)
@@ -97,6 +109,21 @@ class ModelVersionsTableModel(QAbstractTableModel):
 
     def set_filter(self, text: str, status: str = "") -> None:
         self.filter_text, self.filter_status = text, status
+        self.reload()
+
+    def set_model(self, model_id: int | None, extra_columns: list[ExtraColumn]) -> None:
+        """Show one model's versions (None: all) with its chosen param and metric columns."""
+        if model_id == self.model_id and extra_columns == self.extra_columns:
+            return
+        self.beginResetModel()
+        self.model_id, self.extra_columns = model_id, list(extra_columns)
+        if self.sort_column is not None and self.sort_column >= self.columnCount():
+            self.sort_column = None
+        self._generation += 1  # rows read for the old columns are no longer wanted
+        self._windows.clear()
+        self._requested.clear()
+        self._ids, self._shown = [], 0
+        self.endResetModel()
         self.reload()
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
@@ -118,9 +145,14 @@ class ModelVersionsTableModel(QAbstractTableModel):
         self._preview_generation = generation
         self.endResetModel()
 
-    def _ids_arrived(self, generation: int, ids: list[int]) -> None:
+    def _ids_arrived(self, generation: int, ids: list[int], current_ids: set[int]) -> None:
         if generation != self._generation:
             return
+        if current_ids != self.current_ids:
+            self.current_ids = current_ids
+            if self._shown:
+                names = self.index(0, NAMES_COLUMN), self.index(self._shown - 1, NAMES_COLUMN)
+                self.dataChanged.emit(*names, [DISPLAY_ROLE])
         self._complete_generation = generation
         self.total = len(ids)
         preview = self._ids if self._preview_generation == generation else None
@@ -146,7 +178,7 @@ class ModelVersionsTableModel(QAbstractTableModel):
         return 0 if parent.isValid() else self._shown
 
     def columnCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(ledger_queries.MODEL_VERSION_COLUMNS)
+        return 0 if parent.isValid() else BASE_COLUMNS + len(self.extra_columns)
 
     def canFetchMore(self, parent: AnyIndex) -> bool:
         return not parent.isValid() and self._shown < len(self._ids)
@@ -164,17 +196,25 @@ class ModelVersionsTableModel(QAbstractTableModel):
     def headerData(
         self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
     ) -> Any:
-        if role != Qt.ItemDataRole.DisplayRole:
+        horizontal = orientation == Qt.Orientation.Horizontal
+        if horizontal and section >= BASE_COLUMNS and role in (DISPLAY_ROLE, TOOLTIP_ROLE):
+            extra = self.extra_columns[section - BASE_COLUMNS]
+            return extra.name if role == DISPLAY_ROLE else f"{extra.kind} {extra.name}"
+        if role != DISPLAY_ROLE:
             return None
-        if orientation == Qt.Orientation.Horizontal:
-            return ledger_queries.MODEL_VERSION_COLUMNS[section][0]
+        if horizontal:
+            return model_queries.MODEL_VERSION_COLUMNS[section][0]
         return section + 1
 
     def data(self, index: AnyIndex, role: int = DISPLAY_ROLE) -> Any:
         # Called for every role of every visible cell on each paint: keep the common path short.
         if role == DISPLAY_ROLE:
             values = self.row_values(index.row())
-            return "…" if values is None else values[index.column()]
+            if values is None:
+                return "…"
+            if index.column() == NAMES_COLUMN and self._ids[index.row()] in self.current_ids:
+                return f"current {values[NAMES_COLUMN]}".rstrip()
+            return values[index.column()]
         if role == FOREGROUND_ROLE:
             if index.column() != STATUS_COLUMN:
                 return None
@@ -190,6 +230,14 @@ class ModelVersionsTableModel(QAbstractTableModel):
     def version_id(self, row: int) -> int | None:
         """The ledger id of the version shown in `row`."""
         return self._ids[row] if 0 <= row < self._shown else None
+
+    def row_of(self, version_id: int) -> int | None:
+        """The row showing a version (None when it is not among the rows fetched)."""
+        try:
+            row = self._ids.index(version_id)
+        except ValueError:
+            return None
+        return row if row < self._shown else None
 
     def row_values(self, row: int) -> tuple | None:
         """The display values of a row, or None while its window is being read."""
@@ -215,8 +263,9 @@ class ModelVersionsTableModel(QAbstractTableModel):
         self._requested.add(start)
         generation = self._generation
         ids = self._ids[start : start + self.window_size]
+        extra = list(self.extra_columns)
         self.workers.submit(
-            lambda connection: ledger_queries.version_rows(connection, ids),
+            lambda connection: model_queries.version_rows(connection, ids, extra),
             lambda rows: self._window_arrived(generation, start, rows),
         )
 

@@ -45,6 +45,7 @@ def render_all(app: ShownApp, folder: Path) -> list[Path]:
         path = folder / f"{number:02d}-{title.lower().replace(' ', '-')}.png"
         window.grab().save(str(path))
         written.append(path)
+    written += render_models_views(app, folder)
     written.append(render_tray_icons(folder / "tray-icons.png"))
     window.hide()
     return written
@@ -64,3 +65,53 @@ def render_tray_icons(path: Path, size: int = 48) -> Path:
     painter.end()
     sheet.save(str(path))
     return path
+
+
+def render_models_views(app: ShownApp, folder: Path) -> list[Path]:
+    """The Models page with one model chosen: its param and metric columns and each side tab
+    (artifacts, the metric across versions, learning curves), and a comparison of three
+    versions. Returns the files (none when the ledger has no model with versions)."""
+    from desktop_app.pages.models import ModelsPage
+
+    window = app.window
+    page = window.show_page("Models")
+    assert isinstance(page, ModelsPage)
+    _settle(app)
+    if page.model_box.count() < 2:
+        return []
+    page.choose_model(page.model_box.itemText(1))
+    _settle(app)
+    selection = page.table.selectionModel()
+    page.table.selectRow(0)
+    for row in (1, 2):
+        selection.select(
+            page.table_model.index(row, 0),
+            selection.SelectionFlag.Select | selection.SelectionFlag.Rows,
+        )
+    _settle(app)
+    written = []
+    for name, tab in (
+        ("02a-models-columns", "Detail"),
+        ("02b-models-artifacts", "Artifacts"),
+        ("02c-models-metric-chart", "Metric chart"),
+        ("02d-models-learning-curves", "Learning curves"),
+    ):
+        page.show_tab(tab)
+        _settle(app)
+        window.show_status("")
+        path = folder / f"{name}.png"
+        window.grab().save(str(path))
+        written.append(path)
+    page.compare_selected()
+    _settle(app)
+    dialog = page.compare_dialog
+    if dialog is not None:
+        dialog.resize(1000, 420)
+        dialog.show()
+        _settle(app)
+        path = folder / "02e-models-compare.png"
+        dialog.grab().save(str(path))
+        written.append(path)
+        dialog.close()
+    page.show_tab("Detail")
+    return written

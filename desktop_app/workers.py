@@ -13,7 +13,7 @@ from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QObject, QRunnable, QThreadPool, Signal, Slot
 
-from desktop_app.ledger_queries import connect_readonly
+from desktop_app.queries.connection import connect_readonly
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class LedgerWorkers(QObject):
     Example::
 
         workers = LedgerWorkers(paths.ledger)
-        workers.submit(ledger_queries.overview, page.show_overview)
+        workers.submit(queries.overview.overview, page.show_overview)
     """
 
     task_done = Signal(int, object)

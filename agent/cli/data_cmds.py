@@ -24,6 +24,7 @@ from agent.data.fingerprint import DataFingerprint, StatCache, fingerprint, reso
 from agent.data.snapshots import FingerprintDiff, diff_fingerprints, load_snapshot, record_snapshot
 from agent.data.tabular import TableProfile, is_tabular, profile_csv
 from agent.errors import WatchkeeperError
+from agent.formatting import format_size
 from agent.paths import WatchkeeperPaths
 
 # Show a progress bar when at least this much has to be read.
@@ -35,15 +36,6 @@ SKIPPED_SHOWN = 10
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _size(n_bytes: int) -> str:
-    value = float(n_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n_bytes} B"
 
 
 def _fingerprint_with_progress(path: Path, cache: StatCache | None = None) -> DataFingerprint:
@@ -118,14 +110,15 @@ def snapshot_command(path: Path, as_json: bool) -> None:
     state = "recorded" if existed is None else "already recorded"
     console.print(
         f"snapshot {snapshot_id} {state}: {fp.root} ({fp.kind}, {_count(fp.n_files, 'file')}, "
-        f"{_size(fp.total_bytes)})",
+        f"{format_size(fp.total_bytes)})",
         markup=False,
     )
     console.print(f"  fingerprint {fp.digest}", markup=False)
     unchanged = fp.n_files - cache.stats.files_hashed
     console.print(
         f"  read {_count(cache.stats.files_hashed, 'file')} "
-        f"({_size(cache.stats.bytes_hashed)}); {unchanged} unchanged, known from the stat cache",
+        f"({format_size(cache.stats.bytes_hashed)}); {unchanged} unchanged, known from the "
+        "stat cache",
         markup=False,
     )
     for problem in problems:

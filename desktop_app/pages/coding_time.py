@@ -23,10 +23,10 @@ from desktop_app.charts import (
     SessionTimeline,
     follow_palette,
 )
-from desktop_app.coding_time_queries import CodingTimeView, coding_time_view, latest_day
 from desktop_app.context import AppContext
-from desktop_app.ledger_queries import format_minutes
 from desktop_app.pages import Page, heading
+from desktop_app.queries.coding_time import CodingTimeView, coding_time_view, latest_day
+from desktop_app.queries.formatting import format_minutes
 
 SOURCE_WORDS = {
     "stored": "the agent's stored estimate",

@@ -18,21 +18,12 @@ from PySide6.QtWidgets import (
     QTreeWidgetItem,
 )
 
-from desktop_app import ledger_queries
 from desktop_app.charts import DriftChart, SnapshotHistoryChart, follow_palette
 from desktop_app.context import AppContext
-from desktop_app.ledger_queries import ColumnDriftRow, DataSourceRow, SnapshotChange
 from desktop_app.pages import Page, heading
-
-
-def format_bytes(count: int) -> str:
-    """'1.2 MB' style sizes."""
-    size = float(count)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} TB"
+from desktop_app.queries import data as data_queries
+from desktop_app.queries.data import ColumnDriftRow, DataSourceRow, SnapshotChange
+from desktop_app.queries.formatting import format_size, format_time
 
 
 class DataPage(Page):
@@ -89,8 +80,8 @@ class DataPage(Page):
         super().changeEvent(event)
 
     def refresh(self) -> None:
-        self.context.workers.submit(ledger_queries.data_sources, self.show_sources)
-        self.context.workers.submit(ledger_queries.latest_drift, self.show_drift)
+        self.context.workers.submit(data_queries.data_sources, self.show_sources)
+        self.context.workers.submit(data_queries.latest_drift, self.show_drift)
 
     def handle_event(self, kind: str, data: object) -> None:
         if kind in ("snapshot", "alert"):
@@ -119,9 +110,9 @@ class DataPage(Page):
         self.snapshots.setRowCount(len(snapshots))
         for index, (snapshot_id, taken, files, size, fingerprint) in enumerate(reversed(snapshots)):
             values = (
-                ledger_queries.format_time(taken),
+                format_time(taken),
                 str(files),
-                format_bytes(size),
+                format_size(size),
                 fingerprint[:16],
             )
             for column, value in enumerate(values):
@@ -142,7 +133,7 @@ class DataPage(Page):
         selected = newest_first[row][0]
         if Path(source.path).exists():
             self.context.workers.submit(
-                lambda connection: ledger_queries.drift_since_snapshot(
+                lambda connection: data_queries.drift_since_snapshot(
                     connection, selected, source.path
                 ),
                 lambda drift: self.show_drift(drift, since_snapshot=True),
@@ -153,7 +144,7 @@ class DataPage(Page):
             return
         newer, older = newest_first[row][0], newest_first[row + 1][0]
         self.context.workers.submit(
-            lambda connection: ledger_queries.snapshot_change(connection, older, newer),
+            lambda connection: data_queries.snapshot_change(connection, older, newer),
             self.show_change,
         )
 

@@ -14,11 +14,11 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from desktop_app import ledger_queries
-from desktop_app.coding_time_queries import overview_with_coding
 from desktop_app.context import AppContext
-from desktop_app.ledger_queries import Overview
 from desktop_app.pages import Page, heading
+from desktop_app.queries.coding_time import overview_with_coding
+from desktop_app.queries.formatting import format_minutes, format_time
+from desktop_app.queries.overview import Overview
 
 
 class OverviewPage(Page):
@@ -107,7 +107,7 @@ class OverviewPage(Page):
         for alert in overview.alerts:
             item = QTreeWidgetItem(
                 [
-                    ledger_queries.format_time(alert.created_at),
+                    format_time(alert.created_at),
                     alert.kind,
                     alert.model,
                     alert.message,
@@ -156,12 +156,9 @@ class OverviewPage(Page):
         else:
             provisional = " (provisional)" if overview.today_text.endswith("(provisional)") else ""
             self.today_label.setText(
-                f"Today so far: {ledger_queries.format_minutes(overview.today_minutes)}"
-                f"{provisional}"
+                f"Today so far: {format_minutes(overview.today_minutes)}{provisional}"
             )
-            self.week_label.setText(
-                f"This week: {ledger_queries.format_minutes(overview.week_minutes)}"
-            )
+            self.week_label.setText(f"This week: {format_minutes(overview.week_minutes)}")
         note = f"Coding time: {overview.today_note}" if overview.today_note else ""
         self.coding_note.setText(note)
         for label in (self.today_label, self.week_label):

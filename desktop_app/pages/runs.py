@@ -21,10 +21,10 @@ from PySide6.QtWidgets import (
 )
 
 from agent.runs.states import ACTIVE_RUN_STATES
-from desktop_app import ledger_queries
 from desktop_app.context import AppContext
-from desktop_app.ledger_queries import RunRow
 from desktop_app.pages import Page
+from desktop_app.queries.formatting import format_time
+from desktop_app.queries.runs import RunRow, read_log_tail, recent_runs
 
 COLUMNS = ("Run", "Model", "State", "Executor", "Host", "Started", "Elapsed", "Exit")
 NO_LOG_YET = "(no log on this machine yet)"
@@ -80,7 +80,7 @@ class RunsPage(Page):
 
     def refresh(self) -> None:
         self.context.workers.submit(
-            lambda connection: ledger_queries.recent_runs(connection, limit=500), self.show_runs
+            lambda connection: recent_runs(connection, limit=500), self.show_runs
         )
 
     def show_runs(self, runs: list[RunRow]) -> None:
@@ -96,7 +96,7 @@ class RunsPage(Page):
                 run.state,
                 run.executor,
                 run.host,
-                ledger_queries.format_time(run.started_at),
+                format_time(run.started_at),
                 run.elapsed,
                 "" if run.exit_code is None else str(run.exit_code),
             )
@@ -132,7 +132,7 @@ class RunsPage(Page):
                 self.log_view.moveCursor(QTextCursor.MoveOperation.End)
 
         self.context.workers.submit(
-            lambda _connection: ledger_queries.read_log_tail(log_path), arrived, with_ledger=False
+            lambda _connection: read_log_tail(log_path), arrived, with_ledger=False
         )
 
     def handle_event(self, kind: str, data: object) -> None:

@@ -19,7 +19,7 @@ from agent.cli import main
 from agent.config import UserConfig
 from agent.daemon.watchlist import add_watch
 from agent.paths import WatchkeeperPaths
-from desktop_app.ledger_queries import format_minutes
+from desktop_app.queries.formatting import format_minutes
 from tests.agent.daemon.conftest import git, make_repo
 from tests.support import wait_for
 
@@ -124,8 +124,7 @@ def test_every_view_shows_the_minutes_the_agent_stored_for_today(
 def test_the_sessions_picker_opens_on_today_or_the_last_day_with_activity() -> None:
     import numpy as np
 
-    from desktop_app.coding_time_queries import CodingTimeView, latest_day
-    from desktop_app.ledger_queries import CodingTimeDays
+    from desktop_app.queries.coding_time import CodingTimeDays, CodingTimeView, latest_day
 
     today = date(2024, 3, 8)
     day_start = (today - date(1970, 1, 1)).days * 86_400

@@ -127,8 +127,9 @@ def test_compare_two_versions_side_by_side(
     )
     qtbot.waitUntil(lambda: page.compare_button.isEnabled(), timeout=5000)
     qtbot.waitUntil(lambda: len(page.details) >= 2, timeout=5000)
-    dialog = page.compare_selected()
-    assert dialog is not None
+    page.compare_selected()
+    qtbot.waitUntil(lambda: page.compare_dialog is not None, timeout=5000)
+    dialog = page.compare_dialog
     qtbot.addWidget(dialog)
     labels = [dialog.table.horizontalHeaderItem(c).text() for c in (1, 2)]
     ids = page.selected_version_ids()
@@ -172,6 +173,11 @@ def test_screenshot_command_renders_every_page(
     assert names == [
         "01-overview.png",
         "02-models.png",
+        "02a-models-columns.png",
+        "02b-models-artifacts.png",
+        "02c-models-metric-chart.png",
+        "02d-models-learning-curves.png",
+        "02e-models-compare.png",
         "03-runs.png",
         "04-data.png",
         "05-coding-time.png",
@@ -291,3 +297,23 @@ def test_retrain_is_offered_for_trained_models_but_not_for_built_in_ones(
             break
     assert ("builtin:watchkeeper", False) in repos_of_rows
     assert any(enabled for path, enabled in repos_of_rows if path != "builtin:watchkeeper")
+
+
+def test_data_page_shows_sizes_in_the_units_the_cli_prints(
+    tmp_path: Path, make_app: Callable[..., object], qtbot: QtBot, watchkeeper_home: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from agent.cli import main
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a.bin").write_bytes(b"\x01" * (3 * 1024 * 1024 + 512 * 1024))
+    printed = CliRunner().invoke(main, ["data", "snapshot", str(folder)])
+    assert printed.exit_code == 0, printed.output
+    assert "3.5 MiB" in printed.output
+
+    app = make_app()
+    page = app.window.show_page("Data")  # type: ignore[attr-defined]
+    qtbot.waitUntil(lambda: page.snapshots.rowCount() == 1, timeout=10_000)
+    assert page.snapshots.item(0, 2).text() == "3.5 MiB"

@@ -1,4 +1,4 @@
-"""The Coding time page's and the Overview's numbers, all from the agent's stored estimate."""
+"""The Coding time page's queries (and the Overview's minutes), from the agent's stored estimate."""
 
 from __future__ import annotations
 
@@ -25,8 +25,50 @@ from agent.activity.coding_time_store import (
     today_coding,
 )
 from agent.activity.estimates import resolve_zone, to_local_seconds
-from desktop_app import ledger_queries
-from desktop_app.ledger_queries import CodingTimeDays, Overview, format_minutes
+from desktop_app.queries.connection import has_tables, table_names
+from desktop_app.queries.formatting import format_minutes
+from desktop_app.queries.overview import Overview, overview
+
+
+@dataclass
+class CodingTimeDays:
+    """Per-day coding minutes and the two baselines, as parallel lists."""
+
+    dates: list[str]
+    coding: list[float]
+    git_hours: list[float]
+    timeout: list[float]
+
+
+def coding_time_days(connection: sqlite3.Connection | None) -> CodingTimeDays:
+    """Daily totals summed over identities, oldest first."""
+    if not has_tables(connection, "coding_time_days"):
+        return CodingTimeDays([], [], [], [])
+    assert connection is not None
+    rows = connection.execute(
+        "SELECT date, SUM(coding_minutes), SUM(git_hours_minutes), SUM(timeout_minutes)"
+        " FROM coding_time_days GROUP BY date ORDER BY date"
+    ).fetchall()
+    return CodingTimeDays(
+        dates=[row[0] for row in rows],
+        coding=[float(row[1] or 0) for row in rows],
+        git_hours=[float(row[2] or 0) for row in rows],
+        timeout=[float(row[3] or 0) for row in rows],
+    )
+
+
+def activity_times(
+    connection: sqlite3.Connection | None, since: float | None = None
+) -> list[float]:
+    """Times of all activity events (saves and commits), oldest first."""
+    if not has_tables(connection, "activity_events"):
+        return []
+    assert connection is not None
+    rows = connection.execute(
+        "SELECT ts FROM activity_events WHERE ts >= ? ORDER BY ts", (since or 0.0,)
+    )
+    return [float(row[0]) for row in rows]
+
 
 WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
@@ -146,11 +188,7 @@ def coding_time_view(connection: sqlite3.Connection | None) -> CodingTimeView:
     """
     stored = read_stored(connection)
     source = "stored"
-    if (
-        stored is None
-        and connection is not None
-        and "activity_events" in ledger_queries.table_names(connection)
-    ):
+    if stored is None and connection is not None and "activity_events" in table_names(connection):
         identities = _identities()
         events = load_user_events(connection, identities, time.time() - WINDOW_DAYS * 86_400)
         if events.times.size:
@@ -158,7 +196,7 @@ def coding_time_view(connection: sqlite3.Connection | None) -> CodingTimeView:
             source = "estimate"
     if stored is None:
         return CodingTimeView(
-            days=ledger_queries.coding_time_days(connection),
+            days=coding_time_days(connection),
             days_source="none",
             note=freshness_note(None, 0),
         )
@@ -213,16 +251,16 @@ def latest_day(view: CodingTimeView, today: date | None = None) -> date:
 
 def overview_with_coding(connection: sqlite3.Connection | None) -> Overview:
     """The Overview's query, with today's and this week's minutes from the stored estimate."""
-    overview = ledger_queries.overview(connection)
+    summary = overview(connection)
     today = today_coding(connection)
-    overview.today_note = today.note
+    summary.today_note = today.note
     if today.minutes is None:
-        overview.today_minutes = overview.week_minutes = 0.0
-        overview.today_text = "today: not estimated yet"
-        return overview
-    overview.today_minutes = today.minutes
-    overview.week_minutes = today.week_minutes
-    overview.today_text = f"today {format_minutes(today.minutes)} so far" + (
+        summary.today_minutes = summary.week_minutes = 0.0
+        summary.today_text = "today: not estimated yet"
+        return summary
+    summary.today_minutes = today.minutes
+    summary.week_minutes = today.week_minutes
+    summary.today_text = f"today {format_minutes(today.minutes)} so far" + (
         " (provisional)" if today.provisional else ""
     )
-    return overview
+    return summary

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from agent.ledger import open_ledger
-from desktop_app import ledger_queries
+from desktop_app.queries import formatting, models
+from desktop_app.queries.connection import connect_readonly
 
 
 def test_sqlite_formats_rows_exactly_like_the_python_formatters(tmp_path: Path) -> None:
@@ -37,8 +38,8 @@ def test_sqlite_formats_rows_exactly_like_the_python_formatters(tmp_path: Path) 
                 [number, number, commit, dirty, metrics, started, ended],
             )
     db.close()
-    connection = ledger_queries.connect_readonly(ledger)
-    rows = ledger_queries.version_rows(connection, list(range(1, len(cases) + 1)))
+    connection = connect_readonly(ledger)
+    rows = models.version_rows(connection, list(range(1, len(cases) + 1)))
     for number, (metrics, started, ended, dirty, commit) in enumerate(cases, start=1):
         try:
             parsed = json.loads(metrics or "{}")
@@ -50,11 +51,12 @@ def test_sqlite_formats_rows_exactly_like_the_python_formatters(tmp_path: Path) 
             "succeeded",
             (commit or "")[:10],
             "dirty" if dirty else "",
-            ledger_queries.format_metrics(parsed),
+            formatting.format_metrics(parsed),
             "local",
             "",
-            ledger_queries.format_time(started),
-            ledger_queries.format_duration(ended - started) if started and ended else "",
+            formatting.format_time(started),
+            formatting.format_duration(ended - started) if started and ended else "",
+            "",  # no experiment mark, no alias
         )
         assert tuple(rows[number]) == expected
     assert rows[1][5] == "auc=0.9123 n=12 loss=1e-05"
