@@ -101,14 +101,14 @@ def test_every_view_shows_the_minutes_the_agent_stored_for_today(
 
     app = make_app()
     overview = app.window.page("Overview")  # type: ignore[attr-defined]
-    qtbot.waitUntil(lambda: overview.overview is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: overview.overview is not None, timeout=60_000)
     assert overview.today_label.text() == f"Today so far: {shown}"
     assert "after saves settled" in overview.coding_note.text()
-    qtbot.waitUntil(lambda: app.agent.connected, timeout=10_000)  # type: ignore[attr-defined]
+    qtbot.waitUntil(lambda: app.agent.connected, timeout=60_000)  # type: ignore[attr-defined]
     app.refresh_state()  # type: ignore[attr-defined]
     qtbot.waitUntil(
         lambda: f"today {shown} so far" in app.tray.status_action.text(),  # type: ignore[attr-defined]
-        timeout=10_000,
+        timeout=60_000,
     )
     page = app.window.show_page("Coding time")  # type: ignore[attr-defined]
     qtbot.waitUntil(lambda: page.view is not None, timeout=20_000)

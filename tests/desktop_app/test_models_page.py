@@ -86,7 +86,7 @@ def three_versions(churn_repo: Path, paths: WatchkeeperPaths) -> Path:
 def open_models(make_app: Callable[..., Any], qtbot: QtBot, model: str = "churn") -> Any:
     app = make_app()
     page = app.window.show_page("Models")
-    qtbot.waitUntil(lambda: page.model_box.findText(model) > 0, timeout=10_000)
+    qtbot.waitUntil(lambda: page.model_box.findText(model) > 0, timeout=60_000)
     page.choose_model(model)
     app.workers.wait_idle(20)
     return app, page
@@ -127,7 +127,7 @@ def test_param_and_metric_columns_sort_and_mark_experiments_and_the_current_vers
         ("metric", "acc"),
         ("metric", "loss"),
     ]  # the confusion matrix is no metric: only numbers are
-    qtbot.waitUntil(lambda: bool(page.table_model.current_ids), timeout=10_000)
+    qtbot.waitUntil(lambda: bool(page.table_model.current_ids), timeout=60_000)
     assert shown_rows(page, "Version", "lr", "Names") == [
         (3, "0.01", "experiment"),
         (2, "0.5", "current experiment"),
@@ -287,7 +287,7 @@ def test_learning_curves_overlay_the_selected_versions(
     app, page = open_models(make_app, qtbot)
     select_rows(page, [0, 2])  # v3 and v1
     panel = page.show_tab("Learning curves")
-    qtbot.waitUntil(lambda: len(panel.loaded_ids) == 2, timeout=10_000)
+    qtbot.waitUntil(lambda: len(panel.loaded_ids) == 2, timeout=60_000)
     assert panel.metric_box.currentText() == "acc"
     panel.metric_box.setCurrentText("loss")
     qtbot.waitUntil(
@@ -315,7 +315,7 @@ def test_a_running_versions_curve_grows_from_the_agents_run_steps_events(
 
     start_agent()
     app = make_app()
-    qtbot.waitUntil(lambda: app.agent.connected, timeout=10_000)
+    qtbot.waitUntil(lambda: app.agent.connected, timeout=60_000)
     page = app.window.show_page("Models")
     with AgentClient.connect(paths.socket) as client:
         run_id = client.call("train", model="churn", repo=str(churn_repo), params={"gate": "go"})[
@@ -327,20 +327,20 @@ def test_a_running_versions_curve_grows_from_the_agents_run_steps_events(
         with sqlite3.connect(paths.ledger) as connection:
             return connection.execute("SELECT count(*) FROM model_versions").fetchone()[0] == 1
 
-    qtbot.waitUntil(recorded, timeout=10_000)
+    qtbot.waitUntil(recorded, timeout=60_000)
     page.refresh()
-    qtbot.waitUntil(lambda: page.table_model.total == 1, timeout=10_000)
+    qtbot.waitUntil(lambda: page.table_model.total == 1, timeout=60_000)
     page.table.selectRow(0)
     panel = page.show_tab("Learning curves")
-    qtbot.waitUntil(lambda: panel.runs.get(run_id) is not None, timeout=10_000)
-    qtbot.waitUntil(lambda: panel.metric_box.findText("loss") >= 0, timeout=10_000)
+    qtbot.waitUntil(lambda: panel.runs.get(run_id) is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: panel.metric_box.findText("loss") >= 0, timeout=60_000)
     panel.metric_box.setCurrentText("loss")
 
     def points() -> int:
         version_id = panel.runs.get(run_id)
         return len(panel.chart.points[version_id][0]) if version_id in panel.chart.points else 0
 
-    qtbot.waitUntil(lambda: points() == 5, timeout=10_000)
+    qtbot.waitUntil(lambda: points() == 5, timeout=60_000)
     assert page.details[panel.runs[run_id]].status == "running"
     (paths.runs / run_id / "go").touch()
     qtbot.waitUntil(lambda: points() == STEPS, timeout=30_000)

@@ -209,7 +209,7 @@ def test_data_page_charts_column_drift_of_the_folder_now_against_a_snapshot(
     app = make_app()
     page = app.window.show_page("Data")  # type: ignore[attr-defined]
     qtbot.waitUntil(
-        lambda: "against the selected snapshot" in page.drift_heading.text(), timeout=10_000
+        lambda: "against the selected snapshot" in page.drift_heading.text(), timeout=60_000
     )
     app.workers.wait_idle(10)  # type: ignore[attr-defined]
     assert page.source_list.item(0).text().startswith(str(folder))
@@ -315,5 +315,5 @@ def test_data_page_shows_sizes_in_the_units_the_cli_prints(
 
     app = make_app()
     page = app.window.show_page("Data")  # type: ignore[attr-defined]
-    qtbot.waitUntil(lambda: page.snapshots.rowCount() == 1, timeout=10_000)
+    qtbot.waitUntil(lambda: page.snapshots.rowCount() == 1, timeout=60_000)
     assert page.snapshots.item(0, 2).text() == "3.5 MiB"
