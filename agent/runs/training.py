@@ -285,7 +285,7 @@ def record_run(
         repo_id = register_repo(db, training.root)
         model_id = ensure_model(db, repo_id, model.name)
         if not allow_concurrent:
-            _refuse_concurrent_run(db, model_id, model.name)
+            refuse_concurrent_run(db, model_id, model.name)
         version = next_version(db, model_id)
         state = RunState.QUEUED if sweep_id else RunState.STARTING
         insert_row(
@@ -463,7 +463,7 @@ def _differs(params: dict[str, Any], declared: dict[str, Any]) -> bool:
     return json.dumps(params, sort_keys=True) != json.dumps(declared, sort_keys=True)
 
 
-def _refuse_concurrent_run(db: Database, model_id: int, model: str) -> None:
+def refuse_concurrent_run(db: Database, model_id: int, model: str) -> None:
     """Refuse to start a second run of a model while one is active (in this transaction)."""
     marks = ", ".join("?" for _ in ACTIVE_RUN_STATES)
     row = db.execute(
