@@ -512,6 +512,7 @@ def models_show(model_ref: str, as_json: bool) -> None:
         ("started", _when(version["started_at"])),
         ("took", _duration(version["started_at"], version["ended_at"])),
         ("exit code", str(version["exit_code"])),
+        *([("sweep", version["sweep_id"])] if version.get("sweep_id") else []),
     ]
     for name, value in fields:
         console.print(f"  {name:10} {value}", markup=False)
