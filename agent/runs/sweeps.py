@@ -30,6 +30,7 @@ from agent.ledger.queries import (
 from agent.paths import WatchkeeperPaths
 from agent.project.spec import ModelSpec, ProjectSpec
 from agent.runs.executor import Executor, Run, RunState, TargetUnreachableError, executor_for
+from agent.runs.layout import new_run_id
 from agent.runs.params import deliver_params, parse_param_overrides, type_name, typed_value
 from agent.runs.step_metrics import pull_steps
 from agent.runs.training import (
@@ -327,7 +328,7 @@ def train_sweep(
     on_queued(sweep)
     driver = _SweepDriver(db, training, sweep, paths, limit, on_point_start, on_point_end)
     try:
-        if array:
+        if array and not sweep_cancelled(db, sweep.sweep_id):
             driver.submit_array()
         driver.follow()
     except KeyboardInterrupt:
@@ -366,9 +367,20 @@ def _record_sweep(
                 "remote": None if training.executor.kind == "local" else training.remote_name,
             },
         )
+        run_ids: set[str] = set()
         for index, params in enumerate(points):
+            run_id = new_run_id(model.name)
+            while run_id in run_ids:  # many points share a second: their random parts may meet
+                run_id = new_run_id(model.name)
+            run_ids.add(run_id)
             run, version = record_run(
-                db, training, params, paths, allow_concurrent=True, sweep_id=sweep.sweep_id
+                db,
+                training,
+                params,
+                paths,
+                allow_concurrent=True,
+                sweep_id=sweep.sweep_id,
+                run_id=run_id,
             )
             sweep.points.append(SweepPoint(index, params, run, version))
     return sweep

@@ -258,12 +258,13 @@ def record_run(
     *,
     allow_concurrent: bool = False,
     sweep_id: str | None = None,
+    run_id: str | None = None,
 ) -> tuple[Run, int]:
     """Record a run (state `starting`, or `queued` in a sweep) and its version (`running`).
 
     Refused while another run of the model is active, unless `allow_concurrent`."""
     model, executor = training.model, training.executor
-    run_id = new_run_id(model.name)
+    run_id = run_id or new_run_id(model.name)
     run_dir = paths.runs / run_id
     delivery = deliver_params(model, params)
     run = Run(

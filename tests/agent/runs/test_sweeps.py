@@ -324,3 +324,29 @@ def test_compare_names_an_unknown_sweep(tmp_path: Path) -> None:
     result = run_cli(root, "models", "compare", "churn", "--sweep", "nope")
     assert result.returncode == 2
     assert "--sweep nope: no sweep has that id" in result.stderr
+
+
+def test_points_recorded_in_one_second_get_distinct_run_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run id is a second and three random bytes: in a large sweep two may meet."""
+    from agent.runs import layout, sweeps, training
+
+    root = sweep_repo(tmp_path)
+    (tmp_path / "release").touch()
+    monkeypatch.setenv("WK_TEST_BOARD", str(tmp_path / "board"))
+    monkeypatch.setenv("WK_TEST_RELEASE", str(tmp_path / "release"))
+    drawn = iter(["churn-20260101-120000-aaaaaa"] * 2)  # the first two ids drawn meet
+
+    def run_id_drawn(model: str) -> str:
+        return next(drawn, None) or layout.new_run_id(model)
+
+    monkeypatch.setattr(training, "new_run_id", run_id_drawn)
+    monkeypatch.setattr(sweeps, "new_run_id", run_id_drawn, raising=False)
+    db = open_ledger()
+    try:
+        sweep = sweeps.train_sweep(root, "churn", sweeps=["lr=0.1,0.2"], db=db)
+    finally:
+        db.close()
+    assert [point.result.status for point in sweep.points if point.result] == ["succeeded"] * 2
+    assert len({point.run.id for point in sweep.points}) == 2
