@@ -769,8 +769,12 @@ def runs_logs(run_id: str, follow: bool) -> None:
                 steps.show(final=True)
                 out.flush()
                 return
-            recorded = RunState(find_run(db, row["id"])["state"])
-            ended = recorded if recorded.is_final else executor.poll(run)
+            current = find_run(db, row["id"])
+            recorded = RunState(current["state"])
+            if run.pid is None and run.remote_job_id is None:  # a sweep's point, waiting
+                run = steps.run = Run.from_row(current)
+            waiting = recorded in (RunState.QUEUED, RunState.STARTING)
+            ended = recorded if recorded.is_final or waiting else executor.poll(run)
             if ended.is_final:
                 break
             time.sleep(0.2)

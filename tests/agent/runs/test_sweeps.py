@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import textwrap
@@ -350,3 +351,35 @@ def test_points_recorded_in_one_second_get_distinct_run_ids(
         db.close()
     assert [point.result.status for point in sweep.points if point.result] == ["succeeded"] * 2
     assert len({point.run.id for point in sweep.points}) == 2
+
+
+def test_runs_logs_follow_waits_for_a_queued_point_to_run(tmp_path: Path) -> None:
+    root, process = start_waiting_sweep(tmp_path)
+    db = open_ledger()
+    try:
+        queued = db.execute("SELECT id FROM runs WHERE state = 'queued' LIMIT 1").fetchone()[0]
+    finally:
+        db.close()
+    follow = subprocess.Popen(
+        cli_command("runs", "logs", "--follow", queued),
+        cwd=root,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ledger = Path(os.environ["WATCHKEEPER_HOME"]) / "ledger.db"
+
+    def reading_the_ledger() -> bool:
+        assert follow.poll() is None, follow.communicate()
+        fds = Path(f"/proc/{follow.pid}/fd")
+        return any(os.path.realpath(fd) == str(ledger.resolve()) for fd in fds.iterdir())
+
+    wait_for(reading_the_ledger, 30, "runs logs to open the ledger")
+    (tmp_path / "release").touch()
+    out, errors = follow.communicate(timeout=120)
+    assert follow.returncode == 0, errors
+    assert out.startswith("started"), (out, errors)
+    assert "has ended" not in errors
+    process.communicate(timeout=120)
+    assert run_states() == ["succeeded"] * 3
