@@ -27,16 +27,17 @@ pytestmark = pytest.mark.ssh
 
 
 def train_script(release: Path) -> str:
-    """A point that waits for `release` (a path on the test machine, which is the remote),
-    writes a step and its weights, and reports its params back as metrics."""
+    """A point that waits for `release` or `release-LR` (paths on the test machine, which is
+    the remote), writes a step and its weights, and reports its task id as a metric."""
     return textwrap.dedent(
         f"""\
         import json, os, pathlib, time
-        release = pathlib.Path({str(release)!r})
-        deadline = time.time() + 120
-        while not release.exists() and time.time() < deadline:
-            time.sleep(0.05)
         lr, epochs = float(os.environ["WK_PARAM_LR"]), int(os.environ["WK_PARAM_EPOCHS"])
+        release = pathlib.Path({str(release)!r})
+        mine = release.with_name("release-%s" % lr)  # releases this point alone
+        deadline = time.time() + 120
+        while not (release.exists() or mine.exists()) and time.time() < deadline:
+            time.sleep(0.05)
         with open(os.environ["WK_METRICS"], "a") as steps:
             steps.write(json.dumps({{"step": epochs, "loss": lr * epochs}}) + "\\n")
         pathlib.Path("model.pkl").write_text("weights %s %s" % (lr, epochs))
@@ -175,17 +176,7 @@ def agent() -> Iterator[list[AgentService]]:
         service.stop()
 
 
-@pytest.mark.slurm
-def test_the_agent_settles_every_task_of_a_sweep_whose_train_command_died(
-    cluster: RemoteConfig,  # noqa: F811
-    tmp_path: Path,
-    agent: list[AgentService],
-) -> None:
-    root = sweep_repo(tmp_path, "cluster")
-    process = start_sweep(root, "--sweep", "lr=0.1,0.2,0.3")
-    wait_for(lambda: all_submitted(3), 120, "the job array to be submitted")
-    os.kill(process.pid, signal.SIGKILL)
-    process.communicate(timeout=30)
+def start_agent(started: list[AgentService]) -> AgentService:
     paths = WatchkeeperPaths.from_environment().ensure()
     service = AgentService(
         paths,
@@ -193,12 +184,35 @@ def test_the_agent_settles_every_task_of_a_sweep_whose_train_command_died(
         settings=AgentSettings(schedule=ScheduleSettings(rescan_minutes=15, run_poll_seconds=0.5)),
     )
     service.start()
-    agent.append(service)
-    (tmp_path / "release").touch()
+    started.append(service)
+    return service
+
+
+@pytest.mark.slurm
+def test_the_agent_settles_every_task_of_a_sweep_across_its_restart(
+    cluster: RemoteConfig,  # noqa: F811
+    tmp_path: Path,
+    agent: list[AgentService],
+) -> None:
+    """The `train` following the sweep dies; the agent settles one task, restarts, and
+    settles the rest."""
+    root = sweep_repo(tmp_path, "cluster")
+    process = start_sweep(root, "--sweep", "lr=0.1,0.2,0.3")
+    wait_for(lambda: all_submitted(3), 120, "the job array to be submitted")
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate(timeout=30)
 
     def statuses() -> list[str]:
         return [row["status"] for row in version_rows()]
 
+    first = start_agent(agent)
+    (tmp_path / "release-0.1").touch()
+    wait_for(lambda: statuses()[0] == "succeeded", 120, lambda: f"v1 settled: {statuses()}")
+    assert statuses()[1:] == ["running", "running"]
+    first.stop()
+    agent.remove(first)
+    start_agent(agent)
+    (tmp_path / "release").touch()
     wait_for(lambda: statuses() == ["succeeded"] * 3, 180, lambda: f"all settled: {statuses()}")
     assert [row["metrics"]["task"] for row in version_rows()] == [0, 1, 2]
 
