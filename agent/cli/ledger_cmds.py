@@ -780,6 +780,7 @@ def runs_logs(run_id: str, follow: bool) -> None:
             time.sleep(0.2)
         if not recorded.is_final and run.executor == "local":
             reconcile_runs(db)
+            _wait_for_its_train_to_record(db, row["id"])
         while chunk := executor.read_log(run, offset):
             offset += len(chunk)
             out.write(chunk)
@@ -791,6 +792,18 @@ def runs_logs(run_id: str, follow: bool) -> None:
                 "metrics (start it with `watchkeeper agent start`).",
                 markup=False,
             )
+
+
+def _wait_for_its_train_to_record(db: Database, run_id: str, timeout: float = 30.0) -> None:
+    """Give the live `watchkeeper train` that follows an ended run time to record it."""
+    from agent.runs.training import _supervised
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = find_run(db, run_id)
+        if RunState(current["state"]).is_final or not _supervised(current.get("detail") or {}):
+            return
+        time.sleep(0.1)
 
 
 class StepFollower:

@@ -590,11 +590,15 @@ def cancel_sweep(db: Database, sweep: dict[str, Any], paths: WatchkeeperPaths) -
     Returns how many points were queued, running and already ended.
     """
     sweep_id = sweep["id"]
+    rows = sweep_runs(db, sweep_id)
+    if not any(row["state"] in ACTIVE_RUN_STATES for row in rows):
+        ended = [row["state"] for row in rows]
+        summary = ", ".join(f"{ended.count(state)} {state}" for state in dict.fromkeys(ended))
+        raise WatchkeeperError(f"sweep {sweep_id} has already ended ({summary or 'no points'}).")
     with write_transaction(db):
         update_row(db, "sweeps", "id", sweep_id, {"cancelled_at": time.time()})
     counts = {"queued": 0, "running": 0, "ended": 0}
     executor: Executor | None = None
-    rows = sweep_runs(db, sweep_id)
     for row in rows:
         run = Run.from_row(row)
         if row["state"] not in ACTIVE_RUN_STATES:

@@ -178,6 +178,9 @@ def test_parallel_one_runs_the_points_one_after_another(tmp_path: Path) -> None:
     assert [row["params"]["lr"] for row in rows] == [0.001, 0.01, 0.1]
     assert [row["metrics"]["together"] for row in rows] == [1, 1, 1]
     assert "one at a time" in result.stderr
+    again = run_cli(root, "runs", "cancel", rows[0]["sweep_id"][-6:])
+    assert again.returncode == 2
+    assert f"sweep {rows[0]['sweep_id']} has already ended (3 succeeded)" in again.stderr
 
 
 def start_waiting_sweep(tmp_path: Path, *args: str) -> tuple[Path, subprocess.Popen[str]]:
