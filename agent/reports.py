@@ -47,6 +47,7 @@ def version_json(row: dict[str, Any], staleness: Staleness | None) -> dict[str, 
         "host": row["host"],
         "run_id": row["run_id"],
         "experiment": bool(row.get("experiment")),
+        "sweep_id": row.get("sweep_id"),
         "started_at": row["started_at"],
         "ended_at": row["ended_at"],
         "exit_code": row["exit_code"],
@@ -107,6 +108,7 @@ def run_json(row: dict[str, Any]) -> dict[str, Any]:
         "started_at": row["started_at"],
         "ended_at": row["ended_at"],
         "problem": detail.get("problem"),
+        "sweep_id": row.get("sweep_id"),
     }
 
 

@@ -118,6 +118,22 @@ def init(path: Path | None) -> None:
     is_flag=True,
     help="Train even while another run of MODEL is active.",
 )
+@click.option(
+    "--sweep",
+    "sweeps",
+    multiple=True,
+    metavar="NAME=VALUES",
+    help="Sweep a param: NAME=A,B,C, NAME=log:LOW:HIGH:COUNT or NAME=lin:LOW:HIGH:COUNT "
+    "(repeatable; every combination is trained, as versions sharing a sweep id).",
+)
+@click.option(
+    "--parallel",
+    type=click.IntRange(1, 10_000),
+    metavar="N",
+    help="With --sweep: at most N points run at once. Default: 1 here and over SSH; on Slurm "
+    "the job array runs as many tasks as Slurm allows.",
+)
+@click.option("--yes", is_flag=True, help="With --sweep: queue a grid of more than 1,000 points.")
 @click.pass_context
 def train(
     ctx: click.Context,
@@ -126,8 +142,18 @@ def train(
     remote: str | None,
     repo: Path | None,
     allow_concurrent: bool,
+    sweeps: tuple[str, ...],
+    parallel: int | None,
+    yes: bool,
 ) -> None:
-    """Train MODEL of this repo and record a model version; the log streams here."""
+    """Train MODEL of this repo and record a model version; the log streams here.
+
+    With --sweep, every combination of the swept values is trained (a grid), each as its own
+    version; progress is shown per point, and each point's log is in `watchkeeper runs logs
+    RUN`. Ctrl-C, or `watchkeeper runs cancel SWEEP_ID`, cancels every point not yet ended.
+    """
+    if not sweeps and (parallel is not None or yes):
+        raise WatchkeeperError("--parallel and --yes go with --sweep NAME=VALUES")
     out = sys.stdout.buffer
     console = common.console(err=True)
 
@@ -160,6 +186,32 @@ def train(
         stop_progress()
         console.print(f"[bold]training {model} v{version}[/] run {run.id} ({run.executor})")
 
+    if sweeps:
+        from agent.cli.sweep_output import run_sweep
+
+        with common.ledger_session() as db, _signals_cancel():
+            root = _training_repo(db, model, repo, console)
+            try:
+                failed = run_sweep(
+                    console,
+                    root=root,
+                    model=model,
+                    sweeps=list(sweeps),
+                    params=list(params),
+                    parallel=parallel,
+                    remote=remote,
+                    confirmed=yes,
+                    allow_concurrent=allow_concurrent,
+                    db=db,
+                    on_data_progress=on_data_progress,
+                    stop_progress=stop_progress,
+                )
+            except KeyboardInterrupt:
+                ctx.exit(EXIT_CANCELLED)
+            finally:
+                stop_progress()
+        _tell_the_agent(root)
+        ctx.exit(1 if failed else 0)
     with common.ledger_session() as db, _signals_cancel():
         root = _training_repo(db, model, repo, console)
         try:
@@ -410,7 +462,7 @@ def models_list(as_json: bool, all_versions: bool) -> None:
         metrics = ", ".join(f"{k}={v:g}" for k, v in row["metrics"].items()) or "-"
         table.add_row(
             row["model"],
-            str(row["version"]) + (" (experiment)" if row["experiment"] else ""),
+            str(row["version"]) + _version_marks(row),
             row["state"],
             commit,
             metrics,
@@ -418,6 +470,14 @@ def models_list(as_json: bool, all_versions: bool) -> None:
             _when(row["started_at"]),
         )
     common.console().print(table)
+
+
+def _version_marks(row: dict[str, Any]) -> str:
+    marks = [
+        *(["experiment"] if row["experiment"] else []),
+        *([f"sweep {_short_sweep(row['sweep_id'])}"] if row.get("sweep_id") else []),
+    ]
+    return f" ({', '.join(marks)})" if marks else ""
 
 
 @click.command("show")
@@ -452,6 +512,7 @@ def models_show(model_ref: str, as_json: bool) -> None:
         ("started", _when(version["started_at"])),
         ("took", _duration(version["started_at"], version["ended_at"])),
         ("exit code", str(version["exit_code"])),
+        *([("sweep", version["sweep_id"])] if version.get("sweep_id") else []),
     ]
     for name, value in fields:
         console.print(f"  {name:10} {value}", markup=False)
@@ -585,7 +646,10 @@ def runs_list(as_json: bool, limit: int) -> None:
         _echo_json(rows)
         return
     table = Table("run", "model", "version", "state", "executor", "exit", "started", "took")
+    if any(row.get("sweep_id") for row in rows):
+        table.add_column("sweep")
     for row in rows:
+        sweep = [_short_sweep(row["sweep_id"])] if len(table.columns) > 8 else []
         table.add_row(
             row["id"],
             row["model"] or "-",
@@ -595,8 +659,14 @@ def runs_list(as_json: bool, limit: int) -> None:
             str(row["exit_code"] if row["exit_code"] is not None else "-"),
             _when(row["started_at"]),
             _duration(row["started_at"], row["ended_at"]),
+            *sweep,
         )
     common.console().print(table)
+
+
+def _short_sweep(sweep_id: str | None) -> str:
+    """The end of a sweep id that names it (commands accept a unique end)."""
+    return sweep_id.rsplit("-", 1)[-1] if sweep_id else "-"
 
 
 def _run_or_version_run(db: Database, text: str) -> dict[str, Any]:
@@ -630,13 +700,31 @@ def runs_show(run_id: str, as_json: bool) -> None:
         console.print(f"{key:14} {value if value is not None else '-'}", markup=False)
 
 
+def _is_run_id(db: Database, text: str) -> bool:
+    return db.execute("SELECT 1 FROM runs WHERE id = ?", [text]).fetchone() is not None
+
+
 @runs.command("cancel")
-@click.argument("run_id", metavar="RUN")
+@click.argument("run_id", metavar="RUN|SWEEP")
 def runs_cancel(run_id: str) -> None:
-    """Cancel a run: stop its process group, here or on the remote, or `scancel` its Slurm job."""
+    """Cancel a run: stop its process group, here or on the remote, or `scancel` its Slurm job.
+
+    Given a sweep id (or a unique start or end of one), cancel every point of the sweep not
+    yet ended: queued points are dropped, running ones stopped (`scancel` of the job array on
+    Slurm).
+    """
     from agent.client import AgentClient
+    from agent.runs.sweeps import cancel_sweep, find_sweep
 
     with common.ledger_session() as db:
+        sweep = find_sweep(db, run_id) if not _is_run_id(db, run_id) else None
+        if sweep is not None:
+            counts = cancel_sweep(db, sweep, WatchkeeperPaths.from_environment())
+            click.echo(
+                f"cancelled sweep {sweep['id']}: {counts['queued']} queued points dropped, "
+                f"{counts['running']} running points stopped, {counts['ended']} had ended"
+            )
+            return
         row = find_run(db, run_id)
         if RunState(row["state"]).is_final:
             raise WatchkeeperError(f"run {row['id']} has already ended ({row['state']}).")
@@ -681,13 +769,18 @@ def runs_logs(run_id: str, follow: bool) -> None:
                 steps.show(final=True)
                 out.flush()
                 return
-            recorded = RunState(find_run(db, row["id"])["state"])
-            ended = recorded if recorded.is_final else executor.poll(run)
+            current = find_run(db, row["id"])
+            recorded = RunState(current["state"])
+            if run.pid is None and run.remote_job_id is None:  # a sweep's point, waiting
+                run = steps.run = Run.from_row(current)
+            waiting = recorded in (RunState.QUEUED, RunState.STARTING)
+            ended = recorded if recorded.is_final or waiting else executor.poll(run)
             if ended.is_final:
                 break
             time.sleep(0.2)
         if not recorded.is_final and run.executor == "local":
             reconcile_runs(db)
+            _wait_for_its_train_to_record(db, row["id"])
         while chunk := executor.read_log(run, offset):
             offset += len(chunk)
             out.write(chunk)
@@ -699,6 +792,18 @@ def runs_logs(run_id: str, follow: bool) -> None:
                 "metrics (start it with `watchkeeper agent start`).",
                 markup=False,
             )
+
+
+def _wait_for_its_train_to_record(db: Database, run_id: str, timeout: float = 30.0) -> None:
+    """Give the live `watchkeeper train` that follows an ended run time to record it."""
+    from agent.runs.training import _supervised
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = find_run(db, run_id)
+        if RunState(current["state"]).is_final or not _supervised(current.get("detail") or {}):
+            return
+        time.sleep(0.1)
 
 
 class StepFollower:

@@ -210,26 +210,36 @@ def models_note(reference: str, text: str) -> None:
 @click.option(
     "--sort", "sort_key", metavar="NAME", help="Sort by a metric or param (-NAME for descending)."
 )
+@click.option(
+    "--sweep",
+    "sweep_id",
+    metavar="ID",
+    help="Compare the versions of a sweep (its id, or a unique start or end of it).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV (one row per version).")
 def models_compare(
     references: tuple[str, ...],
     last: int | None,
     sort_key: str | None,
+    sweep_id: str | None,
     as_json: bool,
     as_csv: bool,
 ) -> None:
     """Versions side by side: params and metrics as columns, the params that differ in bold.
 
-    REF is MODEL@VERSION, MODEL@ALIAS, a run id... With --last N, one REF names the model.
+    REF is MODEL@VERSION, MODEL@ALIAS, a run id... With --last N, one REF names the model;
+    with --sweep ID, the versions of that sweep (a REF, if given, names its model).
     """
-    if not references:
+    if not references and sweep_id is None:
         raise WatchkeeperError(
-            "name versions to compare (churn@3 churn@champion) or a model "
-            "with --last N (churn --last 10)"
+            "name versions to compare (churn@3 churn@champion), a model "
+            "with --last N (churn --last 10), or a sweep (churn --sweep ID)"
         )
     with common.ledger_session(settle_runs=False) as db:
-        if last is not None:
+        if sweep_id is not None:
+            rows = _sweep_versions(db, sweep_id, references, last)
+        elif last is not None:
             if len(references) != 1:
                 raise WatchkeeperError("--last N compares one model's versions: give one MODEL")
             newest = find_version(
@@ -247,6 +257,40 @@ def models_compare(
         _write_csv(report)
     else:
         _print_comparison(report)
+
+
+def _sweep_versions(
+    db: Database, sweep_id: str, references: tuple[str, ...], last: int | None
+) -> list[dict[str, Any]]:
+    """The versions of the sweep `sweep_id` names, in grid order."""
+    from agent.ledger.queries import VERSION_SELECT, decode_row
+    from agent.runs.sweeps import find_sweep
+
+    if last is not None or len(references) > 1:
+        raise WatchkeeperError(
+            "--sweep ID compares the versions of one sweep: give at most one MODEL and no --last"
+        )
+    sweep = find_sweep(db, sweep_id)
+    if sweep is None:
+        recent = [
+            row[0] for row in db.execute("SELECT id FROM sweeps ORDER BY created_at DESC LIMIT 5")
+        ]
+        listed = ", ".join(recent) or "none yet (watchkeeper train MODEL --sweep NAME=A,B)"
+        raise WatchkeeperError(f"--sweep {sweep_id}: no sweep has that id; recent sweeps: {listed}")
+    rows = [
+        decode_row(row)
+        for row in db.query(
+            VERSION_SELECT + " WHERE v.sweep_id = ? ORDER BY v.version", [sweep["id"]]
+        )
+    ]
+    if references:
+        model = ModelRef.parse(references[0]).name
+        named = {row["model"] for row in rows}
+        if named and model not in named:
+            raise WatchkeeperError(
+                f"sweep {sweep['id']} trained {', '.join(sorted(named))}, not {model}"
+            )
+    return rows
 
 
 def _cell(value: Any) -> str:

@@ -340,6 +340,39 @@ def m006_step_metrics(db: Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m007_sweeps(db: Database) -> None:
+    """Sweeps: a grid of param sets trained as versions sharing a sweep id.
+
+    `sweeps` holds each sweep's axes, size, parallelism, target and (on Slurm) its job array;
+    `runs.sweep_id` and `model_versions.sweep_id` name the sweep a run and its version belong
+    to (NULL outside sweeps).
+    """
+    statements = [
+        """
+        CREATE TABLE sweeps (
+            id TEXT PRIMARY KEY,
+            model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+            created_at REAL NOT NULL,
+            axes TEXT NOT NULL,
+            points INTEGER NOT NULL,
+            parallel INTEGER,
+            executor TEXT,
+            remote TEXT,
+            array_job_id TEXT,
+            cancelled_at REAL
+        )""",
+        "CREATE INDEX idx_sweeps_model ON sweeps(model_id)",
+        "ALTER TABLE runs ADD COLUMN sweep_id TEXT",
+        "CREATE INDEX idx_runs_sweep ON runs(sweep_id) WHERE sweep_id IS NOT NULL",
+        "ALTER TABLE model_versions ADD COLUMN sweep_id TEXT",
+        "CREATE INDEX idx_model_versions_sweep ON model_versions(sweep_id)"
+        " WHERE sweep_id IS NOT NULL",
+    ]
+    for statement in statements:
+        db.execute(statement)
+
+
 TABLES = (
     "repos",
     "commits",
@@ -363,4 +396,5 @@ TABLES = (
     "version_notes",
     "step_metrics",
     "step_metric_reads",
+    "sweeps",
 )

@@ -531,6 +531,10 @@ class SlurmExecutor(RemoteExecutor):
 
     kind = "slurm"
 
+    def __init__(self, remote: RemoteConfig, **kwargs: Any) -> None:
+        super().__init__(remote, **kwargs)
+        self._array_states: dict[str, tuple[float, dict[str, tuple[str, str]]]] = {}
+
     def start(self, run: Run) -> None:
         remote_dir = self.upload(run)
         resources = self._resources(run)
@@ -579,9 +583,84 @@ class SlurmExecutor(RemoteExecutor):
 
         return dict(load_project(Path(repo)).model(str(model)).resources)
 
+    def start_array(self, runs: list[Run], parallel: int | None, sweep_id: str) -> str:
+        """Submit staged runs as one job array (`sbatch --array=0-K%N`), task i running
+        runs[i]; fills in each run's host and job id `JOBID_i`; returns the array's job id.
+
+        Each run folder is uploaded as for a single run; the array script, in the sweep's
+        folder on the remote, sends each task into its own run folder.
+        """
+        remote_dirs = [self.upload(run) for run in runs]
+        sweep_dir = f"{self.session.runs_dir}/{sweep_id}"
+        resources = self._resources(runs[0])
+        cases = "".join(
+            f"{index}) cd {quote_command([path])} || exit 127 ;;\n"
+            for index, path in enumerate(remote_dirs)
+        )
+        batch = (
+            '#!/bin/sh\ncase "$SLURM_ARRAY_TASK_ID" in\n'
+            f"{cases}*) echo 'no run for task '\"$SLURM_ARRAY_TASK_ID\"; exit 127 ;;\nesac\n"
+            f"rm -f exitcode cancelled && {self._python_shim('.')} || exit 127\n"
+            'export WK_RUN_DIR="$PWD" WK_PARAMS="$PWD/params.json" '
+            f'WK_METRICS="$PWD/{STEP_METRICS_FILE}" PATH="$PWD/.wk-bin:$PATH"\n'
+            'sh run.sh >> log 2>&1\ncode=$?\n[ -f exitcode ] || echo "$code" > exitcode\n'
+            'exit "$code"\n'
+        )
+        limit = f"%{parallel}" if parallel else ""
+        options = sbatch_options(self.remote, resources)
+        sbatch = [
+            "sbatch",
+            "--parsable",
+            f"--array=0-{len(runs) - 1}{limit}",
+            f"--job-name=wk-{sweep_id}",
+            f"--chdir={sweep_dir}",
+            f"--output={sweep_dir}/slurm-%a.out",
+            *options,
+            f"{sweep_dir}/array.sh",
+        ]
+        quoted_dir = quote_command([sweep_dir])
+        script = f"mkdir -p {quoted_dir} && cat > {quoted_dir}/array.sh && {quote_command(sbatch)}"
+        result = self.session.run(script, stdin=batch.encode())
+        if result.exit_code != 0:
+            raise WatchkeeperError(
+                f"sbatch on {self.remote.name} refused sweep {sweep_id} ({len(runs)} tasks): "
+                f"{result.stderr.decode(errors='replace').strip()}"
+            )
+        job_id = result.text.strip().splitlines()[-1].split(";")[0]
+        if not job_id.isdigit():
+            raise WatchkeeperError(f"sbatch on {self.remote.name} answered {result.text!r}")
+        for index, run in enumerate(runs):
+            run.remote_job_id = f"{job_id}_{index}"
+            run.detail.update(array_job_id=job_id, array_task=index, slurm_options=options)
+        return job_id
+
+    def cancel_array(self, job_id: str) -> None:
+        """`scancel` a whole job array: every task, pending or running."""
+        self.session.run(["scancel", str(job_id)])
+        self._array_states.pop(str(job_id), None)
+
+    def _array_state(self, job_id: str, task: str) -> tuple[str, str] | None:
+        """A task's (state, reason) from one `squeue` of its whole array (at most one call a
+        STATUS_INTERVAL for all tasks); None when squeue no longer lists it."""
+        known = self._array_states.get(job_id)
+        if known is None or time.monotonic() - known[0] >= STATUS_INTERVAL:
+            queue = self.session.run(["squeue", "-h", "-r", "-j", job_id, "-o", "%i|%T|%r"])
+            states: dict[str, tuple[str, str]] = {}
+            if queue.exit_code == 0:
+                for line in queue.text.splitlines():
+                    task_id, _, rest = line.strip().partition("|")
+                    state, _, reason = rest.partition("|")
+                    states[task_id] = (state, reason)
+            known = self._array_states[job_id] = (time.monotonic(), states)
+        return known[1].get(task)
+
     def slurm_state(self, run: Run) -> tuple[str, str, str]:
         """(state, reason, exit code) as Slurm names them; state '' when Slurm forgot the job."""
         job = str(run.remote_job_id)
+        array_job = run.detail.get("array_job_id")
+        listed = self._array_state(str(array_job), job) if array_job else None
+        if listed is not None:
+            return listed[0], listed[1], ""
         queue = self.session.run(["squeue", "-h", "-j", job, "-o", "%T|%r"])
         line = queue.text.strip()
         if queue.exit_code == 0 and line:

@@ -33,7 +33,7 @@ from agent.ledger.queries import (
     update_row,
 )
 from agent.paths import WatchkeeperPaths
-from agent.project.git import is_ignored, working_hashes, working_tree
+from agent.project.git import WorkingTree, is_ignored, working_hashes, working_tree
 from agent.project.spec import ModelSpec, ProjectSpec, load_project
 from agent.runs.executor import (
     EXITCODE_FILE,
@@ -189,6 +189,217 @@ def _supervisor() -> dict[str, Any]:
     return {"pid": os.getpid(), "start_ticks": process_start_ticks(os.getpid())}
 
 
+@dataclass
+class Training:
+    """What every run of one `train` (or of every point of a sweep) shares, fixed before the
+    first run starts: the model, its target, the code snapshot and the data fingerprints."""
+
+    root: Path
+    project: ProjectSpec
+    model: ModelSpec
+    executor: Executor
+    remote_name: str | None
+    tree: WorkingTree
+    code_deps: list[str]
+    data_deps: list[str]
+    code_hashes: dict[str, Any]
+    data_records: dict[str, Any]
+
+    @property
+    def collected(self) -> list[str]:
+        return [*self.model.outs, *([self.model.metrics] if self.model.metrics else [])]
+
+
+def prepare_training(
+    root: Path,
+    model_name: str,
+    *,
+    remote: str | None,
+    db: Database,
+    paths: WatchkeeperPaths,
+    on_data_progress: Callable[[str, int, int], None] | None = None,
+    check_params: Callable[[ProjectSpec, ModelSpec], None] = lambda project, model: None,
+) -> Training:
+    """Load the model, pick its executor, snapshot the code and fingerprint the data deps.
+
+    `check_params` runs before anything slow (refusing bad params early)."""
+    project = load_project(root)
+    model = project.model(model_name)
+    check_params(project, model)
+    code_deps, data_deps = classify_deps(project, model)
+    remote_name = remote or model.remote
+    executor = executor_for(remote_name)
+    tree = working_tree(root)
+    code_hashes = working_hashes(root, code_deps)
+    reconcile_runs(db, paths)
+    data_records = {
+        dep: snapshot_data_dep(db, root / dep, paths, _progress_for(dep, on_data_progress))
+        for dep in data_deps
+    }
+    return Training(
+        root,
+        project,
+        model,
+        executor,
+        remote_name,
+        tree,
+        code_deps,
+        data_deps,
+        code_hashes,
+        data_records,
+    )
+
+
+def record_run(
+    db: Database,
+    training: Training,
+    params: dict[str, Any],
+    paths: WatchkeeperPaths,
+    *,
+    allow_concurrent: bool = False,
+    sweep_id: str | None = None,
+    run_id: str | None = None,
+) -> tuple[Run, int]:
+    """Record a run (state `starting`, or `queued` in a sweep) and its version (`running`).
+
+    Refused while another run of the model is active, unless `allow_concurrent`."""
+    model, executor = training.model, training.executor
+    run_id = run_id or new_run_id(model.name)
+    run_dir = paths.runs / run_id
+    delivery = deliver_params(model, params)
+    run = Run(
+        id=run_id,
+        run_dir=run_dir,
+        executor=executor.kind,
+        remote=None if executor.kind == "local" else training.remote_name,
+        detail={
+            "repo": str(training.root),
+            "model": model.name,
+            "outs": list(model.outs),
+            "metrics": model.metrics,
+            "command": delivery.command,
+            "supervisor": _supervisor(),
+        },
+    )
+    now = time.time()
+    with write_transaction(db):
+        repo_id = register_repo(db, training.root)
+        model_id = ensure_model(db, repo_id, model.name)
+        if not allow_concurrent:
+            refuse_concurrent_run(db, model_id, model.name)
+        version = next_version(db, model_id)
+        state = RunState.QUEUED if sweep_id else RunState.STARTING
+        insert_row(
+            db,
+            "runs",
+            {
+                "id": run_id,
+                "model_id": model_id,
+                "state": state.value,
+                "executor": executor.kind,
+                "remote": run.remote,
+                "run_dir": str(run_dir),
+                "log_path": str(run.log_path),
+                "log_offset": 0,
+                "created_at": now,
+                "detail": run.detail,
+                **({"sweep_id": sweep_id} if sweep_id else {}),
+            },
+        )
+        version_id = insert_row(
+            db,
+            "model_versions",
+            {
+                "model_id": model_id,
+                "version": version,
+                "status": "running",
+                "commit_sha": training.tree.commit,
+                "dirty": int(training.tree.dirty),
+                "diff_hash": training.tree.diff_hash,
+                "train_command": model.train,
+                "params": params,
+                "experiment": int(_differs(params, model.params)),
+                "metrics": {},
+                "data": {
+                    dep: {"snapshot_id": record.snapshot_id, "fingerprint": record.fingerprint}
+                    for dep, record in training.data_records.items()
+                },
+                "code": training.code_hashes,
+                "artifacts": {},
+                "executor": executor.kind,
+                "run_id": run_id,
+                "started_at": now,
+                **({"sweep_id": sweep_id} if sweep_id else {}),
+            },
+        )
+        run.detail["version_id"] = version_id
+        update_row(db, "runs", "id", run_id, {"detail": run.detail})
+    return run, version
+
+
+def stage_run(training: Training, run: Run, params: dict[str, Any]) -> None:
+    """Write the run's folder: code snapshot, params (as the model receives them), run.sh."""
+    delivery = deliver_params(training.model, params)
+    run.detail["data_sources"] = prepare_run_dir(
+        root=training.root,
+        run_dir=run.run_dir,
+        run_id=run.id,
+        model=training.model.name,
+        command=delivery.command,
+        params=params,
+        tree=training.tree,
+        data_deps=training.data_deps,
+        collected=training.collected,
+        env=delivery.env,
+        files=delivery.files,
+    )
+
+
+def mark_started(db: Database, run: Run) -> None:
+    """Record that the executor started `run` (its pid, host and job id)."""
+    with write_transaction(db):
+        update_row(
+            db,
+            "runs",
+            "id",
+            run.id,
+            {
+                "state": RunState.RUNNING.value,
+                "pid": run.pid,
+                "host": run.host,
+                "remote_job_id": run.remote_job_id,
+                "started_at": time.time(),
+                "detail": run.detail,
+            },
+        )
+        update_row(
+            db,
+            "model_versions",
+            "run_id",
+            run.id,
+            {"host": run.host, "remote_job_id": run.remote_job_id},
+        )
+
+
+def launch_run(
+    db: Database, training: Training, run: Run, params: dict[str, Any], paths: WatchkeeperPaths
+) -> None:
+    """Stage and start a recorded run; a run that cannot start is recorded (failed, or
+    cancelled on Ctrl-C) and the error raised."""
+    executor = training.executor
+    try:
+        stage_run(training, run, params)
+        executor.start(run)
+    except KeyboardInterrupt:
+        run.detail["cancelled"] = True
+        finish_run(db, run, RunState.CANCELLED, executor, paths)
+        raise
+    except BaseException as error:
+        finish_run(db, run, RunState.FAILED, executor, paths, problem=f"could not start: {error}")
+        raise
+    mark_started(db, run)
+
+
 def train(
     root: Path,
     model_name: str,
@@ -216,134 +427,25 @@ def train(
     the run is refused, unless `allow_concurrent`.
     """
     paths = paths or WatchkeeperPaths.from_environment()
-    project = load_project(root)
-    model = project.model(model_name)
-    params = parse_param_overrides(model, param_pairs or [], project.where(model.name, "params"))
-    experiment = _differs(params, model.params)
-    delivery = deliver_params(model, params)
-    code_deps, data_deps = classify_deps(project, model)
-    remote_name = remote or model.remote
-    executor = executor_for(remote_name)
-    tree = working_tree(root)
-    code_hashes = working_hashes(root, code_deps)
-    reconcile_runs(db, paths)
+    parsed: dict[str, Any] = {}
 
-    data_records = {
-        dep: snapshot_data_dep(db, root / dep, paths, _progress_for(dep, on_data_progress))
-        for dep in data_deps
-    }
-    run_id = new_run_id(model.name)
-    run_dir = paths.runs / run_id
-    collected = [*model.outs, *([model.metrics] if model.metrics else [])]
-    run = Run(
-        id=run_id,
-        run_dir=run_dir,
-        executor=executor.kind,
-        remote=None if executor.kind == "local" else remote_name,
-        detail={
-            "repo": str(root),
-            "model": model.name,
-            "outs": list(model.outs),
-            "metrics": model.metrics,
-            "command": delivery.command,
-            "supervisor": _supervisor(),
-        },
+    def check_params(project: ProjectSpec, model: ModelSpec) -> None:
+        where = project.where(model.name, "params")
+        parsed.update(parse_param_overrides(model, param_pairs or [], where))
+        deliver_params(model, parsed)
+
+    training = prepare_training(
+        root,
+        model_name,
+        remote=remote,
+        db=db,
+        paths=paths,
+        on_data_progress=on_data_progress,
+        check_params=check_params,
     )
-    now = time.time()
-    with write_transaction(db):
-        repo_id = register_repo(db, root)
-        model_id = ensure_model(db, repo_id, model.name)
-        if not allow_concurrent:
-            _refuse_concurrent_run(db, model_id, model.name)
-        version = next_version(db, model_id)
-        insert_row(
-            db,
-            "runs",
-            {
-                "id": run_id,
-                "model_id": model_id,
-                "state": RunState.STARTING.value,
-                "executor": executor.kind,
-                "remote": run.remote,
-                "run_dir": str(run_dir),
-                "log_path": str(run.log_path),
-                "log_offset": 0,
-                "created_at": now,
-                "detail": run.detail,
-            },
-        )
-        version_id = insert_row(
-            db,
-            "model_versions",
-            {
-                "model_id": model_id,
-                "version": version,
-                "status": "running",
-                "commit_sha": tree.commit,
-                "dirty": int(tree.dirty),
-                "diff_hash": tree.diff_hash,
-                "train_command": model.train,
-                "params": params,
-                "experiment": int(experiment),
-                "metrics": {},
-                "data": {
-                    dep: {"snapshot_id": record.snapshot_id, "fingerprint": record.fingerprint}
-                    for dep, record in data_records.items()
-                },
-                "code": code_hashes,
-                "artifacts": {},
-                "executor": executor.kind,
-                "run_id": run_id,
-                "started_at": now,
-            },
-        )
-        run.detail["version_id"] = version_id
-        update_row(db, "runs", "id", run_id, {"detail": run.detail})
-
-    try:
-        run.detail["data_sources"] = prepare_run_dir(
-            root=root,
-            run_dir=run_dir,
-            run_id=run_id,
-            model=model.name,
-            command=delivery.command,
-            params=params,
-            tree=tree,
-            data_deps=data_deps,
-            collected=collected,
-            env=delivery.env,
-            files=delivery.files,
-        )
-        executor.start(run)
-    except KeyboardInterrupt:
-        run.detail["cancelled"] = True
-        finish_run(db, run, RunState.CANCELLED, executor, paths)
-        raise
-    except BaseException as error:
-        finish_run(db, run, RunState.FAILED, executor, paths, problem=f"could not start: {error}")
-        raise
-    with write_transaction(db):
-        update_row(
-            db,
-            "runs",
-            "id",
-            run_id,
-            {
-                "state": RunState.RUNNING.value,
-                "pid": run.pid,
-                "host": run.host,
-                "remote_job_id": run.remote_job_id,
-                "started_at": time.time(),
-                "detail": run.detail,
-            },
-        )
-        update_row(
-            db,
-            "model_versions",
-            "id",
-            version_id,
-            {"host": run.host, "remote_job_id": run.remote_job_id},
-        )
+    params, executor = parsed, training.executor
+    run, version = record_run(db, training, params, paths, allow_concurrent=allow_concurrent)
+    launch_run(db, training, run, params, paths)
     on_start(run, version)
     try:
         state = _follow(executor, run, on_log, on_steps, db)
@@ -362,7 +464,7 @@ def _differs(params: dict[str, Any], declared: dict[str, Any]) -> bool:
     return json.dumps(params, sort_keys=True) != json.dumps(declared, sort_keys=True)
 
 
-def _refuse_concurrent_run(db: Database, model_id: int, model: str) -> None:
+def refuse_concurrent_run(db: Database, model_id: int, model: str) -> None:
     """Refuse to start a second run of a model while one is active (in this transaction)."""
     marks = ", ".join("?" for _ in ACTIVE_RUN_STATES)
     row = db.execute(
