@@ -162,11 +162,22 @@ def _publish_state(
 
 
 def cancel(service: AgentCore, run_id: str) -> dict[str, Any]:
-    """Ask the run's executor to cancel it; the supervising thread or poll records the end."""
+    """Ask the run's executor to cancel it; the supervising thread or poll records the end.
+
+    A sweep id (or a unique start or end of one) cancels every point of the sweep not yet
+    ended, as `watchkeeper runs cancel SWEEP` does.
+    """
     from agent.ledger.queries import find_run
     from agent.runs.executor import Run, executor_for
+    from agent.runs.sweeps import cancel_sweep, find_sweep
 
-    row = find_run(service.db(), run_id)
+    db = service.db()
+    is_run = db.execute("SELECT 1 FROM runs WHERE id = ?", [run_id]).fetchone() is not None
+    sweep = None if is_run else find_sweep(db, run_id)
+    if sweep is not None:
+        counts = cancel_sweep(db, sweep, service.paths)
+        return {"sweep": sweep["id"], "cancelling": True, **counts}
+    row = find_run(db, run_id)
     if row["state"] not in ACTIVE_RUN_STATES:
         raise WatchkeeperError(f"run {run_id} has already ended ({row['state']}).")
     run = Run.from_row(row)
