@@ -211,7 +211,10 @@ def _insert_versions(  # type: ignore[no-untyped-def]
                 experiment,
             )
         )
-    connection.executemany(f"INSERT INTO runs VALUES ({','.join('?' * 16)})", run_rows)
+    connection.executemany(
+        f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({','.join('?' * len(RUN_COLUMNS))})",
+        run_rows,
+    )
     connection.executemany(
         f"INSERT INTO model_versions ({', '.join(VERSION_COLUMNS)}) "
         f"VALUES ({','.join('?' * len(VERSION_COLUMNS))})",
@@ -219,6 +222,24 @@ def _insert_versions(  # type: ignore[no-untyped-def]
     )
 
 
+RUN_COLUMNS = (
+    "id",
+    "model_id",
+    "state",
+    "executor",
+    "remote",
+    "host",
+    "remote_job_id",
+    "pid",
+    "run_dir",
+    "log_path",
+    "log_offset",
+    "exit_code",
+    "created_at",
+    "started_at",
+    "ended_at",
+    "detail",
+)
 # The columns the fixture fills, in order (later migrations add columns it leaves NULL).
 VERSION_COLUMNS = (
     "id",
