@@ -508,6 +508,7 @@ cdef struct MeetForwardJob:
     double* vectors                 # scratch of 5 K doubles
     double* block_alpha             # scratch of (MEET_BLOCK + 1) K doubles
     double* block_emission          # scratch of MEET_BLOCK K doubles
+    double* block_gamma             # scratch of MEET_BLOCK K doubles
     double* loglik                  # OUT log-likelihood of the sequence
     double* lowest_log_factor       # OUT smallest log divisor of a row redone in log space
 
@@ -523,6 +524,7 @@ cdef struct MeetBackwardJob:
     double* alpha                   # IN/OUT as in MeetForwardJob
     const double* scale             # IN (T,) scale factors of the forward pass
     double* stats                   # OUT statistics of rows t0..mid - 1, or NULL
+    double* block_buffer            # scratch of 2 MEET_BLOCK K doubles
     MeetingPoint* meeting           # IN/OUT progress of both passes
     double* work                    # scratch of 3 K + D K + 1 doubles
 
@@ -845,6 +847,111 @@ cdef inline int64_t forward_range(
     return failure
 
 
+cdef inline void block_statistics(
+        Py_ssize_t K, const Emissions* em, Py_ssize_t n_classes, double* stats,
+        const double* gammas, Py_ssize_t first, Py_ssize_t n_rows,
+        const double* lefts, const double* rights, Py_ssize_t n_transitions,
+        const int64_t* classes, Py_ssize_t class_row, Py_ssize_t class_step) noexcept nogil:
+    """Add the statistics of a block of rows to stats (laid out as forward_backward says).
+
+    gammas holds the posteriors of rows first..first + n_rows - 1, one after another.
+    Transition r adds the outer product of lefts[r] and rights[r] (K each) to the counts of
+    class classes[class_row + r class_step] (class 0 without classes). The sums run over the
+    block in local accumulators, which the compiler keeps in registers, instead of updating
+    stats in memory row by row."""
+    cdef Py_ssize_t KK = K * K, D = em.n_features, r, i, j, k, d, e
+    cdef double* trans_stats = stats + K
+    cdef double* post = trans_stats + n_classes * KK
+    cdef double* obs = post + K
+    cdef double* obs_squared = obs + em.n_obs_columns * K
+    cdef double local_transitions[SMALL_K * SMALL_K]
+    cdef double sums[SMALL_K]
+    cdef double squares[SMALL_K]
+    cdef const double* left
+    cdef const double* right
+    cdef const double* gamma
+    cdef const double* x
+    cdef double* acc
+    cdef double a_i, value, g
+    if K > SMALL_K or em.kind == CATEGORICAL:
+        for r in range(n_rows):
+            accumulate_emission_stats(K, em, first + r, gammas + r * K, post, obs, obs_squared)
+    else:
+        for k in range(K):
+            sums[k] = 0.0
+        for r in range(n_rows):
+            gamma = gammas + r * K
+            for k in range(K):
+                sums[k] += gamma[k]
+        for k in range(K):
+            post[k] += sums[k]
+        for d in range(D):
+            for k in range(K):
+                sums[k] = 0.0
+                squares[k] = 0.0
+            if em.kind == POISSON:
+                for r in range(n_rows):
+                    value = <double> em.counts[(first + r) * D + d]
+                    gamma = gammas + r * K
+                    for k in range(K):
+                        sums[k] += gamma[k] * value
+            elif em.kind == GAUSSIAN:
+                for r in range(n_rows):
+                    value = em.values[(first + r) * D + d]
+                    gamma = gammas + r * K
+                    for k in range(K):
+                        g = gamma[k] * value
+                        sums[k] += g
+                        squares[k] += g * value
+                for k in range(K):
+                    obs_squared[d * K + k] += squares[k]
+            else:
+                for r in range(n_rows):
+                    value = em.values[(first + r) * D + d]
+                    gamma = gammas + r * K
+                    for k in range(K):
+                        sums[k] += gamma[k] * value
+            for k in range(K):
+                obs[d * K + k] += sums[k]
+        if em.n_squared_columns > 0 and em.kind != GAUSSIAN:
+            # Full and tied: upper triangle of x x^T, row by row.
+            acc = obs_squared
+            for d in range(D):
+                for e in range(d, D):
+                    for k in range(K):
+                        squares[k] = 0.0
+                    for r in range(n_rows):
+                        x = em.values + (first + r) * D
+                        value = x[d] * x[e]
+                        gamma = gammas + r * K
+                        for k in range(K):
+                            squares[k] += gamma[k] * value
+                    for k in range(K):
+                        acc[k] += squares[k]
+                    acc += K
+    if classes == NULL and K <= SMALL_K:
+        for i in range(KK):
+            local_transitions[i] = 0.0
+        for r in range(n_transitions):
+            left = lefts + r * K
+            right = rights + r * K
+            for i in range(K):
+                a_i = left[i]
+                for j in range(K):
+                    local_transitions[i * K + j] += a_i * right[j]
+        for i in range(KK):
+            trans_stats[i] += local_transitions[i]
+    else:
+        for r in range(n_transitions):
+            left = lefts + r * K
+            right = rights + r * K
+            acc = trans_stats + (classes[class_row + r * class_step] if classes != NULL else 0) * KK
+            for i in range(K):
+                a_i = left[i]
+                for j in range(K):
+                    acc[i * K + j] += a_i * right[j]
+
+
 cdef int64_t meet_forward(const StateCount* tag, const MeetForwardJob* job) noexcept nogil:
     """The forward pass of a split sequence: alpha below mid, statistics from mid up.
 
@@ -858,36 +965,27 @@ cdef int64_t meet_forward(const StateCount* tag, const MeetForwardJob* job) noex
     cdef MeetingPoint* meeting = job.meeting
     cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
     cdef Py_ssize_t KK = K * K, t, i, j, first, last, seen = t1
-    cdef double local_vectors[5 * SMALL_K]
+    cdef double local_vectors[3 * SMALL_K]
     cdef double* vectors = job.vectors if StateCount is StatesAny else &local_vectors[0]
-    cdef double* gamma = vectors + 3 * K
-    cdef double* weighted = vectors + 4 * K
+    cdef double* gamma
+    cdef double* weighted
     cdef double* block_alpha = job.block_alpha
     cdef double* block_emission = job.block_emission
+    cdef double* block_gamma = job.block_gamma
     cdef double* double_scale = job.scale
     cdef double* stats = job.stats
     cdef double* alpha = job.alpha
     cdef double* row
-    cdef double* acc
     cdef const double* current
     cdef const double* previous
     cdef const double* emission
-    cdef double* trans_stats = NULL
-    cdef double* post = NULL
-    cdef double* obs = NULL
-    cdef double* obs_squared = NULL
-    cdef double s, factor, a_i, c_t
+    cdef double s, factor, c_t
     cdef bint posteriors = job.posteriors
     cdef int64_t failure = -1
     cdef ForwardTotals totals
     totals.loglik = 0.0
     totals.running = 1.0
     totals.lowest = 0.0
-    if stats != NULL:
-        trans_stats = stats + K
-        post = trans_stats + job.n_classes * KK
-        obs = post + K
-        obs_squared = obs + em.n_obs_columns * K
     first = t0
     while first < mid and failure == -1:
         last = min(mid, (first | PUBLISH_MASK) + 1)
@@ -895,12 +993,15 @@ cdef int64_t meet_forward(const StateCount* tag, const MeetForwardJob* job) noex
                                 job.transmat_t, alpha + (first - 1) * K if first > t0 else alpha,
                                 alpha + first * K,
                                 NULL, double_scale, &totals, vectors, job.work)
+        if failure != -1:
+            break
+        if last == mid:
+            # block_alpha row 0 holds alpha of the row before the block; copied before the
+            # other thread may replace that row with its posteriors
+            for j in range(K):
+                block_alpha[j] = alpha[(mid - 1) * K + j]
         hmm_store(&meeting.forward_done, last)
         first = last
-    # block_alpha row 0 holds alpha of the row before the block
-    if failure == -1:
-        for j in range(K):
-            block_alpha[j] = alpha[(mid - 1) * K + j]
     while first < t1 and failure == -1:
         last = min(t1, first + MEET_BLOCK)
         failure = forward_range(K, em, t0, first, last, classes, job.startprob, job.transmat,
@@ -917,6 +1018,8 @@ cdef int64_t meet_forward(const StateCount* tag, const MeetForwardJob* job) noex
             emission = block_emission + (t - first) * K
             c_t = double_scale[t]
             c_t = -c_t if c_t < 0.0 else c_t
+            gamma = block_gamma + (t - first) * K
+            weighted = block_emission + (t - first) * K     # replaces the emissions
             s = 0.0
             for j in range(K):
                 gamma[j] = current[j] * row[j]
@@ -928,13 +1031,9 @@ cdef int64_t meet_forward(const StateCount* tag, const MeetForwardJob* job) noex
             if posteriors:
                 for j in range(K):
                     row[j] = gamma[j]
-            if stats != NULL:
-                accumulate_emission_stats(K, em, t, gamma, post, obs, obs_squared)
-                acc = trans_stats + (classes[t] if classes != NULL else 0) * KK
-                for i in range(K):
-                    a_i = previous[i]
-                    for j in range(K):
-                        acc[i * K + j] += a_i * weighted[j]
+        if stats != NULL:
+            block_statistics(K, em, job.n_classes, stats, block_gamma, first, last - first,
+                             block_alpha, block_emission, last - first, classes, first, 1)
         for j in range(K):
             block_alpha[j] = block_alpha[(last - first) * K + j]
         first = last
@@ -960,22 +1059,17 @@ cdef int64_t meet_backward(const StateCount* tag, const MeetBackwardJob* job) no
     cdef double* weighted = vectors + K
     cdef double* scratch = job.work + 3 * em.n_states
     cdef double* row
-    cdef double* acc
     cdef const double* trans
     cdef const double* trans_row
-    cdef double* start_stats = NULL
-    cdef double* trans_stats = NULL
-    cdef double* post = NULL
-    cdef double* obs = NULL
-    cdef double* obs_squared = NULL
-    cdef double total, peak, log_factor, w, s, s_next = 1.0, factor, a_i, c_next
+    cdef double total, peak, log_factor, w, s, s_next = 1.0, factor, c_next = 1.0
     cdef bint use_table
-    if job.stats != NULL:
-        start_stats = job.stats
-        trans_stats = job.stats + K
-        post = trans_stats + job.n_classes * KK
-        obs = post + K
-        obs_squared = obs + em.n_obs_columns * K
+    cdef double* stats = job.stats
+    cdef double* start_stats = job.stats
+    cdef double* lefts = job.block_buffer
+    cdef double* rights = job.block_buffer + MEET_BLOCK * K
+    cdef double* left
+    cdef double* right
+    cdef Py_ssize_t block_rows = 0, n_transitions = 0, class_row = 0
     for i in range(K):
         beta[i] = 1.0 / K
     row = job.alpha + (t1 - 1) * K
@@ -1029,28 +1123,36 @@ cdef int64_t meet_backward(const StateCount* tag, const MeetBackwardJob* job) no
             if t == mid or (t & PUBLISH_MASK) == 0:
                 hmm_store(&meeting.backward_done, t)
         else:
-            # row holds alpha_t; it gets the posteriors
+            # row holds alpha_t; it gets the posteriors, and the statistics of the rows go
+            # in blocks (see block_statistics)
             s = 0.0
             for i in range(K):
                 s += row[i] * beta[i]
-            if job.stats != NULL and t + 1 < mid:
+            if stats != NULL and t + 1 < mid:
+                if n_transitions == 0:
+                    class_row = t + 1
                 factor = 1.0 / (c_next * s_next)
+                left = lefts + n_transitions * K
+                right = rights + n_transitions * K
                 for j in range(K):
-                    weighted[j] *= factor
-                acc = trans_stats + (classes[t + 1] if classes != NULL else 0) * KK
+                    right[j] = weighted[j] * factor
                 for i in range(K):
-                    a_i = row[i]
-                    for j in range(K):
-                        acc[i * K + j] += a_i * weighted[j]
+                    left[i] = row[i]
+                n_transitions += 1
             s_next = s
             factor = 1.0 / s
             for i in range(K):
                 row[i] = row[i] * beta[i] * factor
-            if job.stats != NULL:
-                accumulate_emission_stats(K, em, t, row, post, obs, obs_squared)
+            if stats != NULL:
                 if t == t0:
                     for i in range(K):
                         start_stats[i] += row[i]
+                block_rows += 1
+                if block_rows == MEET_BLOCK or t == t0:
+                    block_statistics(K, em, job.n_classes, stats, row, t, block_rows, lefts,
+                                     rights, n_transitions, classes, class_row, -1)
+                    block_rows = 0
+                    n_transitions = 0
     return -1
 
 
@@ -1121,8 +1223,9 @@ cdef int split_forward_backward(
                 forward_job.work = work
                 forward_job.vectors = work + D * K + 1
                 forward_job.block_alpha = <double*> malloc(
-                    (2 * MEET_BLOCK + 1) * K * sizeof(double))
+                    (3 * MEET_BLOCK + 1) * K * sizeof(double))
                 forward_job.block_emission = forward_job.block_alpha + (MEET_BLOCK + 1) * K
+                forward_job.block_gamma = forward_job.block_emission + MEET_BLOCK * K
                 forward_job.loglik = loglik
                 forward_job.lowest_log_factor = lowest_log_factor
                 status[0] = run_specialised(forward_job)
@@ -1142,7 +1245,9 @@ cdef int split_forward_backward(
                 backward_job.stats = halves if stats != NULL else NULL
                 backward_job.meeting = meeting
                 backward_job.work = work
+                backward_job.block_buffer = <double*> malloc(2 * MEET_BLOCK * K * sizeof(double))
                 run_specialised(backward_job)
+                free(backward_job.block_buffer)
                 free(backward_job)
             free(work)
         if stats != NULL and status[0] == -1:
