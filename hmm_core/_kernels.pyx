@@ -1383,7 +1383,12 @@ cdef int64_t viterbi_sequence(const StateCount* tag, const ViterbiJob* job) noex
     cdef double best, value, peak
     cdef bint better
     cdef int32_t* pointers
-    emission_log_probs(K, em, t0, log_emission, scratch)
+    # Poisson densities by a direct call, which the compiler inlines (it may not inline
+    # emission_log_probs in this loop).
+    if em.kind == POISSON:
+        poisson_log_probs(K, em, t0, log_emission)
+    else:
+        emission_log_probs(K, em, t0, log_emission, scratch)
     peak = -INFINITY
     for j in range(K):
         delta[j] = log_startprob[j] + log_emission[j]
@@ -1394,7 +1399,10 @@ cdef int64_t viterbi_sequence(const StateCount* tag, const ViterbiJob* job) noex
                 return -(t0 + 2)
         return t0
     for t in range(t0 + 1, t1):
-        emission_log_probs(K, em, t, log_emission, scratch)
+        if em.kind == POISSON:
+            poisson_log_probs(K, em, t, log_emission)
+        else:
+            emission_log_probs(K, em, t, log_emission, scratch)
         column = log_transmat_t + (classes[t] if classes != NULL else 0) * KK
         pointers = backpointers + t * K
         peak = -INFINITY
