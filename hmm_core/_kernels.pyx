@@ -30,8 +30,8 @@ cdef double TINY_RELATIVE = 1e-280
 # order and the groups are summed in group order, so the result does not depend on the number
 # of threads.
 cdef Py_ssize_t MAX_GROUPS = 64
-# A sequence processed by the split kernels is cut into this many chunks of rows for the
-# statistics (fewer when it is shorter).
+# The Gaussian density cache is computed over this many chunks of rows (fewer when there are
+# fewer rows), taken by the threads as they come free.
 cdef Py_ssize_t SPLIT_CHUNKS = 64
 # The largest state count with a specialised kernel.
 cdef enum:
@@ -964,7 +964,7 @@ cdef int64_t meet_forward(const StateCount* tag, const MeetForwardJob* job) noex
     cdef const int64_t* classes = job.classes
     cdef MeetingPoint* meeting = job.meeting
     cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
-    cdef Py_ssize_t KK = K * K, t, i, j, first, last, seen = t1
+    cdef Py_ssize_t t, j, first, last, seen = t1
     cdef double local_vectors[3 * SMALL_K]
     cdef double* vectors = job.vectors if StateCount is StatesAny else &local_vectors[0]
     cdef double* gamma
@@ -972,7 +972,7 @@ cdef int64_t meet_forward(const StateCount* tag, const MeetForwardJob* job) noex
     cdef double* block_alpha = job.block_alpha
     cdef double* block_emission = job.block_emission
     cdef double* block_gamma = job.block_gamma
-    cdef double* double_scale = job.scale
+    cdef double* scale_factors = job.scale
     cdef double* stats = job.stats
     cdef double* alpha = job.alpha
     cdef double* row
@@ -992,7 +992,7 @@ cdef int64_t meet_forward(const StateCount* tag, const MeetForwardJob* job) noex
         failure = forward_range(K, em, t0, first, last, classes, job.startprob, job.transmat,
                                 job.transmat_t, alpha + (first - 1) * K if first > t0 else alpha,
                                 alpha + first * K,
-                                NULL, double_scale, &totals, vectors, job.work)
+                                NULL, scale_factors, &totals, vectors, job.work)
         if failure != -1:
             break
         if last == mid:
@@ -1006,7 +1006,7 @@ cdef int64_t meet_forward(const StateCount* tag, const MeetForwardJob* job) noex
         last = min(t1, first + MEET_BLOCK)
         failure = forward_range(K, em, t0, first, last, classes, job.startprob, job.transmat,
                                 job.transmat_t, block_alpha, block_alpha + K, block_emission,
-                                double_scale, &totals, vectors, job.work)
+                                scale_factors, &totals, vectors, job.work)
         if failure != -1:
             break
         if seen > first:
@@ -1016,7 +1016,7 @@ cdef int64_t meet_forward(const StateCount* tag, const MeetForwardJob* job) noex
             previous = block_alpha + (t - first) * K
             current = previous + K
             emission = block_emission + (t - first) * K
-            c_t = double_scale[t]
+            c_t = scale_factors[t]
             c_t = -c_t if c_t < 0.0 else c_t
             gamma = block_gamma + (t - first) * K
             weighted = block_emission + (t - first) * K     # replaces the emissions
