@@ -41,7 +41,7 @@ def forward_backward(
     status: _Int,
     backward: bool,
     n_threads: int,
-    beta: _Float | None = None,
+    split: bool = False,
 ) -> None: ...
 def viterbi(
     model: EmissionModel,

@@ -1,7 +1,7 @@
 # cython: language_level=3
 """Cython kernels of the HMM core: fused scaled forward-backward, Viterbi and path sampling."""
 
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport INFINITY, exp, lgamma, log
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport calloc, free, malloc
@@ -30,8 +30,8 @@ cdef double TINY_RELATIVE = 1e-280
 # order and the groups are summed in group order, so the result does not depend on the number
 # of threads.
 cdef Py_ssize_t MAX_GROUPS = 64
-# A sequence processed by the split kernels is cut into this many chunks of rows for the
-# statistics (fewer when it is shorter).
+# The Gaussian density cache is computed over this many chunks of rows (fewer when there are
+# fewer rows), taken by the threads as they come free.
 cdef Py_ssize_t SPLIT_CHUNKS = 64
 # The largest state count with a specialised kernel.
 cdef enum:
@@ -397,6 +397,13 @@ cdef inline void accumulate_emission_stats(Py_ssize_t K, const Emissions* em, Py
                     out += K
 
 
+cdef inline Py_ssize_t padded(Py_ssize_t size) noexcept nogil:
+    """size rounded up to whole 64-byte cache lines of doubles, plus one line: statistics
+    blocks of different threads laid out at this stride never share a cache line (writes to a
+    shared line would bounce it between the cores on every row)."""
+    return (size + 7) // 8 * 8 + 8
+
+
 cdef Py_ssize_t stats_size(const Emissions* em, Py_ssize_t n_classes) noexcept nogil:
     """Length of the flat statistics vector: start, transitions, post, obs, obs squared."""
     cdef Py_ssize_t K = em.n_states
@@ -474,29 +481,52 @@ cdef struct ViterbiJob:
     double* logprob                 # OUT log probability of the best path
 
 
-cdef struct BackwardJob:
+cdef struct MeetingPoint:
+    # Shared by the two threads of one split sequence (see meet_forward and meet_backward).
+    Py_ssize_t forward_done         # rows below this have alpha and scale written
+    Py_ssize_t backward_done        # rows from this up (and >= mid) have beta written
+    Py_ssize_t failed               # set when the forward pass stops at an impossible row
+
+
+cdef struct MeetForwardJob:
     const Emissions* em             # IN emission parameters and observations
     Py_ssize_t t0                   # IN first row of the sequence
+    Py_ssize_t mid                  # IN first row whose statistics this pass accumulates
+    Py_ssize_t t1                   # IN one past its last row
+    const int64_t* classes          # IN (T,) or NULL
+    const double* startprob         # IN (K,)
+    const double* transmat          # IN (C, K, K) [class, from, to]
+    const double* transmat_t        # IN (C, K, K) transposed: [class, to, from]
+    Py_ssize_t n_classes            # IN C
+    double* alpha                   # IN/OUT (T, K): alpha below mid; beta from mid up,
+                                    #        replaced by the posteriors when posteriors is set
+    double* scale                   # OUT (T,) scale factors, negated where log space was used
+    double* stats                   # OUT statistics of rows mid..t1 - 1, or NULL
+    bint posteriors                 # IN write the posteriors of rows mid..t1 - 1
+    MeetingPoint* meeting           # IN/OUT progress of both passes
+    double* work                    # scratch of D K + 1 doubles
+    double* vectors                 # scratch of 5 K doubles
+    double* block_alpha             # scratch of (MEET_BLOCK + 1) K doubles
+    double* block_emission          # scratch of MEET_BLOCK K doubles
+    double* block_gamma             # scratch of MEET_BLOCK K doubles
+    double* loglik                  # OUT log-likelihood of the sequence
+    double* lowest_log_factor       # OUT smallest log divisor of a row redone in log space
+
+
+cdef struct MeetBackwardJob:
+    const Emissions* em             # IN emission parameters and observations
+    Py_ssize_t t0                   # IN first row of the sequence
+    Py_ssize_t mid                  # IN rows below this get their statistics here
     Py_ssize_t t1                   # IN one past its last row
     const int64_t* classes          # IN (T,) or NULL
     const double* transmat_t        # IN (C, K, K) transposed: [class, to, from]
-    double* beta                    # OUT (T, K) backward vectors, each scaled to sum to 1
-    double* work                    # scratch of 2 K + D K doubles
-
-
-cdef struct StatisticsJob:
-    const Emissions* em             # IN emission parameters and observations
-    Py_ssize_t t0                   # IN first row of the sequence
-    Py_ssize_t t1                   # IN one past its last row
-    Py_ssize_t first                # IN first row of this chunk
-    Py_ssize_t last                 # IN one past the last row of this chunk
-    const int64_t* classes          # IN (T,) or NULL
     Py_ssize_t n_classes            # IN C
-    const double* alpha             # IN (T, K) scaled forward vectors
-    const double* beta              # IN (T, K) backward vectors of BackwardJob
+    double* alpha                   # IN/OUT as in MeetForwardJob
     const double* scale             # IN (T,) scale factors of the forward pass
-    double* stats                   # OUT flat statistics of this chunk
-    double* work                    # scratch of 3 K + D K doubles
+    double* stats                   # OUT statistics of rows t0..mid - 1, or NULL
+    double* block_buffer            # scratch of 2 MEET_BLOCK K doubles
+    MeetingPoint* meeting           # IN/OUT progress of both passes
+    double* work                    # scratch of 3 K + D K + 1 doubles
 
 
 cdef struct CacheJob:
@@ -511,8 +541,8 @@ cdef struct CacheJob:
 ctypedef fused SequenceJob:
     ForwardBackwardJob
     ViterbiJob
-    BackwardJob
-    StatisticsJob
+    MeetForwardJob
+    MeetBackwardJob
     CacheJob
 
 
@@ -657,147 +687,528 @@ cdef int64_t forward_backward_sequence(const StateCount* tag,
     return -1
 
 
-# A long single sequence is split across threads: the forward pass and a backward pass that
-# normalises each beta_t to sum to 1 run at the same time, then the rows are cut into chunks
-# whose statistics are summed in chunk order, so the result does not depend on the number of
-# threads. With alpha_t scaled to sum to 1 and any positive multiple beta_t of the backward
-# vector, gamma_t = alpha_t beta_t / s_t and xi_t(i, j) = alpha_t(i) A_ij b_{t+1}(j)
-# beta_{t+1}(j) / (c_{t+1} s_{t+1}), where s_t = sum_k alpha_t(k) beta_t(k).
+# A long single sequence is split across two threads that meet in the middle: one runs the
+# forward pass from the first row, the other a backward pass, normalising each beta_t to sum
+# to 1, from the last. Each stores its vectors for the half the other will need (alpha below
+# the middle row mid, beta from mid up, both in the one (T, K) array) and, on reaching the
+# other half, accumulates that half's statistics on the way, reading the vectors the other
+# stored there. Every row's emissions and vectors are so computed once, and no pass is
+# repeated. With alpha_t scaled to sum to 1 and beta_t any positive multiple of the backward
+# vector (its scale drifts and is reset only when it nears the ends of the double range), gamma_t = alpha_t beta_t / s_t and xi_t(i, j) = alpha_t(i) A_ij b_{t+1}(j)
+# beta_{t+1}(j) / (c_{t+1} s_{t+1}), where s_t = sum_k alpha_t(k) beta_t(k). The halves'
+# statistics are summed in a fixed order, so the result does not depend on timing.
 
-cdef int64_t normalised_backward(const StateCount* tag, const BackwardJob* job) noexcept nogil:
-    """beta_t = A (b_{t+1} * beta_{t+1}) scaled to sum to 1, from t1 - 1 down to t0."""
-    cdef const Emissions* em = job.em
-    cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
-    cdef Py_ssize_t KK = K * K, t, i, j
-    cdef double local_vectors[2 * SMALL_K]
-    cdef double* weighted = job.work if StateCount is StatesAny else &local_vectors[0]
-    cdef double* row = weighted + K
-    cdef double* scratch = job.work + 2 * em.n_states
-    cdef double* beta
-    cdef double* following
-    cdef const double* trans_row
-    cdef const double* trans
-    cdef double total, peak, log_factor, w
-    following = job.beta + (job.t1 - 1) * K
-    for i in range(K):
-        following[i] = 1.0 / K
-    for t in range(job.t1 - 2, job.t0 - 1, -1):
-        beta = job.beta + t * K
-        following = beta + K
-        peak = 0.0
-        if table_emission_probs(K, em, t + 1, weighted):
-            for j in range(K):
-                peak = weighted[j] if weighted[j] > peak else peak
-        if not peak > TINY_PROBABILITY:
-            log_space_emission_probs(K, em, t + 1, weighted, &log_factor, scratch)
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    #endif
+    #include <sched.h>
+    static int hmm_team_size(void) {
+    #ifdef _OPENMP
+        return omp_get_num_threads();
+    #else
+        return 1;
+    #endif
+    }
+    static Py_ssize_t hmm_load(const Py_ssize_t* where) {
+        return __atomic_load_n(where, __ATOMIC_ACQUIRE);
+    }
+    static void hmm_store(Py_ssize_t* where, Py_ssize_t value) {
+        __atomic_store_n(where, value, __ATOMIC_RELEASE);
+    }
+    static void hmm_pause(int spins) {
+        if (spins > 100) sched_yield();
+    }
+    """
+    int hmm_team_size() noexcept nogil
+    Py_ssize_t hmm_load(const Py_ssize_t* where) noexcept nogil
+    void hmm_store(Py_ssize_t* where, Py_ssize_t value) noexcept nogil
+    void hmm_pause(int spins) noexcept nogil
+
+# The backward pass of a split sequence lets the scale of beta drift between these bounds.
+cdef double RESCALE_BELOW = 1e-100
+cdef double RESCALE_ABOVE = 1e100
+# Progress is published every this many rows (a power of two), so the other thread rarely
+# has to read the shared line.
+cdef Py_ssize_t PUBLISH_MASK = 1023
+# Rows per block of the forward pass's statistics (see meet_forward).
+cdef Py_ssize_t MEET_BLOCK = 256
+
+
+cdef inline Py_ssize_t wait_until_at_most(const Py_ssize_t* progress, Py_ssize_t row,
+                                          const Py_ssize_t* failed) noexcept nogil:
+    """Wait until *progress <= row; returns the value seen, or -1 when *failed is set."""
+    cdef Py_ssize_t seen = hmm_load(progress)
+    cdef int spins = 0
+    while seen > row:
+        if hmm_load(failed):
+            return -1
+        spins += 1
+        hmm_pause(spins)
+        seen = hmm_load(progress)
+    return seen
+
+
+cdef inline Py_ssize_t wait_until_at_least(const Py_ssize_t* progress, Py_ssize_t row,
+                                           const Py_ssize_t* failed) noexcept nogil:
+    """Wait until *progress >= row; returns the value seen, or -1 when *failed is set."""
+    cdef Py_ssize_t seen = hmm_load(progress)
+    cdef int spins = 0
+    while seen < row:
+        if hmm_load(failed):
+            return -1
+        spins += 1
+        hmm_pause(spins)
+        seen = hmm_load(progress)
+    return seen
+
+
+cdef struct ForwardTotals:
+    double loglik                   # log-likelihood so far, without running
+    double running                  # product of recent scale factors
+    double lowest                   # smallest log divisor of a row redone in log space
+
+
+cdef inline int64_t forward_range(
+        Py_ssize_t K, const Emissions* em, Py_ssize_t t0, Py_ssize_t first, Py_ssize_t last,
+        const int64_t* classes, const double* startprob, const double* transmat,
+        const double* transmat_t, const double* prev_alpha, double* alpha_rows,
+        double* emission_rows, double* scale, ForwardTotals* totals, double* vectors,
+        double* scratch) noexcept nogil:
+    """Forward steps of rows first..last - 1 of the sequence that starts at t0.
+
+    prev_alpha is alpha_{first-1} (scaled to sum to 1; unused when first == t0). Scaled alphas
+    go to alpha_rows (the row of first, then consecutive rows), the emissions each row was
+    weighed with to emission_rows (or nowhere when NULL), the scale factors to scale[t]
+    (negated where log space was used); totals carries the log-likelihood across calls.
+    vectors is scratch of 3 K doubles. Returns -1 or the failing row as
+    forward_backward_sequence does."""
+    cdef Py_ssize_t KK = K * K, t, j, cls
+    cdef double* current = vectors
+    cdef double* previous = vectors + K
+    cdef double* predicted = vectors + 2 * K
+    cdef double* swap
+    cdef double* row
+    cdef double* emission
+    cdef double log_factor, total, inverse = 1.0, running = totals.running, ll = totals.loglik
+    cdef double lowest = totals.lowest
+    cdef bint in_log_space
+    cdef int64_t failure = -1
+    if first > t0:
         for j in range(K):
-            weighted[j] *= following[j]
-        # Column by column of A (rows of its transpose), which the compiler vectorises.
-        trans = job.transmat_t + (job.classes[t + 1] if job.classes != NULL else 0) * KK
+            previous[j] = prev_alpha[j]
+    for t in range(first, last):
+        cls = classes[t] if classes != NULL else 0
+        in_log_space = not table_emission_probs(K, em, t, current)
+        if emission_rows != NULL and not in_log_space:
+            emission = emission_rows + (t - first) * K
+            for j in range(K):
+                emission[j] = current[j]
+        if not in_log_space:
+            total = predict_and_weigh(K, startprob, previous if t > t0 else NULL, inverse,
+                                      transmat + cls * KK, transmat_t + cls * KK, predicted,
+                                      current)
+            in_log_space = not total > TINY_PROBABILITY
+        if in_log_space:
+            if not log_space_emission_probs(K, em, t, current, &log_factor, scratch):
+                failure = t
+                break
+            if emission_rows != NULL:
+                emission = emission_rows + (t - first) * K
+                for j in range(K):
+                    emission[j] = current[j]
+            ll += log_factor
+            lowest = log_factor if log_factor < lowest else lowest
+            total = predict_and_weigh(K, startprob, previous if t > t0 else NULL, inverse,
+                                      transmat + cls * KK, transmat_t + cls * KK, predicted,
+                                      current)
+            if not total > 0.0:
+                failure = -(t + 2)
+                break
+        inverse = 1.0 / total
+        row = alpha_rows + (t - first) * K
+        for j in range(K):
+            row[j] = current[j] * inverse
+        scale[t] = -total if in_log_space else total
+        if total < TINY_PRODUCT:
+            ll += log(total)
+        else:
+            running *= total
+            if running < TINY_PRODUCT:
+                ll += log(running)
+                running = 1.0
+        swap = previous
+        previous = current
+        current = swap
+    totals.loglik = ll
+    totals.running = running
+    totals.lowest = lowest
+    return failure
+
+
+cdef inline void block_statistics(
+        Py_ssize_t K, const Emissions* em, Py_ssize_t n_classes, double* stats,
+        const double* gammas, Py_ssize_t first, Py_ssize_t n_rows,
+        const double* lefts, const double* rights, Py_ssize_t n_transitions,
+        const int64_t* classes, Py_ssize_t class_row, Py_ssize_t class_step) noexcept nogil:
+    """Add the statistics of a block of rows to stats (laid out as forward_backward says).
+
+    gammas holds the posteriors of rows first..first + n_rows - 1, one after another.
+    Transition r adds the outer product of lefts[r] and rights[r] (K each) to the counts of
+    class classes[class_row + r class_step] (class 0 without classes). The sums run over the
+    block in local accumulators, which the compiler keeps in registers, instead of updating
+    stats in memory row by row."""
+    cdef Py_ssize_t KK = K * K, D = em.n_features, r, i, j, k, d, e
+    cdef double* trans_stats = stats + K
+    cdef double* post = trans_stats + n_classes * KK
+    cdef double* obs = post + K
+    cdef double* obs_squared = obs + em.n_obs_columns * K
+    cdef double local_transitions[SMALL_K * SMALL_K]
+    cdef double sums[SMALL_K]
+    cdef double squares[SMALL_K]
+    cdef const double* left
+    cdef const double* right
+    cdef const double* gamma
+    cdef const double* x
+    cdef double* acc
+    cdef double a_i, value, g
+    if K > SMALL_K or em.kind == CATEGORICAL:
+        for r in range(n_rows):
+            accumulate_emission_stats(K, em, first + r, gammas + r * K, post, obs, obs_squared)
+    else:
+        for k in range(K):
+            sums[k] = 0.0
+        for r in range(n_rows):
+            gamma = gammas + r * K
+            for k in range(K):
+                sums[k] += gamma[k]
+        for k in range(K):
+            post[k] += sums[k]
+        for d in range(D):
+            for k in range(K):
+                sums[k] = 0.0
+                squares[k] = 0.0
+            if em.kind == POISSON:
+                for r in range(n_rows):
+                    value = <double> em.counts[(first + r) * D + d]
+                    gamma = gammas + r * K
+                    for k in range(K):
+                        sums[k] += gamma[k] * value
+            elif em.kind == GAUSSIAN:
+                for r in range(n_rows):
+                    value = em.values[(first + r) * D + d]
+                    gamma = gammas + r * K
+                    for k in range(K):
+                        g = gamma[k] * value
+                        sums[k] += g
+                        squares[k] += g * value
+                for k in range(K):
+                    obs_squared[d * K + k] += squares[k]
+            else:
+                for r in range(n_rows):
+                    value = em.values[(first + r) * D + d]
+                    gamma = gammas + r * K
+                    for k in range(K):
+                        sums[k] += gamma[k] * value
+            for k in range(K):
+                obs[d * K + k] += sums[k]
+        if em.n_squared_columns > 0 and em.kind != GAUSSIAN:
+            # Full and tied: upper triangle of x x^T, row by row.
+            acc = obs_squared
+            for d in range(D):
+                for e in range(d, D):
+                    for k in range(K):
+                        squares[k] = 0.0
+                    for r in range(n_rows):
+                        x = em.values + (first + r) * D
+                        value = x[d] * x[e]
+                        gamma = gammas + r * K
+                        for k in range(K):
+                            squares[k] += gamma[k] * value
+                    for k in range(K):
+                        acc[k] += squares[k]
+                    acc += K
+    if classes == NULL and K <= SMALL_K:
+        for i in range(KK):
+            local_transitions[i] = 0.0
+        for r in range(n_transitions):
+            left = lefts + r * K
+            right = rights + r * K
+            for i in range(K):
+                a_i = left[i]
+                for j in range(K):
+                    local_transitions[i * K + j] += a_i * right[j]
+        for i in range(KK):
+            trans_stats[i] += local_transitions[i]
+    else:
+        for r in range(n_transitions):
+            left = lefts + r * K
+            right = rights + r * K
+            acc = trans_stats + (classes[class_row + r * class_step] if classes != NULL else 0) * KK
+            for i in range(K):
+                a_i = left[i]
+                for j in range(K):
+                    acc[i * K + j] += a_i * right[j]
+
+
+cdef int64_t meet_forward(const StateCount* tag, const MeetForwardJob* job) noexcept nogil:
+    """The forward pass of a split sequence: alpha below mid, statistics from mid up.
+
+    From mid up the rows go in blocks: the forward steps of a block keep their alphas and
+    emissions in a small buffer, then a second loop over the block adds its statistics (two
+    short loops keep the vectors in registers better than one long one). Returns -1 or the
+    failing row as forward_backward_sequence does (and then sets meeting.failed)."""
+    cdef const Emissions* em = job.em
+    cdef Py_ssize_t t0 = job.t0, t1 = job.t1, mid = job.mid
+    cdef const int64_t* classes = job.classes
+    cdef MeetingPoint* meeting = job.meeting
+    cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
+    cdef Py_ssize_t t, j, first, last, seen = t1
+    cdef double local_vectors[3 * SMALL_K]
+    cdef double* vectors = job.vectors if StateCount is StatesAny else &local_vectors[0]
+    cdef double* gamma
+    cdef double* weighted
+    cdef double* block_alpha = job.block_alpha
+    cdef double* block_emission = job.block_emission
+    cdef double* block_gamma = job.block_gamma
+    cdef double* scale_factors = job.scale
+    cdef double* stats = job.stats
+    cdef double* alpha = job.alpha
+    cdef double* row
+    cdef const double* current
+    cdef const double* previous
+    cdef const double* emission
+    cdef double s, factor, c_t
+    cdef bint posteriors = job.posteriors
+    cdef int64_t failure = -1
+    cdef ForwardTotals totals
+    totals.loglik = 0.0
+    totals.running = 1.0
+    totals.lowest = 0.0
+    first = t0
+    while first < mid and failure == -1:
+        last = min(mid, (first | PUBLISH_MASK) + 1)
+        failure = forward_range(K, em, t0, first, last, classes, job.startprob, job.transmat,
+                                job.transmat_t, alpha + (first - 1) * K if first > t0 else alpha,
+                                alpha + first * K,
+                                NULL, scale_factors, &totals, vectors, job.work)
+        if failure != -1:
+            break
+        if last == mid:
+            # block_alpha row 0 holds alpha of the row before the block; copied before the
+            # other thread may replace that row with its posteriors
+            for j in range(K):
+                block_alpha[j] = alpha[(mid - 1) * K + j]
+        hmm_store(&meeting.forward_done, last)
+        first = last
+    while first < t1 and failure == -1:
+        last = min(t1, first + MEET_BLOCK)
+        failure = forward_range(K, em, t0, first, last, classes, job.startprob, job.transmat,
+                                job.transmat_t, block_alpha, block_alpha + K, block_emission,
+                                scale_factors, &totals, vectors, job.work)
+        if failure != -1:
+            break
+        if seen > first:
+            seen = wait_until_at_most(&meeting.backward_done, first, &meeting.failed)
+        for t in range(first, last):
+            row = alpha + t * K         # beta_t (any positive multiple)
+            previous = block_alpha + (t - first) * K
+            current = previous + K
+            emission = block_emission + (t - first) * K
+            c_t = scale_factors[t]
+            c_t = -c_t if c_t < 0.0 else c_t
+            gamma = block_gamma + (t - first) * K
+            weighted = block_emission + (t - first) * K     # replaces the emissions
+            s = 0.0
+            for j in range(K):
+                gamma[j] = current[j] * row[j]
+                s += gamma[j]
+            factor = 1.0 / s
+            for j in range(K):
+                weighted[j] = emission[j] * row[j] * (factor / c_t)
+                gamma[j] *= factor
+            if posteriors:
+                for j in range(K):
+                    row[j] = gamma[j]
+        if stats != NULL:
+            block_statistics(K, em, job.n_classes, stats, block_gamma, first, last - first,
+                             block_alpha, block_emission, last - first, classes, first, 1)
+        for j in range(K):
+            block_alpha[j] = block_alpha[(last - first) * K + j]
+        first = last
+    if failure != -1:
+        hmm_store(&meeting.failed, 1)
+        return failure
+    job.loglik[0] = totals.loglik + log(totals.running)
+    job.lowest_log_factor[0] = totals.lowest
+    return -1
+
+
+cdef int64_t meet_backward(const StateCount* tag, const MeetBackwardJob* job) noexcept nogil:
+    """The backward pass of a split sequence: beta from mid up, statistics below mid."""
+    cdef const Emissions* em = job.em
+    cdef Py_ssize_t t0 = job.t0, t1 = job.t1, mid = job.mid
+    cdef const int64_t* classes = job.classes
+    cdef MeetingPoint* meeting = job.meeting
+    cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
+    cdef Py_ssize_t KK = K * K, t, i, j, seen = t0
+    cdef double local_vectors[2 * SMALL_K]
+    cdef double* vectors = job.work if StateCount is StatesAny else &local_vectors[0]
+    cdef double* beta = vectors
+    cdef double* weighted = vectors + K
+    cdef double* scratch = job.work + 3 * em.n_states
+    cdef double* row
+    cdef const double* trans
+    cdef const double* trans_row
+    cdef double total, peak, log_factor, w, s, s_next = 1.0, factor, c_next = 1.0
+    cdef bint use_table
+    cdef double* stats = job.stats
+    cdef double* start_stats = job.stats
+    cdef double* lefts = job.block_buffer
+    cdef double* rights = job.block_buffer + MEET_BLOCK * K
+    cdef double* left
+    cdef double* right
+    cdef Py_ssize_t block_rows = 0, n_transitions = 0, class_row = 0
+    for i in range(K):
+        beta[i] = 1.0 / K
+    row = job.alpha + (t1 - 1) * K
+    for i in range(K):
+        row[i] = beta[i]
+    for t in range(t1 - 2, t0 - 1, -1):
+        if t < mid and seen < t + 2 and seen < mid:
+            # alpha_t and the scale factor c_{t+1} must be written
+            seen = wait_until_at_least(&meeting.forward_done, min(t + 2, mid), &meeting.failed)
+            if seen == -1:
+                return -1
+        # weighted = b_{t+1} beta_{t+1}: below mid - 1 the emissions are taken as the forward
+        # pass took them (its scale factor matches them), above as it suits this pass.
+        if t + 1 < mid:
+            c_next = job.scale[t + 1]
+            use_table = c_next > 0.0
+            if use_table:
+                table_emission_probs(K, em, t + 1, weighted)
+            else:
+                log_space_emission_probs(K, em, t + 1, weighted, &log_factor, scratch)
+                c_next = -c_next
+        else:
+            peak = 0.0
+            if table_emission_probs(K, em, t + 1, weighted):
+                for j in range(K):
+                    peak = weighted[j] if weighted[j] > peak else peak
+            if not peak > TINY_PROBABILITY:
+                log_space_emission_probs(K, em, t + 1, weighted, &log_factor, scratch)
+        for j in range(K):
+            weighted[j] *= beta[j]
+        trans = job.transmat_t + (classes[t + 1] if classes != NULL else 0) * KK
         for i in range(K):
-            row[i] = 0.0
+            beta[i] = 0.0
         for j in range(K):
             w = weighted[j]
             trans_row = trans + j * K
             for i in range(K):
-                row[i] += trans_row[i] * w
+                beta[i] += trans_row[i] * w
+        # Rescaled only when far from 1, so that no division waits on every step.
         total = 0.0
         for i in range(K):
-            total += row[i]
-        if total > 0.0:
+            total += beta[i]
+        if (total < RESCALE_BELOW or total > RESCALE_ABOVE) and total > 0.0:
             total = 1.0 / total
-        for i in range(K):
-            beta[i] = row[i] * total
-    return -1
-
-
-cdef int64_t chunk_statistics(const StateCount* tag, const StatisticsJob* job) noexcept nogil:
-    """Posterior-weighted statistics of rows first..last - 1 from alpha, beta and the scales."""
-    cdef const Emissions* em = job.em
-    cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
-    cdef Py_ssize_t KK = K * K, t, i, j
-    cdef double local_vectors[3 * SMALL_K]
-    cdef double* vectors = job.work if StateCount is StatesAny else &local_vectors[0]
-    cdef double* gamma = vectors
-    cdef double* weighted = vectors + K
-    cdef double* scratch = job.work + 3 * em.n_states
-    cdef double* start_stats = job.stats
-    cdef double* trans_stats = job.stats + K
-    cdef double* post = trans_stats + job.n_classes * KK
-    cdef double* obs = post + K
-    cdef double* obs_squared = obs + em.n_obs_columns * K
-    cdef double* acc
-    cdef const double* row_alpha
-    cdef const double* row_beta
-    cdef const double* next_alpha
-    cdef const double* next_beta
-    cdef double s_t = 0.0, s_next, total, factor, a_i, log_factor
-    row_alpha = job.alpha + job.first * K
-    row_beta = job.beta + job.first * K
-    for i in range(K):
-        s_t += row_alpha[i] * row_beta[i]
-    for t in range(job.first, job.last):
-        row_alpha = job.alpha + t * K
-        row_beta = job.beta + t * K
-        factor = 1.0 / s_t
-        for i in range(K):
-            gamma[i] = row_alpha[i] * row_beta[i] * factor
-        accumulate_emission_stats(K, em, t, gamma, post, obs, obs_squared)
-        if t == job.t0:
             for i in range(K):
-                start_stats[i] += gamma[i]
-        if t + 1 >= job.t1:
-            continue
-        next_alpha = row_alpha + K
-        next_beta = row_beta + K
-        s_next = 0.0
-        for j in range(K):
-            s_next += next_alpha[j] * next_beta[j]
-        total = job.scale[t + 1]
-        if total > 0.0:
-            table_emission_probs(K, em, t + 1, weighted)
+                beta[i] *= total
+        row = job.alpha + t * K
+        if t >= mid:
+            for i in range(K):
+                row[i] = beta[i]
+            if t == mid or (t & PUBLISH_MASK) == 0:
+                hmm_store(&meeting.backward_done, t)
         else:
-            log_space_emission_probs(K, em, t + 1, weighted, &log_factor, scratch)
-            total = -total
-        factor = 1.0 / (total * s_next)
-        for j in range(K):
-            weighted[j] *= next_beta[j] * factor
-        acc = trans_stats + (job.classes[t + 1] if job.classes != NULL else 0) * KK
-        for i in range(K):
-            a_i = row_alpha[i]
-            for j in range(K):
-                acc[i * K + j] += a_i * weighted[j]
-        s_t = s_next
+            # row holds alpha_t; it gets the posteriors, and the statistics of the rows go
+            # in blocks (see block_statistics)
+            s = 0.0
+            for i in range(K):
+                s += row[i] * beta[i]
+            if stats != NULL and t + 1 < mid:
+                if n_transitions == 0:
+                    class_row = t + 1
+                factor = 1.0 / (c_next * s_next)
+                left = lefts + n_transitions * K
+                right = rights + n_transitions * K
+                for j in range(K):
+                    right[j] = weighted[j] * factor
+                for i in range(K):
+                    left[i] = row[i]
+                n_transitions += 1
+            s_next = s
+            factor = 1.0 / s
+            for i in range(K):
+                row[i] = row[i] * beta[i] * factor
+            if stats != NULL:
+                if t == t0:
+                    for i in range(K):
+                        start_stats[i] += row[i]
+                block_rows += 1
+                if block_rows == MEET_BLOCK or t == t0:
+                    block_statistics(K, em, job.n_classes, stats, row, t, block_rows, lefts,
+                                     rights, n_transitions, classes, class_row, -1)
+                    block_rows = 0
+                    n_transitions = 0
     return -1
-
 
 
 cdef int split_forward_backward(
         const Emissions* em, Py_ssize_t t0, Py_ssize_t t1, const int64_t* classes,
         const double* startprob, const double* transmat, const double* transmat_t,
-        Py_ssize_t n_classes, double* alpha, double* beta, double* scale, double* stats,
-        Py_ssize_t size, double* loglik, double* lowest_log_factor, int64_t* status,
-        bint backward, int n_threads) except -1:
-    """forward_backward for one sequence split across threads (see above)."""
-    cdef Py_ssize_t K = em.n_states, D = em.n_features
-    cdef Py_ssize_t n_rows = t1 - t0
-    cdef Py_ssize_t n_chunks = max(1, min(SPLIT_CHUNKS, n_rows))
-    cdef Py_ssize_t part, c, i, t, k
+        Py_ssize_t n_classes, double* alpha, double* scale, double* stats,
+        Py_ssize_t size, double* loglik, double* lowest_log_factor, int64_t* status) except -1:
+    """forward_backward for one sequence split across two threads (see above). When only one
+    thread is granted, it runs the sequential kernel instead."""
+    cdef Py_ssize_t K = em.n_states, D = em.n_features, i
+    cdef double* halves = NULL
     cdef double* work = NULL
-    cdef double* chunk_stats = NULL
-    cdef double* row
-    cdef double total
-    cdef ForwardBackwardJob* forward_job = NULL
-    cdef BackwardJob* backward_job = NULL
-    cdef StatisticsJob* statistics_job = NULL
-    with nogil, parallel(num_threads=max(1, min(n_threads, 2))):
-        work = <double*> malloc((5 * K + D * K) * sizeof(double))
-        forward_job = <ForwardBackwardJob*> calloc(1, sizeof(ForwardBackwardJob))
-        backward_job = <BackwardJob*> calloc(1, sizeof(BackwardJob))
-        for part in prange(2, schedule="static", chunksize=1):
-            if part == 0:
+    cdef MeetingPoint* meeting = NULL
+    cdef ForwardBackwardJob* sequential_job = NULL
+    cdef MeetForwardJob* forward_job = NULL
+    cdef MeetBackwardJob* backward_job = NULL
+    cdef int thread
+    halves = <double*> calloc(2 * padded(size), sizeof(double))
+    meeting = <MeetingPoint*> calloc(1, sizeof(MeetingPoint))
+    if halves == NULL or meeting == NULL:
+        free(halves)
+        free(meeting)
+        raise MemoryError()
+    meeting.forward_done = t0
+    meeting.backward_done = t1
+    status[0] = -1
+    try:
+        with nogil, parallel(num_threads=2):
+            thread = threadid()
+            work = <double*> malloc((7 * K + D * K + 1) * sizeof(double))
+            if hmm_team_size() < 2:
+                if thread == 0:
+                    sequential_job = <ForwardBackwardJob*> calloc(1, sizeof(ForwardBackwardJob))
+                    sequential_job.em = em
+                    sequential_job.t0 = t0
+                    sequential_job.t1 = t1
+                    sequential_job.classes = classes
+                    sequential_job.startprob = startprob
+                    sequential_job.transmat = transmat
+                    sequential_job.transmat_t = transmat_t
+                    sequential_job.n_classes = n_classes
+                    sequential_job.alpha = alpha
+                    sequential_job.scale = scale
+                    sequential_job.stats = halves if stats != NULL else NULL
+                    sequential_job.backward = True
+                    sequential_job.work = work
+                    sequential_job.loglik = loglik
+                    sequential_job.lowest_log_factor = lowest_log_factor
+                    status[0] = run_specialised(sequential_job)
+                    free(sequential_job)
+            elif thread == 0:
+                forward_job = <MeetForwardJob*> calloc(1, sizeof(MeetForwardJob))
                 forward_job.em = em
                 forward_job.t0 = t0
+                forward_job.mid = t0 + (t1 - t0) // 2
                 forward_job.t1 = t1
                 forward_job.classes = classes
                 forward_job.startprob = startprob
@@ -806,66 +1217,45 @@ cdef int split_forward_backward(
                 forward_job.n_classes = n_classes
                 forward_job.alpha = alpha
                 forward_job.scale = scale
-                forward_job.stats = NULL
-                forward_job.backward = False
+                forward_job.stats = halves + padded(size) if stats != NULL else NULL
+                forward_job.posteriors = stats == NULL
+                forward_job.meeting = meeting
                 forward_job.work = work
+                forward_job.vectors = work + D * K + 1
+                forward_job.block_alpha = <double*> malloc(
+                    (3 * MEET_BLOCK + 1) * K * sizeof(double))
+                forward_job.block_emission = forward_job.block_alpha + (MEET_BLOCK + 1) * K
+                forward_job.block_gamma = forward_job.block_emission + MEET_BLOCK * K
                 forward_job.loglik = loglik
                 forward_job.lowest_log_factor = lowest_log_factor
                 status[0] = run_specialised(forward_job)
-            elif backward:
+                free(forward_job.block_alpha)
+                free(forward_job)
+            elif thread == 1:
+                backward_job = <MeetBackwardJob*> calloc(1, sizeof(MeetBackwardJob))
                 backward_job.em = em
                 backward_job.t0 = t0
+                backward_job.mid = t0 + (t1 - t0) // 2
                 backward_job.t1 = t1
                 backward_job.classes = classes
                 backward_job.transmat_t = transmat_t
-                backward_job.beta = beta
+                backward_job.n_classes = n_classes
+                backward_job.alpha = alpha
+                backward_job.scale = scale
+                backward_job.stats = halves if stats != NULL else NULL
+                backward_job.meeting = meeting
                 backward_job.work = work
+                backward_job.block_buffer = <double*> malloc(2 * MEET_BLOCK * K * sizeof(double))
                 run_specialised(backward_job)
-        free(backward_job)
-        free(forward_job)
-        free(work)
-    if status[0] != -1 or not backward:
-        return 0
-    if stats == NULL:
-        # Posteriors only: gamma_t = alpha_t beta_t / s_t, row by row, into alpha.
-        with nogil:
-            for t in prange(t0, t1, schedule="static", num_threads=max(1, n_threads)):
-                row = alpha + t * K
-                total = 0.0
-                for k in range(K):
-                    row[k] = row[k] * beta[t * K + k]
-                    total = total + row[k]
-                for k in range(K):
-                    row[k] = row[k] / total
-        return 0
-    chunk_stats = <double*> calloc(n_chunks * size, sizeof(double))
-    if chunk_stats == NULL:
-        raise MemoryError()
-    try:
-        with nogil, parallel(num_threads=max(1, min(n_threads, n_chunks))):
-            work = <double*> malloc((3 * K + D * K) * sizeof(double))
-            statistics_job = <StatisticsJob*> calloc(1, sizeof(StatisticsJob))
-            statistics_job.em = em
-            statistics_job.t0 = t0
-            statistics_job.t1 = t1
-            statistics_job.classes = classes
-            statistics_job.n_classes = n_classes
-            statistics_job.alpha = alpha
-            statistics_job.beta = beta
-            statistics_job.scale = scale
-            statistics_job.work = work
-            for c in prange(n_chunks, schedule="dynamic"):
-                statistics_job.first = t0 + c * n_rows // n_chunks
-                statistics_job.last = t0 + (c + 1) * n_rows // n_chunks
-                statistics_job.stats = chunk_stats + c * size
-                run_specialised(statistics_job)
-            free(statistics_job)
+                free(backward_job.block_buffer)
+                free(backward_job)
             free(work)
-        for c in range(n_chunks):
+        if stats != NULL and status[0] == -1:
             for i in range(size):
-                stats[i] += chunk_stats[c * size + i]
+                stats[i] += halves[i] + halves[padded(size) + i]
     finally:
-        free(chunk_stats)
+        free(halves)
+        free(meeting)
     return 0
 
 
@@ -887,14 +1277,13 @@ def forward_backward(
         int64_t[::1] status,                # OUT (S,) -1, or the failing row (see above)
         bint backward,                      # IN run the backward pass
         int n_threads,                      # IN threads over sequences
-        double[:, ::1] beta=None,           # IN scratch (T, K) to split one sequence across
-                                            #    threads, or None
+        bint split=False,                   # IN split the one sequence across two threads
 ):
     """Run the fused forward-backward over every sequence.
 
-    With ``beta`` (one sequence only) the forward and backward passes run at the same time and
-    the statistics are summed over chunks of rows in parallel; for a fit (``stats`` given) the
-    posteriors are then not written to ``alpha``.
+    With ``split`` (one sequence of at least two rows, backward set) the forward and backward
+    passes run at the same time on two threads, each accumulating the statistics of the half
+    it reaches second; for a fit (``stats`` given) ``alpha`` then holds no posteriors.
 
     With a non-empty ``stats`` the sufficient statistics are accumulated: start (K), per-class
     transition products (C*K*K, still to be multiplied by transmat), post (K), obs
@@ -916,14 +1305,13 @@ def forward_backward(
     cdef ForwardBackwardJob* job = NULL
     if want_stats and stats.shape[0] != size:
         raise ValueError(f"stats has length {stats.shape[0]}, expected {size}")
-    if beta is not None and beta.shape[0] > 0:
-        if n_sequences != 1 or beta.shape[0] != n_rows or beta.shape[1] != K:
-            raise ValueError("beta must be (T, K) and is only for a single sequence")
+    if split and backward and n_threads > 1:
+        if n_sequences != 1 or ends[0] - starts[0] < 2:
+            raise ValueError("split is only for a single sequence of at least two rows")
         split_forward_backward(em, starts[0], ends[0], class_ptr, &startprob[0],
                                &transmat[0, 0, 0], &transmat_t[0, 0, 0], n_classes,
-                               &alpha[0, 0], &beta[0, 0], &scale[0],
-                               &stats[0] if want_stats else NULL, size, &logliks[0],
-                               &lowest_log_factors[0], &status[0], backward, n_threads)
+                               &alpha[0, 0], &scale[0], &stats[0] if want_stats else NULL,
+                               size, &logliks[0], &lowest_log_factors[0], &status[0])
         return
     # group_first[g] is the first sequence of group g; a sequence belongs to the group its first
     # row falls in when the rows are cut into n_groups equal parts.
@@ -937,7 +1325,7 @@ def forward_backward(
         group_first[g] = n_sequences
         g += 1
     if want_stats:
-        group_stats = <double*> calloc(n_groups * size, sizeof(double))
+        group_stats = <double*> calloc(n_groups * padded(size), sizeof(double))
         if group_stats == NULL:
             raise MemoryError()
     try:
@@ -955,7 +1343,7 @@ def forward_backward(
             job.backward = backward
             job.work = work
             for g in prange(n_groups, schedule="dynamic"):
-                job.stats = group_stats + g * size if want_stats else NULL
+                job.stats = group_stats + g * padded(size) if want_stats else NULL
                 for s in range(group_first[g], group_first[g + 1]):
                     job.t0 = starts[s]
                     job.t1 = ends[s]
@@ -966,7 +1354,7 @@ def forward_backward(
             free(work)
         if want_stats:
             for g in range(n_groups):
-                my_stats = group_stats + g * size
+                my_stats = group_stats + g * padded(size)
                 for i in range(size):
                     stats[i] += my_stats[i]
     finally:
@@ -995,7 +1383,12 @@ cdef int64_t viterbi_sequence(const StateCount* tag, const ViterbiJob* job) noex
     cdef double best, value, peak
     cdef bint better
     cdef int32_t* pointers
-    emission_log_probs(K, em, t0, log_emission, scratch)
+    # Poisson densities by a direct call, which the compiler inlines (it may not inline
+    # emission_log_probs in this loop).
+    if em.kind == POISSON:
+        poisson_log_probs(K, em, t0, log_emission)
+    else:
+        emission_log_probs(K, em, t0, log_emission, scratch)
     peak = -INFINITY
     for j in range(K):
         delta[j] = log_startprob[j] + log_emission[j]
@@ -1006,7 +1399,10 @@ cdef int64_t viterbi_sequence(const StateCount* tag, const ViterbiJob* job) noex
                 return -(t0 + 2)
         return t0
     for t in range(t0 + 1, t1):
-        emission_log_probs(K, em, t, log_emission, scratch)
+        if em.kind == POISSON:
+            poisson_log_probs(K, em, t, log_emission)
+        else:
+            emission_log_probs(K, em, t, log_emission, scratch)
         column = log_transmat_t + (classes[t] if classes != NULL else 0) * KK
         pointers = backpointers + t * K
         peak = -INFINITY
@@ -1049,10 +1445,10 @@ cdef int64_t run_for_states(const StateCount* tag, const SequenceJob* job) noexc
         return forward_backward_sequence(tag, job)
     elif SequenceJob is ViterbiJob:
         return viterbi_sequence(tag, job)
-    elif SequenceJob is BackwardJob:
-        return normalised_backward(tag, job)
-    elif SequenceJob is StatisticsJob:
-        return chunk_statistics(tag, job)
+    elif SequenceJob is MeetForwardJob:
+        return meet_forward(tag, job)
+    elif SequenceJob is MeetBackwardJob:
+        return meet_backward(tag, job)
     else:
         return cache_rows(tag, job)
 
@@ -1115,21 +1511,36 @@ cdef int64_t cache_rows(const StateCount* tag, const CacheJob* job) noexcept nog
     cdef const Emissions* em = job.em
     cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
     cdef Py_ssize_t t, k
-    cdef double* row
+    cdef double* out = job.out
+    cdef double* log_factors = job.log_factors
+    # The densities go to a local array first: stores into out could alias the parameters,
+    # which the compiler would then reload after every one.
+    cdef double local_row[SMALL_K]
+    cdef double* row = job.work + em.n_features * em.n_states + 1 \
+        if StateCount is StatesAny else &local_row[0]
+    cdef double* target
     cdef double peak, value
     cdef double floor = log(TINY_RELATIVE)
     for t in range(job.first, job.last):
-        row = job.out + t * K
-        emission_log_probs(K, em, t, row, job.work)
+        # One call per kind, each small enough for the compiler to inline.
+        if em.kind == GAUSSIAN:
+            gaussian_log_probs(K, em, t, row)
+        elif em.kind == GAUSSIAN_FULL:
+            full_gaussian_log_probs(K, em, t, row, job.work)
+        elif em.kind == GAUSSIAN_TIED:
+            tied_gaussian_log_probs(K, em, t, row, job.work)
+        else:
+            emission_log_probs(K, em, t, row, job.work)
         peak = -INFINITY
         for k in range(K):
             peak = row[k] if row[k] > peak else peak
-        job.log_factors[t] = peak
+        log_factors[t] = peak
+        target = out + t * K
         for k in range(K):
             # Relative to the row's largest these add nothing a double can hold to any sum;
             # as zeros (after exp) they keep slow subnormal numbers out of the passes.
             value = row[k] - peak
-            row[k] = value if value > floor else -INFINITY
+            target[k] = value if value > floor else -INFINITY
     return -1
 
 
@@ -1156,7 +1567,7 @@ def cache_log_emissions(
         job.em = em
         job.out = &out[0, 0]
         job.log_factors = &log_factors[0]
-        job.work = <double*> malloc((em.n_features * K + 1) * sizeof(double))
+        job.work = <double*> malloc((em.n_features * K + K + 1) * sizeof(double))
         for c in prange(n_chunks, schedule="dynamic"):
             job.first = c * n_rows // n_chunks
             job.last = (c + 1) * n_rows // n_chunks

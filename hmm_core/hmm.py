@@ -26,8 +26,9 @@ IMPLEMENTATIONS = ("log", "scaling")
 DECODER_ALGORITHMS = ("viterbi", "map")
 MAX_POISSON_TABLE = 1024
 # With n_jobs > 1, a single sequence at least this long is split across two threads by the
-# kernels (forward and backward passes at the same time, statistics over chunks of rows). The
-# result then differs from one thread's only by rounding (about 1e-15 relative).
+# kernels (forward and backward passes at the same time, each accumulating the statistics of
+# the half it reaches second). The result then differs from one thread's only by rounding
+# (about 1e-15 relative).
 SPLIT_MIN_ROWS = 20_000
 KMEANS_SAMPLE = 20_000
 KMEANS_INITS = 10
@@ -124,7 +125,7 @@ class _Workspace:
 
     alpha: FloatArray  # (T, K) scaled forward vectors, then posteriors
     scale: FloatArray  # (T,) scale factors
-    beta: FloatArray | None  # (T, K) backward vectors when one sequence is split across threads
+    split: bool  # one sequence split across two threads
     cached_probs: FloatArray  # Gaussian (T, K) emission probabilities / row maximum
     cached_log_factors: FloatArray  # Gaussian (T,) log of each row's maximum
 
@@ -449,7 +450,7 @@ class _BaseHMM:
         ``post`` (K,) total posteriors, ``obs`` (K, F) posterior-weighted sums of X (of the
         one-hot symbols for categorical), ``obs**2`` (K, D) of X squared (diagonal and
         spherical Gaussian) or ``obs*obs.T`` (K, D, D) of the outer products (full and tied).
-        ``_do_mstep(stats)`` runs the M-step on them.
+        ``maximize(stats)`` runs the M-step on them.
         """
         observations = self._prepare_for_inference(X, lengths, classes)
         stats, log_likelihood = self._expectation(observations)
@@ -457,6 +458,15 @@ class _BaseHMM:
             name: value.copy() if isinstance(value, np.ndarray) else value
             for name, value in stats.items()
         }
+
+    def maximize(self, stats: dict[str, Any]) -> Self:
+        """One M-step from the statistics of ``expected_statistics``: the parameters named in
+        ``params`` become their MAP estimates under the priors (the plain maximum-likelihood
+        ones with the default priors); returns self. Together the two run EM one step at a
+        time, e.g. to combine the statistics of several data sets before the M-step. This is
+        hmmlearn's ``_do_mstep`` hook, which a subclass may override."""
+        self._do_mstep(stats)
+        return self
 
     def predict_proba(self, X: Any, lengths: Any = None, classes: Any = None) -> FloatArray:
         """Posterior probability of each state at each row."""
@@ -770,7 +780,7 @@ class _BaseHMM:
         n_sequences = observations.starts.shape[0]
         if workspace is None:
             workspace = self._workspace(observations)
-        alpha, scale, beta = workspace.alpha, workspace.scale, workspace.beta
+        alpha, scale = workspace.alpha, workspace.scale
         logliks = np.zeros(n_sequences, dtype=np.float64)
         lowest_log_factors = np.zeros(n_sequences, dtype=np.float64)
         status = np.empty(n_sequences, dtype=np.int64)
@@ -798,7 +808,7 @@ class _BaseHMM:
             status,
             backward,
             self._n_threads(),
-            beta if backward else None,
+            workspace.split,
         )
         self._raise_on_failure(status)
         if self.implementation == "scaling" and np.exp(lowest_log_factors.min()) == 0.0:
@@ -827,7 +837,7 @@ class _BaseHMM:
         return _Workspace(
             alpha=np.empty(shape),
             scale=np.empty(observations.n_samples),
-            beta=np.empty(shape) if split else None,
+            split=split,
             cached_probs=np.empty(shape) if cached else _EMPTY_FLOAT,
             cached_log_factors=np.empty(observations.n_samples) if cached else np.zeros(0),
         )

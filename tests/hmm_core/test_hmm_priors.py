@@ -84,6 +84,19 @@ def test_coding_time_poisson_m_step_is_the_closed_form_map_step(seed: int) -> No
     np.testing.assert_array_equal(model.lambdas_[2], current.lambdas[2])
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_public_maximize_is_the_same_m_step_as_the_hook(seed: int) -> None:
+    statistics, prior, current = random_case(seed)
+    through_hook = poisson_hmm(current, n_jobs=1, prior=prior)
+    through_hook._do_mstep(statistics)
+    public = poisson_hmm(current, n_jobs=1, prior=prior)
+    assert public.maximize(statistics) is public
+    np.testing.assert_array_equal(public.startprob_, through_hook.startprob_)
+    np.testing.assert_array_equal(public.transmat_, through_hook.transmat_)
+    np.testing.assert_array_equal(public.lambdas_, through_hook.lambdas_)
+    assert not np.array_equal(public.lambdas_, current.lambdas)
+
+
 def test_coding_time_poisson_m_step_matches_figures_pinned_before_it_moved_to_hmm_core() -> None:
     statistics, prior, current = random_case(0)
     model = poisson_hmm(current, n_jobs=1, prior=prior)
