@@ -248,7 +248,7 @@ def poisson_hmm(
 ) -> PoissonHMM:
     """An hmm_core PoissonHMM over the hour-of-week classes holding copies of `parameters`.
 
-    With `prior` its M-step (`_do_mstep` on the statistics of `expected_statistics`) is the
+    With `prior` its M-step (`maximize` on the statistics of `expected_statistics`) is the
     MAP step under it: Dirichlet pseudo-counts on the start and the overall transition matrix,
     each hour-of-week row shrunk towards the overall matrix with `hour_strength`
     pseudo-transitions, gamma priors on the rates, and the rates of `fixed_rates` left as set.
@@ -348,7 +348,7 @@ def fit_parameters(
         history.append(objective)
         if converged or iteration == n_iter:
             break
-        model._do_mstep(statistics)
+        model.maximize(statistics)
         parameters = parameters_of(model)
     return ModelFit(
         parameters=parameters,
