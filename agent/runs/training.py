@@ -22,6 +22,7 @@ from agent.disk import disk_full_error, is_disk_full, is_nearly_full
 from agent.errors import WatchkeeperError
 from agent.ledger import write_transaction
 from agent.ledger.artifacts import ArtifactStore
+from agent.ledger.blobs import ARTIFACT, VersionBlob, record_version_blobs
 from agent.ledger.queries import (
     ACTIVE_RUN_STATES,
     active_runs,
@@ -35,6 +36,8 @@ from agent.ledger.queries import (
 from agent.paths import WatchkeeperPaths
 from agent.project.git import is_ignored, working_hashes, working_tree
 from agent.project.spec import ModelSpec, ProjectSpec, load_project
+from agent.runs.code_diff import keep_code_diff
+from agent.runs.data_cache import keep_data_deps
 from agent.runs.executor import (
     EXITCODE_FILE,
     Executor,
@@ -81,6 +84,7 @@ class TrainResult:
     artifacts: dict[str, str] = field(default_factory=dict)
     metrics_extra: Any = None
     step_warning: str | None = None
+    notes: list[str] = field(default_factory=list)  # data content not kept, and why
 
 
 def classify_deps(project: ProjectSpec, model: ModelSpec) -> tuple[list[str], list[str]]:
@@ -202,6 +206,9 @@ def train(
     on_start: Callable[[Run, int], None] = lambda run, version: None,
     on_steps: Callable[[StepBatch], None] = lambda batch: None,
     on_data_progress: Callable[[str, int, int], None] | None = None,
+    params: dict[str, Any] | None = None,
+    reproduction_of: int | None = None,
+    recorded_repo: Path | None = None,
 ) -> TrainResult:
     """Train `model_name` of the repo at `root` and record a model version.
 
@@ -214,11 +221,19 @@ def train(
     Params reach the command as `deliver_params` says; a version whose params differ from the
     declared ones is recorded as an experiment. While another run of the same model is active
     the run is refused, unless `allow_concurrent`.
+
+    The uncommitted diff and, as the model's `keep_data` says, the content of its data deps
+    are kept in the blob store and listed in `version_blobs`. A reproduction passes the
+    version's own `params`, the version it reproduces, and `recorded_repo`, the repo to record
+    it under (`root` is then a temporary worktree of that repo).
     """
     paths = paths or WatchkeeperPaths.from_environment()
     project = load_project(root)
     model = project.model(model_name)
-    params = parse_param_overrides(model, param_pairs or [], project.where(model.name, "params"))
+    if params is None:
+        params = parse_param_overrides(
+            model, param_pairs or [], project.where(model.name, "params")
+        )
     experiment = _differs(params, model.params)
     delivery = deliver_params(model, params)
     code_deps, data_deps = classify_deps(project, model)
@@ -232,6 +247,16 @@ def train(
         dep: snapshot_data_dep(db, root / dep, paths, _progress_for(dep, on_data_progress))
         for dep in data_deps
     }
+    store = ArtifactStore(paths.artifacts)
+    kept = keep_data_deps(
+        db,
+        store,
+        root,
+        {dep: record.snapshot_id for dep, record in data_records.items()},
+        model.keep_data,
+        model.keep_data_limit,
+    )
+    kept.blobs.extend(keep_code_diff(store, root, tree))
     run_id = new_run_id(model.name)
     run_dir = paths.runs / run_id
     collected = [*model.outs, *([model.metrics] if model.metrics else [])]
@@ -241,7 +266,7 @@ def train(
         executor=executor.kind,
         remote=None if executor.kind == "local" else remote_name,
         detail={
-            "repo": str(root),
+            "repo": str(recorded_repo or root),
             "model": model.name,
             "outs": list(model.outs),
             "metrics": model.metrics,
@@ -251,7 +276,7 @@ def train(
     )
     now = time.time()
     with write_transaction(db):
-        repo_id = register_repo(db, root)
+        repo_id = register_repo(db, recorded_repo or root)
         model_id = ensure_model(db, repo_id, model.name)
         if not allow_concurrent:
             _refuse_concurrent_run(db, model_id, model.name)
@@ -295,8 +320,10 @@ def train(
                 "executor": executor.kind,
                 "run_id": run_id,
                 "started_at": now,
+                "reproduction_of": reproduction_of,
             },
         )
+        record_version_blobs(db, version_id, kept.blobs)
         run.detail["version_id"] = version_id
         update_row(db, "runs", "id", run_id, {"detail": run.detail})
 
@@ -355,7 +382,9 @@ def train(
     except WatchkeeperError as error:
         return fail_run(db, run, executor, paths, str(error))
     with _cancel_signals_ignored():
-        return finish_run(db, run, state, executor, paths)
+        result = finish_run(db, run, state, executor, paths)
+    result.notes = kept.notes
+    return result
 
 
 def _differs(params: dict[str, Any], declared: dict[str, Any]) -> bool:
@@ -535,6 +564,12 @@ def finish_run(
                     "metrics_extra": None if extra is None else encode(extra),
                     "artifacts": artifacts,
                 },
+            )
+            version_id = db.execute(
+                "SELECT id FROM model_versions WHERE run_id = ?", [run.id]
+            ).fetchone()[0]
+            record_version_blobs(
+                db, version_id, [VersionBlob(ARTIFACT, p, d) for p, d in artifacts.items()]
             )
     row = db.execute(
         "SELECT m.name, v.version, v.status, v.exit_code, v.metrics, v.artifacts, "
