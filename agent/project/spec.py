@@ -63,10 +63,7 @@ TEMPLATE = """\
 # resources = { cpus = 2, gpus = 0, memory = "4G", time = "01:00:00" }  # used by Slurm
 # keep_data = "small"             # keep data content for `reproduce`: always, small or never
 # keep_data_limit = "1G"          # "small" keeps a data dep up to this size
-#
-# [data]                          # defaults for every model
-# keep = "small"
-# keep_limit = "1G"
+# (a top-level [data] table with keep and keep_limit sets these for every model)
 """
 
 
