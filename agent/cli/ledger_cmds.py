@@ -245,6 +245,8 @@ def _signals_cancel() -> Iterator[None]:
 
 def _report_training(ctx: click.Context, console: Console, result: TrainResult) -> None:
     label = f"{result.model} v{result.version}"
+    for note in result.notes:
+        console.print(f"[yellow]note[/]: {escape(note)}")
     if result.step_warning:
         console.print(f"[yellow]warning[/]: {escape(result.step_warning)}")
     if result.status == "succeeded":
