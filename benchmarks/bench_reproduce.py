@@ -32,6 +32,7 @@ from agent.runs.training import train
 
 TARGETS = {"keep_first": 1.2, "reproduce_overhead": 2.0}
 CODE_FILES = 10_000
+ROUNDS = 3
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -98,17 +99,23 @@ def bench_keep(work: Path, total_bytes: int, files: int) -> dict[str, float]:
     snapshot = snapshot_data_dep(db, data, paths).snapshot_id
     store = ArtifactStore(paths.artifacts)
     copy = work / "cp-copy"
-    subprocess.run(["sync"], check=True)
-    cp_seconds = timed(lambda: subprocess.run(["cp", "-r", str(data), str(copy)], check=True))
-    drop_copy(copy)
-    subprocess.run(["sync"], check=True)
     kept = None
 
     def keep() -> None:
         nonlocal kept
         kept = keep_data_deps(db, store, work / "repo", {"data": snapshot}, "always", 0)
 
-    ours = timed(keep)
+    cp_times, our_times = [], []
+    for _ in range(ROUNDS):  # alternated, best of each: the machine is shared
+        subprocess.run(["sync"], check=True)
+        cp_times.append(
+            timed(lambda: subprocess.run(["cp", "-r", str(data), str(copy)], check=True))
+        )
+        drop_copy(copy)
+        subprocess.run(["sync"], check=True)
+        drop_copy(store.root)
+        our_times.append(timed(keep))
+    cp_seconds, ours = min(cp_times), min(our_times)
     assert kept is not None
     first = next(iter(sorted(data.rglob("*.bin"))))
     first.write_bytes(os.urandom(first.stat().st_size))
@@ -144,24 +151,35 @@ def bench_reproduce(work: Path) -> dict[str, float]:
         )
         subprocess.run(["cp", "-r", str(repo / "data"), str(peer_data)], check=True)
 
-    subprocess.run(["sync"], check=True)
-    peer_seconds = timed(peer)
-    subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(peer_tree)])
-    drop_copy(peer_data)
-    subprocess.run(["sync"], check=True)
     done = None
 
     def ours() -> None:
         nonlocal done
         done = reproduce(db, version)
 
-    total = timed(ours)
-    assert done is not None and done.result is not None and done.comparison is not None
-    run_row = db.execute(
-        "SELECT started_at, ended_at FROM runs WHERE id = ?", [done.result.run_id]
-    ).fetchone()
-    command = max(0.0, (run_row[1] or 0) - (run_row[0] or 0))
-    overhead = total - command
+    peer_times, overheads, totals, commands = [], [], [], []
+    for _ in range(ROUNDS):  # alternated, best of each: the machine is shared
+        subprocess.run(["sync"], check=True)
+        peer_times.append(timed(peer))
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(peer_tree)])
+        drop_copy(peer_data)
+        subprocess.run(["sync"], check=True)
+        total = timed(ours)
+        assert done is not None and done.result is not None and done.comparison is not None
+        run_row = db.execute(
+            "SELECT started_at, ended_at FROM runs WHERE id = ?", [done.result.run_id]
+        ).fetchone()
+        command = max(0.0, (run_row[1] or 0) - (run_row[0] or 0))
+        overheads.append(total - command)
+        totals.append(total)
+        commands.append(command)
+    best = overheads.index(min(overheads))
+    peer_seconds, overhead, total, command = (
+        min(peer_times),
+        overheads[best],
+        totals[best],
+        commands[best],
+    )
     print(
         f"reproduce ({CODE_FILES} code files, kept data): ours {total:.2f}s of which the "
         f"train command's run {command:.2f}s; overhead {overhead:.2f}s; git worktree add + "

@@ -25,6 +25,7 @@ DIGEST_PREFIX = "blake3:"
 # that nobody has written to for this long, was abandoned (kill -9, power loss) and is removed.
 INCOMING_PREFIX = ".incoming-"
 STALE_INCOMING_SECONDS = 10 * 60
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _INCOMING_NAME = re.compile(r"^\.incoming-(\d+)-[0-9a-f]{16}$")
 # ioctl(dest, FICLONE, source): share the source's extents copy-on-write (btrfs, XFS, bcachefs).
 FICLONE = getattr(fcntl, "FICLONE", 0x40049409)
@@ -79,7 +80,7 @@ class ArtifactStore:
     def path(self, digest: str) -> Path:
         """Where the artifact with this digest lives (whether or not it is stored)."""
         hex_digest = digest.removeprefix(DIGEST_PREFIX)
-        if len(hex_digest) != 64 or any(c not in "0123456789abcdef" for c in hex_digest):
+        if _HEX_DIGEST.fullmatch(hex_digest) is None:
             raise WatchkeeperError(f"{digest!r} is not an artifact digest (blake3:<64 hex digits>)")
         return self.root / hex_digest[:2] / hex_digest[2:]
 

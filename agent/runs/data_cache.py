@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from sqlite_utils import Database
 
-from agent.data.fingerprint import DataFingerprint
+from agent.data.fingerprint import DataFingerprint, FileEntry
 from agent.data.snapshots import load_snapshot
 from agent.errors import WatchkeeperError
 from agent.ledger.artifacts import ArtifactStore, SourceChangedError
@@ -19,6 +20,8 @@ KEEP_SMALL = "small"
 KEEP_NEVER = "never"
 KEEP_CHOICES = (KEEP_ALWAYS, KEEP_SMALL, KEEP_NEVER)
 DEFAULT_KEEP_LIMIT = 1 << 30
+# Files kept at once: the copies run in the kernel, so threads overlap their system calls.
+KEEP_WORKERS = 4
 
 
 @dataclass
@@ -73,35 +76,54 @@ def keep_data_deps(
             chosen[dep] = fingerprint
     total = sum(fingerprint.total_bytes for fingerprint in chosen.values())
     done = 0
-    for dep, fingerprint in chosen.items():
-        source_root = root / dep
-        for relative, entry in fingerprint.files.items():
-            source = source_root if fingerprint.kind == "file" else source_root / relative
-            digest = "blake3:" + entry.digest
-            name = file_path(dep, fingerprint, relative)
-            try:
-                how = store.keep_file(source, digest, size=entry.size, mtime_ns=entry.mtime_ns)
-            except SourceChangedError as error:
-                if keep == KEEP_ALWAYS:
-                    raise WatchkeeperError(f"{error}; train again once it stays put") from error
-                kept.notes.append(f"{name} was not kept: it changed while training started")
-                continue
-            except WatchkeeperError as error:
-                if keep == KEEP_ALWAYS:
-                    raise WatchkeeperError(
-                        f'keep_data = "always", and the content of {name} could not be kept: '
-                        f"{error}"
-                    ) from error
-                kept.notes.append(f"the content of {dep} was kept only in part: {error}")
-                break
-            kept.blobs.append(VersionBlob(DATA, name, digest))
-            if how == "copied":
-                kept.copied_bytes += entry.size
-            elif how == "cloned":
-                kept.cloned_bytes += entry.size
-            done += entry.size
-            if on_progress is not None:
-                on_progress(done, total)
+    with ThreadPoolExecutor(max_workers=KEEP_WORKERS) as pool:
+        for dep, fingerprint in chosen.items():
+            source_root = root / dep
+            files = [
+                (
+                    source_root if fingerprint.kind == "file" else source_root / relative,
+                    file_path(dep, fingerprint, relative),
+                    entry,
+                )
+                for relative, entry in fingerprint.files.items()
+            ]
+
+            def keep_one(
+                item: tuple[Path, str, FileEntry],
+            ) -> tuple[str, FileEntry, str | Exception]:
+                source, name, entry = item
+                try:
+                    how = store.keep_file(
+                        source, "blake3:" + entry.digest, size=entry.size, mtime_ns=entry.mtime_ns
+                    )
+                except WatchkeeperError as error:
+                    return name, entry, error
+                return name, entry, how
+
+            for name, entry, outcome in pool.map(keep_one, files):
+                if isinstance(outcome, SourceChangedError):
+                    if keep == KEEP_ALWAYS:
+                        pool.shutdown(cancel_futures=True)
+                        raise WatchkeeperError(f"{outcome}; train again once it stays put")
+                    kept.notes.append(f"{name} was not kept: it changed while training started")
+                    continue
+                if isinstance(outcome, Exception):
+                    pool.shutdown(cancel_futures=True)
+                    if keep == KEEP_ALWAYS:
+                        raise WatchkeeperError(
+                            f'keep_data = "always", and the content of {name} could not be '
+                            f"kept: {outcome}"
+                        )
+                    kept.notes.append(f"the content of {dep} was kept only in part: {outcome}")
+                    break
+                kept.blobs.append(VersionBlob(DATA, name, "blake3:" + entry.digest))
+                if outcome == "copied":
+                    kept.copied_bytes += entry.size
+                elif outcome == "cloned":
+                    kept.cloned_bytes += entry.size
+                done += entry.size
+                if on_progress is not None:
+                    on_progress(done, total)
     return kept
 
 

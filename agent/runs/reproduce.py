@@ -10,6 +10,7 @@ import secrets
 import shutil
 import subprocess
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ DIFFERS = "differs"
 EXIT_CODES = {EXACTLY: 0, WITHIN_TOLERANCE: 0, DIFFERS: 1}
 DEFAULT_TOLERANCE = 1e-6
 MAX_LISTED_FILES = 20
+# Files restored at once: hashing (blake3 lets go of the GIL) overlaps reading and writing.
+RESTORE_WORKERS = 4
 # `reproduce/run-<pid>-<start ticks>-<token>`: removed by the next reproduce once that process is
 # gone. `reproduce/kept-…` (made by --no-run) stays until the user removes it.
 _OWNED_WORKTREE = re.compile(r"^run-(\d+)-(\d+)-")
@@ -219,14 +222,23 @@ def materialise(
         for dep, kind in kinds.items():
             if kind == "folder":
                 (worktree / dep).mkdir(parents=True, exist_ok=True)
-        total = sum(store.path(digest).stat().st_size for digest in restore.values())
-        for name, digest in restore.items():
-            target = _clear(worktree / name)
-            store.restore(digest, target, name)
-            done.restored_files += 1
-            done.restored_bytes += target.stat().st_size
-            if on_progress is not None:
-                on_progress(done.restored_bytes, total)
+        sizes = {name: store.path(digest).stat().st_size for name, digest in restore.items()}
+        total = sum(sizes.values())
+
+        def restore_one(name: str) -> str:
+            store.restore(restore[name], _clear(worktree / name), name)
+            return name
+
+        with ThreadPoolExecutor(max_workers=RESTORE_WORKERS) as pool:
+            try:
+                for name in pool.map(restore_one, restore):
+                    done.restored_files += 1
+                    done.restored_bytes += sizes[name]
+                    if on_progress is not None:
+                        on_progress(done.restored_bytes, total)
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
         for name in missing:
             source = repo / name
             if source.is_file():
