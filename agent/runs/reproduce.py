@@ -24,7 +24,7 @@ from agent.ledger.artifacts import ArtifactStore
 from agent.ledger.blobs import DATA, DIFF, blobs_of_version
 from agent.ledger.queries import update_row
 from agent.paths import PRIVATE_FOLDER_MODE, WatchkeeperPaths
-from agent.project.git import git, working_tree
+from agent.project.git import git
 from agent.runs.code_diff import apply_code_diff
 from agent.runs.data_cache import file_path
 from agent.runs.executor import process_alive, process_start_ticks
@@ -357,12 +357,7 @@ def reproduce(
     reproduction = Reproduction(done)
     if no_run:
         return reproduction
-    try:
-        if version.get("dirty") and working_tree(done.worktree).diff_hash != version["diff_hash"]:
-            raise WatchkeeperError(
-                f"the kept uncommitted changes of {label(version)} applied to {done.worktree} "
-                "do not give back its diff hash; the kept diff is not the one it was trained with"
-            )
+    try:  # the new version's diff hash is compared with the original's afterwards
         result = train(
             done.worktree,
             str(version["model"]),

@@ -235,3 +235,19 @@ def test_a_worktree_left_by_a_killed_reproduce_is_removed_by_the_next(
 
     assert again.exit_code == 0, again.output
     assert not left.exists() and left.name not in git(root, "worktree", "list")
+
+
+def test_metrics_within_the_tolerance_pass_and_beyond_it_differ(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    cli(root, monkeypatch, "train", "churn")
+    monkeypatch.setenv("WK_TEST_NOISE", "1e-9")  # the reproduction's total is 1e-9 off
+
+    close = cli(root, monkeypatch, "reproduce", "churn@1")
+    strict = cli(root, monkeypatch, "reproduce", "churn@1", "--tolerance", "0")
+
+    assert close.exit_code == 0 and "metrics within tolerance" in close.output, close.output
+    assert "artifact model.bin" in close.output and "differs" in close.output
+    assert strict.exit_code == 1 and "differs:" in strict.output
+    assert version("churn", 3)["reproduction"]["verdict"] == "differs"
