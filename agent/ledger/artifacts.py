@@ -9,9 +9,7 @@ import os
 import re
 import shutil
 import time
-from io import BufferedReader
 from pathlib import Path
-from typing import BinaryIO
 
 import blake3
 
@@ -20,6 +18,7 @@ from agent.errors import WatchkeeperError
 from agent.paths import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE, make_private
 
 CHUNK_BYTES = 1 << 20
+LARGE_FILE_BYTES = 8 << 20  # hashed with BLAKE3's own threads as well
 DIGEST_PREFIX = "blake3:"
 # A copy in progress is `ab/.incoming-<writer pid>-<digest start>`; one whose writer is gone, or
 # that nobody has written to for this long, was abandoned (kill -9, power loss) and is removed.
@@ -234,8 +233,8 @@ class ArtifactStore:
     def restore(self, digest: str, target: Path, name: str) -> None:
         """Write the blob `digest` to `target` (a new file), checked against its digest.
 
-        A reflink is tried first (then the blob is hashed, not copied); else the bytes are
-        copied and hashed in one pass. A blob that does not hash to its digest is renamed to
+        A reflink is tried first, else the kernel copies the bytes; the new file (what the
+        target will hold) is then hashed, through mmap and BLAKE3's threads. A blob that does not hash to its digest is renamed to
         `<blob>.damaged`, so that it is never used again and the next training stores the
         content anew, and DamagedBlobError names it (`name` is what the blob stands for).
         """
@@ -243,9 +242,13 @@ class ArtifactStore:
         temporary = target.with_name(f".{target.name}.wk-incoming-{os.getpid()}")
         try:
             with blob.open("rb") as reader:
+                size = os.fstat(reader.fileno()).st_size
                 descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(descriptor, "wb") as writer:
-                    actual = _clone_or_copy_hashing(reader, writer)
+                try:
+                    _clone_or_copy(reader.fileno(), descriptor, size)
+                finally:
+                    os.close(descriptor)
+            actual = _mapped_digest(temporary, size)  # the bytes the reader of target gets
             if actual != digest:
                 self._set_aside(blob)
                 raise DamagedBlobError(
@@ -335,20 +338,13 @@ def _clone_or_copy(source: int, destination: int, size: int) -> str:
     return "copied"
 
 
-def _clone_or_copy_hashing(reader: BufferedReader, writer: BinaryIO) -> str:
-    """Reflink or copy `reader` into `writer`; the digest of the bytes (read once)."""
-    hasher = blake3.blake3()
-    try:
-        fcntl.ioctl(writer.fileno(), FICLONE, reader.fileno())
-        cloned = True
-    except OSError:
-        cloned = False
-    buffer = bytearray(CHUNK_BYTES)
-    view = memoryview(buffer)
-    while count := reader.readinto(buffer):
-        hasher.update(view[:count])
-        if not cloned:
-            writer.write(view[:count])
+def _mapped_digest(path: Path, size: int) -> str:
+    """The store digest of a file read through mmap, with BLAKE3's threads for large files."""
+    if size == 0:
+        return DIGEST_PREFIX + blake3.blake3().hexdigest()
+    threads = blake3.blake3.AUTO if size >= LARGE_FILE_BYTES else 1
+    hasher = blake3.blake3(max_threads=threads)
+    hasher.update_mmap(path)
     return DIGEST_PREFIX + hasher.hexdigest()
 
 
