@@ -234,9 +234,10 @@ class ArtifactStore:
         """Write the blob `digest` to `target` (a new file), checked against its digest.
 
         A reflink is tried first, else the kernel copies the bytes; the new file (what the
-        target will hold) is then hashed, through mmap and BLAKE3's threads. A blob that does not hash to its digest is renamed to
-        `<blob>.damaged`, so that it is never used again and the next training stores the
-        content anew, and DamagedBlobError names it (`name` is what the blob stands for).
+        target will hold) is then hashed, through mmap and BLAKE3's threads. A blob that does
+        not hash to its digest is renamed to `<blob>.damaged`, so that it is never used
+        again and the next training stores the content anew, and DamagedBlobError names it
+        (`name` is what the blob stands for).
         """
         blob = self.path(digest)
         temporary = target.with_name(f".{target.name}.wk-incoming-{os.getpid()}")

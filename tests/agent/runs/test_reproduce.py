@@ -251,3 +251,19 @@ def test_metrics_within_the_tolerance_pass_and_beyond_it_differ(
     assert "artifact model.bin" in close.output and "differs" in close.output
     assert strict.exit_code == 1 and "differs:" in strict.output
     assert version("churn", 3)["reproduction"]["verdict"] == "differs"
+
+
+def test_data_diff_shows_the_changed_rows_of_kept_csv_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    cli(root, monkeypatch, "train", "churn")
+    write_csv(root, "part1.csv", [1, 99, 2])
+    cli(root, monkeypatch, "train", "churn")
+    first, second = (str(version("churn", n)["data"]["data"]["snapshot_id"]) for n in (1, 2))
+
+    result = cli(root, monkeypatch, "data", "diff", first, second, "--rows", "5")
+
+    assert "rows     part1.csv: 1 removed, 2 added (x,y)" in result.output, result.output
+    assert "    - 1,2\n" in result.output
+    assert "    + 1,99\n" in result.output and "    + 2,2\n" in result.output
