@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "init": "agent.cli.ledger_cmds:init",
     "train": "agent.cli.ledger_cmds:train",
     "status": "agent.cli.ledger_cmds:status",
+    "reproduce": "agent.cli.reproduce_cmd:reproduce",
     "models": "agent.cli.models_cmds:models",
     "runs": "agent.cli.ledger_cmds:runs",
     "data": "agent.cli.data_cmds:data",

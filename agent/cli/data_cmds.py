@@ -188,6 +188,16 @@ class _Side:
             return f"snapshot {self.snapshot_id} ({self.fingerprint.root})"
         return str(self.fingerprint.root)
 
+    def content(self, store: Any, relative: str) -> bytes | None:
+        """The bytes of one file: kept in the store for a snapshot, read for a path."""
+        from agent.runs.data_cache import kept_content
+
+        entry = self.fingerprint.files[relative]
+        if self.snapshot_id is not None:
+            return kept_content(store, entry.digest, relative)
+        fp = self.fingerprint
+        return (fp.root / relative if fp.kind == "folder" else fp.root).read_bytes()
+
     def profile(self, db: Database, relative: str) -> TableProfile | None:
         """The column profile of one file of this side: stored for a snapshot, read for a path."""
         entry = self.fingerprint.files[relative]
@@ -203,8 +213,18 @@ class _Side:
 @click.argument("b", metavar="B")
 @click.option("--json", "as_json", is_flag=True, help="Print the difference as JSON.")
 @click.option("--psi", is_flag=True, help="Use PSI for the drift of every column.")
+@click.option(
+    "--rows",
+    "show_rows",
+    type=int,
+    default=0,
+    metavar="N",
+    help="Show up to N removed and added rows of each changed CSV whose content is kept.",
+)
 @click.pass_context
-def diff_command(ctx: click.Context, a: str, b: str, as_json: bool, psi: bool) -> None:
+def diff_command(
+    ctx: click.Context, a: str, b: str, as_json: bool, psi: bool, show_rows: int
+) -> None:
     """Files added, removed and modified from A to B, with column drift for CSV files.
 
     A and B are paths or snapshot ids (as printed by `watchkeeper data snapshot`). Exits 0 when
@@ -261,7 +281,44 @@ def diff_command(ctx: click.Context, a: str, b: str, as_json: bool, psi: bool) -
                     console.print(f"  {title:9}{path}", markup=False)
             for report in drift:
                 console.print(f"  drift    {report.path}: {report.summary()}", markup=False)
+            if show_rows > 0:
+                _print_rows(console, old, new, modified, show_rows)
     ctx.exit(EXIT_DIFFERENT if changed else 0)
+
+
+def _print_rows(console: Any, old: _Side, new: _Side, modified: list[str], limit: int) -> None:
+    """The rows removed and added in each changed CSV, where both contents can be read."""
+    from agent.ledger.artifacts import ArtifactStore
+    from agent.paths import WatchkeeperPaths
+    from agent.runs.data_cache import changed_rows
+
+    store = ArtifactStore(WatchkeeperPaths.from_environment().artifacts)
+    single = old.fingerprint.kind == new.fingerprint.kind == "file"
+    pairs = (
+        [(next(iter(old.fingerprint.files)), next(iter(new.fingerprint.files)))]
+        if single
+        else [(path, path) for path in modified]
+    )
+    for old_name, new_name in pairs:
+        if not is_tabular(new_name):
+            continue
+        before, after = old.content(store, old_name), new.content(store, new_name)
+        if before is None or after is None:
+            console.print(
+                f"  rows     {new_name}: content not kept, rows cannot be shown", markup=False
+            )
+            continue
+        rows = changed_rows(before, after)
+        console.print(
+            f"  rows     {new_name}: {len(rows.removed)} removed, {len(rows.added)} added "
+            f"({rows.header})",
+            markup=False,
+        )
+        for mark, lines in (("-", rows.removed), ("+", rows.added)):
+            for line in lines[:limit]:
+                console.print(f"    {mark} {line}", markup=False)
+            if len(lines) > limit:
+                console.print(f"    {mark} … {len(lines) - limit} more", markup=False)
 
 
 def _drift_of(

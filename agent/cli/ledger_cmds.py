@@ -297,6 +297,8 @@ def _signals_cancel() -> Iterator[None]:
 
 def _report_training(ctx: click.Context, console: Console, result: TrainResult) -> None:
     label = f"{result.model} v{result.version}"
+    for note in result.notes:
+        console.print(f"[yellow]note[/]: {escape(note)}")
     if result.step_warning:
         console.print(f"[yellow]warning[/]: {escape(result.step_warning)}")
     if result.status == "succeeded":
@@ -483,12 +485,17 @@ def _version_marks(row: dict[str, Any]) -> str:
 @click.command("show")
 @click.argument("model_ref", metavar="REF")
 @click.option("--json", "as_json", is_flag=True)
-def models_show(model_ref: str, as_json: bool) -> None:
+@click.option("--diff", "show_diff", is_flag=True, help="Print its kept uncommitted changes.")
+def models_show(model_ref: str, as_json: bool, show_diff: bool) -> None:
     """Show one version: commit, params, metrics, data, artifacts and why it is stale."""
     with common.ledger_session() as db:
         row = find_version(db, ModelRef.parse(model_ref), _current_repo_id(db))
         version = list_versions_one(db, row)
         version["step_metrics"] = _step_metrics_json(db, row["id"])
+        version["kept"] = _kept_json(db, row)
+    if show_diff:
+        _print_kept_diff(row, version["kept"])
+        return
     if as_json:
         _echo_json(version)
         return
@@ -531,9 +538,53 @@ def models_show(model_ref: str, as_json: bool) -> None:
     for note in version["notes"]:
         console.print(f"  note {_when(note['at'])}: {note['text']}", markup=False)
     _print_extra_and_steps(console, version)
+    _print_kept(console, version)
     console.print(f"  [bold]{version['state']}[/]")
     for reason in version["stale_reasons"]:
         console.print(f"    - {reason}", markup=False)
+
+
+def _kept_json(db: Database, row: dict[str, Any]) -> dict[str, Any]:
+    """What the store keeps for a version: its diff blobs, how many data files, reproduction."""
+    from agent.ledger.blobs import DATA, DIFF, blobs_of_version
+
+    return {
+        "diff": blobs_of_version(db, int(row["id"]), DIFF),
+        "data_files": len(blobs_of_version(db, int(row["id"]), DATA)),
+        "reproduction": row.get("reproduction"),
+    }
+
+
+def _print_kept(console: Console, version: dict[str, Any]) -> None:
+    kept = version["kept"]
+    if version["dirty"]:
+        where = "kept (models show --diff prints it)" if kept["diff"] else "not kept"
+        console.print(f"  uncommitted changes {where}", markup=False)
+    if version["data"]:
+        console.print(f"  data content kept for {kept['data_files']} file(s)", markup=False)
+    reproduction = kept["reproduction"]
+    if reproduction:
+        console.print(
+            f"  reproduction of {reproduction['of']}: {reproduction['verdict']}", markup=False
+        )
+
+
+def _print_kept_diff(row: dict[str, Any], kept: dict[str, Any]) -> None:
+    from agent.ledger.artifacts import ArtifactStore
+    from agent.runs.code_diff import code_diff_text
+
+    name = f"{row['model']}@{row['version']}"
+    if not row["dirty"]:
+        raise WatchkeeperError(
+            f"{name} was trained from a clean tree: it has no uncommitted changes"
+        )
+    if not kept["diff"]:
+        raise WatchkeeperError(
+            f"{name} was trained with uncommitted changes, but they were not kept (it predates "
+            "kept diffs, or its blobs were removed)"
+        )
+    store = ArtifactStore(WatchkeeperPaths.from_environment().artifacts)
+    sys.stdout.write(code_diff_text(store, kept["diff"]))
 
 
 def _step_metrics_json(db: Database, version_id: int) -> dict[str, Any] | None:
@@ -591,12 +642,20 @@ def list_versions_one(db: Database, row: dict[str, Any]) -> dict[str, Any]:
 @click.argument("first", metavar="REF_A")
 @click.argument("second", metavar="REF_B")
 @click.option("--json", "as_json", is_flag=True)
-def models_diff(first: str, second: str, as_json: bool) -> None:
+@click.option(
+    "--patch",
+    is_flag=True,
+    help="Print the code change from A to B, uncommitted changes included (as a git diff).",
+)
+def models_diff(first: str, second: str, as_json: bool, patch: bool) -> None:
     """Compare two versions: params, metrics, code diff stat and data files."""
     with common.ledger_session() as db:
         repo_id = _current_repo_id(db)
         old = find_version(db, ModelRef.parse(first), repo_id)
         new = find_version(db, ModelRef.parse(second), repo_id)
+        if patch:
+            sys.stdout.write(_code_patch(db, old, new))
+            return
         report = version_diff(db, old, new)
     if as_json:
         _echo_json(report)
@@ -628,6 +687,24 @@ def models_diff(first: str, second: str, as_json: bool) -> None:
         for word in ("added", "removed", "modified"):
             for name in change[word]:
                 console.print(f"  {word:8} {name}", markup=False)
+
+
+def _code_patch(db: Database, old: dict[str, Any], new: dict[str, Any]) -> str:
+    from agent.ledger.artifacts import ArtifactStore
+    from agent.ledger.blobs import DIFF, blobs_of_version
+    from agent.runs.code_diff import code_patch_between
+
+    sides = []
+    for row in (old, new):
+        blobs = blobs_of_version(db, int(row["id"]), DIFF)
+        if row["dirty"] and not blobs:
+            raise WatchkeeperError(
+                f"{row['model']}@{row['version']} was trained with uncommitted changes that "
+                "were not kept; its code cannot be shown whole"
+            )
+        sides.append((str(row["commit_sha"]), blobs))
+    store = ArtifactStore(WatchkeeperPaths.from_environment().artifacts)
+    return code_patch_between(Path(new["repo_path"]), store, sides)
 
 
 @click.group()

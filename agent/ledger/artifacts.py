@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import shutil
@@ -17,12 +18,28 @@ from agent.errors import WatchkeeperError
 from agent.paths import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE, make_private
 
 CHUNK_BYTES = 1 << 20
+LARGE_FILE_BYTES = 8 << 20  # hashed with BLAKE3's own threads as well
 DIGEST_PREFIX = "blake3:"
 # A copy in progress is `ab/.incoming-<writer pid>-<digest start>`; one whose writer is gone, or
 # that nobody has written to for this long, was abandoned (kill -9, power loss) and is removed.
 INCOMING_PREFIX = ".incoming-"
 STALE_INCOMING_SECONDS = 10 * 60
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _INCOMING_NAME = re.compile(r"^\.incoming-(\d+)-[0-9a-f]{16}$")
+# ioctl(dest, FICLONE, source): share the source's extents copy-on-write (btrfs, XFS, bcachefs).
+FICLONE = getattr(fcntl, "FICLONE", 0x40049409)
+# A file modified this close to when it is copied may change again within the same mtime tick,
+# so a copy of it is hashed rather than trusted from its size and mtime (git's racy rule).
+RACY_SECONDS = 2.0
+DAMAGED_SUFFIX = ".damaged"
+
+
+class SourceChangedError(WatchkeeperError):
+    """A file changed between being fingerprinted and being kept; nothing was registered."""
+
+
+class DamagedBlobError(WatchkeeperError):
+    """A stored blob does not hash to its name; it was set aside and is never used."""
 
 
 def file_digest(path: Path) -> str:
@@ -62,7 +79,7 @@ class ArtifactStore:
     def path(self, digest: str) -> Path:
         """Where the artifact with this digest lives (whether or not it is stored)."""
         hex_digest = digest.removeprefix(DIGEST_PREFIX)
-        if len(hex_digest) != 64 or any(c not in "0123456789abcdef" for c in hex_digest):
+        if _HEX_DIGEST.fullmatch(hex_digest) is None:
             raise WatchkeeperError(f"{digest!r} is not an artifact digest (blake3:<64 hex digits>)")
         return self.root / hex_digest[:2] / hex_digest[2:]
 
@@ -136,6 +153,156 @@ class ArtifactStore:
                 removed.append(path)
         return removed
 
+    def put_bytes(self, content: bytes) -> str:
+        """Store `content` as a blob and return its digest (written durably, like `put`)."""
+        digest = DIGEST_PREFIX + blake3.blake3(content).hexdigest()
+        destination = self.path(digest)
+        if destination.is_file():
+            return digest
+        self._make_folders(destination.parent)
+        temporary = self._incoming(destination)
+        try:
+            descriptor = os.open(
+                temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE
+            )
+            with os.fdopen(descriptor, "wb") as writer:
+                writer.write(content)
+                writer.flush()
+                os.fsync(descriptor)
+            os.replace(temporary, destination)
+        except OSError as error:
+            self._discard(temporary)
+            if is_disk_full(error):
+                raise disk_full_error(self.root) from error
+            raise WatchkeeperError(f"cannot store a blob in {self.root}: {error}") from error
+        except BaseException:
+            self._discard(temporary)
+            raise
+        return digest
+
+    def keep_file(self, source: Path, digest: str, *, size: int, mtime_ns: int) -> str:
+        """Keep the content of a file already fingerprinted as `digest` (size, mtime_ns).
+
+        Returns "present" (the store had it), "cloned" (a reflink: no bytes copied) or
+        "copied". The user's file is only read: never linked, moved or changed, so a later
+        edit of theirs cannot reach the blob. The copy is trusted without hashing it again
+        only when the file's size and mtime are the fingerprinted ones before and after the
+        copy and the mtime is not racy (see RACY_SECONDS); otherwise the copy is hashed. A
+        file that changed raises SourceChangedError and a full disk a disk-full error; in both
+        cases nothing is registered. Blobs written here are not fsynced one by one: a blob
+        damaged by a power cut is caught by the hash check of `restore`.
+        """
+        destination = self.path(digest)
+        if destination.is_file():
+            return "present"
+        self._make_folders(destination.parent)
+        if not self._swept:
+            self.remove_abandoned_copies()
+            self._swept = True
+        temporary = self._incoming(destination)
+        started = time.time()
+        try:
+            with source.open("rb") as reader:
+                before = os.fstat(reader.fileno())
+                if (before.st_size, before.st_mtime_ns) != (size, mtime_ns):
+                    raise SourceChangedError(f"{source} changed after it was fingerprinted")
+                descriptor = os.open(
+                    temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE
+                )
+                try:
+                    how = _clone_or_copy(reader.fileno(), descriptor, size)
+                finally:
+                    os.close(descriptor)
+                after = os.fstat(reader.fileno())
+            unchanged = (after.st_size, after.st_mtime_ns) == (size, mtime_ns)
+            racy = mtime_ns / 1e9 >= started - RACY_SECONDS
+            if not unchanged or (racy and file_digest(temporary) != digest):
+                raise SourceChangedError(f"{source} changed while it was being kept")
+            os.replace(temporary, destination)
+        except OSError as error:
+            disk_full = disk_full_error(self.root) if is_disk_full(error) else None
+            self._discard(temporary)
+            if disk_full is not None:
+                raise disk_full from error
+            raise WatchkeeperError(f"cannot keep {source} in {self.root}: {error}") from error
+        except BaseException:
+            self._discard(temporary)
+            raise
+        return how
+
+    def restore(self, digest: str, target: Path, name: str) -> None:
+        """Write the blob `digest` to `target` (a new file), checked against its digest.
+
+        A reflink is tried first, else the kernel copies the bytes; the new file (what the
+        target will hold) is then hashed, through mmap and BLAKE3's threads. A blob that does
+        not hash to its digest is renamed to `<blob>.damaged`, so that it is never used
+        again and the next training stores the content anew, and DamagedBlobError names it
+        (`name` is what the blob stands for).
+        """
+        blob = self.path(digest)
+        temporary = target.with_name(f".{target.name}.wk-incoming-{os.getpid()}")
+        try:
+            with blob.open("rb") as reader:
+                size = os.fstat(reader.fileno()).st_size
+                descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                try:
+                    _clone_or_copy(reader.fileno(), descriptor, size)
+                finally:
+                    os.close(descriptor)
+            actual = _mapped_digest(temporary, size)  # the bytes the reader of target gets
+            if actual != digest:
+                self._set_aside(blob)
+                raise DamagedBlobError(
+                    f"the kept copy of {name} is damaged: {blob} hashes to {actual}, not "
+                    f"{digest}; it was moved to {blob.name}{DAMAGED_SUFFIX} and not used"
+                )
+            os.replace(temporary, target)
+        except FileNotFoundError as error:
+            if error.filename is not None and Path(os.fsdecode(error.filename)) == blob:
+                raise WatchkeeperError(
+                    f"the kept copy of {name} ({digest}) is not in {self.root}"
+                ) from error
+            raise
+        except OSError as error:
+            if is_disk_full(error):
+                raise disk_full_error(target.parent) from error
+            raise WatchkeeperError(f"cannot write {target}: {error.strerror or error}") from error
+        finally:
+            self._discard(temporary)
+
+    def read_checked(self, digest: str, name: str) -> bytes:
+        """A blob's bytes, checked against its digest (DamagedBlobError when they differ)."""
+        blob = self.path(digest)
+        content = blob.read_bytes()
+        actual = DIGEST_PREFIX + blake3.blake3(content).hexdigest()
+        if actual != digest:
+            self._set_aside(blob)
+            raise DamagedBlobError(
+                f"the kept copy of {name} is damaged: {blob} hashes to {actual}, not {digest}; "
+                f"it was moved to {blob.name}{DAMAGED_SUFFIX} and not used"
+            )
+        return content
+
+    def _make_folders(self, folder: Path) -> None:
+        for each in (self.root, folder):
+            if not each.is_dir():
+                each.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER_MODE)
+                make_private(each)
+
+    @staticmethod
+    def _incoming(destination: Path) -> Path:
+        return destination.parent / f"{INCOMING_PREFIX}{os.getpid()}-{destination.name[:16]}"
+
+    @staticmethod
+    def _discard(temporary: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+
+    @staticmethod
+    def _set_aside(blob: Path) -> None:
+        with contextlib.suppress(OSError):
+            os.replace(blob, blob.with_name(blob.name + DAMAGED_SUFFIX))
+
     @staticmethod
     def _copy_durably(source: Path, destination: Path, mode: int) -> None:
         """Copy into a new file of exactly `mode` (whatever the umask), flushed to disk."""
@@ -146,6 +313,40 @@ class ArtifactStore:
                 shutil.copyfileobj(reader, writer, CHUNK_BYTES)
                 writer.flush()
                 os.fsync(descriptor)
+
+
+def _clone_or_copy(source: int, destination: int, size: int) -> str:
+    """Reflink `source` into `destination` where the filesystem can; else copy in the kernel."""
+    try:
+        fcntl.ioctl(destination, FICLONE, source)
+        return "cloned"
+    except OSError:
+        pass
+    copied = 0
+    try:
+        while copied < size:
+            step = os.copy_file_range(source, destination, min(size - copied, 1 << 30))
+            if step == 0:
+                break
+            copied += step
+    except OSError as error:
+        if error.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        os.lseek(source, copied, os.SEEK_SET)
+        os.lseek(destination, copied, os.SEEK_SET)
+        while chunk := os.read(source, CHUNK_BYTES):
+            os.write(destination, chunk)
+    return "copied"
+
+
+def _mapped_digest(path: Path, size: int) -> str:
+    """The store digest of a file read through mmap, with BLAKE3's threads for large files."""
+    if size == 0:
+        return DIGEST_PREFIX + blake3.blake3().hexdigest()
+    threads = blake3.blake3.AUTO if size >= LARGE_FILE_BYTES else 1
+    hasher = blake3.blake3(max_threads=threads)
+    hasher.update_mmap(path)
+    return DIGEST_PREFIX + hasher.hexdigest()
 
 
 def artifact_mode(source_mode: int) -> int:

@@ -16,7 +16,16 @@ from sqlite_utils import Database
 from agent.errors import WatchkeeperError
 from agent.runs.states import ACTIVE_RUN_STATES
 
-JSON_COLUMNS = ("params", "metrics", "metrics_extra", "data", "code", "artifacts", "detail")
+JSON_COLUMNS = (
+    "params",
+    "metrics",
+    "metrics_extra",
+    "data",
+    "code",
+    "artifacts",
+    "detail",
+    "reproduction",
+)
 BUILTIN_REPO_PREFIX = "builtin:"
 """`repos.path` of rows that own built-in models (such as `coding-time`); not a folder."""
 
@@ -360,13 +369,14 @@ def current_aliases(db: Database, model_id: int) -> list[str]:
 def current_version(db: Database, model_id: int) -> dict[str, Any] | None:
     """The model's current version: what its staleness is judged against.
 
-    It is the newest succeeded version trained with the declared params (not an experiment),
+    It is the newest succeeded version trained with the declared params (not an experiment,
+    nor a reproduction of another version),
     unless a version was promoted after that one ended: then it is the promoted version.
     """
     trained = _one_version(
         db,
         "v.model_id = ? AND v.status = 'succeeded' AND v.experiment = 0 "
-        "ORDER BY v.version DESC LIMIT 1",
+        "AND v.reproduction_of IS NULL ORDER BY v.version DESC LIMIT 1",
         [model_id],
     )
     promoted = db.execute(

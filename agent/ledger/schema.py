@@ -12,6 +12,7 @@ MIGRATION_SET = "watchkeeper-ledger"
 migrations = Migrations(MIGRATION_SET)
 
 ALERT_KINDS = ("stale", "drift", "run_failed", "watch")
+BLOB_KINDS = ("artifact", "data", "diff")
 
 
 def _sql_list(values: tuple[str, ...]) -> str:
@@ -373,6 +374,38 @@ def m007_sweeps(db: Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m008_version_blobs_and_reproductions(db: Database) -> None:
+    """Which stored blobs each version references, and which versions reproduce another.
+
+    `version_blobs` has one row per blob a version needs: its artifacts (kind `artifact`, path
+    = the out's path), the content of its data deps (kind `data`, path = the repo-relative file)
+    and its uncommitted changes (kind `diff`, path `tracked.patch` or `untracked.patch`).
+    Digests are `blake3:<hex>`, the name of the blob in the artifact store. Existing versions'
+    artifacts are listed from their `artifacts` column.
+    """
+    statements = [
+        f"""
+        CREATE TABLE version_blobs (
+            version_id INTEGER NOT NULL REFERENCES model_versions(id) ON DELETE CASCADE,
+            kind TEXT NOT NULL CHECK (kind IN ({_sql_list(BLOB_KINDS)})),
+            path TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            PRIMARY KEY (version_id, kind, path)
+        )""",
+        "CREATE INDEX idx_version_blobs_digest ON version_blobs(digest)",
+        "INSERT OR IGNORE INTO version_blobs (version_id, kind, path, digest) "
+        "SELECT v.id, 'artifact', a.key, a.value FROM model_versions v, json_each(v.artifacts) a "
+        "WHERE json_valid(v.artifacts) AND json_type(v.artifacts) = 'object' "
+        "AND a.type = 'text'",
+        "ALTER TABLE model_versions ADD COLUMN reproduction_of INTEGER "
+        "REFERENCES model_versions(id) ON DELETE SET NULL",
+        "ALTER TABLE model_versions ADD COLUMN reproduction TEXT",
+    ]
+    for statement in statements:
+        db.execute(statement)
+
+
 TABLES = (
     "repos",
     "commits",
@@ -397,4 +430,5 @@ TABLES = (
     "step_metrics",
     "step_metric_reads",
     "sweeps",
+    "version_blobs",
 )

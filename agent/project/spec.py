@@ -13,7 +13,8 @@ from typing import Any
 from agent.errors import WatchkeeperError, toml_syntax_message
 
 SPEC_FILE = "watchkeeper.toml"
-TOP_LEVEL_KEYS = ("models",)
+TOP_LEVEL_KEYS = ("models", "data")
+DATA_KEYS = ("keep", "keep_limit")
 MODEL_KEYS = (
     "train",
     "deps",
@@ -25,7 +26,12 @@ MODEL_KEYS = (
     "remote",
     "on_stale",
     "resources",
+    "keep_data",
+    "keep_data_limit",
 )
+KEEP_DATA_CHOICES = ("always", "small", "never")
+DEFAULT_KEEP_DATA_LIMIT = 1 << 30
+SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 PARAMS_FILE_SUFFIXES = (".json", ".yaml", ".yml", ".toml")
 # `{name}` in a train command is a param placeholder; `{{` and `}}` are literal braces and
 # `${NAME}` is left to the shell.
@@ -55,6 +61,9 @@ TEMPLATE = """\
 # remote = "local"                # or the name of a remote from `watchkeeper remote add`
 # on_stale = "notify"             # or "retrain"
 # resources = { cpus = 2, gpus = 0, memory = "4G", time = "01:00:00" }  # used by Slurm
+# keep_data = "small"             # keep data content for `reproduce`: always, small or never
+# keep_data_limit = "1G"          # "small" keeps a data dep up to this size
+# (a top-level [data] table with keep and keep_limit sets these for every model)
 """
 
 
@@ -73,6 +82,8 @@ class ModelSpec:
     remote: str = "local"
     on_stale: str = "notify"
     resources: dict[str, Any] = field(default_factory=dict)
+    keep_data: str = "small"  # keep data content in the blob store: always, small or never
+    keep_data_limit: int = DEFAULT_KEEP_DATA_LIMIT  # bytes per data dep, for "small"
 
 
 @dataclass(frozen=True)
@@ -149,12 +160,16 @@ def parse_project(root: Path, path: Path, text: str) -> ProjectSpec:
     models_table = document.get("models", {})
     if not isinstance(models_table, dict):
         checker.fail([], "models", "must be a table of [models.NAME] tables")
+    checker.data_defaults(document.get("data", {}))
     models = {name: checker.model(name, table) for name, table in models_table.items()}
     return ProjectSpec(root=root, path=path, text=text, models=models)
 
 
 class _Checker:
     """Validates tables of one file, raising errors that point at the offending line."""
+
+    keep_data = "small"
+    keep_data_limit = DEFAULT_KEEP_DATA_LIMIT
 
     def __init__(self, path: Path, text: str) -> None:
         self.path = path
@@ -214,7 +229,42 @@ class _Checker:
             remote=self.string(where, "remote", table.get("remote", "local")),
             on_stale=self.choice(where, "on_stale", table.get("on_stale", "notify")),
             resources=self.resources(where, table.get("resources", {})),
+            keep_data=self.keep_choice(where, "keep_data", table.get("keep_data", self.keep_data)),
+            keep_data_limit=self.size(
+                where, "keep_data_limit", table.get("keep_data_limit", self.keep_data_limit)
+            ),
         )
+
+    def data_defaults(self, table: Any) -> None:
+        """Read the top-level [data] table: the keep defaults of every model."""
+        if not isinstance(table, dict):
+            self.fail([], "data", 'must be a table such as [data] with keep = "small"')
+        for key in table:
+            if key not in DATA_KEYS:
+                self.unknown_key(["data"], key, DATA_KEYS)
+        self.keep_data = self.keep_choice(["data"], "keep", table.get("keep", self.keep_data))
+        self.keep_data_limit = self.size(
+            ["data"], "keep_limit", table.get("keep_limit", self.keep_data_limit)
+        )
+
+    def keep_choice(self, table: list[str], key: str, value: Any) -> str:
+        text = self.string(table, key, value)
+        if text not in KEEP_DATA_CHOICES:
+            hint = _did_you_mean(text, list(KEEP_DATA_CHOICES))
+            self.fail(
+                table, key, f"is {text!r}; choose one of {', '.join(KEEP_DATA_CHOICES)}{hint}"
+            )
+        return text
+
+    def size(self, table: list[str], key: str, value: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        if isinstance(value, str) and MEMORY_SIZE.match(value.strip().upper()):
+            text = value.strip().upper()
+            unit = text[-1] if text[-1] in SIZE_UNITS else ""
+            return int(text.removesuffix(unit)) * SIZE_UNITS[unit]
+        self.fail(table, key, f'is {value!r}; give a size in bytes or such as "512M" or "2G"')
+        raise AssertionError("unreachable")
 
     def string(self, table: list[str], key: str, value: Any) -> str:
         if not isinstance(value, str) or not value:

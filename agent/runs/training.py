@@ -22,6 +22,7 @@ from agent.disk import disk_full_error, is_disk_full, is_nearly_full
 from agent.errors import WatchkeeperError
 from agent.ledger import write_transaction
 from agent.ledger.artifacts import ArtifactStore
+from agent.ledger.blobs import ARTIFACT, VersionBlob, record_version_blobs
 from agent.ledger.queries import (
     ACTIVE_RUN_STATES,
     active_runs,
@@ -35,6 +36,8 @@ from agent.ledger.queries import (
 from agent.paths import WatchkeeperPaths
 from agent.project.git import WorkingTree, is_ignored, working_hashes, working_tree
 from agent.project.spec import ModelSpec, ProjectSpec, load_project
+from agent.runs.code_diff import keep_code_diff
+from agent.runs.data_cache import KeptData, keep_data_deps
 from agent.runs.executor import (
     EXITCODE_FILE,
     Executor,
@@ -81,6 +84,7 @@ class TrainResult:
     artifacts: dict[str, str] = field(default_factory=dict)
     metrics_extra: Any = None
     step_warning: str | None = None
+    notes: list[str] = field(default_factory=list)  # data content not kept, and why
 
 
 def classify_deps(project: ProjectSpec, model: ModelSpec) -> tuple[list[str], list[str]]:
@@ -204,6 +208,8 @@ class Training:
     data_deps: list[str]
     code_hashes: dict[str, Any]
     data_records: dict[str, Any]
+    kept: KeptData = field(default_factory=KeptData)  # the diff and data blobs every run keeps
+    recorded_repo: Path | None = None  # the repo to record under when `root` is a worktree of it
 
     @property
     def collected(self) -> list[str]:
@@ -219,10 +225,13 @@ def prepare_training(
     paths: WatchkeeperPaths,
     on_data_progress: Callable[[str, int, int], None] | None = None,
     check_params: Callable[[ProjectSpec, ModelSpec], None] = lambda project, model: None,
+    recorded_repo: Path | None = None,
 ) -> Training:
     """Load the model, pick its executor, snapshot the code and fingerprint the data deps.
 
-    `check_params` runs before anything slow (refusing bad params early)."""
+    `check_params` runs before anything slow (refusing bad params early). The uncommitted diff
+    and, as the model's `keep_data` says, the content of its data deps are kept in the blob
+    store; each run recorded from this training lists them in `version_blobs`."""
     project = load_project(root)
     model = project.model(model_name)
     check_params(project, model)
@@ -236,6 +245,16 @@ def prepare_training(
         dep: snapshot_data_dep(db, root / dep, paths, _progress_for(dep, on_data_progress))
         for dep in data_deps
     }
+    store = ArtifactStore(paths.artifacts)
+    kept = keep_data_deps(
+        db,
+        store,
+        root,
+        {dep: record.snapshot_id for dep, record in data_records.items()},
+        model.keep_data,
+        model.keep_data_limit,
+    )
+    kept.blobs.extend(keep_code_diff(store, root, tree))
     return Training(
         root,
         project,
@@ -247,6 +266,8 @@ def prepare_training(
         data_deps,
         code_hashes,
         data_records,
+        kept,
+        recorded_repo,
     )
 
 
@@ -259,6 +280,7 @@ def record_run(
     allow_concurrent: bool = False,
     sweep_id: str | None = None,
     run_id: str | None = None,
+    reproduction_of: int | None = None,
 ) -> tuple[Run, int]:
     """Record a run (state `starting`, or `queued` in a sweep) and its version (`running`).
 
@@ -273,7 +295,7 @@ def record_run(
         executor=executor.kind,
         remote=None if executor.kind == "local" else training.remote_name,
         detail={
-            "repo": str(training.root),
+            "repo": str(training.recorded_repo or training.root),
             "model": model.name,
             "outs": list(model.outs),
             "metrics": model.metrics,
@@ -283,7 +305,7 @@ def record_run(
     )
     now = time.time()
     with write_transaction(db):
-        repo_id = register_repo(db, training.root)
+        repo_id = register_repo(db, training.recorded_repo or training.root)
         model_id = ensure_model(db, repo_id, model.name)
         if not allow_concurrent:
             refuse_concurrent_run(db, model_id, model.name)
@@ -329,9 +351,11 @@ def record_run(
                 "executor": executor.kind,
                 "run_id": run_id,
                 "started_at": now,
+                "reproduction_of": reproduction_of,
                 **({"sweep_id": sweep_id} if sweep_id else {}),
             },
         )
+        record_version_blobs(db, version_id, training.kept.blobs)
         run.detail["version_id"] = version_id
         update_row(db, "runs", "id", run_id, {"detail": run.detail})
     return run, version
@@ -413,6 +437,9 @@ def train(
     on_start: Callable[[Run, int], None] = lambda run, version: None,
     on_steps: Callable[[StepBatch], None] = lambda batch: None,
     on_data_progress: Callable[[str, int, int], None] | None = None,
+    params: dict[str, Any] | None = None,
+    reproduction_of: int | None = None,
+    recorded_repo: Path | None = None,
 ) -> TrainResult:
     """Train `model_name` of the repo at `root` and record a model version.
 
@@ -425,13 +452,21 @@ def train(
     Params reach the command as `deliver_params` says; a version whose params differ from the
     declared ones is recorded as an experiment. While another run of the same model is active
     the run is refused, unless `allow_concurrent`.
+
+    The uncommitted diff and, as the model's `keep_data` says, the content of its data deps
+    are kept in the blob store and listed in `version_blobs`. A reproduction passes the
+    version's own `params`, the version it reproduces, and `recorded_repo`, the repo to record
+    it under (`root` is then a temporary worktree of that repo).
     """
     paths = paths or WatchkeeperPaths.from_environment()
     parsed: dict[str, Any] = {}
 
     def check_params(project: ProjectSpec, model: ModelSpec) -> None:
-        where = project.where(model.name, "params")
-        parsed.update(parse_param_overrides(model, param_pairs or [], where))
+        if params is not None:
+            parsed.update(params)
+        else:
+            where = project.where(model.name, "params")
+            parsed.update(parse_param_overrides(model, param_pairs or [], where))
         deliver_params(model, parsed)
 
     training = prepare_training(
@@ -442,10 +477,18 @@ def train(
         paths=paths,
         on_data_progress=on_data_progress,
         check_params=check_params,
+        recorded_repo=recorded_repo,
     )
-    params, executor = parsed, training.executor
-    run, version = record_run(db, training, params, paths, allow_concurrent=allow_concurrent)
-    launch_run(db, training, run, params, paths)
+    executor = training.executor
+    run, version = record_run(
+        db,
+        training,
+        parsed,
+        paths,
+        allow_concurrent=allow_concurrent,
+        reproduction_of=reproduction_of,
+    )
+    launch_run(db, training, run, parsed, paths)
     on_start(run, version)
     try:
         state = _follow(executor, run, on_log, on_steps, db)
@@ -457,7 +500,9 @@ def train(
     except WatchkeeperError as error:
         return fail_run(db, run, executor, paths, str(error))
     with _cancel_signals_ignored():
-        return finish_run(db, run, state, executor, paths)
+        result = finish_run(db, run, state, executor, paths)
+    result.notes = training.kept.notes
+    return result
 
 
 def _differs(params: dict[str, Any], declared: dict[str, Any]) -> bool:
@@ -637,6 +682,12 @@ def finish_run(
                     "metrics_extra": None if extra is None else encode(extra),
                     "artifacts": artifacts,
                 },
+            )
+            version_id = db.execute(
+                "SELECT id FROM model_versions WHERE run_id = ?", [run.id]
+            ).fetchone()[0]
+            record_version_blobs(
+                db, version_id, [VersionBlob(ARTIFACT, p, d) for p, d in artifacts.items()]
             )
     row = db.execute(
         "SELECT m.name, v.version, v.status, v.exit_code, v.metrics, v.artifacts, "

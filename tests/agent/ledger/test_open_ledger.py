@@ -145,6 +145,7 @@ def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
         "m005_experiments_and_version_names",
         "m006_step_metrics",
         "m007_sweeps",
+        "m008_version_blobs_and_reproductions",
     ]
 
 

@@ -188,3 +188,26 @@ def test_a_file_nested_too_deeply_is_a_one_line_error(tmp_path: Path, value: str
     message = load_error(tmp_path, f"x = {value}\n")
     assert message.startswith(f"{tmp_path / 'watchkeeper.toml'}: "), message
     assert "nested too deeply" in message and "\n" not in message
+
+
+def test_keep_data_defaults_come_from_the_data_table_and_models_override_them(
+    tmp_path: Path,
+) -> None:
+    write_spec(
+        tmp_path,
+        '[data]\nkeep = "always"\nkeep_limit = "2G"\n\n'
+        '[models.a]\ntrain = "true"\n\n[models.b]\ntrain = "true"\nkeep_data = "never"\n'
+        "keep_data_limit = 1000\n",
+    )
+    project = load_project(tmp_path)
+    assert (project.model("a").keep_data, project.model("a").keep_data_limit) == ("always", 2 << 30)
+    assert (project.model("b").keep_data, project.model("b").keep_data_limit) == ("never", 1000)
+
+
+def test_a_bad_keep_data_names_the_line_and_the_choices(tmp_path: Path) -> None:
+    write_spec(tmp_path, '[models.a]\ntrain = "true"\nkeep_data = "sometimes"\n')
+    with pytest.raises(WatchkeeperError, match=r"watchkeeper.toml:3: .*keep_data is 'sometimes'"):
+        load_project(tmp_path)
+    write_spec(tmp_path, '[data]\nkeep_limit = "lots"\n')
+    with pytest.raises(WatchkeeperError, match=r"watchkeeper.toml:2: \[data\] keep_limit"):
+        load_project(tmp_path)

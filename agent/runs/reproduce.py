@@ -1,0 +1,395 @@
+"""Reproduce a version: its commit and kept diff in a temporary worktree, its kept data, its
+params; train there and compare the result with the original."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import secrets
+import shutil
+import subprocess
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from agent.data.snapshots import load_snapshot
+from agent.errors import WatchkeeperError
+from agent.ledger import write_transaction
+from agent.ledger.artifacts import ArtifactStore
+from agent.ledger.blobs import DATA, DIFF, blobs_of_version
+from agent.ledger.queries import update_row
+from agent.paths import PRIVATE_FOLDER_MODE, WatchkeeperPaths
+from agent.project.git import git
+from agent.runs.code_diff import apply_code_diff
+from agent.runs.data_cache import file_path
+from agent.runs.executor import process_alive, process_start_ticks
+from agent.runs.training import TrainResult, train
+
+EXACTLY = "reproduced exactly"
+WITHIN_TOLERANCE = "metrics within tolerance"
+DIFFERS = "differs"
+EXIT_CODES = {EXACTLY: 0, WITHIN_TOLERANCE: 0, DIFFERS: 1}
+DEFAULT_TOLERANCE = 1e-6
+MAX_LISTED_FILES = 20
+# Files restored at once: hashing (blake3 lets go of the GIL) overlaps reading and writing.
+RESTORE_WORKERS = 4
+# `reproduce/run-<pid>-<start ticks>-<token>`: removed by the next reproduce once that process is
+# gone. `reproduce/kept-…` (made by --no-run) stays until the user removes it.
+_OWNED_WORKTREE = re.compile(r"^run-(\d+)-(\d+)-")
+
+
+@dataclass
+class Materialised:
+    """A version's code and data laid out in a worktree, and what could not be restored."""
+
+    worktree: Path
+    restored_files: int = 0
+    restored_bytes: int = 0
+    current_data: list[str] = field(default_factory=list)  # files taken from the repo as is
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The verdict and the rows that led to it: (what, original, reproduction, same?)."""
+
+    verdict: str
+    rows: list[tuple[str, str, str, str]]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
+
+
+@dataclass
+class Reproduction:
+    """What `reproduce` did: where, the new version, the comparison."""
+
+    materialised: Materialised
+    result: TrainResult | None = None
+    comparison: Comparison | None = None
+
+
+def label(version: dict[str, Any]) -> str:
+    return f"{version['model']}@{version['version']}"
+
+
+def reproduction_root(paths: WatchkeeperPaths) -> Path:
+    """The folder holding the temporary worktrees (beside the blob store, for reflinks)."""
+    return paths.data_dir / "reproduce"
+
+
+def check_commit(repo: Path, version: dict[str, Any]) -> str:
+    """The version's commit, or an error saying it is gone and to fetch it."""
+    sha = str(version.get("commit_sha") or "")
+    if not repo.is_dir():
+        raise WatchkeeperError(
+            f"{label(version)} was trained in {repo}, which no longer exists; clone the repo "
+            "there again to reproduce it"
+        )
+    if not sha or not _has(repo, sha):
+        raise WatchkeeperError(
+            f"{label(version)} was trained from commit {sha[:12] or '(none)'}, which is not in "
+            f"{repo} (a rebase, a reset or another clone?); run `git fetch` there, or fetch the "
+            "branch that holds it, and try again"
+        )
+    return sha
+
+
+def _has(repo: Path, sha: str) -> bool:
+    completed = subprocess.run(
+        ["git", "-C", str(repo), "cat-file", "-e", f"{sha}^{{commit}}"],
+        capture_output=True,
+        check=False,
+    )
+    return completed.returncode == 0
+
+
+def plan_data(
+    db: Database, store: ArtifactStore, version: dict[str, Any]
+) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """(file -> digest to restore, dep -> kind, files not kept) of a version's data deps."""
+    kept = blobs_of_version(db, int(version["id"]), DATA)
+    restore: dict[str, str] = {}
+    kinds: dict[str, str] = {}
+    missing: list[str] = []
+    for dep, record in (version.get("data") or {}).items():
+        fingerprint = load_snapshot(db, int(record["snapshot_id"]))
+        kinds[dep] = fingerprint.kind
+        for relative in fingerprint.files:
+            name = file_path(dep, fingerprint, relative)
+            digest = kept.get(name)
+            if digest is None or not store.has(digest):
+                missing.append(name)
+            else:
+                restore[name] = digest
+    return restore, kinds, missing
+
+
+def missing_data_error(version: dict[str, Any], missing: list[str]) -> WatchkeeperError:
+    shown = ", ".join(missing[:MAX_LISTED_FILES])
+    more = f" and {len(missing) - MAX_LISTED_FILES} more" if len(missing) > MAX_LISTED_FILES else ""
+    return WatchkeeperError(
+        f"{label(version)} cannot be reproduced: the content of {len(missing)} data file(s) was "
+        f"not kept ({shown}{more}); it was trained before the data cache, or with keep_data "
+        '= "never" or over the size limit. Pass --allow-missing-data to use the current data '
+        "instead (the result is then not a reproduction)."
+    )
+
+
+def remove_abandoned_worktrees(paths: WatchkeeperPaths) -> list[Path]:
+    """Remove the worktrees of reproductions whose process is gone (killed, say)."""
+    removed: list[Path] = []
+    folder = reproduction_root(paths)
+    if not folder.is_dir():
+        return removed
+    for worktree in folder.iterdir():
+        match = _OWNED_WORKTREE.match(worktree.name)
+        if match is None or process_alive(int(match.group(1)), int(match.group(2))):
+            continue
+        remove_worktree(worktree)
+        removed.append(worktree)
+    return removed
+
+
+def remove_worktree(worktree: Path) -> None:
+    """Delete a temporary worktree and forget it in its repo (whatever state it is in)."""
+    common = _common_git_dir(worktree)
+    subprocess.run(["rm", "-rf", "--", str(worktree)], check=False)  # twice rmtree's speed
+    shutil.rmtree(worktree, ignore_errors=True)
+    if common is not None and common.is_dir():
+        git(common, "worktree", "prune", check=False)
+
+
+def _common_git_dir(worktree: Path) -> Path | None:
+    """The repo's .git folder, read from the worktree's `.git` file (`gitdir: …/worktrees/X`)."""
+    try:
+        text = (worktree / ".git").read_text()
+    except OSError:
+        return None
+    gitdir = Path(text.removeprefix("gitdir:").strip())
+    return gitdir.parent.parent if gitdir.parent.name == "worktrees" else None
+
+
+def new_worktree_path(paths: WatchkeeperPaths, version: dict[str, Any], keep: bool) -> Path:
+    folder = reproduction_root(paths)
+    folder.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER_MODE)
+    token = secrets.token_hex(3)
+    tail = f"{version['model']}-v{version['version']}-{token}"
+    if keep:
+        return folder / f"kept-{tail}"
+    return folder / f"run-{os.getpid()}-{process_start_ticks(os.getpid())}-{tail}"
+
+
+def materialise(
+    db: Database,
+    version: dict[str, Any],
+    paths: WatchkeeperPaths,
+    *,
+    allow_missing_data: bool = False,
+    keep: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Materialised:
+    """Lay out a version's code (commit + kept diff) and data in a new temporary worktree.
+
+    Checks first, changes nothing on failure: the commit must be in the repo, a dirty
+    version's diff must be kept, and every data file kept (unless `allow_missing_data`, which
+    takes those files from the repo as they are now). The user's working tree is not touched.
+    """
+    repo = Path(version["repo_path"])
+    sha = check_commit(repo, version)
+    store = ArtifactStore(paths.artifacts)
+    diff_blobs = blobs_of_version(db, int(version["id"]), DIFF)
+    if version.get("dirty") and not all(store.has(d) for d in diff_blobs.values()):
+        diff_blobs = {}
+    if version.get("dirty") and not diff_blobs:
+        raise WatchkeeperError(
+            f"{label(version)} was trained with uncommitted changes that were not kept (it "
+            "predates the kept diffs, or its blob was removed); it cannot be reproduced"
+        )
+    restore, kinds, missing = plan_data(db, store, version)
+    if missing and not allow_missing_data:
+        raise missing_data_error(version, missing)
+    remove_abandoned_worktrees(paths)
+    worktree = new_worktree_path(paths, version, keep)
+    git(repo, "worktree", "add", "--detach", "--quiet", str(worktree), sha)
+    done = Materialised(worktree)
+    try:
+        apply_code_diff(store, diff_blobs, worktree)
+        for dep, kind in kinds.items():
+            if kind == "folder":
+                (worktree / dep).mkdir(parents=True, exist_ok=True)
+        sizes = {name: store.path(digest).stat().st_size for name, digest in restore.items()}
+        total = sum(sizes.values())
+
+        def restore_one(name: str) -> str:
+            store.restore(restore[name], _clear(worktree / name), name)
+            return name
+
+        with ThreadPoolExecutor(max_workers=RESTORE_WORKERS) as pool:
+            try:
+                for name in pool.map(restore_one, restore):
+                    done.restored_files += 1
+                    done.restored_bytes += sizes[name]
+                    if on_progress is not None:
+                        on_progress(done.restored_bytes, total)
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
+        for name in missing:
+            source = repo / name
+            if source.is_file():
+                shutil.copyfile(source, _clear(worktree / name))
+            done.current_data.append(name)
+    except BaseException:
+        remove_worktree(worktree)
+        raise
+    return done
+
+
+def _clear(target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    return target
+
+
+def compare(
+    original: dict[str, Any], result: TrainResult, new: dict[str, Any], tolerance: float
+) -> Comparison:
+    """Compare a reproduction with its original: status, code, data, metrics, artifacts."""
+    rows: list[tuple[str, str, str, str]] = []
+    exact = True
+    close = True
+
+    def row(what: str, a: Any, b: Any, mark: str) -> None:
+        rows.append((what, _text(a), _text(b), mark))
+
+    if result.status != "succeeded":
+        row("status", original["status"], result.status, "differs")
+        return Comparison(DIFFERS, rows)
+    same_code = (original["commit_sha"], original["diff_hash"]) == (
+        new["commit_sha"],
+        new["diff_hash"],
+    )
+    row("code", _code(original), _code(new), "same" if same_code else "differs")
+    old_data = {dep: r["fingerprint"] for dep, r in (original.get("data") or {}).items()}
+    new_data = {dep: r["fingerprint"] for dep, r in (new.get("data") or {}).items()}
+    for dep in sorted(set(old_data) | set(new_data)):
+        same = old_data.get(dep) == new_data.get(dep)
+        row(f"data {dep}", old_data.get(dep), new_data.get(dep), "same" if same else "differs")
+        close = close and same
+    close = close and same_code
+    old_metrics = original.get("metrics") or {}
+    for key in sorted(set(old_metrics) | set(result.metrics)):
+        a, b = old_metrics.get(key), result.metrics.get(key)
+        if a == b:
+            row(f"metric {key}", a, b, "same")
+        elif (
+            isinstance(a, int | float)
+            and isinstance(b, int | float)
+            and math.isclose(a, b, rel_tol=tolerance, abs_tol=tolerance)
+        ):
+            row(f"metric {key}", a, b, "within tolerance")
+            exact = False
+        else:
+            row(f"metric {key}", a, b, "differs")
+            close = False
+    old_artifacts = original.get("artifacts") or {}
+    for path in sorted(set(old_artifacts) | set(result.artifacts)):
+        same = old_artifacts.get(path) == result.artifacts.get(path)
+        row(
+            f"artifact {path}",
+            old_artifacts.get(path),
+            result.artifacts.get(path),
+            "identical" if same else "differs",
+        )
+        exact = exact and same
+    if close and exact:
+        return Comparison(EXACTLY, rows)
+    return Comparison(WITHIN_TOLERANCE if close else DIFFERS, rows)
+
+
+def _code(version: dict[str, Any]) -> str:
+    sha = str(version.get("commit_sha") or "")[:12]
+    return sha + (f" + {str(version['diff_hash'])[:19]}" if version.get("diff_hash") else "")
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str) and value.startswith("blake3:"):
+        return value[:19]
+    if isinstance(value, str) and len(value) == 64:  # a data fingerprint
+        return value[:12]
+    return f"{value:.10g}" if isinstance(value, float) else str(value)
+
+
+def reproduce(
+    db: Database,
+    version: dict[str, Any],
+    *,
+    paths: WatchkeeperPaths | None = None,
+    remote: str | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    allow_missing_data: bool = False,
+    no_run: bool = False,
+    on_restore: Callable[[int, int], None] | None = None,
+    **train_callbacks: Any,
+) -> Reproduction:
+    """Rebuild `version` in a temporary worktree, train it, record and compare the result.
+
+    With `no_run` the worktree is only laid out and kept. Otherwise the new version is
+    recorded as a reproduction of `version`, with the verdict, and the worktree removed.
+    """
+    paths = paths or WatchkeeperPaths.from_environment()
+    done = materialise(
+        db,
+        version,
+        paths,
+        allow_missing_data=allow_missing_data,
+        keep=no_run,
+        on_progress=on_restore,
+    )
+    reproduction = Reproduction(done)
+    if no_run:
+        return reproduction
+    try:  # the new version's diff hash is compared with the original's afterwards
+        result = train(
+            done.worktree,
+            str(version["model"]),
+            params=dict(version.get("params") or {}),
+            remote=remote,
+            allow_concurrent=True,
+            db=db,
+            paths=paths,
+            reproduction_of=int(version["id"]),
+            recorded_repo=Path(version["repo_path"]),
+            **train_callbacks,
+        )
+    finally:
+        remove_worktree(done.worktree)
+    new = _version_of_run(db, result.run_id)
+    comparison = compare(version, result, new, tolerance)
+    record = {
+        "of": label(version),
+        "verdict": comparison.verdict,
+        "tolerance": tolerance,
+        "current_data": done.current_data,
+    }
+    with write_transaction(db):
+        update_row(db, "model_versions", "id", new["id"], {"reproduction": record})
+    reproduction.result = result
+    reproduction.comparison = comparison
+    return reproduction
+
+
+def _version_of_run(db: Database, run_id: str) -> dict[str, Any]:
+    from agent.ledger.queries import VERSION_SELECT, decode_row
+
+    row = next(iter(db.query(VERSION_SELECT + " WHERE v.run_id = ?", [run_id])))
+    return decode_row(row)

@@ -1,0 +1,269 @@
+"""`watchkeeper reproduce` and what it needs: kept diffs, kept data, real git worktrees."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agent.ledger import open_ledger
+from agent.ledger.artifacts import ArtifactStore
+from agent.ledger.blobs import DATA, DIFF, blobs_of_version
+from agent.ledger.queries import current_version, versions
+from agent.paths import WatchkeeperPaths
+from agent.runs.reproduce import reproduction_root
+from tests.agent.runs.gitrepo import cli_command, cli_env, commit_all, git
+from tests.agent.runs.reproducible import cli, make_data_repo, reproducible_spec, write_csv
+from tests.support import wait_for
+
+
+def version(model: str, number: int) -> dict:
+    return next(v for v in versions(open_ledger(), model=model) if v["version"] == number)
+
+
+def change_code_and_data(root: Path) -> None:
+    (root / "helper.py").write_text("SCALE = 2.0\n")  # uncommitted
+    (root / "notes.txt").write_text("an untracked file\n")
+    write_csv(root, "part1.csv", [10, 20])
+
+
+def store() -> ArtifactStore:
+    return ArtifactStore(WatchkeeperPaths.from_environment().artifacts)
+
+
+def test_a_version_trained_before_code_and_data_changed_is_reproduced_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    assert cli(root, monkeypatch, "train", "churn").exit_code == 0
+    change_code_and_data(root)
+    assert cli(root, monkeypatch, "train", "churn").exit_code == 0
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and ".git" not in p.parts}
+
+    first = cli(root, monkeypatch, "reproduce", "churn@1")
+    second = cli(root, monkeypatch, "reproduce", "churn@2")
+
+    assert first.exit_code == 0, first.output
+    assert "reproduced exactly" in first.output
+    assert second.exit_code == 0 and "reproduced exactly" in second.output, second.output
+    after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and ".git" not in p.parts}
+    assert after == before  # the user's tree is untouched
+    assert git(root, "worktree", "list").count("\n") == 1
+    assert list(reproduction_root(WatchkeeperPaths.from_environment()).iterdir()) == []
+    v1, v3, v4 = version("churn", 1), version("churn", 3), version("churn", 4)
+    assert v3["reproduction_of"] == v1["id"] and v3["metrics"] == v1["metrics"]
+    assert v3["reproduction"]["verdict"] == "reproduced exactly"
+    assert version("churn", 2)["metrics"]["scale"] == v4["metrics"]["scale"] == 2.0
+    current = current_version(open_ledger(), v1["model_id"])
+    assert current is not None and current["version"] == 2  # reproductions are not current
+
+
+def test_models_show_and_diff_print_the_kept_uncommitted_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    cli(root, monkeypatch, "train", "churn")
+    change_code_and_data(root)
+    cli(root, monkeypatch, "train", "churn")
+
+    shown = cli(root, monkeypatch, "models", "show", "churn@2", "--diff")
+    patch = cli(root, monkeypatch, "models", "diff", "churn@1", "churn@2", "--patch")
+    clean = cli(root, monkeypatch, "models", "show", "churn@1", "--diff")
+
+    assert "-SCALE = 1.0\n+SCALE = 2.0" in shown.output
+    assert "+++ b/notes.txt" in shown.output and "+an untracked file" in shown.output
+    assert "+SCALE = 2.0" in patch.output and "+++ b/notes.txt" in patch.output
+    assert clean.exit_code != 0 and "clean tree" in clean.output
+    assert set(blobs_of_version(open_ledger(), version("churn", 2)["id"], DIFF)) == {
+        "tracked.patch",
+        "untracked.patch",
+    }
+
+
+def test_a_second_version_with_one_changed_file_stores_only_that_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    cli(root, monkeypatch, "train", "churn")
+    first = blobs_of_version(open_ledger(), version("churn", 1)["id"], DATA)
+    blob_files = {p for p in store().root.rglob("*") if p.is_file()}
+    write_csv(root, "part2.csv", [7, 7])
+    cli(root, monkeypatch, "train", "churn")
+
+    second = blobs_of_version(open_ledger(), version("churn", 2)["id"], DATA)
+    new_files = {p for p in store().root.rglob("*") if p.is_file()} - blob_files
+    assert sorted(first) == ["data/part0.csv", "data/part1.csv", "data/part2.csv"]
+    changed = {path for path in second if second[path] != first[path]}
+    assert changed == {"data/part2.csv"}
+    new_data = {p for p in new_files if f"blake3:{p.parent.name}{p.name}" in second.values()}
+    assert new_data == {store().path(second["data/part2.csv"])}
+
+
+def test_a_later_edit_of_the_users_file_does_not_reach_the_kept_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    cli(root, monkeypatch, "train", "churn")
+    kept_blobs = blobs_of_version(open_ledger(), version("churn", 1)["id"], DATA)
+    kept = store().path(kept_blobs["data/part0.csv"])
+    original = kept.read_bytes()
+
+    with (root / "data" / "part0.csv").open("r+b") as handle:  # edited in place
+        handle.write(b"Z")
+
+    assert kept.read_bytes() == original
+    assert os.stat(kept).st_ino != os.stat(root / "data" / "part0.csv").st_ino
+
+
+def test_a_ref_that_does_not_exist_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    cli(root, monkeypatch, "train", "churn")
+
+    missing_version = cli(root, monkeypatch, "reproduce", "churn@7")
+    missing_model = cli(root, monkeypatch, "reproduce", "nosuch@1")
+
+    assert missing_version.exit_code != 0 and "has no version 7" in missing_version.output
+    assert "no model named 'nosuch'" in missing_model.output
+    assert "Traceback" not in missing_version.output + missing_model.output
+
+
+def test_a_commit_gone_from_the_repo_says_to_fetch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    (root / "helper.py").write_text("SCALE = 3.0\n")
+    sha = commit_all(root, "a commit that will be dropped")
+    cli(root, monkeypatch, "train", "churn")
+    git(root, "reset", "-q", "--hard", "HEAD~1")
+    git(root, "reflog", "expire", "--expire=now", "--all")
+    git(root, "gc", "-q", "--prune=now")
+
+    result = cli(root, monkeypatch, "reproduce", "churn@1")
+
+    assert result.exit_code != 0
+    assert sha[:12] in result.output and "git fetch" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_data_that_was_not_kept_is_listed_and_allow_missing_data_uses_the_current(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path, reproducible_spec('keep_data = "never"\n'))
+    cli(root, monkeypatch, "train", "churn")
+    write_csv(root, "part1.csv", [5, 5])
+
+    refused = cli(root, monkeypatch, "reproduce", "churn@1")
+    allowed = cli(root, monkeypatch, "reproduce", "churn@1", "--allow-missing-data")
+
+    assert refused.exit_code != 0
+    for name in ("data/part0.csv", "data/part1.csv", "data/part2.csv"):
+        assert name in refused.output
+    assert "--allow-missing-data" in refused.output
+    assert len(versions(open_ledger(), model="churn")) == 2
+    assert "not a reproduction" in allowed.output
+    assert allowed.exit_code == 1 and "differs" in allowed.output
+
+
+def test_a_damaged_blob_is_named_and_never_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    cli(root, monkeypatch, "train", "churn")
+    digest = blobs_of_version(open_ledger(), version("churn", 1)["id"], DATA)["data/part1.csv"]
+    blob = store().path(digest)
+    blob.chmod(0o600)
+    blob.write_text("x,y\n0,999\n")  # same path, other bytes
+
+    result = cli(root, monkeypatch, "reproduce", "churn@1")
+
+    assert result.exit_code != 0
+    assert "data/part1.csv is damaged" in result.output and str(blob) in result.output
+    assert not blob.exists() and blob.with_name(blob.name + ".damaged").exists()
+    assert len(versions(open_ledger(), model="churn")) == 1  # nothing trained on it
+    assert list(reproduction_root(WatchkeeperPaths.from_environment()).iterdir()) == []
+    cli(root, monkeypatch, "train", "churn")  # the next training keeps the content anew
+    assert store().has(digest) and cli(root, monkeypatch, "reproduce", "churn@1").exit_code == 0
+
+
+def test_no_run_lays_out_the_worktree_and_prints_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    cli(root, monkeypatch, "train", "churn")
+    change_code_and_data(root)
+    cli(root, monkeypatch, "train", "churn")
+
+    result = cli(root, monkeypatch, "reproduce", "churn@1", "--no-run")
+
+    worktree = Path(result.output.strip().splitlines()[-1])
+    assert (worktree / "helper.py").read_text() == "SCALE = 1.0\n"
+    assert (worktree / "data" / "part1.csv").read_text() == "x,y\n0,1\n1,2\n"
+    assert not (worktree / "notes.txt").exists()
+    assert len(versions(open_ledger(), model="churn")) == 2
+
+
+def test_a_worktree_left_by_a_killed_reproduce_is_removed_by_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    cli(root, monkeypatch, "train", "churn")
+    hold = tmp_path / "release"
+    folder = reproduction_root(WatchkeeperPaths.from_environment())
+    killed = subprocess.Popen(
+        cli_command("reproduce", "churn@1"),
+        cwd=root,
+        env={**cli_env(), "WK_TEST_HOLD": str(hold)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: folder.is_dir() and any(folder.iterdir()), timeout=30)
+        left = next(folder.iterdir())
+        wait_for(lambda: any(r["state"] == "running" for r in open_ledger()["runs"].rows), 30)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(timeout=10)
+    finally:
+        hold.touch()
+    assert left.is_dir() and left.name in git(root, "worktree", "list")
+
+    again = cli(root, monkeypatch, "reproduce", "churn@1")
+
+    assert again.exit_code == 0, again.output
+    assert not left.exists() and left.name not in git(root, "worktree", "list")
+
+
+def test_metrics_within_the_tolerance_pass_and_beyond_it_differ(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    cli(root, monkeypatch, "train", "churn")
+    monkeypatch.setenv("WK_TEST_NOISE", "1e-9")  # the reproduction's total is 1e-9 off
+
+    close = cli(root, monkeypatch, "reproduce", "churn@1")
+    strict = cli(root, monkeypatch, "reproduce", "churn@1", "--tolerance", "0")
+
+    assert close.exit_code == 0 and "metrics within tolerance" in close.output, close.output
+    assert "artifact model.bin" in close.output and "differs" in close.output
+    assert strict.exit_code == 1 and "differs:" in strict.output
+    assert version("churn", 3)["reproduction"]["verdict"] == "differs"
+
+
+def test_data_diff_shows_the_changed_rows_of_kept_csv_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    cli(root, monkeypatch, "train", "churn")
+    write_csv(root, "part1.csv", [1, 99, 2])
+    cli(root, monkeypatch, "train", "churn")
+    first, second = (str(version("churn", n)["data"]["data"]["snapshot_id"]) for n in (1, 2))
+
+    result = cli(root, monkeypatch, "data", "diff", first, second, "--rows", "5")
+
+    assert "rows     part1.csv: 1 removed, 2 added (x,y)" in result.output, result.output
+    assert "    - 1,2\n" in result.output
+    assert "    + 1,99\n" in result.output and "    + 2,2\n" in result.output
