@@ -128,6 +128,28 @@ def _object_format(root: Path) -> str:
     return _FORMATS[root]
 
 
+REPOSITORY_UMASK = 0o022
+"""The umask of git commands that write objects and refs: a bare repo on a shared disk must stay
+readable to the team, whatever private umask the command runs under (the remote's
+`core.sharedRepository` still decides its own modes)."""
+
+
+def git_writing(root: Path, *args: str, stdin: bytes | None = None, check: bool = True) -> bytes:
+    """`git -C root ARGS` with the repository umask; raises GitError on failure when check."""
+    completed = subprocess.run(
+        ["git", "-C", str(root), *args],
+        input=stdin,
+        capture_output=True,
+        env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"},
+        umask=REPOSITORY_UMASK,
+        check=False,
+    )
+    if check and completed.returncode != 0:
+        message = completed.stderr.decode(errors="replace").strip()
+        raise GitError(f"`git {' '.join(args)}` failed in {root}: {message}")
+    return completed.stdout
+
+
 def _git_words(error: GitError) -> str:
     """git's own last meaningful line from a failed command's message."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -140,7 +162,9 @@ def fetch_ledger(root: Path, remote_name: str) -> str | None:
     url = remote_url(root, remote_name)
     refspec = f"+{LEDGER_REF}:{tracking_ref(remote_name)}"
     try:
-        git(root, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote_name, refspec)
+        git_writing(
+            root, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote_name, refspec
+        )
     except GitError as error:
         text = str(error).lower()
         if "couldn't find remote ref" in text:
@@ -220,7 +244,7 @@ def write_commit(
         stream += content + b"\n"
     stream += b"done\n"
     git(root, "update-ref", "-d", OUTGOING_REF, check=False)
-    git(root, "fast-import", "--quiet", "--force", "--done", stdin=bytes(stream))
+    git_writing(root, "fast-import", "--quiet", "--force", "--done", stdin=bytes(stream))
     commit = ref_commit(root, OUTGOING_REF)
     if commit is None:
         raise ShareError(f"git fast-import wrote no commit on {OUTGOING_REF} in {root}")
@@ -242,6 +266,7 @@ def push_commit(root: Path, remote_name: str, commit: str) -> bool:
         ["git", "-C", str(root), "push", "--porcelain", remote_name, f"{commit}:{LEDGER_REF}"],
         capture_output=True,
         env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"},
+        umask=REPOSITORY_UMASK,
         check=False,
     )
     output = (completed.stdout + completed.stderr).decode(errors="replace")
