@@ -144,6 +144,7 @@ def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
         "m004_coding_time_views",
         "m005_experiments_and_version_names",
         "m006_step_metrics",
+        "m010_shared_versions",
     ]
 
 
