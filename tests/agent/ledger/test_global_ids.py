@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlite_utils import Database
 
 from agent.errors import WatchkeeperError
 from agent.ledger import open_ledger, write_transaction
@@ -18,8 +19,8 @@ from agent.ledger.queries import (
 from agent.ledger.versions import set_alias
 
 
-def _version(db, model_id: int, number: int, global_id: str | None = None) -> int:  # type: ignore[no-untyped-def]
-    values = {"model_id": model_id, "version": number, "status": "succeeded"}
+def _version(db: Database, model_id: int, number: int, global_id: str | None = None) -> int:
+    values: dict[str, object] = {"model_id": model_id, "version": number, "status": "succeeded"}
     if global_id is not None:
         values["global_id"] = global_id
     return insert_row(db, "model_versions", values)
