@@ -33,7 +33,9 @@ class ModelReport:
     """One model in the CI report."""
 
     model: str
-    verdict: str  # stale (by this change), already stale, fresh, never trained
+    verdict: str
+    """`stale` (this change, or the data present, makes it stale), `already stale` (stale, but
+    not through anything this change touches), `fresh` or `never trained`."""
     reasons: list[StaleReason] = field(default_factory=list)
     touched: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -221,7 +223,7 @@ def judge(
             reasons.append(reason)
         if not reasons:
             verdict = "fresh"
-        elif touched:
+        elif touched or any(reason.kind == "data" for reason in reasons):
             verdict = "stale"
         else:
             verdict = "already stale"
