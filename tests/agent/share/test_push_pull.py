@@ -142,3 +142,31 @@ def test_a_teammate_commit_in_a_branch_does_not_move_the_ledger_ref(tmp_path: Pa
     git(ada.clone, "push", "-q", "origin", "main")
     assert git(remote, "rev-parse", "refs/watchkeeper/ledger").strip() == tip
     assert "notes.txt" not in git(remote, "ls-tree", "-r", "--name-only", "refs/watchkeeper/ledger")
+
+
+def test_a_running_agent_sees_what_a_pull_brings(tmp_path: Path) -> None:
+    import json as json_module
+
+    from agent.client import AgentClient
+
+    remote = make_remote(tmp_path)
+    ada = person(tmp_path, "Ada", remote, first=True)
+    ada.ok("train", "churn")
+    ada.ok("push")
+    bob = person(tmp_path, "Bob", remote)
+    bob.ok("init")
+    bob.ok("agent", "start")
+    try:
+        with AgentClient.connect(bob.home / "agent.sock", timeout=60) as client:
+            events = client.subscribe(["verdicts"])
+            pulled = bob.json("pull")
+            assert pulled["agent_notified"] is True
+            for event in events:
+                models = {m["model"]: m for m in event["data"]["models"]}
+                if models.get("churn", {}).get("verdict") == "fresh":
+                    break
+        assert models["churn"]["version"] == 1
+        verdicts = bob.json("status")
+        assert json_module.dumps(verdicts).count('"fresh"') >= 1
+    finally:
+        bob.run("agent", "stop")
