@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from agent.cli import common
 from agent.errors import WatchkeeperError
 from agent.project.git import repo_root
 from agent.share import gitref
@@ -20,8 +23,42 @@ REMOTE_OPTION = click.option(
 )
 
 
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+
+
 def _root() -> Path:
     return repo_root(Path.cwd())
+
+
+def _load_sqlite_utils_without_numpy() -> None:
+    """Import sqlite-utils without letting it import numpy.
+
+    Push and pull never hand sqlite-utils numpy values, and importing numpy would be a third of
+    their start-up; a later `import numpy` in the process works as usual.
+    """
+    if "sqlite_utils" not in sys.modules and "numpy" not in sys.modules:
+        sys.modules["numpy"] = None  # type: ignore[assignment]
+        try:
+            import sqlite_utils  # noqa: F401
+        finally:
+            del sys.modules["numpy"]
+
+
+@contextmanager
+def _lean_ledger() -> Iterator[Database]:
+    """The ledger, for push and pull (see `_load_sqlite_utils_without_numpy`)."""
+    _load_sqlite_utils_without_numpy()
+    from agent.ledger import ledger_errors, open_ledger
+    from agent.paths import WatchkeeperPaths
+
+    path = WatchkeeperPaths.from_environment().ledger
+    db = open_ledger(path)
+    try:
+        with ledger_errors(path):
+            yield db
+    finally:
+        db.close()
 
 
 @click.command()
@@ -40,10 +77,11 @@ def push(models: tuple[str, ...], remote_name: str, no_blobs: bool, as_json: boo
     working tree are not touched. Pushing at the same time as a teammate is safe: the record
     sets are merged and the push retried.
     """
+    _load_sqlite_utils_without_numpy()
     from agent.share.sync import push as push_records
 
     root = _root()
-    with common.ledger_session(settle_runs=False) as db:
+    with _lean_ledger() as db:
         result = push_records(db, root, remote_name, list(models) or None)
     if as_json:
         click.echo(
@@ -87,11 +125,12 @@ def pull(ctx: click.Context, remote_name: str, as_json: bool) -> None:
     They show in `models list` with their author, are judged stale or fresh like your own, and
     a running agent checks them at once. Exits 1 when a record was refused (each is named).
     """
+    _load_sqlite_utils_without_numpy()
     from agent.share.sync import notify_agent
     from agent.share.sync import pull as pull_records
 
     root = _root()
-    with common.ledger_session(settle_runs=False) as db:
+    with _lean_ledger() as db:
         result = pull_records(db, root, remote_name)
     applied = result.applied
     agent_told = notify_agent(root) if applied.versions or applied.aliases else False
@@ -169,6 +208,7 @@ def ci(
     Fetches the shared ledger, reads watchkeeper.toml and judges each model's current version
     against the change from --base. Exits 0 when the gate passes, 1 when it fails, 2 on error.
     """
+    from agent.cli import common
     from agent.share.ci import markdown, run_ci, write_reports
 
     try:
