@@ -395,11 +395,13 @@ def current_version(db: Database, model_id: int) -> dict[str, Any] | None:
 
     It is the newest succeeded version trained with the declared params (not an experiment),
     unless a version was promoted after that one ended: then it is the promoted version.
+    Newest is by end time, so that a teammate's older version pulled later (and numbered
+    later here) does not replace a newer one.
     """
     trained = _one_version(
         db,
         "v.model_id = ? AND v.status = 'succeeded' AND v.experiment = 0 "
-        "ORDER BY v.version DESC LIMIT 1",
+        "ORDER BY COALESCE(v.ended_at, 0) DESC, v.version DESC LIMIT 1",
         [model_id],
     )
     promoted = db.execute(

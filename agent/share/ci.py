@@ -291,7 +291,7 @@ def markdown(report: CiReport, fail_on: str) -> str:
         if version is None:
             lines.append("| current version | none |")
         else:
-            pulled = " (shared)" if version.get("pulled_at") is not None else ""
+            pulled = ", shared" if version.get("pulled_at") is not None else ""
             lines.append(
                 f"| current version | `{str(version['global_id'])[:10]}` "
                 f"(v{version['version']}{pulled}) at `{str(version['commit_sha'])[:10]}` |"

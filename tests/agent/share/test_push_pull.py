@@ -170,3 +170,16 @@ def test_a_running_agent_sees_what_a_pull_brings(tmp_path: Path) -> None:
         assert json_module.dumps(verdicts).count('"fresh"') >= 1
     finally:
         bob.run("agent", "stop")
+
+
+def test_an_older_version_pulled_later_does_not_become_the_current_one(tmp_path: Path) -> None:
+    remote = make_remote(tmp_path)
+    ada = person(tmp_path, "Ada", remote, first=True)
+    bob = person(tmp_path, "Bob", remote)
+    [older] = ada.add_versions(1)
+    [newer] = bob.add_versions(1)
+    ada.ok("push")
+    bob.ok("pull")
+    pulled = bob.json("models", "show", older[:10])
+    assert pulled["version"] == 2 and pulled["current"] is False
+    assert bob.json("models", "show", "churn@current")["id"] == newer
