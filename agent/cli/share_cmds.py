@@ -70,12 +70,16 @@ def _lean_ledger() -> Iterator[Database]:
     help="Share records only (the only mode for now: artifacts and diffs stay on this machine).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print what was pushed as JSON.")
-def push(models: tuple[str, ...], remote_name: str, no_blobs: bool, as_json: bool) -> None:
+@click.pass_context
+def push(
+    ctx: click.Context, models: tuple[str, ...], remote_name: str, no_blobs: bool, as_json: bool
+) -> None:
     """Share this repo's finished versions (of MODELS, or all) and their aliases.
 
     The records go to `refs/watchkeeper/ledger` on the git remote; your branches, index and
     working tree are not touched. Pushing at the same time as a teammate is safe: the record
-    sets are merged and the push retried.
+    sets are merged and the push retried. Exits 1 when the remote holds another record under
+    one of your ids (each is named; the rest is pushed).
     """
     _load_sqlite_utils_without_numpy()
     from agent.share.sync import push as push_records
@@ -109,10 +113,13 @@ def push(models: tuple[str, ...], remote_name: str, no_blobs: bool, as_json: boo
         click.echo(f"{result.remote} already has every version ({result.already} records)")
     for path in result.clashes:
         click.echo(
-            f"warning: {result.remote} has {path} with other content (an id clash); "
-            "the remote's record stays, yours was not pushed",
+            f"error: {gitref.LEDGER_REF}:{path} on {result.remote} has other content than "
+            "your record of that id (an id clash); the remote's record stays, yours was not "
+            "pushed",
             err=True,
         )
+    if result.clashes:
+        ctx.exit(1)
 
 
 @click.command()

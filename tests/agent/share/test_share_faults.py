@@ -160,6 +160,13 @@ def test_bad_records_are_refused_by_name_and_the_rest_applies(tmp_path: Path) ->
     assert set(listed) == {first, good}
     assert listed[first]["metrics"] == original["metrics"]
 
+    ada.add_versions(1)
+    pushed = ada.run("push", "--json")
+    assert pushed.returncode == 1
+    assert json.loads(pushed.stdout)["clashes"] == [_path(first)]
+    assert f"{_path(first)} on origin has other content" in pushed.stderr
+    assert len(remote_records(remote)) == 5
+
 
 def _path(global_id: str) -> str:
     return record_path("version", global_id)
