@@ -203,14 +203,8 @@ def judge(
         )
         version = current_version_of(db, repo_id, name)
         if version is None:
-            reports.append(
-                ModelReport(
-                    name,
-                    "never trained",
-                    [StaleReason("untrained", f"{name} has no shared version yet")],
-                    touched,
-                )
-            )
+            note = f"{name} has no shared version yet: train it and `watchkeeper push`"
+            reports.append(ModelReport(name, "never trained", [], touched, [note]))
             continue
         notes: list[str] = []
         reasons = []

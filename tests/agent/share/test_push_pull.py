@@ -6,6 +6,8 @@ import subprocess
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.agent.runs.gitrepo import commit_all, git
 from tests.agent.share.people import make_remote, person, remote_records
 
@@ -73,6 +75,7 @@ def test_aliases_travel_with_their_history(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_pushes_that_race_both_land_and_lose_no_record(tmp_path: Path) -> None:
     """A pre-receive hook holds both pushes until both have arrived, so one must lose the race."""
     remote = make_remote(tmp_path)
