@@ -97,6 +97,29 @@ def _model_ids(db: Database, repo_id: int, models: list[str] | None) -> list[int
     return sorted(int(i) for i, name in rows if models is None or name in models)
 
 
+def _check_model_names(db: Database, repo_id: int, models: list[str] | None) -> None:
+    """Refuse model names that have no versions in this repo, listing the ones that do."""
+    known = {
+        str(row[0])
+        for row in db.execute(
+            "SELECT DISTINCT m.name FROM models m JOIN model_versions v ON v.model_id = m.id "
+            "WHERE m.repo_id = ?",
+            [repo_id],
+        ).fetchall()
+    }
+    unknown = [name for name in models or [] if name not in known]
+    if unknown:
+        raise ShareError(
+            f"no versions of {', '.join(unknown)} in {root_name(db, repo_id)}; models with "
+            f"versions: {', '.join(sorted(known)) or 'none yet'}"
+        )
+
+
+def root_name(db: Database, repo_id: int) -> str:
+    row = db.execute("SELECT path FROM repos WHERE id = ?", [repo_id]).fetchone()
+    return str(row[0]) if row else "this repo"
+
+
 def push(
     db: Database,
     root: Path,
@@ -109,6 +132,7 @@ def push(
     author = gitref.git_identity(root)
     with write_transaction(db):
         repo_id = register_repo(db, root)
+    _check_model_names(db, repo_id, models)
     outgoing = freeze_local_records(db, root, repo_id, identity, author, models)
     result = PushResult(remote_name, identity.remote_url)
     for attempt in range(1, MAX_PUSH_ATTEMPTS + 1):

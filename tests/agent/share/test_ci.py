@@ -115,3 +115,43 @@ def test_ci_in_a_shallow_clone_without_the_base_asks_for_more_history(tmp_path: 
         shallow, "fetch", "-q", "--unshallow", "origin", "+refs/heads/main:refs/remotes/origin/main"
     )
     assert runner.run("ci", "--base", "origin/main").returncode == 0
+
+
+DATA_SPEC = SPEC.replace(
+    'deps = ["train.py", "src/"]', 'deps = ["train.py", "src/", "data/train.csv"]'
+)
+
+
+def test_a_data_dep_is_compared_when_present_and_noted_when_absent(tmp_path: Path) -> None:
+    remote = make_remote(tmp_path)
+    ada = person(tmp_path, "Ada", remote, first=True)
+    (ada.clone / "watchkeeper.toml").write_text(DATA_SPEC)
+    (ada.clone / ".gitignore").write_text("data/\n")
+    (ada.clone / "data").mkdir()
+    (ada.clone / "data" / "train.csv").write_text("x,y\n1,2\n3,4\n")
+    commit_all(ada.clone, "a data dep")
+    git(ada.clone, "push", "-q", "origin", "main")
+    ada.ok("train", "churn")
+    ada.ok("push", "churn")
+    bob = person(tmp_path, "Bob", remote)
+    git(bob.clone, "checkout", "-q", "-b", "feature")
+
+    absent = Person("CI", bob.clone, tmp_path / "ci-absent")
+    done = absent.run("ci", "--json", str(tmp_path / "absent.json"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    [churn] = json.loads((tmp_path / "absent.json").read_text())["models"]
+    assert churn["verdict"] == "fresh"
+    assert churn["notes"] == ["data/train.csv: data not in this checkout, not compared"]
+
+    (bob.clone / "data").mkdir()
+    (bob.clone / "data" / "train.csv").write_text("x,y\n1,2\n3,4\n")
+    same = Person("CI", bob.clone, tmp_path / "ci-same")
+    assert same.run("ci").returncode == 0
+    (bob.clone / "data" / "train.csv").write_text("x,y\n1,2\n3,5\n")
+    changed = Person("CI", bob.clone, tmp_path / "ci-changed")
+    done = changed.run("ci", "--json", str(tmp_path / "changed.json"))
+    assert done.returncode == 1, done.stdout + done.stderr
+    [churn] = json.loads((tmp_path / "changed.json").read_text())["models"]
+    assert churn["verdict"] == "stale"
+    assert [r["kind"] for r in churn["reasons"]] == ["data"]
+    assert "data changed in data/train.csv: 1 modified" in churn["reasons"][0]["message"]

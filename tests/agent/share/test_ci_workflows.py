@@ -47,8 +47,9 @@ def _shell_env(runner: Path) -> dict[str, str]:
 
 
 def _run(step: ShellStep, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run a step the way the runners do: GitHub's `bash --noprofile --norc -eo pipefail`."""
     return subprocess.run(
-        ["bash", "-e", "-c", step.script],
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step.script],
         cwd=cwd,
         env={**env, **step.env},
         capture_output=True,

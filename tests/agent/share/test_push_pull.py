@@ -19,7 +19,10 @@ def test_a_trained_version_travels_to_a_teammate_with_its_lineage(tmp_path: Path
     branches_before = git(ada.clone, "for-each-ref", "refs/heads", "refs/remotes")
     status_before = git(ada.clone, "status", "--porcelain")
 
-    pushed = ada.json("push")
+    wrong = ada.run("push", "chrun")
+    assert wrong.returncode == 2
+    assert "no versions of chrun" in wrong.stderr and "models with versions: churn" in wrong.stderr
+    pushed = ada.json("push", "churn")
 
     assert pushed["versions"] == 1
     assert len(remote_records(remote)) == 1
