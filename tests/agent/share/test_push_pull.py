@@ -64,6 +64,8 @@ def test_aliases_travel_with_their_history(tmp_path: Path) -> None:
     ada.ok("train", "churn")
     ada.ok("models", "alias", "churn@1", "champion")
     ada.ok("models", "alias", "churn@2", "champion")
+    ada.ok("models", "alias", "churn@1", "staging")
+    ada.ok("models", "alias", "churn", "staging", "--remove")
     ada.ok("push")
 
     bob = person(tmp_path, "Bob", remote)
@@ -71,10 +73,19 @@ def test_aliases_travel_with_their_history(tmp_path: Path) -> None:
     history = bob.json("models", "aliases", "churn")
     current = [entry for entry in history if entry["moved_at"] is None]
     assert [(entry["alias"], entry["version"]) for entry in current] == [("champion", 2)]
-    assert len(history) == 2
+    assert len(history) == 3
+    assert [e["version"] for e in history if e["alias"] == "staging"] == [1]
+    assert bob.run("models", "show", "churn@staging").returncode == 2
+
+    bob.ok("models", "alias", "churn@1", "champion")
+    bob.ok("push")
+    ada.ok("pull")
+    mine = ada.json("models", "aliases", "churn")
+    assert [(e["alias"], e["version"]) for e in mine if e["moved_at"] is None] == [("champion", 1)]
+    assert len(mine) == 4
     assert (
         bob.json("models", "show", "churn@champion")["id"]
-        == ada.json("models", "show", "churn@2")["id"]
+        == ada.json("models", "show", "churn@1")["id"]
     )
 
 
