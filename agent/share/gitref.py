@@ -72,10 +72,16 @@ class RepoIdentity:
         return {"remote_url": self.remote_url, "root_commit": self.root_commit}
 
 
+_URLS: dict[tuple[Path, str], str] = {}
+
+
 def remote_url(root: Path, remote_name: str) -> str:
     """The URL of the named git remote, or an error saying how to add one."""
+    if (root, remote_name) in _URLS:
+        return _URLS[(root, remote_name)]
     output = git(root, "remote", "get-url", remote_name, check=False).decode().strip()
     if output:
+        _URLS[(root, remote_name)] = output
         return output
     known = git(root, "remote", check=False).decode().split()
     if known:
@@ -90,7 +96,23 @@ def remote_url(root: Path, remote_name: str) -> str:
 
 
 def is_shallow(root: Path) -> bool:
-    return git(root, "rev-parse", "--is-shallow-repository").decode().strip() == "true"
+    return _repository_facts(root)[0]
+
+
+_FACTS: dict[Path, tuple[bool, str]] = {}
+
+
+def _repository_facts(root: Path) -> tuple[bool, str]:
+    """Whether the clone is shallow, and its object hash (sha1 or sha256), asked once."""
+    if root not in _FACTS:
+        lines = (
+            git(root, "rev-parse", "--is-shallow-repository", "--show-object-format")
+            .decode()
+            .split()
+        )
+        shallow = bool(lines) and lines[0] == "true"
+        _FACTS[root] = (shallow, "sha256" if lines[1:] == ["sha256"] else "sha1")
+    return _FACTS[root]
 
 
 def repo_identity(root: Path, remote_name: str) -> RepoIdentity:
@@ -104,28 +126,21 @@ def repo_identity(root: Path, remote_name: str) -> RepoIdentity:
 
 def git_identity(root: Path) -> tuple[str, str]:
     """The user's git name and email in this repo (a neutral identity when none is set)."""
-    name = git(root, "config", "user.name", check=False).decode().strip()
-    email = git(root, "config", "user.email", check=False).decode().strip()
-    return (name or FALLBACK_IDENTITY[0], email or FALLBACK_IDENTITY[1])
+    output = git(root, "config", "--get-regexp", r"^user\.(name|email)$", check=False).decode()
+    found = dict(line.partition(" ")[::2] for line in output.splitlines())
+    return (
+        found.get("user.name", "").strip() or FALLBACK_IDENTITY[0],
+        found.get("user.email", "").strip() or FALLBACK_IDENTITY[1],
+    )
 
 
 def blob_id(root: Path, content: bytes) -> str:
     """The git object id `content` gets as a blob in this repo (sha1 or sha256 repos)."""
-    algorithm = _object_format(root)
+    algorithm = _repository_facts(root)[1]
     hasher = hashlib.new(algorithm)
     hasher.update(b"blob %d\0" % len(content))
     hasher.update(content)
     return hasher.hexdigest()
-
-
-_FORMATS: dict[Path, str] = {}
-
-
-def _object_format(root: Path) -> str:
-    if root not in _FORMATS:
-        output = git(root, "rev-parse", "--show-object-format", check=False).decode().strip()
-        _FORMATS[root] = "sha256" if output == "sha256" else "sha1"
-    return _FORMATS[root]
 
 
 REPOSITORY_UMASK = 0o022
@@ -231,7 +246,7 @@ def write_commit(
     name, email = identity
     stream = bytearray()
     encoded_message = message.encode()
-    stream += f"commit {OUTGOING_REF}\n".encode()
+    stream += f"reset {OUTGOING_REF}\n\ncommit {OUTGOING_REF}\nmark :1\n".encode()
     stream += f"committer {_clean(name)} <{_clean(email)}> {int(time.time())} +0000\n".encode()
     stream += b"data %d\n%s\n" % (len(encoded_message), encoded_message)
     if parent is not None:
@@ -242,11 +257,10 @@ def write_commit(
         stream += f"M 100644 inline {path}\n".encode()
         stream += b"data %d\n" % len(content)
         stream += content + b"\n"
-    stream += b"done\n"
-    git(root, "update-ref", "-d", OUTGOING_REF, check=False)
-    git_writing(root, "fast-import", "--quiet", "--force", "--done", stdin=bytes(stream))
-    commit = ref_commit(root, OUTGOING_REF)
-    if commit is None:
+    stream += b"get-mark :1\ndone\n"
+    output = git_writing(root, "fast-import", "--quiet", "--force", "--done", stdin=bytes(stream))
+    commit = output.decode().strip()
+    if not commit:
         raise ShareError(f"git fast-import wrote no commit on {OUTGOING_REF} in {root}")
     return commit
 
@@ -271,8 +285,8 @@ def push_commit(root: Path, remote_name: str, commit: str) -> bool:
     )
     output = (completed.stdout + completed.stderr).decode(errors="replace")
     if completed.returncode == 0:
-        git(root, "update-ref", tracking_ref(remote_name), commit)
-        git(root, "update-ref", LEDGER_REF, commit)
+        moves = f"update {tracking_ref(remote_name)} {commit}\nupdate {LEDGER_REF} {commit}\n"
+        git(root, "update-ref", "--stdin", stdin=moves.encode())
         return True
     lowered = output.lower()
     if any(word in lowered for word in _PERMISSION_WORDS):
