@@ -54,6 +54,9 @@ def version_json(row: dict[str, Any], staleness: Staleness | None) -> dict[str, 
         "stale": state == "stale",
         "stale_reasons": staleness.messages if staleness and state == "stale" else [],
         "builtin": staleness.builtin if staleness else is_builtin_repo(row["repo_path"]),
+        "id": row.get("global_id"),
+        "author": row.get("author"),
+        "pulled": row.get("pulled_at") is not None,
     }
 
 

@@ -32,6 +32,9 @@ SUBCOMMANDS: dict[str, str] = {
     "remote": "agent.cli.remote_cmds:remote",
     "app": "agent.cli.app_cmd:app",
     "demo": "agent.cli.demo_cmd:demo",
+    "push": "agent.cli.share_cmds:push",
+    "pull": "agent.cli.share_cmds:pull",
+    "ci": "agent.cli.share_cmds:ci",
 }
 
 

@@ -458,7 +458,7 @@ def models_list(as_json: bool, all_versions: bool) -> None:
     if as_json:
         _echo_json(rows)
         return
-    table = Table("model", "version", "state", "commit", "metrics", "model is", "trained")
+    table = Table("model", "version", "state", "commit", "metrics", "model is", "trained", "by")
     for row in rows:
         commit = (row["commit"] or "-")[:10] + ("+dirty" if row["dirty"] else "")
         metrics = ", ".join(f"{k}={v:g}" for k, v in row["metrics"].items()) or "-"
@@ -470,6 +470,7 @@ def models_list(as_json: bool, all_versions: bool) -> None:
             metrics,
             row["model_state"],
             _when(row["started_at"]),
+            _author(row),
         )
     common.console().print(table)
 
@@ -480,6 +481,12 @@ def _version_marks(row: dict[str, Any]) -> str:
         *([f"sweep {_short_sweep(row['sweep_id'])}"] if row.get("sweep_id") else []),
     ]
     return f" ({', '.join(marks)})" if marks else ""
+
+
+def _author(row: dict[str, Any]) -> str:
+    """Who trained a version: its author's name, marked when it was pulled from a teammate."""
+    name = str(row.get("author") or "").split(" <")[0]
+    return f"{name} (pulled)" if row.get("pulled") else name or "you"
 
 
 @click.command("show")
@@ -513,6 +520,8 @@ def models_show(model_ref: str, as_json: bool, show_diff: bool) -> None:
     )
     fields = [
         ("repo", version["repo"]),
+        ("id", version["id"]),
+        ("by", (version["author"] or "you") + (" (pulled)" if version["pulled"] else "")),
         ("commit", (version["commit"] or "-") + (" (dirty)" if version["dirty"] else "")),
         ("train", version["train_command"]),
         ("run", f"{version['run_id']} on {version['executor']} {version['host'] or ''}"),

@@ -187,15 +187,19 @@ LATEST = "latest"
 CURRENT = "current"
 RESERVED_LABELS = (LATEST, CURRENT)
 ALIAS_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]*$")
+GLOBAL_ID_PREFIX = re.compile(r"^[0-9a-f]{4,32}$")
+"""A version's global id or a unique start of it (at least 4 hex digits), as git takes a sha."""
 MAX_LISTED_VERSIONS = 20
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """`MODEL`, `MODEL@VERSION`, `MODEL@ALIAS`, `MODEL@latest` or `MODEL@current` as typed.
+    """`MODEL`, `MODEL@VERSION`, `MODEL@ALIAS`, `MODEL@latest`, `MODEL@current` or
+    `MODEL@GLOBALID` as typed.
 
     A reference without `@` that names no model is tried as a run id (or a unique prefix or
-    suffix of one) by `find_version`.
+    suffix of one), then as a global id (or a unique start of one) by `find_version`. After
+    `@`, a name that is no alias is tried as the start of a global id.
     """
 
     name: str
@@ -220,7 +224,7 @@ class ModelRef:
             return cls(name)
         if after.isdigit():
             return cls(name, int(after))
-        if not ALIAS_NAME.match(after):
+        if not ALIAS_NAME.match(after) and not GLOBAL_ID_PREFIX.match(after):
             raise WatchkeeperError(
                 f"{text!r}: after '@' write a version number, an alias or 'latest', such as "
                 f"{name}@3 or {name}@champion"
@@ -244,6 +248,9 @@ def find_version(db: Database, ref: ModelRef, repo_id: int | None) -> dict[str, 
             by_run = _version_of_run(db, ref.name)
             if by_run is not None:
                 return by_run
+            by_global_id = version_of_global_id(db, ref.name)
+            if by_global_id is not None:
+                return by_global_id
         known = sorted({str(row[0]) for row in db.execute(_MODELS_WITH_VERSIONS).fetchall()})
         listing = ", ".join(known) if known else "none yet (train one with `watchkeeper train`)"
         scope = "in this repo" if repo_id is not None else "in the ledger"
@@ -283,6 +290,8 @@ def find_version(db: Database, ref: ModelRef, repo_id: int | None) -> dict[str, 
             " AND moved_at IS NULL)",
             [model_id, ref.label],
         )
+        if row is None:
+            row = version_of_global_id(db, ref.label, model_id)
         if row is None:
             aliases = ", ".join(current_aliases(db, model_id)) or "none"
             raise WatchkeeperError(
@@ -354,6 +363,30 @@ def _version_of_run(db: Database, text: str) -> dict[str, Any] | None:
     return None
 
 
+def version_of_global_id(
+    db: Database, text: str, model_id: int | None = None
+) -> dict[str, Any] | None:
+    """The version whose global id is `text` or starts with it (None when none does).
+
+    Two or more matches raise an error asking for more digits, as git does for a short sha.
+    """
+    prefix = text.lower()
+    if not GLOBAL_ID_PREFIX.match(prefix):
+        return None
+    where = "v.global_id >= ? AND v.global_id < ?"
+    parameters: list[Any] = [prefix, prefix + "g"]
+    if model_id is not None:
+        where += " AND v.model_id = ?"
+        parameters.append(model_id)
+    rows = list(db.query(VERSION_SELECT + " WHERE " + where + " LIMIT 6", parameters))
+    if len(rows) > 1:
+        raise WatchkeeperError(
+            f"{text!r} starts the global ids of several versions "
+            f"({', '.join(str(row['global_id'])[:12] for row in rows[:5])}); give more digits"
+        )
+    return decode_row(rows[0]) if rows else None
+
+
 def current_aliases(db: Database, model_id: int) -> list[str]:
     """A model's aliases as `alias=vN`, in name order."""
     return [
@@ -372,11 +405,14 @@ def current_version(db: Database, model_id: int) -> dict[str, Any] | None:
     It is the newest succeeded version trained with the declared params (not an experiment,
     nor a reproduction of another version),
     unless a version was promoted after that one ended: then it is the promoted version.
+    Newest is by end time, so that a teammate's older version pulled later (and numbered
+    later here) does not replace a newer one.
     """
     trained = _one_version(
         db,
         "v.model_id = ? AND v.status = 'succeeded' AND v.experiment = 0 "
-        "AND v.reproduction_of IS NULL ORDER BY v.version DESC LIMIT 1",
+        "AND v.reproduction_of IS NULL "
+        "ORDER BY COALESCE(v.ended_at, 0) DESC, v.version DESC LIMIT 1",
         [model_id],
     )
     promoted = db.execute(

@@ -406,6 +406,51 @@ def m008_version_blobs_and_reproductions(db: Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m010_shared_versions(db: Database) -> None:
+    """Global ids for versions and alias settings, who trained a version, pulled versions, and
+    the shared records exchanged with a git remote.
+
+    Every version and alias row gets a random 32-hex-digit `global_id` (rows made before get one
+    here; a trigger gives one to every new row). `author` is the git identity of whoever
+    trained it; `pulled_from` and `pulled_at` mark a version that came from a teammate.
+    `shared_records` holds each record exactly as it travelled (canonical JSON and its sha256),
+    so that a record is immutable once shared and an id clash can be told from a repeat.
+    """
+    statements = [
+        "ALTER TABLE model_versions ADD COLUMN global_id TEXT",
+        "ALTER TABLE model_versions ADD COLUMN author TEXT",
+        "ALTER TABLE model_versions ADD COLUMN pulled_from TEXT",
+        "ALTER TABLE model_versions ADD COLUMN pulled_at REAL",
+        "UPDATE model_versions SET global_id = lower(hex(randomblob(16)))",
+        "CREATE UNIQUE INDEX idx_model_versions_global_id ON model_versions(global_id)",
+        """
+        CREATE TRIGGER model_versions_global_id AFTER INSERT ON model_versions
+        WHEN NEW.global_id IS NULL BEGIN
+            UPDATE model_versions SET global_id = lower(hex(randomblob(16))) WHERE id = NEW.id;
+        END""",
+        "ALTER TABLE version_aliases ADD COLUMN global_id TEXT",
+        "UPDATE version_aliases SET global_id = lower(hex(randomblob(16)))",
+        "CREATE UNIQUE INDEX idx_version_aliases_global_id ON version_aliases(global_id)",
+        """
+        CREATE TRIGGER version_aliases_global_id AFTER INSERT ON version_aliases
+        WHEN NEW.global_id IS NULL BEGIN
+            UPDATE version_aliases SET global_id = lower(hex(randomblob(16))) WHERE id = NEW.id;
+        END""",
+        """
+        CREATE TABLE shared_records (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            body TEXT NOT NULL,
+            pushed_to TEXT,
+            received_at REAL NOT NULL
+        )""",
+    ]
+    for statement in statements:
+        db.execute(statement)
+
+
 TABLES = (
     "repos",
     "commits",
@@ -431,4 +476,5 @@ TABLES = (
     "step_metric_reads",
     "sweeps",
     "version_blobs",
+    "shared_records",
 )

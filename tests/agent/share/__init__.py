@@ -1,0 +1,1 @@
+"""Tests of sharing the ledger through git and of the CI gate."""
