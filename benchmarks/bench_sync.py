@@ -19,10 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agent.data.stat_cache import StatCache
 from agent.remote.config import RemoteConfig
 from agent.remote.connection import RemoteSession
 from agent.remote.hostkeys import HostKeyStore
-from agent.remote.sync import DigestCache, SyncReport, sync_tree
+from agent.remote.sync import SyncReport, sync_tree
 from tests.agent.remote.sshd_server import LoopbackSshd, sshd_available
 
 TARGETS = {"big_first": 1.5, "one_changed": 2.0, "small_first": 2.0}
@@ -64,12 +65,12 @@ def rsync(server: LoopbackSshd, known_hosts: Path, source: Path, dest: str) -> t
 
 
 def ours(
-    remote: RemoteConfig, store: HostKeyStore, cache: DigestCache, source: Path, dest: str
+    remote: RemoteConfig, store: HostKeyStore, cache: StatCache, source: Path, dest: str
 ) -> tuple[float, SyncReport]:
     """A fresh session (connect + login included, as for rsync), then one sync."""
     started = time.perf_counter()
     with RemoteSession(remote, store=store) as session:
-        report = sync_tree(session, source, dest, digest_cache=cache)
+        report = sync_tree(session, source, dest, hash_cache=cache)
     return time.perf_counter() - started, report
 
 
@@ -114,7 +115,7 @@ def main() -> int:
         workdir=str(work / "remote-wk"),
         python=args.python,
     )
-    cache = DigestCache(work / "digests.db")
+    cache = StatCache(work / "hash-cache.db")
     failures = 0
     check: Callable[[float, str], None]
 

@@ -34,7 +34,7 @@ _SCHEMA = (
 )
 
 _MAGIC = b"WKSC"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: entries carry the file mode
 # magic, version, entry count, written_at_ns, blob length, root digest, body checksum
 _HEADER = struct.Struct("<4sIQqQ32s32s")
 

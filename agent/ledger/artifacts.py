@@ -12,12 +12,14 @@ from pathlib import Path
 
 import blake3
 
+from agent.data import hashing
+from agent.data.hashing import DIGEST_PREFIX
+from agent.data.stat_cache import StatCache
 from agent.disk import disk_full_error, is_disk_full
 from agent.errors import WatchkeeperError
-from agent.paths import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE, make_private
+from agent.paths import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE, WatchkeeperPaths, make_private
 
 CHUNK_BYTES = 1 << 20
-DIGEST_PREFIX = "blake3:"
 # A copy in progress is `ab/.incoming-<writer pid>-<digest start>`; one whose writer is gone, or
 # that nobody has written to for this long, was abandoned (kill -9, power loss) and is removed.
 INCOMING_PREFIX = ".incoming-"
@@ -25,17 +27,15 @@ STALE_INCOMING_SECONDS = 10 * 60
 _INCOMING_NAME = re.compile(r"^\.incoming-(\d+)-[0-9a-f]{16}$")
 
 
-def file_digest(path: Path) -> str:
-    """The store's digest of a file: `blake3:` and 64 hex digits.
+def file_digest(path: Path, cache: StatCache | None = None) -> str:
+    """The store's digest of a file: `blake3:` and 64 hex digits (from `cache` when its stat
+    vouches for it; see `agent.data.hashing.file_digest`).
 
-    >>> file_digest(Path("/dev/null"))
+    >>> import tempfile; empty = Path(tempfile.mkdtemp()) / "empty"; _ = empty.write_bytes(b"")
+    >>> file_digest(empty)
     'blake3:af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262'
     """
-    hasher = blake3.blake3()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            hasher.update(chunk)
-    return DIGEST_PREFIX + hasher.hexdigest()
+    return DIGEST_PREFIX + hashing.file_digest(path, cache)
 
 
 class ArtifactStore:
@@ -55,9 +55,18 @@ class ArtifactStore:
     True
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, hash_cache: StatCache | None = None) -> None:
         self.root = root
         self._swept = False
+        self._hash_cache = hash_cache
+
+    @property
+    def hash_cache(self) -> StatCache:
+        """The stat cache that spares reading a source whose digest is known (the default one
+        of the Watchkeeper data folder unless given)."""
+        if self._hash_cache is None:
+            self._hash_cache = StatCache.open(WatchkeeperPaths.from_environment())
+        return self._hash_cache
 
     def path(self, digest: str) -> Path:
         """Where the artifact with this digest lives (whether or not it is stored)."""
@@ -76,7 +85,7 @@ class ArtifactStore:
         if not self._swept:
             self.remove_abandoned_copies()
             self._swept = True
-        expected = file_digest(source)
+        expected = file_digest(source, self.hash_cache)
         destination = self.path(expected)
         if destination.is_file():
             make_private(destination)
