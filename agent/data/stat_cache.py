@@ -31,6 +31,8 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS inode_digests (dev INTEGER, ino INTEGER, size INTEGER, "
     "mtime_ns INTEGER, ctime_ns INTEGER, digest BLOB, checked_ns INTEGER, "
     "PRIMARY KEY (dev, ino)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS held_digests (store TEXT, digest BLOB, "
+    "PRIMARY KEY (store, digest)) WITHOUT ROWID",
 )
 
 _MAGIC = b"WKSC"
@@ -149,6 +151,7 @@ class StatCache:
     _db: sqlite3.Connection | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _pruned: bool = field(default=False, repr=False)
+    _held: dict[str, set[bytes]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, paths: WatchkeeperPaths) -> StatCache:
@@ -305,6 +308,52 @@ class StatCache:
             except sqlite3.Error as error:
                 log.warning("cannot read the hash cache %s: %s", self.path, error)
             return found
+
+    # -- what content stores elsewhere hold (the remote upload caches) -----------------------
+    def held_digests(self, store: str) -> set[bytes]:
+        """The digests `store` (a remote's upload cache) was last seen to hold; empty when
+        nothing is recorded. A record may be out of date: its user checks before relying on it.
+        """
+        with self._lock:
+            db = self.database()
+            if db is None:
+                return set(self._held.get(store, ()))
+            try:
+                rows = db.execute("SELECT digest FROM held_digests WHERE store = ?", [store])
+                return {row[0] for row in rows}
+            except sqlite3.Error as error:
+                log.warning("cannot read the hash cache %s: %s", self.path, error)
+                return set()
+
+    def add_held_digests(self, store: str, digests: set[bytes], known: set[bytes]) -> None:
+        """Record that `store` holds `digests` (`known` is what held_digests gave)."""
+        new = digests - known
+        with self._lock:
+            db = self.database()
+            if db is None:
+                self._held.setdefault(store, set()).update(new)
+                return
+            try:
+                with db:
+                    db.executemany(
+                        "INSERT OR IGNORE INTO held_digests VALUES (?, ?)",
+                        [(store, digest) for digest in new],
+                    )
+            except sqlite3.Error as error:
+                log.warning("cannot write the hash cache %s: %s", self.path, error)
+
+    def forget_held_digests(self, store: str) -> None:
+        """Drop the record of `store`, whose next upload then asks it what it holds."""
+        with self._lock:
+            db = self.database()
+            if db is None:
+                self._held.pop(store, None)
+                return
+            try:
+                with db:
+                    db.execute("DELETE FROM held_digests WHERE store = ?", [store])
+            except sqlite3.Error as error:
+                log.warning("cannot write the hash cache %s: %s", self.path, error)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

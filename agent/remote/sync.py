@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import paramiko
+
 from agent.data.stat_cache import StatCache
 from agent.errors import WatchkeeperError
 from agent.remote.connection import RemoteSession, SshConnection, exit_status
@@ -40,13 +42,20 @@ class SyncReport:
     verified_with: str
     files_linked: int
     phases: dict[str, float] = field(default_factory=dict)
+    cache_checked: bool = True  # the remote was asked which blobs it lacks (no local record)
+    record_wrong: bool = False  # the local record listed blobs the remote cache did not hold
 
 
 class _Upload:
-    """One attempt at a sync over one connection: check, send and link, chunk after chunk.
+    """One attempt at a sync over one connection: send and link, chunk after chunk.
 
-    The remote programs start first, so their start-up overlaps the local hashing; while the
-    lanes send the missing blobs of one chunk, the next chunk is hashed and checked.
+    With a record of what the remote cache holds (`held`), blobs outside the record are sent
+    straight away and the rest of the tree is built by the receiver at the end of its stream:
+    one remote program, no cache check. Without one, a planner answers for each chunk which
+    blobs the cache lacks. Either way the build checks every cache entry it links; an entry
+    found missing there (the record was wrong) is sent again. The remote programs start first,
+    so their start-up overlaps the local hashing; while the lanes send the blobs of one chunk,
+    the next chunk is hashed (and checked).
     """
 
     def __init__(
@@ -56,15 +65,20 @@ class _Upload:
         hasher: TreeHasher,
         remote_dest: str,
         lanes: int,
+        held: set[bytes] | None,
     ) -> None:
         self.connection = connection
         self.hasher = hasher
         self.remote_dest = remote_dest
+        self.held = held
         cache = session.cache_dir
         self.receive_command = session.helper_command("receive", cache, remote_dest)
         self.remote_name = session.remote.name
-        self.plan = connection.channel(session.helper_command("plan", cache))
-        self.replies = ReplyLines(self.plan, self.remote_name)
+        self.plan: paramiko.Channel | None = None
+        self.replies: ReplyLines | None = None
+        if held is None:
+            self.plan = connection.channel(session.helper_command("plan", cache))
+            self.replies = ReplyLines(self.plan, self.remote_name)
         self.max_lanes = max(1, lanes)
         self.lanes: list[BlobLane] = []
         self._add_lane()  # one starts now; more when there is much to send
@@ -72,8 +86,11 @@ class _Upload:
         self.dispatched_bytes = 0
         self.wire = 0
         self.phases: dict[str, float] = {}
+        self.sent: list[LocalFile] = []
+        self.record_wrong = False
 
     def _send_line(self, obj: dict[str, Any]) -> None:
+        assert self.plan is not None
         payload = json.dumps(obj).encode() + b"\n"
         self.plan.sendall(payload)
         self.wire += len(payload)
@@ -101,9 +118,13 @@ class _Upload:
                 lane.put(share)
 
     def _add_lane(self) -> None:
-        lane = BlobLane(self.connection.channel(self.receive_command), self.remote_name)
+        self.lanes.append(self._start_lane())
+
+    def _start_lane(self) -> BlobLane:
+        connection, command = self.connection, self.receive_command
+        lane = BlobLane(lambda: connection.channel(command), self.remote_name)
         lane.thread.start()
-        self.lanes.append(lane)
+        return lane
 
     def _worth_another_lane(self) -> bool:
         """Another lane pays off once there are many files or many bytes to send."""
@@ -113,14 +134,19 @@ class _Upload:
             or self.dispatched_bytes > LANE_BYTES * per_lane
         )
 
-    def run(self) -> tuple[list[LocalFile], list[LocalFile], int]:
-        """Returns (all files, files to build from the cache at the end, files linked by lanes)."""
+    def run(self) -> tuple[list[LocalFile], list[LocalFile]]:
+        """Hash, check and send; returns (all files, files to build from the cache)."""
         started = time.perf_counter()
         files: list[LocalFile] = []
         later: list[LocalFile] = []
         waiting: list[LocalFile] | None = None
         for chunk in self.hasher.chunks():
             files.extend(chunk)
+            if self.held is not None:
+                held = self.held
+                unknown = {f.digest for f in chunk if bytes.fromhex(f.digest) not in held}
+                self._dispatch(chunk, unknown, later)
+                continue
             self._send_line({"blobs": {f.digest: f.size for f in chunk}})
             if waiting is not None:
                 self._dispatch(waiting, self._missing(), later)
@@ -128,80 +154,116 @@ class _Upload:
         if waiting is not None:
             self._dispatch(waiting, self._missing(), later)
         self.phases["hash+check"] = time.perf_counter() - started
-        for lane in self.lanes:
-            lane.close()
-        for lane in self.lanes:
-            lane.thread.join()
-        self.phases["send"] = time.perf_counter() - started - self.phases["hash+check"]
-        return files, later, sum(int(lane.result["linked"]) for lane in self.lanes if lane.result)
+        return files, later
 
     def _missing(self) -> set[str]:
+        assert self.replies is not None
         return set(self.replies.next("cache check")["missing"])
 
-    def finish(self, files: list[LocalFile], later: list[LocalFile]) -> SyncReport:
-        """Resend rejected blobs, build the rest of the tree from the cache, and report."""
-        rejected: set[str] = set()
-        verified_with = "nothing sent"
-        for lane in self.lanes:
-            if lane.error is not None:
-                raise lane.error
-            assert lane.result is not None
-            self.wire += lane.bytes_written
-            rejected.update(lane.result["rejected"])
-            if lane.result.get("refused"):
-                raise WatchkeeperError(f"the remote refused: {lane.result['refused'][0]}")
-            if lane.sent:
-                verified_with = str(lane.result["verified_with"])
-        sent = [blob for lane in self.lanes for blob in lane.sent]
-        changed = [blob for lane in self.lanes for blob in lane.changed]
-        if changed:
-            raise WatchkeeperError(
-                f"{changed[0].path} changed while it was being sent; nothing stale was kept. "
-                "Sync (or train) again once it is written."
-            )
-        if rejected:
-            retry = BlobLane(self.connection.channel(self.receive_command), self.remote_name)
-            retry.thread.start()
-            retry.put([(self.dispatched[digest], []) for digest in sorted(rejected)])
-            retry.close()
-            retry.thread.join()
-            if retry.error is not None:
-                raise retry.error
-            assert retry.result is not None
-            self.wire += retry.bytes_written
-            sent.extend(retry.sent)
-            if retry.result["rejected"]:
-                raise WatchkeeperError(
-                    f"the remote rejected {len(retry.result['rejected'])} blob(s) twice after "
-                    "checking them; is its disk full? See `watchkeeper remote test`."
-                )
-            later.extend(f for f in files if f.digest in rejected)
-        started = time.perf_counter()
-        self._send_line(
-            {
-                "materialize": {
-                    "dest": self.remote_dest,
-                    "files": [[f.relative, f.digest, f.size, f.executable] for f in later],
-                    "links": self.hasher.links,
-                }
+    def _materialize_request(self, later: list[LocalFile]) -> dict[str, Any]:
+        return {
+            "materialize": {
+                "dest": self.remote_dest,
+                "files": [[f.relative, f.digest, f.size, f.executable] for f in later],
+                "links": self.hasher.links,
             }
+        }
+
+    def finish(self, files: list[LocalFile], later: list[LocalFile]) -> SyncReport:
+        """Let the lanes end, resend what was rejected or found missing, build, and report."""
+        started = time.perf_counter()
+        build_on_lane = self.plan is None and len(self.lanes) == 1
+        for index, lane in enumerate(self.lanes):
+            lane.close(self._materialize_request(later) if build_on_lane and index == 0 else None)
+        for lane in self.lanes:
+            lane.thread.join()
+        results = [self._lane_result(lane) for lane in self.lanes]
+        self.phases["send"] = time.perf_counter() - started
+        verified_with = next(
+            (
+                str(result["verified_with"])
+                for lane, result in zip(self.lanes, results, strict=True)
+                if lane.sent
+            ),
+            "nothing sent",
         )
-        linked = int(self.replies.next("build")["built"])
+        linked = sum(int(result["linked"]) for result in results)
+        rejected = sorted({digest for result in results for digest in result["rejected"]})
+        if rejected:
+            linked += self._resend(rejected, files, "rejected")
+        started = time.perf_counter()
+        if build_on_lane:
+            built = results[0]
+        elif self.plan is not None:
+            self._send_line(self._materialize_request(later))
+            assert self.replies is not None
+            built = self.replies.next("build")
+        else:
+            builder = self._start_lane()
+            builder.close(self._materialize_request(later))
+            builder.thread.join()
+            built = self._lane_result(builder)
+        if "error" in built:
+            raise WatchkeeperError(
+                f"remote {self.remote_name}: building {self.remote_dest} failed: {built['error']}"
+            )
+        linked += int(built.get("built", 0))
+        missing = sorted(set(built.get("missing", [])))
+        if missing:  # the record (or a concurrent clean-up) was wrong: send those blobs now
+            self.record_wrong = True
+            linked += self._resend(missing, later, "missing")
         self.phases["build"] = time.perf_counter() - started
-        self.plan.shutdown_write()
-        exit_status(self.plan)
-        self.plan.close()
+        if self.plan is not None:
+            self.plan.shutdown_write()
+            exit_status(self.plan)
+            self.plan.close()
         return SyncReport(
             files=len(files),
             blobs=len({f.digest for f in files}),
-            blobs_sent=len(sent),
-            blob_bytes_sent=sum(blob.size for blob in sent),
+            blobs_sent=len(self.sent),
+            blob_bytes_sent=sum(blob.size for blob in self.sent),
             wire_bytes_sent=self.wire,
             seconds=0.0,
             verified_with=verified_with,
             files_linked=linked,
             phases=self.phases,
+            cache_checked=self.held is None,
+            record_wrong=self.record_wrong,
         )
+
+    def _lane_result(self, lane: BlobLane) -> dict[str, Any]:
+        """A finished lane's reply, after the checks every lane must pass."""
+        if lane.error is not None:
+            raise lane.error
+        assert lane.result is not None
+        self.wire += lane.bytes_written
+        self.sent.extend(lane.sent)
+        if lane.changed:
+            raise WatchkeeperError(
+                f"{lane.changed[0].path} changed while it was being sent; nothing stale was "
+                "kept. Sync (or train) again once it is written."
+            )
+        if lane.result.get("refused"):
+            raise WatchkeeperError(f"the remote refused: {lane.result['refused'][0]}")
+        return lane.result
+
+    def _resend(self, digests: list[str], files: list[LocalFile], why: str) -> int:
+        """Send these blobs once more on a lane of their own, linked at all their paths."""
+        paths: dict[str, list[LocalFile]] = {}
+        for file in files:
+            if file.digest in digests:
+                paths.setdefault(file.digest, []).append(file)
+        retry = self._start_lane()
+        retry.put([(group[0], group) for group in paths.values()])
+        retry.close()
+        retry.thread.join()
+        result = self._lane_result(retry)
+        if result["rejected"]:
+            raise WatchkeeperError(
+                f"the remote rejected {len(result['rejected'])} {why} blob(s) after checking "
+                "them; is its disk full? See `watchkeeper remote test`."
+            )
+        return int(result["linked"])
 
 
 def _upload(
@@ -210,19 +272,24 @@ def _upload(
     hasher: TreeHasher,
     remote_dest: str,
     lanes: int,
+    held: set[bytes] | None,
 ) -> SyncReport:
-    upload = _Upload(connection, session, hasher, remote_dest, lanes)
+    upload = _Upload(connection, session, hasher, remote_dest, lanes, held)
     try:
-        files, later, linked_by_lanes = upload.run()
-        report = upload.finish(files, later)
+        files, later = upload.run()
+        return upload.finish(files, later)
     except BaseException:
         for lane in upload.lanes:
-            lane.close()
-            lane.channel.close()  # the remote receiver sees the end of its input and stops
-        upload.plan.close()
+            lane.abort()
+        if upload.plan is not None:
+            upload.plan.close()
         raise
-    report.files_linked += linked_by_lanes
-    return report
+
+
+def cache_record_key(session: RemoteSession) -> str:
+    """How the local record names a remote's upload cache: login, host, port and folder."""
+    target = session.target
+    return f"{target.user}@{target.hostname}:{target.port}:{session.cache_dir}"
 
 
 def sync_tree(
@@ -238,15 +305,28 @@ def sync_tree(
 ) -> SyncReport:
     """Make remote_dest hold local_root's files, sending only blobs the remote cache lacks.
 
-    Safe to repeat after a broken upload: blobs already checked are kept, others re-sent.
+    With a `hash_cache`, digests come from it and it keeps a record of what the remote cache
+    holds, so that the next sync needs no cache check; without a record (or after the remote
+    showed it wrong) the remote is asked. Safe to repeat after a broken upload: blobs already
+    checked are kept, others re-sent.
     """
     started = time.perf_counter()
     hasher = TreeHasher(local_root, hash_cache, exclude, chunk_files=chunk_files)
+    record_key = cache_record_key(session) if hash_cache is not None else ""
+    held = hash_cache.held_digests(record_key) if hash_cache is not None else set()
     report = session.call(
-        lambda connection: _upload(connection, session, hasher, remote_dest, lanes),
+        lambda connection: _upload(
+            connection, session, hasher, remote_dest, lanes, held if held else None
+        ),
         what="uploading the run",
     )
     hasher.remember()
+    if hash_cache is not None:
+        if report.record_wrong:
+            hash_cache.forget_held_digests(record_key)
+            held = set()
+        tree = {bytes.fromhex(file.digest) for file in hasher.all_files()}
+        hash_cache.add_held_digests(record_key, tree, held)
     report.seconds = time.perf_counter() - started
     if progress:
         progress(

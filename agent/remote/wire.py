@@ -7,11 +7,13 @@ header ends the stream. The remote side is `agent.remote.remote_helper`.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import struct
 import threading
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import blake3
@@ -37,12 +39,14 @@ class BlobLane:
     there as soon as it is stored.
     """
 
-    def __init__(self, channel: paramiko.Channel, remote_name: str) -> None:
-        self.channel = channel
+    def __init__(self, open_channel: Callable[[], paramiko.Channel], remote_name: str) -> None:
+        self.open_channel = open_channel  # called on the lane's thread, so start-up overlaps
+        self._channel: paramiko.Channel | None = None
         self.remote_name = remote_name
         self.pending: queue.SimpleQueue[list[tuple[LocalFile, list[LocalFile]]] | None] = (
             queue.SimpleQueue()
         )
+        self.closing_request: dict[str, Any] | None = None
         self.load = 0
         self.sent: list[LocalFile] = []
         self.changed: list[LocalFile] = []
@@ -56,11 +60,25 @@ class BlobLane:
         self.load += sum(blob.size + 256 for blob, _ in items)
         self.pending.put(items)
 
-    def close(self) -> None:
+    def close(self, request: dict[str, Any] | None = None) -> None:
+        """End the stream, with a JSON request (a build of the rest of the tree) after it."""
+        self.closing_request = request
         self.pending.put(None)
+
+    @property
+    def channel(self) -> paramiko.Channel:
+        assert self._channel is not None, "the lane's channel is opened by its thread"
+        return self._channel
+
+    def abort(self) -> None:
+        """Close the channel: the remote receiver sees the end of its input and stops."""
+        self.close()
+        if self._channel is not None:
+            self._channel.close()
 
     def run(self) -> None:
         try:
+            self._channel = self.open_channel()
             self._send()
             self.result = self._read_reply()
         except BaseException as error:
@@ -85,6 +103,8 @@ class BlobLane:
             for blob, paths in item:
                 self._frame(blob, paths, buffer)
         buffer += END_FRAME
+        if self.closing_request is not None:
+            buffer += json.dumps(self.closing_request).encode() + b"\n"
         self._flush(buffer)
         self.channel.shutdown_write()
 
