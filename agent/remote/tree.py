@@ -120,7 +120,7 @@ def _walk_into(
             reason = os.strerror(int(entry["size"]))
             raise WatchkeeperError(f"{path}: cannot be read ({reason}).")
         elif kind == KIND_SYMLINK:
-            _follow_link(relative, path, skip, followed, links, found)
+            _follow_link(relative, path, followed, links, found)
 
 
 def _add_files(scan: FolderScan, folder: bytes, prefix: bytes, found: list[TreeEntry]) -> None:
@@ -146,7 +146,6 @@ def _add_files(scan: FolderScan, folder: bytes, prefix: bytes, found: list[TreeE
 def _follow_link(
     relative: str,
     path: str,
-    skip: set[bytes],
     followed: frozenset[str],
     links: list[tuple[str, str]] | None,
     found: list[TreeEntry],
