@@ -31,8 +31,8 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS inode_digests (dev INTEGER, ino INTEGER, size INTEGER, "
     "mtime_ns INTEGER, ctime_ns INTEGER, digest BLOB, checked_ns INTEGER, "
     "PRIMARY KEY (dev, ino)) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS held_digests (store TEXT, digest BLOB, "
-    "PRIMARY KEY (store, digest)) WITHOUT ROWID",
+    # One row per store: its digests, 32 bytes each, one after another.
+    "CREATE TABLE IF NOT EXISTS held_digests (store TEXT PRIMARY KEY, digests BLOB NOT NULL)",
 )
 
 _MAGIC = b"WKSC"
@@ -277,7 +277,7 @@ class StatCache:
                         )
                         self._pruned = True
                     db.executemany(
-                        "INSERT OR REPLACE INTO inode_digests VALUES (?,?,?,?,?,?,?)", rows
+                        "INSERT OR REPLACE INTO inode_digests VALUES (?,?,?,?,?,?,?)", sorted(rows)
                     )
             except sqlite3.Error as error:
                 log.warning("cannot write the hash cache %s: %s", self.path, error)
@@ -290,6 +290,8 @@ class StatCache:
             db = self.database()
             if db is None:
                 return {keys[k]: self._inodes[k] for k in keys if k in self._inodes}
+            if len(keys) > _LOOKUP_BATCH * 4:
+                return self._inode_rows_joined(db, keys)
             by_device: dict[int, list[int]] = {}
             for dev, ino in keys:
                 by_device.setdefault(dev, []).append(ino)
@@ -309,6 +311,28 @@ class StatCache:
                 log.warning("cannot read the hash cache %s: %s", self.path, error)
             return found
 
+    def _inode_rows_joined(
+        self, db: sqlite3.Connection, keys: dict[tuple[int, int], tuple[int, int]]
+    ) -> dict[tuple[int, int], tuple[int, int, int, bytes, int]]:
+        """Many lookups at once: the wanted keys go into a temporary table joined in SQLite."""
+        found: dict[tuple[int, int], tuple[int, int, int, bytes, int]] = {}
+        try:
+            db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS wanted_inodes (dev INTEGER, ino INTEGER, "
+                "PRIMARY KEY (dev, ino)) WITHOUT ROWID"
+            )
+            with db:
+                db.execute("DELETE FROM wanted_inodes")
+                db.executemany("INSERT OR IGNORE INTO wanted_inodes VALUES (?, ?)", sorted(keys))
+            for row in db.execute(
+                "SELECT d.dev, d.ino, d.size, d.mtime_ns, d.ctime_ns, d.digest, d.checked_ns "
+                "FROM wanted_inodes w JOIN inode_digests d ON d.dev = w.dev AND d.ino = w.ino"
+            ):
+                found[keys[(row[0], row[1])]] = row[2:]
+        except sqlite3.Error as error:
+            log.warning("cannot read the hash cache %s: %s", self.path, error)
+        return found
+
     # -- what content stores elsewhere hold (the remote upload caches) -----------------------
     def held_digests(self, store: str) -> set[bytes]:
         """The digests `store` (a remote's upload cache) was last seen to hold; empty when
@@ -319,11 +343,15 @@ class StatCache:
             if db is None:
                 return set(self._held.get(store, ()))
             try:
-                rows = db.execute("SELECT digest FROM held_digests WHERE store = ?", [store])
-                return {row[0] for row in rows}
+                row = db.execute(
+                    "SELECT digests FROM held_digests WHERE store = ?", [store]
+                ).fetchone()
             except sqlite3.Error as error:
                 log.warning("cannot read the hash cache %s: %s", self.path, error)
                 return set()
+        if row is None:
+            return set()
+        return _unpack_digests(bytes(row[0]))
 
     def add_held_digests(self, store: str, digests: set[bytes], known: set[bytes]) -> None:
         """Record that `store` holds `digests` (`known` is what held_digests gave)."""
@@ -333,11 +361,19 @@ class StatCache:
             if db is None:
                 self._held.setdefault(store, set()).update(new)
                 return
+            if not new:
+                return
             try:
                 with db:
-                    db.executemany(
-                        "INSERT OR IGNORE INTO held_digests VALUES (?, ?)",
-                        [(store, digest) for digest in new],
+                    row = db.execute(
+                        "SELECT digests FROM held_digests WHERE store = ?", [store]
+                    ).fetchone()
+                    before = bytes(row[0]) if row is not None else b""
+                    if len(before) != len(known) * DIGEST_SIZE:  # another writer came between
+                        new -= _unpack_digests(before)
+                    db.execute(
+                        "INSERT OR REPLACE INTO held_digests VALUES (?, ?)",
+                        [store, before + b"".join(sorted(new))],
                     )
             except sqlite3.Error as error:
                 log.warning("cannot write the hash cache %s: %s", self.path, error)
@@ -354,6 +390,10 @@ class StatCache:
                     db.execute("DELETE FROM held_digests WHERE store = ?", [store])
             except sqlite3.Error as error:
                 log.warning("cannot write the hash cache %s: %s", self.path, error)
+
+
+def _unpack_digests(packed: bytes) -> set[bytes]:
+    return {packed[i : i + DIGEST_SIZE] for i in range(0, len(packed), DIGEST_SIZE)}
 
 
 def _connect(path: Path) -> sqlite3.Connection:

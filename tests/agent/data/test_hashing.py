@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -150,3 +151,36 @@ def test_the_cache_is_one_file_in_the_data_folder(data: Path) -> None:
     assert cache.path == paths.data_dir / "hash-cache.db" and cache.path.is_file()
     assert not (paths.data_dir / "stat-cache").exists()
     assert not (paths.data_dir / "sync-digests.db").exists()
+
+
+def test_the_record_of_a_remote_cache_survives_and_merges_concurrent_writers(
+    tmp_path: Path,
+) -> None:
+    first, second = (os.urandom(32) for _ in range(2))
+    one = cache_at(tmp_path / "hash-cache.db")
+    other = cache_at(tmp_path / "hash-cache.db")  # another process with the same file
+    seen_by_one = one.held_digests("ana@gpu:22:/w/cache")
+    seen_by_other = other.held_digests("ana@gpu:22:/w/cache")
+    one.add_held_digests("ana@gpu:22:/w/cache", {first}, seen_by_one)
+    other.add_held_digests("ana@gpu:22:/w/cache", {first, second}, seen_by_other)
+    fresh = cache_at(tmp_path / "hash-cache.db")
+    assert fresh.held_digests("ana@gpu:22:/w/cache") == {first, second}
+    with sqlite3.connect(tmp_path / "hash-cache.db") as db:
+        (packed,) = db.execute("SELECT digests FROM held_digests").fetchone()
+    assert len(packed) == 64  # each digest once
+    assert fresh.held_digests("ana@other:22:/w/cache") == set()
+    fresh.forget_held_digests("ana@gpu:22:/w/cache")
+    assert one.held_digests("ana@gpu:22:/w/cache") == set()
+
+
+def test_many_inodes_are_looked_up_at_once_with_the_same_answers(tmp_path: Path) -> None:
+    cache = cache_at(tmp_path / "hash-cache.db")
+    old = time.time_ns() - 10 * RACY_WINDOW_NS
+    stored = [((7, ino, 10, old, old), os.urandom(32)) for ino in range(3000)]
+    cache.remember_digests(stored)
+    asked = [key for key, _ in stored[::2]] + [(7, 5000 + ino, 10, old, old) for ino in range(99)]
+    asked[0] = (7, 0, 11, old, old)  # the size changed: not trusted
+    found = cache.cached_digests(asked)  # more than a few batches: the joined lookup
+    expected = [None] + [digest for _, digest in stored[::2]][1:] + [None] * 99
+    assert found == expected
+    assert cache.cached_digests(asked[:3]) == expected[:3]  # the batched lookup agrees
