@@ -150,13 +150,14 @@ def bench_cold(root: Path, repeat: int) -> dict[str, tuple[float, float]]:
 def bench_recheck(root: Path, cache_dir: Path, repeat: int) -> dict[str, tuple[float, float]]:
     make_small_tree(root)
     shutil.rmtree(cache_dir, ignore_errors=True)
-    expected = fingerprint(root, cache=StatCache(cache_dir)).digest  # the first, cold check
+    cache_file = cache_dir / "hash-cache.db"
+    expected = fingerprint(root, cache=StatCache(cache_file)).digest  # the first, cold check
     time.sleep(2.1)  # let recently written entries leave the racy window, as they would
-    fingerprint(root, cache=StatCache(cache_dir))
+    fingerprint(root, cache=StatCache(cache_file))
     run_quietly(["git", "status", "--porcelain"], root)  # git refreshes its index once too
 
     def ours() -> None:
-        cache = StatCache(cache_dir)  # loaded from disk each time, as a new check would
+        cache = StatCache(cache_file)  # loaded from disk each time, as a new check would
         assert fingerprint(root, cache=cache).digest == expected
         assert cache.stats.files_hashed == 0 and cache.stats.hits == SMALL_FILES
 

@@ -19,13 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from agent.data.stat_cache import StatCache
 from agent.remote.config import RemoteConfig
 from agent.remote.connection import RemoteSession
 from agent.remote.hostkeys import HostKeyStore
-from agent.remote.sync import DigestCache, SyncReport, sync_tree
+from agent.remote.sync import SyncReport, sync_tree
 from tests.agent.remote.sshd_server import LoopbackSshd, sshd_available
 
-TARGETS = {"big_first": 1.5, "one_changed": 2.0, "small_first": 2.0}
+TARGETS = {"big_first": 1.0, "one_changed": 0.5, "small_first": 1.5}
 
 
 def make_big_tree(root: Path, total_bytes: int, files: int) -> None:
@@ -47,10 +48,7 @@ def make_small_tree(root: Path, files: int) -> None:
 
 def rsync(server: LoopbackSshd, known_hosts: Path, source: Path, dest: str) -> tuple[float, int]:
     """Run rsync -a over ssh to the same sshd; return (seconds, bytes rsync reports sent)."""
-    ssh = (
-        f"ssh -p {server.port} -i {server.user_key} -o IdentitiesOnly=yes "
-        f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o LogLevel=ERROR"
-    )
+    ssh = ssh_command(server, known_hosts)
     started = time.perf_counter()
     result = subprocess.run(
         ["rsync", "-a", "--stats", "-e", ssh, f"{source}/", f"root@127.0.0.1:{dest}/"],
@@ -63,13 +61,31 @@ def rsync(server: LoopbackSshd, known_hosts: Path, source: Path, dest: str) -> t
     return seconds, int(match.group(1).replace(",", "")) if match else -1
 
 
+def ssh_command(server: LoopbackSshd, known_hosts: Path) -> str:
+    return (
+        f"ssh -p {server.port} -i {server.user_key} -o IdentitiesOnly=yes "
+        f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o LogLevel=ERROR"
+    )
+
+
+def ssh_floor(server: LoopbackSshd, known_hosts: Path) -> float:
+    """The time of `ssh HOST true`: login plus one remote command, which both tools pay."""
+    started = time.perf_counter()
+    subprocess.run(
+        [*ssh_command(server, known_hosts).split(), f"{server.user}@127.0.0.1", "true"],
+        check=True,
+        capture_output=True,
+    )
+    return time.perf_counter() - started
+
+
 def ours(
-    remote: RemoteConfig, store: HostKeyStore, cache: DigestCache, source: Path, dest: str
+    remote: RemoteConfig, store: HostKeyStore, cache: StatCache, source: Path, dest: str
 ) -> tuple[float, SyncReport]:
     """A fresh session (connect + login included, as for rsync), then one sync."""
     started = time.perf_counter()
     with RemoteSession(remote, store=store) as session:
-        report = sync_tree(session, source, dest, digest_cache=cache)
+        report = sync_tree(session, source, dest, hash_cache=cache)
     return time.perf_counter() - started, report
 
 
@@ -114,7 +130,7 @@ def main() -> int:
         workdir=str(work / "remote-wk"),
         python=args.python,
     )
-    cache = DigestCache(work / "digests.db")
+    cache = StatCache(work / "hash-cache.db")
     failures = 0
     check: Callable[[float, str], None]
 
@@ -141,7 +157,9 @@ def main() -> int:
             rsync_seconds, rsync_bytes = rsync(server, known_hosts, big, str(work / "rsync-big"))
             ours_seconds, report = ours(remote, store, cache, big, str(work / "ours-big"))
             assert same_tree(big, work / "ours-big"), "our copy differs after one change"
+            floor = ssh_floor(server, known_hosts)
             detail = (
+                f"`ssh host true` alone {floor:.2f} s; cache checked: {report.cache_checked}; "
                 f"file {changed.stat().st_size} B; ours sent {report.blobs_sent} blob(s), "
                 f"{report.blob_bytes_sent} B of content, {report.wire_bytes_sent} B on our "
                 f"channels (manifest included); rsync sent {rsync_bytes} B"

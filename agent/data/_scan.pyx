@@ -34,7 +34,7 @@ KIND_OTHER = 2
 # zero and `size` holds the errno.
 KIND_UNREADABLE = 3
 
-# One row per entry; the same layout as ENTRY_DTYPE in agent.data.fingerprint (56 bytes).
+# One row per entry; the same layout as ENTRY_DTYPE in agent.data.scan (64 bytes).
 cdef struct Entry:
     uint64_t dev
     uint64_t ino
@@ -44,6 +44,7 @@ cdef struct Entry:
     int64_t path_offset
     int32_t path_length
     int32_t kind
+    int64_t mode
 
 cdef struct Scan:
     Entry *entries
@@ -103,6 +104,7 @@ cdef int append_entry(Scan *scan, size_t path_length, struct_stat *st, int32_t k
     entry.path_offset = scan.blob_length
     entry.path_length = <int32_t> path_length
     entry.kind = kind
+    entry.mode = st.st_mode
     memcpy(scan.blob + scan.blob_length, scan.path, path_length)
     scan.blob[scan.blob_length + path_length] = 0
     scan.blob_length += path_length + 1
@@ -221,6 +223,7 @@ ENTRY_FIELDS = [
     ("path_offset", "<i8"),
     ("path_length", "<i4"),
     ("kind", "<i4"),
+    ("mode", "<i8"),
 ]
 
 

@@ -6,7 +6,6 @@ import errno
 import logging
 import os
 import stat
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -15,6 +14,12 @@ from pathlib import Path
 import blake3
 import numpy as np
 
+from agent.data.hashing import (
+    SkippedEntryError,
+    file_type_name,
+    hash_file,
+    read_error,
+)
 from agent.data.scan import (
     KIND_FILE,
     KIND_OTHER,
@@ -40,11 +45,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 1 << 20
-# Files at least this large are hashed with BLAKE3's own threads as well.
-LARGE_FILE = 64 << 20
-# How often a file that keeps changing while it is read is read again before giving up.
-MAX_READ_ATTEMPTS = 5
 _HASH_WORKERS = max(1, min(8, os.cpu_count() or 1))
 PARALLEL_BYTES_PER_WORKER = 8 << 20
 _CACHE_KEY_FIELDS = ("dev", "ino", "size", "mtime_ns", "kind")
@@ -78,14 +78,6 @@ class SkippedEntry:
 
     def to_json(self) -> dict[str, str]:
         return {"path": self.path, "reason": self.reason}
-
-
-class SkippedEntryError(WatchkeeperError):
-    """A data file that cannot be part of a fingerprint: not a regular file, or unreadable."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}; fix it or remove it from the data")
-        self.reason = reason
 
 
 class Manifest(Mapping[str, FileEntry]):
@@ -190,13 +182,13 @@ def fingerprint(
     try:
         root_stat = os.stat(root)
     except OSError as error:
-        raise _read_error(root, error) from error
+        raise read_error(root, error) from error
     if stat.S_ISDIR(root_stat.st_mode):
         kind = "folder"
         try:
             scan = scan_folder(os.fsencode(root))
         except OSError as error:
-            raise _read_error(root, error) from error
+            raise read_error(root, error) from error
     elif stat.S_ISREG(root_stat.st_mode):
         kind = "file"
         scan = _single_file_scan(root.name, root_stat)
@@ -212,6 +204,7 @@ def fingerprint(
         known[row] = True
     to_hash = np.flatnonzero(~known)
     cache.stats.hits += int(known.sum()) - len(link_digests)
+    to_hash = _reuse_inode_digests(scan, to_hash, digests, cache)
     cache.stats.misses += len(to_hash)
     if (
         len(to_hash) == 0
@@ -221,7 +214,13 @@ def fingerprint(
     ):
         root_digest = record.root_digest
     else:
+        started_ns = now_ns()
         unreadable = _hash_entries(root, kind, scan, to_hash, digests, cache, on_progress)
+        hashed = [int(row) for row in to_hash if int(row) not in unreadable]
+        cache.remember_digests(
+            [(_stat_key(scan.entries[row]), digests[row].tobytes()) for row in hashed],
+            checked_ns=started_ns,
+        )
         if unreadable:
             skipped.update(unreadable)
             keep = np.ones(len(scan.entries), dtype=bool)
@@ -287,17 +286,7 @@ def _special_file_reason(path: Path) -> str:
         mode = os.lstat(path).st_mode
     except OSError as error:
         return f"unreadable ({error.strerror})"
-    return _file_type_name(mode)
-
-
-def _file_type_name(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "named pipe (FIFO)"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "device"
-    return "not a regular file"
+    return file_type_name(mode)
 
 
 def _bad_link_reason(root: Path, link: Path) -> str | None:
@@ -318,7 +307,7 @@ def _bad_link_reason(root: Path, link: Path) -> str | None:
         return f"unreadable symlink target ({error.strerror})"
     if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
         return None
-    return f"symlink to a {_file_type_name(mode)}"
+    return f"symlink to a {file_type_name(mode)}"
 
 
 def _without(scan: FolderScan, skipped: dict[int, SkippedEntry]) -> FolderScan:
@@ -355,7 +344,7 @@ def _resolve_links(root: Path, kind: str, scan: FolderScan) -> dict[int, bytes]:
         try:
             target_stat = os.stat(target)
         except OSError as error:
-            raise _read_error(target, error) from error
+            raise read_error(target, error) from error
         if stat.S_ISDIR(target_stat.st_mode):
             entries["size"][row] = 0
             target_relative = target.relative_to(root).as_posix()
@@ -411,6 +400,33 @@ def _reuse_cached_digests(
         same &= scan.entries[name] == matched_rows[name]
     digests[same] = record.digests[match[same]]
     return digests, same
+
+
+def _reuse_inode_digests(
+    scan: FolderScan, rows: np.ndarray, digests: np.ndarray, cache: StatCache
+) -> np.ndarray:
+    """Fill in digests the cache knows by inode (hashed for another path or another user);
+    returns the rows that are still to be read."""
+    if len(rows) == 0:
+        return rows
+    entries = scan.entries
+    found = cache.cached_digests([_stat_key(entries[row]) for row in rows])
+    still = np.ones(len(rows), dtype=bool)
+    for index, digest in enumerate(found):
+        if digest is not None:
+            digests[rows[index]] = np.frombuffer(digest, dtype=np.uint8)
+            still[index] = False
+    return rows[still]
+
+
+def _stat_key(entry: np.void) -> tuple[int, int, int, int, int]:
+    return (
+        int(entry["dev"]),
+        int(entry["ino"]),
+        int(entry["size"]),
+        int(entry["mtime_ns"]),
+        int(entry["ctime_ns"]),
+    )
 
 
 def _hash_entries(
@@ -479,91 +495,3 @@ def _root_digest(kind: str, scan: FolderScan, digests: np.ndarray) -> bytes:
     for path, digest in zip(scan.raw_paths(), digests, strict=True):
         hasher.update(path + b"\0" + digest.tobytes())
     return hasher.digest()
-
-
-def read_chunk(descriptor: int, buffer: memoryview) -> int:
-    """Read the next chunk of a file being hashed into `buffer`; the number of bytes read."""
-    return os.readv(descriptor, [buffer])
-
-
-_read_buffers = threading.local()
-
-
-def _read_buffer() -> memoryview:
-    buffer: memoryview | None = getattr(_read_buffers, "buffer", None)
-    if buffer is None:
-        buffer = memoryview(bytearray(READ_CHUNK))
-        _read_buffers.buffer = buffer
-    return buffer
-
-
-def hash_file(path: str | Path) -> tuple[bytes, os.stat_result]:
-    """BLAKE3 digest of a file and the stat it had while being read.
-
-    The file is stat'ed before and after reading (by descriptor and by path); when anything
-    differs, it changed while being read and is read again, up to MAX_READ_ATTEMPTS times.
-    It is opened without blocking, so a pipe put in its place cannot hang the read. Raises
-    SkippedEntryError when the file cannot be opened for lack of permission or is not a regular
-    file, WatchkeeperError for other failures.
-    """
-    buffer = _read_buffer()
-    for _attempt in range(MAX_READ_ATTEMPTS):
-        try:
-            descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError as error:
-            if error.errno in (errno.EACCES, errno.EPERM):
-                raise SkippedEntryError(path, f"unreadable ({error.strerror})") from error
-            raise _read_error(path, error) from error
-        try:
-            before = os.fstat(descriptor)
-            if not stat.S_ISREG(before.st_mode):
-                raise SkippedEntryError(path, _file_type_name(before.st_mode))
-            threads = blake3.blake3.AUTO if before.st_size >= LARGE_FILE else 1
-            hasher = blake3.blake3(max_threads=threads)
-            size_read = 0
-            # Read no more than the size seen at the start, so a growing file cannot keep us.
-            while size_read < before.st_size:
-                wanted = min(len(buffer), before.st_size - size_read)
-                count = read_chunk(descriptor, buffer[:wanted])
-                if count == 0:
-                    break
-                hasher.update(buffer[:count])
-                size_read += count
-            grew = size_read == before.st_size and read_chunk(descriptor, buffer[:1]) > 0
-            after = os.fstat(descriptor)
-        except OSError as error:
-            raise _read_error(path, error) from error
-        finally:
-            os.close(descriptor)
-        try:
-            on_disk = os.stat(path)
-        except OSError:
-            continue  # replaced or removed while being read: look again
-        unchanged = _same_stat(before, after) and _same_stat(before, on_disk)
-        if unchanged and not grew and size_read == before.st_size:
-            return hasher.digest(), before
-    raise WatchkeeperError(
-        f"{path}: kept changing while being read ({MAX_READ_ATTEMPTS} attempts); "
-        "wait until whatever writes it has finished, then try again"
-    )
-
-
-def _same_stat(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (
-        b.st_dev,
-        b.st_ino,
-        b.st_size,
-        b.st_mtime_ns,
-        b.st_ctime_ns,
-    )
-
-
-def _read_error(path: str | Path, error: OSError) -> WatchkeeperError:
-    # The walker names the entry relative to the root; opening names the absolute path.
-    where = Path(path) / error.filename if isinstance(error.filename, str) else Path(path)
-    reason = error.strerror or str(error)
-    if error.errno in (errno.EACCES, errno.EPERM):
-        return WatchkeeperError(f"{where}: cannot read data file: {reason}; fix its permissions")
-    if error.errno == errno.ENOENT:
-        return WatchkeeperError(f"{where}: removed while the data was being read; try again")
-    return WatchkeeperError(f"{where}: cannot read data: {reason}")

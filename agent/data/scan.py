@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ ENTRY_DTYPE = np.dtype(
         ("path_offset", "<i8"),
         ("path_length", "<i4"),
         ("kind", "<i4"),
+        ("mode", "<i8"),
     ]
 )
 # The folder skipped at the top of a data folder: version control metadata is not data.
@@ -60,11 +62,21 @@ class FolderScan:
             return []
         return self.blob[:-1].split(b"\0")
 
+    def with_prefix(self, prefix: bytes) -> FolderScan:
+        """The same scan with `prefix` put before every path."""
+        if not prefix or not self.blob:
+            return self
+        raw = self.raw_paths()
+        entries = self.entries.copy()
+        entries["path_offset"] += np.arange(len(raw), dtype=np.int64) * len(prefix)
+        entries["path_length"] += len(prefix)
+        return FolderScan(b"".join(prefix + path + b"\0" for path in raw), entries)
+
     def select(self, keep: np.ndarray) -> FolderScan:
         """The scan of the rows where the boolean mask `keep` is true, in the same order.
 
-        >>> scan = FolderScan(b"a\\0b\\0", np.array([(0, 0, 1, 0, 0, 0, 1, 0),
-        ...     (0, 0, 2, 0, 0, 2, 1, 0)], dtype=ENTRY_DTYPE))
+        >>> scan = FolderScan(b"a\\0b\\0", np.array([(0, 0, 1, 0, 0, 0, 1, 0, 0o100644),
+        ...     (0, 0, 2, 0, 0, 2, 1, 0, 0o100644)], dtype=ENTRY_DTYPE))
         >>> scan.select(np.array([False, True])).paths()
         ['b']
         """
@@ -82,13 +94,17 @@ def is_native() -> bool:
     return _native is not None
 
 
-def scan_folder(root: bytes) -> FolderScan:
+def scan_folder(
+    root: bytes, *, prefix: bytes = b"", skip: Collection[bytes] = (SKIPPED_TOP_LEVEL_NAME,)
+) -> FolderScan:
     """Walk `root` (a folder path as bytes) and return every entry below it.
 
     Symbolic links are reported as links (kind 1) and never followed; the caller decides.
     An entry that cannot be stat'ed and a folder that cannot be opened are reported as one entry
     of kind KIND_UNREADABLE (its `size` is the errno) and the walk goes on. Raises OSError only
-    when `root` itself cannot be listed.
+    when `root` itself cannot be listed. Names in `skip` directly inside `root` are left out
+    (version control metadata, by default); `prefix` (empty, or ending in `/`) is put before
+    every reported path.
 
     Example::
 
@@ -96,28 +112,28 @@ def scan_folder(root: bytes) -> FolderScan:
         scan.paths()[:1]  # ['certs/ca-certificates.crt']
     """
     if _native is None:
-        return _python_walk(root, b"", SKIPPED_TOP_LEVEL_NAME)
+        return _python_walk(root, prefix, frozenset(skip))
     with os.scandir(root) as listing:
-        names = sorted(entry.name for entry in listing if entry.name != SKIPPED_TOP_LEVEL_NAME)
+        names = sorted(entry.name for entry in listing if entry.name not in skip)
     workers = min(_PARALLEL_WALKERS, len(names))
     if workers <= 1:
         blob, entries = _native.scan_names(root, names)
-        return FolderScan(blob, entries)
+        return FolderScan(blob, entries).with_prefix(prefix)
     # The compiled walk releases the GIL: give each thread a contiguous share of the top level.
     bounds = [len(names) * share // workers for share in range(workers + 1)]
     shares = [names[bounds[k] : bounds[k + 1]] for k in range(workers)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         parts = list(pool.map(lambda share: _native.scan_names(root, share), shares))
-    return concatenate([FolderScan(blob, entries) for blob, entries in parts])
+    return concatenate([FolderScan(blob, entries) for blob, entries in parts]).with_prefix(prefix)
 
 
-def _python_walk(folder: bytes, prefix: bytes, skip_name: bytes | None = None) -> FolderScan:
+def _python_walk(folder: bytes, prefix: bytes, skip: frozenset[bytes] = frozenset()) -> FolderScan:
     """The same walk as the compiled one, in Python."""
-    rows: list[tuple[int, int, int, int, int, int, int, int]] = []
+    rows: list[tuple[int, int, int, int, int, int, int, int, int]] = []
     blob = bytearray()
 
     def add_unreadable(relative: bytes, error_number: int) -> None:
-        rows.append((0, 0, error_number, 0, 0, len(blob), len(relative), KIND_UNREADABLE))
+        rows.append((0, 0, error_number, 0, 0, len(blob), len(relative), KIND_UNREADABLE, 0))
         blob.extend(relative + b"\0")
 
     def visit(current: bytes, current_prefix: bytes) -> None:
@@ -130,7 +146,7 @@ def _python_walk(folder: bytes, prefix: bytes, skip_name: bytes | None = None) -
                 add_unreadable(current_prefix[:-1], error.errno or 0)
             return
         for name in names:
-            if skip_name is not None and current == folder and name == skip_name:
+            if current == folder and name in skip:
                 continue
             relative = current_prefix + name
             try:
@@ -160,6 +176,7 @@ def _python_walk(folder: bytes, prefix: bytes, skip_name: bytes | None = None) -
                     len(blob),
                     len(relative),
                     kind,
+                    info.st_mode,
                 )
             )
             blob.extend(relative + b"\0")
@@ -185,6 +202,7 @@ def _single_entry(name: bytes, info: os.stat_result) -> FolderScan:
         0,
         len(name),
         kind,
+        info.st_mode,
     )
     return FolderScan(name + b"\0", np.array([row], dtype=ENTRY_DTYPE))
 

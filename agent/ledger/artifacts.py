@@ -13,13 +13,14 @@ from pathlib import Path
 
 import blake3
 
+from agent.data import hashing
+from agent.data.hashing import DIGEST_PREFIX
+from agent.data.stat_cache import StatCache
 from agent.disk import disk_full_error, is_disk_full
 from agent.errors import WatchkeeperError
-from agent.paths import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE, make_private
+from agent.paths import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE, WatchkeeperPaths, make_private
 
 CHUNK_BYTES = 1 << 20
-LARGE_FILE_BYTES = 8 << 20  # hashed with BLAKE3's own threads as well
-DIGEST_PREFIX = "blake3:"
 # A copy in progress is `ab/.incoming-<writer pid>-<digest start>`; one whose writer is gone, or
 # that nobody has written to for this long, was abandoned (kill -9, power loss) and is removed.
 INCOMING_PREFIX = ".incoming-"
@@ -42,17 +43,15 @@ class DamagedBlobError(WatchkeeperError):
     """A stored blob does not hash to its name; it was set aside and is never used."""
 
 
-def file_digest(path: Path) -> str:
-    """The store's digest of a file: `blake3:` and 64 hex digits.
+def file_digest(path: Path, cache: StatCache | None = None) -> str:
+    """The store's digest of a file: `blake3:` and 64 hex digits (from `cache` when its stat
+    vouches for it; see `agent.data.hashing.file_digest`).
 
-    >>> file_digest(Path("/dev/null"))
+    >>> import tempfile; empty = Path(tempfile.mkdtemp()) / "empty"; _ = empty.write_bytes(b"")
+    >>> file_digest(empty)
     'blake3:af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262'
     """
-    hasher = blake3.blake3()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            hasher.update(chunk)
-    return DIGEST_PREFIX + hasher.hexdigest()
+    return DIGEST_PREFIX + hashing.file_digest(path, cache)
 
 
 class ArtifactStore:
@@ -72,9 +71,18 @@ class ArtifactStore:
     True
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, hash_cache: StatCache | None = None) -> None:
         self.root = root
         self._swept = False
+        self._hash_cache = hash_cache
+
+    @property
+    def hash_cache(self) -> StatCache:
+        """The stat cache that spares reading a source whose digest is known (the default one
+        of the Watchkeeper data folder unless given)."""
+        if self._hash_cache is None:
+            self._hash_cache = StatCache.open(WatchkeeperPaths.from_environment())
+        return self._hash_cache
 
     def path(self, digest: str) -> Path:
         """Where the artifact with this digest lives (whether or not it is stored)."""
@@ -93,7 +101,7 @@ class ArtifactStore:
         if not self._swept:
             self.remove_abandoned_copies()
             self._swept = True
-        expected = file_digest(source)
+        expected = file_digest(source, self.hash_cache)
         destination = self.path(expected)
         if destination.is_file():
             make_private(destination)
@@ -249,7 +257,8 @@ class ArtifactStore:
                     _clone_or_copy(reader.fileno(), descriptor, size)
                 finally:
                     os.close(descriptor)
-            actual = _mapped_digest(temporary, size)  # the bytes the reader of target gets
+            # the bytes the reader of target gets
+            actual = DIGEST_PREFIX + hashing.hash_whole_file(str(temporary), size).hex()
             if actual != digest:
                 self._set_aside(blob)
                 raise DamagedBlobError(
@@ -337,16 +346,6 @@ def _clone_or_copy(source: int, destination: int, size: int) -> str:
         while chunk := os.read(source, CHUNK_BYTES):
             os.write(destination, chunk)
     return "copied"
-
-
-def _mapped_digest(path: Path, size: int) -> str:
-    """The store digest of a file read through mmap, with BLAKE3's threads for large files."""
-    if size == 0:
-        return DIGEST_PREFIX + blake3.blake3().hexdigest()
-    threads = blake3.blake3.AUTO if size >= LARGE_FILE_BYTES else 1
-    hasher = blake3.blake3(max_threads=threads)
-    hasher.update_mmap(path)
-    return DIGEST_PREFIX + hasher.hexdigest()
 
 
 def artifact_mode(source_mode: int) -> int:

@@ -17,7 +17,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from agent.config import UserConfig
+from agent.data.stat_cache import StatCache
 from agent.errors import WatchkeeperError
+from agent.paths import WatchkeeperPaths
 from agent.remote.config import RemoteConfig
 from agent.remote.connection import (
     RemoteSession,
@@ -28,7 +30,7 @@ from agent.remote.connection import (
     read_stderr_tail,
 )
 from agent.remote.replies import MAX_HEADER_BYTES, HelperReplyError, one_line, pack_header
-from agent.remote.sync import DigestCache, SyncReport, sync_tree
+from agent.remote.sync import SyncReport, sync_tree
 from agent.runs.executor import (
     LOG_FILE,
     STEP_METRICS_FILE,
@@ -275,7 +277,7 @@ class RemoteExecutor:
         remote: RemoteConfig,
         *,
         session: RemoteSession | None = None,
-        digest_cache: DigestCache | None = None,
+        digest_cache: StatCache | None = None,
     ) -> None:
         self.remote = remote
         self.session = session or RemoteSession(remote)
@@ -294,10 +296,10 @@ class RemoteExecutor:
         """Check the python, send the local run folder through the cache, return its remote path."""
         self.session.require_python()
         remote_dir = self.remote_run_dir(run)
-        cache = self.digest_cache or DigestCache.default()
+        cache = self.digest_cache or StatCache.open(WatchkeeperPaths.from_environment())
         try:
             self.last_sync = sync_tree(
-                self.session, run.run_dir, remote_dir, digest_cache=cache, exclude=RUN_OUTPUTS
+                self.session, run.run_dir, remote_dir, hash_cache=cache, exclude=RUN_OUTPUTS
             )
         finally:
             if self.digest_cache is None:

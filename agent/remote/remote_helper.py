@@ -6,8 +6,9 @@ Modes (argv[1]):
 - ``probe``: print facts about the remote as JSON (python version, blake3, home, free disk).
 - ``plan CACHE``: read a JSON manifest line, answer which blobs the cache lacks, then build
   run folders from the cache on request (one JSON line per request).
-- ``receive CACHE``: read framed blobs from stdin, write each to a temporary file, check its
-  size and checksum (and BLAKE3 when the module exists), then rename it into the cache.
+- ``receive CACHE DEST``: read framed blobs from stdin, write each to a temporary file, check
+  its size and checksum (and BLAKE3 when the module exists), then rename it into the cache and
+  link it into DEST; an optional materialize line after the end frame builds the rest of DEST.
 - ``poll RUNDIR PID START``: report whether a detached run is running, finished or gone.
 - ``pack RUNDIR PATH...``: stream files below RUNDIR back, refusing anything that leaves it.
 """
@@ -38,13 +39,15 @@ def blob_path(cache, digest):
 
 
 def valid_entry(path, size):
-    """An entry is trusted when it is a regular file of the right size marked as checked."""
+    """An entry is trusted when it is a regular file of the right size marked as checked;
+    returns its stat then, else None."""
     try:
         info = os.lstat(path)
     except OSError:
-        return False
+        return None
     regular = (info.st_mode & 0o170000) == 0o100000
-    return regular and info.st_size == size and int(info.st_mtime) == VERIFIED_MTIME
+    trusted = regular and info.st_size == size and int(info.st_mtime) == VERIFIED_MTIME
+    return info if trusted else None
 
 
 def reply(obj):
@@ -80,7 +83,8 @@ def plan(cache):
             reply({"missing": missing_blobs(cache, request["blobs"])})
         elif "materialize" in request:
             try:
-                reply({"built": materialize(cache, request["materialize"])})
+                built, absent = materialize(cache, request["materialize"])
+                reply({"built": built, "missing": absent})
             except (OSError, ValueError) as error:
                 reply({"error": str(error)})
         else:
@@ -108,21 +112,29 @@ def safe_relative(relative):
 
 
 def materialize(cache, request):
-    """Hard-link (or copy) cache blobs into request['dest'] at their relative paths."""
+    """Hard-link (or copy) cache blobs into request['dest'] at their relative paths.
+
+    Returns the number of paths made and the digests whose cache entry is missing or damaged
+    (such an entry is removed, so that it can be sent again)."""
     dest = request["dest"]
     made = set()  # type: set[str]
-    linked = 0
+    linked, absent = 0, []
+    rebuilding = os.path.isdir(dest)  # most paths are then in place already
     for relative, digest, size, executable in request["files"]:
         safe_relative(relative)
         source = blob_path(cache, digest)
-        if not valid_entry(source, size):
-            raise ValueError(f"cache entry {digest} for {relative} is missing or damaged")
-        link_into(dest, relative, source, executable, made)
+        info = valid_entry(source, size)
+        if info is None:
+            if digest not in absent:
+                absent.append(digest)
+                missing_blobs(cache, {digest: size})
+            continue
+        link_into(dest, relative, source, executable, made, info if rebuilding else None)
         linked += 1
     for relative, target in request.get("links", []):
         make_symlink(dest, relative, target)
         linked += 1
-    return linked
+    return linked, absent
 
 
 def make_symlink(dest, relative, target):
@@ -143,10 +155,24 @@ def make_symlink(dest, relative, target):
     os.symlink(target, path)
 
 
-def link_into(dest, relative, source, executable, made):
-    """Place the cache blob `source` at dest/relative (a hard link, else a copy)."""
+def link_into(dest, relative, source, executable, made, source_info=None):
+    """Place the cache blob `source` at dest/relative (a hard link, else a copy).
+
+    With the blob's stat (`source_info`), a path already linked to it is seen with one lstat.
+    """
     parts = safe_relative(relative)
     target = os.path.join(dest, *parts)
+    if source_info is not None:
+        try:
+            current = os.lstat(target)
+        except OSError:
+            current = None
+        if (
+            current is not None
+            and current.st_ino == source_info.st_ino
+            and current.st_dev == source_info.st_dev
+        ):
+            return
     parent = os.path.dirname(target)
     if parent not in made:
         os.makedirs(parent, exist_ok=True)
@@ -239,15 +265,21 @@ def receive(cache, dest):
                 refused.append(str(error))
     with contextlib.suppress(OSError):
         os.rmdir(staging)
-    reply(
-        {
-            "stored": stored,
-            "rejected": rejected,
-            "verified_with": verifier_name(),
-            "linked": linked,
-            "refused": refused,
-        }
-    )
+    result = {
+        "stored": stored,
+        "rejected": rejected,
+        "verified_with": verifier_name(),
+        "linked": linked,
+        "refused": refused,
+    }
+    # A {"materialize": ...} line may follow the end frame: build the rest of the tree too.
+    line = stream.readline() if header[:32] == END_DIGEST else b""
+    if line.strip():
+        try:
+            result["built"], result["missing"] = materialize(cache, json.loads(line)["materialize"])
+        except (OSError, ValueError, KeyError) as error:
+            result["error"] = str(error)
+    reply(result)
 
 
 def verifier_name():
@@ -366,6 +398,7 @@ def main(argv):
         plan(argv[2])
     elif mode == "receive":
         receive(argv[2], argv[3] if len(argv) > 3 else "")
+        os._exit(0)  # the reply is out and every file closed: skip the interpreter's teardown
     elif mode == "poll":
         poll(argv[2], argv[3], argv[4])
     elif mode == "pack":

@@ -163,6 +163,8 @@ REPLY_FIELDS: dict[str, dict[str, Check]] = {
 OPTIONAL_FIELDS: dict[str, dict[str, Check]] = {
     "probe": {"executable": TEXT},
     "poll": {"exit_code": EXIT_CODE, "tail": (lambda value: isinstance(value, str), "a string")},
+    "build": {"missing": TEXT_LIST},
+    "receive": {"built": COUNT, "missing": TEXT_LIST, "error": TEXT},
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import agent.data.fingerprint as fingerprint_module
+import agent.data.hashing as hashing_module
 from agent.data import scan as scan_module
 from agent.data.fingerprint import DataFingerprint, StatCache, fingerprint, manifest_digest
 from agent.errors import WatchkeeperError
@@ -36,7 +38,7 @@ def settle() -> None:
 
 @pytest.fixture
 def cache() -> StatCache:
-    return StatCache(directory=None, racy_window_ns=TEST_RACY_WINDOW_NS)
+    return StatCache(path=None, racy_window_ns=TEST_RACY_WINDOW_NS)
 
 
 @pytest.fixture
@@ -171,20 +173,35 @@ def test_the_cache_persists_on_disk_between_processes(data_folder: Path) -> None
     assert output[:2] == ["0", "6"]
     assert output[2] != first.digest
     assert output[2] == fingerprint(data_folder, cache=StatCache.in_memory()).digest
-    assert (paths.data_dir / "stat-cache").is_dir()
+    assert (paths.data_dir / "hash-cache.db").is_file()
 
 
 def test_a_corrupt_cache_record_is_ignored(data_folder: Path) -> None:
-    cache = StatCache(directory=Path(tempfile.mkdtemp()), racy_window_ns=TEST_RACY_WINDOW_NS)
+    cache_file = Path(tempfile.mkdtemp()) / "hash-cache.db"
+    cache = StatCache(path=cache_file, racy_window_ns=TEST_RACY_WINDOW_NS)
     expected = fingerprint(data_folder, cache=cache).digest
-    record_file = cache.record_file(data_folder.resolve())
-    assert record_file is not None
-    data = bytearray(record_file.read_bytes())
-    data[-5] ^= 0xFF  # flip bits inside the stored paths
-    record_file.write_bytes(bytes(data))
-    fresh = StatCache(directory=cache.directory, racy_window_ns=TEST_RACY_WINDOW_NS)
+    cache.close()
+    with sqlite3.connect(cache_file) as db:
+        (record,) = db.execute("SELECT record FROM trees").fetchone()
+        damaged = bytearray(record)
+        damaged[-5] ^= 0xFF  # flip bits inside the stored paths
+        db.execute("UPDATE trees SET record = ?", [bytes(damaged)])
+        db.execute("DELETE FROM inode_digests")
+    fresh = StatCache(path=cache_file, racy_window_ns=TEST_RACY_WINDOW_NS)
     assert fingerprint(data_folder, cache=fresh).digest == expected
     assert fresh.stats.files_hashed == 6
+
+
+def test_a_cache_file_that_is_not_a_database_is_started_afresh(data_folder: Path) -> None:
+    cache_file = Path(tempfile.mkdtemp()) / "hash-cache.db"
+    cache_file.write_bytes(b"this is not sqlite" * 100)
+    cache = StatCache(path=cache_file, racy_window_ns=TEST_RACY_WINDOW_NS)
+    assert fingerprint(data_folder, cache=cache).digest == (
+        fingerprint(data_folder, cache=StatCache.in_memory()).digest
+    )
+    assert cache.stats.files_hashed == 6
+    with sqlite3.connect(cache_file) as db:
+        assert db.execute("SELECT count(*) FROM trees").fetchone() == (1,)
 
 
 def test_same_size_rewrite_in_the_same_tick_is_caught_by_the_racy_rule(tmp_path: Path) -> None:
@@ -194,7 +211,7 @@ def test_same_size_rewrite_in_the_same_tick_is_caught_by_the_racy_rule(tmp_path:
     checked keeps mtime, ctime and size. ctime cannot be set by hand, so the cache ignores it
     here (trust_ctime=False) and mtime is set back: the stat key is then exactly as cached.
     """
-    cache = StatCache(directory=None, trust_ctime=False, racy_window_ns=TEST_RACY_WINDOW_NS)
+    cache = StatCache(path=None, trust_ctime=False, racy_window_ns=TEST_RACY_WINDOW_NS)
     data = tmp_path / "data"
     data.mkdir()
     target = data / "labels.csv"
@@ -213,7 +230,7 @@ def test_same_size_rewrite_in_the_same_tick_is_caught_by_the_racy_rule(tmp_path:
 
 def test_entries_older_than_the_racy_window_are_trusted_by_stat(tmp_path: Path) -> None:
     """The other side of the racy rule: an old stat is trusted and the file is not read."""
-    cache = StatCache(directory=None, trust_ctime=False, racy_window_ns=TEST_RACY_WINDOW_NS)
+    cache = StatCache(path=None, trust_ctime=False, racy_window_ns=TEST_RACY_WINDOW_NS)
     data = tmp_path / "data"
     data.mkdir()
     target = data / "labels.csv"
@@ -232,7 +249,7 @@ def test_racy_entries_are_rehashed_until_the_record_is_older_than_the_window(
     tmp_path: Path,
 ) -> None:
     window_ns = 500_000_000
-    cache = StatCache(directory=None, racy_window_ns=window_ns)
+    cache = StatCache(path=None, racy_window_ns=window_ns)
     data = tmp_path / "fresh.csv"
     data.write_text("a\n1\n")
     fingerprint(data, cache=cache)  # written just now: racy when the record is made
@@ -261,8 +278,8 @@ def test_a_file_modified_while_being_hashed_is_read_again(
     tmp_path: Path, cache: StatCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = tmp_path / "big.bin"
-    data.write_bytes(b"a" * (3 * fingerprint_module.READ_CHUNK))
-    original_read = fingerprint_module.read_chunk
+    data.write_bytes(b"a" * (3 * hashing_module.READ_CHUNK))
+    original_read = hashing_module.read_chunk
     chunks_read = 0
 
     def read_then_modify_once(descriptor: int, buffer: memoryview) -> int:
@@ -271,11 +288,11 @@ def test_a_file_modified_while_being_hashed_is_read_again(
         count = original_read(descriptor, buffer)
         if chunks_read == 1:  # a writer changes the file in place during the first read
             with data.open("r+b") as writer:
-                writer.seek(2 * fingerprint_module.READ_CHUNK)
+                writer.seek(2 * hashing_module.READ_CHUNK)
                 writer.write(b"b" * 100)
         return count
 
-    monkeypatch.setattr(fingerprint_module, "read_chunk", read_then_modify_once)
+    monkeypatch.setattr(hashing_module, "read_chunk", read_then_modify_once)
     fp = fingerprint(data, cache=cache)
     final = data.read_bytes()
     assert fp.digest == b3(final)
@@ -287,7 +304,7 @@ def test_a_file_that_never_stops_changing_gives_a_clear_error(
 ) -> None:
     data = tmp_path / "log.txt"
     data.write_text("start\n")
-    original_read = fingerprint_module.read_chunk
+    original_read = hashing_module.read_chunk
 
     def read_and_append(descriptor: int, buffer: memoryview) -> int:
         count = original_read(descriptor, buffer)
@@ -295,7 +312,7 @@ def test_a_file_that_never_stops_changing_gives_a_clear_error(
             writer.write("more\n")
         return count
 
-    monkeypatch.setattr(fingerprint_module, "read_chunk", read_and_append)
+    monkeypatch.setattr(hashing_module, "read_chunk", read_and_append)
     with pytest.raises(WatchkeeperError, match=r"log\.txt: kept changing while being read"):
         fingerprint(data, cache=cache)
 

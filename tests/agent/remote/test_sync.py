@@ -14,12 +14,12 @@ from pathlib import Path
 import blake3
 import pytest
 
+from agent.data.stat_cache import StatCache
 from agent.errors import WatchkeeperError
 from agent.remote.config import RemoteConfig
 from agent.remote.connection import RemoteSession
 from agent.remote.sync import (
     FRAME_HEADER,
-    DigestCache,
     LocalFile,
     TreeHasher,
     hash_tree,
@@ -64,23 +64,23 @@ def test_first_sync_sends_each_blob_once_and_rebuilds_the_tree(
     source = tmp_path / "source"
     make_tree(source)
     dest = session.workdir + "/dest with space"
-    report = sync_tree(session, source, dest, digest_cache=DigestCache(tmp_path / "d.db"))
+    report = sync_tree(session, source, dest, hash_cache=StatCache(tmp_path / "d.db"))
     assert report.files == 33 and report.blobs == 32 and report.blobs_sent == 32
     assert identical(source, Path(dest))
     assert os.access(Path(dest) / "run.sh", os.X_OK)
-    again = sync_tree(session, source, dest, digest_cache=DigestCache(tmp_path / "d.db"))
+    again = sync_tree(session, source, dest, hash_cache=StatCache(tmp_path / "d.db"))
     assert again.blobs_sent == 0 and again.blob_bytes_sent == 0
 
 
 def test_one_changed_file_sends_only_its_bytes(session: RemoteSession, tmp_path: Path) -> None:
     source = tmp_path / "source"
     make_tree(source)
-    cache = DigestCache(tmp_path / "d.db")
+    cache = StatCache(tmp_path / "d.db")
     dest = session.workdir + "/dest"
-    sync_tree(session, source, dest, digest_cache=cache)
+    sync_tree(session, source, dest, hash_cache=cache)
     changed = source / "part1" / "file 4.bin"
     changed.write_bytes(os.urandom(changed.stat().st_size))
-    report = sync_tree(session, source, dest, digest_cache=cache)
+    report = sync_tree(session, source, dest, hash_cache=cache)
     assert report.blobs_sent == 1 and report.blob_bytes_sent == changed.stat().st_size
     assert identical(source, Path(dest))
 
@@ -90,14 +90,14 @@ def test_same_size_rewrite_with_the_old_mtime_is_still_sent(
 ) -> None:
     source = tmp_path / "source"
     make_tree(source)
-    cache = DigestCache(tmp_path / "d.db")
+    cache = StatCache(tmp_path / "d.db")
     dest = session.workdir + "/dest"
-    sync_tree(session, source, dest, digest_cache=cache)
+    sync_tree(session, source, dest, hash_cache=cache)
     target = source / "part0" / "file 3.bin"
     before = target.stat()
     target.write_bytes(os.urandom(before.st_size))
     os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
-    report = sync_tree(session, source, dest, digest_cache=cache)
+    report = sync_tree(session, source, dest, hash_cache=cache)
     assert report.blobs_sent == 1
     assert (Path(dest) / "part0" / "file 3.bin").read_bytes() == target.read_bytes()
 
@@ -268,3 +268,56 @@ def test_a_settled_file_rewritten_before_sending_is_caught_by_its_stamp(
     with pytest.raises(WatchkeeperError, match="changed while it was being sent"):
         sync_tree(session, source, session.workdir + "/dest")
     assert not list(Path(session.cache_dir).glob("blobs/*"))
+
+
+def test_the_second_sync_trusts_the_record_and_asks_no_cache_check(
+    session: RemoteSession, tmp_path: Path
+) -> None:
+    source = tmp_path / "source"
+    make_tree(source)
+    cache = StatCache(tmp_path / "d.db")
+    first = sync_tree(session, source, session.workdir + "/a", hash_cache=cache)
+    assert first.cache_checked  # nothing recorded yet: the remote was asked
+    changed = source / "part2" / "file 8.bin"
+    changed.write_bytes(os.urandom(changed.stat().st_size))
+    second = sync_tree(session, source, session.workdir + "/b", hash_cache=cache)
+    assert not second.cache_checked and not second.record_wrong
+    assert second.blobs_sent == 1 and second.blob_bytes_sent == changed.stat().st_size
+    assert identical(source, Path(session.workdir + "/b"))
+
+
+def test_a_wiped_remote_cache_still_gets_every_file(session: RemoteSession, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    make_tree(source)
+    cache = StatCache(tmp_path / "d.db")
+    sync_tree(session, source, session.workdir + "/a", hash_cache=cache)
+    subprocess.run(["chmod", "-R", "u+w", session.cache_dir], check=True)
+    subprocess.run(["rm", "-rf", session.cache_dir], check=True)
+    report = sync_tree(session, source, session.workdir + "/b", hash_cache=cache)
+    assert report.record_wrong and report.blobs_sent == 32
+    assert identical(source, Path(session.workdir + "/b"))
+    for entry in Path(session.cache_dir).glob("blobs/*"):
+        assert blake3.blake3(entry.read_bytes()).hexdigest() == entry.name
+    after = sync_tree(session, source, session.workdir + "/c", hash_cache=cache)
+    assert not after.record_wrong and after.blobs_sent == 0
+    assert identical(source, Path(session.workdir + "/c"))
+
+
+def test_a_blob_removed_behind_the_record_is_sent_again(
+    session: RemoteSession, tmp_path: Path
+) -> None:
+    source = tmp_path / "source"
+    make_tree(source)
+    cache = StatCache(tmp_path / "d.db")
+    sync_tree(session, source, session.workdir + "/a", hash_cache=cache)
+    files = {f.relative: f for f in hash_tree(source)}
+    removed = blob(session, files["part1/file 7.bin"].digest)
+    damaged = blob(session, files["same-a.txt"].digest)
+    removed.unlink()
+    damaged.chmod(0o644)
+    damaged.write_bytes(b"not identical\n")  # no longer marked as checked
+    report = sync_tree(session, source, session.workdir + "/b", hash_cache=cache)
+    assert not report.cache_checked and report.record_wrong
+    assert report.blobs_sent == 2
+    assert identical(source, Path(session.workdir + "/b"))
+    assert blake3.blake3(damaged.read_bytes()).hexdigest() == damaged.name
