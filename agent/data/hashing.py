@@ -11,15 +11,13 @@ import errno
 import os
 import stat
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import blake3
 
 from agent.errors import WatchkeeperError
-
-if TYPE_CHECKING:
-    from agent.data.stat_cache import StatCache
 
 READ_CHUNK = 1 << 20
 # Files at least this large are hashed with BLAKE3's own threads as well.
@@ -69,7 +67,15 @@ def stat_key(info: os.stat_result) -> StatKey:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
-def file_digest(path: str | Path, cache: StatCache | None = None) -> str:
+class DigestCache(Protocol):
+    """Digests by stat key, as `agent.data.stat_cache.StatCache` keeps them."""
+
+    def cached_digests(self, keys: Sequence[StatKey]) -> Sequence[bytes | None]: ...
+
+    def remember_digests(self, hashed: Sequence[tuple[StatKey, bytes]]) -> None: ...
+
+
+def file_digest(path: str | Path, cache: DigestCache | None = None) -> str:
     """A file's BLAKE3 digest as 64 hex digits, from `cache` when its stat vouches for it.
 
     A digest computed here goes into the cache, for every other user of the cache.
