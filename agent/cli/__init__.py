@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, str] = {
     "remote": "agent.cli.remote_cmds:remote",
     "app": "agent.cli.app_cmd:app",
     "demo": "agent.cli.demo_cmd:demo",
+    "gc": "agent.cli.gc_cmd:gc",
 }
 
 

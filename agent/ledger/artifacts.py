@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import blake3
@@ -32,6 +33,8 @@ FICLONE = getattr(fcntl, "FICLONE", 0x40049409)
 # so a copy of it is hashed rather than trusted from its size and mtime (git's racy rule).
 RACY_SECONDS = 2.0
 DAMAGED_SUFFIX = ".damaged"
+# Held shared while a writer claims a blob the store has, exclusive while gc unlinks (gc.py).
+GC_LOCK_NAME = ".gc-lock"
 
 
 class SourceChangedError(WatchkeeperError):
@@ -95,7 +98,7 @@ class ArtifactStore:
             self._swept = True
         expected = file_digest(source)
         destination = self.path(expected)
-        if destination.is_file():
+        if self.claim(destination):
             make_private(destination)
             return expected
         for folder in (self.root, destination.parent):
@@ -131,6 +134,22 @@ class ArtifactStore:
             raise
         return expected
 
+    def claim(self, blob: Path) -> bool:
+        """Touch a stored blob so that a gc running now keeps it; False when it is not stored.
+
+        The touch happens under the store's gc lock (shared), so it falls either before gc
+        looks at the blob's age (gc then sees a new blob and keeps it) or after gc removed it
+        (the caller then stores it again): never in between.
+        """
+        if not blob.is_file():
+            return False
+        with gc_lock(self.root, exclusive=False):
+            try:
+                os.utime(blob)
+            except FileNotFoundError:
+                return False
+        return True
+
     def remove_abandoned_copies(self) -> list[Path]:
         """Remove the temporary copies whose writer is dead or that went untouched too long.
 
@@ -157,7 +176,7 @@ class ArtifactStore:
         """Store `content` as a blob and return its digest (written durably, like `put`)."""
         digest = DIGEST_PREFIX + blake3.blake3(content).hexdigest()
         destination = self.path(digest)
-        if destination.is_file():
+        if self.claim(destination):
             return digest
         self._make_folders(destination.parent)
         temporary = self._incoming(destination)
@@ -193,7 +212,7 @@ class ArtifactStore:
         damaged by a power cut is caught by the hash check of `restore`.
         """
         destination = self.path(digest)
-        if destination.is_file():
+        if self.claim(destination):
             return "present"
         self._make_folders(destination.parent)
         if not self._swept:
@@ -313,6 +332,20 @@ class ArtifactStore:
                 shutil.copyfileobj(reader, writer, CHUNK_BYTES)
                 writer.flush()
                 os.fsync(descriptor)
+
+
+@contextlib.contextmanager
+def gc_lock(root: Path, *, exclusive: bool) -> Iterator[None]:
+    """The store's gc lock: shared for writers claiming blobs, exclusive for gc's unlinks.
+
+    An flock, so a writer or gc killed with -9 releases it with its last descriptor.
+    """
+    descriptor = os.open(root / GC_LOCK_NAME, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def _clone_or_copy(source: int, destination: int, size: int) -> str:
