@@ -10,6 +10,7 @@ from sqlite_utils import Database
 from agent.cli import common
 from agent.formatting import format_size
 from agent.ledger.gc import (
+    GRACE_SECONDS,
     KIND_ORDER,
     KIND_TITLES,
     RUN_FOLDERS,
@@ -67,6 +68,11 @@ def gc(
         marked = "would mark" if dry_run else "marked"
         click.echo(f"{marked} {len(plan.retired)} versions deleted: {_listing(plan.retired)}")
     _print_totals(verb, "local", totals)
+    if plan.kept_young:
+        click.echo(
+            f"  kept {plan.kept_young} unreferenced blobs newer than the grace period "
+            f"({GRACE_SECONDS / 3600:g} h): a training may be about to list them"
+        )
     for line in remote_reports:
         click.echo(line)
 
