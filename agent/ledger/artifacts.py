@@ -223,19 +223,21 @@ class ArtifactStore:
         try:
             with source.open("rb") as reader:
                 before = os.fstat(reader.fileno())
-                if (before.st_size, before.st_mtime_ns) != (size, mtime_ns):
-                    raise SourceChangedError(f"{source} changed after it was fingerprinted")
+                # A snapshot reused for content seen before carries that time's mtimes: a file
+                # with other stat data is kept only if its copy hashes to `digest`.
+                as_fingerprinted = (before.st_size, before.st_mtime_ns) == (size, mtime_ns)
                 descriptor = os.open(
                     temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE
                 )
                 try:
-                    how = _clone_or_copy(reader.fileno(), descriptor, size)
+                    how = _clone_or_copy(reader.fileno(), descriptor, before.st_size)
                 finally:
                     os.close(descriptor)
                 after = os.fstat(reader.fileno())
-            unchanged = (after.st_size, after.st_mtime_ns) == (size, mtime_ns)
-            racy = mtime_ns / 1e9 >= started - RACY_SECONDS
-            if not unchanged or (racy and file_digest(temporary) != digest):
+            unchanged = (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+            racy = before.st_mtime_ns / 1e9 >= started - RACY_SECONDS
+            must_hash = racy or not as_fingerprinted
+            if not unchanged or (must_hash and file_digest(temporary) != digest):
                 raise SourceChangedError(f"{source} changed while it was being kept")
             os.replace(temporary, destination)
         except OSError as error:

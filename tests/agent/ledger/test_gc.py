@@ -183,3 +183,23 @@ def test_keep_last_keeps_aliased_and_current_versions_and_new_blobs_wait(
     for number in (1, 3):
         assert listed(number) <= store_digests()
     assert cli(root, monkeypatch, "reproduce", "churn@champion").exit_code == 0
+
+
+def test_data_brought_back_to_content_gc_freed_is_kept_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    assert cli(root, monkeypatch, "train", "churn").exit_code == 0
+    write_csv(root, "part1.csv", [10, 20])
+    assert cli(root, monkeypatch, "train", "churn").exit_code == 0
+    assert cli(root, monkeypatch, "models", "delete", "churn@1").exit_code == 0
+    age_the_store()
+    assert cli(root, monkeypatch, "gc").exit_code == 0
+    write_csv(root, "part1.csv", [1, 2])  # v1's content again, with a new mtime
+
+    trained = cli(root, monkeypatch, "train", "churn")
+
+    assert trained.exit_code == 0 and "was not kept" not in trained.output, trained.output
+    assert listed(3) <= store_digests()
+    again = cli(root, monkeypatch, "reproduce", "churn@3")
+    assert again.exit_code == 0 and "reproduced exactly" in again.output, again.output
