@@ -146,6 +146,7 @@ def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
         "m006_step_metrics",
         "m007_sweeps",
         "m008_version_blobs_and_reproductions",
+        "m009_deleted_versions",
     ]
 
 
