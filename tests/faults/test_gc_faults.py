@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.ledger.artifacts import GC_LOCK_NAME
-from agent.ledger.gc import stored_blobs
+from agent.ledger.gc import SWEEP_BATCH, stored_blobs
 from tests.agent.runs.gitrepo import cli_command, cli_env, run_cli
 from tests.agent.runs.reproducible import make_data_repo
 from tests.support import wait_for
@@ -134,13 +134,15 @@ def ledger_writable(home: Path) -> bool:
     return True
 
 
-def pause_while_unlinking(process: subprocess.Popen[bytes], home: Path) -> bool:
-    """SIGSTOP gc while it holds the store's gc lock but not the ledger's write lock: a batch
-    is committed and its unlinks are under way. False if gc ended first."""
+def pause_while_unlinking(process: subprocess.Popen[bytes], home: Path, stored: int) -> bool:
+    """SIGSTOP gc half-way through a batch's unlinks: it holds the store's gc lock but not the
+    ledger's write lock (the batch is committed), and part of the batch is gone (`stored` blobs
+    were there before). False if gc ended first."""
     while process.poll() is None:
         if holds_gc_lock(home):
             process.send_signal(signal.SIGSTOP)
-            if holds_gc_lock(home) and ledger_writable(home):
+            gone = stored - store_count(home)
+            if holds_gc_lock(home) and ledger_writable(home) and gone % SWEEP_BATCH != 0:
                 return True
             process.send_signal(signal.SIGCONT)
     return False
@@ -151,9 +153,10 @@ def test_a_train_claiming_blobs_that_a_paused_gc_is_removing_keeps_them(
 ) -> None:
     home = Path(os.environ["WATCHKEEPER_HOME"])
     write_data(deleted_version, 1)  # v3 is trained on v1's data again: its blobs are stored
+    stored = store_count(home)
     collector = gc_process(deleted_version)
     try:
-        assert pause_while_unlinking(collector, home), "gc ended before it could be paused"
+        assert pause_while_unlinking(collector, home, stored), "gc ended before it could be paused"
         training = subprocess.Popen(
             cli_command("train", "churn"),
             cwd=deleted_version,
