@@ -50,6 +50,8 @@ class RetiredVersion:
 
 @dataclass(frozen=True)
 class StoredBlob:
+    """A complete blob of the store, as gc found it."""
+
     digest: str
     path: Path
     size: int
@@ -58,6 +60,8 @@ class StoredBlob:
 
 @dataclass(frozen=True)
 class RunFolder:
+    """A run folder gc removes, with the bytes it holds."""
+
     run_id: str
     path: Path
     size: int
