@@ -47,6 +47,7 @@ def version_json(row: dict[str, Any], staleness: Staleness | None) -> dict[str, 
         "host": row["host"],
         "run_id": row["run_id"],
         "experiment": bool(row.get("experiment")),
+        "deleted": row.get("deleted_at") is not None,
         "sweep_id": row.get("sweep_id"),
         "started_at": row["started_at"],
         "ended_at": row["ended_at"],
@@ -70,7 +71,7 @@ def list_versions(
     """
     report = []
     verdicts: dict[tuple[str, str], str] = {}
-    for row in versions(db, latest_only=not all_versions):
+    for row in versions(db, latest_only=not all_versions, include_deleted=all_versions):
         staleness = checker.check(row) if row["status"] == "succeeded" else None
         entry = version_json(row, staleness)
         key = (row["repo_path"], row["model"])

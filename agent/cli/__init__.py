@@ -35,6 +35,7 @@ SUBCOMMANDS: dict[str, str] = {
     "push": "agent.cli.share_cmds:push",
     "pull": "agent.cli.share_cmds:pull",
     "ci": "agent.cli.share_cmds:ci",
+    "gc": "agent.cli.gc_cmd:gc",
 }
 
 

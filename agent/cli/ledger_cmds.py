@@ -446,7 +446,12 @@ def _print_status(report: dict[str, Any]) -> None:
 
 @click.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the stable JSON list.")
-@click.option("--all", "all_versions", is_flag=True, help="Every version, not just the newest.")
+@click.option(
+    "--all",
+    "all_versions",
+    is_flag=True,
+    help="Every version (deleted ones too), not just the newest.",
+)
 def models_list(as_json: bool, all_versions: bool) -> None:
     """List each model's newest version (or all versions) with its state.
 
@@ -477,6 +482,7 @@ def models_list(as_json: bool, all_versions: bool) -> None:
 
 def _version_marks(row: dict[str, Any]) -> str:
     marks = [
+        *(["deleted"] if row.get("deleted") else []),
         *(["experiment"] if row["experiment"] else []),
         *([f"sweep {_short_sweep(row['sweep_id'])}"] if row.get("sweep_id") else []),
     ]

@@ -431,6 +431,29 @@ def models_get(reference: str, wanted: tuple[str, ...], out_dir: Path, force: bo
     click.echo(f"copied {len(written)} artifacts of {_label(version)} into {out_dir}", err=True)
 
 
+@click.command("delete")
+@click.argument("references", nargs=-1, required=True, metavar="REF...")
+@click.option(
+    "--force", is_flag=True, help="Delete aliased or current versions too (never running ones)."
+)
+def models_delete(references: tuple[str, ...], force: bool) -> None:
+    """Mark versions deleted: hidden from listings, their blobs freed by `watchkeeper gc`.
+
+    A running version is refused; an aliased or current one unless --force. Nothing is
+    marked unless every REF can be.
+    """
+    from agent.ledger.gc import delete_version
+
+    with common.ledger_session() as db, write_transaction(db):
+        chosen = [resolve(db, reference) for reference in references]
+        marked = [version for version in chosen if delete_version(db, version, force=force)]
+    for version in chosen:
+        done = "deleted" if version in marked else "was already deleted"
+        click.echo(f"{_label(version)} {done}")
+    if marked:
+        click.echo("run `watchkeeper gc` to free what only deleted versions held", err=True)
+
+
 # Commands of the `models` group defined elsewhere, imported when used (`compare` stays fast).
 ELSEWHERE = {
     "list": "agent.cli.ledger_cmds:models_list",
@@ -468,5 +491,6 @@ for _command in (
     models_note,
     models_compare,
     models_get,
+    models_delete,
 ):
     models.add_command(_command)

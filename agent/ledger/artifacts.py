@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import blake3
@@ -33,6 +34,8 @@ FICLONE = getattr(fcntl, "FICLONE", 0x40049409)
 # so a copy of it is hashed rather than trusted from its size and mtime (git's racy rule).
 RACY_SECONDS = 2.0
 DAMAGED_SUFFIX = ".damaged"
+# Held shared while a writer claims a blob the store has, exclusive while gc unlinks (gc.py).
+GC_LOCK_NAME = ".gc-lock"
 
 
 class SourceChangedError(WatchkeeperError):
@@ -103,7 +106,7 @@ class ArtifactStore:
             self._swept = True
         expected = file_digest(source, self.hash_cache)
         destination = self.path(expected)
-        if destination.is_file():
+        if self.claim(destination):
             make_private(destination)
             return expected
         for folder in (self.root, destination.parent):
@@ -139,6 +142,22 @@ class ArtifactStore:
             raise
         return expected
 
+    def claim(self, blob: Path) -> bool:
+        """Touch a stored blob so that a gc running now keeps it; False when it is not stored.
+
+        The touch happens under the store's gc lock (shared), so it falls either before gc
+        looks at the blob's age (gc then sees a new blob and keeps it) or after gc removed it
+        (the caller then stores it again): never in between.
+        """
+        if not blob.is_file():
+            return False
+        with gc_lock(self.root, exclusive=False):
+            try:
+                os.utime(blob)
+            except FileNotFoundError:
+                return False
+        return True
+
     def remove_abandoned_copies(self) -> list[Path]:
         """Remove the temporary copies whose writer is dead or that went untouched too long.
 
@@ -165,7 +184,7 @@ class ArtifactStore:
         """Store `content` as a blob and return its digest (written durably, like `put`)."""
         digest = DIGEST_PREFIX + blake3.blake3(content).hexdigest()
         destination = self.path(digest)
-        if destination.is_file():
+        if self.claim(destination):
             return digest
         self._make_folders(destination.parent)
         temporary = self._incoming(destination)
@@ -201,7 +220,7 @@ class ArtifactStore:
         damaged by a power cut is caught by the hash check of `restore`.
         """
         destination = self.path(digest)
-        if destination.is_file():
+        if self.claim(destination):
             return "present"
         self._make_folders(destination.parent)
         if not self._swept:
@@ -212,19 +231,21 @@ class ArtifactStore:
         try:
             with source.open("rb") as reader:
                 before = os.fstat(reader.fileno())
-                if (before.st_size, before.st_mtime_ns) != (size, mtime_ns):
-                    raise SourceChangedError(f"{source} changed after it was fingerprinted")
+                # A snapshot reused for content seen before carries that time's mtimes: a file
+                # with other stat data is kept only if its copy hashes to `digest`.
+                as_fingerprinted = (before.st_size, before.st_mtime_ns) == (size, mtime_ns)
                 descriptor = os.open(
                     temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE
                 )
                 try:
-                    how = _clone_or_copy(reader.fileno(), descriptor, size)
+                    how = _clone_or_copy(reader.fileno(), descriptor, before.st_size)
                 finally:
                     os.close(descriptor)
                 after = os.fstat(reader.fileno())
-            unchanged = (after.st_size, after.st_mtime_ns) == (size, mtime_ns)
-            racy = mtime_ns / 1e9 >= started - RACY_SECONDS
-            if not unchanged or (racy and file_digest(temporary) != digest):
+            unchanged = (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+            racy = before.st_mtime_ns / 1e9 >= started - RACY_SECONDS
+            must_hash = racy or not as_fingerprinted
+            if not unchanged or (must_hash and file_digest(temporary) != digest):
                 raise SourceChangedError(f"{source} changed while it was being kept")
             os.replace(temporary, destination)
         except OSError as error:
@@ -322,6 +343,20 @@ class ArtifactStore:
                 shutil.copyfileobj(reader, writer, CHUNK_BYTES)
                 writer.flush()
                 os.fsync(descriptor)
+
+
+@contextlib.contextmanager
+def gc_lock(root: Path, *, exclusive: bool) -> Iterator[None]:
+    """The store's gc lock: shared for writers claiming blobs, exclusive for gc's unlinks.
+
+    An flock, so a writer or gc killed with -9 releases it with its last descriptor.
+    """
+    descriptor = os.open(root / GC_LOCK_NAME, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def _clone_or_copy(source: int, destination: int, size: int) -> str:

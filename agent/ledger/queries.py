@@ -156,9 +156,13 @@ def versions(
     repo_id: int | None = None,
     model: str | None = None,
     latest_only: bool = False,
+    include_deleted: bool = False,
 ) -> list[dict[str, Any]]:
-    """Model versions (newest first per model), JSON decoded, with model name and repo path."""
-    where = []
+    """Model versions (newest first per model), JSON decoded, with model name and repo path.
+
+    Versions marked deleted (`watchkeeper models delete`) are left out unless `include_deleted`.
+    """
+    where = [] if include_deleted else ["v.deleted_at IS NULL"]
     parameters: list[Any] = []
     if repo_id is not None:
         where.append("r.id = ?")
@@ -167,7 +171,11 @@ def versions(
         where.append("m.name = ?")
         parameters.append(model)
     if latest_only:
-        where.append("v.version = (SELECT MAX(version) FROM model_versions WHERE model_id = m.id)")
+        where.append(
+            "v.version = (SELECT MAX(version) FROM model_versions WHERE model_id = m.id"
+            + ("" if include_deleted else " AND deleted_at IS NULL")
+            + ")"
+        )
     sql = VERSION_SELECT + (" WHERE " + " AND ".join(where) if where else "")
     sql += " ORDER BY r.path, m.name, v.version DESC"
     return [decode_row(row) for row in db.query(sql, parameters)]
@@ -407,18 +415,19 @@ def current_version(db: Database, model_id: int) -> dict[str, Any] | None:
     unless a version was promoted after that one ended: then it is the promoted version.
     Newest is by end time, so that a teammate's older version pulled later (and numbered
     later here) does not replace a newer one.
+    A version marked deleted is never current.
     """
     trained = _one_version(
         db,
         "v.model_id = ? AND v.status = 'succeeded' AND v.experiment = 0 "
-        "AND v.reproduction_of IS NULL "
+        "AND v.reproduction_of IS NULL AND v.deleted_at IS NULL "
         "ORDER BY COALESCE(v.ended_at, 0) DESC, v.version DESC LIMIT 1",
         [model_id],
     )
     promoted = db.execute(
         "SELECT p.version_id, p.at FROM model_promotions p JOIN model_versions v "
         "ON v.id = p.version_id WHERE p.model_id = ? AND v.status = 'succeeded' "
-        "ORDER BY p.at DESC, p.id DESC LIMIT 1",
+        "AND v.deleted_at IS NULL ORDER BY p.at DESC, p.id DESC LIMIT 1",
         [model_id],
     ).fetchone()
     if promoted is None:

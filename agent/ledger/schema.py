@@ -451,6 +451,14 @@ def m010_shared_versions(db: Database) -> None:
         db.execute(statement)
 
 
+@migrations()
+def m011_deleted_versions(db: Database) -> None:
+    """Versions can be marked deleted (`deleted_at`): hidden from listings, their blobs
+    collectable by `watchkeeper gc`."""
+    db.execute("ALTER TABLE model_versions ADD COLUMN deleted_at REAL")
+    db.execute("CREATE INDEX idx_model_versions_deleted ON model_versions(model_id, deleted_at)")
+
+
 TABLES = (
     "repos",
     "commits",

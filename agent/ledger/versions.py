@@ -174,11 +174,12 @@ def labels_for(db: Database, version_ids: list[int]) -> dict[int, dict[str, Any]
 
 
 def last_versions(db: Database, model_id: int, count: int) -> list[dict[str, Any]]:
-    """A model's newest `count` versions, newest first (reads only those rows)."""
+    """A model's newest `count` versions not deleted, newest first (reads only those rows)."""
     return [
         decode_row(row)
         for row in db.query(
-            VERSION_SELECT + " WHERE v.model_id = ? ORDER BY v.version DESC LIMIT ?",
+            VERSION_SELECT + " WHERE v.model_id = ? AND v.deleted_at IS NULL"
+            " ORDER BY v.version DESC LIMIT ?",
             [model_id, count],
         )
     ]

@@ -11,9 +11,14 @@ Modes (argv[1]):
   link it into DEST; an optional materialize line after the end frame builds the rest of DEST.
 - ``poll RUNDIR PID START``: report whether a detached run is running, finished or gone.
 - ``pack RUNDIR PATH...``: stream files below RUNDIR back, refusing anything that leaves it.
+- ``gc CACHE RUNS``: read {"run_dirs": [...], "dry_run": bool}; remove those run folders (each
+  directly under RUNS) and the cache blobs no other run folder links; answer what was freed.
+  ``plan`` holds the cache's gc lock shared for a whole upload; ``gc`` takes it exclusive
+  without waiting, and answers {"busy": true} when an upload holds it.
 """
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -75,6 +80,35 @@ def probe(folder=None):
 
 
 def plan(cache):
+    """`_plan` under the cache's gc lock, held shared so that gc leaves this upload's blobs."""
+    os.makedirs(cache, exist_ok=True)
+    with cache_lock(cache, fcntl.LOCK_SH):
+        _plan(cache)
+
+
+def cache_lock(cache, operation):
+    """The cache's gc lock (an flock, released with its descriptor even on kill -9)."""
+    descriptor = os.open(os.path.join(cache, ".gc-lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, operation)
+    except OSError:
+        os.close(descriptor)
+        raise
+    return _Closing(descriptor)
+
+
+class _Closing:
+    def __init__(self, descriptor):
+        self.descriptor = descriptor
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.descriptor)
+
+
+def _plan(cache):
     """Answer each {"blobs": {digest: size}} line with the digests the cache lacks, and build
     folders on {"materialize": ...} lines, one JSON reply per line."""
     for line in sys.stdin:
@@ -390,6 +424,60 @@ def pack(rundir, paths):
     out.flush()
 
 
+def collect(cache, runs):
+    """Remove the run folders named on stdin and the cache blobs nothing else links."""
+    request = json.loads(sys.stdin.readline() or "{}")
+    dry_run = bool(request.get("dry_run"))
+    runs = os.path.realpath(runs)
+    os.makedirs(cache, exist_ok=True)
+    try:
+        lock = cache_lock(cache, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        reply({"busy": True, "run_folders": 0, "run_folder_bytes": 0, "blobs": 0, "blob_bytes": 0})
+        return
+    with lock:
+        doomed, folder_bytes = [], 0
+        links = {}  # type: dict
+        for run_dir in request.get("run_dirs", []):
+            real = os.path.realpath(run_dir)
+            if os.path.dirname(real) != runs or not os.path.isdir(real):
+                continue
+            doomed.append(real)
+            for base, _, files in os.walk(real):
+                for name in files:
+                    info = os.lstat(os.path.join(base, name))
+                    key = (info.st_dev, info.st_ino)
+                    links[key] = links.get(key, 0) + 1
+                    if info.st_nlink == 1:
+                        folder_bytes += info.st_size
+        blobs, blob_bytes = 0, 0
+        folder = os.path.join(cache, "blobs")
+        entries = list(os.scandir(folder)) if os.path.isdir(folder) else []
+        freed = []
+        for entry in entries:
+            info = entry.stat(follow_symlinks=False)
+            others = info.st_nlink - 1 - links.get((info.st_dev, info.st_ino), 0)
+            if others <= 0 and (info.st_mode & 0o170000) == 0o100000:
+                freed.append(entry.path)
+                blobs += 1
+                blob_bytes += info.st_size
+        if not dry_run:
+            for real in doomed:
+                shutil.rmtree(real, ignore_errors=True)
+            for path in freed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+    reply(
+        {
+            "busy": False,
+            "run_folders": len(doomed),
+            "run_folder_bytes": folder_bytes,
+            "blobs": blobs,
+            "blob_bytes": blob_bytes,
+        }
+    )
+
+
 def main(argv):
     mode = argv[1]
     if mode == "probe":
@@ -403,6 +491,8 @@ def main(argv):
         poll(argv[2], argv[3], argv[4])
     elif mode == "pack":
         pack(argv[2], argv[3:])
+    elif mode == "gc":
+        collect(argv[2], argv[3])
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

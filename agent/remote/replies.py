@@ -152,6 +152,13 @@ REPLY_FIELDS: dict[str, dict[str, Check]] = {
     "poll": {"state": one_of(POLL_STATES)},
     "cache check": {"missing": TEXT_LIST},
     "build": {"built": COUNT},
+    "gc": {
+        "busy": FLAG,
+        "run_folders": COUNT,
+        "run_folder_bytes": COUNT,
+        "blobs": COUNT,
+        "blob_bytes": COUNT,
+    },
     "receive": {
         "stored": COUNT,
         "rejected": TEXT_LIST,

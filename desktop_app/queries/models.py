@@ -177,6 +177,8 @@ def ordered_version_ids(
         return []
     assert connection is not None
     where, parameters = version_filter_clause(text, status, model_id)
+    if "deleted_at" in version_columns(connection):  # versions `models delete` marked
+        where += (" AND " if where else " WHERE ") + "mv.deleted_at IS NULL"
     direction = "DESC" if descending else "ASC"
     order = ""
     order_parameters: list[Any] = []

@@ -61,3 +61,22 @@ def test_sqlite_formats_rows_exactly_like_the_python_formatters(tmp_path: Path) 
         assert tuple(rows[number]) == expected
     assert rows[1][5] == "auc=0.9123 n=12 loss=1e-05"
     assert rows[3][9] == "2h 02m"
+
+
+def test_the_models_table_leaves_out_deleted_versions(tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.db"
+    db = open_ledger(ledger)
+    with db.conn:
+        db.execute("INSERT INTO repos (id, path, name) VALUES (1, '/r', 'r')")
+        db.execute("INSERT INTO models (id, repo_id, name) VALUES (1, 1, 'churn')")
+        for number in (1, 2, 3):
+            db.execute(
+                "INSERT INTO model_versions (id, model_id, version, status, deleted_at)"
+                " VALUES (?, 1, ?, 'succeeded', ?)",
+                [number, number, 1_700_000_000.0 if number == 2 else None],
+            )
+    db.close()
+    connection = connect_readonly(ledger)
+
+    assert models.ordered_version_ids(connection) == [3, 1]
+    assert models.ordered_version_ids(connection, status="succeeded", descending=False) == [1, 3]
