@@ -9,6 +9,7 @@ parse or clash with what it has.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
@@ -19,8 +20,11 @@ from typing import Any
 from sqlite_utils import Database
 
 from agent.ledger import write_transaction
+from agent.ledger.artifacts import ArtifactStore
+from agent.ledger.blobs import VersionBlob
 from agent.ledger.queries import register_repo
 from agent.share import gitref, records
+from agent.share.blob_store import SharedStore, UploadReport, record_blobs, upload_blobs
 from agent.share.gitref import ShareError
 
 MAX_PUSH_ATTEMPTS = 12
@@ -38,6 +42,7 @@ class PushResult:
     attempts: int = 0
     clashes: list[str] = field(default_factory=list)
     commit: str | None = None
+    blobs: UploadReport | None = None  # None when records only were shared
 
 
 def freeze_local_records(
@@ -126,8 +131,16 @@ def push(
     remote_name: str = gitref.DEFAULT_REMOTE,
     models: list[str] | None = None,
     on_attempt: Callable[[int], None] = lambda attempt: None,
+    *,
+    store: SharedStore | None = None,
+    local_store: ArtifactStore | None = None,
+    on_blob: Callable[[VersionBlob], None] = lambda blob: None,
 ) -> PushResult:
-    """Share this repo's finished versions (of `models`, or all) and their aliases."""
+    """Share this repo's finished versions (of `models`, or all) and their aliases.
+
+    With a `store`, every blob the versions reference goes there first (those it lacks, from
+    `local_store`); the records are pushed only once all their blobs are in the store.
+    """
     identity = gitref.repo_identity(root, remote_name)
     author = gitref.git_identity(root)
     with write_transaction(db):
@@ -135,6 +148,8 @@ def push(
     _check_model_names(db, repo_id, models)
     outgoing = freeze_local_records(db, root, repo_id, identity, author, models)
     result = PushResult(remote_name, identity.remote_url)
+    if store is not None and local_store is not None:
+        result.blobs = upload_blobs(store, local_store, _blobs_of(outgoing), on_blob)
     for attempt in range(1, MAX_PUSH_ATTEMPTS + 1):
         result.attempts = attempt
         on_attempt(attempt)
@@ -173,6 +188,17 @@ def push(
             "row lost to other pushes; nothing is lost, run `watchkeeper push` again"
         )
     return result
+
+
+def _blobs_of(outgoing: list[tuple[str, str, bytes]]) -> list[tuple[str, VersionBlob]]:
+    """(version label, blob) of every blob the outgoing version records name."""
+    found: list[tuple[str, VersionBlob]] = []
+    for kind, _, body in outgoing:
+        if kind == "version":
+            record = json.loads(body)
+            label = f"{record['model']} v{record.get('local_version')} ({record['id'][:10]})"
+            found.extend((label, blob) for blob in record_blobs(record))
+    return found
 
 
 def _mark_pushed(db: Database, ids: list[str], remote_name: str) -> None:
