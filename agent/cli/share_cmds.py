@@ -169,7 +169,7 @@ def pull(ctx: click.Context, remote_name: str, as_json: bool) -> None:
     with _lean_ledger() as db:
         result = pull_records(db, root, remote_name)
     applied = result.applied
-    agent_told = notify_agent(root) if applied.versions or applied.aliases else False
+    agent_told = notify_agent(root, result.newer) if applied.versions or applied.aliases else False
     if as_json:
         click.echo(
             json.dumps(
@@ -182,6 +182,7 @@ def pull(ctx: click.Context, remote_name: str, as_json: bool) -> None:
                     "already": applied.already,
                     "refused": [{"path": p, "reason": r} for p, r in applied.refused],
                     "agent_notified": agent_told,
+                    "newer": result.newer,
                 },
                 indent=2,
             )
@@ -194,6 +195,14 @@ def pull(ctx: click.Context, remote_name: str, as_json: bool) -> None:
             click.echo(
                 f"pulled {version['model']} v{version['version']} ({version['id'][:10]}) by "
                 f"{author.get('name')} <{author.get('email')}>"
+            )
+        for entry in result.newer:
+            previous = entry["previous"]
+            click.echo(
+                f"{entry['model']} v{entry['version']} by {entry['author'] or 'a teammate'} is "
+                "newer than "
+                + (f"your current v{previous['version']}" if previous else "anything you had")
+                + f"; the current version is now v{entry['current']}"
             )
         if result.commit is not None:
             click.echo(

@@ -95,6 +95,11 @@ def detail_html(detail: VersionDetail) -> str:
         ("repo", detail.repo_path),
         ("commit", commit),
         ("command", detail.train_command),
+        (
+            "by",
+            (detail.author or "you")
+            + (f" (pulled from {detail.pulled_from})" if detail.pulled_from else ""),
+        ),
         ("executor", f"{detail.executor} on {detail.host}" if detail.host else detail.executor),
         ("run", detail.run_id),
         ("started", format_time(detail.started_at)),
