@@ -67,7 +67,7 @@ def notification_for_event(
 def _pulled_notification(data: dict[str, Any]) -> tuple | None:
     """A pull brought a teammate's version newer than a model's current one.
 
-    >>> title, message, kind = _pulled_notification({"versions": [{"model": "churn",
+    >>> title, message, kind = _pulled_notification({"newer": [{"model": "churn",
     ...     "version": 3, "id": "9e8b30e3aa", "author": "Ada <ada@example.org>",
     ...     "previous": {"version": 2}, "current": 3}]})
     >>> title, kind
@@ -75,15 +75,18 @@ def _pulled_notification(data: dict[str, Any]) -> tuple | None:
     >>> message
     'v3 (9e8b30e3) ended after your current v2; v3 is now current'
     """
-    versions = [entry for entry in data.get("versions") or [] if isinstance(entry, dict)]
+    versions = [entry for entry in data.get("newer") or [] if isinstance(entry, dict)]
     if not versions:
         return None
     first = versions[0]
     author = str(first.get("author") or "a teammate").split(" <")[0]
     previous = first.get("previous") or {}
     current = first.get("current")
-    message = f"v{first.get('version')} ({str(first.get('id') or '')[:8]}) ended after "
-    message += f"your current v{previous['version']}" if previous.get("version") else "no version"
+    message = f"v{first.get('version')} ({str(first.get('id') or '')[:8]}) "
+    if previous.get("version"):
+        message += f"ended after your current v{previous['version']}"
+    else:
+        message += "is the model's first succeeded version here"
     if current is not None:
         message += f"; v{current} is now current"
     if len(versions) > 1:

@@ -169,7 +169,7 @@ def pull(ctx: click.Context, remote_name: str, as_json: bool) -> None:
     with _lean_ledger() as db:
         result = pull_records(db, root, remote_name)
     applied = result.applied
-    agent_told = notify_agent(root, result.newer) if applied.versions or applied.aliases else False
+    agent_told = notify_agent(root, result) if applied.versions or applied.aliases else False
     if as_json:
         click.echo(
             json.dumps(

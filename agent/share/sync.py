@@ -344,9 +344,9 @@ def _check_identity(record: dict[str, Any], identity: gitref.RepoIdentity) -> No
         )
 
 
-def notify_agent(root: Path, newer: list[dict[str, Any]] | None = None) -> bool:
-    """Ask a running agent to judge this repo's models again now, and to tell the app about
-    `newer` pulled versions (see `newer_than_current`); False when no agent runs."""
+def notify_agent(root: Path, pulled: PullResult | None = None) -> bool:
+    """Ask a running agent to judge this repo's models again now, and to tell the app what a
+    pull brought (see `newer_than_current`); False when no agent runs."""
     from agent.client import AgentClient
 
     try:
@@ -357,8 +357,9 @@ def notify_agent(root: Path, newer: list[dict[str, Any]] | None = None) -> bool:
         return False
     with client:
         try:
-            if newer:
-                client.call("check", repo=str(root), pulled=newer)
+            if pulled is not None:
+                summary = {"versions": len(pulled.applied.versions), "newer": pulled.newer}
+                client.call("check", repo=str(root), pulled=summary)
             else:
                 client.call("check", repo=str(root))
         except Exception:

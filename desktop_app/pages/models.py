@@ -289,11 +289,15 @@ class ModelsPage(Page):
         self.context.workers.submit(model_queries.model_choices, self._models_arrived)
 
     def handle_event(self, kind: str, data: object) -> None:
-        if (
+        run_ended = (
             kind == "run_state"
             and isinstance(data, dict)
             and data.get("state") in TERMINAL_RUN_STATES
-        ) or (kind == "verdicts" and isinstance(data, dict) and self._verdicts_changed(data)):
+        )
+        verdicts_changed = (
+            kind == "verdicts" and isinstance(data, dict) and self._verdicts_changed(data)
+        )
+        if run_ended or verdicts_changed or kind == "pulled":  # pulled: teammates' versions
             self.reload_keeping_selection()
         if kind == "run_steps" and isinstance(data, dict) and self.curves is not None:
             self.curves.add_points(data)
