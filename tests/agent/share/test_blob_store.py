@@ -32,12 +32,19 @@ from tests.agent.share.people import make_remote as make_git_remote
 from tests.support import wait_for
 
 
-def _team(tmp_path: Path, store: str) -> tuple[Person, Path]:
-    """Ada's clone of a new bare remote whose watchkeeper.toml names the shared `store`."""
+def _team(tmp_path: Path, store: str, *, data: bool = False) -> tuple[Person, Path]:
+    """Ada's clone of a new bare remote whose watchkeeper.toml names the shared `store` (and,
+    with `data`, a data dep `data/` that git ignores, so only Ada has it)."""
     remote = make_git_remote(tmp_path)
     ada = person(tmp_path, "Ada", remote, first=True)
     spec = ada.clone / "watchkeeper.toml"
-    spec.write_text(spec.read_text() + f'\n[share]\nstore = "{store}"\n')
+    text = spec.read_text() + f'\n[share]\nstore = "{store}"\n'
+    if data:
+        text = text.replace('deps = ["train.py", "src/"]', 'deps = ["train.py", "src/", "data/"]')
+        (ada.clone / ".gitignore").write_text("data/\n")
+        (ada.clone / "data").mkdir()
+        (ada.clone / "data" / "train.csv").write_text("age,city\n31,Paris\n42,Oslo\n")
+    spec.write_text(text)
     commit_all(ada.clone, "share blobs")
     git(ada.clone, "push", "-q", "origin", "main")
     return ada, remote
@@ -60,13 +67,13 @@ def _each_blob_hashes_to_its_name(folder: Path) -> None:
 def test_artifacts_and_diffs_travel_through_a_folder_store(tmp_path: Path) -> None:
     store = tmp_path / "team-blobs"
     store.mkdir()
-    ada, remote = _team(tmp_path, str(store))
+    ada, remote = _team(tmp_path, str(store), data=True)
     ada.ok("train", "churn")
     (ada.clone / "src" / "helper.py").write_text('MESSAGE = "uncommitted"\n')
     ada.ok("train", "churn")  # a dirty tree: its diff is kept as a blob
     pushed = ada.json("push")
     assert pushed["versions"] == 2
-    assert pushed["blobs"]["uploaded"] == 2  # the model (the same both times) and the diff
+    assert pushed["blobs"]["uploaded"] == 3  # the model (the same both times), data, diff
     _each_blob_hashes_to_its_name(store)
 
     bob = person(tmp_path, "Bob", remote)
@@ -88,6 +95,8 @@ def test_artifacts_and_diffs_travel_through_a_folder_store(tmp_path: Path) -> No
     assert ArtifactStore(bob.home / "artifacts").has(diff_digest)
     worktree = Path(reproduced.stdout.strip().splitlines()[-1].split()[-1])
     assert (worktree / "src" / "helper.py").read_text() == 'MESSAGE = "uncommitted"\n'
+    assert (worktree / "data" / "train.csv").read_text() == "age,city\n31,Paris\n42,Oslo\n"
+    assert not (bob.clone / "data").exists()
 
     again = ada.json("push")
     assert again["blobs"]["uploaded"] == 0 and again["versions"] == 0
@@ -113,6 +122,13 @@ def test_no_blobs_shares_records_only_and_get_names_what_is_missing(tmp_path: Pa
     )
     assert "Traceback" not in refused.stderr
     assert not (out / "model.pkl").exists()
+
+    spec = bob.clone / "watchkeeper.toml"
+    spec.write_text(spec.read_text().split("[share]")[0])
+    unset = bob.run("models", "get", "churn@1", "-o", str(out))
+    assert unset.returncode == 2
+    assert "model.pkl (blake3:" in unset.stderr
+    assert "no shared store is configured; set [share] store" in unset.stderr
 
 
 def test_a_damaged_blob_in_the_store_is_refused_on_download(tmp_path: Path) -> None:
