@@ -218,6 +218,14 @@ def test_kill_9_during_a_push_with_blobs_leaves_store_ledger_and_ref_consistent(
     assert 0 < len(_stored_files(store)) < len(digests), "killed half-way through the blobs"
     _each_blob_hashes_to_its_name(store)
     assert remote_records(remote) == [], "no record before all its blobs are in the store"
+    db = ada.ledger()
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert not db.execute(
+            "SELECT COUNT(*) FROM shared_records WHERE pushed_to IS NOT NULL"
+        ).fetchone()[0], "nothing is marked pushed"
+    finally:
+        db.close()
 
     resumed = ada.json("push")
     assert resumed["versions"] == 300
