@@ -65,7 +65,7 @@ TEMPLATE = """\
 # keep_data = "small"             # keep data content for `reproduce`: always, small or never
 # keep_data_limit = "1G"          # "small" keeps a data dep up to this size
 # (a top-level [data] table with keep and keep_limit sets these for every model)
-# (a top-level [share] table with store = "REMOTE" or "/folder" holds pushed versions' blobs)
+# (a top-level [share] table's store, a remote's name or a folder, keeps pushed versions' blobs)
 """
 
 
