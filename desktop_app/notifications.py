@@ -59,7 +59,40 @@ def notification_for_event(
         return _alert_notification(data, choices)
     if kind == "run_state" and choices.runs:
         return _run_notification(data)
+    if kind == "pulled" and choices.stale:
+        return _pulled_notification(data)
     return None
+
+
+def _pulled_notification(data: dict[str, Any]) -> tuple | None:
+    """A pull brought a teammate's version newer than a model's current one.
+
+    >>> title, message, kind = _pulled_notification({"newer": [{"model": "churn",
+    ...     "version": 3, "id": "9e8b30e3aa", "author": "Ada <ada@example.org>",
+    ...     "previous": {"version": 2}, "current": 3}]})
+    >>> title, kind
+    ('churn: a newer version by Ada', 'pulled')
+    >>> message
+    'v3 (9e8b30e3) ended after your current v2; v3 is now current'
+    """
+    versions = [entry for entry in data.get("newer") or [] if isinstance(entry, dict)]
+    if not versions:
+        return None
+    first = versions[0]
+    author = str(first.get("author") or "a teammate").split(" <")[0]
+    previous = first.get("previous") or {}
+    current = first.get("current")
+    message = f"v{first.get('version')} ({str(first.get('id') or '')[:8]}) "
+    if previous.get("version"):
+        message += f"ended after your current v{previous['version']}"
+    else:
+        message += "is the model's first succeeded version here"
+    if current is not None:
+        message += f"; v{current} is now current"
+    if len(versions) > 1:
+        others = ", ".join(str(entry.get("model")) for entry in versions[1:])
+        message += f" (newer versions of {others} too)"
+    return f"{first.get('model')}: a newer version by {author}", message, "pulled"
 
 
 def _alert_notification(data: dict[str, Any], choices: NotificationChoices) -> tuple | None:

@@ -425,6 +425,7 @@ def models_get(reference: str, wanted: tuple[str, ...], out_dir: Path, force: bo
         )
     chosen = select_artifacts(artifacts, list(wanted), _label(version))
     store = ArtifactStore(WatchkeeperPaths.from_environment().artifacts)
+    _fetch_shared(version, chosen, store)
     written = export_artifacts(store, chosen, out_dir, force=force)
     for path in written:
         click.echo(str(path))
@@ -452,6 +453,21 @@ def models_delete(references: tuple[str, ...], force: bool) -> None:
         click.echo(f"{_label(version)} {done}")
     if marked:
         click.echo("run `watchkeeper gc` to free what only deleted versions held", err=True)
+
+
+def _fetch_shared(version: dict[str, Any], chosen: dict[str, str], store: Any) -> None:
+    """Bring the chosen artifacts the local store lacks from the shared store, or fail naming
+    the ones nobody has."""
+    from agent.ledger.blobs import ARTIFACT, VersionBlob
+    from agent.share.blob_store import fetch_blobs, missing_blobs_message
+
+    wanted = [VersionBlob(ARTIFACT, path, digest) for path, digest in chosen.items()]
+    with common.ledger_session(settle_runs=False) as db:
+        report = fetch_blobs(db, store, version, wanted)
+    if report.fetched:
+        click.echo(f"fetched {len(report.fetched)} artifacts from {report.store}", err=True)
+    if report.missing:
+        raise WatchkeeperError(missing_blobs_message(_label(version), report))
 
 
 # Commands of the `models` group defined elsewhere, imported when used (`compare` stays fast).

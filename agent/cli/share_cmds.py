@@ -67,7 +67,8 @@ def _lean_ledger() -> Iterator[Database]:
 @click.option(
     "--no-blobs",
     is_flag=True,
-    help="Share records only (the only mode for now: artifacts and diffs stay on this machine).",
+    help="Share records only: artifacts, data and diffs stay on this machine even when "
+    "[share] store is set.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print what was pushed as JSON.")
 @click.pass_context
@@ -82,11 +83,27 @@ def push(
     one of your ids (each is named; the rest is pushed).
     """
     _load_sqlite_utils_without_numpy()
+    from agent.ledger.artifacts import ArtifactStore
+    from agent.paths import WatchkeeperPaths
+    from agent.share.blob_store import configured_store
     from agent.share.sync import push as push_records
 
     root = _root()
-    with _lean_ledger() as db:
-        result = push_records(db, root, remote_name, list(models) or None)
+    store = None if no_blobs else configured_store(root)
+    try:
+        with _lean_ledger() as db:
+            result = push_records(
+                db,
+                root,
+                remote_name,
+                list(models) or None,
+                store=store,
+                local_store=ArtifactStore(WatchkeeperPaths.from_environment().artifacts),
+            )
+    finally:
+        if store is not None:
+            store.close()
+    blobs = result.blobs
     if as_json:
         click.echo(
             json.dumps(
@@ -99,18 +116,30 @@ def push(
                     "attempts": result.attempts,
                     "clashes": result.clashes,
                     "commit": result.commit,
+                    "blobs": None
+                    if blobs is None
+                    else {
+                        "store": blobs.store,
+                        "uploaded": blobs.uploaded,
+                        "present": blobs.present,
+                    },
                 },
                 indent=2,
             )
         )
-    elif result.pushed_versions or result.pushed_aliases:
-        click.echo(
-            f"pushed {result.pushed_versions} versions and {result.pushed_aliases} alias "
-            f"settings to {result.remote} ({result.url}) {gitref.LEDGER_REF}"
-            + (f" after {result.attempts} tries" if result.attempts > 1 else "")
-        )
     else:
-        click.echo(f"{result.remote} already has every version ({result.already} records)")
+        if blobs is not None:
+            click.echo(
+                f"sent {blobs.uploaded} blobs to {blobs.store} ({blobs.present} already there)"
+            )
+        if result.pushed_versions or result.pushed_aliases:
+            click.echo(
+                f"pushed {result.pushed_versions} versions and {result.pushed_aliases} alias "
+                f"settings to {result.remote} ({result.url}) {gitref.LEDGER_REF}"
+                + (f" after {result.attempts} tries" if result.attempts > 1 else "")
+            )
+        else:
+            click.echo(f"{result.remote} already has every version ({result.already} records)")
     for path in result.clashes:
         click.echo(
             f"error: {gitref.LEDGER_REF}:{path} on {result.remote} has other content than "
@@ -140,7 +169,7 @@ def pull(ctx: click.Context, remote_name: str, as_json: bool) -> None:
     with _lean_ledger() as db:
         result = pull_records(db, root, remote_name)
     applied = result.applied
-    agent_told = notify_agent(root) if applied.versions or applied.aliases else False
+    agent_told = notify_agent(root, result) if applied.versions or applied.aliases else False
     if as_json:
         click.echo(
             json.dumps(
@@ -153,6 +182,7 @@ def pull(ctx: click.Context, remote_name: str, as_json: bool) -> None:
                     "already": applied.already,
                     "refused": [{"path": p, "reason": r} for p, r in applied.refused],
                     "agent_notified": agent_told,
+                    "newer": result.newer,
                 },
                 indent=2,
             )
@@ -165,6 +195,14 @@ def pull(ctx: click.Context, remote_name: str, as_json: bool) -> None:
             click.echo(
                 f"pulled {version['model']} v{version['version']} ({version['id'][:10]}) by "
                 f"{author.get('name')} <{author.get('email')}>"
+            )
+        for entry in result.newer:
+            previous = entry["previous"]
+            click.echo(
+                f"{entry['model']} v{entry['version']} by {entry['author'] or 'a teammate'} is "
+                "newer than "
+                + (f"your current v{previous['version']}" if previous else "anything you had")
+                + f"; the current version is now v{entry['current']}"
             )
         if result.commit is not None:
             click.echo(

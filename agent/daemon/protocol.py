@@ -22,7 +22,16 @@ APPLICATION_ERROR = -32000
 FORBIDDEN = -32001
 MESSAGE_TOO_LARGE = -32002
 
-EVENT_KINDS = ("alert", "verdicts", "run_state", "run_log", "run_steps", "snapshot", "coding_time")
+EVENT_KINDS = (
+    "alert",
+    "verdicts",
+    "run_state",
+    "run_log",
+    "run_steps",
+    "snapshot",
+    "coding_time",
+    "pulled",
+)
 
 # Integers a method accepts: what SQLite can store (a signed 64-bit integer).
 MIN_INTEGER = -(2**63)

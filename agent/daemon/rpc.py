@@ -161,13 +161,24 @@ class AgentMethods:
         self.agent.worker.request("rescan", self.agent.full_rescan)
         return {"queued": True}
 
-    def check(self, repo: str | None = None) -> dict[str, Any]:
-        """Queue a staleness check of one repo's models (or all) on the agent's worker."""
+    def check(self, repo: str | None = None, pulled: dict | None = None) -> dict[str, Any]:
+        """Queue a staleness check of one repo's models (or all) on the agent's worker.
+
+        `pulled` (from `watchkeeper pull`: how many versions arrived and, under `newer`, those
+        that ended after their model's current one) is published as a `pulled` event for the
+        app and the tray.
+        """
         from pathlib import Path
 
         if repo is not None and not isinstance(repo, str):
             raise MethodParamsError('check: "repo" must be a path string')
+        if pulled is not None and not (
+            isinstance(pulled, dict) and isinstance(pulled.get("newer", []), list)
+        ):
+            raise MethodParamsError('check: "pulled" must be an object with a "newer" list')
         root = Path(repo).resolve() if repo else None
+        if pulled:
+            self.agent.publish("pulled", {**pulled, "repo": str(root) if root else None})
         self.agent.worker.request(
             ("staleness", root), lambda: self.agent.check_staleness(repo_filter=root), delay=0.0
         )

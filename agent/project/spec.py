@@ -13,7 +13,8 @@ from typing import Any
 from agent.errors import WatchkeeperError, toml_syntax_message
 
 SPEC_FILE = "watchkeeper.toml"
-TOP_LEVEL_KEYS = ("models", "data")
+TOP_LEVEL_KEYS = ("models", "data", "share")
+SHARE_KEYS = ("store",)
 DATA_KEYS = ("keep", "keep_limit")
 MODEL_KEYS = (
     "train",
@@ -64,6 +65,7 @@ TEMPLATE = """\
 # keep_data = "small"             # keep data content for `reproduce`: always, small or never
 # keep_data_limit = "1G"          # "small" keeps a data dep up to this size
 # (a top-level [data] table with keep and keep_limit sets these for every model)
+# (a top-level [share] table's store, a remote's name or a folder, keeps pushed versions' blobs)
 """
 
 
@@ -94,6 +96,7 @@ class ProjectSpec:
     path: Path
     text: str
     models: dict[str, ModelSpec]
+    share_store: str | None = None  # [share] store: a remote's name or a folder for blobs
 
     def model(self, name: str) -> ModelSpec:
         """The named model, or an error listing the models that exist."""
@@ -162,7 +165,8 @@ def parse_project(root: Path, path: Path, text: str) -> ProjectSpec:
         checker.fail([], "models", "must be a table of [models.NAME] tables")
     checker.data_defaults(document.get("data", {}))
     models = {name: checker.model(name, table) for name, table in models_table.items()}
-    return ProjectSpec(root=root, path=path, text=text, models=models)
+    share_store = checker.share_store(document.get("share", {}))
+    return ProjectSpec(root=root, path=path, text=text, models=models, share_store=share_store)
 
 
 class _Checker:
@@ -246,6 +250,15 @@ class _Checker:
         self.keep_data_limit = self.size(
             ["data"], "keep_limit", table.get("keep_limit", self.keep_data_limit)
         )
+
+    def share_store(self, table: Any) -> str | None:
+        """Read the [share] table: where pushed versions' blobs go (a remote or a folder)."""
+        if not isinstance(table, dict):
+            self.fail([], "share", 'must be a table such as [share] with store = "team"')
+        for key in table:
+            if key not in SHARE_KEYS:
+                self.unknown_key(["share"], key, SHARE_KEYS)
+        return None if "store" not in table else self.string(["share"], "store", table["store"])
 
     def keep_choice(self, table: list[str], key: str, value: Any) -> str:
         text = self.string(table, key, value)

@@ -203,6 +203,7 @@ def materialise(
     repo = Path(version["repo_path"])
     sha = check_commit(repo, version)
     store = ArtifactStore(paths.artifacts)
+    _fetch_shared_blobs(db, store, version)
     diff_blobs = blobs_of_version(db, int(version["id"]), DIFF)
     if version.get("dirty") and not all(store.has(d) for d in diff_blobs.values()):
         diff_blobs = {}
@@ -249,6 +250,15 @@ def materialise(
         remove_worktree(worktree)
         raise
     return done
+
+
+def _fetch_shared_blobs(db: Database, store: ArtifactStore, version: dict[str, Any]) -> None:
+    """Bring a version's kept diff and data the local store lacks from the shared store (a
+    teammate's version); what the shared store lacks is reported by the checks that follow."""
+    from agent.share.blob_store import fetch_blobs, version_blobs
+
+    wanted = [blob for blob in version_blobs(db, version) if blob.kind in (DATA, DIFF)]
+    fetch_blobs(db, store, version, wanted)
 
 
 def _clear(target: Path) -> Path:

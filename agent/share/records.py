@@ -104,6 +104,7 @@ def version_record(
         "code": row["code"] or {},
         "data": _data_lineage(db, row["data"] or {}),
         "artifacts": row["artifacts"] or {},
+        "blobs": _blob_list(db, int(row["id"])),
         "steps": step_summary(db, int(row["id"])),
         "author": author,
         "host": row["host"] or (socket.gethostname() if row["executor"] == "local" else None),
@@ -113,6 +114,17 @@ def version_record(
         "exit_code": row["exit_code"],
         "local_version": row["version"],
     }
+
+
+def _blob_list(db: Database, version_id: int) -> list[list[str]]:
+    """[kind, path, digest] of every blob the version references (artifacts, data, diffs)."""
+    return [
+        [str(kind), str(path), str(digest)]
+        for kind, path, digest in db.execute(
+            "SELECT kind, path, digest FROM version_blobs WHERE version_id = ? ORDER BY kind, path",
+            [version_id],
+        ).fetchall()
+    ]
 
 
 def _data_lineage(db: Database, data: dict[str, Any]) -> dict[str, Any]:
@@ -284,6 +296,13 @@ def _check_version(record: dict[str, Any]) -> None:
             _check_relative(item[0], f"data dep {dep!r} file")
     for dep in record["code"]:
         _check_relative(dep, "code dep")
+    blobs = record.get("blobs", [])
+    valid = isinstance(blobs, list) and all(
+        isinstance(item, list) and len(item) == 3 and all(isinstance(x, str) for x in item)
+        for item in blobs
+    )
+    if not valid:
+        raise RecordRefused("field 'blobs' is not a list of [kind, path, digest]")
 
 
 def _check_relative(path: str, what: str) -> None:

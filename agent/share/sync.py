@@ -9,6 +9,7 @@ parse or clash with what it has.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
@@ -19,8 +20,11 @@ from typing import Any
 from sqlite_utils import Database
 
 from agent.ledger import write_transaction
-from agent.ledger.queries import register_repo
+from agent.ledger.artifacts import ArtifactStore
+from agent.ledger.blobs import VersionBlob
+from agent.ledger.queries import current_version, current_version_of, register_repo
 from agent.share import gitref, records
+from agent.share.blob_store import SharedStore, UploadReport, record_blobs, upload_blobs
 from agent.share.gitref import ShareError
 
 MAX_PUSH_ATTEMPTS = 12
@@ -38,6 +42,7 @@ class PushResult:
     attempts: int = 0
     clashes: list[str] = field(default_factory=list)
     commit: str | None = None
+    blobs: UploadReport | None = None  # None when records only were shared
 
 
 def freeze_local_records(
@@ -126,8 +131,16 @@ def push(
     remote_name: str = gitref.DEFAULT_REMOTE,
     models: list[str] | None = None,
     on_attempt: Callable[[int], None] = lambda attempt: None,
+    *,
+    store: SharedStore | None = None,
+    local_store: ArtifactStore | None = None,
+    on_blob: Callable[[VersionBlob], None] = lambda blob: None,
 ) -> PushResult:
-    """Share this repo's finished versions (of `models`, or all) and their aliases."""
+    """Share this repo's finished versions (of `models`, or all) and their aliases.
+
+    With a `store`, every blob the versions reference goes there first (those it lacks, from
+    `local_store`); the records are pushed only once all their blobs are in the store.
+    """
     identity = gitref.repo_identity(root, remote_name)
     author = gitref.git_identity(root)
     with write_transaction(db):
@@ -135,6 +148,8 @@ def push(
     _check_model_names(db, repo_id, models)
     outgoing = freeze_local_records(db, root, repo_id, identity, author, models)
     result = PushResult(remote_name, identity.remote_url)
+    if store is not None and local_store is not None:
+        result.blobs = upload_blobs(store, local_store, _blobs_of(outgoing), on_blob)
     for attempt in range(1, MAX_PUSH_ATTEMPTS + 1):
         result.attempts = attempt
         on_attempt(attempt)
@@ -175,6 +190,17 @@ def push(
     return result
 
 
+def _blobs_of(outgoing: list[tuple[str, str, bytes]]) -> list[tuple[str, VersionBlob]]:
+    """(version label, blob) of every blob the outgoing version records name."""
+    found: list[tuple[str, VersionBlob]] = []
+    for kind, _, body in outgoing:
+        if kind == "version":
+            record = json.loads(body)
+            label = f"{record['model']} v{record.get('local_version')} ({record['id'][:10]})"
+            found.extend((label, blob) for blob in record_blobs(record))
+    return found
+
+
 def _mark_pushed(db: Database, ids: list[str], remote_name: str) -> None:
     with write_transaction(db):
         for start in range(0, len(ids), 500):
@@ -194,6 +220,7 @@ class PullResult:
     url: str
     applied: records.Applied
     commit: str | None
+    newer: list[dict[str, Any]] = field(default_factory=list)  # see `newer_than_current`
 
 
 def pull(db: Database, root: Path, remote_name: str = gitref.DEFAULT_REMOTE) -> PullResult:
@@ -239,6 +266,7 @@ def pull(db: Database, root: Path, remote_name: str = gitref.DEFAULT_REMOTE) -> 
             (item for item in parsed if item.kind == "alias"),
             key=lambda item: (float(item.record["set_at"]), item.id),
         )
+        currents = _currents(db, repo_id)
         for item in [*versions, *aliases]:
             db.execute("SAVEPOINT shared_record")
             try:
@@ -253,9 +281,57 @@ def pull(db: Database, root: Path, remote_name: str = gitref.DEFAULT_REMOTE) -> 
                 db.execute("ROLLBACK TO shared_record")
                 applied.refused.append((item.path, str(refusal)))
             db.execute("RELEASE shared_record")
+        newer = newer_than_current(db, repo_id, currents, applied.versions)
     if tip is not None:
         gitref.git(root, "update-ref", gitref.LEDGER_REF, tip, check=False)
-    return PullResult(remote_name, identity.remote_url, applied, tip)
+    return PullResult(remote_name, identity.remote_url, applied, tip, newer)
+
+
+def _currents(db: Database, repo_id: int) -> dict[str, dict[str, Any] | None]:
+    """model name -> its current version, before a pull applies anything."""
+    return {
+        str(name): current_version(db, int(model_id))
+        for model_id, name in db.execute(
+            "SELECT id, name FROM models WHERE repo_id = ?", [repo_id]
+        ).fetchall()
+    }
+
+
+def newer_than_current(
+    db: Database,
+    repo_id: int,
+    before: dict[str, dict[str, Any] | None],
+    pulled: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The pulled versions that ended after their model's current version (before the pull):
+    the model's current version is no longer its newest. One entry per model, the newest."""
+    newest: dict[str, dict[str, Any]] = {}
+    for summary in pulled:
+        row = db.execute(
+            "SELECT v.version, v.global_id, v.ended_at, v.status, v.experiment, v.author "
+            "FROM model_versions v WHERE v.global_id = ?",
+            [summary["id"]],
+        ).fetchone()
+        if row is None or row[3] != "succeeded" or row[4]:
+            continue
+        previous = before.get(summary["model"])
+        if previous is not None and float(row[2] or 0) <= float(previous["ended_at"] or 0):
+            continue
+        if summary["model"] in newest and newest[summary["model"]]["ended_at"] >= (row[2] or 0):
+            continue
+        now_current = current_version_of(db, repo_id, summary["model"])
+        newest[summary["model"]] = {
+            "model": summary["model"],
+            "version": int(row[0]),
+            "id": str(row[1]),
+            "ended_at": row[2] or 0,
+            "author": str(row[5] or ""),
+            "previous": None
+            if previous is None
+            else {"version": int(previous["version"]), "id": previous.get("global_id")},
+            "current": None if now_current is None else int(now_current["version"]),
+        }
+    return list(newest.values())
 
 
 def _check_identity(record: dict[str, Any], identity: gitref.RepoIdentity) -> None:
@@ -268,8 +344,9 @@ def _check_identity(record: dict[str, Any], identity: gitref.RepoIdentity) -> No
         )
 
 
-def notify_agent(root: Path) -> bool:
-    """Ask a running agent to judge this repo's models again now; False when none runs."""
+def notify_agent(root: Path, pulled: PullResult | None = None) -> bool:
+    """Ask a running agent to judge this repo's models again now, and to tell the app what a
+    pull brought (see `newer_than_current`); False when no agent runs."""
     from agent.client import AgentClient
 
     try:
@@ -280,7 +357,11 @@ def notify_agent(root: Path) -> bool:
         return False
     with client:
         try:
-            client.call("check", repo=str(root))
+            if pulled is not None:
+                summary = {"versions": len(pulled.applied.versions), "newer": pulled.newer}
+                client.call("check", repo=str(root), pulled=summary)
+            else:
+                client.call("check", repo=str(root))
         except Exception:
             return False
     return True

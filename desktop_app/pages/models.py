@@ -95,6 +95,11 @@ def detail_html(detail: VersionDetail) -> str:
         ("repo", detail.repo_path),
         ("commit", commit),
         ("command", detail.train_command),
+        (
+            "by",
+            (detail.author or "you")
+            + (f" (pulled from {detail.pulled_from})" if detail.pulled_from else ""),
+        ),
         ("executor", f"{detail.executor} on {detail.host}" if detail.host else detail.executor),
         ("run", detail.run_id),
         ("started", format_time(detail.started_at)),
@@ -284,11 +289,15 @@ class ModelsPage(Page):
         self.context.workers.submit(model_queries.model_choices, self._models_arrived)
 
     def handle_event(self, kind: str, data: object) -> None:
-        if (
+        run_ended = (
             kind == "run_state"
             and isinstance(data, dict)
             and data.get("state") in TERMINAL_RUN_STATES
-        ) or (kind == "verdicts" and isinstance(data, dict) and self._verdicts_changed(data)):
+        )
+        verdicts_changed = (
+            kind == "verdicts" and isinstance(data, dict) and self._verdicts_changed(data)
+        )
+        if run_ended or verdicts_changed or kind == "pulled":  # pulled: teammates' versions
             self.reload_keeping_selection()
         if kind == "run_steps" and isinstance(data, dict) and self.curves is not None:
             self.curves.add_points(data)

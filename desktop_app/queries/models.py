@@ -29,8 +29,12 @@ MODEL_VERSION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("Started", "mv.started_at"),
     ("Duration", "(mv.ended_at - mv.started_at)"),
     ("Names", "mv.experiment"),
+    ("By", "mv.author"),
 )
 NAMES_COLUMN = 10
+BY_COLUMN = 11
+"""Who trained the version: you, or a teammate's name marked `(pulled)`."""
+COLUMNS_OLDER_LEDGERS_LACK = {NAMES_COLUMN: "experiment", BY_COLUMN: "author"}
 """Experiment mark and current aliases (the table adds `current` for the current version)."""
 
 
@@ -187,7 +191,9 @@ def ordered_version_ids(
         # Versions without the value go last either way.
         order = f"{extra.sort_sql()} IS NULL, {extra.sort_sql()} {direction}, "
         order_parameters = [extra.path, extra.path]
-    elif sort_column == NAMES_COLUMN and "experiment" not in version_columns(connection):
+    elif sort_column in COLUMNS_OLDER_LEDGERS_LACK and (
+        COLUMNS_OLDER_LEDGERS_LACK[sort_column] not in version_columns(connection)
+    ):
         order = ""
     elif sort_column is not None:
         order = f"{MODEL_VERSION_COLUMNS[sort_column][1]} {direction}, "
@@ -222,7 +228,8 @@ SELECT mv.id, m.name, mv.version, {state},
                 ELSE (d / 3600) || 'h ' || printf('%02d', d % 3600 / 60) || 'm' END
     FROM (SELECT max(0, CAST(mv.ended_at - mv.started_at AS INTEGER)) AS d))
   ELSE '' END,
-  {names}{extra}
+  {names},
+  {by}{extra}
 FROM model_versions mv JOIN models m ON m.id = mv.model_id{verdict_join}
 WHERE mv.id IN ({marks})
 """
@@ -230,6 +237,13 @@ NAMES_SQL = (
     "trim(CASE WHEN mv.experiment THEN 'experiment ' ELSE '' END || coalesce((SELECT"
     " group_concat('@' || a.alias, ' ') FROM (SELECT alias FROM version_aliases"
     " WHERE version_id = mv.id AND moved_at IS NULL ORDER BY alias) a), ''))"
+)
+# The name part of `Name <email>`, "you" for an own version never pushed, "(pulled)" when it
+# came from a teammate (as `watchkeeper models list` shows it).
+BY_SQL = (
+    "CASE WHEN mv.author IS NULL THEN 'you' WHEN instr(mv.author, ' <') > 0"
+    " THEN substr(mv.author, 1, instr(mv.author, ' <') - 1) ELSE mv.author END"
+    " || CASE WHEN mv.pulled_at IS NOT NULL THEN ' (pulled)' ELSE '' END"
 )
 # A succeeded version that the model's verdict is about shows that verdict (fresh, stale), as
 # `watchkeeper models list` does; every other version shows its run status.
@@ -260,6 +274,7 @@ def version_rows(
         state=VERSION_STATE_SQL if judged else "mv.status",
         verdict_join=VERDICT_JOIN_SQL if judged else "",
         names=NAMES_SQL if named else "''",
+        by=BY_SQL if {"author", "pulled_at"} <= version_columns(connection) else "'you'",
         extra="".join(f",\n  {column.display_sql()}" for column in extra_columns),
     )
     paths = [path for column in extra_columns for path in [column.path] * 3]
@@ -299,6 +314,8 @@ class VersionDetail:
     notes: list[dict[str, Any]] = field(default_factory=list)  # {"at": epoch, "text": …}
     metrics_extra: Any = None  # the non-numeric part of the final-metrics file
     step_metrics: list[str] = field(default_factory=list)
+    author: str = ""  # `Name <email>` of who trained it ("" for an own version never pushed)
+    pulled_from: str = ""  # the git remote it was pulled from ("" for an own version)
 
     @property
     def label(self) -> str:
@@ -349,6 +366,8 @@ def version_detail(connection: sqlite3.Connection | None, version_id: int) -> Ve
         metrics_extra=parse_json(row["metrics_extra"], None)
         if "metrics_extra" in columns
         else None,
+        author=(row["author"] or "") if "author" in columns else "",
+        pulled_from=(row["pulled_from"] or "") if "pulled_from" in columns else "",
     )
     _add_names(connection, detail)
     snapshot_ids = [entry.get("snapshot_id") for entry in data.values() if isinstance(entry, dict)]

@@ -57,6 +57,7 @@ def test_sqlite_formats_rows_exactly_like_the_python_formatters(tmp_path: Path) 
             formatting.format_time(started),
             formatting.format_duration(ended - started) if started and ended else "",
             "",  # no experiment mark, no alias
+            "you",  # trained here, never pushed
         )
         assert tuple(rows[number]) == expected
     assert rows[1][5] == "auc=0.9123 n=12 loss=1e-05"

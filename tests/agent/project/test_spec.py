@@ -211,3 +211,18 @@ def test_a_bad_keep_data_names_the_line_and_the_choices(tmp_path: Path) -> None:
     write_spec(tmp_path, '[data]\nkeep_limit = "lots"\n')
     with pytest.raises(WatchkeeperError, match=r"watchkeeper.toml:2: \[data\] keep_limit"):
         load_project(tmp_path)
+
+
+def test_the_share_table_names_the_blob_store_and_its_mistakes_name_the_line(
+    tmp_path: Path,
+) -> None:
+    write_spec(tmp_path, '[models.a]\ntrain = "true"\n\n[share]\nstore = "team"\n')
+    assert load_project(tmp_path).share_store == "team"
+    write_spec(tmp_path, '[models.a]\ntrain = "true"\n')
+    assert load_project(tmp_path).share_store is None
+    write_spec(tmp_path, '[share]\nstor = "team"\n')
+    with pytest.raises(WatchkeeperError, match=r"watchkeeper.toml:2: .*stor.*store"):
+        load_project(tmp_path)
+    write_spec(tmp_path, "[share]\nstore = 3\n")
+    with pytest.raises(WatchkeeperError, match=r"watchkeeper.toml:2: \[share\] store"):
+        load_project(tmp_path)
