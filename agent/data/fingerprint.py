@@ -26,6 +26,7 @@ from agent.data.scan import (
     KIND_SYMLINK,
     KIND_UNREADABLE,
     FolderScan,
+    entry_stat_key,
     scan_folder,
 )
 from agent.data.scan import single_file_scan as _single_file_scan
@@ -218,7 +219,7 @@ def fingerprint(
         unreadable = _hash_entries(root, kind, scan, to_hash, digests, cache, on_progress)
         hashed = [int(row) for row in to_hash if int(row) not in unreadable]
         cache.remember_digests(
-            [(_stat_key(scan.entries[row]), digests[row].tobytes()) for row in hashed],
+            [(entry_stat_key(scan.entries[row]), digests[row].tobytes()) for row in hashed],
             checked_ns=started_ns,
         )
         if unreadable:
@@ -410,23 +411,13 @@ def _reuse_inode_digests(
     if len(rows) == 0:
         return rows
     entries = scan.entries
-    found = cache.cached_digests([_stat_key(entries[row]) for row in rows])
+    found = cache.cached_digests([entry_stat_key(entries[row]) for row in rows])
     still = np.ones(len(rows), dtype=bool)
     for index, digest in enumerate(found):
         if digest is not None:
             digests[rows[index]] = np.frombuffer(digest, dtype=np.uint8)
             still[index] = False
     return rows[still]
-
-
-def _stat_key(entry: np.void) -> tuple[int, int, int, int, int]:
-    return (
-        int(entry["dev"]),
-        int(entry["ino"]),
-        int(entry["size"]),
-        int(entry["mtime_ns"]),
-        int(entry["ctime_ns"]),
-    )
 
 
 def _hash_entries(

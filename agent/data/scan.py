@@ -89,6 +89,18 @@ class FolderScan:
         return FolderScan(b"".join(path + b"\0" for path in kept_paths), entries)
 
 
+def entry_stat_key(entry: np.void) -> tuple[int, int, int, int, int]:
+    """The stat key (device, inode, size, mtime, ctime) of one scan entry, as the hash cache
+    keys digests (see `agent.data.hashing.stat_key`)."""
+    return (
+        int(entry["dev"]),
+        int(entry["ino"]),
+        int(entry["size"]),
+        int(entry["mtime_ns"]),
+        int(entry["ctime_ns"]),
+    )
+
+
 def is_native() -> bool:
     """True when the compiled walker is in use."""
     return _native is not None

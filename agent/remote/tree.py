@@ -15,8 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from agent.data.hashing import (
     RACY_WINDOW_NS,
     SMALL_FILE,
@@ -26,7 +24,14 @@ from agent.data.hashing import (
     settled,
     stat_key,
 )
-from agent.data.scan import KIND_FILE, KIND_SYMLINK, KIND_UNREADABLE, FolderScan, scan_folder
+from agent.data.scan import (
+    KIND_FILE,
+    KIND_SYMLINK,
+    KIND_UNREADABLE,
+    FolderScan,
+    entry_stat_key,
+    scan_folder,
+)
 from agent.data.stat_cache import StatCache
 from agent.errors import WatchkeeperError
 
@@ -115,7 +120,8 @@ def _walk_into(
         kind = int(entry["kind"])
         path = text_folder + "/" + relative[cut:]
         if kind == KIND_FILE:
-            found.append(TreeEntry(relative, path, _entry_key(entry), bool(entry["mode"] & 0o111)))
+            executable = bool(entry["mode"] & 0o111)
+            found.append(TreeEntry(relative, path, entry_stat_key(entry), executable))
         elif kind == KIND_UNREADABLE:
             reason = os.strerror(int(entry["size"]))
             raise WatchkeeperError(f"{path}: cannot be read ({reason}).")
@@ -173,16 +179,6 @@ def _follow_link(
             links,
             found,
         )
-
-
-def _entry_key(entry: np.void) -> StatKey:
-    return (
-        int(entry["dev"]),
-        int(entry["ino"]),
-        int(entry["size"]),
-        int(entry["mtime_ns"]),
-        int(entry["ctime_ns"]),
-    )
 
 
 def _hash_all(items: list[tuple[str, int]], keep: dict[str, bytes] | None = None) -> list[bytes]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -384,31 +383,6 @@ def version_detail(connection: sqlite3.Connection | None, version_id: int) -> Ve
             if isinstance(entry, dict) and entry.get("snapshot_id") in taken:
                 detail.snapshots[dep] = format_time(taken[entry["snapshot_id"]])
     return detail
-
-
-def compare_versions(first: VersionDetail, second: VersionDetail) -> list[tuple[str, str, str]]:
-    """Rows (field, first value, second value) comparing two versions side by side."""
-
-    def flat(detail: VersionDetail) -> dict[str, str]:
-        values = {
-            "status": detail.status,
-            "commit": detail.commit_sha[:12] + (" (dirty)" if detail.dirty else ""),
-            "train command": detail.train_command,
-            "executor": f"{detail.executor} {detail.host}".strip(),
-            "started": format_time(detail.started_at),
-        }
-        values.update({f"param {k}": json.dumps(v) for k, v in detail.params.items()})
-        values.update({f"metric {k}": str(v) for k, v in detail.metrics.items()})
-        for dep, entry in detail.data.items():
-            fingerprint = entry.get("fingerprint", "") if isinstance(entry, dict) else str(entry)
-            values[f"data {dep}"] = str(fingerprint)[:16]
-        values.update({f"code {k}": str(v)[:16] for k, v in detail.code.items()})
-        values.update({f"artifact {k}": str(v)[:16] for k, v in detail.artifacts.items()})
-        return values
-
-    left, right = flat(first), flat(second)
-    keys = list(dict.fromkeys([*left, *right]))
-    return [(key, left.get(key, "—"), right.get(key, "—")) for key in keys]
 
 
 def _add_names(connection: sqlite3.Connection, detail: VersionDetail) -> None:
