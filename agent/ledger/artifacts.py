@@ -10,7 +10,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import blake3
 
@@ -445,6 +445,12 @@ def export_artifacts(
     targets = {path: out_dir / path for path in artifacts}
     real_out = out_dir.resolve() if out_dir.exists() else None
     for path, target in targets.items():
+        parts = PurePosixPath(path).parts
+        if not parts or PurePosixPath(path).is_absolute() or ".." in parts:
+            raise WatchkeeperError(
+                f"artifact path {path!r} leads out of {out_dir}; nothing was written (the "
+                "ledger's record of this version is not to be trusted)"
+            )
         if not store.has(artifacts[path]):
             raise WatchkeeperError(
                 f"artifact {path} ({artifacts[path]}) is missing from the store {store.root}; "

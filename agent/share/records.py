@@ -296,6 +296,8 @@ def _check_version(record: dict[str, Any]) -> None:
             _check_relative(item[0], f"data dep {dep!r} file")
     for dep in record["code"]:
         _check_relative(dep, "code dep")
+    for out in record["artifacts"]:
+        _check_relative(out, "artifact")
     blobs = record.get("blobs", [])
     valid = isinstance(blobs, list) and all(
         isinstance(item, list) and len(item) == 3 and all(isinstance(x, str) for x in item)
@@ -303,6 +305,8 @@ def _check_version(record: dict[str, Any]) -> None:
     )
     if not valid:
         raise RecordRefused("field 'blobs' is not a list of [kind, path, digest]")
+    for kind, path, _ in blobs:
+        _check_relative(path, f"{kind} blob")
 
 
 def _check_relative(path: str, what: str) -> None:

@@ -139,3 +139,16 @@ def test_only_stale_incoming_files_are_removed(tmp_path: Path) -> None:
     ArtifactStore(root).put(source)
     assert live_and_fresh.exists() and not_ours.exists()
     assert not live_but_old.exists() and not dead_writer.exists()
+
+
+@pytest.mark.parametrize("path", ["../outside.txt", "a/../../outside.txt", "/tmp/outside.txt"])
+def test_export_refuses_artifact_paths_that_leave_the_folder(tmp_path: Path, path: str) -> None:
+    from agent.ledger.artifacts import export_artifacts
+
+    store = ArtifactStore(tmp_path / "store")
+    digest = store.put_bytes(b"weights")
+    out_dir = tmp_path / "deploy" / "not-made-yet"
+    with pytest.raises(WatchkeeperError, match="leads out of"):
+        export_artifacts(store, {"model.bin": digest, path: digest}, out_dir)
+    assert not (tmp_path / "deploy").exists()
+    assert not (tmp_path / "deploy" / "outside.txt").exists()

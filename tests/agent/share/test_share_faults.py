@@ -299,3 +299,36 @@ def test_sharing_over_ssh_with_the_host_key_checked(
     refused = bob.run("pull")
     assert refused.returncode == 2
     assert "could not fetch refs/watchkeeper/ledger from origin" in refused.stderr
+
+
+def test_records_whose_artifact_or_blob_paths_leave_the_repo_are_refused(tmp_path: Path) -> None:
+    remote = make_remote(tmp_path)
+    ada = person(tmp_path, "Ada", remote, first=True)
+    [first] = ada.add_versions(1)
+    ada.ok("push")
+    original = json.loads(git(remote, "show", f"refs/watchkeeper/ledger:{_path(first)}"))
+    digest = "blake3:" + "0" * 64
+    climbing_id, absolute_id = "ab" * 16, "cd" * 16
+    climbing = {**original, "id": climbing_id, "artifacts": {"../../outside.txt": digest}}
+    absolute = {**original, "id": absolute_id, "blobs": [["data", "/etc/cron.d/x", digest]]}
+    mallory = person(tmp_path, "Mallory", remote)
+    tip = gitref.fetch_ledger(mallory.clone, "origin")
+    git(mallory.clone, "update-ref", "-d", gitref.tracking_ref("origin"))
+    commit = gitref.write_commit(
+        mallory.clone,
+        tip,
+        {
+            record_path("version", climbing_id): canonical(climbing),
+            record_path("version", absolute_id): canonical(absolute),
+        },
+        ("Mallory", "m@example.org"),
+        "by hand",
+    )
+    assert gitref.push_commit(mallory.clone, "origin", commit)
+    bob = person(tmp_path, "Bob", remote)
+    done = bob.run("pull", "--json")
+    assert done.returncode == 1
+    refused = {item["path"]: item["reason"] for item in json.loads(done.stdout)["refused"]}
+    assert "artifact '../../outside.txt' leads outside the repo" in refused[_path(climbing_id)]
+    assert "data blob '/etc/cron.d/x' leads outside the repo" in refused[_path(absolute_id)]
+    assert {row["id"] for row in bob.json("models", "list", "--all")} == {first}
