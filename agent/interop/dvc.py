@@ -106,8 +106,11 @@ class _Converter:
         self.root = root
         self.path = root / DVC_FILE
         self.result = DvcConversion()
+        self.field_lines: dict[str, int] = {}
 
-    def note(self, line: int | None, stage: str, text: str) -> None:
+    def note(self, line: int | None, stage: str, text: str, key: str | None = None) -> None:
+        """One line about `stage`, at the line of its field `key` when known."""
+        line = self.field_lines.get(key, line) if key else line
         where = f"{DVC_FILE}:{line}" if line else DVC_FILE
         self.result.notes.append(f"{where}: stage {stage}: {text}")
 
@@ -157,8 +160,10 @@ class _Converter:
         field_lines = _key_lines(node)
         if "foreach" in body or "matrix" in body:
             for suffix, local in self._expansions(name, body, line, field_lines):
+                self.field_lines = _key_lines(_child(node, "do")) or field_lines
                 self._translate(f"{name}@{suffix}", body.get("do", body), local, line)
             return
+        self.field_lines = field_lines
         self._translate(name, body, {}, line)
 
     def _expansions(
@@ -250,6 +255,7 @@ class _Converter:
                         f"${{{dotted}}} was written in as its value today "
                         f"({_text(_lookup(self.variables, dotted))}); a change to it in params "
                         "reaches the code through params.yaml, not the command",
+                        "cmd",
                     )
         pieces.append(_escape_braces(text[position:].replace("\\${", "${")))
         return "".join(pieces)
@@ -258,7 +264,7 @@ class _Converter:
         self, stage: str, body: dict[str, Any], local: dict[str, Any], line: int | None
     ) -> None:
         if body.get("frozen"):
-            self.note(line, stage, "frozen: not translated (a frozen stage is never run)")
+            self.note(line, stage, "frozen: not translated (a frozen stage is never run)", "frozen")
             return
         cmd = body.get("cmd")
         if isinstance(cmd, list):
@@ -267,7 +273,9 @@ class _Converter:
             raise WatchkeeperError(f"{self.path}:{line}: stage {stage} has no cmd; give it one.")
         wdir = normalize_repo_path(str(body.get("wdir", ".")))
         if wdir is None:
-            self.note(line, stage, f"wdir {body.get('wdir')!r} leaves the repo: not translated")
+            self.note(
+                line, stage, f"wdir {body.get('wdir')!r} leaves the repo: not translated", "wdir"
+            )
             return
         command = self._interpolate(stage, cmd, local, line)
         if wdir != ".":
@@ -283,11 +291,11 @@ class _Converter:
                 text = text.replace("{{", "{")
                 text = text.replace("}}", "}")
                 if URL.match(text):
-                    self.note(line, stage, f"{key} {text}: not on this disk, not translated")
+                    self.note(line, stage, f"{key} {text}: not on this disk, not translated", key)
                     continue
                 joined = normalize_repo_path(text if wdir == "." else f"{wdir}/{text}")
                 if joined is None:
-                    self.note(line, stage, f"{key} {text} leaves the repo: not translated")
+                    self.note(line, stage, f"{key} {text} leaves the repo: not translated", key)
                     continue
                 entries.append((joined, options if isinstance(options, dict) else {}))
             return entries
@@ -298,7 +306,9 @@ class _Converter:
         for path, options in paths("outs"):
             outs.append(path)
             if options.get("remote") or options.get("push") is False:
-                self.note(line, stage, f"outs {path}: its DVC remote options are DVC's alone")
+                self.note(
+                    line, stage, f"outs {path}: its DVC remote options are DVC's alone", "outs"
+                )
         metrics = paths("metrics")
         json_metrics = [path for path, _ in metrics if path.endswith(".json")]
         if json_metrics:
@@ -306,11 +316,28 @@ class _Converter:
         for path, _ in metrics:
             if path != model.get("metrics"):
                 outs.append(path)
-                self.note(line, stage, f"metrics {path}: kept as an out (one JSON metrics file)")
+                self.note(
+                    line,
+                    stage,
+                    f"metrics {path}: kept as an out (one JSON metrics file)",
+                    "metrics",
+                )
         for path, _ in paths("plots"):
-            self.note(line, stage, f"plots {path}: not translated (Watchkeeper draws step metrics)")
+            outs.append(path)  # a stage's plots file is one of its outputs in DVC
+            self.note(
+                line,
+                stage,
+                f"plots {path}: not translated as a plot (kept as an out; Watchkeeper draws "
+                "step metrics)",
+                "plots",
+            )
         if body.get("always_changed"):
-            self.note(line, stage, "always_changed: not translated (train it when you want)")
+            self.note(
+                line,
+                stage,
+                "always_changed: not translated (train it when you want)",
+                "always_changed",
+            )
         self._params_of(stage, body.get("params"), line, model, deps)
         if deps:
             model["deps"] = list(dict.fromkeys(deps))
@@ -331,12 +358,14 @@ class _Converter:
             if isinstance(entry, dict):
                 for file_name in entry:
                     if str(file_name) != DEFAULT_PARAMS_FILE:
-                        self.note(line, stage, f"params from {file_name}: not translated")
+                        self.note(line, stage, f"params from {file_name}: not translated", "params")
         if not uses_params or not self.params:
             return
         storable = {key: value for key, value in self.params.items() if _storable(value)}
         for key in self.params.keys() - storable.keys():
-            self.note(line, stage, f"param {key} (null or not a plain value): not translated")
+            self.note(
+                line, stage, f"param {key} (null or not a plain value): not translated", "params"
+            )
         model["params"] = storable
         model["params_file"] = DEFAULT_PARAMS_FILE
         deps[:] = [dep for dep in deps if dep != DEFAULT_PARAMS_FILE]
