@@ -280,3 +280,21 @@ def test_matrix_and_params_in_commands_and_an_existing_spec(tmp_path: Path) -> N
     assert text.startswith(existing)
     assert "[models.sweep-adam-2]" in text and "mine.py" in text
     assert "watchkeeper.toml: model sweep-sgd-2 is already declared there" in conversion.notes[-1]
+
+
+def test_a_folder_tracked_by_dvc_add_keeps_its_md5_while_its_files_match(tmp_path: Path) -> None:
+    root = write_repo(tmp_path / "repo", {"images/a.txt": "a\n", "images/sub/b.txt": "b\n"})
+    dvc(root, "init", "-q")
+    dvc(root, "add", "-q", "images")
+    recorded_md5 = next(
+        line.split()[-1]
+        for line in (root / "images.dvc").read_text().splitlines()
+        if line.strip().startswith("- md5:")
+    )
+    assert recorded_md5.endswith(".dir")
+    assert dvc_md5_for(root, "images") == recorded_md5
+    (root / "images/sub/c.txt").write_text("new\n")
+    assert dvc_md5_for(root, "images") is None
+    (root / "images/sub/c.txt").unlink()
+    (root / "images/a.txt").write_text("changed\n")
+    assert dvc_md5_for(root, "images") is None
