@@ -15,10 +15,11 @@ from click.testing import CliRunner, Result
 
 from agent.cli import main
 from agent.interop.dvc import convert_dvc, dvc_md5_for, spec_text_with
-from agent.ledger import open_ledger
+from agent.ledger import open_ledger, write_transaction
 from agent.ledger.queries import versions
 from agent.project.spec import load_project
 from tests.agent.runs.gitrepo import PYTHON, commit_all, git
+from tests.agent.share.people import make_remote, person
 
 DVC = str(Path(sys.executable).with_name("dvc"))
 
@@ -298,3 +299,27 @@ def test_a_folder_tracked_by_dvc_add_keeps_its_md5_while_its_files_match(tmp_pat
     (root / "images/sub/c.txt").unlink()
     (root / "images/a.txt").write_text("changed\n")
     assert dvc_md5_for(root, "images") is None
+
+
+def test_the_dvc_md5_of_a_version_travels_to_a_teammate(tmp_path: Path) -> None:
+    remote = make_remote(tmp_path)
+    ada = person(tmp_path, "Ada", remote, first=True)
+    [global_id] = ada.add_versions(1)
+    db = ada.ledger()
+    try:
+        with write_transaction(db):
+            db.execute(
+                "UPDATE model_versions SET data = ? WHERE global_id = ?",
+                [
+                    json.dumps({"data/raw.csv": {"fingerprint": "f" * 64, "dvc_md5": "a" * 32}}),
+                    global_id,
+                ],
+            )
+    finally:
+        db.close()
+    ada.ok("push", "churn")
+    bob = person(tmp_path, "Bob", remote)
+    bob.ok("pull")
+    shown = bob.json("models", "show", global_id)
+    assert shown["dvc_md5"] == {"data/raw.csv": "a" * 32}
+    assert shown["data"] == {"data/raw.csv": "f" * 64}
