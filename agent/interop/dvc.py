@@ -362,7 +362,7 @@ class _Converter:
         if not uses_params or not self.params:
             return
         storable = {key: value for key, value in self.params.items() if _storable(value)}
-        for key in self.params.keys() - storable.keys():
+        for key in sorted(self.params.keys() - storable.keys()):
             self.note(
                 line, stage, f"param {key} (null or not a plain value): not translated", "params"
             )
