@@ -38,6 +38,11 @@ def version_json(row: dict[str, Any], staleness: Staleness | None) -> dict[str, 
         "diff_hash": row["diff_hash"],
         "train_command": row["train_command"],
         "data": {dep: record["fingerprint"] for dep, record in (row["data"] or {}).items()},
+        "dvc_md5": {
+            dep: record["dvc_md5"]
+            for dep, record in (row["data"] or {}).items()
+            if record.get("dvc_md5")
+        },
         "code": row["code"] or {},
         "params": row["params"] or {},
         "metrics": row["metrics"] or {},

@@ -80,11 +80,19 @@ def _current_repo_id(db: Database) -> int | None:
 
 @click.command()
 @click.argument("path", required=False, type=click.Path(file_okay=False, path_type=Path))
-def init(path: Path | None) -> None:
+@click.option(
+    "--from-dvc",
+    is_flag=True,
+    help="Translate the repo's dvc.yaml stages (and params.yaml) into models, saying what "
+    "could not be translated.",
+)
+def init(path: Path | None, from_dvc: bool) -> None:
     """Write a commented watchkeeper.toml at the repo root (if none) and register the repo."""
     root = repo_root((path or Path.cwd()).resolve())
     spec_path = root / SPEC_FILE
-    if spec_path.exists():
+    if from_dvc:
+        message = _init_from_dvc(root)
+    elif spec_path.exists():
         project = load_project(root)
         message = f"{spec_path} already exists ({len(project.models)} models); kept it."
     else:
@@ -94,6 +102,21 @@ def init(path: Path | None) -> None:
         register_repo(db, root)
     click.echo(message)
     click.echo(f"registered {root} in the ledger.")
+
+
+def _init_from_dvc(root: Path) -> str:
+    """Add the models of dvc.yaml to watchkeeper.toml; print what was not translated."""
+    from agent.interop.dvc import convert_dvc, spec_text_with
+
+    spec_path = root / SPEC_FILE
+    conversion = convert_dvc(root)
+    existing = spec_path.read_text(encoding="utf-8") if spec_path.exists() else None
+    text = spec_text_with(root, existing, conversion)
+    spec_path.write_text(text, encoding="utf-8")
+    for note in conversion.notes:
+        click.echo(note)
+    names = ", ".join(conversion.models) or "none"
+    return f"wrote {spec_path} with the models of dvc.yaml: {names}."
 
 
 @click.command()
@@ -543,6 +566,7 @@ def models_show(model_ref: str, as_json: bool, show_diff: bool) -> None:
         ("metrics", version["metrics"]),
         ("code", version["code"]),
         ("data", version["data"]),
+        ("dvc md5 (dvc checkout)", version.get("dvc_md5")),
         ("artifacts", version["artifacts"]),
         ("tags", version["tags"]),
     ):

@@ -210,6 +210,7 @@ class Training:
     data_records: dict[str, Any]
     kept: KeptData = field(default_factory=KeptData)  # the diff and data blobs every run keeps
     recorded_repo: Path | None = None  # the repo to record under when `root` is a worktree of it
+    dvc_md5s: dict[str, dict[str, str]] = field(default_factory=dict)  # dep -> {"dvc_md5": …}
 
     @property
     def collected(self) -> list[str]:
@@ -268,7 +269,16 @@ def prepare_training(
         data_records,
         kept,
         recorded_repo,
+        _dvc_md5s(root, data_deps),
     )
+
+
+def _dvc_md5s(root: Path, data_deps: list[str]) -> dict[str, dict[str, str]]:
+    """DVC's md5 of each data dep that a `.dvc` file or dvc.lock tracks and still matches."""
+    from agent.interop.dvc import dvc_md5_for
+
+    found = {dep: dvc_md5_for(root, dep) for dep in data_deps}
+    return {dep: {"dvc_md5": md5} for dep, md5 in found.items() if md5}
 
 
 def record_run(
@@ -343,7 +353,11 @@ def record_run(
                 "experiment": int(_differs(params, model.params)),
                 "metrics": {},
                 "data": {
-                    dep: {"snapshot_id": record.snapshot_id, "fingerprint": record.fingerprint}
+                    dep: {
+                        "snapshot_id": record.snapshot_id,
+                        "fingerprint": record.fingerprint,
+                        **training.dvc_md5s.get(dep, {}),
+                    }
                     for dep, record in training.data_records.items()
                 },
                 "code": training.code_hashes,

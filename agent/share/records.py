@@ -132,6 +132,8 @@ def _data_lineage(db: Database, data: dict[str, Any]) -> dict[str, Any]:
     lineage: dict[str, Any] = {}
     for dep, recorded in data.items():
         entry: dict[str, Any] = {"fingerprint": recorded.get("fingerprint")}
+        if recorded.get("dvc_md5"):
+            entry["dvc_md5"] = recorded["dvc_md5"]  # lets a teammate `dvc checkout` the data
         snapshot_id = recorded.get("snapshot_id")
         row = db.execute(
             "SELECT s.n_files, s.total_bytes, d.kind FROM data_snapshots s "
@@ -366,6 +368,7 @@ def apply_version(
         dep: {
             "snapshot_id": _snapshot_for(db, root / dep, lineage),
             "fingerprint": lineage.get("fingerprint"),
+            **({"dvc_md5": lineage["dvc_md5"]} if isinstance(lineage.get("dvc_md5"), str) else {}),
         }
         for dep, lineage in record["data"].items()
     }

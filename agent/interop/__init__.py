@@ -1,0 +1,1 @@
+"""Interoperability with tools people already use: MLflow tracking and DVC pipelines."""
