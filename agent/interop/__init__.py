@@ -1,0 +1,1 @@
+"""Interop with the tools a project already uses (MLflow, DVC)."""
