@@ -190,7 +190,7 @@ class Capture:
     run: MlflowRun | None = None
 
 
-def capture_run(run_dir: Path, declared_params: dict[str, Any], ended_ok: bool) -> Capture:
+def capture_run(run_dir: Path, declared_params: dict[str, Any]) -> Capture:
     """Read a run folder's MLflow file. A file that cannot be read, or a run MLflow still
     marks running (the training was killed), is recorded as partial."""
     try:
@@ -210,7 +210,7 @@ def capture_run(run_dir: Path, declared_params: dict[str, Any], ended_ok: bool) 
     }
     if run.other_runs:
         record["other_runs"] = run.other_runs
-    if run.status in (None, "RUNNING", "SCHEDULED") or not ended_ok and run.status != "FINISHED":
+    if run.status in (None, "RUNNING", "SCHEDULED"):
         record["partial"] = True
         record["problem"] = (
             f"MLflow run {run.run_id} did not end ({run.status}): the training stopped before "

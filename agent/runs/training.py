@@ -18,9 +18,9 @@ from typing import Any
 from sqlite_utils import Database
 
 from agent.data.deps import snapshot_data_dep
-from agent.interop.mlflow_capture import capture_run, run_name, run_script_setup, store_capture
 from agent.disk import disk_full_error, is_disk_full, is_nearly_full
 from agent.errors import WatchkeeperError
+from agent.interop.mlflow_capture import capture_run, run_name, run_script_setup, store_capture
 from agent.ledger import write_transaction
 from agent.ledger.artifacts import ArtifactStore
 from agent.ledger.blobs import ARTIFACT, VersionBlob, record_version_blobs
@@ -637,7 +637,7 @@ def finish_run(
             state = RunState.FAILED
         exit_code = read_exit_code(run.run_dir)
     step_warning = _settle_steps(db, run, executor)
-    mlflow = capture_run(run.run_dir, _recorded_params(db, run.id), state is RunState.SUCCEEDED)
+    mlflow = capture_run(run.run_dir, _recorded_params(db, run.id))
     if state is RunState.SUCCEEDED and problem is None:
         outs_dir = run.run_dir / "outs"
         try:

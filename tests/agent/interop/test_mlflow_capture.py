@@ -255,7 +255,7 @@ def test_a_locked_mlflow_file_is_recorded_as_partial(
 
 def test_a_file_that_is_not_sqlite_is_partial_not_fatal(tmp_path: Path) -> None:
     (tmp_path / "mlflow.db").write_bytes(b"not a database at all" * 100)
-    capture = capture_run(tmp_path, {}, ended_ok=True)
+    capture = capture_run(tmp_path, {})
     assert capture.record is not None and capture.record["partial"] is True
     assert str(tmp_path / "mlflow.db") in capture.record["problem"]
 
@@ -266,7 +266,7 @@ def test_reading_needs_no_mlflow_package(tmp_path: Path) -> None:
     code = (
         "import sys; sys.modules['mlflow'] = None\n"
         "from agent.interop.mlflow_capture import capture_run\n"
-        f"print(capture_run(__import__('pathlib').Path({str(tmp_path)!r}), {{}}, True).record)\n"
+        f"print(capture_run(__import__('pathlib').Path({str(tmp_path)!r}), {{}}).record)\n"
     )
     import subprocess
     import sys
