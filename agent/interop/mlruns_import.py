@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,9 @@ class ImportedRun:
     run: MlflowRun
     started_at: float | None
     ended_at: float | None
-    artifacts: dict[str, Path] = field(default_factory=dict)
+    artifacts: dict[str, Path] = field(default_factory=dict)  # files at hand, to store
+    artifact_uris: dict[str, str] = field(default_factory=dict)  # where each artifact is
+    fetch: Callable[[], dict[str, Path]] | None = None  # downloads the artifacts when called
 
 
 @dataclass
@@ -110,9 +113,9 @@ def read_file_store_run(run_dir: Path, experiment: str | None) -> ImportedRun:
         for p in sorted(artifacts_dir.rglob("*"))
         if p.is_file() and not p.is_symlink()
     }
-    return ImportedRun(
-        run, _seconds(meta.get("start_time")), _seconds(meta.get("end_time")), artifacts
-    )
+    uris = {name: path.as_uri() for name, path in artifacts.items()}
+    started, ended = _seconds(meta.get("start_time")), _seconds(meta.get("end_time"))
+    return ImportedRun(run, started, ended, artifacts, uris)
 
 
 def _seconds(milliseconds: str | None) -> float | None:
@@ -176,6 +179,8 @@ def import_runs(
             if _already_imported(db, model_id, run.run_id):
                 report.already.append(run.run_id)
                 continue
+        if download and imported.fetch is not None:
+            imported.artifacts = imported.fetch()
         artifacts = (
             {name: store.put(path) for name, path in imported.artifacts.items()} if download else {}
         )
@@ -215,11 +220,7 @@ def _record(
         "tags": run.tags,
         "param_mismatches": {},
         "imported_from": source,
-        **(
-            {}
-            if download
-            else {"artifact_uris": {k: p.as_uri() for k, p in imported.artifacts.items()}}
-        ),
+        **({} if download else {"artifact_uris": imported.artifact_uris}),
     }
     with write_transaction(db):
         if _already_imported(db, model_id, run.run_id):
