@@ -680,6 +680,8 @@ def _print_mlflow(console: Console, record: dict[str, Any] | None) -> None:
             f"{escape(str(record.get('experiment')))}, {len(record.get('params') or {})} params, "
             f"{len(record.get('tags') or {})} tags"
         )
+    if record.get("imported_from"):
+        console.print(f"    imported from {record['imported_from']}", markup=False)
     if record.get("partial"):
         console.print(f"    partial capture: {record.get('problem')}", markup=False)
     mismatch = describe_mismatches(record)

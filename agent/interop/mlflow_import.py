@@ -64,7 +64,9 @@ def read_server_runs(
         imported = [_imported(client, run, experiment, scratch) for run in runs]
     except MlflowException as error:
         message = str(error).splitlines()[0][:300]
-        raise WatchkeeperError(f"MLflow at {shown} answered: {message}") from error
+        raise WatchkeeperError(
+            f"MLflow at {shown}: {message}; check the URI and that the server is up"
+        ) from error
     imported.sort(key=lambda entry: (entry.started_at or 0.0, entry.run.run_id))
     return imported
 
