@@ -36,6 +36,7 @@ SUBCOMMANDS: dict[str, str] = {
     "pull": "agent.cli.share_cmds:pull",
     "ci": "agent.cli.share_cmds:ci",
     "gc": "agent.cli.gc_cmd:gc",
+    "import": "agent.cli.interop_cmds:import_group",
 }
 
 

@@ -414,7 +414,11 @@ def status(
                     f"no model named {', '.join(unknown)} is declared; models: "
                     f"{', '.join(known) or 'none'} ({_where_looked(roots)})"
                 )
+        logged_otherwise = _mlflow_mismatches(db, scans)
     report = status_report(scans, builtin)
+    for repo in report["repos"]:
+        for entry in repo["models"]:
+            entry["mlflow_mismatch"] = logged_otherwise.get((repo["path"], entry["model"]))
     checked = any(repo["models"] or repo["error"] for repo in report["repos"])
     if as_json:
         _echo_json(report)
@@ -430,6 +434,27 @@ def status(
     if report["errors"]:
         ctx.exit(2)
     ctx.exit(1 if report["stale"] or report["never_trained"] else 0)
+
+
+def _mlflow_mismatches(db: Database, scans: list[RepoScan]) -> dict[tuple[str, str], str]:
+    """(repo, model) -> the line about params its version's code logged otherwise."""
+    from agent.interop.mlflow_capture import describe_mismatches
+
+    found: dict[tuple[str, str], str] = {}
+    for scan in scans:
+        for finding in scan.findings:
+            if not finding.version:
+                continue
+            row = db.execute(
+                "SELECT v.mlflow FROM model_versions v JOIN models m ON m.id = v.model_id "
+                "JOIN repos r ON r.id = m.repo_id WHERE r.path = ? AND m.name = ? "
+                "AND v.version = ?",
+                [str(scan.root), finding.model, finding.version],
+            ).fetchone()
+            line = describe_mismatches(json.loads(row[0])) if row and row[0] else None
+            if line:
+                found[(str(scan.root), finding.model)] = line
+    return found
 
 
 def _declared(scan: RepoScan) -> list[str]:
@@ -455,6 +480,8 @@ def _print_status(report: dict[str, Any]) -> None:
             console.print(f"  [{colour}]{entry['state']}[/] {entry['model']} {version}{attempt}")
             if entry["error"]:
                 console.print(f"        - {entry['error']}", markup=False)
+            if entry.get("mlflow_mismatch"):
+                console.print(f"        - {entry['mlflow_mismatch']}", markup=False)
             for reason in entry["reasons"]:
                 console.print(f"        - {reason['message']}", markup=False)
                 for drift in reason["drift"]:
@@ -650,6 +677,7 @@ def _print_extra_and_steps(console: Console, version: dict[str, Any]) -> None:
         entries = extra.items() if isinstance(extra, dict) else [("(whole file)", extra)]
         for key, value in entries:
             console.print(f"    {key} = {json.dumps(value)}", markup=False)
+    _print_mlflow(console, version.get("mlflow"))
     steps = version.get("step_metrics")
     if steps:
         names = ", ".join(steps["names"]) or "none"
@@ -662,6 +690,27 @@ def _print_extra_and_steps(console: Console, version: dict[str, Any]) -> None:
                 f"    skipped lines: {steps['skipped']} (first: {steps['first_skipped']})",
                 markup=False,
             )
+
+
+def _print_mlflow(console: Console, record: dict[str, Any] | None) -> None:
+    """What the run logged with MLflow: its run id, and what does not match the ledger."""
+    from agent.interop.mlflow_capture import describe_mismatches
+
+    if not record:
+        return
+    if record.get("run_id"):
+        console.print(
+            f"  [bold]mlflow[/] run {record['run_id']} in experiment "
+            f"{escape(str(record.get('experiment')))}, {len(record.get('params') or {})} params, "
+            f"{len(record.get('tags') or {})} tags"
+        )
+    if record.get("imported_from"):
+        console.print(f"    imported from {record['imported_from']}", markup=False)
+    if record.get("partial"):
+        console.print(f"    partial capture: {record.get('problem')}", markup=False)
+    mismatch = describe_mismatches(record)
+    if mismatch:
+        console.print(f"    [yellow]warning[/]: {escape(mismatch)}")
 
 
 def list_versions_one(db: Database, row: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ JSON_COLUMNS = (
     "artifacts",
     "detail",
     "reproduction",
+    "mlflow",
 )
 BUILTIN_REPO_PREFIX = "builtin:"
 """`repos.path` of rows that own built-in models (such as `coding-time`); not a folder."""

@@ -459,6 +459,14 @@ def m011_deleted_versions(db: Database) -> None:
     db.execute("CREATE INDEX idx_model_versions_deleted ON model_versions(model_id, deleted_at)")
 
 
+@migrations()
+def m012_mlflow_capture(db: Database) -> None:
+    """What a version's run logged with MLflow (`mlflow`, JSON): its MLflow run id,
+    experiment, params, tags, the declared params it logged otherwise, and whether the
+    capture is partial."""
+    db.execute("ALTER TABLE model_versions ADD COLUMN mlflow TEXT")
+
+
 TABLES = (
     "repos",
     "commits",

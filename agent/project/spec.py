@@ -29,7 +29,9 @@ MODEL_KEYS = (
     "resources",
     "keep_data",
     "keep_data_limit",
+    "mlflow",
 )
+MLFLOW_CHOICES = ("capture", "off")  # capture: MLflow logs go to the run folder's mlflow.db
 KEEP_DATA_CHOICES = ("always", "small", "never")
 DEFAULT_KEEP_DATA_LIMIT = 1 << 30
 SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -64,6 +66,7 @@ TEMPLATE = """\
 # resources = { cpus = 2, gpus = 0, memory = "4G", time = "01:00:00" }  # used by Slurm
 # keep_data = "small"             # keep data content for `reproduce`: always, small or never
 # keep_data_limit = "1G"          # "small" keeps a data dep up to this size
+# mlflow = "off"                  # leave MLflow logging alone (default "capture": recorded)
 # (a top-level [data] table with keep and keep_limit sets these for every model)
 # (a top-level [share] table's store, a remote's name or a folder, keeps pushed versions' blobs)
 """
@@ -86,6 +89,7 @@ class ModelSpec:
     resources: dict[str, Any] = field(default_factory=dict)
     keep_data: str = "small"  # keep data content in the blob store: always, small or never
     keep_data_limit: int = DEFAULT_KEEP_DATA_LIMIT  # bytes per data dep, for "small"
+    mlflow: str = "capture"  # "off": the run's MLflow tracking URI is left to the user
 
 
 @dataclass(frozen=True)
@@ -237,6 +241,7 @@ class _Checker:
             keep_data_limit=self.size(
                 where, "keep_data_limit", table.get("keep_data_limit", self.keep_data_limit)
             ),
+            mlflow=self.mlflow_choice(where, table.get("mlflow", "capture")),
         )
 
     def data_defaults(self, table: Any) -> None:
@@ -267,6 +272,13 @@ class _Checker:
             self.fail(
                 table, key, f"is {text!r}; choose one of {', '.join(KEEP_DATA_CHOICES)}{hint}"
             )
+        return text
+
+    def mlflow_choice(self, table: list[str], value: Any) -> str:
+        text = self.string(table, "mlflow", value)
+        if text not in MLFLOW_CHOICES:
+            hint = _did_you_mean(text, list(MLFLOW_CHOICES))
+            self.fail(table, "mlflow", f"is {text!r}; choose one of capture, off{hint}")
         return text
 
     def size(self, table: list[str], key: str, value: Any) -> int:

@@ -33,6 +33,7 @@ from agent.remote.replies import MAX_HEADER_BYTES, HelperReplyError, one_line, p
 from agent.remote.sync import SyncReport, sync_tree
 from agent.runs.executor import (
     LOG_FILE,
+    MLFLOW_DB_FILE,
     STEP_METRICS_FILE,
     Run,
     RunState,
@@ -42,12 +43,12 @@ from agent.runs.executor import (
 
 STATUS_INTERVAL = 1.0  # seconds between two remote status checks of one run
 LOG_READ_LIMIT = 4 << 20
-COLLECTED = ("outs", "exitcode", "log", "slurm.out", STEP_METRICS_FILE)
+COLLECTED = ("outs", "exitcode", "log", "slurm.out", STEP_METRICS_FILE, MLFLOW_DB_FILE)
 CRC = struct.Struct(">I")
 # Files a run writes: never uploaded (a hard link into the cache must not be written to).
 RUN_OUTPUTS = frozenset(
     {"log", "exitcode", "exitcode.tmp", "outs", "pid", "cancelled", "slurm.out"}
-    | {STEP_METRICS_FILE}
+    | {STEP_METRICS_FILE, MLFLOW_DB_FILE}
 )
 
 SLURM_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"}

@@ -25,6 +25,7 @@ EXITCODE_FILE = "exitcode"
 CANCELLED_FILE = "cancelled"
 LOG_FILE = "log"
 STEP_METRICS_FILE = "steps.jsonl"  # $WK_METRICS: the JSON lines of step metrics a run appends
+MLFLOW_DB_FILE = "mlflow.db"  # $MLFLOW_TRACKING_URI's SQLite file (agent.interop.mlflow_capture)
 
 
 class TargetUnreachableError(WatchkeeperError):
@@ -212,7 +213,7 @@ class LocalExecutor:
         if dest.resolve() == run.run_dir.resolve():
             return
         dest.mkdir(parents=True, exist_ok=True)
-        for name in ("outs", EXITCODE_FILE, LOG_FILE, STEP_METRICS_FILE):
+        for name in ("outs", EXITCODE_FILE, LOG_FILE, STEP_METRICS_FILE, MLFLOW_DB_FILE):
             source = run.run_dir / name
             if source.is_dir():
                 shutil.copytree(source, dest / name, dirs_exist_ok=True)

@@ -27,7 +27,7 @@ export WK_PARAMS="$RUN_DIR/params.json"
 export WK_METRICS="$RUN_DIR/steps.jsonl"
 exec >>"$RUN_DIR/log" 2>&1 </dev/null
 mkdir -p "$RUN_DIR/outs"
-{exports}cd "$RUN_DIR/code" || exit 127
+{exports}{mlflow}cd "$RUN_DIR/code" || exit 127
 /bin/sh -c {command}
 status=$?
 CODE_DIR=$(pwd -P)
@@ -172,8 +172,11 @@ def write_run_script(
     command: str,
     collected: list[str],
     env: dict[str, str] | None = None,
+    mlflow_setup: str = "",
 ) -> Path:
-    """Write run.sh (see RUN_SCRIPT) for the train command, its env and the paths to collect."""
+    """Write run.sh (see RUN_SCRIPT) for the train command, its env and the paths to collect.
+
+    `mlflow_setup` is shell run before the command (see agent.interop.mlflow_capture)."""
     script = run_dir / "run.sh"
     outs = " ".join(shlex.quote(path) for path in collected) or "''"
     exports = "".join(
@@ -181,7 +184,12 @@ def write_run_script(
     )
     script.write_text(
         RUN_SCRIPT.format(
-            run_id=run_id, model=model, command=shlex.quote(command), outs=outs, exports=exports
+            run_id=run_id,
+            model=model,
+            command=shlex.quote(command),
+            outs=outs,
+            exports=exports,
+            mlflow=mlflow_setup,
         )
     )
     script.chmod(0o700)
@@ -201,6 +209,7 @@ def prepare_run_dir(
     collected: list[str],
     env: dict[str, str] | None = None,
     files: dict[str, bytes] | None = None,
+    mlflow_setup: str = "",
 ) -> dict[str, str]:
     """Create the full run layout; returns the data dep sources (dep -> absolute path).
 
@@ -214,6 +223,6 @@ def prepare_run_dir(
     (run_dir / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
     (run_dir / "outs").mkdir()
     (run_dir / "log").touch()
-    write_run_script(run_dir, run_id, model, command, collected, env)
+    write_run_script(run_dir, run_id, model, command, collected, env, mlflow_setup)
     make_tree_private(run_dir)  # the code and params are the user's alone, as the ledger is
     return sources

@@ -20,6 +20,7 @@ from sqlite_utils import Database
 from agent.data.deps import snapshot_data_dep
 from agent.disk import disk_full_error, is_disk_full, is_nearly_full
 from agent.errors import WatchkeeperError
+from agent.interop.mlflow_capture import capture_run, run_name, run_script_setup, store_capture
 from agent.ledger import write_transaction
 from agent.ledger.artifacts import ArtifactStore
 from agent.ledger.blobs import ARTIFACT, VersionBlob, record_version_blobs
@@ -371,6 +372,7 @@ def record_run(
         )
         record_version_blobs(db, version_id, training.kept.blobs)
         run.detail["version_id"] = version_id
+        run.detail["version"] = version
         update_row(db, "runs", "id", run_id, {"detail": run.detail})
     return run, version
 
@@ -390,6 +392,11 @@ def stage_run(training: Training, run: Run, params: dict[str, Any]) -> None:
         collected=training.collected,
         env=delivery.env,
         files=delivery.files,
+        mlflow_setup=run_script_setup(
+            training.model.mlflow,
+            training.model.name,
+            run_name(training.model.name, run.detail.get("version")),
+        ),
     )
 
 
@@ -644,6 +651,7 @@ def finish_run(
             state = RunState.FAILED
         exit_code = read_exit_code(run.run_dir)
     step_warning = _settle_steps(db, run, executor)
+    mlflow = capture_run(run.run_dir, _recorded_params(db, run.id))
     if state is RunState.SUCCEEDED and problem is None:
         outs_dir = run.run_dir / "outs"
         try:
@@ -654,7 +662,8 @@ def finish_run(
             file_metrics: dict[str, Any] = {}
             if declared_metrics:
                 file_metrics, extra = read_metrics(outs_dir / declared_metrics, declared_metrics)
-            metrics = final_metrics(step_progress(db, run.id).final_metrics, file_metrics, extra)
+            step_finals = {**mlflow.final_metrics, **step_progress(db, run.id).final_metrics}
+            metrics = final_metrics(step_finals, file_metrics, extra)
         except (WatchkeeperError, OSError) as error:
             if isinstance(error, OSError) and not is_disk_full(error):
                 raise
@@ -695,11 +704,13 @@ def finish_run(
                     "metrics": metrics,
                     "metrics_extra": None if extra is None else encode(extra),
                     "artifacts": artifacts,
+                    "mlflow": mlflow.record,
                 },
             )
             version_id = db.execute(
                 "SELECT id FROM model_versions WHERE run_id = ?", [run.id]
             ).fetchone()[0]
+            store_capture(db, run.id, version_id, mlflow)
             record_version_blobs(
                 db, version_id, [VersionBlob(ARTIFACT, p, d) for p, d in artifacts.items()]
             )
@@ -723,6 +734,11 @@ def finish_run(
         metrics_extra=json.loads(row[6]) if row[6] else None,
         step_warning=step_warning,
     )
+
+
+def _recorded_params(db: Database, run_id: str) -> dict[str, Any]:
+    row = db.execute("SELECT params FROM model_versions WHERE run_id = ?", [run_id]).fetchone()
+    return json.loads(row[0] or "{}") if row else {}
 
 
 def _settle_steps(db: Database, run: Run, executor: Executor) -> str | None:
