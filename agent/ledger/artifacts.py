@@ -238,8 +238,9 @@ class ArtifactStore:
             raise
         return how
 
-    def restore(self, digest: str, target: Path, name: str) -> None:
-        """Write the blob `digest` to `target` (a new file), checked against its digest.
+    def restore(self, digest: str, target: Path, name: str) -> os.stat_result:
+        """Write the blob `digest` to `target` (a new file), checked against its digest; the
+        stat of `target` once in place (what the checked digest vouches for).
 
         A reflink is tried first, else the kernel copies the bytes; the new file (what the
         target will hold) is then hashed, through mmap and BLAKE3's threads. A blob that does
@@ -266,6 +267,7 @@ class ArtifactStore:
                     f"{digest}; it was moved to {blob.name}{DAMAGED_SUFFIX} and not used"
                 )
             os.replace(temporary, target)
+            return os.stat(target)
         except FileNotFoundError as error:
             if error.filename is not None and Path(os.fsdecode(error.filename)) == blob:
                 raise WatchkeeperError(

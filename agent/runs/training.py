@@ -210,6 +210,8 @@ class Training:
     data_records: dict[str, Any]
     kept: KeptData = field(default_factory=KeptData)  # the diff and data blobs every run keeps
     recorded_repo: Path | None = None  # the repo to record under when `root` is a worktree of it
+    # `root` is a reproduction's own worktree: a local run uses it as its code (no snapshot)
+    run_in_root: bool = False
 
     @property
     def collected(self) -> list[str]:
@@ -226,6 +228,7 @@ def prepare_training(
     on_data_progress: Callable[[str, int, int], None] | None = None,
     check_params: Callable[[ProjectSpec, ModelSpec], None] = lambda project, model: None,
     recorded_repo: Path | None = None,
+    run_in_root: bool = False,
 ) -> Training:
     """Load the model, pick its executor, snapshot the code and fingerprint the data deps.
 
@@ -268,6 +271,7 @@ def prepare_training(
         data_records,
         kept,
         recorded_repo,
+        run_in_root,
     )
 
 
@@ -376,6 +380,9 @@ def stage_run(training: Training, run: Run, params: dict[str, Any]) -> None:
         collected=training.collected,
         env=delivery.env,
         files=delivery.files,
+        code_folder=(
+            training.root if training.run_in_root and training.executor.kind == "local" else None
+        ),
     )
 
 
@@ -440,6 +447,7 @@ def train(
     params: dict[str, Any] | None = None,
     reproduction_of: int | None = None,
     recorded_repo: Path | None = None,
+    run_in_root: bool = False,
 ) -> TrainResult:
     """Train `model_name` of the repo at `root` and record a model version.
 
@@ -456,7 +464,8 @@ def train(
     The uncommitted diff and, as the model's `keep_data` says, the content of its data deps
     are kept in the blob store and listed in `version_blobs`. A reproduction passes the
     version's own `params`, the version it reproduces, and `recorded_repo`, the repo to record
-    it under (`root` is then a temporary worktree of that repo).
+    it under (`root` is then a temporary worktree of that repo), and `run_in_root`: a local run
+    then uses that worktree as its code, without a snapshot of its own.
     """
     paths = paths or WatchkeeperPaths.from_environment()
     parsed: dict[str, Any] = {}
@@ -478,6 +487,7 @@ def train(
         on_data_progress=on_data_progress,
         check_params=check_params,
         recorded_repo=recorded_repo,
+        run_in_root=run_in_root,
     )
     executor = training.executor
     run, version = record_run(
