@@ -18,6 +18,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from agent.data.deps import snapshot_data_dep
+from agent.data.stat_cache import StatCache
 from agent.disk import disk_full_error, is_disk_full, is_nearly_full
 from agent.errors import WatchkeeperError
 from agent.ledger import write_transaction
@@ -248,7 +249,7 @@ def prepare_training(
         dep: snapshot_data_dep(db, root / dep, paths, _progress_for(dep, on_data_progress))
         for dep in data_deps
     }
-    store = ArtifactStore(paths.artifacts)
+    store = ArtifactStore(paths.artifacts, StatCache.open(paths))  # the fingerprints' cache
     kept = keep_data_deps(
         db,
         store,
