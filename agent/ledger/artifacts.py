@@ -72,7 +72,6 @@ class ArtifactStore:
         self.root = root
         self._swept = False
         self._hash_cache = hash_cache
-        self._folders_made: set[Path] = set()
         self._reflinks_refused: set[int] = set()  # devices whose files cannot be cloned here
 
     @property
@@ -212,9 +211,7 @@ class ArtifactStore:
         destination = self.path(digest)
         if destination.is_file():
             return "present"
-        if destination.parent not in self._folders_made:
-            self._make_folders(destination.parent)
-            self._folders_made.add(destination.parent)
+        self._make_folders(destination.parent)
         if not self._swept:
             self.remove_abandoned_copies()
             self._swept = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -60,3 +61,16 @@ def test_a_rewrite_that_keeps_size_and_mtime_is_not_kept_under_the_old_digest(
 
     assert small.blobs == [] and "changed while training started" in small.notes[0]
     assert list(store.root.rglob("*")) == [] or all(p.is_dir() for p in store.root.rglob("*"))
+
+
+def test_a_store_whose_folders_were_removed_meanwhile_keeps_again(tmp_path: Path) -> None:
+    dated_files(tmp_path / "repo" / "data", 3, 1024, age_seconds=3600)
+    db, paths = open_ledger(), WatchkeeperPaths.from_environment()
+    snapshot = snapshot_data_dep(db, tmp_path / "repo" / "data", paths).snapshot_id
+    store = ArtifactStore(paths.artifacts, StatCache.open(paths))
+    keep_data_deps(db, store, tmp_path / "repo", {"data": snapshot}, "always", 0)
+    shutil.rmtree(store.root)  # a collection emptied the store
+
+    again = keep_data_deps(db, store, tmp_path / "repo", {"data": snapshot}, "always", 0)
+
+    assert len(again.blobs) == 3 and all(store.has(blob.digest) for blob in again.blobs)
