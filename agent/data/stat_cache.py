@@ -258,10 +258,34 @@ class StatCache:
         if not hashed:
             return
         checked = now_ns() if checked_ns is None else checked_ns
-        rows = [
-            (_signed(dev), _signed(ino), size, mtime, ctime, digest, checked)
-            for (dev, ino, size, mtime, ctime), digest in hashed
-        ]
+        self._store_rows(
+            [
+                (_signed(dev), _signed(ino), size, mtime, ctime, digest, checked)
+                for (dev, ino, size, mtime, ctime), digest in hashed
+            ]
+        )
+
+    def remember_written_digests(self, written: Sequence[tuple[StatKey, bytes]]) -> None:
+        """Remember digests of files this process has just written and hashed itself, in a
+        private folder nobody else writes to (a reproduction's worktree).
+
+        The racy rule guards against a writer that changes a file after it was hashed without
+        changing its stat; here no other writer exists, so each digest is stored as settled
+        (as if checked a racy window after the file's last change) and vouches for the file
+        as long as its stat stays the same. The key must be the stat taken after the last
+        change (the rename into place included).
+        """
+        window = self.racy_window_ns + 1
+        self._store_rows(
+            [
+                (_signed(dev), _signed(ino), size, mtime, ctime, digest, max(mtime, ctime) + window)
+                for (dev, ino, size, mtime, ctime), digest in written
+            ]
+        )
+
+    def _store_rows(self, rows: list[tuple[int, int, int, int, int, bytes, int]]) -> None:
+        if not rows:
+            return
         with self._lock:
             db = self.database()
             if db is None:

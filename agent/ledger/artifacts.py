@@ -30,9 +30,6 @@ _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _INCOMING_NAME = re.compile(r"^\.incoming-(\d+)-[0-9a-f]{16}$")
 # ioctl(dest, FICLONE, source): share the source's extents copy-on-write (btrfs, XFS, bcachefs).
 FICLONE = getattr(fcntl, "FICLONE", 0x40049409)
-# A file modified this close to when it is copied may change again within the same mtime tick,
-# so a copy of it is hashed rather than trusted from its size and mtime (git's racy rule).
-RACY_SECONDS = 2.0
 DAMAGED_SUFFIX = ".damaged"
 # Held shared while a writer claims a blob the store has, exclusive while gc unlinks (gc.py).
 GC_LOCK_NAME = ".gc-lock"
@@ -78,6 +75,7 @@ class ArtifactStore:
         self.root = root
         self._swept = False
         self._hash_cache = hash_cache
+        self._reflinks_refused: set[int] = set()  # devices whose files cannot be cloned here
 
     @property
     def hash_cache(self) -> StatCache:
@@ -207,17 +205,29 @@ class ArtifactStore:
             raise
         return digest
 
-    def keep_file(self, source: Path, digest: str, *, size: int, mtime_ns: int) -> str:
+    def keep_file(
+        self,
+        source: Path,
+        digest: str,
+        *,
+        size: int,
+        mtime_ns: int,
+        vouched: hashing.StatKey | None = None,
+    ) -> str:
         """Keep the content of a file already fingerprinted as `digest` (size, mtime_ns).
 
         Returns "present" (the store had it), "cloned" (a reflink: no bytes copied) or
         "copied". The user's file is only read: never linked, moved or changed, so a later
-        edit of theirs cannot reach the blob. The copy is trusted without hashing it again
-        only when the file's size and mtime are the fingerprinted ones before and after the
-        copy and the mtime is not racy (see RACY_SECONDS); otherwise the copy is hashed. A
-        file that changed raises SourceChangedError and a full disk a disk-full error; in both
-        cases nothing is registered. Blobs written here are not fsynced one by one: a blob
-        damaged by a power cut is caught by the hash check of `restore`.
+        edit of theirs cannot reach the blob. The kernel copies it into a temporary name, which
+        is renamed into place. The copy is not hashed again when `vouched` is given (the stat
+        for which the hash cache vouches that the content hashes to `digest`, see
+        `StatCache.cached_digests`) and the file has that very stat before and after the copy;
+        otherwise the copy is hashed (so a file whose stat is not the fingerprinted one is kept
+        when its content still hashes to `digest`). A file that changed raises
+        SourceChangedError and a full
+        disk a disk-full error; in both cases nothing is registered. Blobs written here are
+        not fsynced one by one: a blob damaged by a power cut is caught by the hash check of
+        `restore`.
         """
         destination = self.path(digest)
         if self.claim(destination):
@@ -227,26 +237,34 @@ class ArtifactStore:
             self.remove_abandoned_copies()
             self._swept = True
         temporary = self._incoming(destination)
-        started = time.time()
         try:
-            with source.open("rb") as reader:
-                before = os.fstat(reader.fileno())
-                # A snapshot reused for content seen before carries that time's mtimes: a file
-                # with other stat data is kept only if its copy hashes to `digest`.
-                as_fingerprinted = (before.st_size, before.st_mtime_ns) == (size, mtime_ns)
+            reader = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                before = os.fstat(reader)
                 descriptor = os.open(
                     temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE
                 )
                 try:
-                    how = _clone_or_copy(reader.fileno(), descriptor, before.st_size)
+                    how = self._clone_or_copy(reader, descriptor, before.st_size, before.st_dev)
                 finally:
                     os.close(descriptor)
-                after = os.fstat(reader.fileno())
-            unchanged = (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
-            racy = before.st_mtime_ns / 1e9 >= started - RACY_SECONDS
-            must_hash = racy or not as_fingerprinted
-            if not unchanged or (must_hash and file_digest(temporary) != digest):
+                after = os.fstat(reader)
+            finally:
+                os.close(reader)
+            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
                 raise SourceChangedError(f"{source} changed while it was being kept")
+            # A snapshot reused for content seen before carries that time's mtimes: a file
+            # whose stat is not the fingerprinted one is kept only if its copy hashes to `digest`.
+            as_fingerprinted = (before.st_size, before.st_mtime_ns) == (size, mtime_ns)
+            trusted = (
+                as_fingerprinted
+                and vouched is not None
+                and (hashing.stat_key(before) == vouched == hashing.stat_key(after))
+            )
+            if not trusted:
+                copied = DIGEST_PREFIX + hashing.hash_whole_file(str(temporary), size).hex()
+                if copied != digest:
+                    raise SourceChangedError(f"{source} changed while it was being kept")
             os.replace(temporary, destination)
         except OSError as error:
             disk_full = disk_full_error(self.root) if is_disk_full(error) else None
@@ -259,8 +277,18 @@ class ArtifactStore:
             raise
         return how
 
-    def restore(self, digest: str, target: Path, name: str) -> None:
-        """Write the blob `digest` to `target` (a new file), checked against its digest.
+    def _clone_or_copy(self, source: int, destination: int, size: int, device: int) -> str:
+        """`_clone_or_copy`, not trying reflinks again from a device that refused one."""
+        if device in self._reflinks_refused:
+            return _copy(source, destination, size)
+        how = _clone_or_copy(source, destination, size)
+        if how == "copied":
+            self._reflinks_refused.add(device)
+        return how
+
+    def restore(self, digest: str, target: Path, name: str) -> os.stat_result:
+        """Write the blob `digest` to `target` (a new file), checked against its digest; the
+        stat of `target` once in place (what the checked digest vouches for).
 
         A reflink is tried first, else the kernel copies the bytes; the new file (what the
         target will hold) is then hashed, through mmap and BLAKE3's threads. A blob that does
@@ -287,6 +315,7 @@ class ArtifactStore:
                     f"{digest}; it was moved to {blob.name}{DAMAGED_SUFFIX} and not used"
                 )
             os.replace(temporary, target)
+            return os.stat(target)
         except FileNotFoundError as error:
             if error.filename is not None and Path(os.fsdecode(error.filename)) == blob:
                 raise WatchkeeperError(
@@ -366,6 +395,11 @@ def _clone_or_copy(source: int, destination: int, size: int) -> str:
         return "cloned"
     except OSError:
         pass
+    return _copy(source, destination, size)
+
+
+def _copy(source: int, destination: int, size: int) -> str:
+    """Copy `size` bytes in the kernel (copy_file_range), else through a buffer."""
     copied = 0
     try:
         while copied < size:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from pathlib import Path, PurePosixPath
 from sqlite_utils import Database
 
 from agent.data.fingerprint import DataFingerprint, FileEntry
+from agent.data.hashing import StatKey, stat_key
 from agent.data.snapshots import load_snapshot
 from agent.errors import WatchkeeperError
 from agent.ledger.artifacts import ArtifactStore, SourceChangedError
@@ -58,8 +60,10 @@ def keep_data_deps(
 
     `small` keeps a dep whose files add up to at most `limit_bytes`; `always` keeps all and
     raises when it cannot (a full disk, a file that changed); `never` keeps nothing. Files the
-    store has already are not copied again. Only complete blobs are listed: a full disk
-    half-way leaves the files kept so far, and the note says which dep stopped.
+    store has already are not copied again. A copy is not hashed again when the store's hash
+    cache (the fingerprints' own) vouches for its file's digest by stat. Only complete blobs
+    are listed: a full disk half-way leaves the files kept so far, and the note says which dep
+    stopped.
     """
     kept = KeptData()
     if keep == KEEP_NEVER:
@@ -88,13 +92,19 @@ def keep_data_deps(
                 for relative, entry in fingerprint.files.items()
             ]
 
+            vouched = _vouched_stats(store, files)
+
             def keep_one(
-                item: tuple[Path, str, FileEntry],
+                item: tuple[Path, str, FileEntry], vouched: dict[str, StatKey] = vouched
             ) -> tuple[str, FileEntry, str | Exception]:
                 source, name, entry = item
                 try:
                     how = store.keep_file(
-                        source, "blake3:" + entry.digest, size=entry.size, mtime_ns=entry.mtime_ns
+                        source,
+                        "blake3:" + entry.digest,
+                        size=entry.size,
+                        mtime_ns=entry.mtime_ns,
+                        vouched=vouched.get(name),
                     )
                 except WatchkeeperError as error:
                     return name, entry, error
@@ -125,6 +135,28 @@ def keep_data_deps(
                 if on_progress is not None:
                     on_progress(done, total)
     return kept
+
+
+def _vouched_stats(
+    store: ArtifactStore, files: list[tuple[Path, str, FileEntry]]
+) -> dict[str, StatKey]:
+    """The stat of each file to copy for which the hash cache vouches for its fingerprinted
+    digest (the fingerprint just hashed it, or found it by stat): its copy needs no hashing."""
+    stats: dict[str, StatKey] = {}
+    for source, name, entry in files:
+        if store.has("blake3:" + entry.digest):
+            continue
+        try:
+            stats[name] = stat_key(os.stat(source))
+        except OSError:
+            continue  # keep_file says what is wrong with it
+    found = store.hash_cache.cached_digests(list(stats.values()))
+    digests = {name: entry.digest for _, name, entry in files}
+    return {
+        name: key
+        for (name, key), digest in zip(stats.items(), found, strict=True)
+        if digest is not None and digest.hex() == digests[name]
+    }
 
 
 def _size(count: int) -> str:

@@ -144,8 +144,13 @@ def write_code_files(code_dir: Path, files: dict[str, bytes]) -> None:
         target.write_bytes(content)
 
 
-def link_data_deps(root: Path, run_dir: Path, data_deps: list[str]) -> dict[str, str]:
-    """Link each data dep into `data/` and make `code/DEP` point there; returns dep -> source."""
+def link_data_deps(
+    root: Path, run_dir: Path, data_deps: list[str], *, code_is_root: bool = False
+) -> dict[str, str]:
+    """Link each data dep into `data/` and make `code/DEP` point there; returns dep -> source.
+
+    When `code/` is `root` itself (`code_is_root`), `code/DEP` is the source and stays.
+    """
     data_dir = run_dir / "data"
     data_dir.mkdir(exist_ok=True)
     sources: dict[str, str] = {}
@@ -154,6 +159,9 @@ def link_data_deps(root: Path, run_dir: Path, data_deps: list[str]) -> dict[str,
         link = data_dir / dep
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(source)
+        sources[dep] = str(source)
+        if code_is_root:
+            continue
         in_code = run_dir / "code" / dep
         in_code.parent.mkdir(parents=True, exist_ok=True)
         if in_code.is_symlink() or in_code.is_file():
@@ -161,7 +169,6 @@ def link_data_deps(root: Path, run_dir: Path, data_deps: list[str]) -> dict[str,
         elif in_code.is_dir():
             shutil.rmtree(in_code)
         in_code.symlink_to(os.path.relpath(link, in_code.parent))
-        sources[dep] = str(source)
     return sources
 
 
@@ -210,16 +217,22 @@ def prepare_run_dir(
     env: dict[str, str] | None = None,
     files: dict[str, bytes] | None = None,
     mlflow_setup: str = "",
+    code_folder: Path | None = None,
 ) -> dict[str, str]:
     """Create the full run layout; returns the data dep sources (dep -> absolute path).
 
     `env` is exported by run.sh; `files` (repo-relative path -> bytes, such as the params
-    file) are written into the working copy `code/` before the command starts.
+    file) are written into the working copy `code/` before the command starts. With
+    `code_folder` (`root` when given: a reproduction's private worktree, which already holds
+    the code and the data at their paths) `code/` is a link to it instead of a snapshot.
     """
     run_dir.mkdir(parents=True)
-    write_code_snapshot(root, tree, run_dir / "code")
+    if code_folder is None:
+        write_code_snapshot(root, tree, run_dir / "code")
+    else:
+        (run_dir / "code").symlink_to(code_folder.resolve())
     write_code_files(run_dir / "code", files or {})
-    sources = link_data_deps(root, run_dir, data_deps)
+    sources = link_data_deps(root, run_dir, data_deps, code_is_root=code_folder is not None)
     (run_dir / "params.json").write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
     (run_dir / "outs").mkdir()
     (run_dir / "log").touch()

@@ -17,7 +17,9 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from agent.data.hashing import StatKey, stat_key
 from agent.data.snapshots import load_snapshot
+from agent.data.stat_cache import StatCache
 from agent.errors import WatchkeeperError
 from agent.ledger import write_transaction
 from agent.ledger.artifacts import ArtifactStore
@@ -227,8 +229,11 @@ def materialise(
         sizes = {name: store.path(digest).stat().st_size for name, digest in restore.items()}
         total = sum(sizes.values())
 
+        written: list[tuple[StatKey, bytes]] = []
+
         def restore_one(name: str) -> str:
-            store.restore(restore[name], _clear(worktree / name), name)
+            info = store.restore(restore[name], _clear(worktree / name), name)
+            written.append((stat_key(info), bytes.fromhex(restore[name].removeprefix("blake3:"))))
             return name
 
         with ThreadPoolExecutor(max_workers=RESTORE_WORKERS) as pool:
@@ -241,6 +246,9 @@ def materialise(
             except BaseException:
                 pool.shutdown(cancel_futures=True)
                 raise
+        # Each restored file was hashed as it was written: the fingerprint of the training that
+        # follows finds its digest by stat instead of reading it again.
+        StatCache.open(paths).remember_written_digests(written)
         for name in missing:
             source = repo / name
             if source.is_file():
@@ -379,10 +387,14 @@ def reproduce(
             paths=paths,
             reproduction_of=int(version["id"]),
             recorded_repo=Path(version["repo_path"]),
+            run_in_root=True,
             **train_callbacks,
         )
     finally:
         remove_worktree(done.worktree)
+    code_link = paths.runs / result.run_id / "code"
+    if code_link.is_symlink():  # it led to the worktree, now removed
+        code_link.unlink()
     new = _version_of_run(db, result.run_id)
     comparison = compare(version, result, new, tolerance)
     record = {

@@ -18,6 +18,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from agent.data.deps import snapshot_data_dep
+from agent.data.stat_cache import StatCache
 from agent.disk import disk_full_error, is_disk_full, is_nearly_full
 from agent.errors import WatchkeeperError
 from agent.interop.mlflow_capture import capture_run, run_name, run_script_setup, store_capture
@@ -212,6 +213,8 @@ class Training:
     kept: KeptData = field(default_factory=KeptData)  # the diff and data blobs every run keeps
     recorded_repo: Path | None = None  # the repo to record under when `root` is a worktree of it
     dvc_md5s: dict[str, dict[str, str]] = field(default_factory=dict)  # dep -> {"dvc_md5": …}
+    # `root` is a reproduction's own worktree: a local run uses it as its code (no snapshot)
+    run_in_root: bool = False
 
     @property
     def collected(self) -> list[str]:
@@ -228,6 +231,7 @@ def prepare_training(
     on_data_progress: Callable[[str, int, int], None] | None = None,
     check_params: Callable[[ProjectSpec, ModelSpec], None] = lambda project, model: None,
     recorded_repo: Path | None = None,
+    run_in_root: bool = False,
 ) -> Training:
     """Load the model, pick its executor, snapshot the code and fingerprint the data deps.
 
@@ -247,7 +251,7 @@ def prepare_training(
         dep: snapshot_data_dep(db, root / dep, paths, _progress_for(dep, on_data_progress))
         for dep in data_deps
     }
-    store = ArtifactStore(paths.artifacts)
+    store = ArtifactStore(paths.artifacts, StatCache.open(paths))  # the fingerprints' cache
     kept = keep_data_deps(
         db,
         store,
@@ -271,6 +275,7 @@ def prepare_training(
         kept,
         recorded_repo,
         _dvc_md5s(root, data_deps),
+        run_in_root,
     )
 
 
@@ -397,6 +402,9 @@ def stage_run(training: Training, run: Run, params: dict[str, Any]) -> None:
             training.model.name,
             run_name(training.model.name, run.detail.get("version")),
         ),
+        code_folder=(
+            training.root if training.run_in_root and training.executor.kind == "local" else None
+        ),
     )
 
 
@@ -461,6 +469,7 @@ def train(
     params: dict[str, Any] | None = None,
     reproduction_of: int | None = None,
     recorded_repo: Path | None = None,
+    run_in_root: bool = False,
 ) -> TrainResult:
     """Train `model_name` of the repo at `root` and record a model version.
 
@@ -477,7 +486,8 @@ def train(
     The uncommitted diff and, as the model's `keep_data` says, the content of its data deps
     are kept in the blob store and listed in `version_blobs`. A reproduction passes the
     version's own `params`, the version it reproduces, and `recorded_repo`, the repo to record
-    it under (`root` is then a temporary worktree of that repo).
+    it under (`root` is then a temporary worktree of that repo), and `run_in_root`: a local run
+    then uses that worktree as its code, without a snapshot of its own.
     """
     paths = paths or WatchkeeperPaths.from_environment()
     parsed: dict[str, Any] = {}
@@ -499,6 +509,7 @@ def train(
         on_data_progress=on_data_progress,
         check_params=check_params,
         recorded_repo=recorded_repo,
+        run_in_root=run_in_root,
     )
     executor = training.executor
     run, version = record_run(

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from agent.data.fingerprint import fingerprint
+from agent.data.stat_cache import StatCache
 from agent.ledger import open_ledger
 from agent.ledger.artifacts import ArtifactStore
 from agent.ledger.blobs import DATA, DIFF, blobs_of_version
 from agent.ledger.queries import current_version, versions
 from agent.paths import WatchkeeperPaths
-from agent.runs.reproduce import reproduction_root
+from agent.runs.reproduce import materialise, reproduction_root
 from tests.agent.runs.gitrepo import cli_command, cli_env, commit_all, git
 from tests.agent.runs.reproducible import cli, make_data_repo, reproducible_spec, write_csv
 from tests.support import wait_for
@@ -267,3 +269,23 @@ def test_data_diff_shows_the_changed_rows_of_kept_csv_files(
     assert "rows     part1.csv: 1 removed, 2 added (x,y)" in result.output, result.output
     assert "    - 1,2\n" in result.output
     assert "    + 1,99\n" in result.output and "    + 2,2\n" in result.output
+
+
+def test_the_restored_data_is_not_read_again_and_the_run_uses_the_worktree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = reproducible_spec().replace('train = "', 'train = "pwd -P > where.txt && ')
+    root = make_data_repo(tmp_path, spec.replace('outs = ["model.bin"]', 'outs = ["where.txt"]'))
+    assert cli(root, monkeypatch, "train", "churn").exit_code == 0
+    paths = WatchkeeperPaths.from_environment()
+    laid_out = materialise(open_ledger(), version("churn", 1), paths, keep=True)
+    cache = StatCache.open(paths)
+
+    fingerprint(laid_out.worktree / "data", cache=cache)
+    reproduced = cli(root, monkeypatch, "reproduce", "churn@1")
+
+    assert laid_out.restored_files == 3 and cache.stats.files_hashed == 0
+    assert "metrics within tolerance" in reproduced.output, reproduced.output  # where.txt differs
+    where = store().path(version("churn", 2)["artifacts"]["where.txt"]).read_text().strip()
+    assert Path(where).parent == reproduction_root(paths).resolve()
+    assert not (paths.runs / version("churn", 2)["run_id"] / "code").exists()
