@@ -14,6 +14,7 @@ from agent.data.fingerprint import DataFingerprint, FileEntry
 from agent.data.hashing import StatKey, stat_key
 from agent.data.snapshots import load_snapshot
 from agent.errors import WatchkeeperError
+from agent.formatting import format_size
 from agent.ledger.artifacts import ArtifactStore, SourceChangedError
 from agent.ledger.blobs import DATA, VersionBlob
 
@@ -73,8 +74,9 @@ def keep_data_deps(
     for dep, fingerprint in fingerprints.items():
         if keep == KEEP_SMALL and fingerprint.total_bytes > limit_bytes:
             kept.notes.append(
-                f"the content of {dep} was not kept: {_size(fingerprint.total_bytes)} is over "
-                f'the keep_data_limit of {_size(limit_bytes)} (set keep_data = "always" to keep it)'
+                f"the content of {dep} was not kept: {format_size(fingerprint.total_bytes)} is "
+                f"over the keep_data_limit of {format_size(limit_bytes)} "
+                '(set keep_data = "always" to keep it)'
             )
         else:
             chosen[dep] = fingerprint
@@ -157,20 +159,6 @@ def _vouched_stats(
         for (name, key), digest in zip(stats.items(), found, strict=True)
         if digest is not None and digest.hex() == digests[name]
     }
-
-
-def _size(count: int) -> str:
-    """A byte count for people.
-
-    >>> _size(1 << 30), _size(1536)
-    ('1.0 GiB', '1.5 KiB')
-    """
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 @dataclass(frozen=True)
