@@ -145,6 +145,10 @@ def pause_while_unlinking(process: subprocess.Popen[bytes], home: Path, stored: 
             if holds_gc_lock(home) and ledger_writable(home) and gone % SWEEP_BATCH != 0:
                 return True
             process.send_signal(signal.SIGCONT)
+            # Not there yet (say, the lock is held but no blob of the batch is gone yet): let
+            # gc run a moment before stopping it again, else on a busy machine it is stopped
+            # again before it has run at all, and never gets there.
+            time.sleep(0.002)
     return False
 
 
