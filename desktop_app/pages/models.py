@@ -340,6 +340,8 @@ class ModelsPage(Page):
         self.count_label.setText(f"{self.table_model.total:,} versions")
         current_id, kept = self._keep_selected
         self._keep_selected = (None, [])
+        if self.table.selectionModel().hasSelection():
+            return  # chosen while the rows were being read again: that choice wins
         rows = [row for row in map(self.table_model.row_of, kept) if row is not None]
         if rows:
             selection = self.table.selectionModel()

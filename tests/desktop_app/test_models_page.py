@@ -350,3 +350,26 @@ def test_a_running_versions_curve_grows_from_the_agents_run_steps_events(
     with sqlite3.connect(paths.ledger) as connection:
         stored = connection.execute("SELECT sum(points) FROM step_metrics WHERE name = 'loss'")
         assert stored.fetchone()[0] == STEPS
+
+
+def test_a_row_chosen_while_the_table_is_read_again_stays_chosen(
+    three_versions: Path, make_app: Callable[..., Any], qtbot: QtBot
+) -> None:
+    app, page = open_models(make_app, qtbot)
+    select_rows(page, [2])  # version 1
+    qtbot.waitUntil(lambda: page.detail is not None and page.detail.version == 1, timeout=60_000)
+    chosen: list[int] = []
+
+    def choose_version_3_once() -> None:
+        # the rows were reset by the reload below: the user picks another one before the
+        # reload has finished reading every id
+        if not chosen:
+            chosen.append(3)
+            page.table.selectRow(0)
+
+    page.table_model.modelReset.connect(choose_version_3_once)
+    page.reload_keeping_selection()
+    qtbot.waitUntil(lambda: bool(chosen), timeout=60_000)
+    app.workers.wait_idle(20)
+    qtbot.waitUntil(lambda: page.detail is not None and page.detail.version == 3, timeout=60_000)
+    assert page.selected_version_ids() == [page.table_model.version_id(0)]
