@@ -89,6 +89,14 @@ def ours(
     return time.perf_counter() - started, report
 
 
+def phase_text(report: SyncReport) -> str:
+    return " ".join(f"{name} {seconds:.3f}s" for name, seconds in report.phases.items())
+
+
+def fallback_note(report: SyncReport) -> str:
+    return f", fell back: {report.fallback}" if report.fallback else ""
+
+
 def same_tree(left: Path, right: Path) -> bool:
     return (
         subprocess.run(["diff", "-rq", str(left), str(right)], capture_output=True).returncode == 0
@@ -159,7 +167,9 @@ def main() -> int:
             assert same_tree(big, work / "ours-big"), "our copy differs after one change"
             floor = ssh_floor(server, known_hosts)
             detail = (
-                f"`ssh host true` alone {floor:.2f} s; cache checked: {report.cache_checked}; "
+                f"`ssh host true` alone {floor:.2f} s; route {report.route} "
+                f"({report.remote_programs} remote programs{fallback_note(report)}); "
+                f"phases {phase_text(report)}; cache checked: {report.cache_checked}; "
                 f"file {changed.stat().st_size} B; ours sent {report.blobs_sent} blob(s), "
                 f"{report.blob_bytes_sent} B of content, {report.wire_bytes_sent} B on our "
                 f"channels (manifest included); rsync sent {rsync_bytes} B"

@@ -146,7 +146,8 @@ def safe_relative(relative):
 
 
 def materialize(cache, request):
-    """Hard-link (or copy) cache blobs into request['dest'] at their relative paths.
+    """Hard-link (or copy) cache blobs into request['dest'] at their relative paths, after
+    removing the paths in request['remove'] (files and symlinks only).
 
     Returns the number of paths made and the digests whose cache entry is missing or damaged
     (such an entry is removed, so that it can be sent again)."""
@@ -154,6 +155,10 @@ def materialize(cache, request):
     made = set()  # type: set[str]
     linked, absent = 0, []
     rebuilding = os.path.isdir(dest)  # most paths are then in place already
+    for relative in request.get("remove", []):  # placed by the last sync, gone from the tree
+        path = os.path.join(dest, *safe_relative(relative))
+        if os.path.islink(path) or os.path.isfile(path):
+            os.unlink(path)
     for relative, digest, size, executable in request["files"]:
         safe_relative(relative)
         source = blob_path(cache, digest)
