@@ -433,13 +433,19 @@ class QuickSync:
         executable = SFTPAttributes()
         executable.st_mode = 0o555
         for relative, file in place.items():
-            temporary = self.remote(relative) + self._suffix
-            needed.append(
-                pipeline.extended("hardlink@openssh.com", self.blob(file.digest), temporary)
-            )
-            needed.append(
-                pipeline.extended("posix-rename@openssh.com", temporary, self.remote(relative))
-            )
+            before = self.recorded.files.get(relative)
+            if before is None or before.digest != file.digest:
+                temporary = self.remote(relative) + self._suffix
+                needed.append(
+                    pipeline.extended("hardlink@openssh.com", self.blob(file.digest), temporary)
+                )
+                needed.append(
+                    pipeline.extended("posix-rename@openssh.com", temporary, self.remote(relative))
+                )
+                # A rename onto another link of the same file leaves both names: drop ours.
+                pipeline.request(CMD_REMOVE, temporary)
+            # As the helper does, the executable bit is set on the (shared) cache entry; a
+            # file that only loses it keeps it, since other paths may share that entry.
             if file.executable:
                 needed.append(pipeline.request(CMD_SETSTAT, self.remote(relative), executable))
         replies = pipeline.replies()

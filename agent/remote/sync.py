@@ -341,16 +341,16 @@ def sync_tree(
     record_key = cache_record_key(session) if hash_cache is not None else ""
     held = hash_cache.held_digests(record_key) if hash_cache is not None else set()
     records = TreeRecords(hash_cache) if hash_cache is not None else None
-    recorded = records.load(record_key, remote_dest) if records is not None else None
+    recorded, trusted = records.load(record_key, remote_dest) if records else (None, False)
     report: SyncReport | None = None
     fallback = ""
-    if recorded is not None and held:
+    if recorded is not None and trusted and held:
         assert records is not None
-        forget = lambda: records.forget(record_key, remote_dest)  # noqa: E731
-        report, fallback = _update_over_sftp(session, hasher, remote_dest, recorded, held, forget)
+        distrust = lambda: records.distrust(record_key, remote_dest)  # noqa: E731
+        report, fallback = _update_over_sftp(session, hasher, remote_dest, recorded, held, distrust)
     if report is None:
         if records is not None and recorded is not None:
-            records.forget(record_key, remote_dest)  # not to be trusted until this sync ends
+            records.distrust(record_key, remote_dest)  # not to be trusted until this sync ends
         report = session.call(
             lambda connection: _upload(
                 connection, session, hasher, remote_dest, lanes, held if held else None, recorded
@@ -382,7 +382,7 @@ def _update_over_sftp(
     remote_dest: str,
     recorded: TreeRecord,
     held: set[bytes],
-    forget_record: Callable[[], None],
+    distrust_record: Callable[[], None],
 ) -> tuple[SyncReport | None, str]:
     """Update a recorded folder over SFTP alone; (None, why) when the helper must do it."""
     phases: dict[str, float] = {}
@@ -398,7 +398,7 @@ def _update_over_sftp(
     try:
         connection = session.connection()
         phases["connect"] = time.perf_counter() - started
-        forget_record()  # a sync broken from here on leaves no record to trust
+        distrust_record()  # a sync broken from here on leaves no record to trust
         result = update.run(connection.sftp(), plan)
     except (QuickSyncUnavailable, RemoteUnreachableError, OSError, EOFError) as reason:
         session.drop()  # replies may be pending on its SFTP channel

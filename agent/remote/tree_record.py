@@ -2,8 +2,9 @@
 
 One small file per remote cache and folder, next to the stat cache: each path's digest, size and
 executable flag, and the tree's internal symlinks. A record is a claim, not a proof: its user
-checks the remote folder against it before relying on it, and forgets it before changing that
-folder, so that a sync broken half way leaves no record to trust.
+checks the remote folder against it before relying on it, and marks it distrusted before
+changing that folder, so that a sync broken half way leaves no record to trust (only a list of
+the paths the folder may still hold).
 """
 
 from __future__ import annotations
@@ -129,17 +130,22 @@ class TreeRecords:
         name = hashlib.sha256(f"{store}\0{remote_folder}".encode(errors="surrogatepass"))
         return self.folder / name.hexdigest()[:40]
 
-    def load(self, store: str, remote_folder: str) -> TreeRecord | None:
+    def load(self, store: str, remote_folder: str) -> tuple[TreeRecord | None, bool]:
+        """The record and whether it may be trusted (a distrusted one still says which paths
+        the folder may hold, so that paths the tree lost can be removed)."""
         if self.folder is None:
-            return None
-        try:
-            data = self._file(store, remote_folder).read_bytes()
-        except OSError:
-            return None
-        return TreeRecord.from_bytes(data)
+            return None, False
+        path = self._file(store, remote_folder)
+        for candidate, trusted in ((path, True), (_distrusted(path), False)):
+            try:
+                data = candidate.read_bytes()
+            except OSError:
+                continue
+            return TreeRecord.from_bytes(data), trusted
+        return None, False
 
     def save(self, store: str, remote_folder: str, record: TreeRecord) -> None:
-        """Write the record whole (a temporary file renamed over the old one)."""
+        """Write the record whole (a temporary file renamed over the old one), trusted."""
         if self.folder is None:
             return
         self.folder.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER_MODE)
@@ -148,11 +154,20 @@ class TreeRecords:
         try:
             temporary.write_bytes(record.to_bytes())
             os.replace(temporary, path)
+            with contextlib.suppress(FileNotFoundError):
+                _distrusted(path).unlink()
         except OSError:
             with contextlib.suppress(OSError):
                 temporary.unlink()
 
-    def forget(self, store: str, remote_folder: str) -> None:
+    def distrust(self, store: str, remote_folder: str) -> None:
+        """Mark the record as not to be trusted (before the folder is changed): a sync that
+        breaks half way leaves it so."""
         if self.folder is not None:
+            path = self._file(store, remote_folder)
             with contextlib.suppress(FileNotFoundError):
-                self._file(store, remote_folder).unlink()
+                os.replace(path, _distrusted(path))
+
+
+def _distrusted(path: Path) -> Path:
+    return path.with_name(path.name + ".distrusted")
