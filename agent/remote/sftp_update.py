@@ -14,9 +14,11 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import blake3
 import paramiko
@@ -129,6 +131,57 @@ class Pipeline:
 @dataclass(frozen=True)
 class _Int64:
     value: int
+
+
+class ListedEntry(NamedTuple):
+    """What a folder listing says of one entry (SFTP version 3 attributes)."""
+
+    size: int
+    mode: int
+    mtime: int
+
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_FLAG_SIZE, _FLAG_UIDGID, _FLAG_PERMISSIONS, _FLAG_TIMES, _FLAG_EXTENDED = 1, 2, 4, 8, 1 << 31
+
+
+def parse_names(data: bytes) -> dict[str, ListedEntry]:
+    """The entries of an SSH_FXP_NAME reply (after its request number), by name.
+
+    A missing size, mode or time reads as -1 or 0, which no check accepts.
+    """
+    found: dict[str, ListedEntry] = {}
+    (count,) = _U32.unpack_from(data, 0)
+    at = 4
+    for _ in range(count):
+        (length,) = _U32.unpack_from(data, at)
+        name = data[at + 4 : at + 4 + length]
+        at += 4 + length
+        (length,) = _U32.unpack_from(data, at)  # the long name, not needed
+        at += 4 + length
+        (flags,) = _U32.unpack_from(data, at)
+        at += 4
+        size, mode, mtime = -1, 0, -1
+        if flags & _FLAG_SIZE:
+            (size,) = _U64.unpack_from(data, at)
+            at += 8
+        if flags & _FLAG_UIDGID:
+            at += 8
+        if flags & _FLAG_PERMISSIONS:
+            (mode,) = _U32.unpack_from(data, at)
+            at += 4
+        if flags & _FLAG_TIMES:
+            (mtime,) = _U32.unpack_from(data, at + 4)
+            at += 8
+        if flags & _FLAG_EXTENDED:
+            (pairs,) = _U32.unpack_from(data, at)
+            at += 4
+            for _ in range(2 * pairs):
+                (length,) = _U32.unpack_from(data, at)
+                at += 4 + length
+        found[os.fsdecode(name)] = ListedEntry(size, mode, mtime)
+    return found
 
 
 def status_ok(reply: tuple[int, Message]) -> bool:
@@ -363,7 +416,7 @@ class QuickSync:
 
     def _check_folders(self, folder_handles: dict[str, bytes]) -> None:
         """Every recorded path must be in its folder as left: kind, size, check mark, mode."""
-        found: dict[str, dict[str, SFTPAttributes]] = {folder: {} for folder in folder_handles}
+        found: dict[str, dict[str, ListedEntry]] = {folder: {} for folder in folder_handles}
         more: dict[str, bytes] = {}
         replies = self._replies
         while True:
@@ -372,10 +425,7 @@ class QuickSync:
                 for number in numbers:
                     kind, message = replies[number]
                     if kind == CMD_NAME:
-                        for _ in range(message.get_int()):
-                            name = message.get_string()
-                            message.get_string()  # the long name
-                            found[folder][os.fsdecode(name)] = SFTPAttributes._from_msg(message)
+                        found[folder].update(parse_names(message.get_remainder()))
                     elif _status_code((kind, message)) == SFTP_EOF:
                         ended = True
                         break
@@ -396,20 +446,22 @@ class QuickSync:
             self.pipeline.request(CMD_CLOSE, handle)  # replies read with the next batch
         self._verify_listing(found)
 
-    def _verify_listing(self, found: dict[str, dict[str, SFTPAttributes]]) -> None:
+    def _verify_listing(self, found: dict[str, dict[str, ListedEntry]]) -> None:
         for relative, recorded in self.recorded.files.items():
             folder, _, name = relative.rpartition("/")
-            attributes = found.get(folder, {}).get(name)
-            if not _trusted_entry(attributes, recorded.size):
+            entry = found.get(folder, {}).get(name)
+            if entry is None or not (
+                stat.S_ISREG(entry.mode)
+                and entry.size == recorded.size
+                and entry.mtime == VERIFIED_MTIME
+            ):
                 raise QuickSyncUnavailable(f"{relative} is not as the last sync left it")
-            assert attributes is not None and attributes.st_mode is not None
-            if recorded.executable and not attributes.st_mode & 0o111:
+            if recorded.executable and not entry.mode & 0o111:
                 raise QuickSyncUnavailable(f"{relative} lost its executable bit")
         for relative in self.recorded.links:
             folder, _, name = relative.rpartition("/")
-            attributes = found.get(folder, {}).get(name)
-            mode = attributes.st_mode if attributes is not None else None
-            if mode is None or not stat.S_ISLNK(mode):
+            entry = found.get(folder, {}).get(name)
+            if entry is None or not stat.S_ISLNK(entry.mode):
                 raise QuickSyncUnavailable(f"{relative} is no longer a symlink")
 
     # -- round trip 3: rename blobs into the cache, swap the changed paths -----------------------

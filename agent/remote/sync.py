@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -376,6 +377,33 @@ def sync_tree(
     return report
 
 
+class _SftpOpener:
+    """Logs in and opens the SFTP channel on a thread of its own."""
+
+    def __init__(self, session: RemoteSession) -> None:
+        self.sftp: paramiko.SFTPClient | None = None
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+        self.thread = threading.Thread(target=self._open, args=(session,), daemon=True)
+        self.thread.start()
+
+    def _open(self, session: RemoteSession) -> None:
+        started = time.perf_counter()
+        try:
+            self.sftp = session.connection().sftp()
+        except BaseException as error:
+            self.error = error
+        self.seconds = time.perf_counter() - started
+
+    def result(self) -> paramiko.SFTPClient:
+        """The SFTP client, or the error of logging in (a host key or login error included)."""
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.sftp is not None
+        return self.sftp
+
+
 def _update_over_sftp(
     session: RemoteSession,
     hasher: TreeHasher,
@@ -386,6 +414,7 @@ def _update_over_sftp(
 ) -> tuple[SyncReport | None, str]:
     """Update a recorded folder over SFTP alone; (None, why) when the helper must do it."""
     phases: dict[str, float] = {}
+    opener = _SftpOpener(session)  # logs in while the tree is hashed
     started = time.perf_counter()
     files = hasher.all_files()
     phases["hash"] = time.perf_counter() - started
@@ -396,10 +425,11 @@ def _update_over_sftp(
         return None, str(reason)
     started = time.perf_counter()
     try:
-        connection = session.connection()
-        phases["connect"] = time.perf_counter() - started
+        sftp = opener.result()
+        phases["connect"] = opener.seconds
+        phases["connect wait"] = time.perf_counter() - started
         distrust_record()  # a sync broken from here on leaves no record to trust
-        result = update.run(connection.sftp(), plan)
+        result = update.run(sftp, plan)
     except (QuickSyncUnavailable, RemoteUnreachableError, OSError, EOFError) as reason:
         session.drop()  # replies may be pending on its SFTP channel
         log.info("remote %s: SFTP-only update not possible (%s)", session.remote.name, reason)
