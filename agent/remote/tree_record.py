@@ -13,14 +13,24 @@ import contextlib
 import hashlib
 import json
 import os
-import zlib
+import re
+import struct
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
+
+from blake3 import blake3
 
 from agent.data.stat_cache import StatCache
 from agent.paths import PRIVATE_FOLDER_MODE
 
 RECORD_FORMAT = 1
+_MAGIC = b"WKRT"
+_HEADER = struct.Struct("<4sIQ32s")  # magic, format, file count, BLAKE3 of the body
+# In NUL-separated paths, each framed by NULs: one that is empty, absolute, or has an empty,
+# "." or ".." part.
+_UNSAFE_PATH = re.compile(rb"\0(?=\0)|\0/|//|/\0|(?:\0|/)\.\.?(?=/|\0)")
 RECORD_FOLDER = "remote-trees"
 
 
@@ -46,8 +56,7 @@ def safe_relative(relative: str) -> str:
     return relative
 
 
-@dataclass(frozen=True)
-class RecordedFile:
+class RecordedFile(NamedTuple):
     """One file the remote folder got from the last sync."""
 
     digest: str
@@ -67,35 +76,49 @@ class TreeRecord:
         return folders_of([*self.files, *self.links])
 
     def to_bytes(self) -> bytes:
-        body = {
-            "format": RECORD_FORMAT,
-            "paths": list(self.files),
-            "digests": "".join(f.digest for f in self.files.values()),
-            "sizes": [f.size for f in self.files.values()],
-            "executable": "".join("1" if f.executable else "0" for f in self.files.values()),
-            "links": sorted(self.links.items()),
-        }
-        return zlib.compress(json.dumps(body, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        files = self.files.values()
+        body = b"".join(
+            (
+                array("q", [f.size for f in files]).tobytes(),
+                bytes(f.executable for f in files),
+                bytes.fromhex("".join(f.digest for f in files)),
+                b"\0".join(os.fsencode(path) for path in self.files),
+                b"\0",
+                json.dumps(sorted(self.links.items())).encode(),
+            )
+        )
+        return _HEADER.pack(_MAGIC, RECORD_FORMAT, len(self.files), blake3(body).digest()) + body
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TreeRecord | None:
         """Parse a record; None when it is damaged, unsafe or of another format."""
+        if len(data) < _HEADER.size:
+            return None
+        magic, version, count, checksum = _HEADER.unpack_from(data)
+        body = memoryview(data)[_HEADER.size :]
+        if magic != _MAGIC or version != RECORD_FORMAT or blake3(body).digest() != checksum:
+            return None
         try:
-            body = json.loads(zlib.decompress(data).decode("utf-8", "surrogatepass"))
-            if body.get("format") != RECORD_FORMAT:
+            sizes = array("q", bytes(body[: 8 * count]))
+            at = 8 * count
+            executable = body[at : at + count]
+            at += count
+            digests = bytes(body[at : at + 32 * count]).hex()
+            at += 32 * count
+            rest = bytes(body[at:])
+            paths_blob, _, links_text = rest.rpartition(b"\0")
+            if count and _UNSAFE_PATH.search(b"\0" + paths_blob + b"\0"):
                 return None
-            paths, digests = body["paths"], body["digests"]
-            sizes, executable = body["sizes"], body["executable"]
-            if not (len(paths) == len(sizes) == len(executable) == len(digests) // 64):
+            paths = os.fsdecode(paths_blob).split("\0") if count else []
+            if len(paths) != count or len(sizes) != count or len(digests) != 64 * count:
                 return None
-            files = {
-                safe_relative(path): RecordedFile(
-                    digests[64 * i : 64 * i + 64], int(sizes[i]), executable[i] == "1"
-                )
-                for i, path in enumerate(paths)
+            each_digest = [digests[i : i + 64] for i in range(0, 64 * count, 64)]
+            flags = map(bool, executable)
+            files = dict(zip(paths, map(RecordedFile, each_digest, sizes, flags), strict=True))
+            links = {
+                safe_relative(str(path)): str(target) for path, target in json.loads(links_text)
             }
-            links = {safe_relative(str(path)): str(target) for path, target in body["links"]}
-        except (ValueError, KeyError, TypeError, zlib.error, UnicodeError):
+        except (ValueError, TypeError, UnicodeError):
             return None
         return cls(files, links)
 
