@@ -32,6 +32,7 @@ _HEADER = struct.Struct("<4sIQ32s")  # magic, format, file count, BLAKE3 of the 
 # "." or ".." part.
 _UNSAFE_PATH = re.compile(rb"\0(?=\0)|\0/|//|/\0|(?:\0|/)\.\.?(?=/|\0)")
 RECORD_FOLDER = "remote-trees"
+KEPT_RECORDS = 256
 
 
 class UnsafePathError(ValueError):
@@ -182,6 +183,21 @@ class TreeRecords:
         except OSError:
             with contextlib.suppress(OSError):
                 temporary.unlink()
+        self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        """Keep the KEPT_RECORDS most recently written records (each run folder makes one)."""
+        assert self.folder is not None
+        try:
+            entries = list(os.scandir(self.folder))
+        except OSError:
+            return
+        if len(entries) <= KEPT_RECORDS:
+            return
+        by_age = sorted(entries, key=_written_ns)
+        for entry in by_age[: len(entries) - KEPT_RECORDS]:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
 
     def distrust(self, store: str, remote_folder: str) -> None:
         """Mark the record as not to be trusted (before the folder is changed): a sync that
@@ -190,6 +206,13 @@ class TreeRecords:
             path = self._file(store, remote_folder)
             with contextlib.suppress(FileNotFoundError):
                 os.replace(path, _distrusted(path))
+
+
+def _written_ns(entry: os.DirEntry[str]) -> int:
+    try:
+        return entry.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _distrusted(path: Path) -> Path:

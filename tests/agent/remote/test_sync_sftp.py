@@ -14,12 +14,13 @@ import blake3
 import pytest
 
 from agent.data.stat_cache import StatCache
+from agent.remote import tree_record
 from agent.remote.config import RemoteConfig
 from agent.remote.connection import RemoteSession
 from agent.remote.hostkeys import ChangedHostKeyError
 from agent.remote.sftp_update import QuickSync
 from agent.remote.sync import sync_tree
-from agent.remote.tree_record import RecordedFile, TreeRecord
+from agent.remote.tree_record import RecordedFile, TreeRecord, TreeRecords
 from tests.agent.remote.conftest import RemoteFactory, trust_fixture_host
 from tests.agent.remote.sshd_server import LoopbackSshd
 
@@ -244,3 +245,14 @@ def test_a_record_naming_a_path_outside_the_folder_is_not_trusted() -> None:
     escaping = TreeRecord({"../a.txt": RecordedFile("ab" * 32, 3, False)}, {})
     assert TreeRecord.from_bytes(escaping.to_bytes()) is None
     assert TreeRecord.from_bytes(b"garbage") is None
+
+
+def test_only_the_latest_records_are_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tree_record, "KEPT_RECORDS", 3)
+    records = TreeRecords(StatCache(tmp_path / "hash-cache.db"))
+    record = TreeRecord({"a.txt": RecordedFile("ab" * 32, 3, False)}, {})
+    for index in range(5):
+        records.save("ana@gpu:22:/w/cache", f"/w/runs/{index}", record)
+        os.utime(records._file("ana@gpu:22:/w/cache", f"/w/runs/{index}"), (index, index))
+    kept = [records.load("ana@gpu:22:/w/cache", f"/w/runs/{i}")[0] for i in range(5)]
+    assert kept == [None, None, record, record, record]
