@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -143,7 +142,6 @@ def main() -> int:
     )
     cache = StatCache(work / "hash-cache.db")
     failures = 0
-    check: Callable[[float, str], None]
 
     def check(ratio: float, case: str) -> None:
         nonlocal failures
