@@ -447,6 +447,11 @@ class QuickSync:
         self._verify_listing(found)
 
     def _verify_listing(self, found: dict[str, dict[str, ListedEntry]]) -> None:
+        for folder in self.recorded.folders() - {""}:
+            parent, _, name = folder.rpartition("/")
+            entry = found.get(parent, {}).get(name)
+            if entry is None or not stat.S_ISDIR(entry.mode):  # a symlink could lead outside
+                raise QuickSyncUnavailable(f"{folder} is no longer a folder")
         for relative, recorded in self.recorded.files.items():
             folder, _, name = relative.rpartition("/")
             entry = found.get(folder, {}).get(name)

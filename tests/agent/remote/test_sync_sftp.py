@@ -128,6 +128,19 @@ def test_a_remote_file_edited_behind_the_record_is_repaired_by_the_helper(
     assert after.route == "sftp" and after.blobs_sent == 0
 
 
+def test_a_folder_replaced_by_a_symlink_is_not_written_through(
+    session: RemoteSession, synced: tuple[Path, str, StatCache]
+) -> None:
+    source, dest, cache = synced
+    moved = Path(dest) / "moved-part1"
+    (Path(dest) / "part1").rename(moved)
+    (Path(dest) / "part1").symlink_to("moved-part1")  # the same files, seen through a link
+    changed = source / "part1" / "file 4.bin"
+    changed.write_bytes(os.urandom(changed.stat().st_size))
+    report = sync_tree(session, source, dest, hash_cache=cache)
+    assert report.route == "helper" and "part1 is no longer a folder" in report.fallback
+
+
 def test_an_emptied_remote_cache_is_noticed_and_refilled_by_the_helper(
     session: RemoteSession, synced: tuple[Path, str, StatCache], tmp_path: Path
 ) -> None:
