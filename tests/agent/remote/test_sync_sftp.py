@@ -137,8 +137,13 @@ def test_a_folder_replaced_by_a_symlink_is_not_written_through(
     (Path(dest) / "part1").symlink_to("moved-part1")  # the same files, seen through a link
     changed = source / "part1" / "file 4.bin"
     changed.write_bytes(os.urandom(changed.stat().st_size))
+    old_content = (moved / "file 4.bin").read_bytes()
     report = sync_tree(session, source, dest, hash_cache=cache)
     assert report.route == "helper" and "part1 is no longer a folder" in report.fallback
+    part1 = Path(dest) / "part1"
+    assert part1.is_dir() and not part1.is_symlink()  # the helper put a folder back
+    assert (moved / "file 4.bin").read_bytes() == old_content  # nothing written through
+    assert tree_state(part1) == tree_state(source / "part1")
 
 
 def test_an_emptied_remote_cache_is_noticed_and_refilled_by_the_helper(
