@@ -9,6 +9,7 @@ whose record and cache record vouch for it, is updated over SFTP alone
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -23,6 +24,7 @@ import paramiko
 from agent.data.stat_cache import StatCache
 from agent.errors import WatchkeeperError
 from agent.remote.connection import (
+    WINDOW_SIZE,
     RemoteSession,
     RemoteUnreachableError,
     SshConnection,
@@ -40,6 +42,7 @@ __all__ = ["FRAME_HEADER", "LocalFile", "SyncReport", "TreeHasher", "hash_tree",
 DEFAULT_LANES = 3
 LANE_FILES = 200  # a further lane opens per this many blobs to send ...
 LANE_BYTES = 16 << 20  # ... or per this many bytes
+SFTP_PACKET_SIZE = 32768
 
 
 @dataclass
@@ -378,7 +381,11 @@ def sync_tree(
 
 
 class _SftpOpener:
-    """Logs in and opens the SFTP channel on a thread of its own."""
+    """Logs in and opens an SFTP channel of the sync's own on a thread, while the tree is hashed.
+
+    The channel is not the connection's shared one: its requests go back to back and their
+    replies are read in bulk, which must not meet another user's requests (a log being read).
+    """
 
     def __init__(self, session: RemoteSession) -> None:
         self.sftp: paramiko.SFTPClient | None = None
@@ -390,7 +397,13 @@ class _SftpOpener:
     def _open(self, session: RemoteSession) -> None:
         started = time.perf_counter()
         try:
-            self.sftp = session.connection().sftp()
+            connection = session.connection()
+            self.sftp = paramiko.SFTPClient.from_transport(
+                connection.transport, window_size=WINDOW_SIZE, max_packet_size=SFTP_PACKET_SIZE
+            )
+            if self.sftp is None:
+                raise RemoteUnreachableError("no SFTP subsystem")
+            self.sftp.get_channel().settimeout(connection.read_timeout)
         except BaseException as error:
             self.error = error
         self.seconds = time.perf_counter() - started
@@ -402,6 +415,12 @@ class _SftpOpener:
             raise self.error
         assert self.sftp is not None
         return self.sftp
+
+    def close(self) -> None:
+        self.thread.join()
+        if self.sftp is not None:
+            with contextlib.suppress(Exception):
+                self.sftp.close()
 
 
 def _update_over_sftp(
@@ -415,30 +434,29 @@ def _update_over_sftp(
     """Update a recorded folder over SFTP alone; (None, why) when the helper must do it."""
     phases: dict[str, float] = {}
     opener = _SftpOpener(session)  # logs in while the tree is hashed
-    started = time.perf_counter()
-    files = hasher.all_files()
-    phases["hash"] = time.perf_counter() - started
-    update = QuickSync(session.cache_dir, remote_dest, recorded, held, files, hasher.links)
     try:
+        started = time.perf_counter()
+        files = hasher.all_files()
+        phases["hash"] = time.perf_counter() - started
+        update = QuickSync(session.cache_dir, remote_dest, recorded, held, files, hasher.links)
         plan = update.plan()
-    except QuickSyncUnavailable as reason:
-        return None, str(reason)
-    started = time.perf_counter()
-    try:
+        started = time.perf_counter()
         sftp = opener.result()
         phases["connect"] = opener.seconds
         phases["connect wait"] = time.perf_counter() - started
         distrust_record()  # a sync broken from here on leaves no record to trust
         result = update.run(sftp, plan)
-    except (QuickSyncUnavailable, RemoteUnreachableError, OSError, EOFError) as reason:
-        session.drop()  # replies may be pending on its SFTP channel
+    except QuickSyncUnavailable as reason:
         log.info("remote %s: SFTP-only update not possible (%s)", session.remote.name, reason)
-        return None, str(reason) or type(reason).__name__
-    except paramiko.SSHException as reason:
+        return None, str(reason)
+    except (RemoteUnreachableError, OSError, EOFError, paramiko.SSHException) as reason:
         if isinstance(reason, paramiko.AuthenticationException):
             raise
-        session.drop()
+        session.drop()  # the helper starts on a new connection
+        log.info("remote %s: SFTP-only update broke off (%s)", session.remote.name, reason)
         return None, str(reason) or type(reason).__name__
+    finally:
+        opener.close()
     phases.update(result.phases)
     return (
         SyncReport(
