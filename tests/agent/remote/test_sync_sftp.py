@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import blake3
@@ -94,6 +95,17 @@ def test_one_changed_file_is_sent_over_sftp_alone(
     assert cache_is_sound(session)
     again = sync_tree(session, source, dest, hash_cache=cache)
     assert again.route == "sftp" and again.blobs_sent == 0 and again.files_linked == 0
+
+
+def test_the_sftp_update_runs_no_remote_program_at_all(
+    session: RemoteSession, synced: tuple[Path, str, StatCache]
+) -> None:
+    source, dest, cache = synced
+    no_python = RemoteSession(replace(session.remote, python="/nonexistent/python3"), retry_for=5)
+    (source / "part0" / "file 0.bin").write_bytes(os.urandom(3000))
+    report = sync_tree(no_python, source, dest, hash_cache=cache)  # the helper could not start
+    assert report.route == "sftp"
+    assert tree_state(Path(dest)) == tree_state(source)
 
 
 def test_added_removed_and_mode_changed_paths_follow_the_source(
