@@ -146,7 +146,8 @@ def safe_relative(relative):
 
 
 def materialize(cache, request):
-    """Hard-link (or copy) cache blobs into request['dest'] at their relative paths.
+    """Hard-link (or copy) cache blobs into request['dest'] at their relative paths, after
+    removing the paths in request['remove'] (files and symlinks only).
 
     Returns the number of paths made and the digests whose cache entry is missing or damaged
     (such an entry is removed, so that it can be sent again)."""
@@ -154,6 +155,11 @@ def materialize(cache, request):
     made = set()  # type: set[str]
     linked, absent = 0, []
     rebuilding = os.path.isdir(dest)  # most paths are then in place already
+    for relative in request.get("remove", []):  # placed by the last sync, gone from the tree
+        parts = safe_relative(relative)
+        path = os.path.join(dest, *parts)
+        if not linked_parent(dest, parts) and (os.path.islink(path) or os.path.isfile(path)):
+            os.unlink(path)
     for relative, digest, size, executable in request["files"]:
         safe_relative(relative)
         source = blob_path(cache, digest)
@@ -178,7 +184,7 @@ def make_symlink(dest, relative, target):
     if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
         raise ValueError(f"refusing link {relative!r} -> {target!r}: it leaves the folder")
     path = os.path.join(dest, *parts)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    make_parents(dest, parts, set())
     if os.path.lexists(path):
         if os.path.islink(path) and os.readlink(path) == target:
             return
@@ -187,6 +193,34 @@ def make_symlink(dest, relative, target):
         else:
             os.unlink(path)
     os.symlink(target, path)
+
+
+def make_parents(dest, parts, made):
+    """Make the folders that lead to dest/parts[-1]. A symlink in place of one of them is
+    replaced by a folder, so that nothing is written through it (it could lead out of dest)."""
+    path = dest
+    if path not in made:
+        os.makedirs(path, exist_ok=True)
+        made.add(path)
+    for part in parts[:-1]:
+        path = os.path.join(path, part)
+        if path in made:
+            continue
+        if os.path.islink(path):
+            os.unlink(path)
+        if not os.path.isdir(path):
+            os.mkdir(path)
+        made.add(path)
+
+
+def linked_parent(dest, parts):
+    """Whether a folder between dest and dest/parts[-1] is a symlink."""
+    path = dest
+    for part in parts[:-1]:
+        path = os.path.join(path, part)
+        if os.path.islink(path):
+            return True
+    return False
 
 
 def link_into(dest, relative, source, executable, made, source_info=None):
@@ -207,10 +241,7 @@ def link_into(dest, relative, source, executable, made, source_info=None):
             and current.st_dev == source_info.st_dev
         ):
             return
-    parent = os.path.dirname(target)
-    if parent not in made:
-        os.makedirs(parent, exist_ok=True)
-        made.add(parent)
+    make_parents(dest, parts, made)
     try:
         os.link(source, target)
     except FileExistsError:

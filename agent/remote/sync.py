@@ -2,12 +2,17 @@
 
 One round trip tells which blobs the remote lacks; only those are sent, as framed streams on
 several channels at once; the remote checks each blob before it enters the cache. What the
-tree holds is `agent.remote.tree`; how it travels is `agent.remote.wire`.
+tree holds is `agent.remote.tree`; how it travels is `agent.remote.wire`. A folder synced before,
+whose record and cache record vouch for it, is updated over SFTP alone
+(`agent.remote.sftp_update`), with the helper program as the fallback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,15 +23,26 @@ import paramiko
 
 from agent.data.stat_cache import StatCache
 from agent.errors import WatchkeeperError
-from agent.remote.connection import RemoteSession, SshConnection, exit_status
+from agent.remote.connection import (
+    WINDOW_SIZE,
+    RemoteSession,
+    RemoteUnreachableError,
+    SshConnection,
+    exit_status,
+)
+from agent.remote.sftp_update import QuickSync, QuickSyncUnavailable, record_of
 from agent.remote.tree import LocalFile, TreeHasher, hash_tree
+from agent.remote.tree_record import TreeRecord, TreeRecords
 from agent.remote.wire import FRAME_HEADER, BlobLane, ReplyLines
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FRAME_HEADER", "LocalFile", "SyncReport", "TreeHasher", "hash_tree", "sync_tree"]
 
 DEFAULT_LANES = 3
 LANE_FILES = 200  # a further lane opens per this many blobs to send ...
 LANE_BYTES = 16 << 20  # ... or per this many bytes
+SFTP_PACKET_SIZE = 32768
 
 
 @dataclass
@@ -44,6 +60,9 @@ class SyncReport:
     phases: dict[str, float] = field(default_factory=dict)
     cache_checked: bool = True  # the remote was asked which blobs it lacks (no local record)
     record_wrong: bool = False  # the local record listed blobs the remote cache did not hold
+    route: str = "helper"  # "sftp": updated over SFTP alone; "helper": by the remote program
+    remote_programs: int = 0  # remote commands started (each pays the remote shell's start-up)
+    fallback: str = ""  # why an SFTP-only update was tried and given up, if it was
 
 
 class _Upload:
@@ -66,8 +85,11 @@ class _Upload:
         remote_dest: str,
         lanes: int,
         held: set[bytes] | None,
+        recorded: TreeRecord | None = None,
     ) -> None:
         self.connection = connection
+        self.recorded = recorded
+        self.programs = 0
         self.hasher = hasher
         self.remote_dest = remote_dest
         self.held = held
@@ -78,6 +100,7 @@ class _Upload:
         self.replies: ReplyLines | None = None
         if held is None:
             self.plan = connection.channel(session.helper_command("plan", cache))
+            self.programs += 1
             self.replies = ReplyLines(self.plan, self.remote_name)
         self.max_lanes = max(1, lanes)
         self.lanes: list[BlobLane] = []
@@ -121,6 +144,7 @@ class _Upload:
         self.lanes.append(self._start_lane())
 
     def _start_lane(self) -> BlobLane:
+        self.programs += 1
         connection, command = self.connection, self.receive_command
         lane = BlobLane(lambda: connection.channel(command), self.remote_name)
         lane.thread.start()
@@ -161,13 +185,15 @@ class _Upload:
         return set(self.replies.next("cache check")["missing"])
 
     def _materialize_request(self, later: list[LocalFile]) -> dict[str, Any]:
-        return {
-            "materialize": {
-                "dest": self.remote_dest,
-                "files": [[f.relative, f.digest, f.size, f.executable] for f in later],
-                "links": self.hasher.links,
-            }
+        request: dict[str, Any] = {
+            "dest": self.remote_dest,
+            "files": [[f.relative, f.digest, f.size, f.executable] for f in later],
+            "links": self.hasher.links,
         }
+        if self.recorded is not None:  # paths the last sync placed that the tree no longer has
+            now = {f.relative for f in self.hasher.all_files()} | dict(self.hasher.links).keys()
+            request["remove"] = sorted({*self.recorded.files, *self.recorded.links} - now)
+        return {"materialize": request}
 
     def finish(self, files: list[LocalFile], later: list[LocalFile]) -> SyncReport:
         """Let the lanes end, resend what was rejected or found missing, build, and report."""
@@ -229,6 +255,7 @@ class _Upload:
             phases=self.phases,
             cache_checked=self.held is None,
             record_wrong=self.record_wrong,
+            remote_programs=self.programs,
         )
 
     def _lane_result(self, lane: BlobLane) -> dict[str, Any]:
@@ -273,8 +300,9 @@ def _upload(
     remote_dest: str,
     lanes: int,
     held: set[bytes] | None,
+    recorded: TreeRecord | None,
 ) -> SyncReport:
-    upload = _Upload(connection, session, hasher, remote_dest, lanes, held)
+    upload = _Upload(connection, session, hasher, remote_dest, lanes, held, recorded)
     try:
         files, later = upload.run()
         return upload.finish(files, later)
@@ -307,19 +335,33 @@ def sync_tree(
 
     With a `hash_cache`, digests come from it and it keeps a record of what the remote cache
     holds, so that the next sync needs no cache check; without a record (or after the remote
-    showed it wrong) the remote is asked. Safe to repeat after a broken upload: blobs already
-    checked are kept, others re-sent.
+    showed it wrong) the remote is asked. A folder synced before from this machine is updated
+    over SFTP alone when it is as the last sync left it (`SyncReport.route` says "sftp").
+    Paths the last sync placed that the tree no longer has are removed. Safe to repeat after a
+    broken upload: blobs already checked are kept, others re-sent.
     """
     started = time.perf_counter()
     hasher = TreeHasher(local_root, hash_cache, exclude, chunk_files=chunk_files)
     record_key = cache_record_key(session) if hash_cache is not None else ""
     held = hash_cache.held_digests(record_key) if hash_cache is not None else set()
-    report = session.call(
-        lambda connection: _upload(
-            connection, session, hasher, remote_dest, lanes, held if held else None
-        ),
-        what="uploading the run",
-    )
+    records = TreeRecords(hash_cache) if hash_cache is not None else None
+    recorded, trusted = records.load(record_key, remote_dest) if records else (None, False)
+    report: SyncReport | None = None
+    fallback = ""
+    if recorded is not None and trusted and held:
+        assert records is not None
+        distrust = lambda: records.distrust(record_key, remote_dest)  # noqa: E731
+        report, fallback = _update_over_sftp(session, hasher, remote_dest, recorded, held, distrust)
+    if report is None:
+        if records is not None and recorded is not None:
+            records.distrust(record_key, remote_dest)  # not to be trusted until this sync ends
+        report = session.call(
+            lambda connection: _upload(
+                connection, session, hasher, remote_dest, lanes, held if held else None, recorded
+            ),
+            what="uploading the run",
+        )
+        report.fallback = fallback
     hasher.remember()
     if hash_cache is not None:
         if report.record_wrong:
@@ -327,6 +369,8 @@ def sync_tree(
             held = set()
         tree = {bytes.fromhex(file.digest) for file in hasher.all_files()}
         hash_cache.add_held_digests(record_key, tree, held)
+    if records is not None:
+        records.save(record_key, remote_dest, record_of(hasher.all_files(), hasher.links))
     report.seconds = time.perf_counter() - started
     if progress:
         progress(
@@ -334,3 +378,102 @@ def sync_tree(
             f"({report.blob_bytes_sent / 1e6:.1f} MB) in {report.seconds:.1f} s"
         )
     return report
+
+
+class _SftpOpener:
+    """Logs in and opens an SFTP channel of the sync's own on a thread, while the tree is hashed.
+
+    The channel is not the connection's shared one: its requests go back to back and their
+    replies are read in bulk, which must not meet another user's requests (a log being read).
+    """
+
+    def __init__(self, session: RemoteSession) -> None:
+        self.sftp: paramiko.SFTPClient | None = None
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+        self.thread = threading.Thread(target=self._open, args=(session,), daemon=True)
+        self.thread.start()
+
+    def _open(self, session: RemoteSession) -> None:
+        started = time.perf_counter()
+        try:
+            connection = session.connection()
+            self.sftp = paramiko.SFTPClient.from_transport(
+                connection.transport, window_size=WINDOW_SIZE, max_packet_size=SFTP_PACKET_SIZE
+            )
+            if self.sftp is None:
+                raise RemoteUnreachableError("no SFTP subsystem")
+            self.sftp.get_channel().settimeout(connection.read_timeout)
+        except BaseException as error:
+            self.error = error
+        self.seconds = time.perf_counter() - started
+
+    def result(self) -> paramiko.SFTPClient:
+        """The SFTP client, or the error of logging in (a host key or login error included)."""
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.sftp is not None
+        return self.sftp
+
+    def close(self) -> None:
+        self.thread.join()
+        if self.sftp is not None:
+            with contextlib.suppress(Exception):
+                self.sftp.close()
+
+
+def _update_over_sftp(
+    session: RemoteSession,
+    hasher: TreeHasher,
+    remote_dest: str,
+    recorded: TreeRecord,
+    held: set[bytes],
+    distrust_record: Callable[[], None],
+) -> tuple[SyncReport | None, str]:
+    """Update a recorded folder over SFTP alone; (None, why) when the helper must do it."""
+    phases: dict[str, float] = {}
+    opener = _SftpOpener(session)  # logs in while the tree is hashed
+    try:
+        started = time.perf_counter()
+        files = hasher.all_files()
+        phases["hash"] = time.perf_counter() - started
+        update = QuickSync(session.cache_dir, remote_dest, recorded, held, files, hasher.links)
+        plan = update.plan()
+        started = time.perf_counter()
+        sftp = opener.result()
+        phases["connect"] = opener.seconds
+        phases["connect wait"] = time.perf_counter() - started
+        distrust_record()  # a sync broken from here on leaves no record to trust
+        result = update.run(sftp, plan)
+    except QuickSyncUnavailable as reason:
+        log.info("remote %s: SFTP-only update not possible (%s)", session.remote.name, reason)
+        return None, str(reason)
+    except (RemoteUnreachableError, OSError, EOFError, paramiko.SSHException) as reason:
+        if isinstance(reason, paramiko.AuthenticationException):
+            raise
+        session.drop()  # the helper starts on a new connection
+        log.info("remote %s: SFTP-only update broke off (%s)", session.remote.name, reason)
+        return None, str(reason) or type(reason).__name__
+    finally:
+        opener.close()
+    phases.update(result.phases)
+    return (
+        SyncReport(
+            files=len(files),
+            blobs=len({f.digest for f in files}),
+            blobs_sent=len(result.blobs_sent),
+            blob_bytes_sent=sum(blob.size for blob in result.blobs_sent),
+            wire_bytes_sent=result.bytes_on_wire,
+            seconds=0.0,
+            verified_with="blake3 here, ssh's integrity on the way"
+            if result.blobs_sent
+            else "nothing sent",
+            files_linked=result.paths_placed,
+            phases=phases,
+            cache_checked=False,
+            route="sftp",
+            remote_programs=0,
+        ),
+        "",
+    )
