@@ -37,6 +37,7 @@ SUBCOMMANDS: dict[str, str] = {
     "ci": "agent.cli.share_cmds:ci",
     "gc": "agent.cli.gc_cmd:gc",
     "import": "agent.cli.interop_cmds:import_group",
+    "export": "agent.cli.interop_cmds:export_group",
 }
 
 
