@@ -656,9 +656,9 @@ def _export_rows(
         for payload, future in futures:
             try:
                 run_id = future.result()
-            except ExportInterrupted:
-                raise exporter.first_failure or ExportInterrupted("stopped") from None
-            version = exporter.register_version(payload, run_id) if exporter.register else None
+                version = exporter.register_version(payload, run_id) if exporter.register else None
+            except ExportInterrupted as error:
+                raise (exporter.first_failure or error) from None
             done.append((payload, experiments[payload.experiment], run_id, version))
             if len(done) >= RECORD_EVERY:
                 record()
