@@ -75,6 +75,24 @@ def mlflow_client(tracking_uri: str) -> Any:
 # -- what to export ----------------------------------------------------------------------------
 
 
+def pending_count(db: Database, tracking_uri: str) -> int:
+    """How many finished, not deleted versions are not yet exported to the server.
+
+    >>> from agent.ledger import open_ledger
+    >>> pending_count(open_ledger(), "http://mlflow:5000")
+    0
+    """
+    marks = ", ".join("?" for _ in ACTIVE_RUN_STATES)
+    return int(
+        db.execute(
+            f"SELECT COUNT(*) FROM model_versions v WHERE v.status NOT IN ({marks}) "
+            "AND v.deleted_at IS NULL AND NOT EXISTS (SELECT 1 FROM mlflow_exports e "
+            "WHERE e.version_id = v.id AND e.tracking_uri = ?)",
+            [*ACTIVE_RUN_STATES, tracking_uri],
+        ).fetchone()[0]
+    )
+
+
 def pending_versions(
     db: Database, tracking_uri: str, version_ids: list[int] | None, since: float | None
 ) -> tuple[list[dict[str, Any]], int]:
