@@ -48,6 +48,7 @@ NOT_RETRIED = {
     "UNAUTHENTICATED",
     "BAD_REQUEST",
     "INVALID_STATE",
+    "ENDPOINT_NOT_FOUND",
 }
 KEY_CHARACTERS = re.compile(r"[^A-Za-z0-9_\-. /]")
 
@@ -303,6 +304,15 @@ def _retryable(error: BaseException) -> bool:
     return not (isinstance(status, int) and 400 <= status < 500 and status != 429)
 
 
+def _hint(error: BaseException) -> str:
+    if getattr(error, "error_code", None) in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        return (
+            " (set MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD, to credentials this server takes)"
+        )
+    return ""
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return (text[0] if text else type(error).__name__)[:300]
@@ -354,7 +364,9 @@ class MlflowExporter:
                 return action()
             except Exception as error:  # classified, then raised again as one line
                 if not _retryable(error):
-                    raise ExportInterrupted(f"{what}: {_first_line(error)}") from error
+                    raise ExportInterrupted(
+                        f"{what}: {_first_line(error)}{_hint(error)}"
+                    ) from error
                 if attempt == self.retry.retries:
                     tries = self.retry.retries + 1
                     raise ExportInterrupted(

@@ -82,12 +82,14 @@ class MlflowServer:
 @dataclass
 class FaultyProxy:
     """A real HTTP proxy to `upstream` that answers 500 to the requests `fails` picks
-    (by their number, from 1, and path), either before forwarding them or after."""
+    (by their number, from 1, and path), either before forwarding them or after, delays
+    the ones `delay` says, and answers 401 to requests without `required_authorization`."""
 
     upstream_port: int
     fails: Callable[[int, str], bool] = lambda number, path: False
     after_forwarding: bool = False
     delay: Callable[[int, str], float] = lambda number, path: 0.0
+    required_authorization: str | None = None
     seen: list[tuple[str, str, str | None]] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
@@ -109,6 +111,9 @@ class FaultyProxy:
                     number = len(proxy.seen)
                 failing = proxy.fails(number, self.path)
                 time.sleep(proxy.delay(number, self.path))
+                wanted = proxy.required_authorization
+                if wanted is not None and self.headers.get("Authorization") != wanted:
+                    return self._fail(401, b"credentials required")
                 if failing and not proxy.after_forwarding:
                     return self._fail()
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
@@ -127,10 +132,9 @@ class FaultyProxy:
                 self.end_headers()
                 self.wfile.write(content)
 
-            def _fail(self) -> None:
+            def _fail(self, status: int = 500, message: bytes = b"injected failure") -> None:
                 proxy.failed.append(self.path)
-                message = b"injected failure"
-                self.send_response(500)
+                self.send_response(status)
                 self.send_header("Content-Length", str(len(message)))
                 self.end_headers()
                 self.wfile.write(message)

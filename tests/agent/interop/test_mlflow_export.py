@@ -280,6 +280,29 @@ def test_the_token_goes_to_the_server_and_nowhere_else(
             assert token.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.timeout(300)
+def test_a_server_that_wants_credentials_refuses_at_once_and_takes_the_token(
+    server: MlflowServer, model: str, tmp_path: Path
+) -> None:
+    home = Path(os.environ["WATCHKEEPER_HOME"])
+    root = make_repo(tmp_path)
+    ids = add_versions(home, root, model, 1, points=0)
+    token = f"tok-{uuid.uuid4().hex}"
+    proxy = FaultyProxy(server.port, required_authorization=f"Bearer {token}")
+    try:
+        refused = export(root, proxy.uri)
+        assert refused.returncode == 2
+        (line,) = refused.stderr.strip().splitlines()
+        assert "error code 401" in line
+        assert "(set MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and" in line
+        assert len(proxy.seen) == 1  # not retried
+        done = export(root, proxy.uri, env={**cli_env(), "MLFLOW_TRACKING_TOKEN": token})
+    finally:
+        proxy.close()
+    assert done.returncode == 0, done.stderr
+    assert global_ids_on_server(server.uri, model) == Counter(ids)
+
+
 def test_without_mlflow_installed_export_says_how_to_install_it(tmp_path: Path) -> None:
     blocker = tmp_path / "blocker" / "mlflow"
     blocker.mkdir(parents=True)
