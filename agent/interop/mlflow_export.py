@@ -433,12 +433,19 @@ class MlflowExporter:
                     self.state.model_versions[version.run_id] = str(version.version)
 
     def _model_versions(self, filter_string: str) -> list[Any]:
-        return list(
-            self.call(
+        found: list[Any] = []
+        token: str | None = None
+        while True:
+            page = self.call(
                 "listing registered versions",
-                lambda: self.client.search_model_versions(filter_string, max_results=10_000),
+                lambda t=token: self.client.search_model_versions(  # type: ignore[misc]
+                    filter_string, max_results=SEARCH_PAGE, page_token=t
+                ),
             )
-        )
+            found.extend(page)
+            token = page.token
+            if not token:
+                return found
 
     def ensure_registered_model(self, name: str) -> None:
         from mlflow.exceptions import MlflowException

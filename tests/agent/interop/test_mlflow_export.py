@@ -323,3 +323,42 @@ def test_without_mlflow_installed_export_says_how_to_install_it(tmp_path: Path) 
     assert refused.stderr.strip().splitlines() == [
         "error: exporting to MLflow needs the mlflow package: pip install 'watchkeeper[mlflow]'"
     ]
+
+
+@pytest.mark.timeout(300)
+def test_runs_whose_record_was_lost_are_found_on_the_server_page_by_page(
+    server: MlflowServer, model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.interop import mlflow_export
+    from agent.ledger import open_ledger
+    from agent.ledger.artifacts import ArtifactStore
+
+    home = Path(os.environ["WATCHKEEPER_HOME"])
+    root = make_repo(tmp_path)
+    ids = add_versions(home, root, model, 7, points=2)
+    monkeypatch.setattr(mlflow_export, "SEARCH_PAGE", 3)
+    store = ArtifactStore(home / "artifacts")
+    db = open_ledger()
+    try:
+
+        def export_in_process() -> mlflow_export.ExportReport:
+            exporter = mlflow_export.MlflowExporter(
+                mlflow_export.mlflow_client(server.uri), server.uri
+            )
+            return mlflow_export.export_versions(db, exporter, server.uri, store)
+
+        first = export_in_process()
+        assert (first.exported, first.interrupted) == (7, None)
+        recorded = dict(db.execute("SELECT version_id, run_id FROM mlflow_exports").fetchall())
+        db.execute("DELETE FROM mlflow_exports")
+        db.conn.commit()
+
+        again = export_in_process()
+        assert (again.exported, again.already, again.interrupted) == (7, 0, None)
+        assert dict(db.execute("SELECT version_id, run_id FROM mlflow_exports").fetchall()) == (
+            recorded
+        )
+    finally:
+        db.close()
+    assert global_ids_on_server(server.uri, model) == Counter(ids)
+    assert len(client(server.uri).search_model_versions(f"name = '{model}'")) == 7
