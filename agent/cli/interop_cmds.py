@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,8 @@ from agent.ledger.artifacts import ArtifactStore
 from agent.paths import WatchkeeperPaths
 from agent.project.git import repo_root
 from agent.project.spec import MODEL_NAME
+
+EXPORT_LOCK_NAME = "mlflow-export.lock"
 
 
 @click.group("import")
@@ -183,7 +187,7 @@ def export_mlflow(
     paths = WatchkeeperPaths.from_environment()
     exporter = MlflowExporter(client, shown, retry=RetryPolicy(retries=retries))
     console = common.console()
-    with common.ledger_session() as db:
+    with _one_export_at_a_time(paths), common.ledger_session() as db:
         version_ids = _selected_versions(db, selection) if selection else None
         with _ExportProgress(console) as progress:
             report = export_versions(
@@ -208,6 +212,29 @@ def export_mlflow(
         + (f"; {report.alias_changes} alias(es) set or moved" if report.alias_changes else ""),
         markup=False,
     )
+
+
+@contextmanager
+def _one_export_at_a_time(paths: WatchkeeperPaths) -> Iterator[None]:
+    """An flock beside the ledger, so that two exports never create the same run at once
+    (a process killed with -9 releases it with its last descriptor)."""
+    import fcntl
+    import os
+
+    lock = paths.ledger.with_name(EXPORT_LOCK_NAME)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            raise WatchkeeperError(
+                f"another `watchkeeper export mlflow` is running on this ledger ({lock} is "
+                "locked); wait for it to finish, or let the agent's export finish"
+            ) from error
+        yield
+    finally:
+        os.close(descriptor)
 
 
 class _ExportProgress:

@@ -9,11 +9,9 @@ try waits twice as long as the last, up to ten minutes.
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from sqlite_utils import Database
 
@@ -78,7 +76,6 @@ class MlflowAutoExport:
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": _importable_path()},
                 start_new_session=True,
             )
 
@@ -105,10 +102,3 @@ class MlflowAutoExport:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
-
-
-def _importable_path() -> str:
-    """PYTHONPATH for the child: this agent's own package first, as the agent imported it."""
-    package_parent = str(Path(__file__).resolve().parents[2])
-    existing = os.environ.get("PYTHONPATH")
-    return f"{package_parent}{os.pathsep}{existing}" if existing else package_parent

@@ -362,3 +362,35 @@ def test_runs_whose_record_was_lost_are_found_on_the_server_page_by_page(
         db.close()
     assert global_ids_on_server(server.uri, model) == Counter(ids)
     assert len(client(server.uri).search_model_versions(f"name = '{model}'")) == 7
+
+
+@pytest.mark.timeout(300)
+def test_a_second_export_while_one_runs_is_refused(
+    server: MlflowServer, model: str, tmp_path: Path
+) -> None:
+    home = Path(os.environ["WATCHKEEPER_HOME"])
+    root = make_repo(tmp_path)
+    add_versions(home, root, model, 1, points=0)
+    proxy = FaultyProxy(server.port, delay=lambda n, path: 20.0 if "runs/create" in path else 0)
+    try:
+        first = subprocess.Popen(
+            cli_command("export", "mlflow", "--tracking-uri", proxy.uri),
+            cwd=root,
+            env=cli_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            wait_for(lambda: any("runs/create" in path for _, path, _ in proxy.seen), 120)
+            second = export(root, server.uri)
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(30)
+    finally:
+        proxy.close()
+    assert second.returncode == 2
+    (line,) = second.stderr.strip().splitlines()
+    assert "another `watchkeeper export mlflow` is running on this ledger" in line
+    after_kill = export(root, server.uri)
+    assert after_kill.returncode == 0, after_kill.stderr
