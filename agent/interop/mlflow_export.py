@@ -50,6 +50,7 @@ NOT_RETRIED = {
     "INVALID_STATE",
     "ENDPOINT_NOT_FOUND",
 }
+CONNECTION_CAUSE = re.compile(r"\[Errno -?\d+\] ([^'\")]+)|(Read timed out)")
 KEY_CHARACTERS = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 T = TypeVar("T")
@@ -314,8 +315,21 @@ def _hint(error: BaseException) -> str:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:300]
+    """What went wrong, short: a connection failure is told by its cause, not urllib3's text.
+
+    >>> _first_line(Exception("API request to http://h/api/x failed with exception "
+    ...     "HTTPConnectionPool(host='h'): Max retries exceeded (Caused by NewConnectionError("
+    ...     "'Failed to establish a new connection: [Errno 111] Connection refused'))"))
+    'API request to http://h/api/x failed: Connection refused'
+    """
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else type(error).__name__
+    if " failed with exception " in text:
+        head = text.split(" failed with exception ", 1)[0]
+        cause = CONNECTION_CAUSE.search(str(error))
+        reason = (cause.group(1) or cause.group(2)) if cause else "no usable answer"
+        return f"{head} failed: {reason.strip()}"
+    return text[:300]
 
 
 @dataclass
