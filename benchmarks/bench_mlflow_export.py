@@ -177,7 +177,7 @@ def ours(uri: str, home: Path, experiment: str, register: bool, workers: int) ->
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--versions", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=4, help="our export's parallel requests")
+    parser.add_argument("--workers", type=int, default=4, help="runs our export sends at once")
     parser.add_argument("--server-workers", type=int, default=2)
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
