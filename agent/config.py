@@ -13,7 +13,9 @@ import tomlkit
 from agent.errors import WatchkeeperError, toml_syntax_message
 from agent.paths import WatchkeeperPaths
 
-KNOWN_SECTIONS = ("identity", "watch", "schedule", "notifications", "remotes")
+KNOWN_SECTIONS = ("identity", "watch", "schedule", "notifications", "remotes", "share")
+SHARE_KEYS = ("mlflow",)
+_TRACKING_URI = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
 
 
 class ConfigError(WatchkeeperError, ValueError):
@@ -52,6 +54,7 @@ class UserConfig:
                     f"{path}:{_header_line(text, key)}: unknown section [{key}]; known sections "
                     f"are {', '.join(KNOWN_SECTIONS)}."
                 )
+        _check_share(path, text, document.get("share"))
         return cls(path, document)
 
     def section(self, name: str) -> dict[str, Any]:
@@ -98,6 +101,32 @@ class UserConfig:
     @property
     def watched_data(self) -> list[str]:
         return [str(path) for path in self.section("watch").get("data", [])]
+
+    @property
+    def share_mlflow(self) -> str | None:
+        """The MLflow tracking URI the agent exports new versions to ([share] mlflow)."""
+        uri = self.section("share").get("mlflow")
+        return str(uri) if uri else None
+
+
+def _check_share(path: Path, text: str, share: Any) -> None:
+    """[share] holds only `mlflow`, a tracking URI such as "http://mlflow.example.com:5000"."""
+    if share is None:
+        return
+    line = _header_line(text, "share")
+    if not isinstance(share, dict):
+        raise ConfigError(f"{path}:{line}: [share] must be a table, such as [share] mlflow = ...")
+    for key, value in share.items():
+        if key not in SHARE_KEYS:
+            raise ConfigError(
+                f"{path}:{_header_line(text, key)}: unknown key {key!r} in [share]; known keys "
+                f"are {', '.join(SHARE_KEYS)}."
+            )
+        if not isinstance(value, str) or not _TRACKING_URI.match(value):
+            raise ConfigError(
+                f"{path}:{_header_line(text, key)}: [share] mlflow must be an MLflow tracking "
+                f'URI such as "http://mlflow.example.com:5000", not {value!r}.'
+            )
 
 
 def _header_line(text: str, section: str) -> int:

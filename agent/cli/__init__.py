@@ -37,6 +37,7 @@ SUBCOMMANDS: dict[str, str] = {
     "ci": "agent.cli.share_cmds:ci",
     "gc": "agent.cli.gc_cmd:gc",
     "import": "agent.cli.interop_cmds:import_group",
+    "export": "agent.cli.interop_cmds:export_group",
 }
 
 
@@ -98,6 +99,6 @@ def main() -> None:
     It keeps a ledger of every model version and what it was built from, warns when code or
     data change under a model, trains locally, over SSH or on Slurm (one run, or a sweep of
     params), reproduces any version, shares versions with your team through the repo's git
-    remote and gates pull requests (`ci`), and estimates your own coding time offline. Files
-    live in $WATCHKEEPER_HOME when it is set.
+    remote or an MLflow tracking server (`export mlflow`), gates pull requests (`ci`), and
+    estimates your own coding time offline. Files live in $WATCHKEEPER_HOME when it is set.
     """

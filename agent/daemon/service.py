@@ -16,6 +16,7 @@ from agent.config import UserConfig
 from agent.daemon import coding_time_refit, rpc, watchlist
 from agent.daemon.faults import is_transient
 from agent.daemon.ingest import DataTracker, SaveCoalescer
+from agent.daemon.mlflow_auto_export import MlflowAutoExport
 from agent.daemon.scheduler import AgentScheduler
 from agent.daemon.server import ControlServer
 from agent.daemon.settings import AgentSettings
@@ -60,6 +61,7 @@ class AgentService:
         )
         self.server = ControlServer(paths.socket, rpc.handlers(self))
         self.scheduler = AgentScheduler(self, self.settings.schedule)
+        self.mlflow_export = MlflowAutoExport.from_config(self.config, paths)
         self.identities: list[str] = []
         self.coding_time = coding_time_refit.RefreshAfterActivity(self)
         self.last_rescan: float | None = None
@@ -135,6 +137,7 @@ class AgentService:
         log.info("agent stopping")
         self.coding_time.stop()
         self.scheduler.stop()
+        self.mlflow_export.stop()
         self.watches.stop()
         self.worker.request("saves", self.events.flush_saves, delay=0.0)
         self.worker.wait_idle(1.5)
@@ -281,6 +284,7 @@ class AgentService:
             if not first_poll:
                 self.worker.request("staleness", self.check_staleness, delay=0.0)
         run_supervisor.poll_active_runs(self)
+        self.mlflow_export.tick(self.db())
 
     def refit_coding_time(self) -> dict[str, Any]:
         from agent.daemon import coding_time_refit

@@ -467,6 +467,25 @@ def m012_mlflow_capture(db: Database) -> None:
     db.execute("ALTER TABLE model_versions ADD COLUMN mlflow TEXT")
 
 
+@migrations()
+def m013_mlflow_exports(db: Database) -> None:
+    """Which versions went to which MLflow tracking server (`mlflow_exports`): the server's
+    URI (without credentials), the MLflow experiment and run ids, and the registered model
+    version. A finished version with no row for a server is still to be exported there."""
+    db.execute(
+        """
+        CREATE TABLE mlflow_exports (
+            version_id INTEGER NOT NULL REFERENCES model_versions(id) ON DELETE CASCADE,
+            tracking_uri TEXT NOT NULL,
+            experiment_id TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            model_version TEXT,
+            exported_at REAL NOT NULL,
+            PRIMARY KEY (tracking_uri, version_id)
+        )"""
+    )
+
+
 TABLES = (
     "repos",
     "commits",
@@ -493,4 +512,5 @@ TABLES = (
     "sweeps",
     "version_blobs",
     "shared_records",
+    "mlflow_exports",
 )

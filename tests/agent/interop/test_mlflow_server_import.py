@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +15,8 @@ import pytest
 from agent.ledger import open_ledger
 from agent.ledger.artifacts import ArtifactStore
 from agent.paths import WatchkeeperPaths
+from tests.agent.interop.mlflow_support import MlflowServer
 from tests.agent.runs.gitrepo import cli_env, make_repo, run_cli
-from tests.support import wait_for
 
 pytest.importorskip("mlflow")
 
@@ -42,60 +39,23 @@ LOG_RUNS = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def healthy(uri: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{uri}/health", timeout=1) as reply:
-            return bool(reply.status == 200)
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[str]]]:
     """A real `mlflow server` (SQLite backend, local artifacts) on 127.0.0.1 with two runs."""
-    folder = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    uri = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{folder / 'backend.db'}",
-            "--artifacts-destination",
-            str(folder / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=open(folder / "server.log", "wb"),  # noqa: SIM115 (closed with the process)
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()
     try:
-        wait_for(lambda: healthy(uri), 120, lambda: (folder / "server.log").read_text()[-2000:])
         logged = subprocess.run(
             [sys.executable, "-c", LOG_RUNS],
-            cwd=folder,
-            env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+            cwd=server.folder,
+            env={**os.environ, "MLFLOW_TRACKING_URI": server.uri},
             capture_output=True,
             text=True,
             check=True,
             timeout=120,
         )
-        yield uri, logged.stdout.split("RUN_IDS", 1)[1].split()
+        yield server.uri, logged.stdout.split("RUN_IDS", 1)[1].split()
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
+        server.stop()
 
 
 def imported_versions() -> list[dict]:

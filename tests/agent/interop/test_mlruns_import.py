@@ -117,8 +117,8 @@ def test_runs_become_imported_versions_once(mlruns: Path, tmp_path: Path) -> Non
         shown = run_cli(root, *command)
         assert "Traceback" not in shown.stderr, (command, shown.stderr)
         assert shown.returncode in (0, 1), (command, shown.stderr)
-    shown = run_cli(root, "models", "show", "old-churn").stdout
-    assert "mlflow run" in shown and f"imported from {mlruns.resolve()}" in shown
+    listing = run_cli(root, "models", "show", "old-churn").stdout
+    assert "mlflow run" in listing and f"imported from {mlruns.resolve()}" in listing
 
 
 def test_a_run_with_a_damaged_meta_yaml_is_named_and_skipped(mlruns: Path, tmp_path: Path) -> None:
