@@ -76,6 +76,8 @@ class MlflowRun:
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    # When each point was logged (seconds since the epoch), parallel to `metrics`' lists.
+    metric_times: dict[str, list[float]] = field(default_factory=dict)
     other_runs: list[str] = field(default_factory=list)
 
     @property
@@ -133,19 +135,22 @@ def _read_first_run(connection: sqlite3.Connection) -> MlflowRun | None:
         if not key.startswith(SYSTEM_TAG_PREFIX)
     }
     points = connection.execute(
-        "SELECT key, step, value, is_nan FROM metrics WHERE run_uuid = ? "
+        "SELECT key, step, value, is_nan, timestamp FROM metrics WHERE run_uuid = ? "
         "ORDER BY key, step, timestamp",
         [run_id],
     )
     current: tuple[list[float], list[float]] | None = None
+    times: list[float] = []
     current_key = None
-    for key, step, value, is_nan in points:
+    for key, step, value, is_nan, timestamp_ms in points:
         if key != current_key:
             current_key = key
             current = run.metrics.setdefault(key, ([], []))
+            times = run.metric_times.setdefault(key, [])
         assert current is not None
         current[0].append(float(step))
         current[1].append(math.nan if is_nan else float(value))
+        times.append(float(timestamp_ms or 0) / 1000.0)
     return run
 
 
@@ -229,15 +234,31 @@ def store_capture(db: Database, run_id: str, version_id: int, capture: Capture) 
         for row in db.execute("SELECT DISTINCT name FROM step_metrics WHERE run_id = ?", [run_id])
     }
     stored = {k: v for k, v in capture.run.metrics.items() if k not in taken}
+    times = capture.run.metric_times
     db.conn.executemany(
         "INSERT INTO step_metrics (version_id, run_id, name, first_line, points, steps_f8, "
-        "values_f8) VALUES (?, ?, ?, 0, ?, ?, ?)",
+        "values_f8, times_f8) VALUES (?, ?, ?, 0, ?, ?, ?, ?)",
         [
-            (version_id, run_id, name, len(values), encode_floats(steps), encode_floats(values))
+            (
+                version_id,
+                run_id,
+                name,
+                len(values),
+                encode_floats(steps),
+                encode_floats(values),
+                _times_blob(times.get(name), len(values)),
+            )
             for name, (steps, values) in stored.items()
         ],
     )
     _record_reads(db, run_id, version_id, capture, stored)
+
+
+def _times_blob(times: list[float] | None, points: int) -> bytes | None:
+    """The points' times as `step_metrics.times_f8`, or None when they are not all known."""
+    if times is None or len(times) != points:
+        return None
+    return encode_floats(times)
 
 
 def _record_reads(

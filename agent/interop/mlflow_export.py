@@ -191,18 +191,24 @@ def run_payload(
 
 
 def _step_points(db: Database, version_id: int, end_ms: int) -> list[tuple[str, float, int, int]]:
-    """Each finite step-metric point. The ledger keeps steps and values, not the time of each
-    point, so every point carries the version's end time."""
+    """Each finite step-metric point, at the time it was logged where the ledger has it
+    (points captured from MLflow), else at the version's end time (points of $WK_METRICS)."""
     points: list[tuple[str, float, int, int]] = []
-    for name, steps_f8, values_f8 in db.execute(
-        "SELECT name, steps_f8, values_f8 FROM step_metrics WHERE version_id = ? "
+    for name, steps_f8, values_f8, times_f8 in db.execute(
+        "SELECT name, steps_f8, values_f8, times_f8 FROM step_metrics WHERE version_id = ? "
         "ORDER BY name, first_line",
         [version_id],
     ).fetchall():
         key = _key(str(name))
-        for step, value in zip(decode_floats(steps_f8), decode_floats(values_f8), strict=False):
+        steps, values = decode_floats(steps_f8), decode_floats(values_f8)
+        times_ms = (
+            [round(seconds * 1000) for seconds in decode_floats(times_f8)]
+            if times_f8 is not None
+            else [end_ms] * len(values)
+        )
+        for step, value, time_ms in zip(steps, values, times_ms, strict=False):
             if math.isfinite(value) and math.isfinite(step):
-                points.append((key, value, end_ms, int(step)))
+                points.append((key, value, time_ms, int(step)))
     return points
 
 

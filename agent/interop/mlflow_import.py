@@ -84,6 +84,7 @@ def _imported(client: Any, run: Any, experiment: str, scratch: Path) -> Imported
             [float(m.step) for m in history],
             [float(m.value) if m.value is not None else math.nan for m in history],
         )
+        entry.metric_times[key] = [float(m.timestamp or 0) / 1000.0 for m in history]
     names = _artifact_paths(client, info.run_id, None)
     uris = {name: f"{info.artifact_uri.rstrip('/')}/{name}" for name in names}
 

@@ -107,6 +107,7 @@ def read_file_store_run(run_dir: Path, experiment: str | None) -> ImportedRun:
     for name, path in _key_paths(run_dir / "metrics").items():
         points = sorted(_metric_points(path), key=lambda point: (point[0], point[1]))
         run.metrics[name] = ([p[0] for p in points], [p[2] for p in points])
+        run.metric_times[name] = [p[1] / 1000.0 for p in points]
     artifacts_dir = run_dir / "artifacts"
     artifacts = {
         p.relative_to(artifacts_dir).as_posix(): p

@@ -486,6 +486,13 @@ def m013_mlflow_exports(db: Database) -> None:
     )
 
 
+@migrations()
+def m015_step_metric_times(db: Database) -> None:
+    """When each step-metric point was logged (`times_f8`, seconds since the epoch as
+    little-endian float64, one per point), where the source gives it (MLflow); NULL when not."""
+    db.execute("ALTER TABLE step_metrics ADD COLUMN times_f8 BLOB")
+
+
 TABLES = (
     "repos",
     "commits",

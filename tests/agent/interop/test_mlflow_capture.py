@@ -15,6 +15,7 @@ from agent.errors import WatchkeeperError
 from agent.interop.mlflow_capture import capture_run, read_mlflow_db
 from agent.ledger import open_ledger
 from agent.project.spec import load_project
+from agent.runs.step_metrics import decode_floats
 from agent.runs.step_queries import load_step_metrics
 from agent.runs.training import train
 from tests.agent.runs.gitrepo import PYTHON, make_repo, run_cli
@@ -146,6 +147,31 @@ def test_a_script_logging_with_mlflow_is_recorded_on_its_version(tmp_path: Path)
     assert recorded["metrics"] == {"auc": 0.9, "acc": 0.8, "loss": 1 / 50}
     artifacts = list((result_run_dir(result.run_id)).rglob("notes.txt"))
     assert artifacts, "log_artifact wrote nowhere in the run folder"
+    # Each point keeps the time MLflow logged it at.
+    mlflow_db = sqlite3.connect(result_run_dir(result.run_id) / "mlflow.db")
+    try:
+        logged_ms = [
+            row[0]
+            for row in mlflow_db.execute(
+                "SELECT timestamp FROM metrics WHERE key = 'loss' ORDER BY step, timestamp"
+            )
+        ]
+    finally:
+        mlflow_db.close()
+    assert [round(t * 1000) for t in step_times(result.run_id, "loss")] == logged_ms
+
+
+def step_times(run_id: str, name: str) -> list[float]:
+    """The logging times the ledger keeps for one step metric of a run."""
+    db = open_ledger()
+    try:
+        (blob,) = db.execute(
+            "SELECT times_f8 FROM step_metrics WHERE run_id = ? AND name = ?", [run_id, name]
+        ).fetchone()
+    finally:
+        db.close()
+    assert blob is not None, f"no times kept for {name}"
+    return decode_floats(blob)
 
 
 def result_run_dir(run_id: str) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.agent.interop.mlflow_support import FaultyProxy, MlflowServer, add_versions
+from tests.agent.interop.test_mlflow_capture import MLFLOW_TRAIN, spec, step_times
 from tests.agent.runs.gitrepo import cli_command, cli_env, make_repo, run_cli
 from tests.support import wait_for
 
@@ -117,6 +119,26 @@ def test_versions_become_runs_registered_versions_and_aliases_once(
     moved = export(root, server.uri)
     assert "1 alias(es) set or moved" in moved.stdout
     assert mlflow_client.get_model_version_by_alias(model, "champion").version == "3"
+
+
+@pytest.mark.timeout(300)
+def test_points_captured_from_mlflow_go_out_at_the_times_they_were_logged(
+    server: MlflowServer, tmp_path: Path
+) -> None:
+    root = make_repo(tmp_path, files={"train.py": MLFLOW_TRAIN}, spec=spec())
+    trained = run_cli(root, "train", "churn", timeout=180)
+    assert trained.returncode == 0, trained.stderr
+    run_id = run_cli(root, "runs", "list", "--json")
+    assert run_id.returncode == 0, run_id.stderr
+    (ledger_run,) = [r["id"] for r in json.loads(run_id.stdout)]
+    experiment = f"e{uuid.uuid4().hex[:8]}"
+    exported = export(root, server.uri, "--experiment", experiment, "churn")
+    assert exported.returncode == 0, exported.stderr
+    (run,) = server_runs(server.uri, experiment)
+    history = client(server.uri).get_metric_history(run.info.run_id, "loss")
+    logged = [round(seconds * 1000) for seconds in step_times(ledger_run, "loss")]
+    assert len(logged) == 50
+    assert [(m.step, m.timestamp) for m in history] == list(enumerate(logged))
 
 
 @pytest.mark.timeout(300)

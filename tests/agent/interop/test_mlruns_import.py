@@ -15,6 +15,7 @@ import pytest
 from agent.ledger import open_ledger
 from agent.ledger.artifacts import ArtifactStore
 from agent.paths import WatchkeeperPaths
+from agent.runs.step_metrics import decode_floats
 from agent.runs.step_queries import load_step_metrics
 from tests.agent.runs.gitrepo import make_repo, run_cli
 
@@ -70,6 +71,12 @@ def versions() -> list[dict[str, Any]]:
                 "experiment": row[7],
                 "mlflow": json.loads(row[8]),
                 "loss": load_step_metrics(db, row[0])["loss"].values.tolist(),
+                "loss_times": decode_floats(
+                    db.execute(
+                        "SELECT times_f8 FROM step_metrics WHERE version_id = ? AND name = 'loss'",
+                        [row[0]],
+                    ).fetchone()[0]
+                ),
             }
             for row in rows
         ]
@@ -100,6 +107,14 @@ def test_runs_become_imported_versions_once(mlruns: Path, tmp_path: Path) -> Non
         1,
     )
     assert first["loss"] == pytest.approx([0.3, 0.2, 0.1])
+    # Each point keeps the time MLflow logged it at (the first field of each metric line).
+    logged_ms = sorted(
+        int(line.split()[0])
+        for path in mlruns.rglob("metrics/loss")
+        for line in path.read_text().splitlines()
+    )
+    kept = [t for version in found for t in version["loss_times"]]
+    assert sorted(round(t * 1000) for t in kept) == logged_ms
     assert first["metrics"] == {"loss": pytest.approx(0.1)}
     assert first["mlflow"]["tags"] == {"stage": "dev"}
     assert first["mlflow"]["experiment"] == "old"
