@@ -33,6 +33,8 @@ cdef Py_ssize_t MAX_GROUPS = 64
 # The Gaussian density cache is computed over this many chunks of rows (fewer when there are
 # fewer rows), taken by the threads as they come free.
 cdef Py_ssize_t SPLIT_CHUNKS = 64
+# Rows whose log densities are exponentiated together by the density cache.
+cdef Py_ssize_t CACHE_BLOCK = 256
 # The largest state count with a specialised kernel.
 cdef enum:
     SMALL_K = 8
@@ -273,6 +275,61 @@ cdef inline void emission_log_probs(Py_ssize_t K, const Emissions* em, Py_ssize_
         full_gaussian_log_probs(K, em, t, out, scratch)
     else:
         tied_gaussian_log_probs(K, em, t, out, scratch)
+
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    /* exp of every value in v[0..n), in place, for values <= 0 (log probabilities relative
+       to their row's largest); values at or below floor become 0. The reduction and the
+       polynomial are fdlibm's (error below 1 ulp); written without branches or calls so that
+       the compiler vectorises the loop (GCC does so only when it may assume that floating
+       point operations do not trap, which changes no result). On x86-64 GCC also builds it
+       for AVX-512 and AVX2 and picks the widest the processor has when the module loads;
+       the steps are single IEEE operations (no fused multiply-add, no reordering), so every
+       version gives the same bits. */
+    #if defined(__GNUC__) && !defined(__clang__)
+    __attribute__((optimize("no-trapping-math")))
+    #if defined(__x86_64__) && defined(__linux__)
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+    #endif
+    #endif
+    static void hmm_exp_relative(double* v, Py_ssize_t n, double floor) {
+        const double log2e = 1.44269504088896338700e+00;
+        const double ln2_hi = 6.93147180369123816490e-01;
+        const double ln2_lo = 1.90821492927058770002e-10;
+        const double shift = 6755399441055744.0;   /* 1.5 * 2^52: rounds to an integer */
+        const double p1 = 1.66666666666666019037e-01;
+        const double p2 = -2.77777777770155933842e-03;
+        const double p3 = 6.61375632143793436117e-05;
+        const double p4 = -1.65339022054652515390e-06;
+        const double p5 = 4.13813679705723846039e-08;
+        Py_ssize_t i;
+        for (i = 0; i < n; i++) {
+            /* keep is 1 where v[i] > floor (not for NaN or -inf), else 0; the others are
+               computed from 0 and multiplied by 0 (selects, not branches, so it vectorises) */
+            double x = v[i];
+            double keep = (double)(x > floor);
+            double xc = x > floor ? x : 0.0;
+            double shifted = xc * log2e + shift;
+            double k = shifted - shift;
+            double hi = xc - k * ln2_hi;
+            double lo = k * ln2_lo;
+            double r = hi - lo;
+            double z = r * r;
+            double c = r - z * (p1 + z * (p2 + z * (p3 + z * (p4 + z * p5))));
+            double y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
+            double power;
+            int64_t bits;
+            memcpy(&bits, &shifted, sizeof bits);
+            bits = (int64_t)((uint64_t)(bits + 1023) << 52);
+            memcpy(&power, &bits, sizeof power);
+            v[i] = y * power * keep;
+        }
+    }
+    """
+    void hmm_exp_relative(double* v, Py_ssize_t n, double floor) noexcept nogil
 
 
 cdef inline bint rescale_from_logs(Py_ssize_t K, double* out,
@@ -533,8 +590,8 @@ cdef struct CacheJob:
     const Emissions* em             # IN emission parameters and observations
     Py_ssize_t first                # IN first row
     Py_ssize_t last                 # IN one past the last row
-    double* out                     # OUT (T, K) log emissions minus the row's largest
-    double* log_factors             # OUT (T,) the row's largest
+    double* out                     # OUT (T, K) emissions divided by the row's largest
+    double* log_factors             # OUT (T,) log of that divisor
     double* work                    # scratch of D K doubles
 
 
@@ -770,8 +827,8 @@ cdef struct ForwardTotals:
     double lowest                   # smallest log divisor of a row redone in log space
 
 
-cdef inline int64_t forward_range(
-        Py_ssize_t K, const Emissions* em, Py_ssize_t t0, Py_ssize_t first, Py_ssize_t last,
+cdef int64_t forward_range(
+        const StateCount* tag, const Emissions* em, Py_ssize_t t0, Py_ssize_t first, Py_ssize_t last,
         const int64_t* classes, const double* startprob, const double* transmat,
         const double* transmat_t, const double* prev_alpha, double* alpha_rows,
         double* emission_rows, double* scale, ForwardTotals* totals, double* vectors,
@@ -783,7 +840,9 @@ cdef inline int64_t forward_range(
     weighed with to emission_rows (or nowhere when NULL), the scale factors to scale[t]
     (negated where log space was used); totals carries the log-likelihood across calls.
     vectors is scratch of 3 K doubles. Returns -1 or the failing row as
-    forward_backward_sequence does."""
+    forward_backward_sequence does. tag selects the specialisation for the number of states,
+    as in the sequence kernels."""
+    cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
     cdef Py_ssize_t KK = K * K, t, j, cls
     cdef double* current = vectors
     cdef double* previous = vectors + K
@@ -847,8 +906,8 @@ cdef inline int64_t forward_range(
     return failure
 
 
-cdef inline void block_statistics(
-        Py_ssize_t K, const Emissions* em, Py_ssize_t n_classes, double* stats,
+cdef void block_statistics(
+        const StateCount* tag, const Emissions* em, Py_ssize_t n_classes, double* stats,
         const double* gammas, Py_ssize_t first, Py_ssize_t n_rows,
         const double* lefts, const double* rights, Py_ssize_t n_transitions,
         const int64_t* classes, Py_ssize_t class_row, Py_ssize_t class_step) noexcept nogil:
@@ -858,7 +917,8 @@ cdef inline void block_statistics(
     Transition r adds the outer product of lefts[r] and rights[r] (K each) to the counts of
     class classes[class_row + r class_step] (class 0 without classes). The sums run over the
     block in local accumulators, which the compiler keeps in registers, instead of updating
-    stats in memory row by row."""
+    stats in memory row by row. tag selects the specialisation for the number of states."""
+    cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
     cdef Py_ssize_t KK = K * K, D = em.n_features, r, i, j, k, d, e
     cdef double* trans_stats = stats + K
     cdef double* post = trans_stats + n_classes * KK
@@ -989,7 +1049,7 @@ cdef int64_t meet_forward(const StateCount* tag, const MeetForwardJob* job) noex
     first = t0
     while first < mid and failure == -1:
         last = min(mid, (first | PUBLISH_MASK) + 1)
-        failure = forward_range(K, em, t0, first, last, classes, job.startprob, job.transmat,
+        failure = forward_range(tag, em, t0, first, last, classes, job.startprob, job.transmat,
                                 job.transmat_t, alpha + (first - 1) * K if first > t0 else alpha,
                                 alpha + first * K,
                                 NULL, scale_factors, &totals, vectors, job.work)
@@ -1004,7 +1064,7 @@ cdef int64_t meet_forward(const StateCount* tag, const MeetForwardJob* job) noex
         first = last
     while first < t1 and failure == -1:
         last = min(t1, first + MEET_BLOCK)
-        failure = forward_range(K, em, t0, first, last, classes, job.startprob, job.transmat,
+        failure = forward_range(tag, em, t0, first, last, classes, job.startprob, job.transmat,
                                 job.transmat_t, block_alpha, block_alpha + K, block_emission,
                                 scale_factors, &totals, vectors, job.work)
         if failure != -1:
@@ -1032,7 +1092,7 @@ cdef int64_t meet_forward(const StateCount* tag, const MeetForwardJob* job) noex
                 for j in range(K):
                     row[j] = gamma[j]
         if stats != NULL:
-            block_statistics(K, em, job.n_classes, stats, block_gamma, first, last - first,
+            block_statistics(tag, em, job.n_classes, stats, block_gamma, first, last - first,
                              block_alpha, block_emission, last - first, classes, first, 1)
         for j in range(K):
             block_alpha[j] = block_alpha[(last - first) * K + j]
@@ -1149,7 +1209,7 @@ cdef int64_t meet_backward(const StateCount* tag, const MeetBackwardJob* job) no
                         start_stats[i] += row[i]
                 block_rows += 1
                 if block_rows == MEET_BLOCK or t == t0:
-                    block_statistics(K, em, job.n_classes, stats, row, t, block_rows, lefts,
+                    block_statistics(tag, em, job.n_classes, stats, row, t, block_rows, lefts,
                                      rights, n_transitions, classes, class_row, -1)
                     block_rows = 0
                     n_transitions = 0
@@ -1507,10 +1567,12 @@ def viterbi(
 
 
 cdef int64_t cache_rows(const StateCount* tag, const CacheJob* job) noexcept nogil:
-    """Log emissions of rows first..last - 1 relative to each row's largest."""
+    """Emission probabilities of rows first..last - 1 divided by each row's largest, and the
+    log of that divisor. The log densities of a block of rows go to out, then one vectorised
+    loop exponentiates the block while it is still in the cache."""
     cdef const Emissions* em = job.em
     cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
-    cdef Py_ssize_t t, k
+    cdef Py_ssize_t t, k, block_first
     cdef double* out = job.out
     cdef double* log_factors = job.log_factors
     # The densities go to a local array first: stores into out could alias the parameters,
@@ -1519,41 +1581,45 @@ cdef int64_t cache_rows(const StateCount* tag, const CacheJob* job) noexcept nog
     cdef double* row = job.work + em.n_features * em.n_states + 1 \
         if StateCount is StatesAny else &local_row[0]
     cdef double* target
-    cdef double peak, value
+    cdef double peak
+    # Relative to the row's largest, probabilities below TINY_RELATIVE add nothing a double
+    # can hold to any sum; as zeros they keep slow subnormal numbers out of the passes.
     cdef double floor = log(TINY_RELATIVE)
-    for t in range(job.first, job.last):
-        # One call per kind, each small enough for the compiler to inline.
-        if em.kind == GAUSSIAN:
-            gaussian_log_probs(K, em, t, row)
-        elif em.kind == GAUSSIAN_FULL:
-            full_gaussian_log_probs(K, em, t, row, job.work)
-        elif em.kind == GAUSSIAN_TIED:
-            tied_gaussian_log_probs(K, em, t, row, job.work)
-        else:
-            emission_log_probs(K, em, t, row, job.work)
-        peak = -INFINITY
-        for k in range(K):
-            peak = row[k] if row[k] > peak else peak
-        log_factors[t] = peak
-        target = out + t * K
-        for k in range(K):
-            # Relative to the row's largest these add nothing a double can hold to any sum;
-            # as zeros (after exp) they keep slow subnormal numbers out of the passes.
-            value = row[k] - peak
-            target[k] = value if value > floor else -INFINITY
+    block_first = job.first
+    while block_first < job.last:
+        for t in range(block_first, min(job.last, block_first + CACHE_BLOCK)):
+            # One call per kind, each small enough for the compiler to inline.
+            if em.kind == GAUSSIAN:
+                gaussian_log_probs(K, em, t, row)
+            elif em.kind == GAUSSIAN_FULL:
+                full_gaussian_log_probs(K, em, t, row, job.work)
+            elif em.kind == GAUSSIAN_TIED:
+                tied_gaussian_log_probs(K, em, t, row, job.work)
+            else:
+                emission_log_probs(K, em, t, row, job.work)
+            peak = -INFINITY
+            for k in range(K):
+                peak = row[k] if row[k] > peak else peak
+            log_factors[t] = peak
+            target = out + t * K
+            for k in range(K):
+                target[k] = row[k] - peak
+        t = min(job.last, block_first + CACHE_BLOCK)
+        hmm_exp_relative(out + block_first * K, (t - block_first) * K, floor)
+        block_first = t
     return -1
 
 
-def cache_log_emissions(
+def cache_emissions(
         EmissionModel model,
-        double[:, ::1] out,                 # OUT (T, K) log emission probabilities minus the
-                                            #     row's largest (-inf below TINY_RELATIVE)
-        double[::1] log_factors,            # OUT (T,) the row's largest (-inf if impossible)
+        double[:, ::1] out,                 # OUT (T, K) emission probabilities divided by the
+                                            #     row's largest (0 below TINY_RELATIVE)
+        double[::1] log_factors,            # OUT (T,) log of that divisor (-inf if impossible)
         int n_threads,                      # IN threads over rows
 ):
-    """First half of caching the emissions: every row's log densities relative to the row's
-    largest, in parallel over chunks of rows. The caller exponentiates ``out`` in place
-    (NumPy's exp is vectorised) and hands both arrays to use_cached_emissions."""
+    """Compute every row's emission probabilities relative to the row's largest, in parallel
+    over chunks of rows, and let the forward-backward kernels of this model read them from
+    ``out`` and ``log_factors`` instead of recomputing the densities in every pass."""
     cdef Emissions* em = &model.c
     cdef Py_ssize_t K = em.n_states, n_rows = out.shape[0], c
     cdef Py_ssize_t n_chunks = max(1, min(SPLIT_CHUNKS, n_rows))
@@ -1574,6 +1640,7 @@ def cache_log_emissions(
             run_specialised(job)
         free(job.work)
         free(job)
+    use_cached_emissions(model, out, log_factors)
 
 
 def use_cached_emissions(EmissionModel model, double[:, ::1] probs, double[::1] log_factors):
