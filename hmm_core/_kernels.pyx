@@ -789,6 +789,10 @@ cdef double RESCALE_ABOVE = 1e100
 # Progress is published every this many rows (a power of two), so the other thread rarely
 # has to read the shared line.
 cdef Py_ssize_t PUBLISH_MASK = 1023
+# The forward pass of a split sequence over cached emissions normalises its vector only when
+# the vector's sum leaves these bounds (see cached_forward_range).
+cdef double FORWARD_RESCALE_BELOW = 1e-30
+cdef double FORWARD_RESCALE_ABOVE = 1e30
 # Rows per block of the forward pass's statistics (see meet_forward).
 cdef Py_ssize_t MEET_BLOCK = 256
 
@@ -827,6 +831,120 @@ cdef struct ForwardTotals:
     double lowest                   # smallest log divisor of a row redone in log space
 
 
+cdef int64_t cached_forward_range(
+        const StateCount* tag, const Emissions* em, Py_ssize_t t0, Py_ssize_t first,
+        Py_ssize_t last, const int64_t* classes, const double* startprob,
+        const double* transmat, const double* transmat_t, const double* prev_alpha,
+        double* alpha_rows, double* emission_rows, double* scale, ForwardTotals* totals,
+        double* vectors) noexcept nogil:
+    """forward_range for emissions read from the density cache (every row then counts as
+    done in log space, so its scale factor is stored negated).
+
+    The vector carried from row to row is alpha_t times an unknown positive number: it is
+    normalised only when its sum leaves [FORWARD_RESCALE_BELOW, FORWARD_RESCALE_ABOVE], so no
+    division lies on the path from one row to the next (the stored alphas and scale factors
+    are those of the normalised recursion, up to rounding). A row whose scale factor is not
+    above TINY_PROBABILITY is redone from the normalised alpha of the row before, as
+    forward_range does it."""
+    cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
+    cdef Py_ssize_t KK = K * K, t, i, j, cls
+    cdef double* carried = vectors
+    cdef double* current = vectors + K
+    cdef double* predicted = vectors + 2 * K
+    cdef double* swap
+    cdef double* row
+    cdef double* emission
+    cdef const double* probs
+    cdef const double* previous_alpha
+    cdef const double* trans
+    cdef const double* trans_t
+    cdef const double* column
+    cdef double log_factor, total, carried_sum, inverse, a_i, s
+    cdef double carried_inverse = 1.0
+    cdef double running = totals.running, ll = totals.loglik, lowest = totals.lowest
+    cdef int64_t failure = -1
+    if first > t0:
+        for j in range(K):
+            carried[j] = prev_alpha[j]
+    for t in range(first, last):
+        cls = classes[t] if classes != NULL else 0
+        trans = transmat + cls * KK
+        trans_t = transmat_t + cls * KK
+        probs = em.cached_probs + t * K
+        log_factor = em.cached_log_factor[t]
+        if not log_factor > -INFINITY:
+            failure = t
+            break
+        if emission_rows != NULL:
+            emission = emission_rows + (t - first) * K
+            for j in range(K):
+                emission[j] = probs[j]
+        ll += log_factor
+        lowest = log_factor if log_factor < lowest else lowest
+        total = 0.0
+        if t > t0:
+            # predicted = carried A, as predict_and_weigh computes it
+            if K <= 4:
+                for j in range(K):
+                    column = trans_t + j * K
+                    s = 0.0
+                    for i in range(K):
+                        s += carried[i] * column[i]
+                    predicted[j] = s
+            else:
+                for j in range(K):
+                    predicted[j] = 0.0
+                for i in range(K):
+                    a_i = carried[i]
+                    column = trans + i * K
+                    for j in range(K):
+                        predicted[j] += a_i * column[j]
+            carried_sum = 0.0
+            for j in range(K):
+                current[j] = predicted[j] * probs[j]
+                carried_sum += current[j]
+            total = carried_sum * carried_inverse
+        if not total > TINY_PROBABILITY:
+            # the first row, or a step so unlikely that the unnormalised vector could lose
+            # precision: from the normalised alpha of the row before
+            previous_alpha = NULL
+            if t > t0:
+                previous_alpha = prev_alpha if t == first else alpha_rows + (t - 1 - first) * K
+            for j in range(K):
+                current[j] = probs[j]
+            total = predict_and_weigh(K, startprob, previous_alpha, 1.0, trans, trans_t,
+                                      predicted, current)
+            if not total > 0.0:
+                failure = -(t + 2)
+                break
+            carried_sum = total
+        inverse = 1.0 / carried_sum
+        row = alpha_rows + (t - first) * K
+        for j in range(K):
+            row[j] = current[j] * inverse
+        scale[t] = -total
+        if total < TINY_PRODUCT:
+            ll += log(total)
+        else:
+            running *= total
+            if running < TINY_PRODUCT:
+                ll += log(running)
+                running = 1.0
+        if carried_sum < FORWARD_RESCALE_BELOW or carried_sum > FORWARD_RESCALE_ABOVE:
+            for j in range(K):
+                carried[j] = row[j]
+            carried_inverse = 1.0
+        else:
+            swap = carried
+            carried = current
+            current = swap
+            carried_inverse = inverse
+    totals.loglik = ll
+    totals.running = running
+    totals.lowest = lowest
+    return failure
+
+
 cdef int64_t forward_range(
         const StateCount* tag, const Emissions* em, Py_ssize_t t0, Py_ssize_t first, Py_ssize_t last,
         const int64_t* classes, const double* startprob, const double* transmat,
@@ -854,6 +972,10 @@ cdef int64_t forward_range(
     cdef double lowest = totals.lowest
     cdef bint in_log_space
     cdef int64_t failure = -1
+    if em.cached_probs != NULL:
+        return cached_forward_range(tag, em, t0, first, last, classes, startprob, transmat,
+                                    transmat_t, prev_alpha, alpha_rows, emission_rows, scale,
+                                    totals, vectors)
     if first > t0:
         for j in range(K):
             previous[j] = prev_alpha[j]
@@ -1566,6 +1688,54 @@ def viterbi(
         free(work)
 
 
+cdef void diagonal_block_log_probs(const StateCount* tag, const Emissions* em,
+                                   Py_ssize_t first, Py_ssize_t last, double* out,
+                                   double* log_factors) noexcept nogil:
+    """Diagonal Gaussian log densities of rows first..last - 1 minus each row's largest, into
+    out (T, K), and that largest into log_factors. The same sums as gaussian_log_probs, in
+    the same order, but feature by feature over the whole block, so the loop over rows and
+    states vectorises."""
+    cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
+    cdef Py_ssize_t D = em.n_features, n = last - first, d, r, k
+    cdef double local_mean[SMALL_K]
+    cdef double local_inverse[SMALL_K]
+    cdef const double* mean
+    cdef const double* inverse
+    cdef const double* x
+    cdef double* sums = out + first * K
+    cdef double* target
+    cdef double value, diff, peak
+    for r in range(n * K):
+        sums[r] = 0.0
+    for d in range(D):
+        # Local copies of the parameters: the stores into out cannot alias them.
+        if StateCount is StatesAny:
+            mean = em.rate + d * K
+            inverse = em.log_rate + d * K
+        else:
+            for k in range(K):
+                local_mean[k] = em.rate[d * K + k]
+                local_inverse[k] = em.log_rate[d * K + k]
+            mean = &local_mean[0]
+            inverse = &local_inverse[0]
+        x = em.values + first * D + d
+        for r in range(n):
+            value = x[r * D]
+            target = sums + r * K
+            for k in range(K):
+                diff = value - mean[k]
+                target[k] += diff * diff * inverse[k]
+    for r in range(n):
+        target = sums + r * K
+        peak = -INFINITY
+        for k in range(K):
+            target[k] = em.state_constant[k] - 0.5 * target[k]
+            peak = target[k] if target[k] > peak else peak
+        log_factors[first + r] = peak
+        for k in range(K):
+            target[k] = target[k] - peak
+
+
 cdef int64_t cache_rows(const StateCount* tag, const CacheJob* job) noexcept nogil:
     """Emission probabilities of rows first..last - 1 divided by each row's largest, and the
     log of that divisor. The log densities of a block of rows go to out, then one vectorised
@@ -1587,6 +1757,13 @@ cdef int64_t cache_rows(const StateCount* tag, const CacheJob* job) noexcept nog
     cdef double floor = log(TINY_RELATIVE)
     block_first = job.first
     while block_first < job.last:
+        if em.kind == GAUSSIAN:
+            diagonal_block_log_probs(tag, em, block_first,
+                                     min(job.last, block_first + CACHE_BLOCK), out, log_factors)
+            t = min(job.last, block_first + CACHE_BLOCK)
+            hmm_exp_relative(out + block_first * K, (t - block_first) * K, floor)
+            block_first = t
+            continue
         for t in range(block_first, min(job.last, block_first + CACHE_BLOCK)):
             # One call per kind, each small enough for the compiler to inline.
             if em.kind == GAUSSIAN:
