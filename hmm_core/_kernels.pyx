@@ -328,8 +328,125 @@ cdef extern from *:
             v[i] = y * power * keep;
         }
     }
+
+    /* Diagonal Gaussian log densities of n rows of x (n, D) minus each row's largest, into
+       out (n, K), and that largest into log_factors (n,). For each state the sum runs over
+       the features in order, so the values are those of gaussian_log_probs. Feature by
+       feature over the whole block, with the number of states a constant for the common
+       ones, so the loops over rows and states vectorise; built for AVX-512, AVX2 and the
+       baseline like hmm_exp_relative (single IEEE operations: every version gives the same
+       bits). */
+    static inline __attribute__((always_inline)) void hmm_diagonal_rows(
+            const double* x, Py_ssize_t n, Py_ssize_t D, const Py_ssize_t K,
+            const double* mean, const double* inverse, const double* constant,
+            double* out, double* log_factors) {
+        Py_ssize_t d, r, k;
+        for (r = 0; r < n * K; r++)
+            out[r] = 0.0;
+        for (d = 0; d < D; d++) {
+            const double* m = mean + d * K;
+            const double* v = inverse + d * K;
+            for (r = 0; r < n; r++) {
+                const double value = x[r * D + d];
+                double* target = out + r * K;
+                for (k = 0; k < K; k++) {
+                    const double diff = value - m[k];
+                    target[k] += diff * diff * v[k];
+                }
+            }
+        }
+        for (r = 0; r < n; r++) {
+            double* target = out + r * K;
+            double peak = -INFINITY;
+            for (k = 0; k < K; k++) {
+                target[k] = constant[k] - 0.5 * target[k];
+                peak = target[k] > peak ? target[k] : peak;
+            }
+            log_factors[r] = peak;
+            for (k = 0; k < K; k++)
+                target[k] = target[k] - peak;
+        }
+    }
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+    #endif
+    static void hmm_diagonal_block(const double* x, Py_ssize_t n, Py_ssize_t D,
+                                   Py_ssize_t K, const double* mean, const double* inverse,
+                                   const double* constant, double* out,
+                                   double* log_factors) {
+        if (K == 2)
+            hmm_diagonal_rows(x, n, D, 2, mean, inverse, constant, out, log_factors);
+        else if (K == 3)
+            hmm_diagonal_rows(x, n, D, 3, mean, inverse, constant, out, log_factors);
+        else if (K == 4)
+            hmm_diagonal_rows(x, n, D, 4, mean, inverse, constant, out, log_factors);
+        else if (K == 8)
+            hmm_diagonal_rows(x, n, D, 8, mean, inverse, constant, out, log_factors);
+        else
+            hmm_diagonal_rows(x, n, D, K, mean, inverse, constant, out, log_factors);
+    }
+
+    /* Posterior-weighted sums of x and x^2 over n rows, per feature and state, added to
+       obs and obs_squared (D, K). Each of the D K sums runs over the rows in order, as in
+       block_statistics, but the rows go outermost so the sums are independent chains the
+       processor overlaps. Needs D K <= HMM_MAX_SUMS. Built like hmm_diagonal_block. */
+    #define HMM_MAX_SUMS 64
+    static inline __attribute__((always_inline)) void hmm_diagonal_sums(
+            const double* x, Py_ssize_t n, const Py_ssize_t D, const Py_ssize_t K,
+            const double* gammas, double* obs, double* obs_squared) {
+        double sums[HMM_MAX_SUMS], squares[HMM_MAX_SUMS];
+        Py_ssize_t r, d, k;
+        for (k = 0; k < D * K; k++) {
+            sums[k] = 0.0;
+            squares[k] = 0.0;
+        }
+        for (r = 0; r < n; r++) {
+            const double* gamma = gammas + r * K;
+            const double* row = x + r * D;
+            for (d = 0; d < D; d++) {
+                const double value = row[d];
+                for (k = 0; k < K; k++) {
+                    const double g = gamma[k] * value;
+                    sums[d * K + k] += g;
+                    squares[d * K + k] += g * value;
+                }
+            }
+        }
+        for (k = 0; k < D * K; k++) {
+            obs[k] += sums[k];
+            obs_squared[k] += squares[k];
+        }
+    }
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+    #endif
+    static void hmm_diagonal_statistics(const double* x, Py_ssize_t n, Py_ssize_t D,
+                                        Py_ssize_t K, const double* gammas, double* obs,
+                                        double* obs_squared) {
+        /* constant K and, up to four features, constant D: the sums then stay in registers */
+        #define HMM_SUMS_FOR_K(KK) \
+            if (D == 1) hmm_diagonal_sums(x, n, 1, KK, gammas, obs, obs_squared); \
+            else if (D == 2) hmm_diagonal_sums(x, n, 2, KK, gammas, obs, obs_squared); \
+            else if (D == 3) hmm_diagonal_sums(x, n, 3, KK, gammas, obs, obs_squared); \
+            else if (D == 4) hmm_diagonal_sums(x, n, 4, KK, gammas, obs, obs_squared); \
+            else hmm_diagonal_sums(x, n, D, KK, gammas, obs, obs_squared);
+        if (K == 2) { HMM_SUMS_FOR_K(2) }
+        else if (K == 3) { HMM_SUMS_FOR_K(3) }
+        else if (K == 4) { HMM_SUMS_FOR_K(4) }
+        else if (K == 8) { HMM_SUMS_FOR_K(8) }
+        else hmm_diagonal_sums(x, n, D, K, gammas, obs, obs_squared);
+        #undef HMM_SUMS_FOR_K
+    }
     """
+    Py_ssize_t HMM_MAX_SUMS
+    void hmm_diagonal_statistics(const double* x, Py_ssize_t n, Py_ssize_t D, Py_ssize_t K,
+                                 const double* gammas, double* obs,
+                                 double* obs_squared) noexcept nogil
     void hmm_exp_relative(double* v, Py_ssize_t n, double floor) noexcept nogil
+    void hmm_diagonal_block(const double* x, Py_ssize_t n, Py_ssize_t D, Py_ssize_t K,
+                            const double* mean, const double* inverse,
+                            const double* constant, double* out,
+                            double* log_factors) noexcept nogil
 
 
 cdef inline bint rescale_from_logs(Py_ssize_t K, double* out,
@@ -1067,34 +1184,39 @@ cdef void block_statistics(
                 sums[k] += gamma[k]
         for k in range(K):
             post[k] += sums[k]
-        for d in range(D):
-            for k in range(K):
-                sums[k] = 0.0
-                squares[k] = 0.0
-            if em.kind == POISSON:
-                for r in range(n_rows):
-                    value = <double> em.counts[(first + r) * D + d]
-                    gamma = gammas + r * K
-                    for k in range(K):
-                        sums[k] += gamma[k] * value
-            elif em.kind == GAUSSIAN:
-                for r in range(n_rows):
-                    value = em.values[(first + r) * D + d]
-                    gamma = gammas + r * K
-                    for k in range(K):
-                        g = gamma[k] * value
-                        sums[k] += g
-                        squares[k] += g * value
+        if em.kind == GAUSSIAN and D * K <= HMM_MAX_SUMS:
+            # the same sums, with every feature's and state's sum a chain of its own
+            hmm_diagonal_statistics(em.values + first * D, n_rows, D, K, gammas, obs,
+                                    obs_squared)
+        else:
+            for d in range(D):
                 for k in range(K):
-                    obs_squared[d * K + k] += squares[k]
-            else:
-                for r in range(n_rows):
-                    value = em.values[(first + r) * D + d]
-                    gamma = gammas + r * K
+                    sums[k] = 0.0
+                    squares[k] = 0.0
+                if em.kind == POISSON:
+                    for r in range(n_rows):
+                        value = <double> em.counts[(first + r) * D + d]
+                        gamma = gammas + r * K
+                        for k in range(K):
+                            sums[k] += gamma[k] * value
+                elif em.kind == GAUSSIAN:
+                    for r in range(n_rows):
+                        value = em.values[(first + r) * D + d]
+                        gamma = gammas + r * K
+                        for k in range(K):
+                            g = gamma[k] * value
+                            sums[k] += g
+                            squares[k] += g * value
                     for k in range(K):
-                        sums[k] += gamma[k] * value
-            for k in range(K):
-                obs[d * K + k] += sums[k]
+                        obs_squared[d * K + k] += squares[k]
+                else:
+                    for r in range(n_rows):
+                        value = em.values[(first + r) * D + d]
+                        gamma = gammas + r * K
+                        for k in range(K):
+                            sums[k] += gamma[k] * value
+                for k in range(K):
+                    obs[d * K + k] += sums[k]
         if em.n_squared_columns > 0 and em.kind != GAUSSIAN:
             # Full and tied: upper triangle of x x^T, row by row.
             acc = obs_squared
@@ -1688,54 +1810,6 @@ def viterbi(
         free(work)
 
 
-cdef void diagonal_block_log_probs(const StateCount* tag, const Emissions* em,
-                                   Py_ssize_t first, Py_ssize_t last, double* out,
-                                   double* log_factors) noexcept nogil:
-    """Diagonal Gaussian log densities of rows first..last - 1 minus each row's largest, into
-    out (T, K), and that largest into log_factors. The same sums as gaussian_log_probs, in
-    the same order, but feature by feature over the whole block, so the loop over rows and
-    states vectorises."""
-    cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
-    cdef Py_ssize_t D = em.n_features, n = last - first, d, r, k
-    cdef double local_mean[SMALL_K]
-    cdef double local_inverse[SMALL_K]
-    cdef const double* mean
-    cdef const double* inverse
-    cdef const double* x
-    cdef double* sums = out + first * K
-    cdef double* target
-    cdef double value, diff, peak
-    for r in range(n * K):
-        sums[r] = 0.0
-    for d in range(D):
-        # Local copies of the parameters: the stores into out cannot alias them.
-        if StateCount is StatesAny:
-            mean = em.rate + d * K
-            inverse = em.log_rate + d * K
-        else:
-            for k in range(K):
-                local_mean[k] = em.rate[d * K + k]
-                local_inverse[k] = em.log_rate[d * K + k]
-            mean = &local_mean[0]
-            inverse = &local_inverse[0]
-        x = em.values + first * D + d
-        for r in range(n):
-            value = x[r * D]
-            target = sums + r * K
-            for k in range(K):
-                diff = value - mean[k]
-                target[k] += diff * diff * inverse[k]
-    for r in range(n):
-        target = sums + r * K
-        peak = -INFINITY
-        for k in range(K):
-            target[k] = em.state_constant[k] - 0.5 * target[k]
-            peak = target[k] if target[k] > peak else peak
-        log_factors[first + r] = peak
-        for k in range(K):
-            target[k] = target[k] - peak
-
-
 cdef int64_t cache_rows(const StateCount* tag, const CacheJob* job) noexcept nogil:
     """Emission probabilities of rows first..last - 1 divided by each row's largest, and the
     log of that divisor. The log densities of a block of rows go to out, then one vectorised
@@ -1758,9 +1832,10 @@ cdef int64_t cache_rows(const StateCount* tag, const CacheJob* job) noexcept nog
     block_first = job.first
     while block_first < job.last:
         if em.kind == GAUSSIAN:
-            diagonal_block_log_probs(tag, em, block_first,
-                                     min(job.last, block_first + CACHE_BLOCK), out, log_factors)
             t = min(job.last, block_first + CACHE_BLOCK)
+            hmm_diagonal_block(em.values + block_first * em.n_features, t - block_first,
+                               em.n_features, K, em.rate, em.log_rate, em.state_constant,
+                               out + block_first * K, log_factors + block_first)
             hmm_exp_relative(out + block_first * K, (t - block_first) * K, floor)
             block_first = t
             continue
