@@ -910,6 +910,9 @@ cdef Py_ssize_t PUBLISH_MASK = 1023
 # the vector's sum leaves these bounds (see cached_forward_range).
 cdef double FORWARD_RESCALE_BELOW = 1e-30
 cdef double FORWARD_RESCALE_ABOVE = 1e30
+# Where a split sequence over cached emissions is cut: the fraction of its rows whose
+# statistics the backward thread accumulates.
+cdef double SPLIT_CACHED_FRACTION = 0.54
 # Rows per block of the forward pass's statistics (see meet_forward).
 cdef Py_ssize_t MEET_BLOCK = 256
 
@@ -1481,6 +1484,12 @@ cdef int split_forward_backward(
         free(halves)
         free(meeting)
         raise MemoryError()
+    # With cached emissions the forward thread's rows of statistics cost more than the
+    # backward thread's (measured for Gaussian emissions), so it takes fewer of them.
+    cdef Py_ssize_t mid = t0 + (t1 - t0) // 2
+    if em.cached_probs != NULL:
+        mid = t0 + <Py_ssize_t> ((t1 - t0) * SPLIT_CACHED_FRACTION)
+        mid = max(t0 + 1, min(t1 - 1, mid))
     meeting.forward_done = t0
     meeting.backward_done = t1
     status[0] = -1
@@ -1512,7 +1521,7 @@ cdef int split_forward_backward(
                 forward_job = <MeetForwardJob*> calloc(1, sizeof(MeetForwardJob))
                 forward_job.em = em
                 forward_job.t0 = t0
-                forward_job.mid = t0 + (t1 - t0) // 2
+                forward_job.mid = mid
                 forward_job.t1 = t1
                 forward_job.classes = classes
                 forward_job.startprob = startprob
@@ -1539,7 +1548,7 @@ cdef int split_forward_backward(
                 backward_job = <MeetBackwardJob*> calloc(1, sizeof(MeetBackwardJob))
                 backward_job.em = em
                 backward_job.t0 = t0
-                backward_job.mid = t0 + (t1 - t0) // 2
+                backward_job.mid = mid
                 backward_job.t1 = t1
                 backward_job.classes = classes
                 backward_job.transmat_t = transmat_t
