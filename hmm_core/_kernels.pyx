@@ -389,7 +389,9 @@ cdef extern from *:
     /* Posterior-weighted sums of x and x^2 over n rows, per feature and state, added to
        obs and obs_squared (D, K). Each of the D K sums runs over the rows in order, as in
        block_statistics, but the rows go outermost so the sums are independent chains the
-       processor overlaps. Needs D K <= HMM_MAX_SUMS. Built like hmm_diagonal_block. */
+       processor overlaps. Needs D K <= HMM_MAX_SUMS. Built like hmm_diagonal_block, but
+       without loop vectorisation: across rows GCC vectorises it badly (shuffles and spills),
+       while within a row the loop over states vectorises as straight-line code. */
     #define HMM_MAX_SUMS 64
     static inline __attribute__((always_inline)) void hmm_diagonal_sums(
             const double* x, Py_ssize_t n, const Py_ssize_t D, const Py_ssize_t K,
@@ -417,8 +419,11 @@ cdef extern from *:
             obs_squared[k] += squares[k];
         }
     }
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    #if defined(__GNUC__) && !defined(__clang__)
+    __attribute__((optimize("no-tree-loop-vectorize")))
+    #if defined(__x86_64__) && defined(__linux__)
     __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+    #endif
     #endif
     static void hmm_diagonal_statistics(const double* x, Py_ssize_t n, Py_ssize_t D,
                                         Py_ssize_t K, const double* gammas, double* obs,
