@@ -281,6 +281,13 @@ cdef extern from *:
     """
     #include <stdint.h>
     #include <string.h>
+    #if defined(__GNUC__)
+    #define HMM_ALWAYS_INLINE inline __attribute__((always_inline))
+    #elif defined(_MSC_VER)
+    #define HMM_ALWAYS_INLINE __forceinline
+    #else
+    #define HMM_ALWAYS_INLINE inline
+    #endif
     /* exp of every value in v[0..n), in place, for values <= 0 (log probabilities relative
        to their row's largest); values at or below floor become 0. The reduction and the
        polynomial are fdlibm's (error below 1 ulp); written without branches or calls so that
@@ -336,7 +343,7 @@ cdef extern from *:
        ones, so the loops over rows and states vectorise; built for AVX-512, AVX2 and the
        baseline like hmm_exp_relative (single IEEE operations: every version gives the same
        bits). */
-    static inline __attribute__((always_inline)) void hmm_diagonal_rows(
+    static HMM_ALWAYS_INLINE void hmm_diagonal_rows(
             const double* x, Py_ssize_t n, Py_ssize_t D, const Py_ssize_t K,
             const double* mean, const double* inverse, const double* constant,
             double* out, double* log_factors) {
@@ -393,7 +400,7 @@ cdef extern from *:
        without loop vectorisation: across rows GCC vectorises it badly (shuffles and spills),
        while within a row the loop over states vectorises as straight-line code. */
     #define HMM_MAX_SUMS 64
-    static inline __attribute__((always_inline)) void hmm_diagonal_sums(
+    static HMM_ALWAYS_INLINE void hmm_diagonal_sums(
             const double* x, Py_ssize_t n, const Py_ssize_t D, const Py_ssize_t K,
             const double* gammas, double* obs, double* obs_squared) {
         double sums[HMM_MAX_SUMS], squares[HMM_MAX_SUMS];
@@ -984,7 +991,8 @@ cdef int64_t cached_forward_range(
     cdef const double* trans
     cdef const double* trans_t
     cdef const double* column
-    cdef double log_factor, total, carried_sum, inverse, a_i, s
+    cdef double log_factor, total, inverse, a_i, s
+    cdef double carried_sum = 1.0
     cdef double carried_inverse = 1.0
     cdef double running = totals.running, ll = totals.loglik, lowest = totals.lowest
     cdef int64_t failure = -1
