@@ -33,6 +33,8 @@ cdef Py_ssize_t MAX_GROUPS = 64
 # The Gaussian density cache is computed over this many chunks of rows (fewer when there are
 # fewer rows), taken by the threads as they come free.
 cdef Py_ssize_t SPLIT_CHUNKS = 64
+# Rows whose log densities are exponentiated together by the density cache.
+cdef Py_ssize_t CACHE_BLOCK = 256
 # The largest state count with a specialised kernel.
 cdef enum:
     SMALL_K = 8
@@ -273,6 +275,190 @@ cdef inline void emission_log_probs(Py_ssize_t K, const Emissions* em, Py_ssize_
         full_gaussian_log_probs(K, em, t, out, scratch)
     else:
         tied_gaussian_log_probs(K, em, t, out, scratch)
+
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    #if defined(__GNUC__)
+    #define HMM_ALWAYS_INLINE inline __attribute__((always_inline))
+    #elif defined(_MSC_VER)
+    #define HMM_ALWAYS_INLINE __forceinline
+    #else
+    #define HMM_ALWAYS_INLINE inline
+    #endif
+    /* exp of every value in v[0..n), in place, for values <= 0 (log probabilities relative
+       to their row's largest); values at or below floor become 0. The reduction and the
+       polynomial are fdlibm's (error below 1 ulp); written without branches or calls so that
+       the compiler vectorises the loop (GCC does so only when it may assume that floating
+       point operations do not trap, which changes no result). On x86-64 GCC also builds it
+       for AVX-512 and AVX2 and picks the widest the processor has when the module loads;
+       the steps are single IEEE operations (no fused multiply-add, no reordering), so every
+       version gives the same bits. */
+    #if defined(__GNUC__) && !defined(__clang__)
+    __attribute__((optimize("no-trapping-math")))
+    #if defined(__x86_64__) && defined(__linux__)
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+    #endif
+    #endif
+    static void hmm_exp_relative(double* v, Py_ssize_t n, double floor) {
+        const double log2e = 1.44269504088896338700e+00;
+        const double ln2_hi = 6.93147180369123816490e-01;
+        const double ln2_lo = 1.90821492927058770002e-10;
+        const double shift = 6755399441055744.0;   /* 1.5 * 2^52: rounds to an integer */
+        const double p1 = 1.66666666666666019037e-01;
+        const double p2 = -2.77777777770155933842e-03;
+        const double p3 = 6.61375632143793436117e-05;
+        const double p4 = -1.65339022054652515390e-06;
+        const double p5 = 4.13813679705723846039e-08;
+        Py_ssize_t i;
+        for (i = 0; i < n; i++) {
+            /* keep is 1 where v[i] > floor (not for NaN or -inf), else 0; the others are
+               computed from 0 and multiplied by 0 (selects, not branches, so it vectorises) */
+            double x = v[i];
+            double keep = (double)(x > floor);
+            double xc = x > floor ? x : 0.0;
+            double shifted = xc * log2e + shift;
+            double k = shifted - shift;
+            double hi = xc - k * ln2_hi;
+            double lo = k * ln2_lo;
+            double r = hi - lo;
+            double z = r * r;
+            double c = r - z * (p1 + z * (p2 + z * (p3 + z * (p4 + z * p5))));
+            double y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
+            double power;
+            int64_t bits;
+            memcpy(&bits, &shifted, sizeof bits);
+            bits = (int64_t)((uint64_t)(bits + 1023) << 52);
+            memcpy(&power, &bits, sizeof power);
+            v[i] = y * power * keep;
+        }
+    }
+
+    /* Diagonal Gaussian log densities of n rows of x (n, D) minus each row's largest, into
+       out (n, K), and that largest into log_factors (n,). For each state the sum runs over
+       the features in order, so the values are those of gaussian_log_probs. Feature by
+       feature over the whole block, with the number of states a constant for the common
+       ones, so the loops over rows and states vectorise; built for AVX-512, AVX2 and the
+       baseline like hmm_exp_relative (single IEEE operations: every version gives the same
+       bits). */
+    static HMM_ALWAYS_INLINE void hmm_diagonal_rows(
+            const double* x, Py_ssize_t n, Py_ssize_t D, const Py_ssize_t K,
+            const double* mean, const double* inverse, const double* constant,
+            double* out, double* log_factors) {
+        Py_ssize_t d, r, k;
+        for (r = 0; r < n * K; r++)
+            out[r] = 0.0;
+        for (d = 0; d < D; d++) {
+            const double* m = mean + d * K;
+            const double* v = inverse + d * K;
+            for (r = 0; r < n; r++) {
+                const double value = x[r * D + d];
+                double* target = out + r * K;
+                for (k = 0; k < K; k++) {
+                    const double diff = value - m[k];
+                    target[k] += diff * diff * v[k];
+                }
+            }
+        }
+        for (r = 0; r < n; r++) {
+            double* target = out + r * K;
+            double peak = -INFINITY;
+            for (k = 0; k < K; k++) {
+                target[k] = constant[k] - 0.5 * target[k];
+                peak = target[k] > peak ? target[k] : peak;
+            }
+            log_factors[r] = peak;
+            for (k = 0; k < K; k++)
+                target[k] = target[k] - peak;
+        }
+    }
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+    #endif
+    static void hmm_diagonal_block(const double* x, Py_ssize_t n, Py_ssize_t D,
+                                   Py_ssize_t K, const double* mean, const double* inverse,
+                                   const double* constant, double* out,
+                                   double* log_factors) {
+        if (K == 2)
+            hmm_diagonal_rows(x, n, D, 2, mean, inverse, constant, out, log_factors);
+        else if (K == 3)
+            hmm_diagonal_rows(x, n, D, 3, mean, inverse, constant, out, log_factors);
+        else if (K == 4)
+            hmm_diagonal_rows(x, n, D, 4, mean, inverse, constant, out, log_factors);
+        else if (K == 8)
+            hmm_diagonal_rows(x, n, D, 8, mean, inverse, constant, out, log_factors);
+        else
+            hmm_diagonal_rows(x, n, D, K, mean, inverse, constant, out, log_factors);
+    }
+
+    /* Posterior-weighted sums of x and x^2 over n rows, per feature and state, added to
+       obs and obs_squared (D, K). Each of the D K sums runs over the rows in order, as in
+       block_statistics, but the rows go outermost so the sums are independent chains the
+       processor overlaps. Needs D K <= HMM_MAX_SUMS. Built like hmm_diagonal_block, but
+       without loop vectorisation: across rows GCC vectorises it badly (shuffles and spills),
+       while within a row the loop over states vectorises as straight-line code. */
+    #define HMM_MAX_SUMS 64
+    static HMM_ALWAYS_INLINE void hmm_diagonal_sums(
+            const double* x, Py_ssize_t n, const Py_ssize_t D, const Py_ssize_t K,
+            const double* gammas, double* obs, double* obs_squared) {
+        double sums[HMM_MAX_SUMS], squares[HMM_MAX_SUMS];
+        Py_ssize_t r, d, k;
+        for (k = 0; k < D * K; k++) {
+            sums[k] = 0.0;
+            squares[k] = 0.0;
+        }
+        for (r = 0; r < n; r++) {
+            const double* gamma = gammas + r * K;
+            const double* row = x + r * D;
+            for (d = 0; d < D; d++) {
+                const double value = row[d];
+                for (k = 0; k < K; k++) {
+                    const double g = gamma[k] * value;
+                    sums[d * K + k] += g;
+                    squares[d * K + k] += g * value;
+                }
+            }
+        }
+        for (k = 0; k < D * K; k++) {
+            obs[k] += sums[k];
+            obs_squared[k] += squares[k];
+        }
+    }
+    #if defined(__GNUC__) && !defined(__clang__)
+    __attribute__((optimize("no-tree-loop-vectorize")))
+    #if defined(__x86_64__) && defined(__linux__)
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+    #endif
+    #endif
+    static void hmm_diagonal_statistics(const double* x, Py_ssize_t n, Py_ssize_t D,
+                                        Py_ssize_t K, const double* gammas, double* obs,
+                                        double* obs_squared) {
+        /* constant K and, up to four features, constant D: the sums then stay in registers */
+        #define HMM_SUMS_FOR_K(KK) \
+            if (D == 1) hmm_diagonal_sums(x, n, 1, KK, gammas, obs, obs_squared); \
+            else if (D == 2) hmm_diagonal_sums(x, n, 2, KK, gammas, obs, obs_squared); \
+            else if (D == 3) hmm_diagonal_sums(x, n, 3, KK, gammas, obs, obs_squared); \
+            else if (D == 4) hmm_diagonal_sums(x, n, 4, KK, gammas, obs, obs_squared); \
+            else hmm_diagonal_sums(x, n, D, KK, gammas, obs, obs_squared);
+        if (K == 2) { HMM_SUMS_FOR_K(2) }
+        else if (K == 3) { HMM_SUMS_FOR_K(3) }
+        else if (K == 4) { HMM_SUMS_FOR_K(4) }
+        else if (K == 8) { HMM_SUMS_FOR_K(8) }
+        else hmm_diagonal_sums(x, n, D, K, gammas, obs, obs_squared);
+        #undef HMM_SUMS_FOR_K
+    }
+    """
+    Py_ssize_t HMM_MAX_SUMS
+    void hmm_diagonal_statistics(const double* x, Py_ssize_t n, Py_ssize_t D, Py_ssize_t K,
+                                 const double* gammas, double* obs,
+                                 double* obs_squared) noexcept nogil
+    void hmm_exp_relative(double* v, Py_ssize_t n, double floor) noexcept nogil
+    void hmm_diagonal_block(const double* x, Py_ssize_t n, Py_ssize_t D, Py_ssize_t K,
+                            const double* mean, const double* inverse,
+                            const double* constant, double* out,
+                            double* log_factors) noexcept nogil
 
 
 cdef inline bint rescale_from_logs(Py_ssize_t K, double* out,
@@ -533,8 +719,8 @@ cdef struct CacheJob:
     const Emissions* em             # IN emission parameters and observations
     Py_ssize_t first                # IN first row
     Py_ssize_t last                 # IN one past the last row
-    double* out                     # OUT (T, K) log emissions minus the row's largest
-    double* log_factors             # OUT (T,) the row's largest
+    double* out                     # OUT (T, K) emissions divided by the row's largest
+    double* log_factors             # OUT (T,) log of that divisor
     double* work                    # scratch of D K doubles
 
 
@@ -732,6 +918,13 @@ cdef double RESCALE_ABOVE = 1e100
 # Progress is published every this many rows (a power of two), so the other thread rarely
 # has to read the shared line.
 cdef Py_ssize_t PUBLISH_MASK = 1023
+# The forward pass of a split sequence over cached emissions normalises its vector only when
+# the vector's sum leaves these bounds (see cached_forward_range).
+cdef double FORWARD_RESCALE_BELOW = 1e-30
+cdef double FORWARD_RESCALE_ABOVE = 1e30
+# Where a split sequence over cached emissions is cut: the fraction of its rows whose
+# statistics the backward thread accumulates.
+cdef double SPLIT_CACHED_FRACTION = 0.54
 # Rows per block of the forward pass's statistics (see meet_forward).
 cdef Py_ssize_t MEET_BLOCK = 256
 
@@ -770,8 +963,123 @@ cdef struct ForwardTotals:
     double lowest                   # smallest log divisor of a row redone in log space
 
 
-cdef inline int64_t forward_range(
-        Py_ssize_t K, const Emissions* em, Py_ssize_t t0, Py_ssize_t first, Py_ssize_t last,
+cdef int64_t cached_forward_range(
+        const StateCount* tag, const Emissions* em, Py_ssize_t t0, Py_ssize_t first,
+        Py_ssize_t last, const int64_t* classes, const double* startprob,
+        const double* transmat, const double* transmat_t, const double* prev_alpha,
+        double* alpha_rows, double* emission_rows, double* scale, ForwardTotals* totals,
+        double* vectors) noexcept nogil:
+    """forward_range for emissions read from the density cache (every row then counts as
+    done in log space, so its scale factor is stored negated).
+
+    The vector carried from row to row is alpha_t times an unknown positive number: it is
+    normalised only when its sum leaves [FORWARD_RESCALE_BELOW, FORWARD_RESCALE_ABOVE], so no
+    division lies on the path from one row to the next (the stored alphas and scale factors
+    are those of the normalised recursion, up to rounding). A row whose scale factor is not
+    above TINY_PROBABILITY is redone from the normalised alpha of the row before, as
+    forward_range does it."""
+    cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
+    cdef Py_ssize_t KK = K * K, t, i, j, cls
+    cdef double* carried = vectors
+    cdef double* current = vectors + K
+    cdef double* predicted = vectors + 2 * K
+    cdef double* swap
+    cdef double* row
+    cdef double* emission
+    cdef const double* probs
+    cdef const double* previous_alpha
+    cdef const double* trans
+    cdef const double* trans_t
+    cdef const double* column
+    cdef double log_factor, total, inverse, a_i, s
+    cdef double carried_sum = 1.0
+    cdef double carried_inverse = 1.0
+    cdef double running = totals.running, ll = totals.loglik, lowest = totals.lowest
+    cdef int64_t failure = -1
+    if first > t0:
+        for j in range(K):
+            carried[j] = prev_alpha[j]
+    for t in range(first, last):
+        cls = classes[t] if classes != NULL else 0
+        trans = transmat + cls * KK
+        trans_t = transmat_t + cls * KK
+        probs = em.cached_probs + t * K
+        log_factor = em.cached_log_factor[t]
+        if not log_factor > -INFINITY:
+            failure = t
+            break
+        if emission_rows != NULL:
+            emission = emission_rows + (t - first) * K
+            for j in range(K):
+                emission[j] = probs[j]
+        ll += log_factor
+        lowest = log_factor if log_factor < lowest else lowest
+        total = 0.0
+        if t > t0:
+            # predicted = carried A, as predict_and_weigh computes it
+            if K <= 4:
+                for j in range(K):
+                    column = trans_t + j * K
+                    s = 0.0
+                    for i in range(K):
+                        s += carried[i] * column[i]
+                    predicted[j] = s
+            else:
+                for j in range(K):
+                    predicted[j] = 0.0
+                for i in range(K):
+                    a_i = carried[i]
+                    column = trans + i * K
+                    for j in range(K):
+                        predicted[j] += a_i * column[j]
+            carried_sum = 0.0
+            for j in range(K):
+                current[j] = predicted[j] * probs[j]
+                carried_sum += current[j]
+            total = carried_sum * carried_inverse
+        if not total > TINY_PROBABILITY:
+            # the first row, or a step so unlikely that the unnormalised vector could lose
+            # precision: from the normalised alpha of the row before
+            previous_alpha = NULL
+            if t > t0:
+                previous_alpha = prev_alpha if t == first else alpha_rows + (t - 1 - first) * K
+            for j in range(K):
+                current[j] = probs[j]
+            total = predict_and_weigh(K, startprob, previous_alpha, 1.0, trans, trans_t,
+                                      predicted, current)
+            if not total > 0.0:
+                failure = -(t + 2)
+                break
+            carried_sum = total
+        inverse = 1.0 / carried_sum
+        row = alpha_rows + (t - first) * K
+        for j in range(K):
+            row[j] = current[j] * inverse
+        scale[t] = -total
+        if total < TINY_PRODUCT:
+            ll += log(total)
+        else:
+            running *= total
+            if running < TINY_PRODUCT:
+                ll += log(running)
+                running = 1.0
+        if carried_sum < FORWARD_RESCALE_BELOW or carried_sum > FORWARD_RESCALE_ABOVE:
+            for j in range(K):
+                carried[j] = row[j]
+            carried_inverse = 1.0
+        else:
+            swap = carried
+            carried = current
+            current = swap
+            carried_inverse = inverse
+    totals.loglik = ll
+    totals.running = running
+    totals.lowest = lowest
+    return failure
+
+
+cdef int64_t forward_range(
+        const StateCount* tag, const Emissions* em, Py_ssize_t t0, Py_ssize_t first, Py_ssize_t last,
         const int64_t* classes, const double* startprob, const double* transmat,
         const double* transmat_t, const double* prev_alpha, double* alpha_rows,
         double* emission_rows, double* scale, ForwardTotals* totals, double* vectors,
@@ -783,7 +1091,9 @@ cdef inline int64_t forward_range(
     weighed with to emission_rows (or nowhere when NULL), the scale factors to scale[t]
     (negated where log space was used); totals carries the log-likelihood across calls.
     vectors is scratch of 3 K doubles. Returns -1 or the failing row as
-    forward_backward_sequence does."""
+    forward_backward_sequence does. tag selects the specialisation for the number of states,
+    as in the sequence kernels."""
+    cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
     cdef Py_ssize_t KK = K * K, t, j, cls
     cdef double* current = vectors
     cdef double* previous = vectors + K
@@ -795,6 +1105,10 @@ cdef inline int64_t forward_range(
     cdef double lowest = totals.lowest
     cdef bint in_log_space
     cdef int64_t failure = -1
+    if em.cached_probs != NULL:
+        return cached_forward_range(tag, em, t0, first, last, classes, startprob, transmat,
+                                    transmat_t, prev_alpha, alpha_rows, emission_rows, scale,
+                                    totals, vectors)
     if first > t0:
         for j in range(K):
             previous[j] = prev_alpha[j]
@@ -847,8 +1161,8 @@ cdef inline int64_t forward_range(
     return failure
 
 
-cdef inline void block_statistics(
-        Py_ssize_t K, const Emissions* em, Py_ssize_t n_classes, double* stats,
+cdef void block_statistics(
+        const StateCount* tag, const Emissions* em, Py_ssize_t n_classes, double* stats,
         const double* gammas, Py_ssize_t first, Py_ssize_t n_rows,
         const double* lefts, const double* rights, Py_ssize_t n_transitions,
         const int64_t* classes, Py_ssize_t class_row, Py_ssize_t class_step) noexcept nogil:
@@ -858,7 +1172,8 @@ cdef inline void block_statistics(
     Transition r adds the outer product of lefts[r] and rights[r] (K each) to the counts of
     class classes[class_row + r class_step] (class 0 without classes). The sums run over the
     block in local accumulators, which the compiler keeps in registers, instead of updating
-    stats in memory row by row."""
+    stats in memory row by row. tag selects the specialisation for the number of states."""
+    cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
     cdef Py_ssize_t KK = K * K, D = em.n_features, r, i, j, k, d, e
     cdef double* trans_stats = stats + K
     cdef double* post = trans_stats + n_classes * KK
@@ -885,34 +1200,39 @@ cdef inline void block_statistics(
                 sums[k] += gamma[k]
         for k in range(K):
             post[k] += sums[k]
-        for d in range(D):
-            for k in range(K):
-                sums[k] = 0.0
-                squares[k] = 0.0
-            if em.kind == POISSON:
-                for r in range(n_rows):
-                    value = <double> em.counts[(first + r) * D + d]
-                    gamma = gammas + r * K
-                    for k in range(K):
-                        sums[k] += gamma[k] * value
-            elif em.kind == GAUSSIAN:
-                for r in range(n_rows):
-                    value = em.values[(first + r) * D + d]
-                    gamma = gammas + r * K
-                    for k in range(K):
-                        g = gamma[k] * value
-                        sums[k] += g
-                        squares[k] += g * value
+        if em.kind == GAUSSIAN and D * K <= HMM_MAX_SUMS:
+            # the same sums, with every feature's and state's sum a chain of its own
+            hmm_diagonal_statistics(em.values + first * D, n_rows, D, K, gammas, obs,
+                                    obs_squared)
+        else:
+            for d in range(D):
                 for k in range(K):
-                    obs_squared[d * K + k] += squares[k]
-            else:
-                for r in range(n_rows):
-                    value = em.values[(first + r) * D + d]
-                    gamma = gammas + r * K
+                    sums[k] = 0.0
+                    squares[k] = 0.0
+                if em.kind == POISSON:
+                    for r in range(n_rows):
+                        value = <double> em.counts[(first + r) * D + d]
+                        gamma = gammas + r * K
+                        for k in range(K):
+                            sums[k] += gamma[k] * value
+                elif em.kind == GAUSSIAN:
+                    for r in range(n_rows):
+                        value = em.values[(first + r) * D + d]
+                        gamma = gammas + r * K
+                        for k in range(K):
+                            g = gamma[k] * value
+                            sums[k] += g
+                            squares[k] += g * value
                     for k in range(K):
-                        sums[k] += gamma[k] * value
-            for k in range(K):
-                obs[d * K + k] += sums[k]
+                        obs_squared[d * K + k] += squares[k]
+                else:
+                    for r in range(n_rows):
+                        value = em.values[(first + r) * D + d]
+                        gamma = gammas + r * K
+                        for k in range(K):
+                            sums[k] += gamma[k] * value
+                for k in range(K):
+                    obs[d * K + k] += sums[k]
         if em.n_squared_columns > 0 and em.kind != GAUSSIAN:
             # Full and tied: upper triangle of x x^T, row by row.
             acc = obs_squared
@@ -989,7 +1309,7 @@ cdef int64_t meet_forward(const StateCount* tag, const MeetForwardJob* job) noex
     first = t0
     while first < mid and failure == -1:
         last = min(mid, (first | PUBLISH_MASK) + 1)
-        failure = forward_range(K, em, t0, first, last, classes, job.startprob, job.transmat,
+        failure = forward_range(tag, em, t0, first, last, classes, job.startprob, job.transmat,
                                 job.transmat_t, alpha + (first - 1) * K if first > t0 else alpha,
                                 alpha + first * K,
                                 NULL, scale_factors, &totals, vectors, job.work)
@@ -1004,7 +1324,7 @@ cdef int64_t meet_forward(const StateCount* tag, const MeetForwardJob* job) noex
         first = last
     while first < t1 and failure == -1:
         last = min(t1, first + MEET_BLOCK)
-        failure = forward_range(K, em, t0, first, last, classes, job.startprob, job.transmat,
+        failure = forward_range(tag, em, t0, first, last, classes, job.startprob, job.transmat,
                                 job.transmat_t, block_alpha, block_alpha + K, block_emission,
                                 scale_factors, &totals, vectors, job.work)
         if failure != -1:
@@ -1032,7 +1352,7 @@ cdef int64_t meet_forward(const StateCount* tag, const MeetForwardJob* job) noex
                 for j in range(K):
                     row[j] = gamma[j]
         if stats != NULL:
-            block_statistics(K, em, job.n_classes, stats, block_gamma, first, last - first,
+            block_statistics(tag, em, job.n_classes, stats, block_gamma, first, last - first,
                              block_alpha, block_emission, last - first, classes, first, 1)
         for j in range(K):
             block_alpha[j] = block_alpha[(last - first) * K + j]
@@ -1149,7 +1469,7 @@ cdef int64_t meet_backward(const StateCount* tag, const MeetBackwardJob* job) no
                         start_stats[i] += row[i]
                 block_rows += 1
                 if block_rows == MEET_BLOCK or t == t0:
-                    block_statistics(K, em, job.n_classes, stats, row, t, block_rows, lefts,
+                    block_statistics(tag, em, job.n_classes, stats, row, t, block_rows, lefts,
                                      rights, n_transitions, classes, class_row, -1)
                     block_rows = 0
                     n_transitions = 0
@@ -1177,6 +1497,12 @@ cdef int split_forward_backward(
         free(halves)
         free(meeting)
         raise MemoryError()
+    # With cached emissions the forward thread's rows of statistics cost more than the
+    # backward thread's (measured for Gaussian emissions), so it takes fewer of them.
+    cdef Py_ssize_t mid = t0 + (t1 - t0) // 2
+    if em.cached_probs != NULL:
+        mid = t0 + <Py_ssize_t> ((t1 - t0) * SPLIT_CACHED_FRACTION)
+        mid = max(t0 + 1, min(t1 - 1, mid))
     meeting.forward_done = t0
     meeting.backward_done = t1
     status[0] = -1
@@ -1208,7 +1534,7 @@ cdef int split_forward_backward(
                 forward_job = <MeetForwardJob*> calloc(1, sizeof(MeetForwardJob))
                 forward_job.em = em
                 forward_job.t0 = t0
-                forward_job.mid = t0 + (t1 - t0) // 2
+                forward_job.mid = mid
                 forward_job.t1 = t1
                 forward_job.classes = classes
                 forward_job.startprob = startprob
@@ -1235,7 +1561,7 @@ cdef int split_forward_backward(
                 backward_job = <MeetBackwardJob*> calloc(1, sizeof(MeetBackwardJob))
                 backward_job.em = em
                 backward_job.t0 = t0
-                backward_job.mid = t0 + (t1 - t0) // 2
+                backward_job.mid = mid
                 backward_job.t1 = t1
                 backward_job.classes = classes
                 backward_job.transmat_t = transmat_t
@@ -1507,10 +1833,12 @@ def viterbi(
 
 
 cdef int64_t cache_rows(const StateCount* tag, const CacheJob* job) noexcept nogil:
-    """Log emissions of rows first..last - 1 relative to each row's largest."""
+    """Emission probabilities of rows first..last - 1 divided by each row's largest, and the
+    log of that divisor. The log densities of a block of rows go to out, then one vectorised
+    loop exponentiates the block while it is still in the cache."""
     cdef const Emissions* em = job.em
     cdef Py_ssize_t K = em.n_states if StateCount is StatesAny else sizeof(StateCount)
-    cdef Py_ssize_t t, k
+    cdef Py_ssize_t t, k, block_first
     cdef double* out = job.out
     cdef double* log_factors = job.log_factors
     # The densities go to a local array first: stores into out could alias the parameters,
@@ -1519,41 +1847,53 @@ cdef int64_t cache_rows(const StateCount* tag, const CacheJob* job) noexcept nog
     cdef double* row = job.work + em.n_features * em.n_states + 1 \
         if StateCount is StatesAny else &local_row[0]
     cdef double* target
-    cdef double peak, value
+    cdef double peak
+    # Relative to the row's largest, probabilities below TINY_RELATIVE add nothing a double
+    # can hold to any sum; as zeros they keep slow subnormal numbers out of the passes.
     cdef double floor = log(TINY_RELATIVE)
-    for t in range(job.first, job.last):
-        # One call per kind, each small enough for the compiler to inline.
+    block_first = job.first
+    while block_first < job.last:
         if em.kind == GAUSSIAN:
-            gaussian_log_probs(K, em, t, row)
-        elif em.kind == GAUSSIAN_FULL:
-            full_gaussian_log_probs(K, em, t, row, job.work)
-        elif em.kind == GAUSSIAN_TIED:
-            tied_gaussian_log_probs(K, em, t, row, job.work)
-        else:
-            emission_log_probs(K, em, t, row, job.work)
-        peak = -INFINITY
-        for k in range(K):
-            peak = row[k] if row[k] > peak else peak
-        log_factors[t] = peak
-        target = out + t * K
-        for k in range(K):
-            # Relative to the row's largest these add nothing a double can hold to any sum;
-            # as zeros (after exp) they keep slow subnormal numbers out of the passes.
-            value = row[k] - peak
-            target[k] = value if value > floor else -INFINITY
+            t = min(job.last, block_first + CACHE_BLOCK)
+            hmm_diagonal_block(em.values + block_first * em.n_features, t - block_first,
+                               em.n_features, K, em.rate, em.log_rate, em.state_constant,
+                               out + block_first * K, log_factors + block_first)
+            hmm_exp_relative(out + block_first * K, (t - block_first) * K, floor)
+            block_first = t
+            continue
+        for t in range(block_first, min(job.last, block_first + CACHE_BLOCK)):
+            # One call per kind, each small enough for the compiler to inline.
+            if em.kind == GAUSSIAN:
+                gaussian_log_probs(K, em, t, row)
+            elif em.kind == GAUSSIAN_FULL:
+                full_gaussian_log_probs(K, em, t, row, job.work)
+            elif em.kind == GAUSSIAN_TIED:
+                tied_gaussian_log_probs(K, em, t, row, job.work)
+            else:
+                emission_log_probs(K, em, t, row, job.work)
+            peak = -INFINITY
+            for k in range(K):
+                peak = row[k] if row[k] > peak else peak
+            log_factors[t] = peak
+            target = out + t * K
+            for k in range(K):
+                target[k] = row[k] - peak
+        t = min(job.last, block_first + CACHE_BLOCK)
+        hmm_exp_relative(out + block_first * K, (t - block_first) * K, floor)
+        block_first = t
     return -1
 
 
-def cache_log_emissions(
+def cache_emissions(
         EmissionModel model,
-        double[:, ::1] out,                 # OUT (T, K) log emission probabilities minus the
-                                            #     row's largest (-inf below TINY_RELATIVE)
-        double[::1] log_factors,            # OUT (T,) the row's largest (-inf if impossible)
+        double[:, ::1] out,                 # OUT (T, K) emission probabilities divided by the
+                                            #     row's largest (0 below TINY_RELATIVE)
+        double[::1] log_factors,            # OUT (T,) log of that divisor (-inf if impossible)
         int n_threads,                      # IN threads over rows
 ):
-    """First half of caching the emissions: every row's log densities relative to the row's
-    largest, in parallel over chunks of rows. The caller exponentiates ``out`` in place
-    (NumPy's exp is vectorised) and hands both arrays to use_cached_emissions."""
+    """Compute every row's emission probabilities relative to the row's largest, in parallel
+    over chunks of rows, and let the forward-backward kernels of this model read them from
+    ``out`` and ``log_factors`` instead of recomputing the densities in every pass."""
     cdef Emissions* em = &model.c
     cdef Py_ssize_t K = em.n_states, n_rows = out.shape[0], c
     cdef Py_ssize_t n_chunks = max(1, min(SPLIT_CHUNKS, n_rows))
@@ -1574,6 +1914,7 @@ def cache_log_emissions(
             run_specialised(job)
         free(job.work)
         free(job)
+    use_cached_emissions(model, out, log_factors)
 
 
 def use_cached_emissions(EmissionModel model, double[:, ::1] probs, double[::1] log_factors):

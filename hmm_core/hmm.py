@@ -789,9 +789,7 @@ class _BaseHMM:
         if self._emission_kind == GAUSSIAN:
             # Densities once per call, in parallel over rows, instead of in every pass.
             cached, log_factors = workspace.cached_probs, workspace.cached_log_factors
-            _kernels.cache_log_emissions(emissions, cached, log_factors, self._n_threads())
-            np.exp(cached, out=cached)
-            _kernels.use_cached_emissions(emissions, cached, log_factors)
+            _kernels.cache_emissions(emissions, cached, log_factors, self._n_threads())
         _kernels.forward_backward(
             emissions,
             observations.starts,
