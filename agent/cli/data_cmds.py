@@ -78,18 +78,40 @@ def data() -> None:
 @data.command("snapshot")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
-def snapshot_command(path: Path, as_json: bool) -> None:
+@click.option(
+    "--keep-data",
+    "keep_data",
+    type=click.Choice(("always", "small", "never")),
+    default=None,
+    help="Keep the files' content in the blob store (default: [watch] keep_data, else never).",
+)
+def snapshot_command(path: Path, as_json: bool, keep_data: str | None) -> None:
     """Fingerprint PATH (a file or folder) and record it as a snapshot in the ledger.
 
     Only files whose size, times or inode changed since the last check are read. The column
     profile of every CSV/TSV file is stored too, so that drift can later be computed against it.
+    With `[watch] keep_data` (or --keep-data) the content is kept too, so that `data diff` can
+    show changed rows.
     """
-    cache = StatCache.open(WatchkeeperPaths.from_environment())
+    from agent.config import UserConfig
+    from agent.daemon.settings import snapshot_keep
+    from agent.ledger.artifacts import ArtifactStore
+    from agent.ledger.blobs import blobs_of_snapshot
+    from agent.runs.data_cache import keep_snapshot
+
+    paths = WatchkeeperPaths.from_environment()
+    keep, limit = snapshot_keep(UserConfig.load(paths.config))
+    keep = keep_data or keep
+    cache = StatCache.open(paths)
     fp = _fingerprint_with_progress(path, cache)
     with common.ledger_session(settle_runs=False) as db:
         existed = _existing_snapshot(db, fp)
         snapshot_id = record_snapshot(db, fp)
         problems = _profile_problems(db, fp)
+        kept = keep_snapshot(
+            db, ArtifactStore(paths.artifacts, cache), snapshot_id, fp, keep, limit
+        )
+        kept_files = len(blobs_of_snapshot(db, snapshot_id))
     result = {
         "snapshot_id": snapshot_id,
         "source": str(fp.root),
@@ -102,6 +124,9 @@ def snapshot_command(path: Path, as_json: bool) -> None:
         "skipped": [entry.to_json() for entry in fp.skipped],
         "files_read": cache.stats.files_hashed,
         "bytes_read": cache.stats.bytes_hashed,
+        "kept_files": kept_files,
+        "kept_bytes_copied": kept.copied_bytes + kept.cloned_bytes,
+        "keep_notes": kept.notes,
     }
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
@@ -121,10 +146,40 @@ def snapshot_command(path: Path, as_json: bool) -> None:
         "stat cache",
         markup=False,
     )
+    if kept_files:
+        console.print(
+            f"  content kept: {_count(kept_files, 'file')} "
+            f"({format_size(kept.copied_bytes + kept.cloned_bytes)} newly stored)",
+            markup=False,
+        )
     for problem in problems:
         console.print(f"  warning: no column profile: {problem}", markup=False)
+    for note in kept.notes:
+        console.print(f"  note: {note}", markup=False)
     for line in skipped_warnings(fp):
         console.print(f"  {line}", markup=False)
+
+
+@data.command("delete")
+@click.argument("snapshot_ids", metavar="SNAPSHOT...", nargs=-1, required=True, type=int)
+def delete_command(snapshot_ids: tuple[int, ...]) -> None:
+    """Mark snapshots deleted, so that `watchkeeper gc` frees the content only they kept.
+
+    Versions trained on a snapshot keep their own data (and still name the snapshot).
+    """
+    from agent.data.snapshots import delete_snapshot
+    from agent.ledger import write_transaction
+
+    console = common.console()
+    with common.ledger_session(settle_runs=False) as db, write_transaction(db):
+        marked = {snapshot_id: delete_snapshot(db, snapshot_id) for snapshot_id in snapshot_ids}
+    for snapshot_id, newly in marked.items():
+        state = "deleted" if newly else "was already deleted"
+        console.print(f"snapshot {snapshot_id} {state}", markup=False)
+    console.print(
+        "`watchkeeper gc` frees the content that only deleted snapshots and versions kept",
+        markup=False,
+    )
 
 
 def skipped_warnings(fp: DataFingerprint) -> list[str]:

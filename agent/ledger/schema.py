@@ -467,6 +467,26 @@ def m012_mlflow_capture(db: Database) -> None:
     db.execute("ALTER TABLE model_versions ADD COLUMN mlflow TEXT")
 
 
+@migrations()
+def m014_snapshot_blobs(db: Database) -> None:
+    """Which kept data blobs each snapshot holds (`snapshot_blobs`, filled when `[watch]
+    keep_data` keeps a snapshot's content), and snapshots marked deleted (`deleted_at`), whose
+    blobs `watchkeeper gc` may then collect."""
+    statements = [
+        """
+        CREATE TABLE snapshot_blobs (
+            snapshot_id INTEGER NOT NULL REFERENCES data_snapshots(id) ON DELETE CASCADE,
+            path TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            PRIMARY KEY (snapshot_id, path)
+        )""",
+        "CREATE INDEX idx_snapshot_blobs_digest ON snapshot_blobs(digest)",
+        "ALTER TABLE data_snapshots ADD COLUMN deleted_at REAL",
+    ]
+    for statement in statements:
+        db.execute(statement)
+
+
 TABLES = (
     "repos",
     "commits",
@@ -493,4 +513,5 @@ TABLES = (
     "sweeps",
     "version_blobs",
     "shared_records",
+    "snapshot_blobs",
 )

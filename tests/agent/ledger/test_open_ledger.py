@@ -149,6 +149,7 @@ def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
         "m010_shared_versions",
         "m011_deleted_versions",
         "m012_mlflow_capture",
+        "m014_snapshot_blobs",
     ]
 
 
