@@ -329,6 +329,23 @@ class ArtifactStore:
         finally:
             self._discard(temporary)
 
+    def checked_path(self, digest: str, name: str) -> Path | None:
+        """Where a blob is, once hashed and found whole (None when not stored); a damaged one
+        is set aside and DamagedBlobError names it."""
+        blob = self.path(digest)
+        try:
+            size = blob.stat().st_size
+        except FileNotFoundError:
+            return None
+        actual = DIGEST_PREFIX + hashing.hash_whole_file(str(blob), size).hex()
+        if actual != digest:
+            self._set_aside(blob)
+            raise DamagedBlobError(
+                f"the kept copy of {name} is damaged: {blob} hashes to {actual}, not {digest}; "
+                f"it was moved to {blob.name}{DAMAGED_SUFFIX} and not used"
+            )
+        return blob
+
     def read_checked(self, digest: str, name: str) -> bytes:
         """A blob's bytes, checked against its digest (DamagedBlobError when they differ)."""
         blob = self.path(digest)

@@ -1,4 +1,4 @@
-"""Keep the content of a version's data deps in the blob store, and put it back in a worktree."""
+"""Keep the content of data (a version's data deps, a snapshot's files) in the blob store."""
 
 from __future__ import annotations
 
@@ -160,8 +160,7 @@ def _keep_files(
             pool.shutdown(cancel_futures=True)
             if strict:
                 raise WatchkeeperError(
-                    f'keep_data = "always", and the content of {name} could not be '
-                    f"kept: {outcome}"
+                    f'keep_data = "always", and the content of {name} could not be kept: {outcome}'
                 )
             kept.notes.append(f"the content of {label} was kept only in part: {outcome}")
             return False
@@ -251,42 +250,3 @@ def _vouched_stats(
         for (name, key), digest in zip(stats.items(), found, strict=True)
         if digest is not None and digest.hex() == digests[name]
     }
-
-
-@dataclass(frozen=True)
-class RowChanges:
-    """The rows of a tabular file removed and added from one content to another (in order)."""
-
-    header: str
-    removed: list[str]
-    added: list[str]
-
-
-def changed_rows(old: bytes, new: bytes) -> RowChanges:
-    """The data rows (lines after the header) one content lacks and the other has.
-
-    Rows are compared as whole lines, each as many times as it occurs:
-
-    >>> changed_rows(b"x,y\\n1,2\\n3,4\\n", b"x,y\\n1,2\\n3,5\\n1,2\\n")
-    RowChanges(header='x,y', removed=['3,4'], added=['1,2', '3,5'])
-    """
-    from collections import Counter
-
-    old_lines = old.decode(errors="replace").splitlines()
-    new_lines = new.decode(errors="replace").splitlines()
-    old_rows, new_rows = Counter(old_lines[1:]), Counter(new_lines[1:])
-    gone, came = old_rows - new_rows, new_rows - old_rows
-    removed = [row for row in old_lines[1:] if gone[row] > 0 and _take(gone, row)]
-    added = [row for row in new_lines[1:] if came[row] > 0 and _take(came, row)]
-    return RowChanges((new_lines or old_lines or [""])[0], removed, added)
-
-
-def _take(counts: dict[str, int], row: str) -> bool:
-    counts[row] -= 1
-    return True
-
-
-def kept_content(store: ArtifactStore, digest_hex: str, name: str) -> bytes | None:
-    """The kept content of a data file by its fingerprint digest (None when not kept)."""
-    digest = DIGEST_PREFIX + digest_hex
-    return store.read_checked(digest, name) if store.has(digest) else None

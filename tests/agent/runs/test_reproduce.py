@@ -266,9 +266,14 @@ def test_data_diff_shows_the_changed_rows_of_kept_csv_files(
 
     result = cli(root, monkeypatch, "data", "diff", first, second, "--rows", "5")
 
-    assert "rows     part1.csv: 1 removed, 2 added (x,y)" in result.output, result.output
+    assert "rows     part1.csv: 2 added, 1 removed (whole lines" in result.output, result.output
     assert "    - 1,2\n" in result.output
     assert "    + 1,99\n" in result.output and "    + 2,2\n" in result.output
+    by_version = cli(root, monkeypatch, "data", "diff", "churn@1", "churn@2", "--key", "x")
+    assert "rows     part1.csv: 1 added, 0 removed, 1 changed (rows matched by x)" in (
+        by_version.output
+    ), by_version.output
+    assert "    + 2,2\n" in by_version.output and "    ~ x=1: y 2 → 99\n" in by_version.output
 
 
 def test_the_restored_data_is_not_read_again_and_the_run_uses_the_worktree(
