@@ -103,7 +103,8 @@ def diff_rows(
 
     CSV and TSV files have a header; rows are matched by the `key` column when given, else by
     a column named `id` or ending in `_id` when it is unique on both sides, else as whole
-    lines (each as many times as it occurs). Other text files are compared as whole lines.
+    lines (each as many times as it occurs); `key=""` compares whole lines. Other text files
+    are compared as whole lines.
     Rows are compared by hash, a million rows in about a second; only the sampled rows are
     split into cells. Raises NotTextError for a binary file, and WatchkeeperError naming the
     file and column for a `key` that is not a column or not unique.
@@ -122,7 +123,7 @@ def diff_rows(
     after = _read(new, name, delimiter)
     result = RowDiff(name, None, old_header=before.header, new_header=after.header)
     if delimiter is not None:
-        chosen = key if key is not None else _obvious_key(before, after)
+        chosen = (key or None) if key is not None else _obvious_key(before, after)
         if chosen is not None:
             for side in (before, after):
                 if chosen not in side.columns:
