@@ -3,6 +3,7 @@ params; train there and compare the result with the original."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -230,9 +231,10 @@ def materialise(
         total = sum(sizes.values())
 
         written: list[tuple[StatKey, bytes]] = []
+        made: set[Path] = set()
 
         def restore_one(name: str) -> str:
-            info = store.restore(restore[name], _clear(worktree / name), name)
+            info = store.restore(restore[name], _cleared(worktree / name, made), name)
             written.append((stat_key(info), bytes.fromhex(restore[name].removeprefix("blake3:"))))
             return name
 
@@ -267,6 +269,17 @@ def _fetch_shared_blobs(db: Database, store: ArtifactStore, version: dict[str, A
 
     wanted = [blob for blob in version_blobs(db, version) if blob.kind in (DATA, DIFF)]
     fetch_blobs(db, store, version, wanted)
+
+
+def _cleared(target: Path, made: set[Path]) -> Path:
+    """`target` with its folder made (once per folder, remembered in `made`) and nothing in its
+    place."""
+    if target.parent not in made:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        made.add(target.parent)
+    with contextlib.suppress(FileNotFoundError):
+        target.unlink()
+    return target
 
 
 def _clear(target: Path) -> Path:
