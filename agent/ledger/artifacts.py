@@ -156,6 +156,30 @@ class ArtifactStore:
                 return False
         return True
 
+    def claim_stored(self, digests: list[str]) -> set[str]:
+        """Claim (touch) each of `digests` the store has, under one hold of the gc lock; the
+        digests it has. What `claim` does for one blob, for many under one lock."""
+        claimed: set[str] = set()
+        if not digests or not self.root.is_dir():
+            return claimed
+        root = str(self.root)
+        stored = {}
+        for digest in digests:
+            hex_digest = digest.removeprefix(DIGEST_PREFIX)
+            blob = os.path.join(root, hex_digest[:2], hex_digest[2:])
+            if _HEX_DIGEST.fullmatch(hex_digest) is not None and os.path.isfile(blob):
+                stored[digest] = blob
+        if not stored:
+            return claimed
+        with gc_lock(self.root, exclusive=False):
+            for digest, blob in stored.items():
+                try:
+                    os.utime(blob)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue  # collected meanwhile: stored again by the caller
+                claimed.add(digest)
+        return claimed
+
     def remove_abandoned_copies(self) -> list[Path]:
         """Remove the temporary copies whose writer is dead or that went untouched too long.
 

@@ -87,14 +87,17 @@ def keep_data_deps(
     with ThreadPoolExecutor(max_workers=KEEP_WORKERS) as pool:
         for dep, fingerprint in chosen.items():
             source_root = root / dep
-            files = [
-                (
-                    source_root if fingerprint.kind == "file" else source_root / relative,
-                    file_path(dep, fingerprint, relative),
-                    entry,
-                )
-                for relative, entry in fingerprint.files.items()
-            ]
+            if fingerprint.kind == "file":
+                files = [
+                    (source_root, file_path(dep, fingerprint, relative), entry)
+                    for relative, entry in fingerprint.files.items()
+                ]
+            else:  # strings joined, not Paths built: thousands of files
+                base, prefix = str(source_root), PurePosixPath(dep).as_posix()
+                files = [
+                    (Path(f"{base}/{relative}"), f"{prefix}/{relative}", entry)
+                    for relative, entry in fingerprint.files.items()
+                ]
             if not _keep_files(pool, store, files, dep, keep == KEEP_ALWAYS, kept, progress):
                 break
     return kept
@@ -129,6 +132,12 @@ def _keep_files(
     `strict` raises when a file cannot be kept; otherwise a note says so. Returns False when
     keeping stopped part-way (a full disk): the caller keeps nothing more.
     """
+    present = store.claim_stored([DIGEST_PREFIX + entry.digest for _, _, entry in files])
+    for _, name, entry in files:
+        if DIGEST_PREFIX + entry.digest in present:
+            kept.blobs.append(VersionBlob(DATA, name, DIGEST_PREFIX + entry.digest))
+            progress.add(entry.size)
+    files = [item for item in files if DIGEST_PREFIX + item[2].digest not in present]
     vouched = _vouched_stats(store, files)
 
     def keep_one(item: tuple[Path, str, FileEntry]) -> tuple[str, FileEntry, str | Exception]:
@@ -233,12 +242,11 @@ def keep_snapshot(
 def _vouched_stats(
     store: ArtifactStore, files: list[tuple[Path, str, FileEntry]]
 ) -> dict[str, StatKey]:
-    """The stat of each file to copy for which the hash cache vouches for its fingerprinted
-    digest (the fingerprint just hashed it, or found it by stat): its copy needs no hashing."""
+    """The stat of each file to copy (none the store has) for which the hash cache vouches
+    for its fingerprinted digest (the fingerprint just hashed it, or found it by stat): its
+    copy needs no hashing."""
     stats: dict[str, StatKey] = {}
-    for source, name, entry in files:
-        if store.has(DIGEST_PREFIX + entry.digest):
-            continue
+    for source, name, _ in files:
         try:
             stats[name] = stat_key(os.stat(source))
         except OSError:
