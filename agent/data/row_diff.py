@@ -139,9 +139,11 @@ def _read(path: Path, name: str, delimiter: str | None) -> _Side:
     size = path.stat().st_size
     if size > MAX_DIFF_BYTES:
         raise NotTextError(f"{name} is {size} bytes, too large to compare row by row")
-    content = path.read_bytes()
-    if b"\0" in content[:BINARY_PROBE_BYTES]:
-        raise NotTextError(f"{name} is a binary file; rows cannot be shown")
+    with path.open("rb") as reader:
+        content = reader.read(BINARY_PROBE_BYTES)
+        if b"\0" in content:  # found before reading the rest
+            raise NotTextError(f"{name} is a binary file; rows cannot be shown")
+        content += reader.read()
     if content.startswith(b"\xef\xbb\xbf"):
         content = content[3:]
     lines = content.splitlines()
