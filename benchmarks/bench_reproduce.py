@@ -191,14 +191,20 @@ def bench_reproduce(work: Path, rounds: int) -> dict[str, float]:
         nonlocal done
         done = reproduce(db, version)
 
-    peer_times, overheads, totals, commands = [], [], [], []
+    peer_times, overheads, totals, commands, peer_cpu, our_cpu = [], [], [], [], [], []
     for _ in range(rounds):  # alternated, best of each: the machine is shared
         subprocess.run(["sync"], check=True)
+        before = cpu_seconds(resource.RUSAGE_CHILDREN)
         peer_times.append(timed(peer))
+        peer_cpu.append(cpu_seconds(resource.RUSAGE_CHILDREN) - before)
         subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(peer_tree)])
         drop_copy(peer_data)
         subprocess.run(["sync"], check=True)
+        before = cpu_seconds(resource.RUSAGE_SELF) + cpu_seconds(resource.RUSAGE_CHILDREN)
         total = timed(ours)
+        our_cpu.append(
+            cpu_seconds(resource.RUSAGE_SELF) + cpu_seconds(resource.RUSAGE_CHILDREN) - before
+        )
         assert done is not None and done.result is not None and done.comparison is not None
         run_row = db.execute(
             "SELECT started_at, ended_at FROM runs WHERE id = ?", [done.result.run_id]
@@ -219,7 +225,8 @@ def bench_reproduce(work: Path, rounds: int) -> dict[str, float]:
         f"train command's run {command:.2f}s; overhead {overhead:.2f}s; git worktree add + "
         f"cp -r {peer_seconds:.2f}s; ratio {overhead / peer_seconds:.2f} (target <= 2.0); "
         f"median of the {rounds} pairs {pair_median(overheads, peer_times):.2f}"
-        f"; verdict: {done.comparison.verdict}; {load()}"
+        f"; CPU seconds ours {min(our_cpu):.2f} (the train command's included), peer "
+        f"{min(peer_cpu):.2f}; verdict: {done.comparison.verdict}; {load()}"
     )
     return {"reproduce_overhead": overhead / peer_seconds}
 
