@@ -9,12 +9,14 @@ Peer and Watchkeeper alternate (`--rounds`, 5 by default), each after a `sync` w
 the round before removed. The ratio judged is that of the best times; the median of the ratios
 of each round's pair, the CPU seconds of keeping and `cp -r` (steadier than wall-clock time on a
 shared machine) and the load average are printed beside it. `reproduce` removes its worktree in
-the background (a detached `rm -rf`); the peer's removal is not counted either.
+the background (a detached `rm -rf`); the bench waits for it, untimed, before the next round
+(the peer's removal is not counted either).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import os
 import resource
@@ -61,6 +63,18 @@ def median(values: list[float]) -> float:
 def pair_median(ours: list[float], peers: list[float]) -> float:
     """The median of the ratios of each round's pair."""
     return median([mine / theirs for mine, theirs in zip(ours, peers, strict=True)])
+
+
+def settle_background_removal() -> None:
+    """Wait (untimed) until the worktree `reproduce` deletes in the background is gone, and
+    reap its `rm`, so that neither its disk work nor its CPU falls into the next round."""
+    folder = WatchkeeperPaths.from_environment().data_dir / "reproduce"
+    deadline = time.time() + 300
+    while folder.is_dir() and any(folder.iterdir()) and time.time() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
 
 
 def cpu_seconds(who: int) -> float:
@@ -205,6 +219,7 @@ def bench_reproduce(work: Path, rounds: int) -> dict[str, float]:
         our_cpu.append(
             cpu_seconds(resource.RUSAGE_SELF) + cpu_seconds(resource.RUSAGE_CHILDREN) - before
         )
+        settle_background_removal()
         assert done is not None and done.result is not None and done.comparison is not None
         run_row = db.execute(
             "SELECT started_at, ended_at FROM runs WHERE id = ?", [done.result.run_id]
