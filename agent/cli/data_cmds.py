@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from agent.data.drift import (
     load_profile,
 )
 from agent.data.fingerprint import DataFingerprint, StatCache, fingerprint, resolve_data_path
+from agent.data.row_diff import RowDiff
 from agent.data.snapshots import FingerprintDiff, diff_fingerprints, load_snapshot, record_snapshot
 from agent.data.tabular import TableProfile, is_tabular, profile_csv
 from agent.errors import WatchkeeperError
@@ -78,18 +80,40 @@ def data() -> None:
 @data.command("snapshot")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
-def snapshot_command(path: Path, as_json: bool) -> None:
+@click.option(
+    "--keep-data",
+    "keep_data",
+    type=click.Choice(("always", "small", "never")),
+    default=None,
+    help="Keep the files' content in the blob store (default: [watch] keep_data, else never).",
+)
+def snapshot_command(path: Path, as_json: bool, keep_data: str | None) -> None:
     """Fingerprint PATH (a file or folder) and record it as a snapshot in the ledger.
 
     Only files whose size, times or inode changed since the last check are read. The column
     profile of every CSV/TSV file is stored too, so that drift can later be computed against it.
+    With `[watch] keep_data` (or --keep-data) the content is kept too, so that `data diff` can
+    show changed rows.
     """
-    cache = StatCache.open(WatchkeeperPaths.from_environment())
+    from agent.config import UserConfig
+    from agent.daemon.settings import snapshot_keep
+    from agent.ledger.artifacts import ArtifactStore
+    from agent.ledger.blobs import blobs_of_snapshot
+    from agent.runs.data_cache import keep_snapshot
+
+    paths = WatchkeeperPaths.from_environment()
+    keep, limit = snapshot_keep(UserConfig.load(paths.config))
+    keep = keep_data or keep
+    cache = StatCache.open(paths)
     fp = _fingerprint_with_progress(path, cache)
     with common.ledger_session(settle_runs=False) as db:
         existed = _existing_snapshot(db, fp)
         snapshot_id = record_snapshot(db, fp)
         problems = _profile_problems(db, fp)
+        kept = keep_snapshot(
+            db, ArtifactStore(paths.artifacts, cache), snapshot_id, fp, keep, limit
+        )
+        kept_files = len(blobs_of_snapshot(db, snapshot_id))
     result = {
         "snapshot_id": snapshot_id,
         "source": str(fp.root),
@@ -102,6 +126,9 @@ def snapshot_command(path: Path, as_json: bool) -> None:
         "skipped": [entry.to_json() for entry in fp.skipped],
         "files_read": cache.stats.files_hashed,
         "bytes_read": cache.stats.bytes_hashed,
+        "kept_files": kept_files,
+        "kept_bytes_copied": kept.copied_bytes + kept.cloned_bytes,
+        "keep_notes": kept.notes,
     }
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
@@ -121,10 +148,40 @@ def snapshot_command(path: Path, as_json: bool) -> None:
         "stat cache",
         markup=False,
     )
+    if kept_files:
+        console.print(
+            f"  content kept: {_count(kept_files, 'file')} "
+            f"({format_size(kept.copied_bytes + kept.cloned_bytes)} newly stored)",
+            markup=False,
+        )
     for problem in problems:
         console.print(f"  warning: no column profile: {problem}", markup=False)
+    for note in kept.notes:
+        console.print(f"  note: {note}", markup=False)
     for line in skipped_warnings(fp):
         console.print(f"  {line}", markup=False)
+
+
+@data.command("delete")
+@click.argument("snapshot_ids", metavar="SNAPSHOT...", nargs=-1, required=True, type=int)
+def delete_command(snapshot_ids: tuple[int, ...]) -> None:
+    """Mark snapshots deleted, so that `watchkeeper gc` frees the content only they kept.
+
+    Versions trained on a snapshot keep their own data (and still name the snapshot).
+    """
+    from agent.data.snapshots import delete_snapshot
+    from agent.ledger import write_transaction
+
+    console = common.console()
+    with common.ledger_session(settle_runs=False) as db, write_transaction(db):
+        marked = {snapshot_id: delete_snapshot(db, snapshot_id) for snapshot_id in snapshot_ids}
+    for snapshot_id, newly in marked.items():
+        state = "deleted" if newly else "was already deleted"
+        console.print(f"snapshot {snapshot_id} {state}", markup=False)
+    console.print(
+        "`watchkeeper gc` frees the content that only deleted snapshots and versions kept",
+        markup=False,
+    )
 
 
 def skipped_warnings(fp: DataFingerprint) -> list[str]:
@@ -164,13 +221,16 @@ def _profile_problems(db: Database, fp: DataFingerprint) -> list[str]:
 
 
 class _Side:
-    """One side of `data diff`: a snapshot in the ledger or a path on disk."""
+    """One side of `data diff`: a snapshot, a version's data dep, or a path on disk."""
 
     def __init__(self, db: Database, text: str) -> None:
         self.text = text
         self.snapshot_id: int | None = None
         if text.isdigit() and not Path(text).exists():
             self.snapshot_id = int(text)
+        elif "@" in text and not Path(text).exists():
+            self.snapshot_id = _snapshot_of_version(db, text)
+        if self.snapshot_id is not None:
             self.fingerprint = load_snapshot(db, self.snapshot_id)
         else:
             self.fingerprint = _fingerprint_with_progress(Path(text))
@@ -185,18 +245,18 @@ class _Side:
 
     def label(self) -> str:
         if self.snapshot_id is not None:
-            return f"snapshot {self.snapshot_id} ({self.fingerprint.root})"
+            named = "" if self.text.isdigit() else f"{self.text}: "
+            return f"{named}snapshot {self.snapshot_id} ({self.fingerprint.root})"
         return str(self.fingerprint.root)
 
-    def content(self, store: Any, relative: str) -> bytes | None:
-        """The bytes of one file: kept in the store for a snapshot, read for a path."""
-        from agent.runs.data_cache import kept_content
-
+    def content_path(self, store: Any, relative: str) -> Path | None:
+        """Where the bytes of one file are: its kept blob (checked against its digest) for a
+        snapshot, None when not kept; the file itself for a path."""
         entry = self.fingerprint.files[relative]
         if self.snapshot_id is not None:
-            return kept_content(store, entry.digest, relative)
+            return store.checked_path("blake3:" + entry.digest, relative)
         fp = self.fingerprint
-        return (fp.root / relative if fp.kind == "folder" else fp.root).read_bytes()
+        return fp.root / relative if fp.kind == "folder" else fp.root
 
     def profile(self, db: Database, relative: str) -> TableProfile | None:
         """The column profile of one file of this side: stored for a snapshot, read for a path."""
@@ -208,6 +268,27 @@ class _Side:
         return profile_csv(path, expected_digest=entry.digest)
 
 
+def _snapshot_of_version(db: Database, text: str) -> int:
+    """The snapshot of a version's data dep: `churn@3` (its only data dep) or `churn@3:data/`."""
+    from agent.ledger.queries import ModelRef, find_version
+
+    reference, _, dep = text.partition(":")
+    version = find_version(db, ModelRef.parse(reference), None)
+    data_deps: dict[str, Any] = version.get("data") or {}
+    label = f"{version['model']}@{version['version']}"
+    wanted = dep.rstrip("/")
+    chosen = [name for name in data_deps if not dep or name.rstrip("/") == wanted]
+    if len(chosen) != 1:
+        listing = ", ".join(sorted(data_deps)) or "none"
+        problem = f"has no data dep {dep!r}" if dep else "has more than one data dep"
+        if not data_deps:
+            problem = "recorded no data deps"
+        raise WatchkeeperError(
+            f"{label} {problem} (its data deps: {listing}); write {label}:DEP to choose one"
+        )
+    return int(data_deps[chosen[0]]["snapshot_id"])
+
+
 @data.command("diff")
 @click.argument("a", metavar="A")
 @click.argument("b", metavar="B")
@@ -216,39 +297,65 @@ class _Side:
 @click.option(
     "--rows",
     "show_rows",
-    type=int,
-    default=0,
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
     metavar="N",
-    help="Show up to N removed and added rows of each changed CSV whose content is kept.",
+    help="Show up to N added, removed and changed rows of each changed file (0: counts only).",
 )
+@click.option(
+    "--key",
+    "key",
+    default=None,
+    metavar="COLUMN",
+    help='Match the rows of CSV/TSV files by this column (default: an id column, else whole '
+    'lines; "" for whole lines).',
+)
+@click.option("--no-rows", is_flag=True, help="List the changed files only; read no content.")
 @click.pass_context
 def diff_command(
-    ctx: click.Context, a: str, b: str, as_json: bool, psi: bool, show_rows: int
+    ctx: click.Context,
+    a: str,
+    b: str,
+    as_json: bool,
+    psi: bool,
+    show_rows: int,
+    key: str | None,
+    no_rows: bool,
 ) -> None:
-    """Files added, removed and modified from A to B, with column drift for CSV files.
+    """Files added, removed and modified from A to B, the rows changed in each modified file
+    whose content is at hand, and column drift for CSV files.
 
-    A and B are paths or snapshot ids (as printed by `watchkeeper data snapshot`). Exits 0 when
+    A and B are paths, snapshot ids (as printed by `watchkeeper data snapshot`) or a version's
+    data (`churn@3`, or `churn@3:data/` for one of several data deps). Rows can be shown when
+    both contents are at hand: a path's, or a snapshot's kept in the blob store. Exits 0 when
     they hold the same data and 1 when they differ.
     """
     with common.ledger_session(settle_runs=False) as db:
         old, new = _Side(db, a), _Side(db, b)
         difference = diff_fingerprints(old.fingerprint, new.fingerprint)
         modified = list(difference.modified)
-        if old.fingerprint.kind == new.fingerprint.kind == "file" and difference.changed:
+        single = old.fingerprint.kind == new.fingerprint.kind == "file"
+        if single and difference.changed:
             # Two single files compare with each other whatever their names.
             difference = FingerprintDiff([], [], [])
             changed = True
-            modified = [
-                f"{next(iter(old.fingerprint.files))} -> {next(iter(new.fingerprint.files))}"
-            ]
+            old_name, new_name = (
+                next(iter(old.fingerprint.files)),
+                next(iter(new.fingerprint.files)),
+            )
+            modified = [f"{old_name} -> {new_name}"]
+            pairs = [(old_name, new_name)]
             reports = [_drift_of_files(db, old, new)]
         else:
             changed = difference.changed
+            pairs = [(path, path) for path in modified]
             reports = [
                 _drift_of(db, old, new, relative, "psi" if psi else None)
                 for relative in modified
                 if is_tabular(relative)
             ]
+    rows = RowsShown() if no_rows else _changed_rows(old, new, pairs, key, show_rows)
     drift = [report for report in reports if report is not None]
     if as_json:
         click.echo(
@@ -261,6 +368,8 @@ def diff_command(
                     "removed": difference.removed,
                     "modified": modified if changed else [],
                     "drift": [report.to_json() for report in drift],
+                    "rows": [found.to_json() for found in rows.diffs],
+                    "rows_not_shown": rows.not_shown,
                 },
                 indent=2,
                 sort_keys=True,
@@ -281,44 +390,75 @@ def diff_command(
                     console.print(f"  {title:9}{path}", markup=False)
             for report in drift:
                 console.print(f"  drift    {report.path}: {report.summary()}", markup=False)
-            if show_rows > 0:
-                _print_rows(console, old, new, modified, show_rows)
+            _print_rows(console, rows, show_rows)
     ctx.exit(EXIT_DIFFERENT if changed else 0)
 
 
-def _print_rows(console: Any, old: _Side, new: _Side, modified: list[str], limit: int) -> None:
-    """The rows removed and added in each changed CSV, where both contents can be read."""
-    from agent.ledger.artifacts import ArtifactStore
-    from agent.paths import WatchkeeperPaths
-    from agent.runs.data_cache import changed_rows
+@dataclass
+class RowsShown:
+    """The row diffs of the changed files, and why rows of others cannot be shown."""
 
+    diffs: list[RowDiff] = field(default_factory=list)
+    not_shown: dict[str, str] = field(default_factory=dict)  # file -> why
+    not_kept: list[str] = field(default_factory=list)  # files whose content was not kept
+    not_kept_sides: list[str] = field(default_factory=list)
+
+
+def _changed_rows(
+    old: _Side, new: _Side, pairs: list[tuple[str, str]], key: str | None, limit: int
+) -> RowsShown:
+    """Compare each changed file's two contents row by row, where both are at hand."""
+    from agent.data.row_diff import NotTextError, diff_rows
+    from agent.ledger.artifacts import ArtifactStore
+
+    shown = RowsShown()
+    if not pairs:
+        return shown
     store = ArtifactStore(WatchkeeperPaths.from_environment().artifacts)
-    single = old.fingerprint.kind == new.fingerprint.kind == "file"
-    pairs = (
-        [(next(iter(old.fingerprint.files)), next(iter(new.fingerprint.files)))]
-        if single
-        else [(path, path) for path in modified]
-    )
     for old_name, new_name in pairs:
-        if not is_tabular(new_name):
-            continue
-        before, after = old.content(store, old_name), new.content(store, new_name)
+        before, after = old.content_path(store, old_name), new.content_path(store, new_name)
         if before is None or after is None:
-            console.print(
-                f"  rows     {new_name}: content not kept, rows cannot be shown", markup=False
-            )
+            shown.not_kept.append(new_name)
+            shown.not_shown[new_name] = "content not kept"
+            for side, path in ((old, before), (new, after)):
+                if path is None and side.label() not in shown.not_kept_sides:
+                    shown.not_kept_sides.append(side.label())
             continue
-        rows = changed_rows(before, after)
+        try:
+            shown.diffs.append(diff_rows(before, after, new_name, key=key, sample=limit))
+        except NotTextError as error:
+            shown.not_shown[new_name] = str(error)
+    return shown
+
+
+def _print_rows(console: Any, rows: RowsShown, limit: int) -> None:
+    for found in rows.diffs:
+        console.print(f"  rows     {found.path}: {found.summary()}", markup=False)
+        if found.header_changed:
+            console.print(f"    header {found.old_header} → {found.new_header}", markup=False)
+        for mark, lines, count in (
+            ("+", found.sample_added, found.added),
+            ("-", found.sample_removed, found.removed),
+        ):
+            for line in lines:
+                console.print(f"    {mark} {line}", markup=False)
+            if count > len(lines) and limit > 0:
+                console.print(f"    {mark} … {count - len(lines)} more", markup=False)
+        for changed_row in found.sample_changed:
+            console.print(f"    ~ {changed_row.describe(found.key or '')}", markup=False)
+        if found.changed > len(found.sample_changed) and limit > 0:
+            console.print(f"    ~ … {found.changed - len(found.sample_changed)} more", markup=False)
+    for name, why in rows.not_shown.items():
+        if name not in rows.not_kept:
+            console.print(f"  rows     {why}", markup=False)
+    if rows.not_kept:
         console.print(
-            f"  rows     {new_name}: {len(rows.removed)} removed, {len(rows.added)} added "
-            f"({rows.header})",
+            f"  rows     not shown for {', '.join(rows.not_kept)}: the content of "
+            f"{' and '.join(rows.not_kept_sides)} was not kept (keep it with [watch] "
+            "keep_data in config.toml for snapshots, keep_data in watchkeeper.toml for "
+            "training)",
             markup=False,
         )
-        for mark, lines in (("-", rows.removed), ("+", rows.added)):
-            for line in lines[:limit]:
-                console.print(f"    {mark} {line}", markup=False)
-            if len(lines) > limit:
-                console.print(f"    {mark} … {len(lines) - limit} more", markup=False)
 
 
 def _drift_of(

@@ -166,6 +166,7 @@ class SnapshotOutcome:
     changed: bool
     event: dict[str, Any]
     current: Any = None
+    keep_notes: tuple[str, ...] = ()  # what of its content `[watch] keep_data` could not keep
 
     @property
     def skipped(self) -> tuple[Any, ...]:
@@ -176,8 +177,16 @@ class SnapshotOutcome:
 class DataTracker:
     """Fingerprints data sources incrementally and records a snapshot when one changed."""
 
-    def __init__(self, cache: Any = None) -> None:
+    def __init__(
+        self,
+        cache: Any = None,
+        *,
+        keep: tuple[str, int] = ("never", 0),
+        artifacts: Path | None = None,
+    ) -> None:
         self.cache = cache
+        self.keep, self.keep_limit = keep  # `[watch] keep_data` and `keep_data_limit`
+        self.artifacts = artifacts
         self._last: dict[Path, tuple[int, Any]] = {}
 
     def forget(self, source: Path) -> None:
@@ -195,6 +204,7 @@ class DataTracker:
 
         current = fingerprint(source, cache=self.cache)
         snapshot_id = record_snapshot(db, current)
+        keep_notes = self._keep_content(db, snapshot_id, current)
         previous = self._last.get(source)
         if previous is None:
             previous = self._previous_from_ledger(db, source, snapshot_id)
@@ -209,6 +219,7 @@ class DataTracker:
             "removed": [],
             "modified": [],
             "skipped": [entry.to_json() for entry in current.skipped[:100]],
+            "keep_notes": list(keep_notes),
         }
         changed = previous is None or previous[1].digest != current.digest
         if previous is not None and changed:
@@ -216,7 +227,22 @@ class DataTracker:
             event["added"] = list(difference.added)[:100]
             event["removed"] = list(difference.removed)[:100]
             event["modified"] = list(difference.modified)[:100]
-        return SnapshotOutcome(source, snapshot_id, current.digest, changed, event, current)
+        return SnapshotOutcome(
+            source, snapshot_id, current.digest, changed, event, current, keep_notes
+        )
+
+    def _keep_content(self, db: Database, snapshot_id: int, current: Any) -> tuple[str, ...]:
+        """Keep the snapshot's content as `[watch] keep_data` says; notes of what was not."""
+        if self.keep == "never" or self.artifacts is None:
+            return ()
+        from agent.ledger.artifacts import ArtifactStore
+        from agent.runs.data_cache import keep_snapshot
+
+        store = ArtifactStore(self.artifacts, self.cache)
+        kept = keep_snapshot(db, store, snapshot_id, current, self.keep, self.keep_limit)
+        for note in kept.notes:
+            log.warning("snapshot %d: %s", snapshot_id, note)
+        return tuple(kept.notes)
 
     @staticmethod
     def _previous_from_ledger(db: Database, source: Path, snapshot_id: int) -> Any:

@@ -50,7 +50,11 @@ class AgentService:
         self._newest_version_id = -1
         self.worker = DebouncedWorker(is_transient=is_transient)
         self.saves = SaveCoalescer(self.settings.save_coalesce_seconds)
-        self.data = DataTracker(self._open_stat_cache())
+        self.data = DataTracker(
+            self._open_stat_cache(),
+            keep=(self.settings.keep_data, self.settings.keep_data_limit),
+            artifacts=paths.artifacts,
+        )
         self.checks = StaleChecks(self, on_stale=self._on_stale)
         self.events = WatchEvents(self, self.checks)
         self.watches = WatchManager(

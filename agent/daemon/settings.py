@@ -6,9 +6,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import tomlkit
+
 from agent.config import UserConfig
 from agent.daemon.scheduler import ScheduleSettings
 from agent.errors import WatchkeeperError
+from agent.project.spec import DEFAULT_KEEP_DATA_LIMIT
+from agent.project.spec import _Checker as SpecChecker
+
+DEFAULT_SNAPSHOT_KEEP = "never"
 
 
 @dataclass
@@ -26,6 +32,8 @@ class AgentSettings:
     poll_interval_seconds: float = 5.0
     health_interval_seconds: float = 2.0
     poll_paths: tuple[str, ...] = ()
+    keep_data: str = DEFAULT_SNAPSHOT_KEEP  # keep snapshots' content: always, small or never
+    keep_data_limit: int = DEFAULT_KEEP_DATA_LIMIT  # bytes per snapshot, for "small"
 
     @classmethod
     def from_config(cls, config: UserConfig) -> AgentSettings:
@@ -41,6 +49,7 @@ class AgentSettings:
                 )
             return float(value)
 
+        keep_data, keep_data_limit = snapshot_keep(config)
         return cls(
             schedule=ScheduleSettings.from_section(schedule, where),
             save_coalesce_seconds=number(schedule, "save_coalesce_seconds", 30.0, where),
@@ -51,4 +60,28 @@ class AgentSettings:
                 watch, "poll_interval_seconds", 5.0, f"{config.path} [watch]"
             ),
             poll_paths=tuple(str(Path(p).expanduser()) for p in watch.get("poll", [])),
+            keep_data=keep_data,
+            keep_data_limit=keep_data_limit,
         )
+
+
+def snapshot_keep(config: UserConfig) -> tuple[str, int]:
+    """`[watch] keep_data` and `keep_data_limit`: whether snapshots keep their content.
+
+    Checked as the model spec's `keep_data` is (errors name the file and line); the default is
+    "never": the agent snapshots a watched folder at every change, and keeping each state of
+    every watched folder by default would fill the disk unasked.
+
+    >>> from agent.config import UserConfig
+    >>> snapshot_keep(UserConfig.load(Path("/tmp/does-not-exist/config.toml")))
+    ('never', 1073741824)
+    """
+    watch = config.section("watch")
+    checker = SpecChecker(config.path, tomlkit.dumps(config.document))
+    keep = checker.keep_choice(
+        ["watch"], "keep_data", watch.get("keep_data", DEFAULT_SNAPSHOT_KEEP)
+    )
+    limit = checker.size(
+        ["watch"], "keep_data_limit", watch.get("keep_data_limit", DEFAULT_KEEP_DATA_LIMIT)
+    )
+    return keep, limit

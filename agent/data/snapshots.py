@@ -115,6 +115,8 @@ def record_snapshot(db: Database, fp: DataFingerprint) -> int:
             [source_id, fp.digest],
         ).fetchone()
         if existing is not None:
+            # Recorded again: wanted again, so a deleted snapshot is no longer deleted.
+            db.execute("UPDATE data_snapshots SET deleted_at = NULL WHERE id = ?", [existing[0]])
             return int(existing[0])
         cursor = db.execute(
             "INSERT INTO data_snapshots"
@@ -237,3 +239,23 @@ def snapshot_info(db: Database, snapshot_id: int) -> SnapshotInfo:
         row[6] or 0.0,
         _skipped_from_json(row[7]),
     )
+
+
+def delete_snapshot(db: Database, snapshot_id: int) -> bool:
+    """Mark a snapshot deleted (inside a write transaction); False when it already was.
+
+    Its row and file list stay (versions trained on it still name it); the content it kept
+    (`snapshot_blobs`) becomes collectable by `watchkeeper gc` unless something else holds it.
+    Recording the same data again undeletes it.
+
+    Example::
+
+        with write_transaction(db):
+            delete_snapshot(db, 3)  # True
+    """
+    snapshot_info(db, snapshot_id)  # a clear error when there is no such snapshot
+    cursor = db.execute(
+        "UPDATE data_snapshots SET deleted_at = ? WHERE id = ? AND deleted_at IS NULL",
+        [time.time(), snapshot_id],
+    )
+    return cursor.rowcount > 0

@@ -156,6 +156,30 @@ class ArtifactStore:
                 return False
         return True
 
+    def claim_stored(self, digests: list[str]) -> set[str]:
+        """Claim (touch) each of `digests` the store has, under one hold of the gc lock; the
+        digests it has. What `claim` does for one blob, for many under one lock."""
+        claimed: set[str] = set()
+        if not digests or not self.root.is_dir():
+            return claimed
+        root = str(self.root)
+        stored = {}
+        for digest in digests:
+            hex_digest = digest.removeprefix(DIGEST_PREFIX)
+            blob = os.path.join(root, hex_digest[:2], hex_digest[2:])
+            if _HEX_DIGEST.fullmatch(hex_digest) is not None and os.path.isfile(blob):
+                stored[digest] = blob
+        if not stored:
+            return claimed
+        with gc_lock(self.root, exclusive=False):
+            for digest, blob in stored.items():
+                try:
+                    os.utime(blob)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue  # collected meanwhile: stored again by the caller
+                claimed.add(digest)
+        return claimed
+
     def remove_abandoned_copies(self) -> list[Path]:
         """Remove the temporary copies whose writer is dead or that went untouched too long.
 
@@ -288,46 +312,83 @@ class ArtifactStore:
 
     def restore(self, digest: str, target: Path, name: str) -> os.stat_result:
         """Write the blob `digest` to `target` (a new file), checked against its digest; the
-        stat of `target` once in place (what the checked digest vouches for).
+        stat of `target` once written (what the checked digest vouches for).
 
-        A reflink is tried first, else the kernel copies the bytes; the new file (what the
-        target will hold) is then hashed, through mmap and BLAKE3's threads. A blob that does
-        not hash to its digest is renamed to `<blob>.damaged`, so that it is never used
-        again and the next training stores the content anew, and DamagedBlobError names it
-        (`name` is what the blob stands for).
+        The blob is read once: each chunk is hashed and written (where the filesystem can
+        clone it, the clone is made and the blob read once to hash it). A blob that does not
+        hash to its digest is renamed to `<blob>.damaged`, so that it is never used again and
+        the next training stores the content anew; `target` is removed and DamagedBlobError
+        names it (`name` is what the blob stands for).
         """
         blob = self.path(digest)
-        temporary = target.with_name(f".{target.name}.wk-incoming-{os.getpid()}")
         try:
-            with blob.open("rb") as reader:
-                size = os.fstat(reader.fileno()).st_size
-                descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                try:
-                    _clone_or_copy(reader.fileno(), descriptor, size)
-                finally:
-                    os.close(descriptor)
-            # the bytes the reader of target gets
-            actual = DIGEST_PREFIX + hashing.hash_whole_file(str(temporary), size).hex()
+            reader = os.open(blob, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError as error:
+            raise WatchkeeperError(
+                f"the kept copy of {name} ({digest}) is not in {self.root}"
+            ) from error
+        try:
+            writer = os.open(
+                target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE_MODE
+            )
+            try:
+                actual = DIGEST_PREFIX + self._hash_into(reader, writer)
+                written = os.fstat(writer)
+            finally:
+                os.close(writer)
             if actual != digest:
+                self._discard(target)
                 self._set_aside(blob)
                 raise DamagedBlobError(
                     f"the kept copy of {name} is damaged: {blob} hashes to {actual}, not "
                     f"{digest}; it was moved to {blob.name}{DAMAGED_SUFFIX} and not used"
                 )
-            os.replace(temporary, target)
-            return os.stat(target)
-        except FileNotFoundError as error:
-            if error.filename is not None and Path(os.fsdecode(error.filename)) == blob:
-                raise WatchkeeperError(
-                    f"the kept copy of {name} ({digest}) is not in {self.root}"
-                ) from error
-            raise
+            return written
         except OSError as error:
+            self._discard(target)
             if is_disk_full(error):
                 raise disk_full_error(target.parent) from error
             raise WatchkeeperError(f"cannot write {target}: {error.strerror or error}") from error
         finally:
-            self._discard(temporary)
+            os.close(reader)
+
+    def _hash_into(self, reader: int, writer: int) -> str:
+        """Copy `reader` into `writer` (cloned where the filesystem can), hashing what is read
+        once; the hex digest."""
+        hasher = blake3.blake3()
+        device = os.fstat(reader).st_dev
+        if device not in self._reflinks_refused:
+            try:
+                fcntl.ioctl(writer, FICLONE, reader)
+            except OSError:
+                self._reflinks_refused.add(device)
+            else:
+                while chunk := os.read(reader, CHUNK_BYTES):
+                    hasher.update(chunk)
+                return hasher.hexdigest()
+        while chunk := os.read(reader, CHUNK_BYTES):
+            hasher.update(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(writer, view) :]
+        return hasher.hexdigest()
+
+    def checked_path(self, digest: str, name: str) -> Path | None:
+        """Where a blob is, once hashed and found whole (None when not stored); a damaged one
+        is set aside and DamagedBlobError names it."""
+        blob = self.path(digest)
+        try:
+            size = blob.stat().st_size
+        except FileNotFoundError:
+            return None
+        actual = DIGEST_PREFIX + hashing.hash_whole_file(str(blob), size).hex()
+        if actual != digest:
+            self._set_aside(blob)
+            raise DamagedBlobError(
+                f"the kept copy of {name} is damaged: {blob} hashes to {actual}, not {digest}; "
+                f"it was moved to {blob.name}{DAMAGED_SUFFIX} and not used"
+            )
+        return blob
 
     def read_checked(self, digest: str, name: str) -> bytes:
         """A blob's bytes, checked against its digest (DamagedBlobError when they differ)."""

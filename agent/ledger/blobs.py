@@ -1,4 +1,4 @@
-"""Which stored blobs each version references (artifacts, data content, diffs), in one table."""
+"""Which stored blobs each version (artifacts, data content, diffs) and snapshot references."""
 
 from __future__ import annotations
 
@@ -53,3 +53,31 @@ def referenced_digests(db: Database) -> set[str]:
     True
     """
     return {str(row[0]) for row in db.execute("SELECT DISTINCT digest FROM version_blobs")}
+
+
+def record_snapshot_blobs(db: Database, snapshot_id: int, blobs: Iterable[VersionBlob]) -> None:
+    """List kept data blobs as held by a snapshot (path = the file's path in the snapshot).
+
+    Call inside a write transaction, once the blobs are complete in the store: a snapshot
+    never references a missing blob.
+    """
+    db.conn.executemany(
+        "INSERT OR REPLACE INTO snapshot_blobs (snapshot_id, path, digest) VALUES (?, ?, ?)",
+        [(snapshot_id, blob.path, blob.digest) for blob in blobs],
+    )
+
+
+def blobs_of_snapshot(db: Database, snapshot_id: int) -> dict[str, str]:
+    """path -> digest of the blobs a snapshot holds (empty when its content was not kept).
+
+    >>> from agent.ledger import open_ledger
+    >>> blobs_of_snapshot(open_ledger(), 1)
+    {}
+    """
+    return {
+        str(path): str(digest)
+        for path, digest in db.execute(
+            "SELECT path, digest FROM snapshot_blobs WHERE snapshot_id = ? ORDER BY path",
+            [snapshot_id],
+        )
+    }

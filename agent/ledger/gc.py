@@ -240,8 +240,8 @@ def referenced_blobs(db: Database, retiring: set[int]) -> tuple[set[str], dict[s
     """(digests kept, digest -> kind of the blobs only deleted versions list).
 
     A blob is kept when a version not deleted (nor being retired) lists it, when a deleted
-    version reproduced by a running run lists it, or when the newest snapshot of a data source
-    names it.
+    version reproduced by a running run lists it, when a snapshot not deleted holds it
+    (`snapshot_blobs`), or when the newest snapshot of a data source names it.
     """
     kept: set[str] = set()
     kinds: dict[str, str] = {}
@@ -260,6 +260,14 @@ def referenced_blobs(db: Database, retiring: set[int]) -> tuple[set[str], dict[s
                 "SELECT digest FROM version_blobs WHERE version_id = ?", [version_id]
             )
         )
+    for digest, deleted in db.execute(
+        "SELECT b.digest, s.deleted_at IS NOT NULL "
+        "FROM snapshot_blobs b JOIN data_snapshots s ON s.id = b.snapshot_id"
+    ):
+        if deleted:
+            kinds.setdefault(digest, DATA)
+        else:
+            kept.add(digest)
     kept.update(_latest_snapshot_digests(db))
     return kept, kinds
 
@@ -269,7 +277,8 @@ def _latest_snapshot_digests(db: Database) -> set[str]:
         DIGEST_PREFIX + str(row[0])
         for row in db.execute(
             "SELECT f.digest FROM data_snapshot_files f WHERE f.digest IS NOT NULL AND "
-            "f.snapshot_id IN (SELECT MAX(id) FROM data_snapshots GROUP BY source_id)"
+            "f.snapshot_id IN (SELECT MAX(id) FROM data_snapshots WHERE deleted_at IS NULL "
+            "GROUP BY source_id)"
         )
     }
 
@@ -398,9 +407,10 @@ def sweep_blobs(
 
     For each batch, under the store's exclusive gc lock (so no writer can claim a blob in
     between) and inside a ledger write transaction (so no version can start listing one):
-    blobs that a kept version or the newest snapshot now lists, or that were written or claimed
-    within the grace period, are kept; the `version_blobs` rows of deleted versions naming the
-    others are removed and committed; only then are the files unlinked. A kill at any point
+    blobs that a kept version, a kept snapshot or the newest snapshot now lists, or that were
+    written or claimed within the grace period, are kept; the `version_blobs` and
+    `snapshot_blobs` rows of deleted versions and snapshots naming the others are removed and
+    committed; only then are the files unlinked. A kill at any point
     leaves every listed blob in the store (at worst an unlisted blob stays for the next gc).
     """
     result = GcResult()
@@ -439,6 +449,14 @@ def _recheck(
                 digests,
             )
         }
+        listed |= {
+            str(row[0])
+            for row in db.execute(
+                f"SELECT b.digest FROM snapshot_blobs b JOIN data_snapshots s "
+                f"ON s.id = b.snapshot_id WHERE b.digest IN ({marks}) AND s.deleted_at IS NULL",
+                digests,
+            )
+        }
         listed |= _latest_snapshot_digests(db) & set(digests)
         reproduced = _reproduced_by_active_runs(db)
         if reproduced:
@@ -463,10 +481,9 @@ def _recheck(
             doomed.append((kind, blob))
         gone = [blob.digest for _, blob in doomed]
         if gone:
-            db.execute(
-                f"DELETE FROM version_blobs WHERE digest IN ({', '.join('?' for _ in gone)})",
-                gone,
-            )
+            gone_marks = ", ".join("?" for _ in gone)
+            db.execute(f"DELETE FROM version_blobs WHERE digest IN ({gone_marks})", gone)
+            db.execute(f"DELETE FROM snapshot_blobs WHERE digest IN ({gone_marks})", gone)
     return doomed
 
 

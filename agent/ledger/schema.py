@@ -487,6 +487,26 @@ def m013_mlflow_exports(db: Database) -> None:
 
 
 @migrations()
+def m014_snapshot_blobs(db: Database) -> None:
+    """Which kept data blobs each snapshot holds (`snapshot_blobs`, filled when `[watch]
+    keep_data` keeps a snapshot's content), and snapshots marked deleted (`deleted_at`), whose
+    blobs `watchkeeper gc` may then collect."""
+    statements = [
+        """
+        CREATE TABLE snapshot_blobs (
+            snapshot_id INTEGER NOT NULL REFERENCES data_snapshots(id) ON DELETE CASCADE,
+            path TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            PRIMARY KEY (snapshot_id, path)
+        )""",
+        "CREATE INDEX idx_snapshot_blobs_digest ON snapshot_blobs(digest)",
+        "ALTER TABLE data_snapshots ADD COLUMN deleted_at REAL",
+    ]
+    for statement in statements:
+        db.execute(statement)
+
+
+@migrations()
 def m015_step_metric_times(db: Database) -> None:
     """When each step-metric point was logged (`times_f8`, seconds since the epoch as
     little-endian float64, one per point), where the source gives it (MLflow); NULL when not."""
@@ -520,4 +540,5 @@ TABLES = (
     "version_blobs",
     "shared_records",
     "mlflow_exports",
+    "snapshot_blobs",
 )

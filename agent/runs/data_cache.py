@@ -1,4 +1,4 @@
-"""Keep the content of a version's data deps in the blob store, and put it back in a worktree."""
+"""Keep the content of data (a version's data deps, a snapshot's files) in the blob store."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from pathlib import Path, PurePosixPath
 from sqlite_utils import Database
 
 from agent.data.fingerprint import DataFingerprint, FileEntry
-from agent.data.hashing import StatKey, stat_key
+from agent.data.hashing import DIGEST_PREFIX, StatKey, stat_key
 from agent.data.snapshots import load_snapshot
+from agent.disk import disk_full_error, is_disk_full
 from agent.errors import WatchkeeperError
 from agent.formatting import format_size
+from agent.ledger import write_transaction
 from agent.ledger.artifacts import ArtifactStore, SourceChangedError
-from agent.ledger.blobs import DATA, VersionBlob
+from agent.ledger.blobs import DATA, VersionBlob, blobs_of_snapshot, record_snapshot_blobs
 
 KEEP_ALWAYS = "always"
 KEEP_SMALL = "small"
@@ -81,73 +83,170 @@ def keep_data_deps(
         else:
             chosen[dep] = fingerprint
     total = sum(fingerprint.total_bytes for fingerprint in chosen.values())
-    done = 0
+    progress = _Progress(total, on_progress)
     with ThreadPoolExecutor(max_workers=KEEP_WORKERS) as pool:
         for dep, fingerprint in chosen.items():
             source_root = root / dep
-            files = [
-                (
-                    source_root if fingerprint.kind == "file" else source_root / relative,
-                    file_path(dep, fingerprint, relative),
-                    entry,
+            if fingerprint.kind == "file":
+                files = [
+                    (source_root, file_path(dep, fingerprint, relative), entry)
+                    for relative, entry in fingerprint.files.items()
+                ]
+            else:  # strings joined, not Paths built: thousands of files
+                base, prefix = str(source_root), PurePosixPath(dep).as_posix()
+                files = [
+                    (Path(f"{base}/{relative}"), f"{prefix}/{relative}", entry)
+                    for relative, entry in fingerprint.files.items()
+                ]
+            if not _keep_files(pool, store, files, dep, keep == KEEP_ALWAYS, kept, progress):
+                break
+    return kept
+
+
+@dataclass
+class _Progress:
+    """Bytes kept so far out of `total`, reported to an optional callback."""
+
+    total: int
+    callback: Callable[[int, int], None] | None
+    done: int = 0
+
+    def add(self, size: int) -> None:
+        self.done += size
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+def _keep_files(
+    pool: ThreadPoolExecutor,
+    store: ArtifactStore,
+    files: list[tuple[Path, str, FileEntry]],
+    label: str,
+    strict: bool,
+    kept: KeptData,
+    progress: _Progress,
+    changed_note: str = "it changed while training started",
+) -> bool:
+    """Keep each (source, name, entry) in parallel, listing the complete blobs in `kept`.
+
+    `strict` raises when a file cannot be kept; otherwise a note says so. Returns False when
+    keeping stopped part-way (a full disk): the caller keeps nothing more.
+    """
+    present = store.claim_stored([DIGEST_PREFIX + entry.digest for _, _, entry in files])
+    for _, name, entry in files:
+        if DIGEST_PREFIX + entry.digest in present:
+            kept.blobs.append(VersionBlob(DATA, name, DIGEST_PREFIX + entry.digest))
+            progress.add(entry.size)
+    files = [item for item in files if DIGEST_PREFIX + item[2].digest not in present]
+    vouched = _vouched_stats(store, files)
+
+    def keep_one(item: tuple[Path, str, FileEntry]) -> tuple[str, FileEntry, str | Exception]:
+        source, name, entry = item
+        try:
+            how = store.keep_file(
+                source,
+                DIGEST_PREFIX + entry.digest,
+                size=entry.size,
+                mtime_ns=entry.mtime_ns,
+                vouched=vouched.get(name),
+            )
+        except WatchkeeperError as error:
+            return name, entry, error
+        except OSError as error:  # the store's folders could not be made
+            if is_disk_full(error):
+                return name, entry, disk_full_error(store.root)
+            return name, entry, WatchkeeperError(f"cannot keep {source} in {store.root}: {error}")
+        return name, entry, how
+
+    for name, entry, outcome in pool.map(keep_one, files):
+        if isinstance(outcome, SourceChangedError):
+            if strict:
+                pool.shutdown(cancel_futures=True)
+                raise WatchkeeperError(f"{outcome}; train again once it stays put")
+            kept.notes.append(f"{name} was not kept: {changed_note}")
+            continue
+        if isinstance(outcome, Exception):
+            pool.shutdown(cancel_futures=True)
+            if strict:
+                raise WatchkeeperError(
+                    f'keep_data = "always", and the content of {name} could not be kept: {outcome}'
                 )
-                for relative, entry in fingerprint.files.items()
-            ]
+            kept.notes.append(f"the content of {label} was kept only in part: {outcome}")
+            return False
+        kept.blobs.append(VersionBlob(DATA, name, DIGEST_PREFIX + entry.digest))
+        if outcome == "copied":
+            kept.copied_bytes += entry.size
+        elif outcome == "cloned":
+            kept.cloned_bytes += entry.size
+        progress.add(entry.size)
+    return True
 
-            vouched = _vouched_stats(store, files)
 
-            def keep_one(
-                item: tuple[Path, str, FileEntry], vouched: dict[str, StatKey] = vouched
-            ) -> tuple[str, FileEntry, str | Exception]:
-                source, name, entry = item
-                try:
-                    how = store.keep_file(
-                        source,
-                        "blake3:" + entry.digest,
-                        size=entry.size,
-                        mtime_ns=entry.mtime_ns,
-                        vouched=vouched.get(name),
-                    )
-                except WatchkeeperError as error:
-                    return name, entry, error
-                return name, entry, how
+def keep_snapshot(
+    db: Database,
+    store: ArtifactStore,
+    snapshot_id: int,
+    fingerprint: DataFingerprint,
+    keep: str,
+    limit_bytes: int,
+) -> KeptData:
+    """Keep the content of a snapshot's files as `[watch] keep_data` says, and list the kept
+    blobs as the snapshot's (`snapshot_blobs`) once they are all complete in the store.
 
-            for name, entry, outcome in pool.map(keep_one, files):
-                if isinstance(outcome, SourceChangedError):
-                    if keep == KEEP_ALWAYS:
-                        pool.shutdown(cancel_futures=True)
-                        raise WatchkeeperError(f"{outcome}; train again once it stays put")
-                    kept.notes.append(f"{name} was not kept: it changed while training started")
-                    continue
-                if isinstance(outcome, Exception):
-                    pool.shutdown(cancel_futures=True)
-                    if keep == KEEP_ALWAYS:
-                        raise WatchkeeperError(
-                            f'keep_data = "always", and the content of {name} could not be '
-                            f"kept: {outcome}"
-                        )
-                    kept.notes.append(f"the content of {dep} was kept only in part: {outcome}")
-                    break
-                kept.blobs.append(VersionBlob(DATA, name, "blake3:" + entry.digest))
-                if outcome == "copied":
-                    kept.copied_bytes += entry.size
-                elif outcome == "cloned":
-                    kept.cloned_bytes += entry.size
-                done += entry.size
-                if on_progress is not None:
-                    on_progress(done, total)
+    The same store and digests as training's kept data, so content kept by either is stored
+    once. Nothing here fails the snapshot: what cannot be kept (over the limit, a full disk,
+    a file that changed meanwhile) is said in the notes. A kill at any point leaves the
+    snapshot listing only complete blobs (at worst none).
+
+    Example::
+
+        keep_snapshot(db, store, 3, fingerprint(Path("data")), "small", 1 << 30).notes  # []
+    """
+    kept = KeptData()
+    if keep == KEEP_NEVER:
+        return kept
+    source = fingerprint.root
+    if keep == KEEP_SMALL and fingerprint.total_bytes > limit_bytes:
+        kept.notes.append(
+            f"the content of {source} was not kept: {format_size(fingerprint.total_bytes)} is "
+            f"over [watch] keep_data_limit of {format_size(limit_bytes)} "
+            '(set keep_data = "always" in [watch] to keep it)'
+        )
+        return kept
+    have = blobs_of_snapshot(db, snapshot_id)
+    files = [
+        (source if fingerprint.kind == "file" else source / relative, relative, entry)
+        for relative, entry in fingerprint.files.items()
+        if have.get(relative) != DIGEST_PREFIX + entry.digest
+        or not store.has(DIGEST_PREFIX + entry.digest)
+    ]
+    if files:
+        progress = _Progress(sum(entry.size for _, _, entry in files), None)
+        with ThreadPoolExecutor(max_workers=KEEP_WORKERS) as pool:
+            _keep_files(
+                pool,
+                store,
+                files,
+                str(source),
+                False,
+                kept,
+                progress,
+                "it changed after it was fingerprinted",
+            )
+    if kept.blobs:
+        with write_transaction(db):
+            record_snapshot_blobs(db, snapshot_id, kept.blobs)
     return kept
 
 
 def _vouched_stats(
     store: ArtifactStore, files: list[tuple[Path, str, FileEntry]]
 ) -> dict[str, StatKey]:
-    """The stat of each file to copy for which the hash cache vouches for its fingerprinted
-    digest (the fingerprint just hashed it, or found it by stat): its copy needs no hashing."""
+    """The stat of each file to copy (none the store has) for which the hash cache vouches
+    for its fingerprinted digest (the fingerprint just hashed it, or found it by stat): its
+    copy needs no hashing."""
     stats: dict[str, StatKey] = {}
-    for source, name, entry in files:
-        if store.has("blake3:" + entry.digest):
-            continue
+    for source, name, _ in files:
         try:
             stats[name] = stat_key(os.stat(source))
         except OSError:
@@ -159,42 +258,3 @@ def _vouched_stats(
         for (name, key), digest in zip(stats.items(), found, strict=True)
         if digest is not None and digest.hex() == digests[name]
     }
-
-
-@dataclass(frozen=True)
-class RowChanges:
-    """The rows of a tabular file removed and added from one content to another (in order)."""
-
-    header: str
-    removed: list[str]
-    added: list[str]
-
-
-def changed_rows(old: bytes, new: bytes) -> RowChanges:
-    """The data rows (lines after the header) one content lacks and the other has.
-
-    Rows are compared as whole lines, each as many times as it occurs:
-
-    >>> changed_rows(b"x,y\\n1,2\\n3,4\\n", b"x,y\\n1,2\\n3,5\\n1,2\\n")
-    RowChanges(header='x,y', removed=['3,4'], added=['1,2', '3,5'])
-    """
-    from collections import Counter
-
-    old_lines = old.decode(errors="replace").splitlines()
-    new_lines = new.decode(errors="replace").splitlines()
-    old_rows, new_rows = Counter(old_lines[1:]), Counter(new_lines[1:])
-    gone, came = old_rows - new_rows, new_rows - old_rows
-    removed = [row for row in old_lines[1:] if gone[row] > 0 and _take(gone, row)]
-    added = [row for row in new_lines[1:] if came[row] > 0 and _take(came, row)]
-    return RowChanges((new_lines or old_lines or [""])[0], removed, added)
-
-
-def _take(counts: dict[str, int], row: str) -> bool:
-    counts[row] -= 1
-    return True
-
-
-def kept_content(store: ArtifactStore, digest_hex: str, name: str) -> bytes | None:
-    """The kept content of a data file by its fingerprint digest (None when not kept)."""
-    digest = "blake3:" + digest_hex
-    return store.read_checked(digest, name) if store.has(digest) else None

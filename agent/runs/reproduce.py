@@ -3,6 +3,7 @@ params; train there and compare the result with the original."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -42,7 +43,7 @@ MAX_LISTED_FILES = 20
 RESTORE_WORKERS = 4
 # `reproduce/run-<pid>-<start ticks>-<token>`: removed by the next reproduce once that process is
 # gone. `reproduce/kept-…` (made by --no-run) stays until the user removes it.
-_OWNED_WORKTREE = re.compile(r"^run-(\d+)-(\d+)-")
+_OWNED_WORKTREE = re.compile(r"^(?:run|trash)-(\d+)-(\d+)-")
 
 
 @dataclass
@@ -153,18 +154,47 @@ def remove_abandoned_worktrees(paths: WatchkeeperPaths) -> list[Path]:
         match = _OWNED_WORKTREE.match(worktree.name)
         if match is None or process_alive(int(match.group(1)), int(match.group(2))):
             continue
-        remove_worktree(worktree)
+        if worktree.name.startswith("trash-"):  # its deletion was cut short
+            _delete(worktree)
+        else:
+            remove_worktree(worktree)
         removed.append(worktree)
     return removed
 
 
-def remove_worktree(worktree: Path) -> None:
-    """Delete a temporary worktree and forget it in its repo (whatever state it is in)."""
+def remove_worktree(worktree: Path, *, in_background: bool = False) -> None:
+    """Delete a temporary worktree and forget it in its repo (whatever state it is in).
+
+    With `in_background`, the worktree is renamed aside (`trash-<pid>-…` beside it) and
+    forgotten at once, and a detached `rm -rf` deletes its files while the caller goes on;
+    trash left by a deletion that was cut short goes with the next reproduction's clean-up.
+    """
     common = _common_git_dir(worktree)
-    subprocess.run(["rm", "-rf", "--", str(worktree)], check=False)  # twice rmtree's speed
-    shutil.rmtree(worktree, ignore_errors=True)
+    if in_background:
+        trash = worktree.with_name(
+            f"trash-{os.getpid()}-{process_start_ticks(os.getpid())}-{secrets.token_hex(3)}"
+        )
+        try:
+            os.replace(worktree, trash)
+        except OSError:
+            in_background = False
+        else:
+            subprocess.Popen(
+                ["rm", "-rf", "--", str(trash)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+    if not in_background:
+        _delete(worktree)
     if common is not None and common.is_dir():
         git(common, "worktree", "prune", check=False)
+
+
+def _delete(folder: Path) -> None:
+    subprocess.run(["rm", "-rf", "--", str(folder)], check=False)  # twice rmtree's speed
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _common_git_dir(worktree: Path) -> Path | None:
@@ -230,9 +260,10 @@ def materialise(
         total = sum(sizes.values())
 
         written: list[tuple[StatKey, bytes]] = []
+        made: set[Path] = set()
 
         def restore_one(name: str) -> str:
-            info = store.restore(restore[name], _clear(worktree / name), name)
+            info = store.restore(restore[name], _cleared(worktree / name, made), name)
             written.append((stat_key(info), bytes.fromhex(restore[name].removeprefix("blake3:"))))
             return name
 
@@ -267,6 +298,17 @@ def _fetch_shared_blobs(db: Database, store: ArtifactStore, version: dict[str, A
 
     wanted = [blob for blob in version_blobs(db, version) if blob.kind in (DATA, DIFF)]
     fetch_blobs(db, store, version, wanted)
+
+
+def _cleared(target: Path, made: set[Path]) -> Path:
+    """`target` with its folder made (once per folder, remembered in `made`) and nothing in its
+    place."""
+    if target.parent not in made:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        made.add(target.parent)
+    with contextlib.suppress(FileNotFoundError):
+        target.unlink()
+    return target
 
 
 def _clear(target: Path) -> Path:
@@ -391,7 +433,7 @@ def reproduce(
             **train_callbacks,
         )
     finally:
-        remove_worktree(done.worktree)
+        remove_worktree(done.worktree, in_background=True)
     code_link = paths.runs / result.run_id / "code"
     if code_link.is_symlink():  # it led to the worktree, now removed
         code_link.unlink()

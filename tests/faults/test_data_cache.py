@@ -109,3 +109,71 @@ def test_kill_9_while_keeping_data_leaves_no_version_referencing_a_missing_blob(
     assert not list(store.root.rglob(f"{INCOMING_PREFIX}*"))
     assert_every_reference_is_whole(home)
     assert reproduced.returncode == 0 and "reproduced exactly" in reproduced.stdout
+
+
+def snapshot_rows(home: Path) -> list[tuple[int, str, str]]:
+    ledger = sqlite3.connect(f"file:{home / 'ledger.db'}?mode=ro", uri=True)
+    try:
+        assert ledger.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        return ledger.execute("SELECT snapshot_id, path, digest FROM snapshot_blobs").fetchall()
+    finally:
+        ledger.close()
+
+
+def assert_every_snapshot_blob_is_whole(home: Path) -> None:
+    store = ArtifactStore(home / "artifacts")
+    for _, path, digest in snapshot_rows(home):
+        assert store.has(digest), f"{path} references the missing blob {digest}"
+        assert file_digest(store.path(digest)) == digest
+
+
+def test_a_full_disk_while_a_snapshot_keeps_content_notes_it_and_keeps_the_snapshot(
+    tmp_path: Path, small_home: Path
+) -> None:
+    root = make_data_repo(tmp_path)
+    (root / "data" / "zbig.bin").write_bytes(os.urandom(BIG_BYTES))
+
+    result = run_cli(root, "data", "snapshot", "data", "--keep-data", "always")
+
+    assert result.returncode == 0, result.stderr
+    assert "snapshot 1 recorded" in result.stdout
+    assert "was kept only in part" in result.stdout and f"the disk holding {small_home}" in (
+        result.stdout
+    )
+    kept = {path for _, path, _ in snapshot_rows(small_home)}
+    assert kept <= {"part0.csv", "part1.csv", "part2.csv"}  # never zbig.bin
+    assert not list((small_home / "artifacts").rglob(f"{INCOMING_PREFIX}*"))
+    assert_every_snapshot_blob_is_whole(small_home)
+
+
+def test_kill_9_while_a_snapshot_keeps_content_leaves_no_snapshot_listing_a_missing_blob(
+    tmp_path: Path,
+) -> None:
+    home = Path(os.environ["WATCHKEEPER_HOME"])
+    root = make_data_repo(tmp_path)
+    chunk = os.urandom(1 << 20)
+    for index in range(256):
+        (root / "data" / f"f{index:03}.bin").write_bytes(chunk[index:] + chunk[:index])
+    store = ArtifactStore(home / "artifacts")
+    keeping = subprocess.Popen(
+        cli_command("data", "snapshot", "data", "--keep-data", "always"),
+        cwd=root,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_for(lambda: store.root.is_dir() and any(store.root.glob("*/*")), timeout=60)
+    os.killpg(keeping.pid, signal.SIGKILL)
+    keeping.wait(timeout=10)
+    kept_before = sum(1 for p in store.root.glob("*/*") if not p.name.startswith("."))
+    assert 0 < kept_before < 256 + 3  # killed while the content was being kept
+
+    assert_every_snapshot_blob_is_whole(home)
+    again = run_cli(root, "data", "snapshot", "data", "--keep-data", "always")
+
+    assert again.returncode == 0, again.stderr
+    assert "content kept: 259 files" in again.stdout
+    assert not list(store.root.rglob(f"{INCOMING_PREFIX}*"))
+    assert len(snapshot_rows(home)) == 259
+    assert_every_snapshot_blob_is_whole(home)

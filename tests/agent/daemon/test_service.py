@@ -323,6 +323,37 @@ def test_a_data_change_publishes_a_snapshot_and_a_stale_alert(
         events.close()
 
 
+def test_snapshots_of_a_watched_folder_keep_their_content_as_watch_keep_data_says(
+    tmp_path: Path, paths: WatchkeeperPaths, agent_factory: Any
+) -> None:
+    from agent.ledger.artifacts import ArtifactStore, file_digest
+
+    data = tmp_path / "watched"
+    data.mkdir()
+    (data / "sales.csv").write_text("id,amount\n1,10\n")
+    watch(paths, data, data=True)
+    agent_factory(keep_data="always")
+    events = EventStream(paths.socket)
+    try:
+        (data / "sales.csv").write_text("id,amount\n1,10\n2,20\n")
+        snapshot = events.next("snapshot", source=str(data))
+    finally:
+        events.close()
+
+    assert snapshot["keep_notes"] == []
+    connection = sqlite3.connect(f"file:{paths.ledger}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = connection.execute(
+            "SELECT path, digest FROM snapshot_blobs WHERE snapshot_id = ?",
+            [snapshot["snapshot_id"]],
+        ).fetchall()
+    finally:
+        connection.close()
+    store = ArtifactStore(paths.artifacts)
+    assert rows == [("sales.csv", file_digest(data / "sales.csv"))]
+    assert store.path(rows[0][1]).read_text() == "id,amount\n1,10\n2,20\n"
+
+
 def test_on_stale_retrain_queues_one_run_after_quiet(
     tmp_path: Path, paths: WatchkeeperPaths, agent_factory: Any
 ) -> None:

@@ -27,6 +27,23 @@ def test_settings_come_from_the_config(watchkeeper_home: Path) -> None:
     assert settings.schedule == ScheduleSettings(5.0, "22:15", 10.0)
     assert settings.save_coalesce_seconds == 10.0
     assert settings.poll_paths == ("/mnt/share",)
+    assert (settings.keep_data, settings.keep_data_limit) == ("never", 1 << 30)
+
+
+def test_watch_keep_data_and_its_limit_come_from_the_config(watchkeeper_home: Path) -> None:
+    config = UserConfig.load()
+    config.set("watch", "keep_data", "small")
+    config.set("watch", "keep_data_limit", "64M")
+    config.save()
+    settings = AgentSettings.from_config(UserConfig.load())
+    assert (settings.keep_data, settings.keep_data_limit) == ("small", 64 << 20)
+    config.set("watch", "keep_data_limit", "lots")
+    config.save()
+    with pytest.raises(WatchkeeperError) as raised:
+        AgentSettings.from_config(UserConfig.load())
+    assert f"{watchkeeper_home / 'config.toml'}:3: [watch] keep_data_limit is 'lots'" in str(
+        raised.value
+    )
 
 
 @pytest.mark.parametrize(

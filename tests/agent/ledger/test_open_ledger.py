@@ -150,6 +150,7 @@ def test_migrations_are_applied_once_and_recorded(tmp_path: Path) -> None:
         "m011_deleted_versions",
         "m012_mlflow_capture",
         "m013_mlflow_exports",
+        "m014_snapshot_blobs",
         "m015_step_metric_times",
     ]
 

@@ -54,7 +54,8 @@ def test_a_version_trained_before_code_and_data_changed_is_reproduced_exactly(
     after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and ".git" not in p.parts}
     assert after == before  # the user's tree is untouched
     assert git(root, "worktree", "list").count("\n") == 1
-    assert list(reproduction_root(WatchkeeperPaths.from_environment()).iterdir()) == []
+    folder = reproduction_root(WatchkeeperPaths.from_environment())
+    wait_for(lambda: list(folder.iterdir()) == [], timeout=30)  # deleted in the background
     v1, v3, v4 = version("churn", 1), version("churn", 3), version("churn", 4)
     assert v3["reproduction_of"] == v1["id"] and v3["metrics"] == v1["metrics"]
     assert v3["reproduction"]["verdict"] == "reproduced exactly"
@@ -239,6 +240,24 @@ def test_a_worktree_left_by_a_killed_reproduce_is_removed_by_the_next(
     assert not left.exists() and left.name not in git(root, "worktree", "list")
 
 
+def test_a_worktree_whose_background_deletion_was_cut_short_goes_with_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    cli(root, monkeypatch, "train", "churn")
+    folder = reproduction_root(WatchkeeperPaths.from_environment())
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    trash = folder / f"trash-{finished.pid}-1-abcdef"
+    (trash / "data").mkdir(parents=True)
+    (trash / "data" / "part0.csv").write_text("x,y\n")
+
+    again = cli(root, monkeypatch, "reproduce", "churn@1")
+
+    assert again.exit_code == 0, again.output
+    wait_for(lambda: list(folder.iterdir()) == [], timeout=30)
+
+
 def test_metrics_within_the_tolerance_pass_and_beyond_it_differ(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -266,9 +285,14 @@ def test_data_diff_shows_the_changed_rows_of_kept_csv_files(
 
     result = cli(root, monkeypatch, "data", "diff", first, second, "--rows", "5")
 
-    assert "rows     part1.csv: 1 removed, 2 added (x,y)" in result.output, result.output
+    assert "rows     part1.csv: 2 added, 1 removed (whole lines" in result.output, result.output
     assert "    - 1,2\n" in result.output
     assert "    + 1,99\n" in result.output and "    + 2,2\n" in result.output
+    by_version = cli(root, monkeypatch, "data", "diff", "churn@1", "churn@2", "--key", "x")
+    assert "rows     part1.csv: 1 added, 0 removed, 1 changed (rows matched by x)" in (
+        by_version.output
+    ), by_version.output
+    assert "    + 2,2\n" in by_version.output and "    ~ x=1: y 2 → 99\n" in by_version.output
 
 
 def test_the_restored_data_is_not_read_again_and_the_run_uses_the_worktree(
