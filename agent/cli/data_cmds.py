@@ -308,7 +308,7 @@ def _snapshot_of_version(db: Database, text: str) -> int:
     "key",
     default=None,
     metavar="COLUMN",
-    help='Match the rows of CSV/TSV files by this column (default: an id column, else whole '
+    help="Match the rows of CSV/TSV files by this column (default: an id column, else whole "
     'lines; "" for whole lines).',
 )
 @click.option("--no-rows", is_flag=True, help="List the changed files only; read no content.")
