@@ -4,12 +4,15 @@ params; train there and compare the result with the original."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import re
 import secrets
 import shutil
+import sqlite3
 import subprocess
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +35,8 @@ from agent.runs.code_diff import apply_code_diff
 from agent.runs.data_cache import file_path
 from agent.runs.executor import process_alive, process_start_ticks
 from agent.runs.training import TrainResult, train
+
+log = logging.getLogger(__name__)
 
 EXACTLY = "reproduced exactly"
 WITHIN_TOLERANCE = "metrics within tolerance"
@@ -248,6 +253,7 @@ def materialise(
     if missing and not allow_missing_data:
         raise missing_data_error(version, missing)
     remove_abandoned_worktrees(paths)
+    _retire_quietly(db, vanished_worktrees(db, paths))
     worktree = new_worktree_path(paths, version, keep)
     git(repo, "worktree", "add", "--detach", "--quiet", str(worktree), sha)
     done = Materialised(worktree)
@@ -434,6 +440,7 @@ def reproduce(
         )
     finally:
         remove_worktree(done.worktree, in_background=True)
+        _retire_quietly(db, [done.worktree])
     code_link = paths.runs / result.run_id / "code"
     if code_link.is_symlink():  # it led to the worktree, now removed
         code_link.unlink()
@@ -450,6 +457,52 @@ def reproduce(
     reproduction.result = result
     reproduction.comparison = comparison
     return reproduction
+
+
+def vanished_worktrees(db: Database, paths: WatchkeeperPaths) -> list[Path]:
+    """Worktrees of past reproductions (killed ones too) that are gone but still have
+    snapshots standing in the ledger."""
+    root = str(reproduction_root(paths).resolve()) + "/"
+    worktrees = {
+        Path(root, str(path)[len(root) :].split("/", 1)[0])
+        for (path,) in db.execute(
+            "SELECT DISTINCT d.path FROM data_sources d JOIN data_snapshots s "
+            "ON s.source_id = d.id WHERE s.deleted_at IS NULL AND substr(d.path, 1, ?) = ?",
+            [len(root), root],
+        )
+    }
+    return sorted(worktree for worktree in worktrees if not worktree.exists())
+
+
+def _retire_quietly(db: Database, worktrees: list[Path]) -> None:
+    """Retire the snapshots of these gone worktrees; a failure (a full disk, say) only leaves
+    them standing, so it is logged, not raised over what the caller is doing."""
+    if not worktrees:
+        return
+    try:
+        with write_transaction(db):
+            for worktree in worktrees:
+                retire_worktree_snapshots(db, worktree)
+    except (WatchkeeperError, sqlite3.Error) as error:
+        log.warning("the data snapshots of %s stay listed: %s", worktrees[0], error)
+
+
+def retire_worktree_snapshots(db: Database, worktree: Path) -> int:
+    """Mark deleted the snapshots a reproduction took of the data in its temporary worktree
+    (inside a write transaction); returns how many.
+
+    The worktree is gone afterwards, so these snapshots must not stand as the newest state of
+    a data source: gc would keep their content for ever and the Data page would list folders
+    that no longer exist. Their rows stay, for the reproduction version names them, and the
+    reproduction's own data blobs stay listed on it (`version_blobs`).
+    """
+    root = str(worktree.resolve())
+    cursor = db.execute(
+        "UPDATE data_snapshots SET deleted_at = ? WHERE deleted_at IS NULL AND source_id IN "
+        "(SELECT id FROM data_sources WHERE path = ? OR substr(path, 1, ?) = ?)",
+        [time.time(), root, len(root) + 1, root + "/"],
+    )
+    return cursor.rowcount
 
 
 def _version_of_run(db: Database, run_id: str) -> dict[str, Any]:

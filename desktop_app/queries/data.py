@@ -31,9 +31,18 @@ def data_sources(connection: sqlite3.Connection | None) -> list[DataSourceRow]:
     ]
     if has_tables(connection, "data_snapshots"):
         by_id = {source.id: source for source in sources}
+        columns = {str(row[1]) for row in connection.execute("PRAGMA table_info(data_snapshots)")}
+        if "deleted_at" in columns:  # deleted snapshots are not shown, nor sources left empty
+            for (source_id,) in connection.execute(
+                "SELECT source_id FROM data_snapshots GROUP BY source_id"
+                " HAVING count(*) = count(deleted_at)"
+            ):
+                by_id.pop(int(source_id), None)
+            sources = list(by_id.values())
+        kept = " WHERE deleted_at IS NULL" if "deleted_at" in columns else ""
         for row in connection.execute(
             "SELECT id, source_id, taken_at, n_files, total_bytes, fingerprint"
-            " FROM data_snapshots ORDER BY taken_at"
+            f" FROM data_snapshots{kept} ORDER BY taken_at"
         ):
             source = by_id.get(row["source_id"])
             if source is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from agent.data.stat_cache import StatCache
 from agent.ledger import open_ledger
 from agent.ledger.artifacts import ArtifactStore
 from agent.ledger.blobs import DATA, DIFF, blobs_of_version
+from agent.ledger.gc import referenced_blobs
 from agent.ledger.queries import current_version, versions
 from agent.paths import WatchkeeperPaths
 from agent.runs.reproduce import materialise, reproduction_root
+from desktop_app.queries.data import data_sources
 from tests.agent.runs.gitrepo import cli_command, cli_env, commit_all, git
 from tests.agent.runs.reproducible import cli, make_data_repo, reproducible_spec, write_csv
 from tests.support import wait_for
@@ -210,6 +213,30 @@ def test_no_run_lays_out_the_worktree_and_prints_where(
     assert len(versions(open_ledger(), model="churn")) == 2
 
 
+def test_a_reproduction_leaves_no_data_source_standing_for_its_gone_worktree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    assert cli(root, monkeypatch, "train", "churn").exit_code == 0
+    old_part1 = blobs_of_version(open_ledger(), version("churn", 1)["id"], DATA)["data/part1.csv"]
+    change_code_and_data(root)
+    assert cli(root, monkeypatch, "train", "churn").exit_code == 0
+    reproduced = cli(root, monkeypatch, "reproduce", "churn@1")
+    assert reproduced.exit_code == 0, reproduced.output
+
+    connection = sqlite3.connect(WatchkeeperPaths.from_environment().ledger)
+    connection.row_factory = sqlite3.Row
+    try:
+        listed = [source.path for source in data_sources(connection)]
+    finally:
+        connection.close()
+    assert listed == [str((root / "data").resolve())]  # not the worktree's data folder
+    # Once churn@1 and its reproduction are deleted, the old content is no longer held.
+    assert cli(root, monkeypatch, "models", "delete", "churn@1", "churn@3").exit_code == 0
+    kept, only_deleted = referenced_blobs(open_ledger(), set())
+    assert old_part1 not in kept and only_deleted[old_part1] == DATA
+
+
 def test_a_worktree_left_by_a_killed_reproduce_is_removed_by_the_next(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -238,6 +265,16 @@ def test_a_worktree_left_by_a_killed_reproduce_is_removed_by_the_next(
 
     assert again.exit_code == 0, again.output
     assert not left.exists() and left.name not in git(root, "worktree", "list")
+    standing = (
+        open_ledger()
+        .execute(
+            "SELECT count(*) FROM data_snapshots s JOIN data_sources d ON d.id = s.source_id "
+            "WHERE s.deleted_at IS NULL AND substr(d.path, 1, ?) = ?",
+            [len(str(folder.resolve())), str(folder.resolve())],
+        )
+        .fetchone()[0]
+    )
+    assert standing == 0  # the killed one's snapshot and the next one's are both retired
 
 
 def test_a_worktree_whose_background_deletion_was_cut_short_goes_with_the_next(
