@@ -596,16 +596,24 @@ cdef Py_ssize_t stats_size(const Emissions* em, Py_ssize_t n_classes) noexcept n
     return K + n_classes * K * K + K + em.n_obs_columns * K + em.n_squared_columns * K
 
 
-cdef inline void predict(Py_ssize_t K, const double* prev, const double* trans,
-                         const double* trans_t, double* predicted) noexcept nogil:
-    """predicted[j] = sum over i of prev[i] * trans[i, j].
+cdef inline double predict_and_weigh(Py_ssize_t K, const double* startprob,
+                                     const double* prev, double prev_inverse,
+                                     const double* trans, const double* trans_t,
+                                     double* predicted, double* out) noexcept nogil:
+    """out[j] *= P(state j | past), from startprob or from prev * prev_inverse times the
+    transition matrix; returns the sum of out. predicted is scratch of K doubles.
 
-    Up to four states it is a dot product with each column (rows of trans_t); beyond, it is
-    accumulated row by row of trans, which the compiler vectorises.
+    Up to four states the prediction is a dot product with each column (rows of trans_t);
+    beyond, it is accumulated row by row of trans, which the compiler vectorises.
     """
     cdef Py_ssize_t i, j
     cdef const double* row
-    cdef double a_i, s
+    cdef double a_i, s, total = 0.0
+    if prev == NULL:
+        for j in range(K):
+            out[j] *= startprob[j]
+            total += out[j]
+        return total
     if K <= 4:
         for j in range(K):
             row = trans_t + j * K
@@ -621,23 +629,6 @@ cdef inline void predict(Py_ssize_t K, const double* prev, const double* trans,
             row = trans + i * K
             for j in range(K):
                 predicted[j] += a_i * row[j]
-
-
-cdef inline double predict_and_weigh(Py_ssize_t K, const double* startprob,
-                                     const double* prev, double prev_inverse,
-                                     const double* trans, const double* trans_t,
-                                     double* predicted, double* out) noexcept nogil:
-    """out[j] *= P(state j | past), from startprob or from prev * prev_inverse times the
-    transition matrix; returns the sum of out. predicted is scratch of K doubles.
-    """
-    cdef Py_ssize_t j
-    cdef double s, total = 0.0
-    if prev == NULL:
-        for j in range(K):
-            out[j] *= startprob[j]
-            total += out[j]
-        return total
-    predict(K, prev, trans, trans_t, predicted)
     for j in range(K):
         s = predicted[j] * out[j] * prev_inverse
         out[j] = s
@@ -999,7 +990,8 @@ cdef int64_t cached_forward_range(
     cdef const double* previous_alpha
     cdef const double* trans
     cdef const double* trans_t
-    cdef double log_factor, total, inverse
+    cdef const double* column
+    cdef double log_factor, total, inverse, a_i, s
     cdef double carried_sum = 1.0
     cdef double carried_inverse = 1.0
     cdef double running = totals.running, ll = totals.loglik, lowest = totals.lowest
@@ -1024,7 +1016,22 @@ cdef int64_t cached_forward_range(
         lowest = log_factor if log_factor < lowest else lowest
         total = 0.0
         if t > t0:
-            predict(K, carried, trans, trans_t, predicted)  # predicted = carried A
+            # predicted = carried A, as predict_and_weigh computes it
+            if K <= 4:
+                for j in range(K):
+                    column = trans_t + j * K
+                    s = 0.0
+                    for i in range(K):
+                        s += carried[i] * column[i]
+                    predicted[j] = s
+            else:
+                for j in range(K):
+                    predicted[j] = 0.0
+                for i in range(K):
+                    a_i = carried[i]
+                    column = trans + i * K
+                    for j in range(K):
+                        predicted[j] += a_i * column[j]
             carried_sum = 0.0
             for j in range(K):
                 current[j] = predicted[j] * probs[j]
