@@ -1,8 +1,8 @@
-"""The `import` commands: bring runs logged with MLflow elsewhere into the ledger."""
+"""The `import` and `export` commands: MLflow runs into the ledger, versions out to MLflow."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,18 @@ from agent.project.spec import MODEL_NAME
 EXPORT_LOCK_NAME = "mlflow-export.lock"
 
 
+def _target_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--model and --repo: where imported runs are recorded."""
+    command = click.option(
+        "--repo",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="The repo to record the model under. Default: the current repo.",
+    )(command)
+    return click.option(
+        "--model", "model", required=True, help="The model the runs become versions of."
+    )(command)
+
+
 @click.group("import")
 def import_group() -> None:
     """Import runs logged with MLflow as versions of a model, marked as imported."""
@@ -26,12 +38,7 @@ def import_group() -> None:
 
 @import_group.command("mlruns")
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--model", "model", required=True, help="The model the runs become versions of.")
-@click.option(
-    "--repo",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The repo to record the model under. Default: the current repo.",
-)
+@_target_options
 @click.option(
     "--no-download",
     is_flag=True,
@@ -85,12 +92,7 @@ def _print_report(
 @click.option("--tracking-uri", required=True, help="The MLflow tracking URI to read from.")
 @click.option("--experiment", required=True, help="The MLflow experiment whose runs to import.")
 @click.option("--run", "run_ids", multiple=True, metavar="ID", help="Only this run (repeatable).")
-@click.option("--model", "model", required=True, help="The model the runs become versions of.")
-@click.option(
-    "--repo",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The repo to record the model under. Default: the current repo.",
-)
+@_target_options
 @click.option(
     "--no-download",
     is_flag=True,
@@ -105,7 +107,8 @@ def import_mlflow(
     no_download: bool,
 ) -> None:
     """Import the runs of an MLflow experiment (from a tracking server, or any tracking URI);
-    runs imported before are left as they are. Needs `pip install 'watchkeeper[mlflow]'`."""
+    runs imported before are left as they are. Needs `pip install -e '.[mlflow]'` in the
+    Watchkeeper checkout."""
     import tempfile
 
     from agent.interop.mlflow_import import mlflow_client, read_server_runs, without_credentials
@@ -172,7 +175,8 @@ def export_mlflow(
     neither, every finished version in the ledger. Versions already on the server are left as
     they are, so running it again exports only what is new and moves aliases that moved.
     Credentials come from MLFLOW_TRACKING_TOKEN (or MLFLOW_TRACKING_USERNAME and
-    MLFLOW_TRACKING_PASSWORD) and are never stored. Needs `pip install 'watchkeeper[mlflow]'`.
+    MLFLOW_TRACKING_PASSWORD) and are never stored. Needs `pip install -e '.[mlflow]'` in the
+    Watchkeeper checkout.
     """
     from agent.interop.mlflow_export import (
         MlflowExporter,

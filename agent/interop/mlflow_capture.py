@@ -25,7 +25,7 @@ CAPTURE = "capture"
 LOCK_WAIT_SECONDS = 1.0
 PARENT_RUN_TAG = "mlflow.parentRunId"
 SYSTEM_TAG_PREFIX = "mlflow."
-INSTALL_HINT = "pip install 'watchkeeper[mlflow]'"
+INSTALL_HINT = "pip install -e '.[mlflow]' in the Watchkeeper checkout"
 NOTE = "watchkeeper: "
 
 

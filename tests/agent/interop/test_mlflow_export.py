@@ -343,7 +343,8 @@ def test_without_mlflow_installed_export_says_how_to_install_it(tmp_path: Path) 
     )
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [
-        "error: exporting to MLflow needs the mlflow package: pip install 'watchkeeper[mlflow]'"
+        "error: exporting to MLflow needs the mlflow package: "
+        "pip install -e '.[mlflow]' in the Watchkeeper checkout"
     ]
 
 

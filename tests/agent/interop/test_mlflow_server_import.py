@@ -166,5 +166,5 @@ def test_without_mlflow_installed_the_command_says_how_to_install_it(tmp_path: P
         check=False,
     )
     assert refused.returncode != 0
-    assert "pip install 'watchkeeper[mlflow]'" in refused.stderr
+    assert "pip install -e '.[mlflow]' in the Watchkeeper checkout" in refused.stderr
     assert "Traceback" not in refused.stderr
