@@ -77,9 +77,12 @@ def list_versions(
     """
     report = []
     verdicts: dict[tuple[str, str], str] = {}
+    queued = {str(row[0]) for row in db.execute("SELECT id FROM runs WHERE state = 'queued'")}
     for row in versions(db, latest_only=not all_versions, include_deleted=all_versions):
         staleness = checker.check(row) if row["status"] == "succeeded" else None
         entry = version_json(row, staleness)
+        if row["status"] == "running" and row["run_id"] in queued:  # a sweep point waiting
+            entry["status"] = entry["state"] = "queued"
         key = (row["repo_path"], row["model"])
         if key not in verdicts:
             verdicts[key] = _model_state(db, checker, row)

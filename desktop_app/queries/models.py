@@ -248,6 +248,8 @@ BY_SQL = (
 # `watchkeeper models list` does; every other version shows its run status.
 VERSION_STATE_SQL = (
     "CASE WHEN mv.status = 'succeeded' AND vd.verdict IS NOT NULL THEN vd.verdict"
+    " WHEN mv.status = 'running' AND EXISTS (SELECT 1 FROM runs q WHERE q.id = mv.run_id"
+    " AND q.state = 'queued') THEN 'queued'"
     " ELSE mv.status END"
 )
 VERDICT_JOIN_SQL = " LEFT JOIN model_verdicts vd ON vd.version_id = mv.id"

@@ -81,3 +81,26 @@ def test_the_models_table_leaves_out_deleted_versions(tmp_path: Path) -> None:
 
     assert models.ordered_version_ids(connection) == [3, 1]
     assert models.ordered_version_ids(connection, status="succeeded", descending=False) == [1, 3]
+
+
+def test_a_sweep_point_still_waiting_shows_queued_not_running(tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.db"
+    db = open_ledger(ledger)
+    with db.conn:
+        db.execute("INSERT INTO repos (id, path, name) VALUES (1, '/r', 'r')")
+        db.execute("INSERT INTO models (id, repo_id, name) VALUES (1, 1, 'churn')")
+        for number, state in ((1, "running"), (2, "queued")):
+            db.execute(
+                "INSERT INTO runs (id, model_id, state, executor, created_at)"
+                " VALUES (?, 1, ?, 'local', 0)",
+                [f"run-{number}", state],
+            )
+            db.execute(
+                "INSERT INTO model_versions (id, model_id, version, status, run_id)"
+                " VALUES (?, 1, ?, 'running', ?)",
+                [number, number, f"run-{number}"],
+            )
+    db.close()
+    rows = models.version_rows(connect_readonly(ledger), [1, 2])
+
+    assert (rows[1][2], rows[2][2]) == ("running", "queued")

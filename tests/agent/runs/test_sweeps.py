@@ -223,9 +223,16 @@ def test_runs_cancel_of_the_sweep_cancels_every_point(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_on_the_sweep_cancels_every_point(tmp_path: Path) -> None:
-    _, process = start_waiting_sweep(tmp_path)
+    root, process = start_waiting_sweep(tmp_path)
     pid = first_running_pid()
     assert run_states().count("queued") == 2  # one at a time by default
+    listed = run_cli(root, "models", "list", "--all", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(entry["state"] for entry in json.loads(listed.stdout)) == [
+        "queued",
+        "queued",
+        "running",
+    ]  # the waiting points are not shown as running
     process.send_signal(signal.SIGINT)
     _, errors = process.communicate(timeout=60)
     assert process.returncode == 130, errors
