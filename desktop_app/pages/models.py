@@ -149,6 +149,7 @@ class ModelsPage(Page):
         self.compare_dialog: model_views.CompareDialog | None = None
         self._shown_verdicts: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._keep_selected: tuple[int | None, list[int]] = (None, [])
+        self._reloading = False  # between reload_keeping_selection and the table's `loaded`
         self._writes: deque[Callable[[], None]] = deque()  # ledger changes, applied in order
         self._writing = False
 
@@ -334,12 +335,14 @@ class ModelsPage(Page):
         selected = self.selected_version_ids()
         if selected:  # else an earlier reload, still on its way, holds the selection to keep
             self._keep_selected = (current_id, selected)
+        self._reloading = True
         self.table_model.reload()
 
     def _table_loaded(self) -> None:
         self.count_label.setText(f"{self.table_model.total:,} versions")
         current_id, kept = self._keep_selected
         self._keep_selected = (None, [])
+        self._reloading = False
         if self.table.selectionModel().hasSelection():
             return  # chosen while the rows were being read again: that choice wins
         rows = [row for row in map(self.table_model.row_of, kept) if row is not None]
@@ -504,6 +507,10 @@ class ModelsPage(Page):
             return
         current: QModelIndex = self.table.currentIndex()
         version_id = self.table_model.version_id(current.row()) if current.isValid() else ids[0]
+        if self._reloading:
+            # Chosen while the rows are read again: the reset that brings them clears the
+            # selection, and this choice, not the one the reload started with, is put back.
+            self._keep_selected = (version_id, ids)
         wanted = {version_id, *ids[: model_views.MAX_CURVES]}
         for missing in wanted:
             if missing is not None and missing not in self.details:
