@@ -176,6 +176,12 @@ def bench_keep(work: Path, total_bytes: int, files: int, rounds: int) -> dict[st
         f"{min(our_cpu):.2f}, cp -r {min(cp_cpu):.2f}; {load()}"
     )
     print(
+        "  rounds (ours / cp -r): "
+        + ", ".join(
+            f"{mine:.2f}/{theirs:.2f}" for mine, theirs in zip(our_times, cp_times, strict=True)
+        )
+    )
+    print(
         f"second version, one file changed: stored {again.copied_bytes + again.cloned_bytes} "
         f"bytes (the file is {first.stat().st_size} bytes)"
     )
@@ -228,6 +234,12 @@ def bench_reproduce(work: Path, rounds: int) -> dict[str, float]:
         overheads.append(total - command)
         totals.append(total)
         commands.append(command)
+    print(
+        "  rounds (overhead / peer): "
+        + ", ".join(
+            f"{mine:.2f}/{theirs:.2f}" for mine, theirs in zip(overheads, peer_times, strict=True)
+        )
+    )
     best = overheads.index(min(overheads))
     peer_seconds, overhead, total, command = (
         min(peer_times),
@@ -258,6 +270,7 @@ def main() -> int:
         os.environ["WATCHKEEPER_HOME"] = str(work / "home")
         (work / "home").mkdir()
         make_repo(work / "repo", total_bytes, files)
+        time.sleep(2.1)  # let the files age past the racy window, as data at rest would be
         print(f"reflinks offered where the store lives ({work}): {reflinks_offered(work)}")
         ratios = bench_keep(work, total_bytes, files, arguments.rounds)
         shutil.rmtree(work / "home")
