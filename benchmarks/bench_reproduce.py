@@ -11,6 +11,17 @@ of each round's pair, the CPU seconds of keeping and `cp -r` (steadier than wall
 shared machine) and the load average are printed beside it. `reproduce` removes its worktree in
 the background (a detached `rm -rf`); the bench waits for it, untimed, before the next round
 (the peer's removal is not counted either).
+
+Where it runs (`--where`, printed with its filesystem): on a tmpfs by default (`/dev/shm` when
+it has room for the data four times over, else /var/tmp). On this machine's disk (ext4 without
+a journal) creating thousands of files soon after thousands were deleted in the same block
+group is slow and erratic: the allocator skips inodes freed in the last 30-120 s
+(`recently_deleted()` in `find_inode_bit`, journal-less ext4 only) and reads inode tables to
+find them, so `git worktree add` of 10,000 files took 0.2 s in a fresh folder and 4-7 s where a
+worktree had just been removed. Both sides here create a worktree where the round before
+removed one, so on the disk both pay it, but by how much swings from round to round by more
+than the figures measured; a tmpfs has no such allocator and measures the work itself. Pass
+`--where /var/tmp` to measure on the disk.
 """
 
 from __future__ import annotations
@@ -85,6 +96,32 @@ def cpu_seconds(who: int) -> float:
 
 def load() -> str:
     return "load average " + ", ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
+def scratch_folder(asked: str | None, total_bytes: int) -> str:
+    """`asked`, else /dev/shm when it is a tmpfs with room for the data four times over (the
+    repo's, the store's, the restored copy and the peer's), else /var/tmp."""
+    if asked:
+        return asked
+    shm = Path("/dev/shm")
+    if shm.is_dir() and filesystem_type(shm).startswith("tmpfs "):
+        if shutil.disk_usage(shm).free > 4 * total_bytes + (512 << 20):
+            return str(shm)
+    return "/var/tmp"
+
+
+def filesystem_type(folder: Path) -> str:
+    """The type of the filesystem holding `folder` (the longest mount point above it)."""
+    best, kind = "", "unknown"
+    real = str(folder.resolve())
+    with open("/proc/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            point = fields[1].replace("\\040", " ")
+            inside = real == point or real.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, kind = point, f"{fields[2]} ({fields[0]} on {point})"
+    return kind
 
 
 def make_data(root: Path, total_bytes: int, files: int) -> None:
@@ -262,11 +299,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of 1 GiB to use")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="alternated pairs per case")
+    parser.add_argument(
+        "--where", help="folder to work in (default: /dev/shm if a tmpfs with room, /var/tmp)"
+    )
     arguments = parser.parse_args()
     total_bytes = int((1 << 30) * arguments.scale)
     files = max(10, int(2000 * arguments.scale))
-    with tempfile.TemporaryDirectory(prefix="wk-bench-reproduce-", dir="/var/tmp") as scratch:
+    where = scratch_folder(arguments.where, total_bytes)
+    with tempfile.TemporaryDirectory(prefix="wk-bench-reproduce-", dir=where) as scratch:
         work = Path(scratch)
+        print(f"measured in {work}, on {filesystem_type(work)}")
         os.environ["WATCHKEEPER_HOME"] = str(work / "home")
         (work / "home").mkdir()
         make_repo(work / "repo", total_bytes, files)
