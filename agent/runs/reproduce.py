@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from agent.data.hashing import StatKey, stat_key
+from agent.data.hashing import DIGEST_PREFIX, StatKey, stat_key
 from agent.data.snapshots import load_snapshot
 from agent.data.stat_cache import StatCache
 from agent.errors import WatchkeeperError
@@ -117,25 +117,32 @@ def _has(repo: Path, sha: str) -> bool:
     return completed.returncode == 0
 
 
-def plan_data(
-    db: Database, store: ArtifactStore, version: dict[str, Any]
-) -> tuple[dict[str, str], dict[str, str], list[str]]:
-    """(file -> digest to restore, dep -> kind, files not kept) of a version's data deps."""
+@dataclass
+class DataPlan:
+    """A version's data: each file to restore and its blob, each dep's kind, the stat of each
+    stored blob, and the files whose content was not kept."""
+
+    restore: dict[str, str] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+    blobs: dict[str, os.stat_result] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+
+def plan_data(db: Database, store: ArtifactStore, version: dict[str, Any]) -> DataPlan:
+    """What restoring a version's data deps takes (see DataPlan)."""
     kept = blobs_of_version(db, int(version["id"]), DATA)
-    restore: dict[str, str] = {}
-    kinds: dict[str, str] = {}
-    missing: list[str] = []
+    plan = DataPlan(blobs=store.blob_stats(kept.values()))
     for dep, record in (version.get("data") or {}).items():
         fingerprint = load_snapshot(db, int(record["snapshot_id"]))
-        kinds[dep] = fingerprint.kind
+        plan.kinds[dep] = fingerprint.kind
         for relative in fingerprint.files:
             name = file_path(dep, fingerprint, relative)
             digest = kept.get(name)
-            if digest is None or not store.has(digest):
-                missing.append(name)
+            if digest is None or digest not in plan.blobs:
+                plan.missing.append(name)
             else:
-                restore[name] = digest
-    return restore, kinds, missing
+                plan.restore[name] = digest
+    return plan
 
 
 def missing_data_error(version: dict[str, Any], missing: list[str]) -> WatchkeeperError:
@@ -239,7 +246,7 @@ def materialise(
     """
     repo = Path(version["repo_path"])
     sha = check_commit(repo, version)
-    store = ArtifactStore(paths.artifacts)
+    store = ArtifactStore(paths.artifacts, StatCache.open(paths))
     _fetch_shared_blobs(db, store, version)
     diff_blobs = blobs_of_version(db, int(version["id"]), DIFF)
     if version.get("dirty") and not all(store.has(d) for d in diff_blobs.values()):
@@ -249,9 +256,9 @@ def materialise(
             f"{label(version)} was trained with uncommitted changes that were not kept (it "
             "predates the kept diffs, or its blob was removed); it cannot be reproduced"
         )
-    restore, kinds, missing = plan_data(db, store, version)
-    if missing and not allow_missing_data:
-        raise missing_data_error(version, missing)
+    plan = plan_data(db, store, version)
+    if plan.missing and not allow_missing_data:
+        raise missing_data_error(version, plan.missing)
     remove_abandoned_worktrees(paths)
     _retire_quietly(db, vanished_worktrees(db, paths))
     worktree = new_worktree_path(paths, version, keep)
@@ -259,34 +266,39 @@ def materialise(
     done = Materialised(worktree)
     try:
         apply_code_diff(store, diff_blobs, worktree)
-        for dep, kind in kinds.items():
+        for dep, kind in plan.kinds.items():
             if kind == "folder":
                 (worktree / dep).mkdir(parents=True, exist_ok=True)
-        sizes = {name: store.path(digest).stat().st_size for name, digest in restore.items()}
-        total = sum(sizes.values())
+        restore = plan.restore
+        total = sum(plan.blobs[digest].st_size for digest in restore.values())
+        vouched = store.vouched_blobs(plan.blobs)
 
         written: list[tuple[StatKey, bytes]] = []
         made: set[Path] = set()
 
         def restore_one(name: str) -> str:
-            info = store.restore(restore[name], _cleared(worktree / name, made), name)
-            written.append((stat_key(info), bytes.fromhex(restore[name].removeprefix("blake3:"))))
+            digest = restore[name]
+            target = _cleared(worktree / name, made)
+            info = store.restore(digest, target, name, vouched=vouched.get(digest))
+            written.append((stat_key(info), bytes.fromhex(digest.removeprefix(DIGEST_PREFIX))))
             return name
 
         with ThreadPoolExecutor(max_workers=RESTORE_WORKERS) as pool:
             try:
                 for name in pool.map(restore_one, restore):
                     done.restored_files += 1
-                    done.restored_bytes += sizes[name]
+                    done.restored_bytes += plan.blobs[restore[name]].st_size
                     if on_progress is not None:
                         on_progress(done.restored_bytes, total)
             except BaseException:
                 pool.shutdown(cancel_futures=True)
                 raise
-        # Each restored file was hashed as it was written: the fingerprint of the training that
-        # follows finds its digest by stat instead of reading it again.
-        StatCache.open(paths).remember_written_digests(written)
-        for name in missing:
+        # The blobs hashed here vouch for themselves from now on, by their stat.
+        store.remember_verified()
+        # Each restored file is a checked copy: the fingerprint of the training that follows
+        # finds its digest by stat instead of reading it again.
+        store.hash_cache.remember_written_digests(written)
+        for name in plan.missing:
             source = repo / name
             if source.is_file():
                 shutil.copyfile(source, _clear(worktree / name))
