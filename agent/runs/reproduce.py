@@ -3,7 +3,6 @@ params; train there and compare the result with the original."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -16,7 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sqlite_utils import Database
@@ -30,7 +29,7 @@ from agent.ledger.artifacts import ArtifactStore
 from agent.ledger.blobs import DATA, DIFF, blobs_of_version
 from agent.ledger.queries import update_row
 from agent.paths import PRIVATE_FOLDER_MODE, WatchkeeperPaths
-from agent.project.git import git
+from agent.project.git import GitError, git
 from agent.runs.code_diff import apply_code_diff
 from agent.runs.data_cache import file_path
 from agent.runs.executor import process_alive, process_start_ticks
@@ -262,42 +261,29 @@ def materialise(
     remove_abandoned_worktrees(paths)
     _retire_quietly(db, vanished_worktrees(db, paths))
     worktree = new_worktree_path(paths, version, keep)
-    git(repo, "worktree", "add", "--detach", "--quiet", str(worktree), sha)
+    staging = new_staging_path(paths)
     done = Materialised(worktree)
+    # git checks the code out while the data is restored beside it; the data moves in after.
+    checkout = _start_git(repo, "worktree", "add", "--detach", "--quiet", str(worktree), sha)
     try:
+        try:
+            written = _restore_data(store, plan, staging, done, on_progress)
+        except BaseException:
+            checkout.communicate()  # its worktree is removed below
+            raise
+        _wait_git(checkout, repo)
         apply_code_diff(store, diff_blobs, worktree)
-        for dep, kind in plan.kinds.items():
-            if kind == "folder":
-                (worktree / dep).mkdir(parents=True, exist_ok=True)
-        restore = plan.restore
-        total = sum(plan.blobs[digest].st_size for digest in restore.values())
-        vouched = store.vouched_blobs(plan.blobs)
-
-        written: list[tuple[StatKey, bytes]] = []
-        made: set[Path] = set()
-
-        def restore_one(name: str) -> str:
-            digest = restore[name]
-            target = _cleared(worktree / name, made)
-            info = store.restore(digest, target, name, vouched=vouched.get(digest))
-            written.append((stat_key(info), bytes.fromhex(digest.removeprefix(DIGEST_PREFIX))))
-            return name
-
-        with ThreadPoolExecutor(max_workers=RESTORE_WORKERS) as pool:
-            try:
-                for name in pool.map(restore_one, restore):
-                    done.restored_files += 1
-                    done.restored_bytes += plan.blobs[restore[name]].st_size
-                    if on_progress is not None:
-                        on_progress(done.restored_bytes, total)
-            except BaseException:
-                pool.shutdown(cancel_futures=True)
-                raise
+        written.update(_move_data_in(staging, worktree, plan))
         # The blobs hashed here vouch for themselves from now on, by their stat.
         store.remember_verified()
         # Each restored file is a checked copy: the fingerprint of the training that follows
         # finds its digest by stat instead of reading it again.
-        store.hash_cache.remember_written_digests(written)
+        store.hash_cache.remember_written_digests(
+            [
+                (key, bytes.fromhex(plan.restore[name].removeprefix(DIGEST_PREFIX)))
+                for name, key in written.items()
+            ]
+        )
         for name in plan.missing:
             source = repo / name
             if source.is_file():
@@ -305,8 +291,114 @@ def materialise(
             done.current_data.append(name)
     except BaseException:
         remove_worktree(worktree)
+        _delete(staging)
         raise
+    shutil.rmtree(staging, ignore_errors=True)  # only the folders the data moved out of
     return done
+
+
+def new_staging_path(paths: WatchkeeperPaths) -> Path:
+    """A folder beside the worktrees to restore data into while git checks the code out
+    (removed with abandoned worktrees when its process is gone)."""
+    token = secrets.token_hex(3)
+    return (
+        reproduction_root(paths)
+        / f"run-{os.getpid()}-{process_start_ticks(os.getpid())}-data-{token}"
+    )
+
+
+def _start_git(repo: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["git", "-C", str(repo), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"},
+    )
+
+
+def _wait_git(process: subprocess.Popen[bytes], repo: Path) -> None:
+    """Wait for a git command started by `_start_git`; GitError when it failed."""
+    _, errors = process.communicate()
+    if process.returncode != 0:
+        command = " ".join(str(arg) for arg in process.args[3:])  # type: ignore[index]
+        message = errors.decode(errors="replace").strip()
+        raise GitError(f"`git {command}` failed in {repo}: {message}")
+
+
+def _restore_data(
+    store: ArtifactStore,
+    plan: DataPlan,
+    staging: Path,
+    done: Materialised,
+    on_progress: Callable[[int, int], None] | None,
+) -> dict[str, StatKey]:
+    """Restore each kept data file of `plan` under `staging` (at its repo-relative path),
+    checked; the stat of each file written."""
+    for dep, kind in plan.kinds.items():
+        if kind == "folder":
+            (staging / dep).mkdir(parents=True, exist_ok=True)
+    restore = plan.restore
+    total = sum(plan.blobs[digest].st_size for digest in restore.values())
+    vouched = store.vouched_blobs(plan.blobs)
+    written: dict[str, StatKey] = {}
+    made: set[str] = set()
+    base = str(staging)
+
+    def restore_one(name: str) -> str:
+        digest = restore[name]
+        target = f"{base}/{name}"  # strings, not Paths: thousands of files
+        folder = os.path.dirname(target)
+        if folder not in made:  # staging starts empty: nothing to clear in the target's place
+            os.makedirs(folder, exist_ok=True)
+            made.add(folder)
+        info = store.restore(digest, Path(target), name, vouched=vouched.get(digest))
+        written[name] = stat_key(info)
+        return name
+
+    with ThreadPoolExecutor(max_workers=RESTORE_WORKERS) as pool:
+        try:
+            for name in pool.map(restore_one, restore):
+                done.restored_files += 1
+                done.restored_bytes += plan.blobs[restore[name]].st_size
+                if on_progress is not None:
+                    on_progress(done.restored_bytes, total)
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+    return written
+
+
+def _move_data_in(staging: Path, worktree: Path, plan: DataPlan) -> dict[str, StatKey]:
+    """Move each data dep restored under `staging` to its place in the checked-out worktree:
+    the whole dep at once where the checkout has nothing there, else file by file over what
+    it has (a tracked file of the same name). The new stat of each file moved by itself."""
+    moved: dict[str, StatKey] = {}
+    for dep in sorted(plan.kinds, key=lambda dep: PurePosixPath(dep).parts):
+        source, target = staging / dep, worktree / dep
+        if not os.path.lexists(source):
+            continue  # moved in with a dep that holds it, or nothing of it was kept
+        if not os.path.lexists(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(source, target)  # the files of a folder moved keep their stat
+            if dep in plan.restore:
+                moved[dep] = stat_key(os.stat(target))
+            continue
+        files = (
+            [source]
+            if not source.is_dir()
+            else sorted(
+                Path(folder, name) for folder, _, names in os.walk(source) for name in names
+            )
+        )
+        for file in files:
+            relative = file.relative_to(staging).as_posix()
+            destination = worktree / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, destination)
+            if relative in plan.restore:
+                moved[relative] = stat_key(os.stat(destination))
+    return moved
 
 
 def _fetch_shared_blobs(db: Database, store: ArtifactStore, version: dict[str, Any]) -> None:
@@ -316,17 +408,6 @@ def _fetch_shared_blobs(db: Database, store: ArtifactStore, version: dict[str, A
 
     wanted = [blob for blob in version_blobs(db, version) if blob.kind in (DATA, DIFF)]
     fetch_blobs(db, store, version, wanted)
-
-
-def _cleared(target: Path, made: set[Path]) -> Path:
-    """`target` with its folder made (once per folder, remembered in `made`) and nothing in its
-    place."""
-    if target.parent not in made:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        made.add(target.parent)
-    with contextlib.suppress(FileNotFoundError):
-        target.unlink()
-    return target
 
 
 def _clear(target: Path) -> Path:

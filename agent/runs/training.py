@@ -36,7 +36,13 @@ from agent.ledger.queries import (
     update_row,
 )
 from agent.paths import WatchkeeperPaths
-from agent.project.git import WorkingTree, is_ignored, working_hashes, working_tree
+from agent.project.git import (
+    WorkingTree,
+    head_hashes,
+    is_ignored,
+    working_hashes,
+    working_tree,
+)
 from agent.project.spec import ModelSpec, ProjectSpec, load_project
 from agent.runs.code_diff import keep_code_diff
 from agent.runs.data_cache import KeptData, keep_data_deps
@@ -245,7 +251,10 @@ def prepare_training(
     remote_name = remote or model.remote
     executor = executor_for(remote_name)
     tree = working_tree(root)
-    code_hashes = working_hashes(root, code_deps)
+    # A clean tree committed now is its commit: the ids are read there, not made by `git add`.
+    code_hashes = (
+        working_hashes(root, code_deps) if tree.dirty else head_hashes(root, code_deps, tree.commit)
+    )
     reconcile_runs(db, paths)
     data_records = {
         dep: snapshot_data_dep(db, root / dep, paths, _progress_for(dep, on_data_progress))
