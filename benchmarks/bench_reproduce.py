@@ -104,9 +104,9 @@ def scratch_folder(asked: str | None, total_bytes: int) -> str:
     if asked:
         return asked
     shm = Path("/dev/shm")
-    if shm.is_dir() and filesystem_type(shm).startswith("tmpfs "):
-        if shutil.disk_usage(shm).free > 4 * total_bytes + (512 << 20):
-            return str(shm)
+    tmpfs = shm.is_dir() and filesystem_type(shm).startswith("tmpfs ")
+    if tmpfs and shutil.disk_usage(shm).free > 4 * total_bytes + (512 << 20):
+        return str(shm)
     return "/var/tmp"
 
 
