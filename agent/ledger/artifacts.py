@@ -355,7 +355,12 @@ class ArtifactStore:
         return how
 
     def restore(
-        self, digest: str, target: Path, name: str, *, vouched: hashing.StatKey | None = None
+        self,
+        digest: str,
+        target: str | Path,
+        name: str,
+        *,
+        vouched: hashing.StatKey | None = None,
     ) -> os.stat_result:
         """Write the blob `digest` to `target` (a new file), checked against its digest; the
         stat of `target` once written (what the checked digest vouches for).
@@ -369,7 +374,9 @@ class ArtifactStore:
         content anew; `target` is removed and DamagedBlobError names it (`name` is what the
         blob stands for).
         """
-        blob = self.path(digest)
+        if _HEX_DIGEST.fullmatch(digest.removeprefix(DIGEST_PREFIX)) is None:
+            self.path(digest)  # raises, naming the digest
+        blob = self._blob_name(digest)  # a string: thousands of blobs
         try:
             reader = os.open(blob, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError as error:
@@ -393,11 +400,11 @@ class ArtifactStore:
                 return written
             actual = DIGEST_PREFIX + hashing.hash_whole_file(str(target), before.st_size).hex()
             if actual != digest:
-                self._discard(target)
-                self._set_aside(blob)
+                self._discard(Path(target))
+                self._set_aside(Path(blob))
                 raise DamagedBlobError(
                     f"the kept copy of {name} is damaged: {blob} hashes to {actual}, not "
-                    f"{digest}; it was moved to {blob.name}{DAMAGED_SUFFIX} and not used"
+                    f"{digest}; it was moved to {Path(blob).name}{DAMAGED_SUFFIX} and not used"
                 )
             if unchanged:
                 with self._verified_lock:
@@ -405,9 +412,9 @@ class ArtifactStore:
                     self._verified_since = min(self._verified_since, checked_ns)
             return written
         except OSError as error:
-            self._discard(target)
+            self._discard(Path(target))
             if is_disk_full(error):
-                raise disk_full_error(target.parent) from error
+                raise disk_full_error(Path(target).parent) from error
             raise WatchkeeperError(f"cannot write {target}: {error.strerror or error}") from error
         finally:
             os.close(reader)

@@ -31,7 +31,6 @@ from agent.ledger.queries import update_row
 from agent.paths import PRIVATE_FOLDER_MODE, WatchkeeperPaths
 from agent.project.git import GitError, git
 from agent.runs.code_diff import apply_code_diff
-from agent.runs.data_cache import file_path
 from agent.runs.executor import process_alive, process_start_ticks
 from agent.runs.training import TrainResult, train
 
@@ -45,6 +44,8 @@ DEFAULT_TOLERANCE = 1e-6
 MAX_LISTED_FILES = 20
 # Files restored at once: hashing (blake3 lets go of the GIL) overlaps reading and writing.
 RESTORE_WORKERS = 4
+# Files each restore task takes in turn (one task a file costs more than the copy of a small one).
+RESTORE_BATCH = 8
 # `reproduce/run-<pid>-<start ticks>-<token>`: removed by the next reproduce once that process is
 # gone. `reproduce/kept-…` (made by --no-run) stays until the user removes it.
 _OWNED_WORKTREE = re.compile(r"^(?:run|trash)-(\d+)-(\d+)-")
@@ -134,8 +135,9 @@ def plan_data(db: Database, store: ArtifactStore, version: dict[str, Any]) -> Da
     for dep, record in (version.get("data") or {}).items():
         fingerprint = load_snapshot(db, int(record["snapshot_id"]))
         plan.kinds[dep] = fingerprint.kind
-        for relative in fingerprint.files:
-            name = file_path(dep, fingerprint, relative)
+        prefix = PurePosixPath(dep).as_posix()
+        for relative in fingerprint.files:  # strings joined, as file_path does: thousands
+            name = prefix if fingerprint.kind == "file" else f"{prefix}/{relative}"
             digest = kept.get(name)
             if digest is None or digest not in plan.blobs:
                 plan.missing.append(name)
@@ -345,22 +347,27 @@ def _restore_data(
     made: set[str] = set()
     base = str(staging)
 
-    def restore_one(name: str) -> str:
-        digest = restore[name]
-        target = f"{base}/{name}"  # strings, not Paths: thousands of files
-        folder = os.path.dirname(target)
-        if folder not in made:  # staging starts empty: nothing to clear in the target's place
-            os.makedirs(folder, exist_ok=True)
-            made.add(folder)
-        info = store.restore(digest, Path(target), name, vouched=vouched.get(digest))
-        written[name] = stat_key(info)
-        return name
+    def restore_batch(names: list[str]) -> list[str]:
+        for name in names:
+            digest = restore[name]
+            target = f"{base}/{name}"  # strings, not Paths: thousands of files
+            folder = os.path.dirname(target)
+            if folder not in made:  # staging starts empty: nothing to clear in the target's place
+                os.makedirs(folder, exist_ok=True)
+                made.add(folder)
+            info = store.restore(digest, target, name, vouched=vouched.get(digest))
+            written[name] = stat_key(info)
+        return names
 
+    names = list(restore)
+    batches = [
+        names[start : start + RESTORE_BATCH] for start in range(0, len(names), RESTORE_BATCH)
+    ]
     with ThreadPoolExecutor(max_workers=RESTORE_WORKERS) as pool:
         try:
-            for name in pool.map(restore_one, restore):
-                done.restored_files += 1
-                done.restored_bytes += plan.blobs[restore[name]].st_size
+            for batch in pool.map(restore_batch, batches):
+                done.restored_files += len(batch)
+                done.restored_bytes += sum(plan.blobs[restore[name]].st_size for name in batch)
                 if on_progress is not None:
                     on_progress(done.restored_bytes, total)
         except BaseException:
