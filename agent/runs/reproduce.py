@@ -269,9 +269,12 @@ def materialise(
     checkout = _start_git(repo, "worktree", "add", "--detach", "--quiet", str(worktree), sha)
     try:
         try:
-            written = _restore_data(store, plan, staging, done, on_progress)
+            written = _restore_data(
+                store, plan, staging, done, on_progress, lambda: _check_git(checkout, repo)
+            )
         except BaseException:
-            checkout.communicate()  # its worktree is removed below
+            if checkout.returncode is None:  # not yet waited for (a failure reports itself)
+                checkout.communicate()  # its worktree is removed below
             raise
         _wait_git(checkout, repo)
         apply_code_diff(store, diff_blobs, worktree)
@@ -319,6 +322,12 @@ def _start_git(repo: Path, *args: str) -> subprocess.Popen[bytes]:
     )
 
 
+def _check_git(process: subprocess.Popen[bytes], repo: Path) -> None:
+    """GitError as soon as a git command started by `_start_git` has failed."""
+    if process.poll() not in (None, 0):
+        _wait_git(process, repo)
+
+
 def _wait_git(process: subprocess.Popen[bytes], repo: Path) -> None:
     """Wait for a git command started by `_start_git`; GitError when it failed."""
     _, errors = process.communicate()
@@ -334,9 +343,10 @@ def _restore_data(
     staging: Path,
     done: Materialised,
     on_progress: Callable[[int, int], None] | None,
+    check: Callable[[], None],
 ) -> dict[str, StatKey]:
     """Restore each kept data file of `plan` under `staging` (at its repo-relative path),
-    checked; the stat of each file written."""
+    checked; the stat of each file written. `check` runs between files (it raises to stop)."""
     for dep, kind in plan.kinds.items():
         if kind == "folder":
             (staging / dep).mkdir(parents=True, exist_ok=True)
@@ -370,6 +380,7 @@ def _restore_data(
                 done.restored_bytes += sum(plan.blobs[restore[name]].st_size for name in batch)
                 if on_progress is not None:
                     on_progress(done.restored_bytes, total)
+                check()
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise

@@ -338,6 +338,21 @@ def test_a_data_folder_holding_tracked_files_is_laid_out_with_both(
     )
 
 
+def test_a_checkout_that_fails_leaves_neither_worktree_nor_restored_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    cli(root, monkeypatch, "train", "churn")
+    (root / ".git" / "worktrees").write_text("not a folder\n")  # git cannot add a worktree
+
+    result = cli(root, monkeypatch, "reproduce", "churn@1")
+
+    assert result.exit_code != 0
+    assert "git worktree add" in result.output and "failed in" in result.output, result.output
+    assert list(reproduction_root(WatchkeeperPaths.from_environment()).iterdir()) == []
+    assert len(versions(open_ledger(), model="churn")) == 1
+
+
 def test_a_blob_changed_after_its_stat_vouched_for_it_is_named_and_never_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
