@@ -81,7 +81,7 @@ class ArtifactStore:
         self._reflinks_refused: set[int] = set()  # devices whose files cannot be cloned here
         # Blobs `restore` hashed and found whole (stat, digest), and when the first was checked.
         self._verified: list[tuple[hashing.StatKey, bytes]] = []
-        self._verified_since = time.time_ns()
+        self._verified_since: int | None = None
         self._verified_lock = threading.Lock()
 
     @property
@@ -409,7 +409,8 @@ class ArtifactStore:
             if unchanged:
                 with self._verified_lock:
                     self._verified.append((after, bytes.fromhex(actual[len(DIGEST_PREFIX) :])))
-                    self._verified_since = min(self._verified_since, checked_ns)
+                    since = self._verified_since
+                    self._verified_since = checked_ns if since is None else min(since, checked_ns)
             return written
         except OSError as error:
             self._discard(Path(target))
@@ -424,8 +425,8 @@ class ArtifactStore:
         are on disk (synced first: a blob written just before a power cut may not be)."""
         with self._verified_lock:
             verified, since = self._verified, self._verified_since
-            self._verified, self._verified_since = [], time.time_ns()
-        if verified:
+            self._verified, self._verified_since = [], None
+        if verified and since is not None:
             _sync_filesystem(self.root)
             self.hash_cache.remember_digests(verified, checked_ns=since)
 

@@ -313,13 +313,17 @@ def new_staging_path(paths: WatchkeeperPaths) -> Path:
 
 
 def _start_git(repo: Path, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        ["git", "-C", str(repo), *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"},
-    )
+    """Start `git -C repo ARGS` in the background, as `agent.project.git.git` runs it."""
+    try:
+        return subprocess.Popen(
+            ["git", "-C", str(repo), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"},
+        )
+    except FileNotFoundError as error:
+        raise GitError("git is not installed or not on PATH; install git and try again") from error
 
 
 def _check_git(process: subprocess.Popen[bytes], repo: Path) -> None:
