@@ -50,6 +50,7 @@ from agent.ledger.artifacts import FICLONE, ArtifactStore
 from agent.ledger.queries import VERSION_SELECT, decode_row
 from agent.paths import WatchkeeperPaths
 from agent.runs.data_cache import keep_data_deps
+from agent.runs.executor import EXITCODE_FILE
 from agent.runs.reproduce import reproduce
 from agent.runs.training import train
 
@@ -234,6 +235,7 @@ def bench_keep(work: Path, total_bytes: int, files: int, rounds: int) -> dict[st
 
 def bench_reproduce(work: Path, rounds: int) -> dict[str, float]:
     db = open_ledger()
+    paths = WatchkeeperPaths.from_environment()
     repo = work / "repo"
     result = train(repo, "bench", db=db)
     assert result.status == "succeeded", result.problem
@@ -274,10 +276,13 @@ def bench_reproduce(work: Path, rounds: int) -> dict[str, float]:
         )
         settle_background_removal()
         assert done is not None and done.result is not None and done.comparison is not None
-        run_row = db.execute(
-            "SELECT started_at, ended_at FROM runs WHERE id = ?", [done.result.run_id]
-        ).fetchone()
-        command = max(0.0, (run_row[1] or 0) - (run_row[0] or 0))
+        # From the run's start to its exit code being written: the wait for the end to be
+        # noticed (the poll) and recorded is reproduce's own, not the command's.
+        started_at = db.execute(
+            "SELECT started_at FROM runs WHERE id = ?", [done.result.run_id]
+        ).fetchone()[0]
+        exit_written = (paths.runs / done.result.run_id / EXITCODE_FILE).stat().st_mtime
+        command = max(0.0, exit_written - (started_at or exit_written))
         overheads.append(total - command)
         totals.append(total)
         commands.append(command)
