@@ -65,6 +65,7 @@ from agent.runs.step_metrics import StepBatch, pull_steps, skipped_warning, step
 LOG_TAIL_LINES = 20
 LOG_NOTE_PREFIX = "watchkeeper: "  # lines that run.sh and the fetch add to a run's log
 POLL_SECONDS = 0.1
+FIRST_LOCAL_POLL_SECONDS = 0.005
 STEP_READ_SECONDS = 1.0  # how often a followed run's $WK_METRICS is read into the ledger
 # The signals that cancel a run followed by `watchkeeper train` (see agent/cli/ledger_cmds.py).
 CANCEL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -616,6 +617,8 @@ def _follow(
 ) -> RunState:
     offset = 0
     steps_read_at = 0.0
+    # A local run is looked at soon after it starts, then less often: a short one ends sooner.
+    delay = FIRST_LOCAL_POLL_SECONDS if executor.kind == "local" else POLL_SECONDS
     try:
         while True:
             state = executor.poll(run)
@@ -630,7 +633,8 @@ def _follow(
                 batch = pull_steps(db, run, executor)
                 if batch is not None:
                     on_steps(batch)
-            time.sleep(POLL_SECONDS)
+            time.sleep(delay)
+            delay = min(delay * 2, POLL_SECONDS)
     except KeyboardInterrupt:
         ended = executor.poll(run)
         if ended in (RunState.SUCCEEDED, RunState.FAILED):
