@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from sqlite_utils import Database
 
@@ -210,8 +210,8 @@ def load_snapshot(db: Database, snapshot_id: int) -> DataFingerprint:
 
 
 def _check_relative(path: str, snapshot_id: int) -> None:
-    pure = PurePosixPath(path)
-    if pure.is_absolute() or ".." in pure.parts or not pure.parts:
+    parts = path.split("/")  # not PurePosixPath: thousands of files
+    if path.startswith("/") or ".." in parts or all(part in ("", ".") for part in parts):
         raise WatchkeeperError(
             f"data snapshot {snapshot_id} lists {path!r}, a path outside its folder; "
             "the ledger entry is damaged: record a new snapshot"

@@ -267,7 +267,9 @@ class StatCache:
 
     def remember_written_digests(self, written: Sequence[tuple[StatKey, bytes]]) -> None:
         """Remember digests of files this process has just written and hashed itself, in a
-        private folder nobody else writes to (a reproduction's worktree).
+        private folder nobody else writes to (a reproduction's worktree), or whose times it has
+        just set when this cache vouched for their stat right before (a blob claimed in the
+        artifact store, which nothing writes in place: its content is what was vouched for).
 
         The racy rule guards against a writer that changes a file after it was hashed without
         changing its stat; here no other writer exists, so each digest is stored as settled

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
 import re
 import shutil
+import stat
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
 import blake3
@@ -76,6 +79,10 @@ class ArtifactStore:
         self._swept = False
         self._hash_cache = hash_cache
         self._reflinks_refused: set[int] = set()  # devices whose files cannot be cloned here
+        # Blobs `restore` hashed and found whole (stat, digest), and when the first was checked.
+        self._verified: list[tuple[hashing.StatKey, bytes]] = []
+        self._verified_since: int | None = None
+        self._verified_lock = threading.Lock()
 
     @property
     def hash_cache(self) -> StatCache:
@@ -158,27 +165,64 @@ class ArtifactStore:
 
     def claim_stored(self, digests: list[str]) -> set[str]:
         """Claim (touch) each of `digests` the store has, under one hold of the gc lock; the
-        digests it has. What `claim` does for one blob, for many under one lock."""
+        digests it has. What `claim` does for one blob, for many under one lock.
+
+        A blob whose stat the hash cache vouched for just before its touch is vouched for
+        again with the stat the touch gave it (`StatCache.remember_written_digests`): the touch
+        changes its times, not its content, so a restore after it need not read it again.
+        """
         claimed: set[str] = set()
         if not digests or not self.root.is_dir():
             return claimed
-        root = str(self.root)
-        stored = {}
-        for digest in digests:
-            hex_digest = digest.removeprefix(DIGEST_PREFIX)
-            blob = os.path.join(root, hex_digest[:2], hex_digest[2:])
-            if _HEX_DIGEST.fullmatch(hex_digest) is not None and os.path.isfile(blob):
-                stored[digest] = blob
-        if not stored:
+        stats = self.blob_stats(digests)
+        if not stats:
             return claimed
+        vouched = self.vouched_blobs(stats)
+        touched: list[tuple[hashing.StatKey, bytes]] = []
         with gc_lock(self.root, exclusive=False):
-            for digest, blob in stored.items():
+            for digest in stats:
                 try:
-                    os.utime(blob)
+                    after = _touch(self._blob_name(digest), vouched.get(digest))
                 except (FileNotFoundError, NotADirectoryError):
                     continue  # collected meanwhile: stored again by the caller
+                if after is not None:
+                    touched.append((after, bytes.fromhex(digest.removeprefix(DIGEST_PREFIX))))
                 claimed.add(digest)
+        self.hash_cache.remember_written_digests(touched)
         return claimed
+
+    def blob_stats(self, digests: Iterable[str]) -> dict[str, os.stat_result]:
+        """The stat of each blob of `digests` the store has (the others are left out)."""
+        stats: dict[str, os.stat_result] = {}
+        for digest in digests:
+            if digest in stats or _HEX_DIGEST.fullmatch(digest.removeprefix(DIGEST_PREFIX)) is None:
+                continue
+            try:
+                info = os.stat(self._blob_name(digest))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if stat.S_ISREG(info.st_mode):
+                stats[digest] = info
+        return stats
+
+    def vouched_blobs(self, stats: dict[str, os.stat_result]) -> dict[str, hashing.StatKey]:
+        """Of blobs and their stats (`blob_stats`), the stat of each for which the hash cache
+        vouches that the blob hashes to its name (it was hashed whole and found so, and has not
+        changed since): `restore` copies such a blob without reading it again."""
+        if not stats:
+            return {}
+        keys = {digest: hashing.stat_key(info) for digest, info in stats.items()}
+        found = self.hash_cache.cached_digests(list(keys.values()))
+        return {
+            digest: key
+            for (digest, key), known in zip(keys.items(), found, strict=True)
+            if known is not None and known.hex() == digest.removeprefix(DIGEST_PREFIX)
+        }
+
+    def _blob_name(self, digest: str) -> str:
+        """`path(digest)` as a string, without the checks (many blobs, known digests)."""
+        hex_digest = digest.removeprefix(DIGEST_PREFIX)
+        return f"{self.root}/{hex_digest[:2]}/{hex_digest[2:]}"
 
     def remove_abandoned_copies(self) -> list[Path]:
         """Remove the temporary copies whose writer is dead or that went untouched too long.
@@ -310,17 +354,29 @@ class ArtifactStore:
             self._reflinks_refused.add(device)
         return how
 
-    def restore(self, digest: str, target: Path, name: str) -> os.stat_result:
+    def restore(
+        self,
+        digest: str,
+        target: str | Path,
+        name: str,
+        *,
+        vouched: hashing.StatKey | None = None,
+    ) -> os.stat_result:
         """Write the blob `digest` to `target` (a new file), checked against its digest; the
         stat of `target` once written (what the checked digest vouches for).
 
-        The blob is read once: each chunk is hashed and written (where the filesystem can
-        clone it, the clone is made and the blob read once to hash it). A blob that does not
-        hash to its digest is renamed to `<blob>.damaged`, so that it is never used again and
-        the next training stores the content anew; `target` is removed and DamagedBlobError
-        names it (`name` is what the blob stands for).
+        The kernel copies the blob (or clones it where the filesystem can). The copy is not
+        hashed when `vouched` is given (the blob's stat for which the hash cache vouches, see
+        `vouched_blobs`) and the blob has that very stat before and after the copy; otherwise
+        the copy is hashed. A blob hashed and found whole is remembered by `remember_verified`
+        (its stat then vouches for it). A blob that does not hash to its digest is renamed to
+        `<blob>.damaged`, so that it is never used again and the next training stores the
+        content anew; `target` is removed and DamagedBlobError names it (`name` is what the
+        blob stands for).
         """
-        blob = self.path(digest)
+        if _HEX_DIGEST.fullmatch(digest.removeprefix(DIGEST_PREFIX)) is None:
+            self.path(digest)  # raises, naming the digest
+        blob = self._blob_name(digest)  # a string: thousands of blobs
         try:
             reader = os.open(blob, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError as error:
@@ -328,50 +384,51 @@ class ArtifactStore:
                 f"the kept copy of {name} ({digest}) is not in {self.root}"
             ) from error
         try:
+            checked_ns = time.time_ns()
+            before = os.fstat(reader)
             writer = os.open(
                 target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE_MODE
             )
             try:
-                actual = DIGEST_PREFIX + self._hash_into(reader, writer)
+                self._clone_or_copy(reader, writer, before.st_size, before.st_dev)
                 written = os.fstat(writer)
             finally:
                 os.close(writer)
+            after = hashing.stat_key(os.fstat(reader))
+            unchanged = hashing.stat_key(before) == after
+            if unchanged and vouched is not None and vouched == after:
+                return written
+            actual = DIGEST_PREFIX + hashing.hash_whole_file(str(target), before.st_size).hex()
             if actual != digest:
-                self._discard(target)
-                self._set_aside(blob)
+                self._discard(Path(target))
+                self._set_aside(Path(blob))
                 raise DamagedBlobError(
                     f"the kept copy of {name} is damaged: {blob} hashes to {actual}, not "
-                    f"{digest}; it was moved to {blob.name}{DAMAGED_SUFFIX} and not used"
+                    f"{digest}; it was moved to {Path(blob).name}{DAMAGED_SUFFIX} and not used"
                 )
+            if unchanged:
+                with self._verified_lock:
+                    self._verified.append((after, bytes.fromhex(actual[len(DIGEST_PREFIX) :])))
+                    since = self._verified_since
+                    self._verified_since = checked_ns if since is None else min(since, checked_ns)
             return written
         except OSError as error:
-            self._discard(target)
+            self._discard(Path(target))
             if is_disk_full(error):
-                raise disk_full_error(target.parent) from error
+                raise disk_full_error(Path(target).parent) from error
             raise WatchkeeperError(f"cannot write {target}: {error.strerror or error}") from error
         finally:
             os.close(reader)
 
-    def _hash_into(self, reader: int, writer: int) -> str:
-        """Copy `reader` into `writer` (cloned where the filesystem can), hashing what is read
-        once; the hex digest."""
-        hasher = blake3.blake3()
-        device = os.fstat(reader).st_dev
-        if device not in self._reflinks_refused:
-            try:
-                fcntl.ioctl(writer, FICLONE, reader)
-            except OSError:
-                self._reflinks_refused.add(device)
-            else:
-                while chunk := os.read(reader, CHUNK_BYTES):
-                    hasher.update(chunk)
-                return hasher.hexdigest()
-        while chunk := os.read(reader, CHUNK_BYTES):
-            hasher.update(chunk)
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(writer, view) :]
-        return hasher.hexdigest()
+    def remember_verified(self) -> None:
+        """Let the hash cache vouch for the blobs `restore` hashed and found whole, once they
+        are on disk (synced first: a blob written just before a power cut may not be)."""
+        with self._verified_lock:
+            verified, since = self._verified, self._verified_since
+            self._verified, self._verified_since = [], None
+        if verified and since is not None:
+            _sync_filesystem(self.root)
+            self.hash_cache.remember_digests(verified, checked_ns=since)
 
     def checked_path(self, digest: str, name: str) -> Path | None:
         """Where a blob is, once hashed and found whole (None when not stored); a damaged one
@@ -445,6 +502,32 @@ def gc_lock(root: Path, *, exclusive: bool) -> Iterator[None]:
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
+    finally:
+        os.close(descriptor)
+
+
+def _touch(blob: str, vouched: hashing.StatKey | None) -> hashing.StatKey | None:
+    """Set a blob's times to now; its stat after the touch when `vouched` was its stat just
+    before (so that what vouched for it before vouches after), else None."""
+    if vouched is None:
+        os.utime(blob)
+        return None
+    descriptor = os.open(blob, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        same = hashing.stat_key(os.fstat(descriptor)) == vouched
+        os.utime(descriptor)
+        return hashing.stat_key(os.fstat(descriptor)) if same else None
+    finally:
+        os.close(descriptor)
+
+
+def _sync_filesystem(folder: Path) -> None:
+    """Write the filesystem holding `folder` to disk (syncfs; sync where it is missing)."""
+    syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+    descriptor = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if syncfs is None or syncfs(descriptor) != 0:
+            os.sync()
     finally:
         os.close(descriptor)
 

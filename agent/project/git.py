@@ -135,9 +135,11 @@ def _object_ids(root: Path, tree: str, paths: Iterable[str]) -> dict[str, str | 
     return result
 
 
-def head_hashes(root: Path, paths: Iterable[str]) -> dict[str, str | None]:
-    """The git blob or tree id of each path at HEAD (None where HEAD lacks it)."""
-    return _object_ids(root, head_commit(root), paths)
+def head_hashes(
+    root: Path, paths: Iterable[str], commit: str | None = None
+) -> dict[str, str | None]:
+    """The git blob or tree id of each path at HEAD, or at `commit` (None where it lacks it)."""
+    return _object_ids(root, commit or head_commit(root), paths)
 
 
 def working_hashes(root: Path, paths: Iterable[str]) -> dict[str, str | None]:

@@ -3,7 +3,6 @@ params; train there and compare the result with the original."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -16,12 +15,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sqlite_utils import Database
 
-from agent.data.hashing import StatKey, stat_key
+from agent.data.hashing import DIGEST_PREFIX, StatKey, stat_key
 from agent.data.snapshots import load_snapshot
 from agent.data.stat_cache import StatCache
 from agent.errors import WatchkeeperError
@@ -30,9 +29,8 @@ from agent.ledger.artifacts import ArtifactStore
 from agent.ledger.blobs import DATA, DIFF, blobs_of_version
 from agent.ledger.queries import update_row
 from agent.paths import PRIVATE_FOLDER_MODE, WatchkeeperPaths
-from agent.project.git import git
+from agent.project.git import GitError, git
 from agent.runs.code_diff import apply_code_diff
-from agent.runs.data_cache import file_path
 from agent.runs.executor import process_alive, process_start_ticks
 from agent.runs.training import TrainResult, train
 
@@ -46,6 +44,8 @@ DEFAULT_TOLERANCE = 1e-6
 MAX_LISTED_FILES = 20
 # Files restored at once: hashing (blake3 lets go of the GIL) overlaps reading and writing.
 RESTORE_WORKERS = 4
+# Files each restore task takes in turn (one task a file costs more than the copy of a small one).
+RESTORE_BATCH = 8
 # `reproduce/run-<pid>-<start ticks>-<token>`: removed by the next reproduce once that process is
 # gone. `reproduce/kept-…` (made by --no-run) stays until the user removes it.
 _OWNED_WORKTREE = re.compile(r"^(?:run|trash)-(\d+)-(\d+)-")
@@ -117,25 +117,33 @@ def _has(repo: Path, sha: str) -> bool:
     return completed.returncode == 0
 
 
-def plan_data(
-    db: Database, store: ArtifactStore, version: dict[str, Any]
-) -> tuple[dict[str, str], dict[str, str], list[str]]:
-    """(file -> digest to restore, dep -> kind, files not kept) of a version's data deps."""
+@dataclass
+class DataPlan:
+    """A version's data: each file to restore and its blob, each dep's kind, the stat of each
+    stored blob, and the files whose content was not kept."""
+
+    restore: dict[str, str] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+    blobs: dict[str, os.stat_result] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+
+def plan_data(db: Database, store: ArtifactStore, version: dict[str, Any]) -> DataPlan:
+    """What restoring a version's data deps takes (see DataPlan)."""
     kept = blobs_of_version(db, int(version["id"]), DATA)
-    restore: dict[str, str] = {}
-    kinds: dict[str, str] = {}
-    missing: list[str] = []
+    plan = DataPlan(blobs=store.blob_stats(kept.values()))
     for dep, record in (version.get("data") or {}).items():
         fingerprint = load_snapshot(db, int(record["snapshot_id"]))
-        kinds[dep] = fingerprint.kind
-        for relative in fingerprint.files:
-            name = file_path(dep, fingerprint, relative)
+        plan.kinds[dep] = fingerprint.kind
+        prefix = PurePosixPath(dep).as_posix()
+        for relative in fingerprint.files:  # strings joined, as file_path does: thousands
+            name = prefix if fingerprint.kind == "file" else f"{prefix}/{relative}"
             digest = kept.get(name)
-            if digest is None or not store.has(digest):
-                missing.append(name)
+            if digest is None or digest not in plan.blobs:
+                plan.missing.append(name)
             else:
-                restore[name] = digest
-    return restore, kinds, missing
+                plan.restore[name] = digest
+    return plan
 
 
 def missing_data_error(version: dict[str, Any], missing: list[str]) -> WatchkeeperError:
@@ -239,7 +247,7 @@ def materialise(
     """
     repo = Path(version["repo_path"])
     sha = check_commit(repo, version)
-    store = ArtifactStore(paths.artifacts)
+    store = ArtifactStore(paths.artifacts, StatCache.open(paths))
     _fetch_shared_blobs(db, store, version)
     diff_blobs = blobs_of_version(db, int(version["id"]), DIFF)
     if version.get("dirty") and not all(store.has(d) for d in diff_blobs.values()):
@@ -249,52 +257,170 @@ def materialise(
             f"{label(version)} was trained with uncommitted changes that were not kept (it "
             "predates the kept diffs, or its blob was removed); it cannot be reproduced"
         )
-    restore, kinds, missing = plan_data(db, store, version)
-    if missing and not allow_missing_data:
-        raise missing_data_error(version, missing)
+    plan = plan_data(db, store, version)
+    if plan.missing and not allow_missing_data:
+        raise missing_data_error(version, plan.missing)
     remove_abandoned_worktrees(paths)
     _retire_quietly(db, vanished_worktrees(db, paths))
     worktree = new_worktree_path(paths, version, keep)
-    git(repo, "worktree", "add", "--detach", "--quiet", str(worktree), sha)
+    staging = new_staging_path(paths)
     done = Materialised(worktree)
+    # git checks the code out while the data is restored beside it; the data moves in after.
+    checkout = _start_git(repo, "worktree", "add", "--detach", "--quiet", str(worktree), sha)
     try:
+        try:
+            written = _restore_data(
+                store, plan, staging, done, on_progress, lambda: _check_git(checkout, repo)
+            )
+        except BaseException:
+            if checkout.returncode is None:  # not yet waited for (a failure reports itself)
+                checkout.communicate()  # its worktree is removed below
+            raise
+        _wait_git(checkout, repo)
         apply_code_diff(store, diff_blobs, worktree)
-        for dep, kind in kinds.items():
-            if kind == "folder":
-                (worktree / dep).mkdir(parents=True, exist_ok=True)
-        sizes = {name: store.path(digest).stat().st_size for name, digest in restore.items()}
-        total = sum(sizes.values())
-
-        written: list[tuple[StatKey, bytes]] = []
-        made: set[Path] = set()
-
-        def restore_one(name: str) -> str:
-            info = store.restore(restore[name], _cleared(worktree / name, made), name)
-            written.append((stat_key(info), bytes.fromhex(restore[name].removeprefix("blake3:"))))
-            return name
-
-        with ThreadPoolExecutor(max_workers=RESTORE_WORKERS) as pool:
-            try:
-                for name in pool.map(restore_one, restore):
-                    done.restored_files += 1
-                    done.restored_bytes += sizes[name]
-                    if on_progress is not None:
-                        on_progress(done.restored_bytes, total)
-            except BaseException:
-                pool.shutdown(cancel_futures=True)
-                raise
-        # Each restored file was hashed as it was written: the fingerprint of the training that
-        # follows finds its digest by stat instead of reading it again.
-        StatCache.open(paths).remember_written_digests(written)
-        for name in missing:
+        written.update(_move_data_in(staging, worktree, plan))
+        # The blobs hashed here vouch for themselves from now on, by their stat.
+        store.remember_verified()
+        # Each restored file is a checked copy: the fingerprint of the training that follows
+        # finds its digest by stat instead of reading it again.
+        store.hash_cache.remember_written_digests(
+            [
+                (key, bytes.fromhex(plan.restore[name].removeprefix(DIGEST_PREFIX)))
+                for name, key in written.items()
+            ]
+        )
+        for name in plan.missing:
             source = repo / name
             if source.is_file():
                 shutil.copyfile(source, _clear(worktree / name))
             done.current_data.append(name)
     except BaseException:
         remove_worktree(worktree)
+        _delete(staging)
         raise
+    shutil.rmtree(staging, ignore_errors=True)  # only the folders the data moved out of
     return done
+
+
+def new_staging_path(paths: WatchkeeperPaths) -> Path:
+    """A folder beside the worktrees to restore data into while git checks the code out
+    (removed with abandoned worktrees when its process is gone)."""
+    token = secrets.token_hex(3)
+    return (
+        reproduction_root(paths)
+        / f"run-{os.getpid()}-{process_start_ticks(os.getpid())}-data-{token}"
+    )
+
+
+def _start_git(repo: Path, *args: str) -> subprocess.Popen[bytes]:
+    """Start `git -C repo ARGS` in the background, as `agent.project.git.git` runs it."""
+    try:
+        return subprocess.Popen(
+            ["git", "-C", str(repo), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"},
+        )
+    except FileNotFoundError as error:
+        raise GitError("git is not installed or not on PATH; install git and try again") from error
+
+
+def _check_git(process: subprocess.Popen[bytes], repo: Path) -> None:
+    """GitError as soon as a git command started by `_start_git` has failed."""
+    if process.poll() not in (None, 0):
+        _wait_git(process, repo)
+
+
+def _wait_git(process: subprocess.Popen[bytes], repo: Path) -> None:
+    """Wait for a git command started by `_start_git`; GitError when it failed."""
+    _, errors = process.communicate()
+    if process.returncode != 0:
+        command = " ".join(str(arg) for arg in process.args[3:])  # type: ignore[index]
+        message = errors.decode(errors="replace").strip()
+        raise GitError(f"`git {command}` failed in {repo}: {message}")
+
+
+def _restore_data(
+    store: ArtifactStore,
+    plan: DataPlan,
+    staging: Path,
+    done: Materialised,
+    on_progress: Callable[[int, int], None] | None,
+    check: Callable[[], None],
+) -> dict[str, StatKey]:
+    """Restore each kept data file of `plan` under `staging` (at its repo-relative path),
+    checked; the stat of each file written. `check` runs between files (it raises to stop)."""
+    for dep, kind in plan.kinds.items():
+        if kind == "folder":
+            (staging / dep).mkdir(parents=True, exist_ok=True)
+    restore = plan.restore
+    total = sum(plan.blobs[digest].st_size for digest in restore.values())
+    vouched = store.vouched_blobs(plan.blobs)
+    written: dict[str, StatKey] = {}
+    made: set[str] = set()
+    base = str(staging)
+
+    def restore_batch(names: list[str]) -> list[str]:
+        for name in names:
+            digest = restore[name]
+            target = f"{base}/{name}"  # strings, not Paths: thousands of files
+            folder = os.path.dirname(target)
+            if folder not in made:  # staging starts empty: nothing to clear in the target's place
+                os.makedirs(folder, exist_ok=True)
+                made.add(folder)
+            info = store.restore(digest, target, name, vouched=vouched.get(digest))
+            written[name] = stat_key(info)
+        return names
+
+    names = list(restore)
+    batches = [
+        names[start : start + RESTORE_BATCH] for start in range(0, len(names), RESTORE_BATCH)
+    ]
+    with ThreadPoolExecutor(max_workers=RESTORE_WORKERS) as pool:
+        try:
+            for batch in pool.map(restore_batch, batches):
+                done.restored_files += len(batch)
+                done.restored_bytes += sum(plan.blobs[restore[name]].st_size for name in batch)
+                if on_progress is not None:
+                    on_progress(done.restored_bytes, total)
+                check()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+    return written
+
+
+def _move_data_in(staging: Path, worktree: Path, plan: DataPlan) -> dict[str, StatKey]:
+    """Move each data dep restored under `staging` to its place in the checked-out worktree:
+    the whole dep at once where the checkout has nothing there, else file by file over what
+    it has (a tracked file of the same name). The new stat of each file moved by itself."""
+    moved: dict[str, StatKey] = {}
+    for dep in sorted(plan.kinds, key=lambda dep: PurePosixPath(dep).parts):
+        source, target = staging / dep, worktree / dep
+        if not os.path.lexists(source):
+            continue  # moved in with a dep that holds it, or nothing of it was kept
+        if not os.path.lexists(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(source, target)  # the files of a folder moved keep their stat
+            if dep in plan.restore:
+                moved[dep] = stat_key(os.stat(target))
+            continue
+        files = (
+            [source]
+            if not source.is_dir()
+            else sorted(
+                Path(folder, name) for folder, _, names in os.walk(source) for name in names
+            )
+        )
+        for file in files:
+            relative = file.relative_to(staging).as_posix()
+            destination = worktree / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, destination)
+            if relative in plan.restore:
+                moved[relative] = stat_key(os.stat(destination))
+    return moved
 
 
 def _fetch_shared_blobs(db: Database, store: ArtifactStore, version: dict[str, Any]) -> None:
@@ -304,17 +430,6 @@ def _fetch_shared_blobs(db: Database, store: ArtifactStore, version: dict[str, A
 
     wanted = [blob for blob in version_blobs(db, version) if blob.kind in (DATA, DIFF)]
     fetch_blobs(db, store, version, wanted)
-
-
-def _cleared(target: Path, made: set[Path]) -> Path:
-    """`target` with its folder made (once per folder, remembered in `made`) and nothing in its
-    place."""
-    if target.parent not in made:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        made.add(target.parent)
-    with contextlib.suppress(FileNotFoundError):
-        target.unlink()
-    return target
 
 
 def _clear(target: Path) -> Path:

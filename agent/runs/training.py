@@ -36,7 +36,13 @@ from agent.ledger.queries import (
     update_row,
 )
 from agent.paths import WatchkeeperPaths
-from agent.project.git import WorkingTree, is_ignored, working_hashes, working_tree
+from agent.project.git import (
+    WorkingTree,
+    head_hashes,
+    is_ignored,
+    working_hashes,
+    working_tree,
+)
 from agent.project.spec import ModelSpec, ProjectSpec, load_project
 from agent.runs.code_diff import keep_code_diff
 from agent.runs.data_cache import KeptData, keep_data_deps
@@ -59,6 +65,7 @@ from agent.runs.step_metrics import StepBatch, pull_steps, skipped_warning, step
 LOG_TAIL_LINES = 20
 LOG_NOTE_PREFIX = "watchkeeper: "  # lines that run.sh and the fetch add to a run's log
 POLL_SECONDS = 0.1
+FIRST_LOCAL_POLL_SECONDS = 0.005
 STEP_READ_SECONDS = 1.0  # how often a followed run's $WK_METRICS is read into the ledger
 # The signals that cancel a run followed by `watchkeeper train` (see agent/cli/ledger_cmds.py).
 CANCEL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -245,7 +252,10 @@ def prepare_training(
     remote_name = remote or model.remote
     executor = executor_for(remote_name)
     tree = working_tree(root)
-    code_hashes = working_hashes(root, code_deps)
+    # A clean tree committed now is its commit: the ids are read there, not made by `git add`.
+    code_hashes = (
+        working_hashes(root, code_deps) if tree.dirty else head_hashes(root, code_deps, tree.commit)
+    )
     reconcile_runs(db, paths)
     data_records = {
         dep: snapshot_data_dep(db, root / dep, paths, _progress_for(dep, on_data_progress))
@@ -607,6 +617,8 @@ def _follow(
 ) -> RunState:
     offset = 0
     steps_read_at = 0.0
+    # A local run is looked at soon after it starts, then less often: a short one ends sooner.
+    delay = FIRST_LOCAL_POLL_SECONDS if executor.kind == "local" else POLL_SECONDS
     try:
         while True:
             state = executor.poll(run)
@@ -621,7 +633,8 @@ def _follow(
                 batch = pull_steps(db, run, executor)
                 if batch is not None:
                     on_steps(batch)
-            time.sleep(POLL_SECONDS)
+            time.sleep(delay)
+            delay = min(delay * 2, POLL_SECONDS)
     except KeyboardInterrupt:
         ended = executor.poll(run)
         if ended in (RunState.SUCCEEDED, RunState.FAILED):

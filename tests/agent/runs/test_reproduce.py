@@ -6,11 +6,13 @@ import os
 import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from agent.data.fingerprint import fingerprint
+from agent.data.hashing import RACY_WINDOW_NS, stat_key
 from agent.data.stat_cache import StatCache
 from agent.ledger import open_ledger
 from agent.ledger.artifacts import ArtifactStore
@@ -18,7 +20,7 @@ from agent.ledger.blobs import DATA, DIFF, blobs_of_version
 from agent.ledger.gc import referenced_blobs
 from agent.ledger.queries import current_version, versions
 from agent.paths import WatchkeeperPaths
-from agent.runs.reproduce import materialise, reproduction_root
+from agent.runs.reproduce import materialise, new_staging_path, reproduction_root
 from desktop_app.queries.data import data_sources
 from tests.agent.runs.gitrepo import cli_command, cli_env, commit_all, git
 from tests.agent.runs.reproducible import cli, make_data_repo, reproducible_spec, write_csv
@@ -252,9 +254,8 @@ def test_a_worktree_left_by_a_killed_reproduce_is_removed_by_the_next(
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(lambda: folder.is_dir() and any(folder.iterdir()), timeout=30)
-        left = next(folder.iterdir())
         wait_for(lambda: any(r["state"] == "running" for r in open_ledger()["runs"].rows), 30)
+        left = next(folder.iterdir())  # the worktree (the data it was laid out with moved in)
         killed.send_signal(signal.SIGKILL)
         killed.wait(timeout=10)
     finally:
@@ -293,6 +294,86 @@ def test_a_worktree_whose_background_deletion_was_cut_short_goes_with_the_next(
 
     assert again.exit_code == 0, again.output
     wait_for(lambda: list(folder.iterdir()) == [], timeout=30)
+
+
+def test_data_restored_by_a_killed_reproduce_goes_with_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    cli(root, monkeypatch, "train", "churn")
+    folder = reproduction_root(WatchkeeperPaths.from_environment())
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    staging = new_staging_path(WatchkeeperPaths.from_environment())
+    left = folder / staging.name.replace(f"run-{os.getpid()}-", f"run-{finished.pid}-", 1)
+    (left / "data").mkdir(parents=True)
+    (left / "data" / "part0.csv").write_text("x,y\n")
+
+    again = cli(root, monkeypatch, "reproduce", "churn@1")
+
+    assert again.exit_code == 0, again.output
+    assert not left.exists()
+
+
+def test_a_data_folder_holding_tracked_files_is_laid_out_with_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)  # data/ is ignored: a data dep, whatever git tracks in it
+    (root / "data" / "README.md").write_text("where the data comes from\n")
+    (root / "data" / "part2.csv").write_text("x,y\n0,100\n")
+    git(root, "add", "-f", "data/README.md", "data/part2.csv")
+    commit_all(root, "describe the data")  # part2.csv is changed next: its kept content wins
+    write_csv(root, "part2.csv", [5, 6])
+    assert cli(root, monkeypatch, "train", "churn").exit_code == 0
+
+    laid_out = cli(root, monkeypatch, "reproduce", "churn@1", "--no-run")
+    reproduced = cli(root, monkeypatch, "reproduce", "churn@1")
+
+    worktree = Path(laid_out.output.strip().splitlines()[-1])
+    assert (worktree / "data" / "README.md").read_text() == "where the data comes from\n"
+    assert (worktree / "data" / "part2.csv").read_text() == "x,y\n0,5\n1,6\n"
+    assert (worktree / "data" / "part0.csv").read_text() == "x,y\n0,0\n1,1\n"
+    assert reproduced.exit_code == 0 and "reproduced exactly" in reproduced.output, (
+        reproduced.output
+    )
+
+
+def test_a_checkout_that_fails_leaves_neither_worktree_nor_restored_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    cli(root, monkeypatch, "train", "churn")
+    (root / ".git" / "worktrees").write_text("not a folder\n")  # git cannot add a worktree
+
+    result = cli(root, monkeypatch, "reproduce", "churn@1")
+
+    assert result.exit_code != 0
+    assert "git worktree add" in result.output and "failed in" in result.output, result.output
+    assert list(reproduction_root(WatchkeeperPaths.from_environment()).iterdir()) == []
+    assert len(versions(open_ledger(), model="churn")) == 1
+
+
+def test_a_blob_changed_after_its_stat_vouched_for_it_is_named_and_never_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    cli(root, monkeypatch, "train", "churn")
+    digest = blobs_of_version(open_ledger(), version("churn", 1)["id"], DATA)["data/part1.csv"]
+    blob = store().path(digest)
+    written = blob.stat()
+    settled_at = max(written.st_mtime_ns, written.st_ctime_ns) + RACY_WINDOW_NS
+    wait_for(lambda: time.time_ns() > settled_at, timeout=10)  # past the racy window
+    assert cli(root, monkeypatch, "reproduce", "churn@1").exit_code == 0  # hashes it once
+    cache = StatCache.open(WatchkeeperPaths.from_environment())
+    assert cache.cached_digests([stat_key(blob.stat())]) == [bytes.fromhex(digest[7:])]
+    blob.write_text("x,y\n0,9\n1,9\n")  # same size, other bytes: its stat is another
+
+    result = cli(root, monkeypatch, "reproduce", "churn@1")
+
+    assert result.exit_code != 0
+    assert "data/part1.csv is damaged" in result.output and str(blob) in result.output
+    assert not blob.exists() and blob.with_name(blob.name + ".damaged").exists()
+    assert len(versions(open_ledger(), model="churn")) == 2  # the first reproduction only
 
 
 def test_metrics_within_the_tolerance_pass_and_beyond_it_differ(
