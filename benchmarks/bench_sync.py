@@ -161,7 +161,11 @@ def main() -> int:
             ours_seconds, report = ours(remote, store, cache, big, str(work / "ours-big"))
             assert same_tree(big, work / "ours-big"), "our copy differs from the source"
             phases = " ".join(f"{k} {v:.2f}s" for k, v in report.phases.items())
-            detail = f"verified with {report.verified_with}; {phases}"
+            detail = (
+                f"bulk over {report.bulk_transport or 'nothing'}"
+                f"{f' ({report.openssh_note})' if report.openssh_note else ''}; "
+                f"verified with {report.verified_with}; {phases}"
+            )
             check(show("big_first", ours_seconds, rsync_seconds, detail), "big_first")
 
             changed = sorted(big.rglob("*.bin"))[len(list(big.rglob("*.bin"))) // 2]

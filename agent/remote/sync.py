@@ -30,10 +30,18 @@ from agent.remote.connection import (
     SshConnection,
     exit_status,
 )
+from agent.remote.openssh_lane import OpenSshLauncher, unavailable_reason
 from agent.remote.sftp_update import QuickSync, QuickSyncUnavailable, record_of
 from agent.remote.tree import LocalFile, TreeHasher, hash_tree
 from agent.remote.tree_record import TreeRecord, TreeRecords
-from agent.remote.wire import FRAME_HEADER, BlobLane, ReplyLines
+from agent.remote.wire import (
+    FRAME_HEADER,
+    BlobItems,
+    BlobLane,
+    BlobQueue,
+    ReplyLines,
+    SessionChannel,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,12 @@ DEFAULT_LANES = 3
 LANE_FILES = 200  # a further lane opens per this many blobs to send ...
 LANE_BYTES = 16 << 20  # ... or per this many bytes
 SFTP_PACKET_SIZE = 32768
+# Lanes through the `ssh` client open once this much is queued to send: at paramiko's ~350 MB/s
+# that is ~0.2 s of sending, about what starting ssh (a process, a login, the remote python)
+# costs, so below it they would not pay; above it each MiB goes about twice as fast.
+OPENSSH_FROM_BYTES = 64 << 20
+OPENSSH_LANES = 2
+GROUP_BYTES = 4 << 20  # blobs are queued in groups of about this many bytes (or one large blob)
 
 
 @dataclass
@@ -63,6 +77,8 @@ class SyncReport:
     route: str = "helper"  # "sftp": updated over SFTP alone; "helper": by the remote program
     remote_programs: int = 0  # remote commands started (each pays the remote shell's start-up)
     fallback: str = ""  # why an SFTP-only update was tried and given up, if it was
+    bulk_transport: str = ""  # what carried most blob bytes: "openssh" (ssh processes), "paramiko"
+    openssh_note: str = ""  # why ssh lanes were not used or were given up, when there was much
 
 
 class _Upload:
@@ -86,8 +102,14 @@ class _Upload:
         lanes: int,
         held: set[bytes] | None,
         recorded: TreeRecord | None = None,
+        openssh_from: int = OPENSSH_FROM_BYTES,
     ) -> None:
         self.connection = connection
+        self.session = session
+        self.openssh_from = openssh_from
+        self.openssh: OpenSshLauncher | None = None
+        self.openssh_note = ""
+        self.retired: list[BlobLane] = []  # ssh lanes that failed, their blobs sent again
         self.recorded = recorded
         self.programs = 0
         self.hasher = hasher
@@ -103,6 +125,8 @@ class _Upload:
             self.programs += 1
             self.replies = ReplyLines(self.plan, self.remote_name)
         self.max_lanes = max(1, lanes)
+        self.queue = BlobQueue()  # shared by the lanes: a faster lane takes more
+        self.queued_bytes = 0
         self.lanes: list[BlobLane] = []
         self._add_lane()  # one starts now; more when there is much to send
         self.dispatched: dict[str, LocalFile] = {}
@@ -128,27 +152,77 @@ class _Upload:
         for digest, paths in by_digest.items():
             self.dispatched[digest] = paths[0]
             self.dispatched_bytes += paths[0].size
+        self._retire_failed_lanes()
         while len(self.lanes) < self.max_lanes and self._worth_another_lane():
             self._add_lane()
-        shares: list[list[tuple[LocalFile, list[LocalFile]]]] = [[] for _ in self.lanes]
-        loads = [lane.load for lane in self.lanes]
-        for paths in sorted(by_digest.values(), key=lambda group: -group[0].size):
-            lightest = loads.index(min(loads))
-            shares[lightest].append((paths[0], paths))
-            loads[lightest] += paths[0].size + 256
-        for lane, share in zip(self.lanes, shares, strict=True):
-            if share:
-                lane.put(share)
+        items = [(paths[0], paths) for paths in by_digest.values()]
+        self.queued_bytes += sum(blob.size for blob, _ in items)
+        self._open_openssh_lanes(self.queued_bytes - sum(lane.bytes_written for lane in self.lanes))
+        # Small groups, largest first: whichever lane is free takes the next.
+        items.sort(key=lambda item: -item[0].size)
+        group: BlobItems = []
+        group_bytes = 0
+        for item in items:
+            group.append(item)
+            group_bytes += item[0].size + 256
+            if group_bytes >= GROUP_BYTES:
+                self.queue.put(group)
+                group, group_bytes = [], 0
+        if group:
+            self.queue.put(group)
 
     def _add_lane(self) -> None:
-        self.lanes.append(self._start_lane())
+        self.lanes.append(self._start_lane(self.queue))
 
-    def _start_lane(self) -> BlobLane:
+    def _start_lane(self, pending: BlobQueue | None = None) -> BlobLane:
+        """A lane over paramiko, on the shared queue or (None) on a queue of its own."""
         self.programs += 1
         connection, command = self.connection, self.receive_command
-        lane = BlobLane(lambda: connection.channel(command), self.remote_name)
+        lane = BlobLane(
+            lambda: SessionChannel(connection.channel(command)),
+            self.remote_name,
+            "paramiko",
+            pending,
+        )
         lane.thread.start()
         return lane
+
+    def _open_openssh_lanes(self, queued: int) -> None:
+        """With much to send, add lanes whose encryption runs in `ssh` processes."""
+        if self.openssh is not None or queued < self.openssh_from or self.openssh_note:
+            return
+        reason = self.session.openssh_refused or unavailable_reason(self.connection)
+        if reason:
+            self.openssh_note = reason
+            log.info("remote %s: bulk upload stays on paramiko: %s", self.remote_name, reason)
+            return
+        self.openssh = OpenSshLauncher(self.connection)
+        launcher, command = self.openssh, self.receive_command
+        for _ in range(OPENSSH_LANES):
+            self.programs += 1
+            lane = BlobLane(lambda: launcher.open(command), self.remote_name, "openssh", self.queue)
+            lane.thread.start()
+            self.lanes.append(lane)
+
+    def _retire_failed_lanes(self) -> None:
+        """Send again, on paramiko, what failed ssh lanes were given; use ssh no more."""
+        failed = [lane for lane in self.lanes if lane.transport == "openssh" and lane.failed]
+        if not failed:
+            return
+        reason = f"{type(failed[0].error).__name__}: {failed[0].error}"
+        if not self.session.openssh_refused:
+            log.warning(
+                "remote %s: an ssh upload lane failed (%s); its blobs go over paramiko",
+                self.remote_name,
+                reason,
+            )
+            self.session.openssh_refused = reason
+        self.openssh_note = reason
+        for lane in failed:
+            self.lanes.remove(lane)
+            self.retired.append(lane)
+            if lane.taken:
+                self.queue.put(lane.taken)  # the other lanes, all on paramiko, take them
 
     def _worth_another_lane(self) -> bool:
         """Another lane pays off once there are many files or many bytes to send."""
@@ -203,6 +277,21 @@ class _Upload:
             lane.close(self._materialize_request(later) if build_on_lane and index == 0 else None)
         for lane in self.lanes:
             lane.thread.join()
+        for lane in self.lanes:
+            log.debug(
+                "remote %s: a %s lane sent %d blobs, %d bytes",
+                self.remote_name,
+                lane.transport,
+                len(lane.sent),
+                lane.bytes_written,
+            )
+        if any(lane.transport == "openssh" and lane.failed for lane in self.lanes):
+            self.queue = BlobQueue()  # what is left in the old one are the ends of failed lanes
+            self._retire_failed_lanes()
+            replacement = self._start_lane(self.queue)
+            replacement.close()
+            self.lanes.append(replacement)
+            replacement.thread.join()
         results = [self._lane_result(lane) for lane in self.lanes]
         self.phases["send"] = time.perf_counter() - started
         verified_with = next(
@@ -243,6 +332,7 @@ class _Upload:
             self.plan.shutdown_write()
             exit_status(self.plan)
             self.plan.close()
+        self.wire += sum(lane.bytes_written for lane in self.retired)
         return SyncReport(
             files=len(files),
             blobs=len({f.digest for f in files}),
@@ -256,7 +346,20 @@ class _Upload:
             cache_checked=self.held is None,
             record_wrong=self.record_wrong,
             remote_programs=self.programs,
+            bulk_transport=self._bulk_transport(),
+            openssh_note=self.openssh_note,
         )
+
+    def _bulk_transport(self) -> str:
+        """The transport whose lanes carried the most blob bytes ("" when none were sent)."""
+        carried: dict[str, int] = {}
+        for lane in self.lanes:
+            carried[lane.transport] = carried.get(lane.transport, 0) + sum(
+                blob.size for blob in lane.sent
+            )
+        if not any(carried.values()):
+            return ""
+        return max(carried, key=lambda transport: carried[transport])
 
     def _lane_result(self, lane: BlobLane) -> dict[str, Any]:
         """A finished lane's reply, after the checks every lane must pass."""
@@ -301,8 +404,9 @@ def _upload(
     lanes: int,
     held: set[bytes] | None,
     recorded: TreeRecord | None,
+    openssh_from: int,
 ) -> SyncReport:
-    upload = _Upload(connection, session, hasher, remote_dest, lanes, held, recorded)
+    upload = _Upload(connection, session, hasher, remote_dest, lanes, held, recorded, openssh_from)
     try:
         files, later = upload.run()
         return upload.finish(files, later)
@@ -312,6 +416,9 @@ def _upload(
         if upload.plan is not None:
             upload.plan.close()
         raise
+    finally:
+        if upload.openssh is not None:
+            upload.openssh.close()  # kills any ssh still running, removes its private folder
 
 
 def cache_record_key(session: RemoteSession) -> str:
@@ -330,6 +437,7 @@ def sync_tree(
     progress: Callable[[str], None] | None = None,
     exclude: frozenset[str] = frozenset(),
     chunk_files: int = 4000,
+    openssh_from: int = OPENSSH_FROM_BYTES,
 ) -> SyncReport:
     """Make remote_dest hold local_root's files, sending only blobs the remote cache lacks.
 
@@ -338,7 +446,9 @@ def sync_tree(
     showed it wrong) the remote is asked. A folder synced before from this machine is updated
     over SFTP alone when it is as the last sync left it (`SyncReport.route` says "sftp").
     Paths the last sync placed that the tree no longer has are removed. Safe to repeat after a
-    broken upload: blobs already checked are kept, others re-sent.
+    broken upload: blobs already checked are kept, others re-sent. Once `openssh_from` bytes
+    are queued to send, lanes through the system `ssh` client join in (`agent.remote.
+    openssh_lane`); `SyncReport.bulk_transport` says which transport carried most bytes.
     """
     started = time.perf_counter()
     hasher = TreeHasher(local_root, hash_cache, exclude, chunk_files=chunk_files)
@@ -357,7 +467,14 @@ def sync_tree(
             records.distrust(record_key, remote_dest)  # not to be trusted until this sync ends
         report = session.call(
             lambda connection: _upload(
-                connection, session, hasher, remote_dest, lanes, held if held else None, recorded
+                connection,
+                session,
+                hasher,
+                remote_dest,
+                lanes,
+                held if held else None,
+                recorded,
+                openssh_from,
             ),
             what="uploading the run",
         )
