@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -127,6 +128,7 @@ class _Upload:
         self.max_lanes = max(1, lanes)
         self.queue = BlobQueue()  # shared by the lanes: a faster lane takes more
         self.queued_bytes = 0
+        self.bulk_queue = self.queue  # where new blobs go: the ssh lanes' queue once they run
         self.lanes: list[BlobLane] = []
         self._add_lane()  # one starts now; more when there is much to send
         self.dispatched: dict[str, LocalFile] = {}
@@ -152,7 +154,8 @@ class _Upload:
         for digest, paths in by_digest.items():
             self.dispatched[digest] = paths[0]
             self.dispatched_bytes += paths[0].size
-        self._retire_failed_lanes()
+        if self._openssh_failed():
+            self._give_up_openssh(self.queue)
         while len(self.lanes) < self.max_lanes and self._worth_another_lane():
             self._add_lane()
         items = [(paths[0], paths) for paths in by_digest.values()]
@@ -166,10 +169,10 @@ class _Upload:
             group.append(item)
             group_bytes += item[0].size + 256
             if group_bytes >= GROUP_BYTES:
-                self.queue.put(group)
+                self.bulk_queue.put(group)
                 group, group_bytes = [], 0
         if group:
-            self.queue.put(group)
+            self.bulk_queue.put(group)
 
     def _add_lane(self) -> None:
         self.lanes.append(self._start_lane(self.queue))
@@ -197,32 +200,55 @@ class _Upload:
             log.info("remote %s: bulk upload stays on paramiko: %s", self.remote_name, reason)
             return
         self.openssh = OpenSshLauncher(self.connection)
+        # From now on the blobs go to the ssh lanes only: their encryption costs this machine
+        # about half the CPU paramiko's does, and both cores are busy during a large upload.
+        self.bulk_queue = BlobQueue()
         launcher, command = self.openssh, self.receive_command
         for _ in range(OPENSSH_LANES):
             self.programs += 1
-            lane = BlobLane(lambda: launcher.open(command), self.remote_name, "openssh", self.queue)
+            lane = BlobLane(
+                lambda: launcher.open(command), self.remote_name, "openssh", self.bulk_queue
+            )
             lane.thread.start()
             self.lanes.append(lane)
 
-    def _retire_failed_lanes(self) -> None:
-        """Send again, on paramiko, what failed ssh lanes were given; use ssh no more."""
-        failed = [lane for lane in self.lanes if lane.transport == "openssh" and lane.failed]
-        if not failed:
-            return
-        reason = f"{type(failed[0].error).__name__}: {failed[0].error}"
-        if not self.session.openssh_refused:
-            log.warning(
-                "remote %s: an ssh upload lane failed (%s); its blobs go over paramiko",
-                self.remote_name,
-                reason,
-            )
-            self.session.openssh_refused = reason
-        self.openssh_note = reason
-        for lane in failed:
+    def _give_up_openssh(self, into: BlobQueue) -> None:
+        """After an ssh lane failed: stop them all, and queue what they had on `into`.
+
+        Blobs an ssh lane took may or may not have reached the cache; they are sent again (a
+        blob stored twice is the same blob). Later blobs go to the paramiko lanes, and this
+        session uses ssh lanes no more.
+        """
+        ssh_lanes = [lane for lane in self.lanes if lane.transport == "openssh"]
+        failed = next(lane for lane in ssh_lanes if lane.failed)
+        reason = str(failed.error) or type(failed.error).__name__
+        for lane in ssh_lanes:
+            lane.abort()  # kills its ssh, if still running
+        for lane in ssh_lanes:
+            lane.thread.join()
             self.lanes.remove(lane)
             self.retired.append(lane)
             if lane.taken:
-                self.queue.put(lane.taken)  # the other lanes, all on paramiko, take them
+                into.put(lane.taken)
+        while True:
+            try:
+                item = self.bulk_queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                into.put(item)
+        self.bulk_queue = self.queue
+        self.openssh_note = f"ssh lanes given up: {reason}"
+        if not self.session.openssh_refused:
+            self.session.openssh_refused = self.openssh_note
+            log.warning(
+                "remote %s: an ssh upload lane failed (%s); the upload goes on over paramiko",
+                self.remote_name,
+                reason,
+            )
+
+    def _openssh_failed(self) -> bool:
+        return any(lane.transport == "openssh" and lane.failed for lane in self.lanes)
 
     def _worth_another_lane(self) -> bool:
         """Another lane pays off once there are many files or many bytes to send."""
@@ -285,9 +311,9 @@ class _Upload:
                 len(lane.sent),
                 lane.bytes_written,
             )
-        if any(lane.transport == "openssh" and lane.failed for lane in self.lanes):
-            self.queue = BlobQueue()  # what is left in the old one are the ends of failed lanes
-            self._retire_failed_lanes()
+        if self._openssh_failed():
+            self.queue = BlobQueue()  # the old queues hold only the ends of finished lanes
+            self._give_up_openssh(self.queue)
             replacement = self._start_lane(self.queue)
             replacement.close()
             self.lanes.append(replacement)
