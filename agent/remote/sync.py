@@ -56,7 +56,7 @@ SFTP_PACKET_SIZE = 32768
 # that is ~0.2 s of sending, about what starting ssh (a process, a login, the remote python)
 # costs, so below it they would not pay; above it each MiB goes about twice as fast.
 OPENSSH_FROM_BYTES = 64 << 20
-OPENSSH_LANES = 2
+OPENSSH_LANES = 2  # one keeps a core busy encrypting; two overlap each one's waits
 GROUP_BYTES = 4 << 20  # blobs are queued in groups of about this many bytes (or one large blob)
 
 
@@ -156,11 +156,15 @@ class _Upload:
             self.dispatched_bytes += paths[0].size
         if self._openssh_failed():
             self._give_up_openssh(self.queue)
-        while len(self.lanes) < self.max_lanes and self._worth_another_lane():
-            self._add_lane()
         items = [(paths[0], paths) for paths in by_digest.values()]
         self.queued_bytes += sum(blob.size for blob, _ in items)
         self._open_openssh_lanes(self.queued_bytes - sum(lane.bytes_written for lane in self.lanes))
+        while (
+            self.bulk_queue is self.queue  # no ssh lanes carry the blobs
+            and len(self.lanes) < self.max_lanes
+            and self._worth_another_lane()
+        ):
+            self._add_lane()
         # Small groups, largest first: whichever lane is free takes the next.
         items.sort(key=lambda item: -item[0].size)
         group: BlobItems = []

@@ -103,6 +103,7 @@ class BlobLane:
         self.sent: list[LocalFile] = []
         self.changed: list[LocalFile] = []
         self.bytes_written = 0
+        self.read_view = memoryview(bytearray(READ_CHUNK))
         self.error: BaseException | None = None
         self.result: dict[str, Any] | None = None
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -191,22 +192,24 @@ class BlobLane:
         # A settled file is checked by its stamp after the read; any other is hashed again.
         hasher = None if blob.settled and blob.stamp is not None else blake3.blake3()
         try:
-            handle = open(blob.path, "rb")  # noqa: SIM115 - closed below
+            handle = open(blob.path, "rb", buffering=0)  # noqa: SIM115 - closed below
         except OSError as error:
             raise LocalFileError(f"{blob.path}: cannot be read ({error.strerror}).") from error
         with handle:
             while sent < blob.size:
-                chunk = handle.read(min(READ_CHUNK, blob.size - sent))
-                if not chunk:
+                # Into one buffer of the lane's: a fresh 1 MiB per read costs page faults.
+                count = handle.readinto(self.read_view[: min(READ_CHUNK, blob.size - sent)])
+                if not count:
                     break
-                sent += len(chunk)
+                chunk = self.read_view[:count]
+                sent += count
                 crc = zlib.crc32(chunk, crc)
                 if hasher is not None:
                     hasher.update(chunk)
-                if len(chunk) >= SEND_BUFFER // 2:
+                if count >= SEND_BUFFER // 2:
                     self._flush(buffer)
                     self.channel.sendall(chunk)
-                    self.bytes_written += len(chunk)
+                    self.bytes_written += count
                     continue
                 buffer += chunk
                 if len(buffer) >= SEND_BUFFER:
