@@ -143,7 +143,7 @@ def test_the_ssh_command_pins_the_verified_host_key_and_the_login_key(
         assert argv[1:3] == ["-F", "/dev/null"]
         assert argv[argv.index("-i") + 1] == box.key
         assert argv[-3:] == ["--", "127.0.0.1", "true"]
-        ran = subprocess.run(argv[:-1] + ["echo pinned"], capture_output=True, timeout=30)
+        ran = subprocess.run([*argv[:-1], "echo pinned"], capture_output=True, timeout=30)
         assert ran.stdout == b"pinned\n", ran.stderr
     finally:
         launcher.close()
