@@ -33,7 +33,7 @@ CIPHERS = ",".join(  # OpenSSH's default set, AES-GCM first: fastest with AES-NI
     )
 )
 PIPE_SIZE = 1 << 20  # the stdin pipe of ssh: fewer wake-ups per MiB sent
-SSH_EXIT_FAILED = 255  # ssh's own failure (connection, host key, login), not the command's
+SSH_EXIT_FAILED = 255
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
@@ -205,7 +205,9 @@ class OpenSshChannel:
             status: int | None = self.process.wait(EXIT_STATUS_WAIT)
         except subprocess.TimeoutExpired:
             status = None
-        return status, self.stderr_tail(), status == SSH_EXIT_FAILED
+        # 255 is ssh's own failure (connection, host key, login); below 0, it was killed.
+        lost = status is not None and (status == SSH_EXIT_FAILED or status < 0)
+        return status, self.stderr_tail(), lost
 
     def stderr_tail(self) -> bytes:
         try:

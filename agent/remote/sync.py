@@ -224,7 +224,7 @@ class _Upload:
         session uses ssh lanes no more.
         """
         ssh_lanes = [lane for lane in self.lanes if lane.transport == "openssh"]
-        failed = next(lane for lane in ssh_lanes if lane.failed)
+        failed = next(lane for lane in ssh_lanes if _transport_failed(lane))
         reason = str(failed.error) or type(failed.error).__name__
         for lane in ssh_lanes:
             lane.abort()  # kills its ssh, if still running
@@ -252,7 +252,7 @@ class _Upload:
             )
 
     def _openssh_failed(self) -> bool:
-        return any(lane.transport == "openssh" and lane.failed for lane in self.lanes)
+        return any(_transport_failed(lane) for lane in self.lanes)
 
     def _worth_another_lane(self) -> bool:
         """Another lane pays off once there are many files or many bytes to send."""
@@ -424,6 +424,15 @@ class _Upload:
                 "them; is its disk full? See `watchkeeper remote test`."
             )
         return int(result["linked"])
+
+
+def _transport_failed(lane: BlobLane) -> bool:
+    """An ssh lane ended by its transport (ssh gone, refused, stalled), not by the receiver."""
+    return (
+        lane.transport == "openssh"
+        and lane.failed
+        and isinstance(lane.error, (OSError, EOFError, RemoteUnreachableError))
+    )
 
 
 def _upload(
