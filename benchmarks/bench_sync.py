@@ -3,8 +3,11 @@
 Cases: 1 GiB in 2,000 files (first sync), then one file changed, then 100,000 small files.
 Both tools talk to one loopback OpenSSH sshd started here; `--scale 0.1` shrinks the data.
 Both log in afresh for each sync and check the host key against a known_hosts file (rsync's
-ssh with StrictHostKeyChecking=yes). The one-changed line shows which way our sync went
-(`route sftp`: SFTP alone; `helper`: the remote program) and where its time went.
+ssh with StrictHostKeyChecking=yes); each timed sync starts after sync(2), so that neither
+pays for flushing the other's writes to disk. The big_first line shows which transport carried
+the bulk of the upload (`openssh`: ssh processes; `paramiko`). The one-changed line shows which
+way our sync went (`route sftp`: SFTP alone; `helper`: the remote program) and where its time
+went.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ def make_small_tree(root: Path, files: int) -> None:
 def rsync(server: LoopbackSshd, known_hosts: Path, source: Path, dest: str) -> tuple[float, int]:
     """Run rsync -a over ssh to the same sshd; return (seconds, bytes rsync reports sent)."""
     ssh = ssh_command(server, known_hosts)
+    os.sync()  # the other tool's writes are not flushed to disk on this one's time
     started = time.perf_counter()
     result = subprocess.run(
         ["rsync", "-a", "--stats", "-e", ssh, f"{source}/", f"root@127.0.0.1:{dest}/"],
@@ -85,6 +89,7 @@ def ours(
     remote: RemoteConfig, store: HostKeyStore, cache: StatCache, source: Path, dest: str
 ) -> tuple[float, SyncReport]:
     """A fresh session (connect + login included, as for rsync), then one sync."""
+    os.sync()
     started = time.perf_counter()
     with RemoteSession(remote, store=store) as session:
         report = sync_tree(session, source, dest, hash_cache=cache)
