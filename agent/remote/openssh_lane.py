@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+from agent.errors import WatchkeeperError
 from agent.remote.connection import EXIT_STATUS_WAIT, STDERR_KEPT, SshConnection
 
 PINNED_HOST = "watchkeeper-pinned-host"  # the HostKeyAlias ssh looks the pinned key up under
@@ -70,9 +71,10 @@ class OpenSshLauncher:
     kills what still runs and removes it.
     """
 
-    def __init__(self, connection: SshConnection) -> None:
+    def __init__(self, connection: SshConnection, remote_name: str) -> None:
         assert connection.host_key is not None and connection.login_key_file is not None
         self.connection = connection
+        self.remote_name = remote_name
         self.ssh = shutil.which("ssh") or "ssh"
         self.folder = Path(tempfile.mkdtemp(prefix="watchkeeper-ssh-"))
         self.known_hosts = self.folder / "known_hosts"
@@ -131,6 +133,7 @@ class OpenSshLauncher:
                 self.argv(command),
                 self.folder / f"stderr-{len(self.channels)}",
                 self.connection.read_timeout,
+                self.remote_name,
             )
             self.channels.append(channel)
             return channel
@@ -152,7 +155,10 @@ class OpenSshChannel:
 
     transport = "openssh"
 
-    def __init__(self, argv: list[str], stderr_path: Path, read_timeout: float) -> None:
+    def __init__(
+        self, argv: list[str], stderr_path: Path, read_timeout: float, remote_name: str
+    ) -> None:
+        self.remote_name = remote_name
         self.read_timeout = read_timeout
         self.stderr_path = stderr_path
         descriptor = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -217,15 +223,18 @@ class OpenSshChannel:
         except OSError:
             return b""
 
-    def _gone(self) -> OpenSshLaneError:
+    def _gone(self) -> Exception:
+        """Why the pipe broke: ssh failed (OpenSshLaneError), or the remote receiver did."""
         deadline = time.monotonic() + EXIT_STATUS_WAIT
         while self.process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         errors = self.stderr_tail().decode(errors="replace").strip().splitlines()
         status = self.process.returncode
-        return OpenSshLaneError(
-            f"ssh ended (exit {'unknown' if status is None else status})"
-            + (f": {errors[-1][-300:]}" if errors else "")
+        last = f": {errors[-1][-300:]}" if errors else ""
+        if status is None or status == SSH_EXIT_FAILED or status < 0:
+            return OpenSshLaneError(f"ssh ended (exit {status or 'unknown'}){last}")
+        return WatchkeeperError(
+            f"remote {self.remote_name}: the helper's receive failed (exit {status}){last}"
         )
 
     def close(self) -> None:

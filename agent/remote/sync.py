@@ -203,7 +203,7 @@ class _Upload:
             self.openssh_note = reason
             log.info("remote %s: bulk upload stays on paramiko: %s", self.remote_name, reason)
             return
-        self.openssh = OpenSshLauncher(self.connection)
+        self.openssh = OpenSshLauncher(self.connection, self.remote_name)
         # From now on the blobs go to the ssh lanes only: their encryption costs this machine
         # about half the CPU paramiko's does, and both cores are busy during a large upload.
         self.bulk_queue = BlobQueue()

@@ -15,6 +15,7 @@ import blake3
 import pytest
 
 from agent.data.stat_cache import StatCache
+from agent.errors import WatchkeeperError
 from agent.paths import WatchkeeperPaths
 from agent.remote.config import RemoteConfig
 from agent.remote.connection import RemoteSession, handshake
@@ -116,7 +117,7 @@ def test_the_ssh_command_pins_the_verified_host_key_and_the_login_key(
     session: RemoteSession, box: RemoteConfig, private_tmp: Path
 ) -> None:
     connection = session.connection()
-    launcher = OpenSshLauncher(connection)
+    launcher = OpenSshLauncher(connection, box.name)
     try:
         argv = launcher.argv("true")
         known_hosts = launcher.known_hosts
@@ -287,3 +288,17 @@ def test_a_stalled_ssh_lane_does_not_wedge_the_upload(
     for pid in stopped:  # killed on the way out, not left stopped
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
     assert list(private_tmp.iterdir()) == []
+
+
+def test_an_error_of_the_remote_receiver_is_reported_not_blamed_on_ssh(
+    session: RemoteSession, tmp_path: Path, private_tmp: Path
+) -> None:
+    source = tmp_path / "source"
+    make_tree(source)
+    dest = Path(session.workdir) / "taken"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text("a file where the tree should go\n")
+    with pytest.raises(WatchkeeperError, match="the helper's receive failed"):
+        sync_tree(session, source, str(dest), openssh_from=MiB)
+    assert session.openssh_refused == ""  # ssh worked: it stays in use for this session
+    assert list(private_tmp.iterdir()) == [] and ssh_children() == []
