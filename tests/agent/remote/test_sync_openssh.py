@@ -21,7 +21,7 @@ from agent.remote.config import RemoteConfig
 from agent.remote.connection import RemoteSession, handshake
 from agent.remote.hostkeys import HostKeyStore
 from agent.remote.openssh_lane import OpenSshLauncher
-from agent.remote.sync import SyncReport, sync_tree
+from agent.remote.sync import LocalFile, SyncReport, TreeHasher, sync_tree
 from tests.agent.remote.conftest import RemoteFactory
 from tests.agent.remote.sshd_server import LoopbackSshd
 from tests.support import wait_for
@@ -302,3 +302,24 @@ def test_an_error_of_the_remote_receiver_is_reported_not_blamed_on_ssh(
         sync_tree(session, source, str(dest), openssh_from=MiB)
     assert session.openssh_refused == ""  # ssh worked: it stays in use for this session
     assert list(private_tmp.iterdir()) == [] and ssh_children() == []
+
+
+def test_an_upload_that_fails_here_kills_its_ssh_lanes_and_leaves_nothing(
+    session: RemoteSession, tmp_path: Path, private_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "source"
+    make_tree(source, files=32)
+    doomed = source / "part3" / "shard 031.bin"
+    original_chunks = TreeHasher.chunks
+
+    def chunks_then_delete(self: TreeHasher) -> Iterator[list[LocalFile]]:
+        for chunk in original_chunks(self):
+            yield chunk
+            if doomed.exists():
+                doomed.unlink()  # gone between hashing and sending
+
+    monkeypatch.setattr(TreeHasher, "chunks", chunks_then_delete)
+    with pytest.raises(WatchkeeperError, match=r"shard 031\.bin: cannot be read"):
+        sync_tree(session, source, session.workdir + "/dest", openssh_from=MiB)
+    assert session.openssh_refused == ""  # a local file's fault, not ssh's
+    assert ssh_children() == [] and list(private_tmp.iterdir()) == []
