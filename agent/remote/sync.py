@@ -532,6 +532,7 @@ def sync_tree(
         progress(
             f"sent {report.blobs_sent} of {report.blobs} blobs "
             f"({report.blob_bytes_sent / 1e6:.1f} MB) in {report.seconds:.1f} s"
+            + (" through ssh" if report.bulk_transport == "openssh" else "")
         )
     return report
 
