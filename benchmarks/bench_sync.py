@@ -28,7 +28,7 @@ from agent.data.stat_cache import StatCache
 from agent.remote.config import RemoteConfig
 from agent.remote.connection import RemoteSession
 from agent.remote.hostkeys import HostKeyStore
-from agent.remote.sync import SyncReport, sync_tree
+from agent.remote.sync import OPENSSH_FROM_BYTES, SyncReport, sync_tree
 from tests.agent.remote.sshd_server import LoopbackSshd, sshd_available
 
 TARGETS = {"big_first": 1.0, "one_changed": 0.5, "small_first": 1.5}
@@ -86,13 +86,18 @@ def ssh_floor(server: LoopbackSshd, known_hosts: Path) -> float:
 
 
 def ours(
-    remote: RemoteConfig, store: HostKeyStore, cache: StatCache, source: Path, dest: str
+    remote: RemoteConfig,
+    store: HostKeyStore,
+    cache: StatCache,
+    source: Path,
+    dest: str,
+    openssh_from: int = OPENSSH_FROM_BYTES,
 ) -> tuple[float, SyncReport]:
     """A fresh session (connect + login included, as for rsync), then one sync."""
     os.sync()
     started = time.perf_counter()
     with RemoteSession(remote, store=store) as session:
-        report = sync_tree(session, source, dest, hash_cache=cache)
+        report = sync_tree(session, source, dest, hash_cache=cache, openssh_from=openssh_from)
     return time.perf_counter() - started, report
 
 
@@ -125,7 +130,14 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the data (e.g. 0.1)")
     parser.add_argument("--python", default="/usr/bin/python3", help="python on the remote")
     parser.add_argument("--only", choices=("big", "small"), help="run one half only")
+    parser.add_argument(
+        "--bulk",
+        choices=("auto", "paramiko"),
+        default="auto",
+        help="paramiko: keep large uploads off the ssh client (to compare)",
+    )
     args = parser.parse_args()
+    openssh_from = OPENSSH_FROM_BYTES if args.bulk == "auto" else 1 << 62
     if not sshd_available() or not shutil.which("rsync"):
         print("needs openssh-server and rsync: apt-get install -y openssh-server rsync")
         return 1
@@ -148,6 +160,9 @@ def main() -> int:
     cache = StatCache(work / "hash-cache.db")
     failures = 0
 
+    def our_sync(source: Path, dest: str) -> tuple[float, SyncReport]:
+        return ours(remote, store, cache, source, dest, openssh_from)
+
     def check(ratio: float, case: str) -> None:
         nonlocal failures
         failures += ratio > TARGETS[case]
@@ -163,7 +178,7 @@ def main() -> int:
                 f"load average {os.getloadavg()[0]:.1f}"
             )
             rsync_seconds, _ = rsync(server, known_hosts, big, str(work / "rsync-big"))
-            ours_seconds, report = ours(remote, store, cache, big, str(work / "ours-big"))
+            ours_seconds, report = our_sync(big, str(work / "ours-big"))
             assert same_tree(big, work / "ours-big"), "our copy differs from the source"
             phases = " ".join(f"{k} {v:.2f}s" for k, v in report.phases.items())
             detail = (
@@ -176,7 +191,7 @@ def main() -> int:
             changed = sorted(big.rglob("*.bin"))[len(list(big.rglob("*.bin"))) // 2]
             changed.write_bytes(os.urandom(changed.stat().st_size))
             rsync_seconds, rsync_bytes = rsync(server, known_hosts, big, str(work / "rsync-big"))
-            ours_seconds, report = ours(remote, store, cache, big, str(work / "ours-big"))
+            ours_seconds, report = our_sync(big, str(work / "ours-big"))
             assert same_tree(big, work / "ours-big"), "our copy differs after one change"
             floor = ssh_floor(server, known_hosts)
             detail = (
@@ -197,7 +212,7 @@ def main() -> int:
             racy.write_bytes(os.urandom(before.st_size))
             os.utime(racy, ns=(before.st_atime_ns, before.st_mtime_ns))
             rsync(server, known_hosts, big, str(work / "rsync-big"))
-            _, report = ours(remote, store, cache, big, str(work / "ours-big"))
+            _, report = our_sync(big, str(work / "ours-big"))
             rsync_right = same_tree(big, work / "rsync-big")
             ours_right = same_tree(big, work / "ours-big")
             print(
@@ -215,7 +230,7 @@ def main() -> int:
             make_small_tree(small, small_files)
             time.sleep(2.1)
             rsync_seconds, _ = rsync(server, known_hosts, small, str(work / "rsync-small"))
-            ours_seconds, report = ours(remote, store, cache, small, str(work / "ours-small"))
+            ours_seconds, report = our_sync(small, str(work / "ours-small"))
             assert same_tree(small, work / "ours-small"), "our small-file copy differs"
             phases = " ".join(f"{k} {v:.2f}s" for k, v in report.phases.items())
             check(
