@@ -13,6 +13,7 @@ went.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import shutil
@@ -137,6 +138,8 @@ def main() -> int:
         help="paramiko: keep large uploads off the ssh client (to compare)",
     )
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="  log: %(name)s: %(message)s")
+    logging.getLogger("agent.remote").setLevel(logging.INFO)  # reconnects, ssh lanes given up
     openssh_from = OPENSSH_FROM_BYTES if args.bulk == "auto" else 1 << 62
     if not sshd_available() or not shutil.which("rsync"):
         print("needs openssh-server and rsync: apt-get install -y openssh-server rsync")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import shlex
@@ -40,6 +41,7 @@ STALL_RETRIES = 1  # a stalled transfer is tried once more on a new connection, 
 EXIT_STATUS_WAIT = 10.0  # how long to wait for an exit status once output has ended
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class RemoteUnreachableError(TargetUnreachableError):
@@ -471,6 +473,7 @@ class RemoteSession:
             except TimeoutError as error:
                 self.drop()
                 stalls += 1
+                log.info("remote %s: no data while %s (%s)", self.remote.name, what, error)
                 if stalls > STALL_RETRIES:
                     seconds = f"{self.remote.read_timeout_seconds:g}"
                     raise RemoteStalledError(
@@ -483,6 +486,12 @@ class RemoteSession:
                     raise
                 self.drop()
                 self.reconnects += 1
+                log.info(
+                    "remote %s: %s broke off (%s); reconnecting",
+                    self.remote.name,
+                    what,
+                    error or type(error).__name__,
+                )
                 if time.monotonic() + delay > deadline:
                     raise RemoteUnreachableError(
                         f"remote {self.remote.name!r} ({self.target.describe()}) stayed "
