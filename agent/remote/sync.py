@@ -58,6 +58,7 @@ SFTP_PACKET_SIZE = 32768
 OPENSSH_FROM_BYTES = 64 << 20
 OPENSSH_LANES = 2  # one keeps a core busy encrypting; two overlap each one's waits
 GROUP_BYTES = 4 << 20  # blobs are queued in groups of about this many bytes (or one large blob)
+GROUP_FILES = 500  # ... or of this many blobs, so that small files too spread over the lanes
 
 
 @dataclass
@@ -172,7 +173,7 @@ class _Upload:
         for item in items:
             group.append(item)
             group_bytes += item[0].size + 256
-            if group_bytes >= GROUP_BYTES:
+            if group_bytes >= GROUP_BYTES or len(group) >= GROUP_FILES:
                 self.bulk_queue.put(group)
                 group, group_bytes = [], 0
         if group:
