@@ -3,13 +3,17 @@
 Cases: 1 GiB in 2,000 files (first sync), then one file changed, then 100,000 small files.
 Both tools talk to one loopback OpenSSH sshd started here; `--scale 0.1` shrinks the data.
 Both log in afresh for each sync and check the host key against a known_hosts file (rsync's
-ssh with StrictHostKeyChecking=yes). The one-changed line shows which way our sync went
-(`route sftp`: SFTP alone; `helper`: the remote program) and where its time went.
+ssh with StrictHostKeyChecking=yes); each timed sync starts after sync(2), so that neither
+pays for flushing the other's writes to disk. The big_first line shows which transport carried
+the bulk of the upload (`openssh`: ssh processes; `paramiko`). The one-changed line shows which
+way our sync went (`route sftp`: SFTP alone; `helper`: the remote program) and where its time
+went.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import shutil
@@ -25,7 +29,7 @@ from agent.data.stat_cache import StatCache
 from agent.remote.config import RemoteConfig
 from agent.remote.connection import RemoteSession
 from agent.remote.hostkeys import HostKeyStore
-from agent.remote.sync import SyncReport, sync_tree
+from agent.remote.sync import OPENSSH_FROM_BYTES, SyncReport, sync_tree
 from tests.agent.remote.sshd_server import LoopbackSshd, sshd_available
 
 TARGETS = {"big_first": 1.0, "one_changed": 0.5, "small_first": 1.5}
@@ -51,6 +55,7 @@ def make_small_tree(root: Path, files: int) -> None:
 def rsync(server: LoopbackSshd, known_hosts: Path, source: Path, dest: str) -> tuple[float, int]:
     """Run rsync -a over ssh to the same sshd; return (seconds, bytes rsync reports sent)."""
     ssh = ssh_command(server, known_hosts)
+    os.sync()  # the other tool's writes are not flushed to disk on this one's time
     started = time.perf_counter()
     result = subprocess.run(
         ["rsync", "-a", "--stats", "-e", ssh, f"{source}/", f"root@127.0.0.1:{dest}/"],
@@ -82,12 +87,18 @@ def ssh_floor(server: LoopbackSshd, known_hosts: Path) -> float:
 
 
 def ours(
-    remote: RemoteConfig, store: HostKeyStore, cache: StatCache, source: Path, dest: str
+    remote: RemoteConfig,
+    store: HostKeyStore,
+    cache: StatCache,
+    source: Path,
+    dest: str,
+    openssh_from: int = OPENSSH_FROM_BYTES,
 ) -> tuple[float, SyncReport]:
     """A fresh session (connect + login included, as for rsync), then one sync."""
+    os.sync()
     started = time.perf_counter()
     with RemoteSession(remote, store=store) as session:
-        report = sync_tree(session, source, dest, hash_cache=cache)
+        report = sync_tree(session, source, dest, hash_cache=cache, openssh_from=openssh_from)
     return time.perf_counter() - started, report
 
 
@@ -120,7 +131,16 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the data (e.g. 0.1)")
     parser.add_argument("--python", default="/usr/bin/python3", help="python on the remote")
     parser.add_argument("--only", choices=("big", "small"), help="run one half only")
+    parser.add_argument(
+        "--bulk",
+        choices=("auto", "paramiko"),
+        default="auto",
+        help="paramiko: keep large uploads off the ssh client (to compare)",
+    )
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="  log: %(name)s: %(message)s")
+    logging.getLogger("agent.remote").setLevel(logging.INFO)  # reconnects, ssh lanes given up
+    openssh_from = OPENSSH_FROM_BYTES if args.bulk == "auto" else 1 << 62
     if not sshd_available() or not shutil.which("rsync"):
         print("needs openssh-server and rsync: apt-get install -y openssh-server rsync")
         return 1
@@ -143,6 +163,9 @@ def main() -> int:
     cache = StatCache(work / "hash-cache.db")
     failures = 0
 
+    def our_sync(source: Path, dest: str) -> tuple[float, SyncReport]:
+        return ours(remote, store, cache, source, dest, openssh_from)
+
     def check(ratio: float, case: str) -> None:
         nonlocal failures
         failures += ratio > TARGETS[case]
@@ -158,16 +181,20 @@ def main() -> int:
                 f"load average {os.getloadavg()[0]:.1f}"
             )
             rsync_seconds, _ = rsync(server, known_hosts, big, str(work / "rsync-big"))
-            ours_seconds, report = ours(remote, store, cache, big, str(work / "ours-big"))
+            ours_seconds, report = our_sync(big, str(work / "ours-big"))
             assert same_tree(big, work / "ours-big"), "our copy differs from the source"
             phases = " ".join(f"{k} {v:.2f}s" for k, v in report.phases.items())
-            detail = f"verified with {report.verified_with}; {phases}"
+            detail = (
+                f"bulk over {report.bulk_transport or 'nothing'}"
+                f"{f' ({report.openssh_note})' if report.openssh_note else ''}; "
+                f"verified with {report.verified_with}; {phases}"
+            )
             check(show("big_first", ours_seconds, rsync_seconds, detail), "big_first")
 
             changed = sorted(big.rglob("*.bin"))[len(list(big.rglob("*.bin"))) // 2]
             changed.write_bytes(os.urandom(changed.stat().st_size))
             rsync_seconds, rsync_bytes = rsync(server, known_hosts, big, str(work / "rsync-big"))
-            ours_seconds, report = ours(remote, store, cache, big, str(work / "ours-big"))
+            ours_seconds, report = our_sync(big, str(work / "ours-big"))
             assert same_tree(big, work / "ours-big"), "our copy differs after one change"
             floor = ssh_floor(server, known_hosts)
             detail = (
@@ -188,7 +215,7 @@ def main() -> int:
             racy.write_bytes(os.urandom(before.st_size))
             os.utime(racy, ns=(before.st_atime_ns, before.st_mtime_ns))
             rsync(server, known_hosts, big, str(work / "rsync-big"))
-            _, report = ours(remote, store, cache, big, str(work / "ours-big"))
+            _, report = our_sync(big, str(work / "ours-big"))
             rsync_right = same_tree(big, work / "rsync-big")
             ours_right = same_tree(big, work / "ours-big")
             print(
@@ -206,7 +233,7 @@ def main() -> int:
             make_small_tree(small, small_files)
             time.sleep(2.1)
             rsync_seconds, _ = rsync(server, known_hosts, small, str(work / "rsync-small"))
-            ours_seconds, report = ours(remote, store, cache, small, str(work / "ours-small"))
+            ours_seconds, report = our_sync(small, str(work / "ours-small"))
             assert same_tree(small, work / "ours-small"), "our small-file copy differs"
             phases = " ".join(f"{k} {v:.2f}s" for k, v in report.phases.items())
             check(

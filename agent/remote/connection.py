@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import shlex
@@ -31,6 +32,7 @@ PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 WINDOW_SIZE = 64 << 20
 MAX_PACKET_SIZE = 256 << 10
 KEEPALIVE_SECONDS = 30  # keeps idle connections through NAT and firewalls while a run goes
+AGENT_SOURCE = "ssh-agent"
 DEFAULT_KEY_FILES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 HELPER_SOURCE = (Path(__file__).with_name("remote_helper.py")).read_text(encoding="utf-8")
 MAX_COMMAND_OUTPUT = 16 << 20  # what one shell command (git, squeue, sbatch…) may print
@@ -39,6 +41,7 @@ STALL_RETRIES = 1  # a stalled transfer is tried once more on a new connection, 
 EXIT_STATUS_WAIT = 10.0  # how long to wait for an exit status once output has ended
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class RemoteUnreachableError(TargetUnreachableError):
@@ -152,7 +155,7 @@ def _candidate_keys(target: SshTarget) -> tuple[list[tuple[str, paramiko.PKey]],
     if os.environ.get("SSH_AUTH_SOCK"):
         with contextlib.suppress(paramiko.SSHException, OSError):
             for agent_key in paramiko.Agent().get_keys():
-                offered.append(("ssh-agent", agent_key))
+                offered.append((AGENT_SOURCE, agent_key))
     files = list(target.key_files) or [os.path.expanduser(p) for p in DEFAULT_KEY_FILES]
     for path in files:
         key = _load_key_file(path)
@@ -181,6 +184,10 @@ class SshConnection:
         self._via = via
         self._sftp: paramiko.SFTPClient | None = None
         self.read_timeout = read_timeout  # longest silence of a channel before reads fail
+        # The host key checked at the handshake, and the key file the login used (None when
+        # the key came from ssh-agent): what an `ssh` process of this session is pinned to.
+        self.host_key: paramiko.PKey | None = None
+        self.login_key_file: str | None = None
 
     @classmethod
     def open(
@@ -205,13 +212,16 @@ class SshConnection:
                     "direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0)
                 )
             transport = handshake(target, store, remote_name, timeout=timeout, sock=sock)
-            _login(transport, target)
+            source = _login(transport, target)
             transport.set_keepalive(KEEPALIVE_SECONDS)
         except BaseException:
             for hop_connection in via:
                 hop_connection.close()
             raise
-        return cls(target, transport, via, read_timeout=read_timeout)
+        connection = cls(target, transport, via, read_timeout=read_timeout)
+        connection.host_key = transport.get_remote_server_key()
+        connection.login_key_file = None if source == AGENT_SOURCE else source
+        return connection
 
     @property
     def alive(self) -> bool:
@@ -372,7 +382,8 @@ def handshake(
     return transport
 
 
-def _login(transport: paramiko.Transport, target: SshTarget) -> None:
+def _login(transport: paramiko.Transport, target: SshTarget) -> str:
+    """Log in with the first key the server accepts; returns where it came from."""
     offered, notes = _candidate_keys(target)
     tried: list[str] = []
     for source, key in offered:
@@ -385,7 +396,7 @@ def _login(transport: paramiko.Transport, target: SshTarget) -> None:
             transport.close()
             raise RemoteUnreachableError(f"{target.describe()}: {error}") from error
         if transport.is_authenticated():
-            return
+            return source
     transport.close()
     tried_text = ", ".join(tried) if tried else "no keys (none in ssh-agent, no key files)"
     extra = f"; {'; '.join(notes)}" if notes else ""
@@ -416,6 +427,7 @@ class RemoteSession:
         self._facts: dict[str, Any] | None = None
         self._lock = threading.RLock()
         self.reconnects = 0  # network failures survived by reconnecting
+        self.openssh_refused = ""  # why `ssh` lanes are no longer used for this session, if so
 
     def connection(self) -> SshConnection:
         """A live connection, opened now if needed (no retry here)."""
@@ -461,6 +473,7 @@ class RemoteSession:
             except TimeoutError as error:
                 self.drop()
                 stalls += 1
+                log.info("remote %s: no data while %s (%s)", self.remote.name, what, error)
                 if stalls > STALL_RETRIES:
                     seconds = f"{self.remote.read_timeout_seconds:g}"
                     raise RemoteStalledError(
@@ -473,6 +486,12 @@ class RemoteSession:
                     raise
                 self.drop()
                 self.reconnects += 1
+                log.info(
+                    "remote %s: %s broke off (%s); reconnecting",
+                    self.remote.name,
+                    what,
+                    error or type(error).__name__,
+                )
                 if time.monotonic() + delay > deadline:
                     raise RemoteUnreachableError(
                         f"remote {self.remote.name!r} ({self.target.describe()}) stayed "

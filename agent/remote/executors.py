@@ -310,6 +310,7 @@ class RemoteExecutor:
             "files": self.last_sync.files,
             "blobs_sent": self.last_sync.blobs_sent,
             "bytes_sent": self.last_sync.blob_bytes_sent,
+            "transport": self.last_sync.bulk_transport or "nothing sent",
         }
         run.host = self.session.target.hostname
         return remote_dir

@@ -209,7 +209,11 @@ def make_parents(dest, parts, made):
         if os.path.islink(path):
             os.unlink(path)
         if not os.path.isdir(path):
-            os.mkdir(path)
+            try:
+                os.mkdir(path)
+            except FileExistsError:  # a receiver beside this one made it just now
+                if os.path.islink(path) or not os.path.isdir(path):
+                    raise
         made.add(path)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -30,10 +31,18 @@ from agent.remote.connection import (
     SshConnection,
     exit_status,
 )
+from agent.remote.openssh_lane import OpenSshLauncher, unavailable_reason
 from agent.remote.sftp_update import QuickSync, QuickSyncUnavailable, record_of
 from agent.remote.tree import LocalFile, TreeHasher, hash_tree
 from agent.remote.tree_record import TreeRecord, TreeRecords
-from agent.remote.wire import FRAME_HEADER, BlobLane, ReplyLines
+from agent.remote.wire import (
+    FRAME_HEADER,
+    BlobItems,
+    BlobLane,
+    BlobQueue,
+    ReplyLines,
+    SessionChannel,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +52,13 @@ DEFAULT_LANES = 3
 LANE_FILES = 200  # a further lane opens per this many blobs to send ...
 LANE_BYTES = 16 << 20  # ... or per this many bytes
 SFTP_PACKET_SIZE = 32768
+# Lanes through the `ssh` client open once this much is queued to send: at paramiko's ~350 MB/s
+# that is ~0.2 s of sending, about what starting ssh (a process, a login, the remote python)
+# costs, so below it they would not pay; above it their cheaper bytes win.
+OPENSSH_FROM_BYTES = 64 << 20
+OPENSSH_LANES = 2  # one keeps a core busy encrypting; two overlap each one's waits
+GROUP_BYTES = 4 << 20  # blobs are queued in groups of about this many bytes (or one large blob)
+GROUP_FILES = 500  # ... or of this many blobs, so that small files too spread over the lanes
 
 
 @dataclass
@@ -63,6 +79,8 @@ class SyncReport:
     route: str = "helper"  # "sftp": updated over SFTP alone; "helper": by the remote program
     remote_programs: int = 0  # remote commands started (each pays the remote shell's start-up)
     fallback: str = ""  # why an SFTP-only update was tried and given up, if it was
+    bulk_transport: str = ""  # what carried most blob bytes: "openssh" (ssh processes), "paramiko"
+    openssh_note: str = ""  # why ssh lanes were not used or were given up, when there was much
 
 
 class _Upload:
@@ -86,8 +104,14 @@ class _Upload:
         lanes: int,
         held: set[bytes] | None,
         recorded: TreeRecord | None = None,
+        openssh_from: int = OPENSSH_FROM_BYTES,
     ) -> None:
         self.connection = connection
+        self.session = session
+        self.openssh_from = openssh_from
+        self.openssh: OpenSshLauncher | None = None
+        self.openssh_note = ""
+        self.retired: list[BlobLane] = []  # ssh lanes that failed, their blobs sent again
         self.recorded = recorded
         self.programs = 0
         self.hasher = hasher
@@ -103,6 +127,9 @@ class _Upload:
             self.programs += 1
             self.replies = ReplyLines(self.plan, self.remote_name)
         self.max_lanes = max(1, lanes)
+        self.queue = BlobQueue()  # shared by the lanes: a faster lane takes more
+        self.queued_bytes = 0
+        self.bulk_queue = self.queue  # where new blobs go: the ssh lanes' queue once they run
         self.lanes: list[BlobLane] = []
         self._add_lane()  # one starts now; more when there is much to send
         self.dispatched: dict[str, LocalFile] = {}
@@ -128,27 +155,106 @@ class _Upload:
         for digest, paths in by_digest.items():
             self.dispatched[digest] = paths[0]
             self.dispatched_bytes += paths[0].size
-        while len(self.lanes) < self.max_lanes and self._worth_another_lane():
+        if self._openssh_failed():
+            self._give_up_openssh(self.queue)
+        items = [(paths[0], paths) for paths in by_digest.values()]
+        self.queued_bytes += sum(blob.size for blob, _ in items)
+        self._open_openssh_lanes(self.queued_bytes - sum(lane.bytes_written for lane in self.lanes))
+        while (
+            self.bulk_queue is self.queue  # no ssh lanes carry the blobs
+            and len(self.lanes) < self.max_lanes
+            and self._worth_another_lane()
+        ):
             self._add_lane()
-        shares: list[list[tuple[LocalFile, list[LocalFile]]]] = [[] for _ in self.lanes]
-        loads = [lane.load for lane in self.lanes]
-        for paths in sorted(by_digest.values(), key=lambda group: -group[0].size):
-            lightest = loads.index(min(loads))
-            shares[lightest].append((paths[0], paths))
-            loads[lightest] += paths[0].size + 256
-        for lane, share in zip(self.lanes, shares, strict=True):
-            if share:
-                lane.put(share)
+        # Small groups, largest first: whichever lane is free takes the next.
+        items.sort(key=lambda item: -item[0].size)
+        group: BlobItems = []
+        group_bytes = 0
+        for item in items:
+            group.append(item)
+            group_bytes += item[0].size + 256
+            if group_bytes >= GROUP_BYTES or len(group) >= GROUP_FILES:
+                self.bulk_queue.put(group)
+                group, group_bytes = [], 0
+        if group:
+            self.bulk_queue.put(group)
 
     def _add_lane(self) -> None:
-        self.lanes.append(self._start_lane())
+        self.lanes.append(self._start_lane(self.queue))
 
-    def _start_lane(self) -> BlobLane:
+    def _start_lane(self, pending: BlobQueue | None = None) -> BlobLane:
+        """A lane over paramiko, on the shared queue or (None) on a queue of its own."""
         self.programs += 1
         connection, command = self.connection, self.receive_command
-        lane = BlobLane(lambda: connection.channel(command), self.remote_name)
+        lane = BlobLane(
+            lambda: SessionChannel(connection.channel(command)),
+            self.remote_name,
+            "paramiko",
+            pending,
+        )
         lane.thread.start()
         return lane
+
+    def _open_openssh_lanes(self, queued: int) -> None:
+        """With much to send, add lanes whose encryption runs in `ssh` processes."""
+        if self.openssh is not None or queued < self.openssh_from or self.openssh_note:
+            return
+        reason = self.session.openssh_refused or unavailable_reason(self.connection)
+        if reason:
+            self.openssh_note = reason
+            log.info("remote %s: bulk upload stays on paramiko: %s", self.remote_name, reason)
+            return
+        self.openssh = OpenSshLauncher(self.connection, self.remote_name)
+        # From now on the blobs go to the ssh lanes only: a byte through them costs this
+        # machine about two thirds of the CPU it costs through paramiko, and a large upload
+        # keeps every core busy.
+        self.bulk_queue = BlobQueue()
+        launcher, command = self.openssh, self.receive_command
+        for _ in range(OPENSSH_LANES):
+            self.programs += 1
+            lane = BlobLane(
+                lambda: launcher.open(command), self.remote_name, "openssh", self.bulk_queue
+            )
+            lane.thread.start()
+            self.lanes.append(lane)
+
+    def _give_up_openssh(self, into: BlobQueue) -> None:
+        """After an ssh lane failed: stop them all, and queue what they had on `into`.
+
+        Blobs an ssh lane took may or may not have reached the cache; they are sent again (a
+        blob stored twice is the same blob). Later blobs go to the paramiko lanes, and this
+        session uses ssh lanes no more.
+        """
+        ssh_lanes = [lane for lane in self.lanes if lane.transport == "openssh"]
+        failed = next(lane for lane in ssh_lanes if _transport_failed(lane))
+        reason = str(failed.error) or type(failed.error).__name__
+        for lane in ssh_lanes:
+            lane.abort()  # kills its ssh, if still running
+        for lane in ssh_lanes:
+            lane.thread.join()
+            self.lanes.remove(lane)
+            self.retired.append(lane)
+            if lane.taken:
+                into.put(lane.taken)
+        while True:
+            try:
+                item = self.bulk_queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                into.put(item)
+        self.bulk_queue = self.queue
+        self.openssh_note = f"ssh lanes given up: {reason}"
+        if not self.session.openssh_refused:
+            self.session.openssh_refused = self.openssh_note
+            log.warning(
+                "remote %s: an ssh upload lane failed (%s); the upload goes on over paramiko",
+                self.remote_name,
+                reason,
+            )
+
+    def _openssh_failed(self) -> bool:
+        return any(_transport_failed(lane) for lane in self.lanes)
 
     def _worth_another_lane(self) -> bool:
         """Another lane pays off once there are many files or many bytes to send."""
@@ -203,6 +309,21 @@ class _Upload:
             lane.close(self._materialize_request(later) if build_on_lane and index == 0 else None)
         for lane in self.lanes:
             lane.thread.join()
+        for lane in self.lanes:
+            log.debug(
+                "remote %s: a %s lane sent %d blobs, %d bytes",
+                self.remote_name,
+                lane.transport,
+                len(lane.sent),
+                lane.bytes_written,
+            )
+        if self._openssh_failed():
+            self.queue = BlobQueue()  # the old queues hold only the ends of finished lanes
+            self._give_up_openssh(self.queue)
+            replacement = self._start_lane(self.queue)
+            replacement.close()
+            self.lanes.append(replacement)
+            replacement.thread.join()
         results = [self._lane_result(lane) for lane in self.lanes]
         self.phases["send"] = time.perf_counter() - started
         verified_with = next(
@@ -243,6 +364,7 @@ class _Upload:
             self.plan.shutdown_write()
             exit_status(self.plan)
             self.plan.close()
+        self.wire += sum(lane.bytes_written for lane in self.retired)
         return SyncReport(
             files=len(files),
             blobs=len({f.digest for f in files}),
@@ -256,7 +378,20 @@ class _Upload:
             cache_checked=self.held is None,
             record_wrong=self.record_wrong,
             remote_programs=self.programs,
+            bulk_transport=self._bulk_transport(),
+            openssh_note=self.openssh_note,
         )
+
+    def _bulk_transport(self) -> str:
+        """The transport whose lanes carried the most blob bytes ("" when none were sent)."""
+        carried: dict[str, int] = {}
+        for lane in self.lanes:
+            carried[lane.transport] = carried.get(lane.transport, 0) + sum(
+                blob.size for blob in lane.sent
+            )
+        if not any(carried.values()):
+            return ""
+        return max(carried, key=lambda transport: carried[transport])
 
     def _lane_result(self, lane: BlobLane) -> dict[str, Any]:
         """A finished lane's reply, after the checks every lane must pass."""
@@ -293,6 +428,15 @@ class _Upload:
         return int(result["linked"])
 
 
+def _transport_failed(lane: BlobLane) -> bool:
+    """An ssh lane ended by its transport (ssh gone, refused, stalled), not by the receiver."""
+    return (
+        lane.transport == "openssh"
+        and lane.failed
+        and isinstance(lane.error, (OSError, EOFError, RemoteUnreachableError))
+    )
+
+
 def _upload(
     connection: SshConnection,
     session: RemoteSession,
@@ -301,8 +445,9 @@ def _upload(
     lanes: int,
     held: set[bytes] | None,
     recorded: TreeRecord | None,
+    openssh_from: int,
 ) -> SyncReport:
-    upload = _Upload(connection, session, hasher, remote_dest, lanes, held, recorded)
+    upload = _Upload(connection, session, hasher, remote_dest, lanes, held, recorded, openssh_from)
     try:
         files, later = upload.run()
         return upload.finish(files, later)
@@ -312,6 +457,9 @@ def _upload(
         if upload.plan is not None:
             upload.plan.close()
         raise
+    finally:
+        if upload.openssh is not None:
+            upload.openssh.close()  # kills any ssh still running, removes its private folder
 
 
 def cache_record_key(session: RemoteSession) -> str:
@@ -330,6 +478,7 @@ def sync_tree(
     progress: Callable[[str], None] | None = None,
     exclude: frozenset[str] = frozenset(),
     chunk_files: int = 4000,
+    openssh_from: int = OPENSSH_FROM_BYTES,
 ) -> SyncReport:
     """Make remote_dest hold local_root's files, sending only blobs the remote cache lacks.
 
@@ -338,7 +487,9 @@ def sync_tree(
     showed it wrong) the remote is asked. A folder synced before from this machine is updated
     over SFTP alone when it is as the last sync left it (`SyncReport.route` says "sftp").
     Paths the last sync placed that the tree no longer has are removed. Safe to repeat after a
-    broken upload: blobs already checked are kept, others re-sent.
+    broken upload: blobs already checked are kept, others re-sent. Once `openssh_from` bytes
+    are queued to send, lanes through the system `ssh` client join in (`agent.remote.
+    openssh_lane`); `SyncReport.bulk_transport` says which transport carried most bytes.
     """
     started = time.perf_counter()
     hasher = TreeHasher(local_root, hash_cache, exclude, chunk_files=chunk_files)
@@ -357,7 +508,14 @@ def sync_tree(
             records.distrust(record_key, remote_dest)  # not to be trusted until this sync ends
         report = session.call(
             lambda connection: _upload(
-                connection, session, hasher, remote_dest, lanes, held if held else None, recorded
+                connection,
+                session,
+                hasher,
+                remote_dest,
+                lanes,
+                held if held else None,
+                recorded,
+                openssh_from,
             ),
             what="uploading the run",
         )
@@ -376,6 +534,7 @@ def sync_tree(
         progress(
             f"sent {report.blobs_sent} of {report.blobs} blobs "
             f"({report.blob_bytes_sent / 1e6:.1f} MB) in {report.seconds:.1f} s"
+            + (" through ssh" if report.bulk_transport == "openssh" else "")
         )
     return report
 

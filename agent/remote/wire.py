@@ -14,7 +14,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import blake3
 import paramiko
@@ -32,41 +32,103 @@ READ_CHUNK = 1 << 20
 SEND_BUFFER = 1 << 20
 
 
+class LocalFileError(WatchkeeperError):
+    """A file to send cannot be read as it was hashed: no other transport would help."""
+
+
+class LaneChannel(Protocol):
+    """The remote receiver's stdin and stdout, over a paramiko channel or an `ssh` process."""
+
+    transport: str  # "paramiko" or "openssh"
+
+    def sendall(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def recv(self, size: int) -> bytes: ...
+
+    def shutdown_write(self) -> None: ...
+
+    def ended(self) -> tuple[int | None, bytes, bool]:
+        """(exit status or None, the tail of stderr, whether the connection was lost)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SessionChannel:
+    """A paramiko session channel as a LaneChannel."""
+
+    transport = "paramiko"
+
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self.channel = channel
+        self.sendall = channel.sendall
+        self.recv = channel.recv
+        self.shutdown_write = channel.shutdown_write
+        self.close = channel.close
+
+    def ended(self) -> tuple[int | None, bytes, bool]:
+        status = exit_status(self.channel)
+        transport = self.channel.get_transport()
+        lost = transport is None or not transport.is_active()
+        return status, read_stderr_tail(self.channel), lost
+
+
+BlobItems = list[tuple[LocalFile, list[LocalFile]]]  # blobs, each with the files holding it
+BlobQueue = queue.SimpleQueue[BlobItems | None]  # None ends the stream of the lane taking it
+
+
 class BlobLane:
     """One channel running the remote receiver; a thread feeds it framed blobs from a queue.
 
-    Each frame names the paths the blob has in the destination tree, so the receiver links it
-    there as soon as it is stored.
+    Lanes may share one queue, so that a faster lane takes more. Each frame names the paths the
+    blob has in the destination tree, so the receiver links it there as soon as it is stored.
+    `taken` keeps what the lane took, to be sent again elsewhere should its transport fail.
     """
 
-    def __init__(self, open_channel: Callable[[], paramiko.Channel], remote_name: str) -> None:
+    def __init__(
+        self,
+        open_channel: Callable[[], LaneChannel],
+        remote_name: str,
+        transport: str,
+        pending: BlobQueue | None = None,
+    ) -> None:
         self.open_channel = open_channel  # called on the lane's thread, so start-up overlaps
-        self._channel: paramiko.Channel | None = None
+        self._channel: LaneChannel | None = None
         self.remote_name = remote_name
-        self.pending: queue.SimpleQueue[list[tuple[LocalFile, list[LocalFile]]] | None] = (
-            queue.SimpleQueue()
-        )
+        self.transport = transport
+        self.taken: BlobItems = []
+        self.local_error = False  # the error is about a local file, not the transport
+        self.pending: BlobQueue = queue.SimpleQueue() if pending is None else pending
         self.closing_request: dict[str, Any] | None = None
-        self.load = 0
         self.sent: list[LocalFile] = []
         self.changed: list[LocalFile] = []
         self.bytes_written = 0
+        self.read_view = memoryview(bytearray(READ_CHUNK))
         self.error: BaseException | None = None
         self.result: dict[str, Any] | None = None
         self.thread = threading.Thread(target=self.run, daemon=True)
 
-    def put(self, items: list[tuple[LocalFile, list[LocalFile]]]) -> None:
+    def put(self, items: BlobItems) -> None:
         """Queue blobs, each with the files of the tree that hold it."""
-        self.load += sum(blob.size + 256 for blob, _ in items)
         self.pending.put(items)
 
     def close(self, request: dict[str, Any] | None = None) -> None:
-        """End the stream, with a JSON request (a build of the rest of the tree) after it."""
-        self.closing_request = request
+        """End the stream, with a JSON request (a build of the rest of the tree) after it.
+
+        On a shared queue this ends one lane, whichever takes it: set every lane's request
+        before closing them.
+        """
+        if request is not None:
+            self.closing_request = request
         self.pending.put(None)
 
     @property
-    def channel(self) -> paramiko.Channel:
+    def failed(self) -> bool:
+        """The lane's thread ended with an error of its transport."""
+        return not self.thread.is_alive() and self.error is not None and not self.local_error
+
+    @property
+    def channel(self) -> LaneChannel:
         assert self._channel is not None, "the lane's channel is opened by its thread"
         return self._channel
 
@@ -81,6 +143,9 @@ class BlobLane:
             self._channel = self.open_channel()
             self._send()
             self.result = self._read_reply()
+        except LocalFileError as error:
+            self.local_error = True
+            self.error = error
         except BaseException as error:
             self.error = error
 
@@ -100,6 +165,7 @@ class BlobLane:
                 item = self.pending.get()
             if item is None:
                 break
+            self.taken.extend(item)
             for blob, paths in item:
                 self._frame(blob, paths, buffer)
         buffer += END_FRAME
@@ -126,22 +192,24 @@ class BlobLane:
         # A settled file is checked by its stamp after the read; any other is hashed again.
         hasher = None if blob.settled and blob.stamp is not None else blake3.blake3()
         try:
-            handle = open(blob.path, "rb")  # noqa: SIM115 - closed below
+            handle = open(blob.path, "rb", buffering=0)  # noqa: SIM115 - closed below
         except OSError as error:
-            raise WatchkeeperError(f"{blob.path}: cannot be read ({error.strerror}).") from error
+            raise LocalFileError(f"{blob.path}: cannot be read ({error.strerror}).") from error
         with handle:
             while sent < blob.size:
-                chunk = handle.read(min(READ_CHUNK, blob.size - sent))
-                if not chunk:
+                # Into one buffer of the lane's: a fresh 1 MiB per read costs page faults.
+                count = handle.readinto(self.read_view[: min(READ_CHUNK, blob.size - sent)])
+                if not count:
                     break
-                sent += len(chunk)
+                chunk = self.read_view[:count]
+                sent += count
                 crc = zlib.crc32(chunk, crc)
                 if hasher is not None:
                     hasher.update(chunk)
-                if len(chunk) >= SEND_BUFFER // 2:
+                if count >= SEND_BUFFER // 2:
                     self._flush(buffer)
                     self.channel.sendall(chunk)
-                    self.bytes_written += len(chunk)
+                    self.bytes_written += count
                     continue
                 buffer += chunk
                 if len(buffer) >= SEND_BUFFER:
@@ -152,7 +220,7 @@ class BlobLane:
                 else stat_key(os.fstat(handle.fileno())) == blob.stamp
             )
         if sent != blob.size:
-            raise WatchkeeperError(f"{blob.path}: it shrank while being sent; sync again.")
+            raise LocalFileError(f"{blob.path}: it shrank while being sent; sync again.")
         if not unchanged:
             # Changed since it was hashed: a wrong checksum makes the remote discard it.
             buffer += CRC_TRAILER.pack(crc ^ 0xFFFFFFFF)
@@ -174,12 +242,12 @@ class BlobLane:
                     f"remote {self.remote_name}: the helper's receive reply is longer than "
                     f"{MAX_REPLY_BYTES >> 20} MiB; expected one JSON line"
                 )
-        status = exit_status(self.channel)
+        status, stderr, lost = self.channel.ended()
         if status != 0:
-            errors = read_stderr_tail(self.channel).decode(errors="replace").strip()
-            transport = self.channel.get_transport()
-            if transport is None or not transport.is_active():
-                raise RemoteUnreachableError(f"remote {self.remote_name}: connection lost")
+            errors = stderr.decode(errors="replace").strip()
+            if lost:
+                last = f": {errors.splitlines()[-1][-300:]}" if errors else ""
+                raise RemoteUnreachableError(f"remote {self.remote_name}: connection lost{last}")
             last = errors.splitlines()[-1][-300:] if errors else "no message"
             raise WatchkeeperError(
                 f"remote {self.remote_name}: the helper's receive failed (exit "

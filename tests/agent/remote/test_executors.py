@@ -448,4 +448,5 @@ def test_data_deps_travel_through_the_cache_once(
         db.close()
     upload = json.loads(detail)["upload"]
     assert upload["blobs_sent"] <= 3  # the new data file, plus run.sh/params that name the run
+    assert upload["transport"] == "paramiko"  # a small upload: no ssh processes
     assert Path(remote.workdir, "cache").is_dir()

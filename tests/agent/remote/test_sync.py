@@ -6,8 +6,10 @@ import json
 import os
 import struct
 import subprocess
+import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import pytest
 from agent.data.stat_cache import StatCache
 from agent.errors import WatchkeeperError
 from agent.remote.config import RemoteConfig
-from agent.remote.connection import RemoteSession
+from agent.remote.connection import HELPER_SOURCE, RemoteSession
 from agent.remote.sync import (
     FRAME_HEADER,
     LocalFile,
@@ -321,3 +323,43 @@ def test_a_blob_removed_behind_the_record_is_sent_again(
     assert report.blobs_sent == 2
     assert identical(source, Path(session.workdir + "/b"))
     assert blake3.blake3(damaged.read_bytes()).hexdigest() == damaged.name
+
+
+def _receive_stream(payloads: list[tuple[bytes, str]]) -> bytes:
+    stream = bytearray()
+    for payload, relative in payloads:
+        links = b"0" + relative.encode()
+        stream += FRAME_HEADER.pack(blake3.blake3(payload).digest(), len(payload), len(links))
+        stream += links + payload + struct.pack(">I", zlib.crc32(payload))
+    return bytes(stream + FRAME_HEADER.pack(b"\0" * 32, 0, 0))
+
+
+def test_receivers_side_by_side_make_the_same_new_folders(tmp_path: Path) -> None:
+    """Parallel lanes link into one tree: each receiver may find a folder another just made."""
+    cache, dest = tmp_path / "cache", tmp_path / "dest"
+    folders = [f"f{index:03d}/sub" for index in range(300)]
+    receivers = [
+        subprocess.Popen(
+            [sys.executable, "-c", HELPER_SOURCE, "receive", str(cache), str(dest)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    streams = [
+        _receive_stream([(f"{lane} {f}".encode(), f"{f}/{lane}.txt") for f in folders])
+        for lane in range(len(receivers))
+    ]
+    writers = [
+        threading.Thread(target=receiver.communicate, args=(stream,))
+        for receiver, stream in zip(receivers, streams, strict=True)
+    ]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    assert [receiver.returncode for receiver in receivers] == [0] * len(receivers)
+    for lane in range(len(receivers)):
+        for folder in folders:
+            assert (dest / folder / f"{lane}.txt").read_text() == f"{lane} {folder}"
