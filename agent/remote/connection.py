@@ -135,6 +135,33 @@ def _tune(transport: paramiko.Transport, known_key_types: list[str]) -> None:
         options.key_types = tuple(preferred + [k for k in key_types if k not in preferred])
 
 
+def rekey_limit_bytes(block_size: int) -> int:
+    """Bytes a key may encrypt before new keys are made, as OpenSSH decides by default:
+    2^(2 × block size) cipher blocks for 16-byte blocks (RFC 4344, 3.2), else 1 GiB.
+
+    >>> rekey_limit_bytes(16) == 64 << 30, rekey_limit_bytes(8) == 1 << 30
+    (True, True)
+    """
+    if block_size >= 16:
+        return (1 << (block_size * 2)) * block_size
+    return 1 << 30
+
+
+def _rekey_as_openssh_does(transport: paramiko.Transport) -> None:
+    """Let the negotiated cipher's keys serve as long as OpenSSH's would, not paramiko's 512 MiB.
+
+    A rekey paramiko starts itself deadlocks its transport thread for 30 s when the server
+    closes a channel meanwhile (the thread waits for the key exchange it alone would finish),
+    which an upload of a gigabyte met at nearly every second rekey; the server still rekeys by
+    its own limits, which is safe.
+    """
+    ciphers = paramiko.Transport._cipher_info
+    names = (transport.local_cipher, transport.remote_cipher)
+    if all(name in ciphers for name in names):
+        block_size = min(int(ciphers[name]["block-size"]) for name in names)
+        transport.packetizer.REKEY_BYTES = rekey_limit_bytes(block_size)
+
+
 def _load_key_file(path: str) -> paramiko.PKey | None:
     """Load a private key without a passphrase; None when absent or encrypted."""
     expanded = os.path.expanduser(path)
@@ -368,6 +395,7 @@ def handshake(
         )
         _tune(transport, store.known_key_types(target.known_hosts_name))
         transport.start_client(timeout=timeout)
+        _rekey_as_openssh_does(transport)
     except (OSError, EOFError, paramiko.SSHException) as error:
         raise RemoteUnreachableError(
             f"cannot reach {where} ({error or type(error).__name__}); check that the host is up "

@@ -205,3 +205,15 @@ def test_login_through_a_running_ssh_agent(
     finally:
         agent.terminate()
         agent.wait(timeout=10)
+
+
+def test_keys_serve_as_long_as_openssh_lets_them_not_paramikos_512_mib(box: RemoteConfig) -> None:
+    """paramiko's own rekey at 512 MiB deadlocked its transport thread for 30 s whenever sshd
+    closed a channel during it (a gigabyte's upload met it nearly every time)."""
+    with RemoteSession(box) as session:
+        transport = session.connection().transport
+        assert transport.local_cipher.startswith("aes")
+        assert transport.packetizer.REKEY_BYTES == 64 << 30
+        assert paramiko.Packetizer.REKEY_BYTES == 1 << 29  # only our transports are changed
+        result = session.run(["echo", "still talking"])
+        assert result.text.strip() == "still talking"
