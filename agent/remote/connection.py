@@ -390,6 +390,9 @@ def handshake(
     try:
         if sock is None:
             sock = socket.create_connection((target.hostname, target.port), timeout=timeout)
+            # Each SSH message goes out at once: with Nagle's algorithm a message written in
+            # two parts waited for the server's delayed ACK, 40 ms of the login on Linux.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport = paramiko.Transport(
             sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE
         )

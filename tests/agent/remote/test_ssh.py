@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -217,3 +218,11 @@ def test_keys_serve_as_long_as_openssh_lets_them_not_paramikos_512_mib(box: Remo
         assert paramiko.Packetizer.REKEY_BYTES == 1 << 29  # only our transports are changed
         result = session.run(["echo", "still talking"])
         assert result.text.strip() == "still talking"
+
+
+def test_ssh_messages_leave_without_waiting_for_nagle(box: RemoteConfig) -> None:
+    """With Nagle's algorithm on, a message written in two parts waited for the server's
+    delayed ACK: 40 ms of every login to sshd on Linux."""
+    with RemoteSession(box) as session:
+        sock = session.connection().transport.sock
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
