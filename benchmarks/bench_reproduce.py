@@ -4,6 +4,9 @@ Cases: keeping 1 GiB in 2,000 files at training time against `cp -r` of the same
 second version with one file changed (only that file is stored); and the overhead of
 `reproduce` (everything but the train command) for a repo of 10,000 files with 1 GiB of kept
 data, against `git worktree add` plus `cp -r` of the data. `--scale 0.1` shrinks the data.
+Where the filesystem offers reflinks (XFS, btrfs: `--where` a folder on one), keeping is also
+judged against `cp -r --reflink=never`, the copy that cloning is to beat tenfold (GNU `cp`
+clones by default there, so plain `cp -r` is then a clone too).
 
 Peer and Watchkeeper alternate (`--rounds`, 5 by default), each after a `sync` with the copies of
 the round before removed. The ratio judged is that of the best times; the median of the ratios
@@ -54,7 +57,7 @@ from agent.runs.executor import EXITCODE_FILE
 from agent.runs.reproduce import reproduce
 from agent.runs.training import train
 
-TARGETS = {"keep_first": 1.2, "reproduce_overhead": 2.0}
+TARGETS = {"keep_first": 1.2, "keep_reflinked": 0.1, "reproduce_overhead": 2.0}
 CODE_FILES = 10_000
 ROUNDS = 5
 
@@ -179,7 +182,11 @@ def reflinks_offered(folder: Path) -> bool:
         clone.unlink(missing_ok=True)
 
 
-def bench_keep(work: Path, total_bytes: int, files: int, rounds: int) -> dict[str, float]:
+def bench_keep(
+    work: Path, total_bytes: int, files: int, rounds: int, reflinks: bool
+) -> dict[str, float]:
+    """Keeping against `cp -r`; where reflinks are offered (GNU cp clones by default there) also
+    against `cp -r --reflink=never`, the copy that cloning is to beat tenfold."""
     db = open_ledger()
     paths = WatchkeeperPaths.from_environment()
     data = work / "repo" / "data"
@@ -187,25 +194,32 @@ def bench_keep(work: Path, total_bytes: int, files: int, rounds: int) -> dict[st
     store = ArtifactStore(paths.artifacts)
     copy = work / "cp-copy"
     kept = None
+    peers = {"cp -r": ["cp", "-r"]}
+    if reflinks:
+        peers["cp -r --reflink=never"] = ["cp", "-r", "--reflink=never"]
 
     def keep() -> None:
         nonlocal kept
         kept = keep_data_deps(db, store, work / "repo", {"data": snapshot}, "always", 0)
 
-    cp_times, our_times, cp_cpu, our_cpu = [], [], [], []
+    peer_times: dict[str, list[float]] = {name: [] for name in peers}
+    our_times, cp_cpu, our_cpu = [], [], []
     for _ in range(rounds):  # alternated, best of each: the machine is shared
         drop_copy(store.root)
-        subprocess.run(["sync"], check=True)
-        before = cpu_seconds(resource.RUSAGE_CHILDREN)
-        cp_times.append(
-            timed(lambda: subprocess.run(["cp", "-r", str(data), str(copy)], check=True))
-        )
-        cp_cpu.append(cpu_seconds(resource.RUSAGE_CHILDREN) - before)
-        drop_copy(copy)
+        for name, command in peers.items():
+            subprocess.run(["sync"], check=True)
+            before = cpu_seconds(resource.RUSAGE_CHILDREN)
+            peer_times[name].append(
+                timed(lambda c=command: subprocess.run([*c, str(data), str(copy)], check=True))
+            )
+            if name == "cp -r":
+                cp_cpu.append(cpu_seconds(resource.RUSAGE_CHILDREN) - before)
+            drop_copy(copy)
         subprocess.run(["sync"], check=True)
         before = cpu_seconds(resource.RUSAGE_SELF)
         our_times.append(timed(keep))
         our_cpu.append(cpu_seconds(resource.RUSAGE_SELF) - before)
+    cp_times = peer_times["cp -r"]
     cp_seconds, ours = min(cp_times), min(our_times)
     assert kept is not None
     first = next(iter(sorted(data.rglob("*.bin"))))
@@ -216,7 +230,8 @@ def bench_keep(work: Path, total_bytes: int, files: int, rounds: int) -> dict[st
     print(
         f"keep {total_bytes >> 20} MiB in {files} files: ours {ours:.2f}s "
         f"(copied {kept.copied_bytes >> 20} MiB, cloned {kept.cloned_bytes >> 20} MiB), "
-        f"cp -r {cp_seconds:.2f}s, ratio {ours / cp_seconds:.2f} (target <= 1.2); median of "
+        f"cp -r {cp_seconds:.2f}s, ratio {ours / cp_seconds:.2f} "
+        f"({'cp clones too: not judged' if reflinks else 'target <= 1.2'}); median of "
         f"the {rounds} pairs {pair_median(our_times, cp_times):.2f}; CPU seconds ours "
         f"{min(our_cpu):.2f}, cp -r {min(cp_cpu):.2f}; {load()}"
     )
@@ -226,11 +241,22 @@ def bench_keep(work: Path, total_bytes: int, files: int, rounds: int) -> dict[st
             f"{mine:.2f}/{theirs:.2f}" for mine, theirs in zip(our_times, cp_times, strict=True)
         )
     )
+    # Where reflinks are offered the goal is against copying (below); `cp -r` clones there too,
+    # and its ratio is printed above for what it says, not judged.
+    ratios = {} if reflinks else {"keep_first": ours / cp_seconds}
+    if reflinks:
+        copying = peer_times["cp -r --reflink=never"]
+        ratios["keep_reflinked"] = ours / min(copying)
+        print(
+            f"  with reflinks: ours {ours:.2f}s against cp -r --reflink=never {min(copying):.2f}s,"
+            f" ratio {ratios['keep_reflinked']:.3f} (target <= 0.1); median of the {rounds} "
+            f"pairs {pair_median(our_times, copying):.3f}"
+        )
     print(
         f"second version, one file changed: stored {again.copied_bytes + again.cloned_bytes} "
         f"bytes (the file is {first.stat().st_size} bytes)"
     )
-    return {"keep_first": ours / cp_seconds}
+    return ratios
 
 
 def bench_reproduce(work: Path, rounds: int) -> dict[str, float]:
@@ -331,8 +357,9 @@ def main() -> int:
         (work / "home").mkdir()
         make_repo(work / "repo", total_bytes, files)
         time.sleep(2.1)  # let the files age past the racy window, as data at rest would be
-        print(f"reflinks offered where the store lives ({work}): {reflinks_offered(work)}")
-        ratios = bench_keep(work, total_bytes, files, arguments.rounds)
+        reflinks = reflinks_offered(work)
+        print(f"reflinks offered where the store lives ({work}): {reflinks}")
+        ratios = bench_keep(work, total_bytes, files, arguments.rounds, reflinks)
         shutil.rmtree(work / "home")
         (work / "home").mkdir()
         ratios.update(bench_reproduce(work, arguments.rounds))
