@@ -78,6 +78,7 @@ class ArtifactStore:
         self._swept = False
         self._hash_cache = hash_cache
         self._reflinks_refused: set[int] = set()  # devices whose files cannot be cloned here
+        self._folders_made: set[str] = set()  # blob folders this store has made or found
         # Blobs `restore` hashed and found whole (stat, digest), and when the first was checked.
         self._verified: list[tuple[hashing.StatKey, bytes]] = []
         self._verified_since: int | None = None
@@ -296,21 +297,35 @@ class ArtifactStore:
         not fsynced one by one: a blob damaged by a power cut is caught by the hash check of
         `restore`.
         """
-        destination = self.path(digest)
-        if self.claim(destination):
+        hex_digest = digest.removeprefix(DIGEST_PREFIX)
+        if _HEX_DIGEST.fullmatch(hex_digest) is None:
+            self.path(digest)  # raises, naming the digest
+        # Strings, not Paths, and folders made once: thousands of files, each a few system calls.
+        folder = f"{self.root}/{hex_digest[:2]}"
+        destination = f"{folder}/{hex_digest[2:]}"
+        if os.path.isfile(destination) and self.claim(Path(destination)):
             return "present"
-        self._make_folders(destination.parent)
+        if folder not in self._folders_made:
+            self._make_folders(Path(folder))
+            self._folders_made.add(folder)
         if not self._swept:
             self.remove_abandoned_copies()
             self._swept = True
-        temporary = self._incoming(destination)
+        temporary = f"{folder}/{INCOMING_PREFIX}{os.getpid()}-{hex_digest[2:18]}"
         try:
             reader = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 before = os.fstat(reader)
-                descriptor = os.open(
-                    temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE
-                )
+                try:
+                    descriptor = os.open(
+                        temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE
+                    )
+                except FileNotFoundError:  # its folder was removed since it was made here
+                    self._folders_made.discard(folder)
+                    self._make_folders(Path(folder))
+                    descriptor = os.open(
+                        temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE
+                    )
                 try:
                     how = self._clone_or_copy(reader, descriptor, before.st_size, before.st_dev)
                 finally:
@@ -335,12 +350,12 @@ class ArtifactStore:
             os.replace(temporary, destination)
         except OSError as error:
             disk_full = disk_full_error(self.root) if is_disk_full(error) else None
-            self._discard(temporary)
+            self._discard(Path(temporary))
             if disk_full is not None:
                 raise disk_full from error
             raise WatchkeeperError(f"cannot keep {source} in {self.root}: {error}") from error
         except BaseException:
-            self._discard(temporary)
+            self._discard(Path(temporary))
             raise
         return how
 

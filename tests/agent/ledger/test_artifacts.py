@@ -152,3 +152,28 @@ def test_export_refuses_artifact_paths_that_leave_the_folder(tmp_path: Path, pat
         export_artifacts(store, {"model.bin": digest, path: digest}, out_dir)
     assert not (tmp_path / "deploy").exists()
     assert not (tmp_path / "deploy" / "outside.txt").exists()
+
+
+def test_keep_file_makes_its_blob_folder_again_when_it_was_removed_meanwhile(
+    tmp_path: Path,
+) -> None:
+    """The store remembers the folders it made; one removed behind its back is made again."""
+    store = ArtifactStore(tmp_path / "artifacts")
+    source = tmp_path / "rows.csv"
+    source.write_bytes(b"id,value\n1,2\n")
+    digest = file_digest(source)
+    info = source.stat()
+    assert store.keep_file(source, digest, size=info.st_size, mtime_ns=info.st_mtime_ns) in (
+        "copied",
+        "cloned",
+    )
+    blob = store.path(digest)
+    blob.unlink()
+    blob.parent.rmdir()
+    assert store.keep_file(source, digest, size=info.st_size, mtime_ns=info.st_mtime_ns) in (
+        "copied",
+        "cloned",
+    )
+    assert blob.read_bytes() == source.read_bytes()
+    with pytest.raises(WatchkeeperError, match="not an artifact digest"):
+        store.keep_file(source, "blake3:../x", size=info.st_size, mtime_ns=info.st_mtime_ns)
