@@ -219,6 +219,12 @@ class ArtifactStore:
             if known is not None and known.hex() == digest.removeprefix(DIGEST_PREFIX)
         }
 
+    def _checked_blob_name(self, digest: str) -> str:
+        """`path(digest)` as a string: the same check of the digest, no Path built."""
+        if _HEX_DIGEST.fullmatch(digest.removeprefix(DIGEST_PREFIX)) is None:
+            self.path(digest)  # raises, naming the digest
+        return self._blob_name(digest)
+
     def _blob_name(self, digest: str) -> str:
         """`path(digest)` as a string, without the checks (many blobs, known digests)."""
         hex_digest = digest.removeprefix(DIGEST_PREFIX)
@@ -297,12 +303,9 @@ class ArtifactStore:
         not fsynced one by one: a blob damaged by a power cut is caught by the hash check of
         `restore`.
         """
-        hex_digest = digest.removeprefix(DIGEST_PREFIX)
-        if _HEX_DIGEST.fullmatch(hex_digest) is None:
-            self.path(digest)  # raises, naming the digest
         # Strings, not Paths, and folders made once: thousands of files, each a few system calls.
-        folder = f"{self.root}/{hex_digest[:2]}"
-        destination = f"{folder}/{hex_digest[2:]}"
+        destination = self._checked_blob_name(digest)
+        folder = os.path.dirname(destination)
         if os.path.isfile(destination) and self.claim(Path(destination)):
             return "present"
         if folder not in self._folders_made:
@@ -311,7 +314,7 @@ class ArtifactStore:
         if not self._swept:
             self.remove_abandoned_copies()
             self._swept = True
-        temporary = f"{folder}/{INCOMING_PREFIX}{os.getpid()}-{hex_digest[2:18]}"
+        temporary = f"{folder}/{INCOMING_PREFIX}{os.getpid()}-{os.path.basename(destination)[:16]}"
         try:
             reader = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
             try:
@@ -388,9 +391,7 @@ class ArtifactStore:
         content anew; `target` is removed and DamagedBlobError names it (`name` is what the
         blob stands for).
         """
-        if _HEX_DIGEST.fullmatch(digest.removeprefix(DIGEST_PREFIX)) is None:
-            self.path(digest)  # raises, naming the digest
-        blob = self._blob_name(digest)  # a string: thousands of blobs
+        blob = self._checked_blob_name(digest)  # a string: thousands of blobs
         try:
             reader = os.open(blob, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError as error:

@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,21 +26,60 @@ def git(
     check: bool = True,
 ) -> bytes:
     """Run `git -C root ARGS` and return its stdout (raises GitError on failure when check)."""
-    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
     try:
         completed = subprocess.run(
             ["git", "-C", str(root), *args],
             input=stdin,
             capture_output=True,
-            env=full_env,
+            env=_git_environment(env),
             check=False,
         )
     except FileNotFoundError as error:
-        raise GitError("git is not installed or not on PATH; install git and try again") from error
+        raise GitError(GIT_MISSING) from error
     if check and completed.returncode != 0:
-        message = completed.stderr.decode(errors="replace").strip()
-        raise GitError(f"`git {' '.join(args)}` failed in {root}: {message}")
+        raise _failed(root, args, completed.stderr)
     return completed.stdout
+
+
+GIT_MISSING = "git is not installed or not on PATH; install git and try again"
+
+
+def _git_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
+
+
+def _failed(root: Path, args: Sequence[str], stderr: bytes) -> GitError:
+    message = stderr.decode(errors="replace").strip()
+    return GitError(f"`git {' '.join(args)}` failed in {root}: {message}")
+
+
+class GitInBackground:
+    """`git -C root ARGS` started now, as `git` runs it, to be waited for later."""
+
+    def __init__(self, root: Path, *args: str) -> None:
+        self.root = root
+        self.args = args
+        try:
+            self.process = subprocess.Popen(
+                ["git", "-C", str(root), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=_git_environment(),
+            )
+        except FileNotFoundError as error:
+            raise GitError(GIT_MISSING) from error
+
+    def check(self) -> None:
+        """GitError as soon as the command has failed (nothing while it runs)."""
+        if self.process.poll() not in (None, 0):
+            self.wait()
+
+    def wait(self) -> None:
+        """Wait for the command; GitError when it failed. Safe to call again."""
+        _, errors = self.process.communicate()
+        if self.process.returncode != 0:
+            raise _failed(self.root, self.args, errors or b"")
 
 
 def repo_root(path: Path) -> Path:

@@ -39,15 +39,19 @@ class KeptData:
     cloned_bytes: int = 0
 
 
-def file_path(dep: str, fingerprint: DataFingerprint, relative: str) -> str:
-    """The repo-relative path of one file of a data dep.
+def file_names(dep: str, fingerprint: DataFingerprint) -> list[tuple[str, str]]:
+    """(path in the fingerprint, repo-relative path) of each file of a data dep: strings
+    joined, not Paths built, as a dep may hold thousands of files.
 
-    >>> file_path("data/", DataFingerprint(Path("x"), "d", {}, "folder"), "a/b.csv")
-    'data/a/b.csv'
+    >>> file_names("data/", DataFingerprint(Path("x"), "d", {"a/b.csv": None}, "folder"))
+    [('a/b.csv', 'data/a/b.csv')]
+    >>> file_names("./t.csv", DataFingerprint(Path("x"), "d", {"t.csv": None}, "file"))
+    [('t.csv', 't.csv')]
     """
+    prefix = PurePosixPath(dep).as_posix()
     if fingerprint.kind == "file":
-        return PurePosixPath(dep).as_posix()
-    return (PurePosixPath(dep) / relative).as_posix()
+        return [(relative, prefix) for relative in fingerprint.files]
+    return [(relative, f"{prefix}/{relative}") for relative in fingerprint.files]
 
 
 def keep_data_deps(
@@ -87,17 +91,15 @@ def keep_data_deps(
     with ThreadPoolExecutor(max_workers=KEEP_WORKERS) as pool:
         for dep, fingerprint in chosen.items():
             source_root = root / dep
-            if fingerprint.kind == "file":
-                files = [
-                    (source_root, file_path(dep, fingerprint, relative), entry)
-                    for relative, entry in fingerprint.files.items()
-                ]
-            else:  # strings joined, not Paths built: thousands of files
-                base, prefix = str(source_root), PurePosixPath(dep).as_posix()
-                files = [
-                    (Path(f"{base}/{relative}"), f"{prefix}/{relative}", entry)
-                    for relative, entry in fingerprint.files.items()
-                ]
+            base = str(source_root)
+            files = [
+                (
+                    source_root if fingerprint.kind == "file" else Path(f"{base}/{relative}"),
+                    name,
+                    fingerprint.files[relative],
+                )
+                for relative, name in file_names(dep, fingerprint)
+            ]
             if not _keep_files(pool, store, files, dep, keep == KEEP_ALWAYS, kept, progress):
                 break
     return kept

@@ -29,8 +29,9 @@ from agent.ledger.artifacts import ArtifactStore
 from agent.ledger.blobs import DATA, DIFF, blobs_of_version
 from agent.ledger.queries import update_row
 from agent.paths import PRIVATE_FOLDER_MODE, WatchkeeperPaths
-from agent.project.git import GitError, git
+from agent.project.git import GitInBackground, git
 from agent.runs.code_diff import apply_code_diff
+from agent.runs.data_cache import file_names
 from agent.runs.executor import process_alive, process_start_ticks
 from agent.runs.training import TrainResult, train
 
@@ -135,9 +136,7 @@ def plan_data(db: Database, store: ArtifactStore, version: dict[str, Any]) -> Da
     for dep, record in (version.get("data") or {}).items():
         fingerprint = load_snapshot(db, int(record["snapshot_id"]))
         plan.kinds[dep] = fingerprint.kind
-        prefix = PurePosixPath(dep).as_posix()
-        for relative in fingerprint.files:  # strings joined, as file_path does: thousands
-            name = prefix if fingerprint.kind == "file" else f"{prefix}/{relative}"
+        for _, name in file_names(dep, fingerprint):
             digest = kept.get(name)
             if digest is None or digest not in plan.blobs:
                 plan.missing.append(name)
@@ -266,17 +265,15 @@ def materialise(
     staging = new_staging_path(paths)
     done = Materialised(worktree)
     # git checks the code out while the data is restored beside it; the data moves in after.
-    checkout = _start_git(repo, "worktree", "add", "--detach", "--quiet", str(worktree), sha)
+    checkout = GitInBackground(repo, "worktree", "add", "--detach", "--quiet", str(worktree), sha)
     try:
         try:
-            written = _restore_data(
-                store, plan, staging, done, on_progress, lambda: _check_git(checkout, repo)
-            )
+            written = _restore_data(store, plan, staging, done, on_progress, checkout.check)
         except BaseException:
-            if checkout.returncode is None:  # not yet waited for (a failure reports itself)
-                checkout.communicate()  # its worktree is removed below
+            if checkout.process.returncode is None:  # not yet waited for (a failure says so)
+                checkout.process.communicate()  # its worktree is removed below
             raise
-        _wait_git(checkout, repo)
+        checkout.wait()
         apply_code_diff(store, diff_blobs, worktree)
         written.update(_move_data_in(staging, worktree, plan))
         # The blobs hashed here vouch for themselves from now on, by their stat.
@@ -310,35 +307,6 @@ def new_staging_path(paths: WatchkeeperPaths) -> Path:
         reproduction_root(paths)
         / f"run-{os.getpid()}-{process_start_ticks(os.getpid())}-data-{token}"
     )
-
-
-def _start_git(repo: Path, *args: str) -> subprocess.Popen[bytes]:
-    """Start `git -C repo ARGS` in the background, as `agent.project.git.git` runs it."""
-    try:
-        return subprocess.Popen(
-            ["git", "-C", str(repo), *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"},
-        )
-    except FileNotFoundError as error:
-        raise GitError("git is not installed or not on PATH; install git and try again") from error
-
-
-def _check_git(process: subprocess.Popen[bytes], repo: Path) -> None:
-    """GitError as soon as a git command started by `_start_git` has failed."""
-    if process.poll() not in (None, 0):
-        _wait_git(process, repo)
-
-
-def _wait_git(process: subprocess.Popen[bytes], repo: Path) -> None:
-    """Wait for a git command started by `_start_git`; GitError when it failed."""
-    _, errors = process.communicate()
-    if process.returncode != 0:
-        command = " ".join(str(arg) for arg in process.args[3:])  # type: ignore[index]
-        message = errors.decode(errors="replace").strip()
-        raise GitError(f"`git {command}` failed in {repo}: {message}")
 
 
 def _restore_data(
