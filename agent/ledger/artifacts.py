@@ -281,7 +281,7 @@ class ArtifactStore:
 
     def keep_file(
         self,
-        source: Path,
+        source: str | Path,
         digest: str,
         *,
         size: int,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -94,7 +95,7 @@ def keep_data_deps(
             base = str(source_root)
             files = [
                 (
-                    source_root if fingerprint.kind == "file" else Path(f"{base}/{relative}"),
+                    base if fingerprint.kind == "file" else f"{base}/{relative}",
                     name,
                     fingerprint.files[relative],
                 )
@@ -122,7 +123,7 @@ class _Progress:
 def _keep_files(
     pool: ThreadPoolExecutor,
     store: ArtifactStore,
-    files: list[tuple[Path, str, FileEntry]],
+    files: list[tuple[str, str, FileEntry]],
     label: str,
     strict: bool,
     kept: KeptData,
@@ -142,7 +143,7 @@ def _keep_files(
     files = [item for item in files if DIGEST_PREFIX + item[2].digest not in present]
     vouched = _vouched_stats(store, files)
 
-    def keep_one(item: tuple[Path, str, FileEntry]) -> tuple[str, FileEntry, str | Exception]:
+    def keep_one(item: tuple[str, str, FileEntry]) -> tuple[str, FileEntry, str | Exception]:
         source, name, entry = item
         try:
             how = store.keep_file(
@@ -160,7 +161,13 @@ def _keep_files(
             return name, entry, WatchkeeperError(f"cannot keep {source} in {store.root}: {error}")
         return name, entry, how
 
-    for name, entry, outcome in pool.map(keep_one, files):
+    # Clones are a few metadata updates each, which threads only contend for (2,000 files on
+    # XFS: 0.09 s in one thread, 0.14 s in four); copies move bytes, which threads overlap.
+    # The first file says which this store gets from these files.
+    first = [keep_one(files[0])] if files else []
+    cloning = bool(first) and first[0][2] == "cloned"
+    rest = map(keep_one, files[1:]) if cloning else pool.map(keep_one, files[1:])
+    for name, entry, outcome in itertools.chain(first, rest):
         if isinstance(outcome, SourceChangedError):
             if strict:
                 pool.shutdown(cancel_futures=True)
@@ -217,7 +224,7 @@ def keep_snapshot(
         return kept
     have = blobs_of_snapshot(db, snapshot_id)
     files = [
-        (source if fingerprint.kind == "file" else source / relative, relative, entry)
+        (str(source if fingerprint.kind == "file" else source / relative), relative, entry)
         for relative, entry in fingerprint.files.items()
         if have.get(relative) != DIGEST_PREFIX + entry.digest
         or not store.has(DIGEST_PREFIX + entry.digest)
@@ -242,7 +249,7 @@ def keep_snapshot(
 
 
 def _vouched_stats(
-    store: ArtifactStore, files: list[tuple[Path, str, FileEntry]]
+    store: ArtifactStore, files: list[tuple[str, str, FileEntry]]
 ) -> dict[str, StatKey]:
     """The stat of each file to copy (none the store has) for which the hash cache vouches
     for its fingerprinted digest (the fingerprint just hashed it, or found it by stat): its

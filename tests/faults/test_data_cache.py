@@ -95,10 +95,16 @@ def test_kill_9_while_keeping_data_leaves_no_version_referencing_a_missing_blob(
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    wait_for(lambda: store.root.is_dir() and any(store.root.glob("*/*")), timeout=60)
+
+    def whole_blobs() -> int:  # not the copies still incoming
+        if not store.root.is_dir():
+            return 0
+        return sum(1 for p in store.root.glob("*/*") if not p.name.startswith("."))
+
+    wait_for(whole_blobs, timeout=60, what="a first blob kept")
     os.killpg(training.pid, signal.SIGKILL)
     training.wait(timeout=10)
-    kept_before = sum(1 for p in store.root.glob("*/*") if not p.name.startswith("."))
+    kept_before = whole_blobs()
     assert 0 < kept_before < 256 + 3  # killed while the data was being kept
 
     assert_every_reference_is_whole(home)

@@ -1,4 +1,5 @@
-"""A small real tmpfs mounted for a test (root only): fail in CI when impossible, else skip."""
+"""Small real filesystems mounted for a test (root only), a tmpfs or an XFS with reflinks: fail in
+CI when impossible, else skip."""
 
 from __future__ import annotations
 
@@ -35,3 +36,38 @@ def mounted_tmpfs(size: str) -> Iterator[Path]:
         if mounted:
             subprocess.run(["umount", "-l", str(folder)], check=False)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def mounted_xfs() -> Iterator[Path]:
+    """Mount a new 300 MiB XFS image with reflinks (sparse, in /var/tmp) through a loop device on
+    a new folder; unmount it and remove both afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="wk-xfs-"))
+    image = Path(tempfile.mkstemp(prefix="wk-xfs-", suffix=".img", dir="/var/tmp")[1])
+    mounted = False
+    reason = "needs root" if os.geteuid() != 0 else ""
+    if not reason and shutil.which("mkfs.xfs") is None:
+        reason = "mkfs.xfs is missing: apt-get install xfsprogs"
+    if not reason:
+        os.truncate(image, 300 << 20)
+        for command in (
+            ["mkfs.xfs", "-q", "-f", "-m", "reflink=1", str(image)],
+            ["mount", "-o", "loop", str(image), str(folder)],
+        ):
+            completed = subprocess.run(command, capture_output=True, text=True, check=False)
+            if completed.returncode != 0:
+                reason = f"{command[0]}: {completed.stderr.strip()}"
+                break
+        mounted = not reason
+    try:
+        require(
+            mounted,
+            "an XFS filesystem with reflinks",
+            f"run the tests as root with xfsprogs installed and loop devices ({reason})",
+        )
+        yield folder
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+        image.unlink(missing_ok=True)
