@@ -19,6 +19,7 @@ from agent.ledger.gc import (
     plan_gc,
 )
 from agent.paths import WatchkeeperPaths
+from agent.runs.reproduce import parked_worktrees, remove_parked_worktrees
 
 
 @click.command("gc")
@@ -50,7 +51,8 @@ def gc(
     """Remove blobs (artifacts, data, diffs) and run folders that no kept version needs.
 
     Blobs listed by a version not deleted, by the newest snapshot of a data source, or by a
-    running run are kept, and so is any blob written in the last hour. Without --keep-last or
+    running run are kept, and so is any blob written in the last hour. The code a finished
+    reproduction parked for the next one is removed too. Without --keep-last or
     --older-than no version is deleted: only what `models delete` marked is freed.
     """
     paths = WatchkeeperPaths.from_environment()
@@ -63,6 +65,7 @@ def gc(
             plan, result = collect(db, paths, keep_last=keep_last, older_than_days=older_than)
             totals = {kind: (count, size) for kind, (count, size) in result.freed.items()}
         remote_reports = [_collect_remote(db, name, dry_run, older_than, now) for name in remotes]
+    parked = parked_worktrees(paths) if dry_run else remove_parked_worktrees(paths)
     verb = "would free" if dry_run else "freed"
     if plan.retired:
         marked = "would mark" if dry_run else "marked"
@@ -72,6 +75,11 @@ def gc(
         click.echo(
             f"  kept {plan.kept_young} unreferenced blobs newer than the grace period "
             f"({GRACE_SECONDS / 3600:g} h): a training may be about to list them"
+        )
+    if parked:
+        click.echo(
+            f"  {'would remove' if dry_run else 'removed'} {len(parked)} parked reproduction "
+            "worktree(s) (the code of a finished reproduction, kept for the next)"
         )
     for line in remote_reports:
         click.echo(line)

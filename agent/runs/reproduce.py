@@ -3,6 +3,7 @@ params; train there and compare the result with the original."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -50,6 +51,11 @@ RESTORE_BATCH = 8
 # `reproduce/run-<pid>-<start ticks>-<token>`: removed by the next reproduce once that process is
 # gone. `reproduce/kept-…` (made by --no-run) stays until the user removes it.
 _OWNED_WORKTREE = re.compile(r"^(?:run|trash)-(\d+)-(\d+)-")
+# `reproduce/parked-<unix seconds>-<token>`: the code of a finished reproduction (its data
+# removed), checked out anew by the next reproduction of the same repo instead of making every
+# file again; removed once older than PARKED_FOR_SECONDS.
+_PARKED_WORKTREE = re.compile(r"^parked-(\d+)-")
+PARKED_FOR_SECONDS = 3600
 
 
 @dataclass
@@ -60,6 +66,7 @@ class Materialised:
     restored_files: int = 0
     restored_bytes: int = 0
     current_data: list[str] = field(default_factory=list)  # files taken from the repo as is
+    data_deps: list[str] = field(default_factory=list)  # where the data was laid out
 
 
 @dataclass(frozen=True)
@@ -171,7 +178,100 @@ def remove_abandoned_worktrees(paths: WatchkeeperPaths) -> list[Path]:
         else:
             remove_worktree(worktree)
         removed.append(worktree)
+    return removed + remove_parked_worktrees(paths, older_than=PARKED_FOR_SECONDS)
+
+
+def remove_parked_worktrees(paths: WatchkeeperPaths, *, older_than: float = 0) -> list[Path]:
+    """Remove the parked worktrees (see `park_worktree`) parked more than `older_than` seconds
+    ago (all of them by default); the ones removed."""
+    removed: list[Path] = []
+    for parked in parked_worktrees(paths, older_than=older_than):
+        claimed = parked.with_name(
+            f"run-{os.getpid()}-{process_start_ticks(os.getpid())}-gone-{secrets.token_hex(3)}"
+        )
+        try:  # claimed first, so that a reproduction taking it meanwhile keeps it whole
+            os.rename(parked, claimed)
+        except OSError:
+            continue
+        remove_worktree(claimed)
+        removed.append(parked)
     return removed
+
+
+def parked_worktrees(paths: WatchkeeperPaths, *, older_than: float = 0) -> list[Path]:
+    """The parked worktrees (see `park_worktree`) parked more than `older_than` seconds ago."""
+    folder = reproduction_root(paths)
+    if not folder.is_dir():
+        return []
+    now = time.time()
+    return sorted(
+        parked
+        for parked in folder.iterdir()
+        if (match := _PARKED_WORKTREE.match(parked.name)) is not None
+        and now - int(match.group(1)) >= older_than
+    )
+
+
+def park_worktree(worktree: Path, data_deps: list[str]) -> bool:
+    """Keep a finished reproduction's worktree for the next reproduction of its repo: its data
+    deps are deleted (in the background) and its code stays, renamed `parked-…`, to be reset
+    by `_claim_parked`. False (nothing done) when it is not a worktree of a repo or a worktree
+    of that repo is parked already: the caller removes it then."""
+    common = _common_git_dir(worktree)
+    if common is None or _parked_of(worktree.parent, common):
+        return False
+    trash = worktree.with_name(
+        f"trash-{os.getpid()}-{process_start_ticks(os.getpid())}-{secrets.token_hex(3)}"
+    )
+    try:
+        trash.mkdir(mode=PRIVATE_FOLDER_MODE)
+        for index, dep in enumerate(data_deps):
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(worktree / dep, trash / str(index))
+        parked = worktree.with_name(f"parked-{int(time.time())}-{secrets.token_hex(3)}")
+        os.rename(worktree, parked)
+    except OSError as error:
+        log.info("the worktree %s is removed, not parked: %s", worktree, error)
+        _delete_in_background(trash)
+        return False
+    _delete_in_background(trash)
+    git(common, "worktree", "repair", str(parked), check=False)
+    return True
+
+
+def _parked_of(folder: Path, common: Path) -> list[Path]:
+    """The parked worktrees in `folder` of the repo whose .git folder is `common`."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        parked
+        for parked in folder.iterdir()
+        if _PARKED_WORKTREE.match(parked.name) and _common_git_dir(parked) == common
+    )
+
+
+def _claim_parked(repo: Path, worktree: Path) -> bool:
+    """Move a parked worktree of `repo` to `worktree` and reset it to a clean checkout of
+    what it holds (no file left from the reproduction before: not its outputs, not its
+    changes); False when there is none, another reproduction took it first, or it cannot be
+    reset (it is removed then)."""
+    common = repo / ".git" if (repo / ".git").is_dir() else _common_git_dir(repo)
+    if common is None:
+        return False
+    for parked in _parked_of(worktree.parent, common.resolve()):
+        try:
+            os.rename(parked, worktree)
+        except OSError:
+            continue  # another reproduction took it
+        try:
+            git(common, "worktree", "repair", str(worktree))
+            git(worktree, "clean", "-ffdxq")
+        except WatchkeeperError as error:
+            log.info("the parked worktree %s is removed, not reused: %s", parked, error)
+            remove_worktree(worktree)
+            return False
+        return True
+    return False
 
 
 def remove_worktree(worktree: Path, *, in_background: bool = False) -> None:
@@ -191,17 +291,22 @@ def remove_worktree(worktree: Path, *, in_background: bool = False) -> None:
         except OSError:
             in_background = False
         else:
-            subprocess.Popen(
-                ["rm", "-rf", "--", str(trash)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            _delete_in_background(trash)
     if not in_background:
         _delete(worktree)
     if common is not None and common.is_dir():
         git(common, "worktree", "prune", check=False)
+
+
+def _delete_in_background(folder: Path) -> None:
+    """Delete `folder` by a detached `rm -rf`, which outlives the caller."""
+    subprocess.Popen(
+        ["rm", "-rf", "--", str(folder)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _delete(folder: Path) -> None:
@@ -263,9 +368,14 @@ def materialise(
     _retire_quietly(db, vanished_worktrees(db, paths))
     worktree = new_worktree_path(paths, version, keep)
     staging = new_staging_path(paths)
-    done = Materialised(worktree)
+    done = Materialised(worktree, data_deps=sorted(plan.kinds))
     # git checks the code out while the data is restored beside it; the data moves in after.
-    checkout = GitInBackground(repo, "worktree", "add", "--detach", "--quiet", str(worktree), sha)
+    if _claim_parked(repo, worktree):  # its files rewritten only where the commit differs
+        checkout = GitInBackground(worktree, "checkout", "--detach", "--force", "--quiet", sha)
+    else:
+        checkout = GitInBackground(
+            repo, "worktree", "add", "--detach", "--quiet", str(worktree), sha
+        )
     try:
         try:
             written = _restore_data(store, plan, staging, done, on_progress, checkout.check)
@@ -522,7 +632,8 @@ def reproduce(
             **train_callbacks,
         )
     finally:
-        remove_worktree(done.worktree, in_background=True)
+        if not park_worktree(done.worktree, done.data_deps):
+            remove_worktree(done.worktree, in_background=True)
         _retire_quietly(db, [done.worktree])
     code_link = paths.runs / result.run_id / "code"
     if code_link.is_symlink():  # it led to the worktree, now removed

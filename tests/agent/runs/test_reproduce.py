@@ -6,6 +6,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import textwrap
 import time
 from pathlib import Path
 
@@ -58,9 +59,12 @@ def test_a_version_trained_before_code_and_data_changed_is_reproduced_exactly(
     assert second.exit_code == 0 and "reproduced exactly" in second.output, second.output
     after = {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and ".git" not in p.parts}
     assert after == before  # the user's tree is untouched
-    assert git(root, "worktree", "list").count("\n") == 1
     folder = reproduction_root(WatchkeeperPaths.from_environment())
-    wait_for(lambda: list(folder.iterdir()) == [], timeout=30)  # deleted in the background
+    # The code stays parked for the next reproduction; the data goes, in the background.
+    wait_for(lambda: len(list(folder.iterdir())) == 1, timeout=30)
+    (parked,) = folder.iterdir()
+    assert parked.name.startswith("parked-") and not (parked / "data").exists()
+    assert git(root, "worktree", "list").splitlines()[1].startswith(f"{parked} ")
     v1, v3, v4 = version("churn", 1), version("churn", 3), version("churn", 4)
     assert v3["reproduction_of"] == v1["id"] and v3["metrics"] == v1["metrics"]
     assert v3["reproduction"]["verdict"] == "reproduced exactly"
@@ -293,7 +297,7 @@ def test_a_worktree_whose_background_deletion_was_cut_short_goes_with_the_next(
     again = cli(root, monkeypatch, "reproduce", "churn@1")
 
     assert again.exit_code == 0, again.output
-    wait_for(lambda: list(folder.iterdir()) == [], timeout=30)
+    wait_for(lambda: [p.name[:7] for p in folder.iterdir()] == ["parked-"], timeout=30)
 
 
 def test_data_restored_by_a_killed_reproduce_goes_with_the_next(
@@ -431,3 +435,95 @@ def test_the_restored_data_is_not_read_again_and_the_run_uses_the_worktree(
     where = store().path(version("churn", 2)["artifacts"]["where.txt"]).read_text().strip()
     assert Path(where).parent == reproduction_root(paths).resolve()
     assert not (paths.runs / version("churn", 2)["run_id"] / "code").exists()
+
+
+SPOILING_SCRIPT = textwrap.dedent(
+    """\
+    import json, pathlib, sys
+    here = pathlib.Path.cwd()
+    left = [p for p in ("leftover.txt", "build/out.bin", "data/extra.csv") if (here / p).exists()]
+    if left or "spoiled" in (here / "helper.py").read_text():
+        sys.exit(f"left by the reproduction before: {left or 'helper.py changed'}")
+    total = sum(
+        float(line.split(",")[1])
+        for path in sorted((here / "data").glob("*.csv"))
+        for line in path.read_text().splitlines()[1:]
+    )
+    (here / "model.bin").write_text(f"weights {total!r}\\n")
+    json.dump({"total": total}, open("metrics.json", "w"))
+    if "reproduce" in here.parts:  # spoil every reproduction's worktree for the next one
+        (here / "leftover.txt").write_text("output\\n")
+        (here / "build").mkdir()
+        (here / "build" / "out.bin").write_bytes(b"x")
+        with open(here / "helper.py", "a") as helper:
+            helper.write("# spoiled\\n")
+        with open(here / "data" / "part0.csv", "a") as part:
+            part.write("9,1000\\n")
+        (here / "data" / "part1.csv").unlink()
+        (here / "data" / "extra.csv").write_text("x,y\\n0,5\\n")
+    """
+)
+
+
+def test_the_next_reproduction_checks_out_over_the_parked_code_and_sees_no_leftovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    (root / "train.py").write_text(SPOILING_SCRIPT)
+    commit_all(root, "a training that spoils its worktree")
+    assert cli(root, monkeypatch, "train", "churn").exit_code == 0
+    folder = reproduction_root(WatchkeeperPaths.from_environment())
+
+    first = cli(root, monkeypatch, "reproduce", "churn@1")
+
+    assert first.exit_code == 0 and "reproduced exactly" in first.output, first.output
+    (parked,) = folder.glob("parked-*")
+    train_inode = (parked / "train.py").stat().st_ino
+
+    second = cli(root, monkeypatch, "reproduce", "churn@1")
+
+    assert second.exit_code == 0 and "reproduced exactly" in second.output, second.output
+    assert not parked.exists()
+    (again,) = folder.glob("parked-*")
+    assert (again / "train.py").stat().st_ino == train_inode  # reused, not checked out anew
+    assert "spoiled" not in (root / "helper.py").read_text()
+
+
+def test_a_parked_worktree_over_an_hour_old_goes_with_the_next_reproduction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    assert cli(root, monkeypatch, "train", "churn").exit_code == 0
+    assert cli(root, monkeypatch, "reproduce", "churn@1").exit_code == 0
+    folder = reproduction_root(WatchkeeperPaths.from_environment())
+    (parked,) = folder.glob("parked-*")
+    old = folder / f"parked-{int(time.time()) - 3601}-{parked.name.rsplit('-', 1)[1]}"
+    parked.rename(old)  # git's record of it is repaired by the removal's prune
+    (tmp_path / "other").mkdir()
+    other = make_data_repo(tmp_path / "other")
+    assert cli(other, monkeypatch, "train", "churn").exit_code == 0
+
+    assert cli(other, monkeypatch, "reproduce", "churn@1").exit_code == 0
+
+    assert not old.exists()
+    assert len(git(root, "worktree", "list").splitlines()) == 1
+    assert [p.name[:7] for p in folder.iterdir()] == ["parked-"]  # the other repo's
+
+
+def test_gc_removes_the_parked_worktree_and_its_record_in_the_repo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_data_repo(tmp_path)
+    assert cli(root, monkeypatch, "train", "churn").exit_code == 0
+    assert cli(root, monkeypatch, "reproduce", "churn@1").exit_code == 0
+    folder = reproduction_root(WatchkeeperPaths.from_environment())
+    (parked,) = folder.glob("parked-*")
+
+    dry = cli(root, monkeypatch, "gc", "--dry-run")
+    assert "would remove 1 parked reproduction worktree(s)" in dry.output and parked.exists()
+    collected = cli(root, monkeypatch, "gc")
+
+    assert collected.exit_code == 0, collected.output
+    assert "removed 1 parked reproduction worktree(s)" in collected.output
+    assert not parked.exists()
+    assert len(git(root, "worktree", "list").splitlines()) == 1
