@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
@@ -32,6 +33,8 @@ _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _INCOMING_NAME = re.compile(r"^\.incoming-(\d+)-[0-9a-f]{16}$")
 # ioctl(dest, FICLONE, source): share the source's extents copy-on-write (btrfs, XFS, bcachefs).
 FICLONE = getattr(fcntl, "FICLONE", 0x40049409)
+AT_FDCWD, AT_SYMLINK_FOLLOW = -100, 0x400
+_LIBC = ctypes.CDLL(None, use_errno=True)
 DAMAGED_SUFFIX = ".damaged"
 # Held shared while a writer claims a blob the store has, exclusive while gc unlinks (gc.py).
 GC_LOCK_NAME = ".gc-lock"
@@ -79,6 +82,7 @@ class ArtifactStore:
         self._hash_cache = hash_cache
         self._reflinks_refused: set[int] = set()  # devices whose files cannot be cloned here
         self._folders_made: set[str] = set()  # blob folders this store has made or found
+        self._unnamed_files = os.path.isdir("/proc/self/fd")  # O_TMPFILE, linked by /proc
         # Blobs `restore` hashed and found whole (stat, digest), and when the first was checked.
         self._verified: list[tuple[hashing.StatKey, bytes]] = []
         self._verified_since: int | None = None
@@ -290,77 +294,104 @@ class ArtifactStore:
     ) -> str:
         """Keep the content of a file already fingerprinted as `digest` (size, mtime_ns).
 
-        Returns "present" (the store had it), "cloned" (a reflink: no bytes copied) or
-        "copied". The user's file is only read: never linked, moved or changed, so a later
-        edit of theirs cannot reach the blob. The kernel copies it into a temporary name, which
-        is renamed into place. The copy is not hashed again when `vouched` is given (the stat
-        for which the hash cache vouches that the content hashes to `digest`, see
-        `StatCache.cached_digests`) and the file has that very stat before and after the copy;
-        otherwise the copy is hashed (so a file whose stat is not the fingerprinted one is kept
-        when its content still hashes to `digest`). A file that changed raises
-        SourceChangedError and a full
-        disk a disk-full error; in both cases nothing is registered. Blobs written here are
-        not fsynced one by one: a blob damaged by a power cut is caught by the hash check of
-        `restore`.
+        Returns "present" (the store got it meanwhile: the caller claims the blobs the store
+        has first, see `claim_stored`), "cloned" (a reflink: no bytes copied) or "copied".
+        The user's file is only read: never linked, moved or changed, so a later
+        edit of theirs cannot reach the blob. The kernel copies it into an unnamed file in the
+        blob's folder (O_TMPFILE), which is linked into place once whole: a kill at any point
+        leaves nothing behind (where the filesystem has no unnamed files, a temporary name
+        renamed into place; `remove_abandoned_copies` removes what a kill leaves of those).
+        The copy is not hashed again when `vouched` is given (the stat for which the hash cache
+        vouches that the content hashes to `digest`, see `StatCache.cached_digests`) and the
+        file has that very stat before and after the copy; otherwise the copy is hashed (so a
+        file whose stat is not the fingerprinted one is kept when its content still hashes to
+        `digest`). A file that changed raises SourceChangedError and a full disk a disk-full
+        error; in both cases nothing is registered. Blobs written here are not fsynced one by
+        one: a blob damaged by a power cut is caught by the hash check of `restore`.
         """
         # Strings, not Paths, and folders made once: thousands of files, each a few system calls.
         destination = self._checked_blob_name(digest)
         folder = os.path.dirname(destination)
-        if os.path.isfile(destination) and self.claim(Path(destination)):
-            return "present"
         if folder not in self._folders_made:
             self._make_folders(Path(folder))
             self._folders_made.add(folder)
-        if not self._swept:
-            self.remove_abandoned_copies()
-            self._swept = True
-        temporary = f"{folder}/{INCOMING_PREFIX}{os.getpid()}-{os.path.basename(destination)[:16]}"
+        temporary: str | None = None
         try:
             reader = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 before = os.fstat(reader)
-                try:
-                    descriptor = os.open(
-                        temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE
-                    )
-                except FileNotFoundError:  # its folder was removed since it was made here
-                    self._folders_made.discard(folder)
-                    self._make_folders(Path(folder))
-                    descriptor = os.open(
-                        temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE
-                    )
+                descriptor, temporary = self._open_unnamed(folder, destination)
                 try:
                     how = self._clone_or_copy(reader, descriptor, before.st_size, before.st_dev)
+                    after = os.fstat(reader)
+                    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+                        raise SourceChangedError(f"{source} changed while it was being kept")
+                    # A snapshot reused for content seen before carries that time's mtimes: a
+                    # file whose stat is not the fingerprinted one is kept only if its copy
+                    # hashes to `digest`.
+                    as_fingerprinted = (before.st_size, before.st_mtime_ns) == (size, mtime_ns)
+                    trusted = (
+                        as_fingerprinted
+                        and vouched is not None
+                        and (hashing.stat_key(before) == vouched == hashing.stat_key(after))
+                    )
+                    if not trusted:
+                        copy = temporary or f"/proc/self/fd/{descriptor}"
+                        copied = DIGEST_PREFIX + hashing.hash_whole_file(copy, size).hex()
+                        if copied != digest:
+                            raise SourceChangedError(f"{source} changed while it was being kept")
+                    if temporary is None:
+                        how = self._name_unnamed(descriptor, destination, how)
                 finally:
                     os.close(descriptor)
-                after = os.fstat(reader)
             finally:
                 os.close(reader)
-            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-                raise SourceChangedError(f"{source} changed while it was being kept")
-            # A snapshot reused for content seen before carries that time's mtimes: a file
-            # whose stat is not the fingerprinted one is kept only if its copy hashes to `digest`.
-            as_fingerprinted = (before.st_size, before.st_mtime_ns) == (size, mtime_ns)
-            trusted = (
-                as_fingerprinted
-                and vouched is not None
-                and (hashing.stat_key(before) == vouched == hashing.stat_key(after))
-            )
-            if not trusted:
-                copied = DIGEST_PREFIX + hashing.hash_whole_file(str(temporary), size).hex()
-                if copied != digest:
-                    raise SourceChangedError(f"{source} changed while it was being kept")
-            os.replace(temporary, destination)
+            if temporary is not None:
+                os.replace(temporary, destination)
         except OSError as error:
             disk_full = disk_full_error(self.root) if is_disk_full(error) else None
-            self._discard(Path(temporary))
+            if temporary is not None:
+                self._discard(Path(temporary))
             if disk_full is not None:
                 raise disk_full from error
             raise WatchkeeperError(f"cannot keep {source} in {self.root}: {error}") from error
         except BaseException:
-            self._discard(Path(temporary))
+            if temporary is not None:
+                self._discard(Path(temporary))
             raise
         return how
+
+    def _name_unnamed(self, descriptor: int, destination: str, how: str) -> str:
+        """Link the unnamed copy open as `descriptor` into place; "present" when the store got
+        the blob meanwhile (then claimed, so that gc keeps it), else `how`."""
+        while not _link_unnamed(descriptor, destination):
+            if self.claim(Path(destination)):
+                return "present"
+        return how
+
+    def _open_unnamed(self, folder: str, destination: str) -> tuple[int, str | None]:
+        """A new file in `folder` to copy into: unnamed (O_TMPFILE) where the filesystem and
+        /proc allow, with None; else a temporary name beside `destination`, with that name."""
+        if self._unnamed_files:
+            try:
+                return os.open(folder, os.O_WRONLY | os.O_TMPFILE, PRIVATE_FILE_MODE), None
+            except FileNotFoundError:  # its folder was removed since it was made here
+                self._make_folders(Path(folder))
+                return os.open(folder, os.O_WRONLY | os.O_TMPFILE, PRIVATE_FILE_MODE), None
+            except OSError as error:
+                if error.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    raise
+                self._unnamed_files = False
+        if not self._swept:
+            self.remove_abandoned_copies()
+            self._swept = True
+        temporary = f"{folder}/{INCOMING_PREFIX}{os.getpid()}-{os.path.basename(destination)[:16]}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        try:
+            return os.open(temporary, flags, PRIVATE_FILE_MODE), temporary
+        except FileNotFoundError:
+            self._make_folders(Path(folder))
+            return os.open(temporary, flags, PRIVATE_FILE_MODE), temporary
 
     def _clone_or_copy(self, source: int, destination: int, size: int, device: int) -> str:
         """`_clone_or_copy`, not trying reflinks again from a device that refused one."""
@@ -479,10 +510,18 @@ class ArtifactStore:
         return content
 
     def _make_folders(self, folder: Path) -> None:
-        for each in (self.root, folder):
-            if not each.is_dir():
-                each.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER_MODE)
-                make_private(each)
+        """Make a blob folder (and the store), private, unless it is there."""
+        try:
+            os.mkdir(folder, PRIVATE_FOLDER_MODE)
+        except FileExistsError:
+            return
+        except FileNotFoundError:  # the store itself is not made yet
+            for each in (self.root, folder):
+                if not each.is_dir():
+                    each.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER_MODE)
+                    make_private(each)
+            return
+        make_private(folder)
 
     @staticmethod
     def _incoming(destination: Path) -> Path:
@@ -537,6 +576,19 @@ def _touch(blob: str, vouched: hashing.StatKey | None) -> hashing.StatKey | None
         return hashing.stat_key(os.fstat(descriptor)) if same else None
     finally:
         os.close(descriptor)
+
+
+def _link_unnamed(descriptor: int, destination: str) -> bool:
+    """Name the unnamed file open as `descriptor` (O_TMPFILE) `destination`; False when that
+    name exists already. `linkat` of its /proc link, which needs no privilege (os.link would
+    link the /proc link itself)."""
+    source = f"/proc/self/fd/{descriptor}".encode()
+    if _LIBC.linkat(AT_FDCWD, source, AT_FDCWD, os.fsencode(destination), AT_SYMLINK_FOLLOW):
+        code = ctypes.get_errno()
+        if code == errno.EEXIST:
+            return False
+        raise OSError(code, os.strerror(code), destination)
+    return True
 
 
 def _clone_or_copy(source: int, destination: int, size: int) -> str:

@@ -177,3 +177,41 @@ def test_keep_file_makes_its_blob_folder_again_when_it_was_removed_meanwhile(
     assert blob.read_bytes() == source.read_bytes()
     with pytest.raises(WatchkeeperError, match="not an artifact digest"):
         store.keep_file(source, "blake3:../x", size=info.st_size, mtime_ns=info.st_mtime_ns)
+
+
+def kept(store: ArtifactStore, source: Path) -> str:
+    info = source.stat()
+    return store.keep_file(
+        source, file_digest(source), size=info.st_size, mtime_ns=info.st_mtime_ns
+    )
+
+
+def test_keep_file_finds_a_blob_stored_meanwhile_and_claims_it(tmp_path: Path) -> None:
+    """Two keepers of the same content: the second finds the name taken when it links its copy,
+    and touches the blob so that a gc now keeps it; nothing else is left in the folder."""
+    store = ArtifactStore(tmp_path / "artifacts")
+    source = tmp_path / "rows.csv"
+    source.write_bytes(b"id,value\n1,2\n")
+    assert kept(store, source) in ("copied", "cloned")
+    blob = store.path(file_digest(source))
+    os.utime(blob, (1, 1))
+
+    assert kept(ArtifactStore(tmp_path / "artifacts"), source) == "present"
+
+    assert blob.stat().st_mtime > time.time() - 60
+    assert list(blob.parent.iterdir()) == [blob] and blob.read_bytes() == source.read_bytes()
+
+
+def test_keep_file_without_unnamed_files_renames_a_temporary_copy_into_place(
+    tmp_path: Path,
+) -> None:
+    """Where O_TMPFILE or /proc is missing the copy goes to a temporary name, renamed once whole."""
+    store = ArtifactStore(tmp_path / "artifacts")
+    store._unnamed_files = False
+    source = tmp_path / "rows.csv"
+    source.write_bytes(b"id,value\n1,2\n")
+
+    assert kept(store, source) in ("copied", "cloned")
+
+    blob = store.path(file_digest(source))
+    assert list(blob.parent.iterdir()) == [blob] and blob.read_bytes() == source.read_bytes()
