@@ -489,14 +489,21 @@ def test_the_next_reproduction_checks_out_over_the_parked_code_and_sees_no_lefto
     assert "spoiled" not in (root / "helper.py").read_text()
 
 
-def test_a_parked_worktree_over_an_hour_old_goes_with_the_next_reproduction(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def reproduced_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, Path]:
+    """A repo whose v1 was reproduced once: the repo, the reproduction folder, the parked
+    worktree in it."""
     root = make_data_repo(tmp_path)
     assert cli(root, monkeypatch, "train", "churn").exit_code == 0
     assert cli(root, monkeypatch, "reproduce", "churn@1").exit_code == 0
     folder = reproduction_root(WatchkeeperPaths.from_environment())
     (parked,) = folder.glob("parked-*")
+    return root, folder, parked
+
+
+def test_a_parked_worktree_over_an_hour_old_goes_with_the_next_reproduction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, folder, parked = reproduced_once(tmp_path, monkeypatch)
     old = folder / f"parked-{int(time.time()) - 3601}-{parked.name.rsplit('-', 1)[1]}"
     parked.rename(old)  # git's record of it is repaired by the removal's prune
     (tmp_path / "other").mkdir()
@@ -513,11 +520,7 @@ def test_a_parked_worktree_over_an_hour_old_goes_with_the_next_reproduction(
 def test_gc_removes_the_parked_worktree_and_its_record_in_the_repo(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = make_data_repo(tmp_path)
-    assert cli(root, monkeypatch, "train", "churn").exit_code == 0
-    assert cli(root, monkeypatch, "reproduce", "churn@1").exit_code == 0
-    folder = reproduction_root(WatchkeeperPaths.from_environment())
-    (parked,) = folder.glob("parked-*")
+    root, _, parked = reproduced_once(tmp_path, monkeypatch)
 
     dry = cli(root, monkeypatch, "gc", "--dry-run")
     assert "would remove 1 parked reproduction worktree(s)" in dry.output and parked.exists()
