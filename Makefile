@@ -34,4 +34,5 @@ bench: build
 	for script in benchmarks/bench_*.py; do $(PY) $$script || exit 1; done
 
 clean:
-	rm -rf build $(VENV) hmm_core/_kernels.c hmm_core/_kernels*.so
+	rm -rf build $(VENV) hmm_core/_kernels.c hmm_core/_kernels*.so agent/data/_scan.c agent/data/_scan*.so \
+		agent/ledger/_clone.c agent/ledger/_clone*.so

@@ -16,12 +16,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
 import blake3
+import numpy
 
 from agent.data import hashing
 from agent.data.hashing import DIGEST_PREFIX
 from agent.data.stat_cache import StatCache
 from agent.disk import disk_full_error, is_disk_full
 from agent.errors import WatchkeeperError
+from agent.ledger import _clone
 from agent.paths import PRIVATE_FILE_MODE, PRIVATE_FOLDER_MODE, WatchkeeperPaths, make_private
 
 CHUNK_BYTES = 1 << 20
@@ -360,6 +362,44 @@ class ArtifactStore:
                 self._discard(Path(temporary))
             raise
         return how
+
+    def clone_vouched(
+        self, files: list[tuple[str, str, hashing.StatKey | None]]
+    ) -> list[str | None]:
+        """Keep by reflink each (source, digest, vouched stat) whose stat is the vouched one
+        before and after its clone, in C (a clone is a few metadata updates: per file, Python
+        would cost more than the kernel): "cloned" or "present" (claimed) for those, None for
+        each file the caller keeps by `keep_file` (not vouched, changed, not clonable here, or
+        any failure: nothing of it was left). What `keep_file` does for a vouched file, where
+        the filesystem clones and has unnamed files.
+        """
+        if not files or not self._unnamed_files:
+            return [None] * len(files)
+        destinations = [self._checked_blob_name(digest) for _, digest, _ in files]
+        folders = [os.path.dirname(destination) for destination in destinations]
+        for folder in dict.fromkeys(folders):
+            if folder not in self._folders_made:
+                self._make_folders(Path(folder))
+                self._folders_made.add(folder)
+        keys = numpy.full((len(files), 5), -1, dtype=numpy.int64)
+        for row, (_, _, vouched) in enumerate(files):
+            if vouched is not None and max(vouched) < 1 << 63:
+                keys[row] = vouched
+        outcomes, _ = _clone.clone_files(
+            [os.fsencode(source) for source, _, _ in files],
+            [os.fsencode(folder) for folder in folders],
+            [os.fsencode(destination) for destination in destinations],
+            keys,
+        )
+        kept: list[str | None] = []
+        for outcome, destination in zip(outcomes.tolist(), destinations, strict=True):
+            if outcome == _clone.CLONED:
+                kept.append("cloned")
+            elif outcome == _clone.PRESENT and self.claim(Path(destination)):
+                kept.append("present")
+            else:
+                kept.append(None)
+        return kept
 
     def _name_unnamed(self, descriptor: int, destination: str, how: str) -> str:
         """Link the unnamed copy open as `descriptor` into place; "present" when the store got
