@@ -384,10 +384,11 @@ class ArtifactStore:
             if folder not in self._folders_made:
                 self._make_folders(Path(folder))
                 self._folders_made.add(folder)
-        keys = numpy.full((len(files), 5), -1, dtype=numpy.int64)
-        for row, (_, _, vouched) in enumerate(files):
-            if vouched is not None and max(vouched) < 1 << 63:
-                keys[row] = vouched
+        none = (-1, -1, -1, -1, -1)
+        keys = numpy.array(
+            [none if key is None or max(key) >= 1 << 63 else key for _, _, key in files],
+            dtype=numpy.int64,
+        )
         sources = [os.fsencode(source) for source, _, _ in files]
         folder_names = [os.fsencode(folder) for folder in folders]
         destination_names = [os.fsencode(destination) for destination in destinations]
