@@ -1,10 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
 """Clone files into the artifact store in C, each into an unnamed file linked into place."""
 
-from libc.errno cimport EEXIST, errno
+from libc.errno cimport EEXIST, EINVAL, errno
 from libc.stdint cimport int32_t, int64_t
 from libc.stdio cimport snprintf
-from posix.stat cimport fstat, struct_stat
+from posix.stat cimport fstat, stat, struct_stat
 from posix.unistd cimport close
 
 import numpy as np
@@ -113,6 +113,10 @@ def clone_files(list sources, list folders, list destinations, int64_t[:, ::1] v
     cdef const char *folder
     cdef const char *destination
     for index in range(count):
+        if b"\0" in sources[index] or b"\0" in folders[index] or b"\0" in destinations[index]:
+            outcome_view[index] = OUTCOME_FAILED  # a C string would stop short of it
+            error_view[index] = EINVAL
+            continue
         source = sources[index]
         folder = folders[index]
         destination = destinations[index]
@@ -121,3 +125,27 @@ def clone_files(list sources, list folders, list destinations, int64_t[:, ::1] v
                 source, folder, destination, &vouched[index, 0], &error_view[index]
             )
     return outcomes, errors
+
+
+def stat_keys(list paths):
+    """The stat key (dev, ino, size, mtime_ns, ctime_ns) of each path (bytes), following
+    links, as an (n, 5) int64 array; a row of -1 where the path cannot be stat'ed."""
+    cdef Py_ssize_t count = len(paths), index
+    keys = np.full((count, 5), -1, dtype=np.int64)
+    cdef int64_t[:, ::1] key_view = keys
+    cdef struct_stat info
+    cdef const char *path
+    cdef int status
+    for index in range(count):
+        if b"\0" in paths[index]:
+            continue  # a C string would stop short of it
+        path = paths[index]
+        with nogil:
+            status = stat(path, &info)
+            if status == 0:
+                key_view[index, 0] = <int64_t>info.st_dev
+                key_view[index, 1] = <int64_t>info.st_ino
+                key_view[index, 2] = <int64_t>info.st_size
+                key_view[index, 3] = <int64_t>info.st_mtim.tv_sec * 1000000000 + info.st_mtim.tv_nsec
+                key_view[index, 4] = <int64_t>info.st_ctim.tv_sec * 1000000000 + info.st_ctim.tv_nsec
+    return keys

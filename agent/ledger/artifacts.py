@@ -643,6 +643,13 @@ def _touch(blob: str, vouched: hashing.StatKey | None) -> hashing.StatKey | None
         os.close(descriptor)
 
 
+def stat_keys(paths: list[str]) -> list[hashing.StatKey | None]:
+    """The stat key of each path (links followed), None where it cannot be stat'ed: thousands
+    of files in one compiled call."""
+    rows = _clone.stat_keys([os.fsencode(path) for path in paths]).tolist()
+    return [None if min(row) < 0 else (row[0], row[1], row[2], row[3], row[4]) for row in rows]
+
+
 def _link_unnamed(descriptor: int, destination: str) -> bool:
     """Name the unnamed file open as `descriptor` (O_TMPFILE) `destination`; False when that
     name exists already. `linkat` of its /proc link, which needs no privilege (os.link would

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -12,13 +11,13 @@ from pathlib import Path, PurePosixPath
 from sqlite_utils import Database
 
 from agent.data.fingerprint import DataFingerprint, FileEntry
-from agent.data.hashing import DIGEST_PREFIX, StatKey, stat_key
+from agent.data.hashing import DIGEST_PREFIX, StatKey
 from agent.data.snapshots import load_snapshot
 from agent.disk import disk_full_error, is_disk_full
 from agent.errors import WatchkeeperError
 from agent.formatting import format_size
 from agent.ledger import write_transaction
-from agent.ledger.artifacts import ArtifactStore, SourceChangedError
+from agent.ledger.artifacts import ArtifactStore, SourceChangedError, stat_keys
 from agent.ledger.blobs import DATA, VersionBlob, blobs_of_snapshot, record_snapshot_blobs
 
 KEEP_ALWAYS = "always"
@@ -265,12 +264,13 @@ def _vouched_stats(
     """The stat of each file to copy (none the store has) for which the hash cache vouches
     for its fingerprinted digest (the fingerprint just hashed it, or found it by stat): its
     copy needs no hashing."""
-    stats: dict[str, StatKey] = {}
-    for source, name, _ in files:
-        try:
-            stats[name] = stat_key(os.stat(source))
-        except OSError:
-            continue  # keep_file says what is wrong with it
+    stats = {  # one that cannot be stat'ed is left to keep_file, which says what is wrong
+        name: key
+        for (_, name, _), key in zip(
+            files, stat_keys([source for source, _, _ in files]), strict=True
+        )
+        if key is not None
+    }
     found = store.hash_cache.cached_digests(list(stats.values()))
     digests = {name: entry.digest for _, name, entry in files}
     return {

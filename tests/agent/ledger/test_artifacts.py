@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import WatchkeeperError
-from agent.ledger.artifacts import ArtifactStore, file_digest
+from agent.ledger.artifacts import ArtifactStore, file_digest, stat_keys
 from tests.agent.runs.gitrepo import REPO_ROOT
 from tests.support import wait_for
 
@@ -215,3 +215,17 @@ def test_keep_file_without_unnamed_files_renames_a_temporary_copy_into_place(
 
     blob = store.path(file_digest(source))
     assert list(blob.parent.iterdir()) == [blob] and blob.read_bytes() == source.read_bytes()
+
+
+def test_stat_keys_match_os_stat_and_say_none_for_what_cannot_be_stated(tmp_path: Path) -> None:
+    present = tmp_path / "rows.csv"
+    present.write_bytes(b"id\n1\n")
+    info = present.stat()
+
+    keys = stat_keys([str(present), str(tmp_path / "missing"), f"{present}\0.csv"])
+
+    assert keys == [
+        (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns),
+        None,
+        None,
+    ]
