@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -69,7 +70,8 @@ def test_every_page_renders_with_a_populated_ledger(
     assert coding.view is not None and coding.view.event_count > 0  # type: ignore[attr-defined]
     assert coding.view.heatmap.sum() > 0  # type: ignore[attr-defined]
     assert "Peak hours: " in coding.peak_label.text()  # type: ignore[attr-defined]
-    assert "sessions" in coding.day_total.text()  # type: ignore[attr-defined]
+    # How many sessions today depends on the hour the suite runs at: one early in the day.
+    assert re.search(r"\b\d+ sessions?\b", coding.day_total.text())  # type: ignore[attr-defined]
 
 
 def test_models_table_fetches_lazily_filters_and_sorts(
