@@ -105,6 +105,11 @@ def clone_files(list sources, list folders, list destinations, int64_t[:, ::1] v
     nothing behind.
     """
     cdef Py_ssize_t count = len(sources), index
+    if (
+        len(folders) != count or len(destinations) != count
+        or vouched.shape[0] != count or vouched.shape[1] != 5
+    ):
+        raise ValueError("clone_files needs a folder, a destination and a key row per source")
     outcomes = np.empty(count, dtype=np.int32)
     errors = np.zeros(count, dtype=np.int32)
     cdef int32_t[::1] outcome_view = outcomes

@@ -10,9 +10,11 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy
 import pytest
 
 from agent.errors import WatchkeeperError
+from agent.ledger import _clone
 from agent.ledger.artifacts import ArtifactStore, file_digest, stat_keys
 from tests.agent.runs.gitrepo import REPO_ROOT
 from tests.support import wait_for
@@ -229,3 +231,11 @@ def test_stat_keys_match_os_stat_and_say_none_for_what_cannot_be_stated(tmp_path
         None,
         None,
     ]
+
+
+def test_the_compiled_clone_loop_refuses_lists_of_different_lengths() -> None:
+    """Its loop reads each list at every index without bounds checks: unequal ones are refused."""
+    with pytest.raises(ValueError, match="a folder, a destination and a key row per source"):
+        _clone.clone_files([b"/a", b"/b"], [b"/"], [b"/x", b"/y"], numpy.zeros((2, 5), numpy.int64))
+    with pytest.raises(ValueError, match="per source"):
+        _clone.clone_files([b"/a"], [b"/"], [b"/x"], numpy.zeros((1, 4), numpy.int64))
