@@ -7,6 +7,8 @@ from libc.stdio cimport snprintf
 from posix.stat cimport fstat, stat, struct_stat
 from posix.unistd cimport close
 
+import os
+
 import numpy as np
 
 cdef extern from "<fcntl.h>" nogil:
@@ -57,8 +59,7 @@ cdef int _clone_one(
     int32_t *error
 ) noexcept nogil:
     cdef struct_stat before, after
-    cdef char link_path[64]
-    cdef int reader, writer, linked, failure
+    cdef int reader, writer, failure
     if key[0] < 0:
         return OUTCOME_UNTRUSTED
     reader = open(source, O_RDONLY | O_CLOEXEC)
@@ -82,17 +83,41 @@ cdef int _clone_one(
         close(writer)
         close(reader)
         return OUTCOME_UNTRUSTED
-    snprintf(link_path, sizeof(link_path), "/proc/self/fd/%d", writer)
-    linked = linkat(AT_FDCWD, link_path, AT_FDCWD, destination, AT_SYMLINK_FOLLOW)
-    failure = errno
+    failure = _link_unnamed(writer, destination)
     close(writer)
     close(reader)
-    if linked == 0:
+    if failure == 0:
         return OUTCOME_CLONED
     if failure == EEXIST:
         return OUTCOME_PRESENT
     error[0] = failure
     return OUTCOME_FAILED
+
+
+cdef int _link_unnamed(int descriptor, const char *destination) noexcept nogil:
+    """Name the unnamed file open as `descriptor` by `linkat` of its /proc link (no privilege
+    needed, unlike AT_EMPTY_PATH); 0, or the errno."""
+    cdef char link_path[64]
+    snprintf(link_path, sizeof(link_path), "/proc/self/fd/%d", descriptor)
+    if linkat(AT_FDCWD, link_path, AT_FDCWD, destination, AT_SYMLINK_FOLLOW) == 0:
+        return 0
+    return errno
+
+
+def link_unnamed(int descriptor, bytes destination):
+    """Name the unnamed file (O_TMPFILE) open as `descriptor` `destination`; False when that
+    name exists already, OSError for any other failure."""
+    if b"\0" in destination:
+        raise OSError(EINVAL, "a path holding a NUL", destination)
+    cdef const char *name = destination
+    cdef int failure
+    with nogil:
+        failure = _link_unnamed(descriptor, name)
+    if failure == EEXIST:
+        return False
+    if failure:
+        raise OSError(failure, os.strerror(failure), os.fsdecode(destination))
+    return True
 
 
 def clone_files(list sources, list folders, list destinations, int64_t[:, ::1] vouched):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import os
@@ -36,8 +35,6 @@ _HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
 _INCOMING_NAME = re.compile(r"^\.incoming-(\d+)-[0-9a-f]{16}$")
 # ioctl(dest, FICLONE, source): share the source's extents copy-on-write (btrfs, XFS, bcachefs).
 FICLONE = getattr(fcntl, "FICLONE", 0x40049409)
-AT_FDCWD, AT_SYMLINK_FOLLOW = -100, 0x400
-_LIBC = ctypes.CDLL(None, use_errno=True)
 # Threads cloning at once: one per core, at most two (more only contend for the metadata).
 CLONE_THREADS = max(1, min(2, os.cpu_count() or 1))
 DAMAGED_SUFFIX = ".damaged"
@@ -429,7 +426,7 @@ class ArtifactStore:
     def _name_unnamed(self, descriptor: int, destination: str, how: str) -> str:
         """Link the unnamed copy open as `descriptor` into place; "present" when the store got
         the blob meanwhile (then claimed, so that gc keeps it), else `how`."""
-        while not _link_unnamed(descriptor, destination):
+        while not _clone.link_unnamed(descriptor, os.fsencode(destination)):
             if self.claim(Path(destination)):
                 return "present"
         return how
@@ -648,19 +645,6 @@ def stat_keys(paths: list[str]) -> list[hashing.StatKey | None]:
     of files in one compiled call."""
     rows = _clone.stat_keys([os.fsencode(path) for path in paths]).tolist()
     return [None if min(row) < 0 else (row[0], row[1], row[2], row[3], row[4]) for row in rows]
-
-
-def _link_unnamed(descriptor: int, destination: str) -> bool:
-    """Name the unnamed file open as `descriptor` (O_TMPFILE) `destination`; False when that
-    name exists already. `linkat` of its /proc link, which needs no privilege (os.link would
-    link the /proc link itself)."""
-    source = f"/proc/self/fd/{descriptor}".encode()
-    if _LIBC.linkat(AT_FDCWD, source, AT_FDCWD, os.fsencode(destination), AT_SYMLINK_FOLLOW):
-        code = ctypes.get_errno()
-        if code == errno.EEXIST:
-            return False
-        raise OSError(code, os.strerror(code), destination)
-    return True
 
 
 def _clone_or_copy(source: int, destination: int, size: int) -> str:

@@ -186,9 +186,7 @@ def remove_parked_worktrees(paths: WatchkeeperPaths, *, older_than: float = 0) -
     ago (all of them by default); the ones removed."""
     removed: list[Path] = []
     for parked in parked_worktrees(paths, older_than=older_than):
-        claimed = parked.with_name(
-            f"run-{os.getpid()}-{process_start_ticks(os.getpid())}-gone-{secrets.token_hex(3)}"
-        )
+        claimed = parked.with_name(f"{_owned('run')}-gone-{secrets.token_hex(3)}")
         try:  # claimed first, so that a reproduction taking it meanwhile keeps it whole
             os.rename(parked, claimed)
         except OSError:
@@ -198,18 +196,31 @@ def remove_parked_worktrees(paths: WatchkeeperPaths, *, older_than: float = 0) -
     return removed
 
 
+def _owned(kind: str) -> str:
+    """`<kind>-<pid>-<start ticks>`: the start of a folder this process owns (see
+    _OWNED_WORKTREE), removed by a later reproduction once this process is gone."""
+    return f"{kind}-{os.getpid()}-{process_start_ticks(os.getpid())}"
+
+
+def _parked_in(folder: Path) -> dict[Path, int]:
+    """The parked worktrees in `folder`, each with the time it was parked."""
+    if not folder.is_dir():
+        return {}
+    return {
+        parked: int(match.group(1))
+        for parked in sorted(folder.iterdir())
+        if (match := _PARKED_WORKTREE.match(parked.name)) is not None
+    }
+
+
 def parked_worktrees(paths: WatchkeeperPaths, *, older_than: float = 0) -> list[Path]:
     """The parked worktrees (see `park_worktree`) parked more than `older_than` seconds ago."""
-    folder = reproduction_root(paths)
-    if not folder.is_dir():
-        return []
     now = time.time()
-    return sorted(
+    return [
         parked
-        for parked in folder.iterdir()
-        if (match := _PARKED_WORKTREE.match(parked.name)) is not None
-        and now - int(match.group(1)) >= older_than
-    )
+        for parked, since in _parked_in(reproduction_root(paths)).items()
+        if now - since >= older_than
+    ]
 
 
 def park_worktree(worktree: Path, data_deps: list[str]) -> bool:
@@ -220,9 +231,7 @@ def park_worktree(worktree: Path, data_deps: list[str]) -> bool:
     common = _common_git_dir(worktree)
     if common is None or _parked_of(worktree.parent, common):
         return False
-    trash = worktree.with_name(
-        f"trash-{os.getpid()}-{process_start_ticks(os.getpid())}-{secrets.token_hex(3)}"
-    )
+    trash = worktree.with_name(f"{_owned('trash')}-{secrets.token_hex(3)}")
     try:
         trash.mkdir(mode=PRIVATE_FOLDER_MODE)
         for index, dep in enumerate(data_deps):
@@ -241,13 +250,7 @@ def park_worktree(worktree: Path, data_deps: list[str]) -> bool:
 
 def _parked_of(folder: Path, common: Path) -> list[Path]:
     """The parked worktrees in `folder` of the repo whose .git folder is `common`."""
-    if not folder.is_dir():
-        return []
-    return sorted(
-        parked
-        for parked in folder.iterdir()
-        if _PARKED_WORKTREE.match(parked.name) and _common_git_dir(parked) == common
-    )
+    return [parked for parked in _parked_in(folder) if _common_git_dir(parked) == common]
 
 
 def _claim_parked(repo: Path, worktree: Path) -> bool:
@@ -283,9 +286,7 @@ def remove_worktree(worktree: Path, *, in_background: bool = False) -> None:
     """
     common = _common_git_dir(worktree)
     if in_background:
-        trash = worktree.with_name(
-            f"trash-{os.getpid()}-{process_start_ticks(os.getpid())}-{secrets.token_hex(3)}"
-        )
+        trash = worktree.with_name(f"{_owned('trash')}-{secrets.token_hex(3)}")
         try:
             os.replace(worktree, trash)
         except OSError:
@@ -331,7 +332,7 @@ def new_worktree_path(paths: WatchkeeperPaths, version: dict[str, Any], keep: bo
     tail = f"{version['model']}-v{version['version']}-{token}"
     if keep:
         return folder / f"kept-{tail}"
-    return folder / f"run-{os.getpid()}-{process_start_ticks(os.getpid())}-{tail}"
+    return folder / f"{_owned('run')}-{tail}"
 
 
 def materialise(
@@ -413,10 +414,7 @@ def new_staging_path(paths: WatchkeeperPaths) -> Path:
     """A folder beside the worktrees to restore data into while git checks the code out
     (removed with abandoned worktrees when its process is gone)."""
     token = secrets.token_hex(3)
-    return (
-        reproduction_root(paths)
-        / f"run-{os.getpid()}-{process_start_ticks(os.getpid())}-data-{token}"
-    )
+    return reproduction_root(paths) / f"{_owned('run')}-data-{token}"
 
 
 def _restore_data(
